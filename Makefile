@@ -1,0 +1,52 @@
+# fl-async developer commands. `make test` is what CI runs (.ci/run).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PROTO_SRC := $(wildcard proto/fl_async/v1/*.proto)
+PROTO_OUT := fl_async/proto
+
+.PHONY: venv test proto proto-check run bench bench-peer clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "fl-async needs Python >= 3.11"'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test,dev,torch,examples]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+## proto: regenerate fl_async/proto from proto/*.proto with betterproto2
+proto: $(STAMP)
+	rm -rf $(PROTO_OUT) && mkdir -p $(PROTO_OUT)
+	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) -m grpc_tools.protoc -I proto \
+	  --python_betterproto2_out=$(PROTO_OUT) \
+	  --python_betterproto2_opt=client_generation=async,server_generation=async $(PROTO_SRC)
+
+## proto-check: fail if the committed generated code is stale
+proto-check: $(STAMP)
+	@tmp=$$(mktemp -d) && \
+	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) -m grpc_tools.protoc -I proto \
+	  --python_betterproto2_out=$$tmp \
+	  --python_betterproto2_opt=client_generation=async,server_generation=async $(PROTO_SRC) >/dev/null 2>&1 && \
+	diff -r -q $$tmp $(PROTO_OUT) -x __pycache__ && echo "proto: generated code is up to date" || \
+	{ echo "proto: fl_async/proto is stale; run 'make proto' and commit"; rm -rf $$tmp; exit 1; }; rm -rf $$tmp
+
+## test: create .venv, install everything, check generated code, run the suite
+test: $(STAMP) proto-check
+	$(PY) -m pytest -q -p no:cacheprovider
+
+## run: train a federated model on scikit-learn's digits over 10 in-process SuperNodes
+run: $(STAMP)
+	$(VENV)/bin/fl-async run examples.quickstart.server:app examples.quickstart.client:app \
+	  --num-supernodes 10 $(ARGS)
+
+bench: $(STAMP)
+	$(PY) -m benchmarks.run_all
+
+bench-peer: $(STAMP)
+	$(PY) -m benchmarks.peer $(ARGS)
+
+clean:
+	rm -rf $(VENV) build .pytest_cache

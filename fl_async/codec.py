@@ -1,0 +1,271 @@
+"""The one place that maps fl-async's data model to and from wire messages (``fl_async.proto``).
+
+Nothing else in fl-async builds or reads generated record/message classes' content; the SuperLink only
+reads metadata and array digests through the helpers at the bottom of this module.
+
+Arrays travel in one of two ways:
+
+* **inline**: the payload sits in the ``Array.data`` bytes field of the wire message;
+* **external**: ``data`` is empty, ``digest`` is the SHA-256 of the payload and ``nbytes`` its length;
+  the payload travels separately as chunks (the blob path, :mod:`fl_async.blobs`). The encoder puts
+  such payloads into the ``blobs`` mapping it is given (``digest -> buffer``, no copy), and the decoder
+  takes them from one.
+
+Decoded arrays hold writable buffers (inline payloads are copied once into a ``bytearray``; they are
+small by construction), so ``Array.numpy()`` on received arrays gives writable views.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Mapping, MutableMapping
+from typing import Any
+
+from fl_async.common.errors import IntegrityError
+from fl_async.common.message import Error, Message, Metadata
+from fl_async.common.records import (
+    INT64_MAX,
+    INT64_MIN,
+    Array,
+    ConfigsRecord,
+    MetricsRecord,
+    ParametersRecord,
+    RecordSet,
+)
+from fl_async.proto.fl_async import v1 as pb
+
+__all__ = [
+    "DEFAULT_INLINE_LIMIT",
+    "Buffer",
+    "digest_of",
+    "message_to_proto",
+    "message_from_proto",
+    "recordset_to_proto",
+    "recordset_from_proto",
+    "config_to_proto",
+    "config_from_proto",
+    "external_arrays",
+]
+
+DEFAULT_INLINE_LIMIT = 1 << 20
+"""Arrays larger than this many bytes travel on the blob path (when the caller provides one)."""
+
+Buffer = bytes | bytearray | memoryview
+
+
+def digest_of(data: Buffer) -> bytes:
+    """SHA-256 digest (32 bytes) of a payload, the content address of an external array."""
+    return hashlib.sha256(data).digest()
+
+
+# --------------------------------------------------------------------------------------------
+# values
+
+
+def _value_to_proto(value: Any) -> pb.Value:
+    if isinstance(value, bool):
+        return pb.Value(bool=value)
+    if isinstance(value, int):
+        if not INT64_MIN <= value <= INT64_MAX:
+            raise ValueError(f"integer out of signed 64-bit range: {value}")
+        return pb.Value(sint64=value)
+    if isinstance(value, float):
+        return pb.Value(double=value)
+    if isinstance(value, str):
+        return pb.Value(string=value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return pb.Value(bytes=bytes(value))
+    if isinstance(value, list):
+        first = value[0] if value else 0.0
+        if isinstance(first, bool):
+            return pb.Value(bool_list=pb.BoolList(vals=value))
+        if isinstance(first, int):
+            return pb.Value(sint64_list=pb.Sint64List(vals=value))
+        if isinstance(first, float):
+            return pb.Value(double_list=pb.DoubleList(vals=value))
+        if isinstance(first, str):
+            return pb.Value(string_list=pb.StringList(vals=value))
+        if isinstance(first, (bytes, bytearray)):
+            return pb.Value(bytes_list=pb.BytesList(vals=[bytes(v) for v in value]))
+    raise TypeError(f"cannot encode value of type {type(value).__name__}")
+
+
+_SCALAR_FIELDS = ("double", "sint64", "bool", "string", "bytes")
+_LIST_FIELDS = ("double_list", "sint64_list", "bool_list", "string_list", "bytes_list")
+
+
+def _value_from_proto(value: pb.Value | None) -> Any:
+    if value is None:
+        raise ValueError("record entry without a value")
+    for name in _SCALAR_FIELDS:
+        v = getattr(value, name)
+        if v is not None:
+            return v
+    for name in _LIST_FIELDS:
+        v = getattr(value, name)
+        if v is not None:
+            return list(v.vals)
+    raise ValueError("record entry with an empty value")
+
+
+def _entries_to_proto(record: Mapping[str, Any]) -> list[pb.ValueEntry]:
+    return [pb.ValueEntry(key=k, value=_value_to_proto(v)) for k, v in record.items()]
+
+
+def config_to_proto(config: Mapping[str, Any]) -> list[pb.ValueEntry]:
+    """Encode a ``key -> value`` config (run or node config) as ordered wire entries."""
+    return _entries_to_proto(ConfigsRecord(config))
+
+
+def config_from_proto(entries: list[pb.ValueEntry]) -> dict[str, Any]:
+    """Decode ordered wire entries into a ``key -> value`` dict (values checked as ConfigsRecord's)."""
+    return dict(ConfigsRecord({e.key: _value_from_proto(e.value) for e in entries}))
+
+
+# --------------------------------------------------------------------------------------------
+# arrays and records
+
+
+def _array_to_proto(array: Array, blobs: MutableMapping[bytes, Buffer] | None, inline_limit: int) -> pb.Array:
+    nbytes = array.nbytes
+    if blobs is not None and nbytes > inline_limit:
+        digest = digest_of(array.data)
+        blobs[digest] = array.data
+        return pb.Array(dtype=array.dtype, shape=array.shape, stype=array.stype, digest=digest, nbytes=nbytes)
+    data = array.data if isinstance(array.data, bytes) else bytes(array.data)
+    return pb.Array(dtype=array.dtype, shape=array.shape, stype=array.stype, data=data, nbytes=nbytes)
+
+
+def _array_from_proto(arr: pb.Array, blobs: Mapping[bytes, Buffer] | None, where: str) -> Array:
+    if arr.digest:
+        if blobs is None or arr.digest not in blobs:
+            raise IntegrityError(f"{where}: payload {arr.digest.hex()[:16]}… ({arr.nbytes} bytes) was not received")
+        data: Buffer = blobs[arr.digest]
+    else:
+        data = bytearray(arr.data)
+    size = data.nbytes if isinstance(data, memoryview) else len(data)
+    if size != arr.nbytes:
+        raise IntegrityError(f"{where}: payload has {size} bytes, announced {arr.nbytes}")
+    return Array(dtype=arr.dtype, shape=list(arr.shape), stype=arr.stype, data=data)
+
+
+def recordset_to_proto(
+    rs: RecordSet,
+    *,
+    blobs: MutableMapping[bytes, Buffer] | None = None,
+    inline_limit: int = DEFAULT_INLINE_LIMIT,
+) -> pb.RecordSet:
+    """Encode a :class:`RecordSet`.
+
+    Args:
+        rs: the record set.
+        blobs: where to put the payloads of arrays larger than ``inline_limit`` bytes (``digest ->
+            buffer``, the array's own buffer, not a copy); ``None`` keeps every array inline.
+        inline_limit: size in bytes above which an array goes to ``blobs``.
+    """
+    return pb.RecordSet(
+        parameters=[
+            pb.ParametersRecord(
+                name=name,
+                keys=list(rec.keys()),
+                arrays=[_array_to_proto(a, blobs, inline_limit) for a in rec.values()],
+            )
+            for name, rec in rs.parameters_records.items()
+        ],
+        metrics=[pb.MetricsRecord(name=n, entries=_entries_to_proto(r)) for n, r in rs.metrics_records.items()],
+        configs=[pb.ConfigsRecord(name=n, entries=_entries_to_proto(r)) for n, r in rs.configs_records.items()],
+    )
+
+
+def recordset_from_proto(rs: pb.RecordSet, *, blobs: Mapping[bytes, Buffer] | None = None) -> RecordSet:
+    """Decode a wire record set; external payloads are looked up in ``blobs`` by digest.
+
+    Raises:
+        IntegrityError: a payload is missing or its length differs from the announced ``nbytes``.
+        TypeError, ValueError: a value breaks the record rules (as when building records locally).
+    """
+    out = RecordSet()
+    for prec in rs.parameters:
+        if len(prec.keys) != len(prec.arrays):
+            raise ValueError(f"parameters record {prec.name!r}: {len(prec.keys)} keys for {len(prec.arrays)} arrays")
+        out.parameters_records[prec.name] = ParametersRecord(
+            {k: _array_from_proto(a, blobs, f"{prec.name}/{k}") for k, a in zip(prec.keys, prec.arrays)}
+        )
+    for mrec in rs.metrics:
+        out.metrics_records[mrec.name] = MetricsRecord({e.key: _value_from_proto(e.value) for e in mrec.entries})
+    for crec in rs.configs:
+        out.configs_records[crec.name] = ConfigsRecord({e.key: _value_from_proto(e.value) for e in crec.entries})
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# messages
+
+
+def metadata_to_proto(md: Metadata) -> pb.Metadata:
+    """Encode :class:`Metadata` (``partition_id`` is not sent, as in Flower 1.9)."""
+    return pb.Metadata(
+        run_id=md.run_id,
+        message_id=md.message_id,
+        src_node_id=md.src_node_id,
+        dst_node_id=md.dst_node_id,
+        reply_to_message=md.reply_to_message,
+        group_id=md.group_id,
+        ttl=float(md.ttl),
+        message_type=md.message_type,
+        created_at=md.created_at,
+    )
+
+
+def message_to_proto(
+    msg: Message,
+    *,
+    blobs: MutableMapping[bytes, Buffer] | None = None,
+    inline_limit: int = DEFAULT_INLINE_LIMIT,
+) -> pb.Message:
+    """Encode a :class:`Message`; see :func:`recordset_to_proto` for ``blobs`` and ``inline_limit``."""
+    md = metadata_to_proto(msg.metadata)
+    if msg.has_content():
+        return pb.Message(metadata=md, content=recordset_to_proto(msg.content, blobs=blobs, inline_limit=inline_limit))
+    err = msg.error
+    return pb.Message(metadata=md, error=pb.Error(code=err.code, reason=err.reason or ""))
+
+
+def message_from_proto(wire: pb.Message, *, blobs: Mapping[bytes, Buffer] | None = None) -> Message:
+    """Decode a wire message, restoring ``created_at`` from the wire (as Flower's deserializers).
+
+    Raises:
+        ValueError: the message has no metadata, or both or neither of content and error.
+        IntegrityError: an external payload is missing or has the wrong size.
+    """
+    md = wire.metadata
+    if md is None:
+        raise ValueError("wire message without metadata")
+    metadata = Metadata(
+        run_id=md.run_id,
+        message_id=md.message_id,
+        src_node_id=md.src_node_id,
+        dst_node_id=md.dst_node_id,
+        reply_to_message=md.reply_to_message,
+        group_id=md.group_id,
+        ttl=md.ttl,
+        message_type=md.message_type,
+    )
+    if (wire.content is None) == (wire.error is None):
+        raise ValueError("wire message must carry exactly one of content and error")
+    if wire.error is not None:
+        msg = Message(metadata, error=Error(wire.error.code, wire.error.reason or None))
+    else:
+        msg = Message(metadata, content=recordset_from_proto(wire.content, blobs=blobs))
+    msg.metadata.created_at = md.created_at
+    return msg
+
+
+def external_arrays(wire: pb.Message) -> Iterator[tuple[bytes, int]]:
+    """Yield ``(digest, nbytes)`` of every external array a wire message refers to (for the link)."""
+    if wire.content is None:
+        return
+    for prec in wire.content.parameters:
+        for arr in prec.arrays:
+            if arr.digest:
+                yield arr.digest, arr.nbytes

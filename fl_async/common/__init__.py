@@ -1,0 +1,60 @@
+"""Sans-IO data model shared by every part of fl-async: records, messages, context, errors.
+
+Names and semantics follow Flower 1.9's ``flwr.common`` (see each class for the differences).
+"""
+
+from fl_async.common.context import Context, UserConfig
+from fl_async.common.errors import (
+    AppLoadError,
+    FlAsyncError,
+    IntegrityError,
+    InvalidRequestError,
+    LinkConnectionError,
+    LinkTimeoutError,
+    NotAuthorizedError,
+    RefusedByLinkError,
+    ResourceExhaustedError,
+    TTLExpiredError,
+)
+from fl_async.common.message import DEFAULT_TTL, Error, ErrorCode, Message, MessageType, Metadata
+from fl_async.common.records import (
+    Array,
+    ConfigsRecord,
+    ConfigsRecordValues,
+    MetricsRecord,
+    MetricsRecordValues,
+    ParametersRecord,
+    RecordSet,
+    SType,
+    array_from_numpy,
+)
+
+__all__ = [
+    "DEFAULT_TTL",
+    "AppLoadError",
+    "Array",
+    "ConfigsRecord",
+    "ConfigsRecordValues",
+    "Context",
+    "Error",
+    "ErrorCode",
+    "FlAsyncError",
+    "IntegrityError",
+    "InvalidRequestError",
+    "LinkConnectionError",
+    "LinkTimeoutError",
+    "Message",
+    "MessageType",
+    "Metadata",
+    "MetricsRecord",
+    "MetricsRecordValues",
+    "NotAuthorizedError",
+    "ParametersRecord",
+    "RecordSet",
+    "RefusedByLinkError",
+    "ResourceExhaustedError",
+    "SType",
+    "TTLExpiredError",
+    "UserConfig",
+    "array_from_numpy",
+]

@@ -1,0 +1,127 @@
+"""The one exception tree of fl-async.
+
+Every error the SDK raises on purpose derives from :class:`FlAsyncError`. Transport failures are
+mapped from grpclib statuses and :class:`TimeoutError` in one place,
+:func:`fl_async.common.errors.from_grpc` (used by the driver and the node runtime).
+
+Value errors caused by the caller's own arguments stay builtin ``ValueError``/``TypeError`` (as in
+Flower 1.9), so that code written against Flower keeps catching what it caught there.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "FlAsyncError",
+    "LinkConnectionError",
+    "LinkTimeoutError",
+    "RefusedByLinkError",
+    "NotAuthorizedError",
+    "InvalidRequestError",
+    "ResourceExhaustedError",
+    "AppLoadError",
+    "IntegrityError",
+    "TTLExpiredError",
+    "from_grpc",
+]
+
+
+class FlAsyncError(Exception):
+    """Root of every error fl-async raises on purpose."""
+
+
+class LinkConnectionError(FlAsyncError):
+    """The SuperLink could not be reached, or the connection broke (gRPC UNAVAILABLE, TLS failure)."""
+
+
+class LinkTimeoutError(FlAsyncError, TimeoutError):
+    """A call to the SuperLink did not finish within its deadline.
+
+    Also a builtin :class:`TimeoutError`, so ``except TimeoutError`` keeps working.
+    """
+
+
+class RefusedByLinkError(FlAsyncError):
+    """The SuperLink answered the call with an error status.
+
+    Attributes:
+        status: the gRPC status name (e.g. ``"NOT_FOUND"``), or ``None`` when not from gRPC.
+        detail: the link's explanation.
+    """
+
+    def __init__(self, message: str, *, status: str | None = None, detail: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.detail = detail
+
+
+class NotAuthorizedError(RefusedByLinkError):
+    """The link refused the caller's identity (UNAUTHENTICATED) or rights (PERMISSION_DENIED)."""
+
+
+class InvalidRequestError(RefusedByLinkError):
+    """The link found the request malformed (INVALID_ARGUMENT / NOT_FOUND / FAILED_PRECONDITION)."""
+
+
+class ResourceExhaustedError(RefusedByLinkError):
+    """The request was larger than the link accepts (RESOURCE_EXHAUSTED)."""
+
+
+class AppLoadError(FlAsyncError):
+    """A ``module:attr`` reference to a ServerApp or ClientApp could not be loaded.
+
+    The message names the reference and what failed (import, attribute, type).
+    """
+
+
+class IntegrityError(FlAsyncError):
+    """A payload did not match its content hash or announced size (truncated or corrupted transfer)."""
+
+
+def from_grpc(exc: BaseException, *, what: str) -> FlAsyncError:
+    """Map a grpclib or OS-level failure of the call ``what`` to the fl-async exception tree.
+
+    Args:
+        exc: a ``grpclib.GRPCError``, ``grpclib.exceptions.StreamTerminatedError``, ``OSError``,
+            ``ssl.SSLError`` or ``TimeoutError`` raised by a gRPC call.
+        what: a short description of the call for the message, e.g. ``"PushMessages to 127.0.0.1:9091"``.
+
+    Returns:
+        The matching :class:`FlAsyncError` (to be raised ``from exc``).
+    """
+    import ssl
+
+    from grpclib.const import Status
+    from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
+
+    if isinstance(exc, FlAsyncError):
+        return exc
+    if isinstance(exc, TimeoutError):
+        return LinkTimeoutError(f"{what}: deadline exceeded")
+    if isinstance(exc, GRPCError):
+        status = exc.status
+        detail = exc.message or ""
+        text = f"{what}: {status.name}" + (f": {detail}" if detail else "")
+        if status in (Status.UNAUTHENTICATED, Status.PERMISSION_DENIED):
+            return NotAuthorizedError(text, status=status.name, detail=detail)
+        if status in (Status.INVALID_ARGUMENT, Status.NOT_FOUND, Status.FAILED_PRECONDITION,
+                      Status.OUT_OF_RANGE, Status.ALREADY_EXISTS):
+            return InvalidRequestError(text, status=status.name, detail=detail)
+        if status is Status.RESOURCE_EXHAUSTED:
+            return ResourceExhaustedError(text, status=status.name, detail=detail)
+        if status is Status.DEADLINE_EXCEEDED:
+            return LinkTimeoutError(text)
+        if status is Status.UNAVAILABLE:
+            return LinkConnectionError(text)
+        return RefusedByLinkError(text, status=status.name, detail=detail)
+    if isinstance(exc, ssl.SSLError):
+        return LinkConnectionError(f"{what}: TLS failure: {exc}")
+    if isinstance(exc, (StreamTerminatedError, ProtocolError, ConnectionError, OSError)):
+        return LinkConnectionError(f"{what}: {type(exc).__name__}: {exc}")
+    return FlAsyncError(f"{what}: {type(exc).__name__}: {exc}")
+
+
+class TTLExpiredError(FlAsyncError, ValueError):
+    """A message's time to live has run out (e.g. a reply created after its instruction expired).
+
+    Also a ``ValueError``, the type Flower 1.9 used for invalid messages.
+    """

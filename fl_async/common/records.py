@@ -1,0 +1,520 @@
+"""Records: ``Array``, ``ParametersRecord``, ``MetricsRecord``, ``ConfigsRecord`` and ``RecordSet``.
+
+Names and semantics follow Flower 1.9 (``flwr.common.record``) with these deliberate differences:
+
+* ``Array.data`` holds the raw array buffer (row-major), not a ``.npy`` file, so that
+  ``Array.from_numpy`` and ``Array.numpy`` do not copy the payload. ``stype`` ``"numpy.ndarray"`` names
+  that encoding. Nothing is ever pickled or unpickled.
+* Constructors never empty or mutate the caller's dict (Flower's ``ParametersRecord`` empties it by
+  default); ``keep_input`` is accepted for compatibility and ignored.
+* Value rules are made consistent: numpy scalars are accepted and stored as Python ``int``/``float``/
+  ``bool``; ``bool`` is not a metric; lists must hold one type only (``[1, True]`` and ``[1, 2.0]`` are
+  refused); integers must fit in signed 64 bits.
+* ``get(key)`` has an optional default, like ``dict.get``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import numpy as np
+
+__all__ = [
+    "SType",
+    "Array",
+    "array_from_numpy",
+    "ParametersRecord",
+    "MetricsRecord",
+    "ConfigsRecord",
+    "RecordSet",
+    "MetricsRecordValues",
+    "ConfigsRecordValues",
+]
+
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+
+# dtype kinds that can be sent: bool, signed/unsigned integers, floats, complex.
+_ALLOWED_KINDS = frozenset("biufc")
+
+
+class SType:
+    """Names of ``Array.data`` encodings (a namespace; cannot be instantiated)."""
+
+    NUMPY = "numpy.ndarray"
+    """Raw row-major (C-order) buffer described by ``dtype`` and ``shape``."""
+
+    def __new__(cls, *args: object, **kwargs: object) -> SType:  # noqa: D102
+        raise TypeError(f"{cls.__name__} cannot be instantiated.")
+
+
+def _dtype_name(dt: np.dtype) -> str:
+    """Name a numpy dtype so that ``np.dtype(name)`` gives it back, byte order included."""
+    if dt.byteorder in ("=", "|") or dt.itemsize == 1:
+        return dt.name
+    return dt.str  # explicit non-native byte order, e.g. ">f4"
+
+
+def _check_dtype(dt: np.dtype) -> None:
+    if dt.kind not in _ALLOWED_KINDS or dt.fields is not None or dt.subdtype is not None:
+        raise TypeError(
+            f"dtype {str(dt)!r} cannot be carried by an Array: only bool, integer, float and complex "
+            "dtypes are supported (object, void, structured and string dtypes are refused; nothing is pickled)"
+        )
+
+
+def _as_byte_view(buf: Any) -> bytes | bytearray | memoryview:
+    """Return ``buf`` as a flat unsigned-byte buffer without copying."""
+    if isinstance(buf, (bytes, bytearray)):
+        return buf
+    if isinstance(buf, memoryview):
+        mv = buf
+    else:
+        try:
+            mv = memoryview(buf)
+        except TypeError:
+            raise TypeError(f"Array.data must be a bytes-like object, got {type(buf).__name__}") from None
+    if mv.format == "B" and mv.ndim == 1:
+        return mv
+    if not mv.c_contiguous:
+        raise TypeError("Array.data must be a contiguous buffer")
+    if mv.nbytes == 0:
+        return b""
+    return mv.cast("B")
+
+
+@dataclass(eq=False)
+class Array:
+    """One tensor: dtype, shape, encoding (``stype``) and the payload bytes.
+
+    Args:
+        dtype: element type name, e.g. ``"float32"``, ``">f4"`` (big-endian) or ``"bfloat16"``.
+        shape: dimensions, a list of non-negative ints (``[]`` for a 0-d array).
+        stype: encoding of ``data``; ``"numpy.ndarray"`` (:attr:`SType.NUMPY`) means the raw row-major
+            buffer of ``dtype`` and ``shape``.
+        data: the payload, any bytes-like object (``bytes``, ``bytearray``, ``memoryview``). It is kept
+            as given, not copied.
+
+    Equality compares dtype, shape, stype and payload bytes (as Flower's dataclass equality).
+    """
+
+    dtype: str
+    shape: list[int]
+    stype: str
+    data: bytes | bytearray | memoryview
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.dtype, str):
+            raise TypeError(f"Array.dtype must be str, got {type(self.dtype).__name__}")
+        if not isinstance(self.stype, str):
+            raise TypeError(f"Array.stype must be str, got {type(self.stype).__name__}")
+        shape = list(self.shape) if not isinstance(self.shape, list) else self.shape
+        for dim in shape:
+            if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 0:
+                raise TypeError(f"Array.shape must be a list of non-negative ints, got {self.shape!r}")
+        self.shape = [int(d) for d in shape]
+        self.data = _as_byte_view(self.data)
+
+    @property
+    def nbytes(self) -> int:
+        """Length of the payload in bytes."""
+        return len(self.data) if not isinstance(self.data, memoryview) else self.data.nbytes
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Array):
+            return NotImplemented
+        return (
+            self.dtype == other.dtype
+            and self.shape == other.shape
+            and self.stype == other.stype
+            and self.nbytes == other.nbytes
+            and memoryview(self.data) == memoryview(other.data)
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Array(dtype={self.dtype!r}, shape={self.shape!r}, stype={self.stype!r}, nbytes={self.nbytes})"
+
+    @classmethod
+    def from_numpy(cls, ndarray: np.ndarray) -> Array:
+        """Wrap a numpy array without copying when it is C-contiguous.
+
+        The Array then *views* the array's memory: changing the array afterwards changes the Array.
+        Non-contiguous arrays (Fortran-order, strided) are copied once into row-major order.
+
+        Args:
+            ndarray: a ``numpy.ndarray`` (or numpy scalar) of bool, integer, float or complex dtype,
+                any byte order, any shape (0-d and zero-size included).
+
+        Raises:
+            TypeError: ``ndarray`` is not a numpy array, or its dtype is object, void, structured or string.
+        """
+        if isinstance(ndarray, np.generic):
+            ndarray = np.asarray(ndarray)
+        if not isinstance(ndarray, np.ndarray):
+            raise TypeError(f"Array.from_numpy expects a numpy.ndarray, got {type(ndarray).__name__}")
+        _check_dtype(ndarray.dtype)
+        flat = np.ascontiguousarray(ndarray).reshape(-1)  # no copy when already C-contiguous
+        data: bytes | memoryview = memoryview(flat.view(np.uint8)) if flat.size else b""
+        return cls(
+            dtype=_dtype_name(ndarray.dtype),
+            shape=list(ndarray.shape),
+            stype=SType.NUMPY,
+            data=data,
+        )
+
+    def numpy(self) -> np.ndarray:
+        """Return the payload as a numpy array, without copying it.
+
+        The result is a view of :attr:`data`: writable when ``data`` is writable (``bytearray`` or a
+        writable ``memoryview``, which is what fl-async's decoder produces), read-only when ``data`` is
+        ``bytes`` (copy it with ``.copy()`` before updating it in place).
+
+        Raises:
+            TypeError: ``stype`` is not ``"numpy.ndarray"``; or the dtype has no numpy equivalent
+                (e.g. ``"bfloat16"``; use :meth:`ParametersRecord.to_torch_state_dict`), or is not a
+                bool, integer, float or complex dtype.
+            ValueError: the payload length does not match ``dtype`` and ``shape``.
+        """
+        if self.stype != SType.NUMPY:
+            raise TypeError(f"Unsupported serialization type for numpy conversion: {self.stype!r}")
+        dt = _numpy_dtype(self.dtype)
+        count = math.prod(self.shape)
+        expected = count * dt.itemsize
+        if self.nbytes != expected:
+            raise ValueError(
+                f"Array payload has {self.nbytes} bytes but dtype {self.dtype!r} and shape "
+                f"{self.shape} need {expected}"
+            )
+        if count == 0:
+            return np.empty(self.shape, dtype=dt)
+        return np.frombuffer(self.data, dtype=dt, count=count).reshape(self.shape)
+
+
+def _numpy_dtype(name: str) -> np.dtype:
+    try:
+        dt = np.dtype(name)
+    except TypeError:
+        raise TypeError(
+            f"Array dtype {name!r} has no numpy equivalent; convert it with "
+            "ParametersRecord.to_torch_state_dict() (PyTorch) instead of Array.numpy()"
+        ) from None
+    _check_dtype(dt)
+    return dt
+
+
+def array_from_numpy(ndarray: np.ndarray) -> Array:
+    """Create an :class:`Array` from a numpy array (as Flower 1.9's ``array_from_numpy``).
+
+    Same as :meth:`Array.from_numpy`: no copy for C-contiguous arrays.
+    """
+    return Array.from_numpy(ndarray)
+
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class TypedDict(MutableMapping[str, V], Generic[V]):
+    """A dict with checked string keys and checked (possibly converted) values.
+
+    Base of every record container (as Flower 1.9's ``TypedDict``). ``__setitem__`` raises
+    ``TypeError`` naming the key for a bad key or value; values may be normalised by the check
+    (e.g. numpy scalars become Python numbers).
+    """
+
+    __slots__ = ("_data", "_check_value")
+
+    def __init__(self, check_value: Callable[[str, Any], V], data: Mapping[str, Any] | None = None) -> None:
+        self._data: dict[str, V] = {}
+        self._check_value = check_value
+        if data is not None:
+            if not isinstance(data, Mapping) and not hasattr(data, "items"):
+                raise TypeError(f"expected a mapping, got {type(data).__name__}")
+            for key, value in data.items():
+                self[key] = value
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if not isinstance(key, str):
+            raise TypeError(f"Key must be of type str, got {type(key).__name__} ({key!r})")
+        self._data[key] = self._check_value(key, value)
+
+    def __getitem__(self, key: str) -> V:
+        return self._data[key]
+
+    def __delitem__(self, key: str) -> None:
+        del self._data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._data
+
+    def __repr__(self) -> str:
+        return repr(self._data)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, TypedDict):
+            return self._data == other._data
+        if isinstance(other, dict):
+            return self._data == other
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+# --------------------------------------------------------------------------------------------
+# value checks
+
+
+def _int64(key: str, value: int) -> int:
+    if not INT64_MIN <= value <= INT64_MAX:
+        raise ValueError(f"value of {key!r} is out of signed 64-bit range: {value}")
+    return value
+
+
+def _scalar(key: str, value: Any, allowed: tuple[type, ...]) -> Any:
+    """Normalise one scalar to a Python int/float/bool/str/bytes or raise TypeError."""
+    if isinstance(value, np.generic):
+        if isinstance(value, np.bool_):
+            value = bool(value)
+        elif isinstance(value, np.integer):
+            value = int(value)
+        elif isinstance(value, np.floating):
+            value = float(value)
+        elif isinstance(value, np.str_):
+            value = str(value)
+        elif isinstance(value, np.bytes_):
+            value = bytes(value)
+    if isinstance(value, bool):
+        if bool not in allowed:
+            raise TypeError(f"value of {key!r} has type bool, which is not allowed here (bool is not a metric)")
+        return value
+    for typ in allowed:
+        if typ is not bool and isinstance(value, typ):
+            if typ is int:
+                return _int64(key, int(value))
+            return typ(value) if type(value) is not typ else value
+    names = ", ".join(t.__name__ for t in allowed)
+    raise TypeError(f"value of {key!r} has type {type(value).__name__}; allowed: {names} or a list of one of them")
+
+
+def _value(key: str, value: Any, allowed: tuple[type, ...]) -> Any:
+    if isinstance(value, list):
+        out = [_scalar(key, v, allowed) if not isinstance(v, list) else _nested(key) for v in value]
+        if out:
+            first = type(out[0])
+            for item in out:
+                if type(item) is not first:
+                    raise TypeError(
+                        f"list value of {key!r} mixes types {first.__name__} and {type(item).__name__}; "
+                        "all values in a list must be of the same type"
+                    )
+        return out
+    if isinstance(value, (tuple, set, dict, np.ndarray)) or value is None:
+        raise TypeError(f"value of {key!r} has type {type(value).__name__}; use a scalar or a list"
+                        + (" (ndarray: use .tolist() or a ParametersRecord)" if isinstance(value, np.ndarray) else ""))
+    return _scalar(key, value, allowed)
+
+
+def _nested(key: str) -> Any:
+    raise TypeError(f"value of {key!r} is a nested list; lists must hold scalars")
+
+
+MetricsRecordValues = int | float | list[int] | list[float]
+ConfigsRecordValues = (
+    int | float | str | bytes | bool | list[int] | list[float] | list[str] | list[bytes] | list[bool]
+)
+
+_METRIC_TYPES = (int, float)
+_CONFIG_TYPES = (bool, int, float, str, bytes)
+
+
+def _check_metric(key: str, value: Any) -> MetricsRecordValues:
+    return _value(key, value, _METRIC_TYPES)
+
+
+def _check_config(key: str, value: Any) -> ConfigsRecordValues:
+    return _value(key, value, _CONFIG_TYPES)
+
+
+def _check_array(key: str, value: Any) -> Array:
+    if not isinstance(value, Array):
+        hint = " (wrap numpy arrays with Array.from_numpy)" if isinstance(value, np.ndarray) else ""
+        raise TypeError(f"value of {key!r} must be an Array, got {type(value).__name__}{hint}")
+    return value
+
+
+def _scalar_bytes(value: Any) -> int:
+    if isinstance(value, bool):
+        return 1
+    if isinstance(value, (int, float)):
+        return 8
+    return len(value)
+
+
+class ParametersRecord(TypedDict[Array]):
+    """Ordered ``str -> Array`` mapping, ordered like a PyTorch ``state_dict`` (Flower 1.9 semantics).
+
+    Args:
+        array_dict: initial entries; copied in order, never mutated.
+        keep_input: accepted for Flower compatibility; ignored (the input is always kept).
+
+    Raises:
+        TypeError: a key is not ``str`` or a value is not an :class:`Array` (the message names the key).
+    """
+
+    def __init__(self, array_dict: Mapping[str, Array] | None = None, keep_input: bool = True) -> None:
+        super().__init__(_check_array, array_dict)
+
+    def count_bytes(self) -> int:
+        """Payload bytes plus key lengths (as Flower 1.9)."""
+        return sum(a.nbytes + len(k) for k, a in self._data.items())
+
+    @classmethod
+    def from_numpy_dict(cls, arrays: Mapping[str, np.ndarray]) -> ParametersRecord:
+        """Build a record from ``name -> numpy array`` without copying contiguous arrays."""
+        return cls({k: Array.from_numpy(v) for k, v in arrays.items()})
+
+    def to_numpy_dict(self) -> dict[str, np.ndarray]:
+        """Return ``name -> numpy array`` views (see :meth:`Array.numpy`)."""
+        return {k: a.numpy() for k, a in self._data.items()}
+
+    @classmethod
+    def from_torch_state_dict(cls, state_dict: Mapping[str, Any]) -> ParametersRecord:
+        """Build a record from a PyTorch ``state_dict`` (needs the ``fl-async[torch]`` extra).
+
+        Every tensor is detached, moved to CPU and made contiguous (no copy when it already is); the
+        Array views its bytes, with ``dtype`` named after the torch dtype (``"float32"``,
+        ``"bfloat16"``, ...). No pickling.
+
+        Raises:
+            TypeError: a value is not a ``torch.Tensor``, or has an unsupported dtype.
+        """
+        from fl_async.common._torch import tensor_to_array
+
+        return cls({k: tensor_to_array(k, t) for k, t in state_dict.items()})
+
+    def to_torch_state_dict(self) -> dict[str, Any]:
+        """Return an ordered ``name -> torch.Tensor`` dict; the exact inverse of :meth:`from_torch_state_dict`.
+
+        Tensors share memory with writable payloads; read-only payloads are copied once.
+
+        Raises:
+            TypeError: an Array's dtype has no torch equivalent or its stype is not ``"numpy.ndarray"``.
+            ValueError: a payload's length does not match its dtype and shape.
+        """
+        from fl_async.common._torch import array_to_tensor
+
+        return {k: array_to_tensor(k, a) for k, a in self._data.items()}
+
+
+class MetricsRecord(TypedDict[MetricsRecordValues]):
+    """``str -> int | float | list[int] | list[float]`` (Flower 1.9 semantics, made consistent).
+
+    ``bool`` is refused; numpy scalars are stored as Python numbers; lists must hold one type.
+
+    Raises:
+        TypeError: bad key or value type (the message names the key).
+        ValueError: an integer outside signed 64 bits.
+    """
+
+    def __init__(self, metrics_dict: Mapping[str, Any] | None = None, keep_input: bool = True) -> None:
+        super().__init__(_check_metric, metrics_dict)
+
+    def count_bytes(self) -> int:
+        """8 bytes per number plus key lengths (as Flower 1.9)."""
+        return sum(len(k) + (8 * len(v) if isinstance(v, list) else 8) for k, v in self._data.items())
+
+
+class ConfigsRecord(TypedDict[ConfigsRecordValues]):
+    """``str -> int | float | str | bytes | bool`` or a list of one of them (Flower 1.9, made consistent).
+
+    Raises:
+        TypeError: bad key or value type, e.g. ``None``, dict, tuple, nested or mixed lists.
+        ValueError: an integer outside signed 64 bits.
+    """
+
+    def __init__(self, configs_dict: Mapping[str, Any] | None = None, keep_input: bool = True) -> None:
+        super().__init__(_check_config, configs_dict)
+
+    def count_bytes(self) -> int:
+        """Value bytes (bool 1, numbers 8, str/bytes their length) plus key lengths (as Flower 1.9)."""
+        total = 0
+        for k, v in self._data.items():
+            total += len(k) + (sum(_scalar_bytes(x) for x in v) if isinstance(v, list) else _scalar_bytes(v))
+        return total
+
+
+def _record_check(cls: type) -> Callable[[str, Any], Any]:
+    def check(key: str, value: Any) -> Any:
+        if type(value) is not cls:
+            raise TypeError(f"value of {key!r} must be a {cls.__name__}, got {type(value).__name__}")
+        return value
+
+    return check
+
+
+class RecordSet:
+    """The content of a message: named parameters, metrics and configs records.
+
+    Args:
+        parameters_records: ``name -> ParametersRecord``; copied, never mutated.
+        metrics_records: ``name -> MetricsRecord``.
+        configs_records: ``name -> ConfigsRecord``.
+
+    Raises:
+        TypeError: a key is not ``str`` or a value is not exactly the matching record class.
+    """
+
+    __slots__ = ("_parameters", "_metrics", "_configs")
+
+    def __init__(
+        self,
+        parameters_records: Mapping[str, ParametersRecord] | None = None,
+        metrics_records: Mapping[str, MetricsRecord] | None = None,
+        configs_records: Mapping[str, ConfigsRecord] | None = None,
+    ) -> None:
+        self._parameters: TypedDict[ParametersRecord] = TypedDict(_record_check(ParametersRecord), parameters_records)
+        self._metrics: TypedDict[MetricsRecord] = TypedDict(_record_check(MetricsRecord), metrics_records)
+        self._configs: TypedDict[ConfigsRecord] = TypedDict(_record_check(ConfigsRecord), configs_records)
+
+    @property
+    def parameters_records(self) -> TypedDict[ParametersRecord]:
+        """``name -> ParametersRecord``."""
+        return self._parameters
+
+    @property
+    def metrics_records(self) -> TypedDict[MetricsRecord]:
+        """``name -> MetricsRecord``."""
+        return self._metrics
+
+    @property
+    def configs_records(self) -> TypedDict[ConfigsRecord]:
+        """``name -> ConfigsRecord``."""
+        return self._configs
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RecordSet):
+            return NotImplemented
+        return (
+            self._parameters == other._parameters
+            and self._metrics == other._metrics
+            and self._configs == other._configs
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return (
+            f"RecordSet(parameters_records={self._parameters!r}, metrics_records={self._metrics!r}, "
+            f"configs_records={self._configs!r})"
+        )

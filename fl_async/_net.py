@@ -6,6 +6,15 @@ import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
+DEFAULT_DRIVER_API_ADDRESS = "0.0.0.0:9091"
+"""Where the SuperLink serves the Driver API by default (as Flower)."""
+DEFAULT_FLEET_API_ADDRESS = "0.0.0.0:9092"
+"""Where the SuperLink serves the Fleet API by default (as Flower)."""
+DEFAULT_DRIVER_TARGET = "127.0.0.1:9091"
+"""Where server apps look for the Driver API by default."""
+DEFAULT_FLEET_TARGET = "127.0.0.1:9092"
+"""Where SuperNodes look for the Fleet API by default."""
+
 __all__ = ["parse_address", "format_address", "client_ssl_context", "server_ssl_context", "read_pem", "ServerTLS"]
 
 

@@ -17,6 +17,7 @@ from fl_async.common.errors import (
     TTLExpiredError,
 )
 from fl_async.common.message import DEFAULT_TTL, Error, ErrorCode, Message, MessageType, Metadata
+from fl_async.common.run import Run
 from fl_async.common.records import (
     Array,
     ConfigsRecord,
@@ -53,6 +54,7 @@ __all__ = [
     "RecordSet",
     "RefusedByLinkError",
     "ResourceExhaustedError",
+    "Run",
     "SType",
     "TTLExpiredError",
     "UserConfig",

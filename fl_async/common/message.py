@@ -271,6 +271,8 @@ class Message:
     def content(self, value: RecordSet) -> None:
         if self._error is not None:
             raise ValueError("A message with an error cannot get content.")
+        if not isinstance(value, RecordSet):
+            raise TypeError(f"content must be a RecordSet, got {type(value).__name__}")
         self._content = value
 
     @property
@@ -288,6 +290,8 @@ class Message:
     def error(self, value: Error) -> None:
         if self._content is not None:
             raise ValueError("A message with content cannot get an error.")
+        if not isinstance(value, Error):
+            raise TypeError(f"error must be an Error, got {type(value).__name__}")
         self._error = value
 
     def has_content(self) -> bool:
@@ -300,7 +304,7 @@ class Message:
 
     def _reply_metadata(self, ttl: float | None) -> Metadata:
         md = self._metadata
-        if ttl is not None and ttl <= 0:
+        if ttl is not None and not ttl > 0:  # also refuses NaN
             raise TTLExpiredError(f"reply ttl must be > 0 seconds, got {ttl}")
         return Metadata(
             run_id=md.run_id,

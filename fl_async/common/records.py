@@ -24,7 +24,10 @@ import numpy as np
 
 __all__ = [
     "SType",
+    "EXTENSION_DTYPES",
     "Array",
+    "dtype_itemsize",
+    "numpy_dtype",
     "array_from_numpy",
     "ParametersRecord",
     "MetricsRecord",
@@ -40,30 +43,114 @@ INT64_MAX = 2**63 - 1
 # dtype kinds that can be sent: bool, signed/unsigned integers, floats, complex.
 _ALLOWED_KINDS = frozenset("biufc")
 
-
 class SType:
     """Names of ``Array.data`` encodings (a namespace; cannot be instantiated)."""
 
     NUMPY = "numpy.ndarray"
-    """Raw row-major (C-order) buffer described by ``dtype`` and ``shape``."""
+    """Raw row-major (C-order) buffer described by ``dtype`` and ``shape`` (as Flower 1.9's name; Flower
+    puts a ``.npy`` file there, fl-async the bare buffer)."""
 
     def __new__(cls, *args: object, **kwargs: object) -> SType:  # noqa: D102
         raise TypeError(f"{cls.__name__} cannot be instantiated.")
 
 
+EXTENSION_DTYPES: dict[str, int] = {
+    "bfloat16": 2,
+    "complex32": 4,
+    "float8_e4m3fn": 1,
+    "float8_e4m3fnuz": 1,
+    "float8_e5m2": 1,
+    "float8_e5m2fnuz": 1,
+    "float8_e8m0fnu": 1,
+    "float4_e2m1fn_x2": 1,
+}
+"""Element types numpy cannot represent (PyTorch's), by wire name -> bytes per element.
+
+Arrays of these dtypes travel like any other (raw little-endian buffer) but :meth:`Array.numpy`
+refuses them; :meth:`ParametersRecord.to_torch_state_dict` rebuilds them exactly.
+"""
+
+
+def _numpy_dtypes() -> dict[str, np.dtype]:
+    """Every accepted numpy dtype name -> dtype.
+
+    A name without a byte-order prefix (``"float32"``) means little-endian; ``">f4"`` is big-endian and
+    ``"<f4"`` an explicit little-endian alias. Only these names are accepted, so ``np.dtype`` is never
+    called on a string from the wire (no aliases such as ``"float"`` that numpy and torch read
+    differently, no deprecated names, no structured or object dtypes).
+    """
+    names: dict[str, np.dtype] = {}
+    for char in "?bBhHiIlLqQefdgFDG":
+        le = np.dtype(char).newbyteorder("<")
+        names[le.name] = le
+        if le.itemsize > 1:
+            names[le.str] = le
+            be = le.newbyteorder(">")
+            names[be.str] = be
+    return names
+
+
+_NUMPY_DTYPES = _numpy_dtypes()
+
+
 def _dtype_name(dt: np.dtype) -> str:
-    """Name a numpy dtype so that ``np.dtype(name)`` gives it back, byte order included."""
-    if dt.byteorder in ("=", "|") or dt.itemsize == 1:
+    """Wire name of a numpy dtype: its name when little-endian or single-byte, ``">f4"`` style when big-endian."""
+    if dt.itemsize == 1 or dt == dt.newbyteorder("<"):
         return dt.name
-    return dt.str  # explicit non-native byte order, e.g. ">f4"
+    return dt.newbyteorder(">").str
+
+
+def _refuse_dtype(dt: np.dtype | str) -> TypeError:
+    return TypeError(
+        f"dtype {str(dt)!r} cannot be carried by an Array: only bool, integer, float and complex "
+        "dtypes are supported (object, void, structured, string and datetime dtypes are refused; "
+        "nothing is pickled)"
+    )
 
 
 def _check_dtype(dt: np.dtype) -> None:
     if dt.kind not in _ALLOWED_KINDS or dt.fields is not None or dt.subdtype is not None:
+        raise _refuse_dtype(dt)
+
+
+def dtype_itemsize(name: str) -> int:
+    """Bytes per element of an Array dtype name (numpy names and :data:`EXTENSION_DTYPES`).
+
+    Raises:
+        TypeError: ``name`` is not a supported dtype name (e.g. ``"O"``, ``"V8"``, ``"float"``).
+    """
+    size = EXTENSION_DTYPES.get(name)
+    if size is not None:
+        return size
+    dt = _NUMPY_DTYPES.get(name) if isinstance(name, str) else None
+    if dt is None:
+        raise _unknown_dtype(name)
+    return dt.itemsize
+
+
+def _unknown_dtype(name: object) -> TypeError:
+    return TypeError(
+        f"dtype {name!r} is not a supported Array dtype: use a numpy name such as 'float32', 'int8', "
+        "'bool', 'complex64' ('>f4' for big-endian), or a PyTorch-only name such as 'bfloat16' "
+        "(object, void, structured and string dtypes are refused; nothing is pickled)"
+    )
+
+
+def numpy_dtype(name: str) -> np.dtype:
+    """The numpy dtype of an Array dtype name.
+
+    Raises:
+        TypeError: the name is a PyTorch-only dtype (e.g. ``"bfloat16"``) or not a supported name.
+    """
+    dt = _NUMPY_DTYPES.get(name) if isinstance(name, str) else None
+    if dt is not None:
+        return dt
+    if name in EXTENSION_DTYPES:
         raise TypeError(
-            f"dtype {str(dt)!r} cannot be carried by an Array: only bool, integer, float and complex "
-            "dtypes are supported (object, void, structured and string dtypes are refused; nothing is pickled)"
+            f"Array dtype {name!r} has no numpy equivalent; convert it with "
+            "ParametersRecord.to_torch_state_dict() (PyTorch) instead of Array.numpy()"
         )
+    raise _unknown_dtype(name)
 
 
 def _as_byte_view(buf: Any) -> bytes | bytearray | memoryview:
@@ -77,10 +164,10 @@ def _as_byte_view(buf: Any) -> bytes | bytearray | memoryview:
             mv = memoryview(buf)
         except TypeError:
             raise TypeError(f"Array.data must be a bytes-like object, got {type(buf).__name__}") from None
-    if mv.format == "B" and mv.ndim == 1:
-        return mv
     if not mv.c_contiguous:
         raise TypeError("Array.data must be a contiguous buffer")
+    if mv.format == "B" and mv.ndim == 1:
+        return mv
     if mv.nbytes == 0:
         return b""
     return mv.cast("B")
@@ -111,12 +198,35 @@ class Array:
             raise TypeError(f"Array.dtype must be str, got {type(self.dtype).__name__}")
         if not isinstance(self.stype, str):
             raise TypeError(f"Array.stype must be str, got {type(self.stype).__name__}")
-        shape = list(self.shape) if not isinstance(self.shape, list) else self.shape
+        if isinstance(self.shape, (str, bytes)) or not hasattr(self.shape, "__iter__"):
+            raise TypeError(f"Array.shape must be a list of non-negative ints, got {self.shape!r}")
+        shape = list(self.shape)
         for dim in shape:
-            if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 0:
+            if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)):
                 raise TypeError(f"Array.shape must be a list of non-negative ints, got {self.shape!r}")
+            if dim < 0:
+                raise ValueError(f"Array.shape must be a list of non-negative ints, got {self.shape!r}")
         self.shape = [int(d) for d in shape]
         self.data = _as_byte_view(self.data)
+
+    def check(self) -> None:
+        """Check that a ``"numpy.ndarray"`` payload matches its dtype and shape.
+
+        Arrays of other stypes are not checked (their dtype and shape are informational, as in
+        Flower 1.9). The codec runs this check on every array it encodes or decodes.
+
+        Raises:
+            TypeError: ``dtype`` is not a supported name (see :func:`dtype_itemsize`).
+            ValueError: the payload length differs from ``itemsize * prod(shape)``.
+        """
+        if self.stype != SType.NUMPY:
+            return
+        expected = math.prod(self.shape) * dtype_itemsize(self.dtype)
+        if self.nbytes != expected:
+            raise ValueError(
+                f"Array payload has {self.nbytes} bytes but dtype {self.dtype!r} and shape "
+                f"{self.shape} need {expected}"
+            )
 
     @property
     def nbytes(self) -> int:
@@ -144,14 +254,16 @@ class Array:
         """Wrap a numpy array without copying when it is C-contiguous.
 
         The Array then *views* the array's memory: changing the array afterwards changes the Array.
-        Non-contiguous arrays (Fortran-order, strided) are copied once into row-major order.
+        Non-contiguous arrays (Fortran-order, strided) are copied once into row-major order. Byte order
+        is kept: a big-endian array travels big-endian (dtype ``">f4"``) and comes back big-endian.
 
         Args:
             ndarray: a ``numpy.ndarray`` (or numpy scalar) of bool, integer, float or complex dtype,
                 any byte order, any shape (0-d and zero-size included).
 
         Raises:
-            TypeError: ``ndarray`` is not a numpy array, or its dtype is object, void, structured or string.
+            TypeError: ``ndarray`` is not a numpy array, or its dtype is object, void, structured,
+                string or datetime (the message names the dtype).
         """
         if isinstance(ndarray, np.generic):
             ndarray = np.asarray(ndarray)
@@ -172,7 +284,8 @@ class Array:
 
         The result is a view of :attr:`data`: writable when ``data`` is writable (``bytearray`` or a
         writable ``memoryview``, which is what fl-async's decoder produces), read-only when ``data`` is
-        ``bytes`` (copy it with ``.copy()`` before updating it in place).
+        ``bytes`` or a read-only buffer (copy it with ``.copy()`` before updating it in place). Zero-size
+        arrays have no payload to view and come back as a new empty array.
 
         Raises:
             TypeError: ``stype`` is not ``"numpy.ndarray"``; or the dtype has no numpy equivalent
@@ -182,29 +295,12 @@ class Array:
         """
         if self.stype != SType.NUMPY:
             raise TypeError(f"Unsupported serialization type for numpy conversion: {self.stype!r}")
-        dt = _numpy_dtype(self.dtype)
+        dt = numpy_dtype(self.dtype)
+        self.check()
         count = math.prod(self.shape)
-        expected = count * dt.itemsize
-        if self.nbytes != expected:
-            raise ValueError(
-                f"Array payload has {self.nbytes} bytes but dtype {self.dtype!r} and shape "
-                f"{self.shape} need {expected}"
-            )
         if count == 0:
             return np.empty(self.shape, dtype=dt)
         return np.frombuffer(self.data, dtype=dt, count=count).reshape(self.shape)
-
-
-def _numpy_dtype(name: str) -> np.dtype:
-    try:
-        dt = np.dtype(name)
-    except TypeError:
-        raise TypeError(
-            f"Array dtype {name!r} has no numpy equivalent; convert it with "
-            "ParametersRecord.to_torch_state_dict() (PyTorch) instead of Array.numpy()"
-        ) from None
-    _check_dtype(dt)
-    return dt
 
 
 def array_from_numpy(ndarray: np.ndarray) -> Array:

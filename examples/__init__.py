@@ -1,0 +1,1 @@
+"""Runnable fl-async examples (``examples.quickstart``: FedAvg on handwritten digits)."""

@@ -1,0 +1,469 @@
+"""The ``fl-async`` command line: typer commands and nothing else.
+
+Commands (Flower 1.9 equivalents in brackets; flags and behaviour are documented in ``docs/cli.md``):
+
+- ``fl-async superlink``   [``flower-superlink``]: serve the Driver API and the Fleet API.
+- ``fl-async supernode``   [``flower-client-app`` / ``flower-supernode``]: run a ClientApp on a node.
+- ``fl-async server-app``  [``flower-server-app``]: run a ServerApp against a SuperLink.
+- ``fl-async run``         [simulation]: link, N nodes and a server app in one process and one event loop.
+
+Exit status: 0 on success and after a clean Ctrl-C / SIGTERM shutdown; 2 when the command line is refused
+(bad address, TLS flags, unreadable file, ``MODULE:ATTR`` that does not load, bad ``KEY=VALUE``), always
+with one line on stderr and before anything listens or connects; 1 when the run itself fails (link
+unreachable, TLS handshake refused, the app raised).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from typer.core import TyperGroup
+
+from fl_async._cli_args import (
+    CliArgumentError,
+    check_address,
+    parse_config_pairs,
+    resolve_client_tls,
+    resolve_link_tls,
+    split_app_ref,
+)
+
+__all__ = ["app", "main"]
+
+EXIT_USAGE = 2
+"""The command line was refused."""
+EXIT_FAILURE = 1
+"""The command started but failed."""
+SHUTDOWN_GRACE = 2.5
+"""Seconds a command may spend shutting down after Ctrl-C / SIGTERM before it is forced out (exit 0)."""
+
+
+class _OneLineErrors(TyperGroup):
+    """Typer group whose usage errors are printed as one line (``fl-async CMD: error: ...``), status 2."""
+
+    def main(self, args: Any = None, prog_name: Any = None, complete_var: Any = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        try:
+            rv = super().main(args=args, prog_name=prog_name, complete_var=complete_var,
+                              standalone_mode=False, **extra)
+        except typer.TyperException as exc:  # click's ClickException/UsageError derive from it
+            if type(exc).__name__ == "NoArgsIsHelpError":
+                exc.show()  # type: ignore[attr-defined]
+                rv = EXIT_USAGE
+            else:
+                ctx = getattr(exc, "ctx", None)
+                where = ctx.command_path if ctx is not None else "fl-async"
+                text = " ".join(exc.format_message().split())
+                typer.echo(f"{where}: error: {text} (see --help)", err=True)
+                rv = getattr(exc, "exit_code", EXIT_USAGE) or EXIT_USAGE
+        except typer.Abort:
+            rv = EXIT_FAILURE
+        if not standalone_mode:
+            return rv
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+app = typer.Typer(
+    name="fl-async",
+    cls=_OneLineErrors,
+    help="fl-async: an asyncio-native SuperLink, SuperNode and Driver SDK (Flower 1.9 Driver API).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+    rich_markup_mode=None,
+)
+
+
+def _fail(command: str, reason: object, code: int = EXIT_USAGE) -> NoReturn:
+    """Print ``fl-async COMMAND: error: REASON`` (one line) on stderr and exit with ``code``."""
+    text = " ".join(str(reason).split()) or type(reason).__name__
+    typer.echo(f"fl-async {command}: error: {text}", err=True)
+    raise typer.Exit(code)
+
+
+def _info(command: str, text: str) -> None:
+    typer.echo(f"fl-async {command}: {text}", err=True)
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _force_exit_after(seconds: float, code: int = 0) -> None:
+    """Safety net after a stop signal: if the process is still alive after ``seconds``, leave (``os._exit``).
+
+    Graceful shutdown normally finishes well before; this only bounds it when user code (e.g. a blocked
+    synchronous ClientApp handler in a worker thread) would keep the interpreter from exiting.
+    """
+    import os
+    import threading
+
+    def _out() -> None:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:  # noqa: BLE001 - best effort on the way out
+                pass
+        os._exit(code)
+
+    timer = threading.Timer(seconds, _out)
+    timer.daemon = True
+    timer.start()
+
+
+def _load_app(command: str, ref: str, *, what: str, directory: Path | None, expected: type) -> Any:
+    """Load ``MODULE:ATTR`` (``directory`` first on ``sys.path``; the current directory by default)."""
+    from fl_async._loading import load_object
+    from fl_async.common.errors import AppLoadError
+
+    try:
+        split_app_ref(ref, what=what)
+        return load_object(ref, dir=str(directory if directory is not None else Path.cwd()), expected=expected)
+    except CliArgumentError as exc:
+        _fail(command, exc)
+    except AppLoadError as exc:
+        _fail(command, exc)
+
+
+def _unwrap(exc: BaseException) -> BaseException:
+    """The single leaf of (nested) exception groups, as task groups wrap what they raise; else ``exc``."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def _run_async(command: str, fn: Any, *args: Any, app_errors: bool = False) -> None:
+    """Run ``fn(*args)`` on a fresh asyncio loop; map failures to one line and an exit status.
+
+    ``AppLoadError`` exits 2; other fl-async errors and OS errors (address in use, ...) exit 1 with their
+    one-line message. With ``app_errors`` any other exception is the user's app failing: its traceback is
+    printed, then the one-line summary (exit 1). Without it, it propagates (a bug in fl-async).
+    """
+    import anyio
+
+    from fl_async.common.errors import AppLoadError, FlAsyncError
+
+    try:
+        anyio.run(fn, *args)
+    except BaseException as raw:  # noqa: BLE001 - classified below, re-raised when unknown
+        exc = _unwrap(raw)
+        if isinstance(exc, (SystemExit, typer.Exit)):
+            raise exc from None
+        if isinstance(exc, KeyboardInterrupt):
+            _force_exit_after(SHUTDOWN_GRACE)
+            _info(command, "interrupted, stopped")
+            return
+        if isinstance(exc, AppLoadError):
+            _fail(command, exc, EXIT_USAGE)
+        if isinstance(exc, (FlAsyncError, OSError)):
+            _fail(command, exc, EXIT_FAILURE)
+        if app_errors and isinstance(exc, Exception):
+            import traceback
+
+            traceback.print_exception(exc, file=sys.stderr)
+            _fail(command, f"the app raised {type(exc).__name__}: {exc}", EXIT_FAILURE)
+        raise
+
+
+async def _until_stop_signal(command: str) -> None:
+    """Return at the first SIGINT or SIGTERM (and arm the shutdown safety net)."""
+    import anyio
+
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            _force_exit_after(SHUTDOWN_GRACE)
+            _info(command, f"{signal.Signals(signum).name} received, shutting down")
+            return
+
+
+# --------------------------------------------------------------------------------------------- options
+
+Insecure = Annotated[bool, typer.Option("--insecure", help="Plaintext gRPC (no TLS). For prototyping only.")]
+RootCertificates = Annotated[
+    Path | None,
+    typer.Option(
+        "--root-certificates",
+        metavar="FILE",
+        help="PEM file with the CA certificate(s) that signed the SuperLink's certificate (enables TLS).",
+    ),
+]
+AppDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--dir",
+        metavar="DIR",
+        help="Directory put first on sys.path before importing MODULE (default: the current directory).",
+    ),
+]
+Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Log debug messages on stderr.")]
+
+
+# -------------------------------------------------------------------------------------------- commands
+
+@app.command("superlink")
+def superlink_command(
+    driver_api_address: Annotated[
+        str,
+        typer.Option(metavar="HOST:PORT", help="Where to serve the Driver API for server apps (port 0: any free port)."),
+    ] = "0.0.0.0:9091",
+    fleet_api_address: Annotated[
+        str,
+        typer.Option(metavar="HOST:PORT", help="Where to serve the Fleet API for SuperNodes (port 0: any free port)."),
+    ] = "0.0.0.0:9092",
+    insecure: Insecure = False,
+    ssl_ca_certfile: Annotated[
+        Path | None, typer.Option(metavar="FILE", help="PEM CA certificate (TLS; with --ssl-certfile and --ssl-keyfile).")
+    ] = None,
+    ssl_certfile: Annotated[
+        Path | None, typer.Option(metavar="FILE", help="PEM server certificate chain (TLS).")
+    ] = None,
+    ssl_keyfile: Annotated[Path | None, typer.Option(metavar="FILE", help="PEM private key of the certificate (TLS).")] = None,
+    heartbeat_patience: Annotated[
+        float,
+        typer.Option(
+            min=1.0,
+            metavar="FACTOR",
+            help="A node silent for longer than its heartbeat interval times FACTOR is declared offline.",
+        ),
+    ] = 2.0,
+    verbose: Verbose = False,
+) -> None:
+    """Serve the Driver API (server apps) and the Fleet API (nodes) until Ctrl-C / SIGTERM.
+
+    As Flower 1.9's flower-superlink. TLS needs all three --ssl-* files; plaintext needs --insecure.
+    """
+    cmd = "superlink"
+    try:
+        check_address(driver_api_address, option="--driver-api-address")
+        check_address(fleet_api_address, option="--fleet-api-address")
+        tls = resolve_link_tls(
+            insecure=insecure, ssl_ca_certfile=ssl_ca_certfile, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile
+        )
+    except CliArgumentError as exc:
+        _fail(cmd, exc)
+    _setup_logging(verbose)
+    from fl_async.superlink import LinkConfig
+
+    try:
+        config = LinkConfig(
+            driver_api_address=driver_api_address,
+            fleet_api_address=fleet_api_address,
+            tls=tls,
+            heartbeat_patience=heartbeat_patience,
+        )
+    except (TypeError, ValueError) as exc:
+        _fail(cmd, exc)
+
+    async def serve() -> None:
+        from fl_async.superlink import SuperLink
+
+        async with SuperLink(config) as link:
+            mode = "TLS" if tls is not None else "plaintext (--insecure)"
+            _info(cmd, f"Driver API on {link.driver_address}, Fleet API on {link.fleet_address}, {mode}")
+            await _until_stop_signal(cmd)
+
+    _run_async(cmd, serve)
+    _info(cmd, "stopped")
+
+
+@app.command("supernode")
+def supernode_command(
+    client_app: Annotated[str, typer.Argument(metavar="MODULE:ATTR", help="The ClientApp to run, e.g. client:app.")],
+    superlink: Annotated[
+        str, typer.Option(metavar="HOST:PORT", help="The SuperLink's Fleet API address.")
+    ] = "127.0.0.1:9092",
+    insecure: Insecure = False,
+    root_certificates: RootCertificates = None,
+    dir: AppDir = None,  # noqa: A002 - the flag is --dir, as Flower's
+    max_concurrency: Annotated[
+        int, typer.Option(min=1, metavar="K", help="How many messages the ClientApp may handle at once.")
+    ] = 1,
+    heartbeat_interval: Annotated[
+        float, typer.Option(min=0.05, metavar="SECONDS", help="Seconds between heartbeats to the link.")
+    ] = 30.0,
+    node_config: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--node-config",
+            metavar="KEY=VALUE",
+            help="Node settings for Context.node_config, e.g. 'partition-id=0 num-partitions=10'; repeatable. "
+            "Values: true/false, int, float, 'quoted str', else str.",
+        ),
+    ] = None,
+    verbose: Verbose = False,
+) -> None:
+    """Connect to a SuperLink and run a ClientApp on the messages sent to this node, until Ctrl-C / SIGTERM.
+
+    As Flower 1.9's flower-client-app (1.10's flower-supernode).
+    """
+    cmd = "supernode"
+    try:
+        check_address(superlink, option="--superlink")
+        roots = resolve_client_tls(insecure=insecure, root_certificates=root_certificates)
+        config = parse_config_pairs(node_config, option="--node-config")
+    except CliArgumentError as exc:
+        _fail(cmd, exc)
+    _setup_logging(verbose)
+    from fl_async.client import ClientApp
+
+    capp = _load_app(cmd, client_app, what="client app", directory=dir, expected=ClientApp)
+
+    async def serve() -> None:
+        from fl_async.supernode import run_supernode
+
+        _info(cmd, f"running {client_app} against {superlink} ({'TLS' if roots else 'plaintext'})")
+        await run_supernode(
+            capp,
+            superlink=superlink,
+            insecure=roots is None,
+            root_certificates=roots,
+            max_concurrency=max_concurrency,
+            heartbeat_interval=heartbeat_interval,
+            node_config=config,
+            install_signal_handlers=True,
+        )
+
+    _run_async(cmd, serve)
+    _info(cmd, "stopped")
+
+
+@app.command("server-app")
+def server_app_command(
+    server_app: Annotated[str, typer.Argument(metavar="MODULE:ATTR", help="The ServerApp to run, e.g. server:app.")],
+    superlink: Annotated[
+        str, typer.Option(metavar="HOST:PORT", help="The SuperLink's Driver API address.")
+    ] = "127.0.0.1:9091",
+    insecure: Insecure = False,
+    root_certificates: RootCertificates = None,
+    dir: AppDir = None,  # noqa: A002
+    run_config: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--run-config",
+            metavar="KEY=VALUE",
+            help="Run settings for Context.run_config, e.g. 'num-server-rounds=5 lr=0.1'; repeatable. "
+            "Values: true/false, int, float, 'quoted str', else str.",
+        ),
+    ] = None,
+    verbose: Verbose = False,
+) -> None:
+    """Create a run on a SuperLink and run a ServerApp's main(driver, context) to completion.
+
+    As Flower 1.9's 'flower-server-app server:app --insecure'.
+    """
+    cmd = "server-app"
+    try:
+        check_address(superlink, option="--superlink")
+        roots = resolve_client_tls(insecure=insecure, root_certificates=root_certificates)
+        config = parse_config_pairs(run_config, option="--run-config")
+    except CliArgumentError as exc:
+        _fail(cmd, exc)
+    _setup_logging(verbose)
+    from fl_async.server import ServerApp
+
+    sapp = _load_app(cmd, server_app, what="server app", directory=dir, expected=ServerApp)
+
+    async def run() -> None:
+        import anyio
+
+        from fl_async.server import async_run_server_app
+
+        async with anyio.create_task_group() as tg:
+
+            async def stop_on_signal() -> None:
+                await _until_stop_signal(cmd)
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(stop_on_signal)
+            await async_run_server_app(
+                sapp, superlink=superlink, insecure=roots is None, root_certificates=roots, run_config=config
+            )
+            tg.cancel_scope.cancel()
+
+    _run_async(cmd, run, app_errors=True)
+
+
+@app.command("run")
+def run_command(
+    server_app: Annotated[str, typer.Argument(metavar="SERVER_APP", help="The ServerApp, MODULE:ATTR.")],
+    client_app: Annotated[str, typer.Argument(metavar="CLIENT_APP", help="The ClientApp, MODULE:ATTR.")],
+    num_supernodes: Annotated[
+        int, typer.Option(min=1, metavar="N", help="How many in-process SuperNodes to start.")
+    ] = 2,
+    run_config: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--run-config",
+            metavar="KEY=VALUE",
+            help="Run settings for Context.run_config; repeatable. Values: true/false, int, float, "
+            "'quoted str', else str.",
+        ),
+    ] = None,
+    dir: AppDir = None,  # noqa: A002
+    max_concurrency: Annotated[
+        int, typer.Option(min=1, metavar="K", help="Messages each node may handle at once.")
+    ] = 1,
+    progress: Annotated[
+        bool, typer.Option("--progress/--no-progress", help="Show the rounds progress display on stderr.")
+    ] = True,
+    verbose: Verbose = False,
+) -> None:
+    """Run a federation in this process: a SuperLink on 127.0.0.1, N SuperNodes and the ServerApp.
+
+    Everything runs in one event loop over the same code paths as the separate commands (real gRPC on
+    loopback, plaintext). Node i gets node_config partition-id=i, num-partitions=N. The ServerApp starts
+    once all N nodes are online. Progress goes to stderr, the app's output to stdout.
+    """
+    cmd = "run"
+    try:
+        config = parse_config_pairs(run_config, option="--run-config")
+    except CliArgumentError as exc:
+        _fail(cmd, exc)
+    _setup_logging(verbose)
+    from fl_async.client import ClientApp
+    from fl_async.server import ServerApp
+
+    sapp = _load_app(cmd, server_app, what="server app", directory=dir, expected=ServerApp)
+    capp = _load_app(cmd, client_app, what="client app", directory=dir, expected=ClientApp)
+
+    async def run() -> None:
+        import anyio
+
+        from fl_async._embedded import run_embedded
+
+        async with anyio.create_task_group() as tg:
+
+            async def stop_on_signal() -> None:
+                await _until_stop_signal(cmd)
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(stop_on_signal)
+            await run_embedded(
+                sapp,
+                capp,
+                num_supernodes=num_supernodes,
+                run_config=config,
+                max_concurrency=max_concurrency,
+                progress=progress,
+            )
+            tg.cancel_scope.cancel()
+
+    _run_async(cmd, run, app_errors=True)
+
+
+def main() -> None:
+    """Console-script entry point (``fl-async``)."""
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

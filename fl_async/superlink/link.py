@@ -1,0 +1,215 @@
+"""``SuperLink``: both gRPC APIs over one :class:`LinkState`, its deadline timer, and ``serve()``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import math
+import signal
+import time
+from collections.abc import Callable
+from types import TracebackType
+
+import anyio
+import grpclib.server
+
+from fl_async._net import format_address, parse_address, server_ssl_context
+from fl_async.superlink.config import LinkConfig
+from fl_async.superlink.services import DriverService, FleetService
+from fl_async.superlink.state import LinkState, LinkStats, PayloadTracker
+from fl_async.superlink.store import LinkStore
+from fl_async.superlink.wakeups import Wakeups
+from fl_async.superlink.wire import CallTracker, LimitedProtoCodec
+
+__all__ = ["SuperLink", "serve"]
+
+log = logging.getLogger("fl_async.superlink")
+
+_WILDCARDS = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}
+
+
+class _Lifecycle(enum.Enum):
+    NEW = "new"
+    RUNNING = "running"
+    STOPPED = "stopped"
+
+
+class SuperLink:
+    """An asyncio SuperLink: the Driver API and Fleet API served by grpclib over one :class:`LinkState`.
+
+    Use ``async with SuperLink(config) as link:`` or :meth:`start` / :meth:`stop`. A link cannot be restarted
+    once stopped (create a new one; with the in-memory store its state is gone).
+
+    Args:
+        config: addresses, TLS and limits.
+        clock: Unix-time clock for TTLs and liveness (tests may inject one).
+        store: storage backend (default: in-memory).
+        payloads: hook told which messages the link holds (default: digest ref-counts, see issue 7).
+
+    Attributes:
+        state: the sans-IO state (for tests and introspection; only touch it from the link's event loop).
+        config: the configuration.
+    """
+
+    def __init__(
+        self,
+        config: LinkConfig | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+        store: LinkStore | None = None,
+        payloads: PayloadTracker | None = None,
+    ) -> None:
+        self.config = config if config is not None else LinkConfig()
+        self._clock = clock
+        self._wakeups = Wakeups()
+        self._calls = CallTracker()
+        self.state = LinkState.from_config(
+            self.config, clock=clock, store=store, listener=self._wakeups, payloads=payloads
+        )
+        self._servers: list[grpclib.server.Server] = []
+        self._addresses: dict[str, str] = {}
+        self._timer: asyncio.Task[None] | None = None
+        self._lifecycle = _Lifecycle.NEW
+
+    # ---------------------------------------------------------------------------- addresses, stats
+    @property
+    def driver_address(self) -> str:
+        """Where to reach the Driver API, e.g. ``"127.0.0.1:9091"`` (the bound port; wildcard hosts become
+        loopback). Raises ``RuntimeError`` before :meth:`start`."""
+        return self._address("driver")
+
+    @property
+    def fleet_address(self) -> str:
+        """Where to reach the Fleet API (see :attr:`driver_address`)."""
+        return self._address("fleet")
+
+    def _address(self, which: str) -> str:
+        if which not in self._addresses:
+            raise RuntimeError("the SuperLink is not started: call `await link.start()` first")
+        return self._addresses[which]
+
+    def stats(self) -> LinkStats:
+        """Counts of runs, nodes, queued, in-flight and ready replies, and per node ``(queued, in_flight)``."""
+        return self.state.stats()
+
+    # ---------------------------------------------------------------------------- lifecycle
+    async def start(self) -> None:
+        """Bind and serve both APIs and start the deadline timer.
+
+        Raises:
+            RuntimeError: already started or stopped.
+            OSError: an address cannot be bound (e.g. the port is in use); nothing stays bound.
+            ValueError: the TLS material cannot be loaded.
+        """
+        if self._lifecycle is not _Lifecycle.NEW:
+            raise RuntimeError(f"cannot start a SuperLink that is {self._lifecycle.value}")
+        self._lifecycle = _Lifecycle.RUNNING
+        cfg = self.config
+        ssl_ctx = server_ssl_context(cfg.tls) if cfg.tls is not None else None
+        codec = LimitedProtoCodec(cfg.max_request_bytes)
+        try:
+            for which, address, service_cls in (
+                ("driver", cfg.driver_api_address, DriverService),
+                ("fleet", cfg.fleet_api_address, FleetService),
+            ):
+                service = service_cls(self.state, self._wakeups, self._calls, cfg.max_poll_timeout)
+                server = grpclib.server.Server([service], codec=codec)
+                host, port = parse_address(address)
+                await server.start(host, port, backlog=cfg.backlog, ssl=ssl_ctx, reuse_address=True)
+                self._servers.append(server)
+                bound = server._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]  # no public accessor
+                self._addresses[which] = format_address(_WILDCARDS.get(host, host), bound)
+        except BaseException:
+            await self._close_servers(0.0)
+            self._lifecycle = _Lifecycle.STOPPED
+            raise
+        self._timer = asyncio.create_task(self._run_timer(), name="fl-async-superlink-deadlines")
+        log.info(
+            "SuperLink serving: Driver API on %s, Fleet API on %s (%s)",
+            self.driver_address,
+            self.fleet_address,
+            "TLS" if ssl_ctx is not None else "insecure",
+        )
+
+    async def stop(self, grace: float = 1.0) -> None:
+        """Stop serving: refuse new connections, answer held long-polls at once (with what is ready, usually
+        nothing), give other calls in progress up to ``grace`` seconds, then cancel what is left. Idempotent.
+
+        Args:
+            grace: seconds to let calls in progress finish (>= 0).
+        """
+        if self._lifecycle is not _Lifecycle.RUNNING:
+            self._lifecycle = _Lifecycle.STOPPED
+            return
+        self._lifecycle = _Lifecycle.STOPPED
+        self._wakeups.close()
+        if self._timer is not None:
+            self._timer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._timer
+        await self._close_servers(grace)
+        log.info("SuperLink stopped")
+
+    async def _close_servers(self, grace: float) -> None:
+        for server in self._servers:
+            if server._server is not None:  # stop listening, keep connections for the answers in progress
+                server._server.close()
+        if grace > 0 and self._calls.active:
+            idle = asyncio.Event()
+            self._calls.when_idle(idle.set)
+            with anyio.move_on_after(grace):
+                await idle.wait()
+        for server in self._servers:
+            server.close()
+        with anyio.move_on_after(max(grace, 0.5)):
+            for server in self._servers:
+                await server.wait_closed()
+        self._servers.clear()
+
+    async def __aenter__(self) -> SuperLink:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    # ---------------------------------------------------------------------------- deadlines
+    async def _run_timer(self) -> None:
+        """Sleep until the state's next deadline (node offline / instruction TTL), apply it, re-arm.
+
+        Woken early when an earlier deadline is added (``Wakeups.deadline_added``)."""
+        wakeups, state = self._wakeups, self.state
+        while not wakeups.closing:
+            wakeups.deadline_event = asyncio.Event()
+            try:
+                state.advance()
+            except Exception:  # noqa: BLE001 - a bug here must not stop liveness handling for good
+                log.exception("applying deadlines failed")
+            deadline = state.next_deadline()
+            wakeups.armed_at = math.inf if deadline is None else deadline
+            delay = None if deadline is None else max(0.0, deadline - self._clock()) + 0.001
+            with anyio.move_on_after(delay if delay is not None else math.inf):
+                await wakeups.deadline_event.wait()
+
+
+async def serve(config: LinkConfig | None = None, *, shutdown_grace: float = 1.0) -> None:
+    """Run a SuperLink until SIGINT or SIGTERM, then shut down within about ``shutdown_grace + 1`` seconds
+    (held long-polls are answered at once; as Flower's ``flower-superlink``, which stops with 1 s grace).
+
+    Args:
+        config: the link's configuration (default ``LinkConfig()``: 0.0.0.0:9091 / 0.0.0.0:9092, insecure).
+        shutdown_grace: seconds calls in progress get to finish after the signal.
+
+    Raises:
+        OSError: an address cannot be bound.
+    """
+    async with SuperLink(config) as link:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for signum in signals:
+                log.info("received %s, shutting down", signal.Signals(signum).name)
+                break
+        await link.stop(grace=shutdown_grace)

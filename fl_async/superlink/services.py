@@ -1,0 +1,166 @@
+"""The Fleet API (nodes) and Driver API (server apps) over grpclib: thin async layers over :class:`LinkState`.
+
+Long-polls follow one pattern: check the state; if nothing is ready, wait on a wake-up Event within
+``min(requested timeout, max_poll_timeout)``; re-check after every wake-up; take items synchronously right
+before returning; put them back if the response cannot be sent.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import grpclib.const
+
+from fl_async.proto.fl_async import v1 as pb
+from fl_async.superlink.state import InvalidArgumentError, LinkState
+from fl_async.superlink.validation import timeout_problem
+from fl_async.superlink.wire import CallTracker, Undo, unary_handler
+
+if TYPE_CHECKING:
+    from fl_async.superlink.wakeups import Wakeups
+
+__all__ = ["FleetService", "DriverService"]
+
+
+class _Service:
+    _package = "fl_async.v1"
+    _service = ""
+    _methods: tuple[tuple[str, str, type, type], ...] = ()
+
+    def __init__(self, state: LinkState, wakeups: Wakeups, calls: CallTracker, max_poll_timeout: float) -> None:
+        self.state = state
+        self.wakeups = wakeups
+        self.calls = calls
+        self.max_poll_timeout = max_poll_timeout
+
+    def __mapping__(self) -> dict[str, grpclib.const.Handler]:
+        """Method path -> grpclib handler (what ``grpclib.server.Server`` reads)."""
+        return {
+            f"/{self._package}.{self._service}/{rpc}": unary_handler(
+                f"{self._service}.{rpc}", getattr(self, attr), req, resp, self.calls
+            )
+            for rpc, attr, req, resp in self._methods
+        }
+
+    def _wait_window(self, name: str, requested: float) -> float:
+        problem = timeout_problem(name, requested)
+        if problem:
+            raise InvalidArgumentError(problem)
+        return 0.0 if self.wakeups.closing else min(requested, self.max_poll_timeout)
+
+
+class FleetService(_Service):
+    """Fleet API handlers (see ``proto/fl_async/v1/fleet.proto`` and :class:`LinkState` for the rules)."""
+
+    _service = "Fleet"
+    _methods = (
+        ("CreateNode", "create_node", pb.CreateNodeRequest, pb.CreateNodeResponse),
+        ("DeleteNode", "delete_node", pb.DeleteNodeRequest, pb.DeleteNodeResponse),
+        ("Heartbeat", "heartbeat", pb.HeartbeatRequest, pb.HeartbeatResponse),
+        ("PullInstructions", "pull_instructions", pb.PullInstructionsRequest, pb.PullInstructionsResponse),
+        ("PushReplies", "push_replies", pb.PushRepliesRequest, pb.PushRepliesResponse),
+        ("GetRun", "get_run", pb.FleetGetRunRequest, pb.FleetGetRunResponse),
+    )
+
+    async def create_node(self, req: pb.CreateNodeRequest) -> tuple[pb.CreateNodeResponse, Undo]:
+        node_id, token, granted = self.state.create_node(req.heartbeat_interval)
+        return pb.CreateNodeResponse(node_id=node_id, token=token, heartbeat_interval=granted, blob_port=0), None
+
+    async def delete_node(self, req: pb.DeleteNodeRequest) -> tuple[pb.DeleteNodeResponse, Undo]:
+        self.state.delete_node(req.auth)
+        return pb.DeleteNodeResponse(), None
+
+    async def heartbeat(self, req: pb.HeartbeatRequest) -> tuple[pb.HeartbeatResponse, Undo]:
+        granted = self.state.heartbeat(req.auth, req.heartbeat_interval)
+        return pb.HeartbeatResponse(heartbeat_interval=granted), None
+
+    async def pull_instructions(self, req: pb.PullInstructionsRequest) -> tuple[pb.PullInstructionsResponse, Undo]:
+        state = self.state
+        window = self._wait_window("timeout", req.timeout)
+        messages = state.pull_instructions(req.auth, req.max_messages)
+        if not messages and window > 0:
+            assert req.auth is not None  # pull_instructions authenticated the caller
+            node_id = req.auth.node_id
+            state.begin_pull(node_id)
+            try:
+                with anyio.move_on_after(window):
+                    while not messages and not self.wakeups.closing:
+                        event = self.wakeups.node_event(node_id)
+                        if state.has_queued(node_id) or state.store.get_node(node_id) is None:
+                            messages = state.pull_instructions(req.auth, req.max_messages)
+                            continue
+                        await event.wait()
+            finally:
+                state.end_pull(node_id)
+
+        def undo() -> None:
+            state.requeue(req.auth.node_id, messages)  # type: ignore[union-attr]
+
+        return pb.PullInstructionsResponse(messages=messages), (undo if messages else None)
+
+    async def push_replies(self, req: pb.PushRepliesRequest) -> tuple[pb.PushRepliesResponse, Undo]:
+        ids, reasons = self.state.push_replies(req.auth, req.messages)
+        return pb.PushRepliesResponse(message_ids=ids, reasons=reasons), None
+
+    async def get_run(self, req: pb.FleetGetRunRequest) -> tuple[pb.FleetGetRunResponse, Undo]:
+        self.state.authenticate(req.auth)
+        return pb.FleetGetRunResponse(run=self.state.get_run(req.run_id)), None
+
+
+class DriverService(_Service):
+    """Driver API handlers (see ``proto/fl_async/v1/driver.proto`` and :class:`LinkState` for the rules)."""
+
+    _service = "Driver"
+    _methods = (
+        ("CreateRun", "create_run", pb.CreateRunRequest, pb.CreateRunResponse),
+        ("GetRun", "get_run", pb.GetRunRequest, pb.GetRunResponse),
+        ("GetNodes", "get_nodes", pb.GetNodesRequest, pb.GetNodesResponse),
+        ("WaitForNodes", "wait_for_nodes", pb.WaitForNodesRequest, pb.WaitForNodesResponse),
+        ("PushMessages", "push_messages", pb.PushMessagesRequest, pb.PushMessagesResponse),
+        ("PullMessages", "pull_messages", pb.PullMessagesRequest, pb.PullMessagesResponse),
+    )
+
+    async def create_run(self, req: pb.CreateRunRequest) -> tuple[pb.CreateRunResponse, Undo]:
+        run_id = self.state.create_run(req.fab_id, req.fab_version, req.run_config)
+        return pb.CreateRunResponse(run_id=run_id, blob_port=0), None
+
+    async def get_run(self, req: pb.GetRunRequest) -> tuple[pb.GetRunResponse, Undo]:
+        return pb.GetRunResponse(run=self.state.get_run(req.run_id)), None
+
+    async def get_nodes(self, req: pb.GetNodesRequest) -> tuple[pb.GetNodesResponse, Undo]:
+        return pb.GetNodesResponse(node_ids=self.state.online_node_ids(req.run_id)), None
+
+    async def wait_for_nodes(self, req: pb.WaitForNodesRequest) -> tuple[pb.WaitForNodesResponse, Undo]:
+        window = self._wait_window("timeout", req.timeout)
+        ids = self.state.online_node_ids(req.run_id)
+        if len(ids) < req.min_nodes and window > 0:
+            with anyio.move_on_after(window):
+                while len(ids) < req.min_nodes and not self.wakeups.closing:
+                    await self.wakeups.nodes_event.wait()
+                    ids = self.state.online_node_ids(req.run_id)
+            ids = self.state.online_node_ids(req.run_id)
+        return pb.WaitForNodesResponse(node_ids=ids), None
+
+    async def push_messages(self, req: pb.PushMessagesRequest) -> tuple[pb.PushMessagesResponse, Undo]:
+        ids, reasons = self.state.push_instructions(req.run_id, req.messages)
+        return pb.PushMessagesResponse(message_ids=ids, reasons=reasons), None
+
+    async def pull_messages(self, req: pb.PullMessagesRequest) -> tuple[pb.PullMessagesResponse, Undo]:
+        state = self.state
+        window = self._wait_window("timeout", req.timeout)
+        _, waiting = state.outstanding(req.run_id, req.message_ids)
+        if waiting and window > 0:
+            waiter = self.wakeups.wait_replies(waiting)
+            try:
+                with anyio.move_on_after(window):
+                    await waiter.event.wait()
+            finally:
+                self.wakeups.drop(waiter)
+        taken = state.take_replies(req.run_id, req.message_ids)
+        replies: list[Any] = [ins.reply for ins in taken]
+
+        def undo() -> None:
+            state.restore_replies(taken)
+
+        return pb.PullMessagesResponse(messages=replies), (undo if taken else None)

@@ -1,0 +1,665 @@
+"""The SuperLink's sans-IO core: every rule of the broker, with an injected clock and no I/O.
+
+:class:`LinkState` owns runs, the node registry, per-node inboxes, in-flight instructions and replies (kept in
+a :class:`~fl_async.superlink.store.LinkStore`), and applies the rules:
+
+* **ids**: run and node ids are random nonzero signed 64-bit integers (as Flower 1.9); message ids are
+  ``str(uuid4())`` assigned by the link when a message is accepted.
+* **liveness**: a node is online until ``last sign of life + interval * patience``; heartbeats, pulls (and
+  pushes of replies) are signs of life, and a node holding a long-poll open counts as alive while it holds
+  it. An offline or deleted node is forgotten (it must register again) and each of its queued or in-flight
+  instructions at once becomes a ``NODE_UNAVAILABLE`` error reply for the driver.
+* **TTL**: an instruction whose ``created_at + ttl`` has passed is never handed out; if no reply arrived by
+  then, the driver gets a ``MESSAGE_EXPIRED`` error reply (Flower 1.9 never enforced TTLs).
+* **authorization**: Fleet calls carry ``(node_id, token)``; unknown node or wrong token -> UNAUTHENTICATED;
+  answering another node's instruction or claiming another ``src_node_id`` -> PERMISSION_DENIED, and the
+  whole call changes nothing.
+* **exactly-once**: a reply leaves the link once, when a driver pull takes it (undone only if the
+  response could not be sent, see :meth:`LinkState.restore_replies`).
+
+Nothing here awaits: the I/O layer calls in, learns what to wake through a :class:`LinkListener`, and arms one
+timer at :meth:`LinkState.next_deadline`. Every public method first applies the deadlines that have passed by
+the clock, so the state is consistent even if the timer is late.
+"""
+
+from __future__ import annotations
+
+import heapq
+import hmac
+import logging
+import os
+import secrets
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from typing import NamedTuple, Protocol
+
+from fl_async.codec import config_from_proto, external_arrays
+from fl_async.common.message import ErrorCode
+from fl_async.proto.fl_async import v1 as pb
+from fl_async.superlink.config import LinkConfig
+from fl_async.superlink.store import InstructionRecord, LinkStore, MemoryStore, NodeRecord, RunRecord, Status
+from fl_async.superlink.validation import instruction_problem, interval_problem, reply_shape_problem
+
+__all__ = [
+    "LinkState",
+    "LinkStats",
+    "LinkListener",
+    "PayloadTracker",
+    "DigestRefCounts",
+    "LinkStateError",
+    "NotFoundError",
+    "UnauthenticatedError",
+    "PermissionDeniedError",
+    "InvalidArgumentError",
+    "SYNTHETIC_REPLY_TTL",
+]
+
+log = logging.getLogger("fl_async.superlink")
+
+SYNTHETIC_REPLY_TTL = 10.0
+"""TTL (seconds) of the error replies the link synthesizes (NODE_UNAVAILABLE, MESSAGE_EXPIRED). Replies
+are kept until a driver pulls them whatever their TTL; this only tells the reader they are fresh."""
+
+
+# --------------------------------------------------------------------------------------------
+# errors: the I/O layer maps ``status`` (a grpclib Status name) onto the wire
+
+
+class LinkStateError(Exception):
+    """A request the state refuses as a whole; ``status`` names the gRPC status to answer with."""
+
+    status = "UNKNOWN"
+
+
+class NotFoundError(LinkStateError):
+    """The run does not exist."""
+
+    status = "NOT_FOUND"
+
+
+class UnauthenticatedError(LinkStateError):
+    """Unknown node (never registered, offline or deleted) or wrong token."""
+
+    status = "UNAUTHENTICATED"
+
+
+class PermissionDeniedError(LinkStateError):
+    """The node tried to act on something that is not its own."""
+
+    status = "PERMISSION_DENIED"
+
+
+class InvalidArgumentError(LinkStateError):
+    """A request field is malformed."""
+
+    status = "INVALID_ARGUMENT"
+
+
+# --------------------------------------------------------------------------------------------
+# hooks
+
+
+class LinkListener(Protocol):
+    """What the state tells the I/O layer so it can wake long-polls and re-arm its timer."""
+
+    def instructions_queued(self, node_id: int) -> None:
+        """Instructions were queued for ``node_id`` (or the node was removed: wake its pulls)."""
+
+    def replies_ready(self, message_ids: Sequence[str]) -> None:
+        """Replies to these instruction ids are ready for the driver."""
+
+    def nodes_changed(self) -> None:
+        """The set of online nodes changed."""
+
+    def deadline_added(self, at: float) -> None:
+        """A deadline at Unix time ``at`` was added: :meth:`LinkState.next_deadline` may be earlier now."""
+
+
+class _NullListener:
+    def instructions_queued(self, node_id: int) -> None:
+        pass
+
+    def replies_ready(self, message_ids: Sequence[str]) -> None:
+        pass
+
+    def nodes_changed(self) -> None:
+        pass
+
+    def deadline_added(self, at: float) -> None:
+        pass
+
+
+class PayloadTracker(Protocol):
+    """Hook for large arrays held by content hash (issue 7): told when the link starts and stops holding
+    a message. ``retain`` is called when an instruction is queued and when a reply is stored; ``release``
+    when the instruction is answered (or expires / becomes unavailable) and when the reply is delivered."""
+
+    def retain(self, message: pb.Message) -> None:
+        """The link now holds ``message``."""
+
+    def release(self, message: pb.Message) -> None:
+        """The link no longer holds ``message``."""
+
+
+class DigestRefCounts:
+    """A :class:`PayloadTracker` counting references to external array digests (``codec.external_arrays``).
+
+    Attributes:
+        refs: ``digest -> number of held messages referring to it``; digests at zero are removed.
+        nbytes: ``digest -> payload size in bytes`` for the digests in ``refs``.
+    """
+
+    def __init__(self) -> None:
+        self.refs: dict[bytes, int] = {}
+        self.nbytes: dict[bytes, int] = {}
+
+    def retain(self, message: pb.Message) -> None:
+        for digest, size in external_arrays(message):
+            self.refs[digest] = self.refs.get(digest, 0) + 1
+            self.nbytes[digest] = size
+
+    def release(self, message: pb.Message) -> None:
+        for digest, _ in external_arrays(message):
+            left = self.refs.get(digest, 0) - 1
+            if left > 0:
+                self.refs[digest] = left
+            else:
+                self.refs.pop(digest, None)
+                self.nbytes.pop(digest, None)
+
+
+# --------------------------------------------------------------------------------------------
+# stats
+
+
+class LinkStats(NamedTuple):
+    """A snapshot of the link's load (for ``SuperLink.stats()`` and CLI commands)."""
+
+    #: runs created since the link started
+    runs: int
+    #: registered (online) nodes
+    nodes: int
+    #: instructions waiting in inboxes
+    queued: int
+    #: instructions handed to nodes and not answered yet
+    in_flight: int
+    #: replies (including synthesized errors) waiting for a driver pull
+    replies: int
+    #: ``node_id -> (queued, in_flight)``
+    per_node: dict[int, tuple[int, int]]
+
+
+def _random_id() -> int:
+    return int.from_bytes(os.urandom(8), "little", signed=True)
+
+
+# --------------------------------------------------------------------------------------------
+# the state
+
+
+class LinkState:
+    """All broker state and rules, without I/O (see the module docstring for the rules).
+
+    Args:
+        heartbeat_patience: offline after ``interval * patience`` seconds without a sign of life.
+        min_heartbeat_interval: lower clamp of a node's requested interval (seconds).
+        max_heartbeat_interval: upper clamp (seconds).
+        clock: returns the current Unix time in seconds; used for TTLs, ``created_at`` and liveness.
+        store: where records live (default: a new :class:`MemoryStore`).
+        listener: told what to wake (default: nobody).
+        payloads: told which messages are held (default: a :class:`DigestRefCounts`).
+    """
+
+    def __init__(
+        self,
+        *,
+        heartbeat_patience: float = 2.0,
+        min_heartbeat_interval: float = 0.05,
+        max_heartbeat_interval: float = 300.0,
+        clock: Callable[[], float] = time.time,
+        store: LinkStore | None = None,
+        listener: LinkListener | None = None,
+        payloads: PayloadTracker | None = None,
+    ) -> None:
+        self.patience = float(heartbeat_patience)
+        self.min_interval = float(min_heartbeat_interval)
+        self.max_interval = float(max_heartbeat_interval)
+        self.clock = clock
+        self.store: LinkStore = store if store is not None else MemoryStore()
+        self.listener: LinkListener = listener if listener is not None else _NullListener()
+        self.payloads: PayloadTracker = payloads if payloads is not None else DigestRefCounts()
+        self._node_deadlines: list[tuple[float, int]] = []  # (online_until, node_id), lazily cleaned
+        self._ttl_deadlines: list[tuple[float, str]] = []  # (expires_at, message_id), lazily cleaned
+        self._active_pulls: dict[int, int] = defaultdict(int)
+
+    @classmethod
+    def from_config(cls, config: LinkConfig, **kwargs: object) -> LinkState:
+        """A state using ``config``'s liveness settings; ``kwargs`` as the constructor's (clock, store...)."""
+        return cls(
+            heartbeat_patience=config.heartbeat_patience,
+            min_heartbeat_interval=config.min_heartbeat_interval,
+            max_heartbeat_interval=config.max_heartbeat_interval,
+            **kwargs,  # type: ignore[arg-type]
+        )
+
+    # ---------------------------------------------------------------------------- time
+    def next_deadline(self) -> float | None:
+        """Earliest Unix time at which a node may go offline or an instruction may expire (``None``: none)."""
+        self._clean_heads()
+        times = [h[0][0] for h in (self._node_deadlines, self._ttl_deadlines) if h]
+        return min(times) if times else None
+
+    def advance(self) -> None:
+        """Apply every deadline that has passed by the clock: offline nodes, expired instructions."""
+        now = self.clock()
+        nodes, ttls = self._node_deadlines, self._ttl_deadlines
+        while nodes and nodes[0][0] <= now:
+            until, node_id = heapq.heappop(nodes)
+            node = self.store.get_node(node_id)
+            if node is None or node.online_until != until or self._active_pulls.get(node_id):
+                continue  # stale entry, or a held pull keeps the node alive (re-armed when it ends)
+            self._remove_node(
+                node,
+                f"node {node_id} is offline: no heartbeat or pull for {node.heartbeat_interval * self.patience:.3g} s "
+                f"(interval {node.heartbeat_interval:.3g} s x patience {self.patience:g})",
+                now,
+            )
+        expired: list[str] = []
+        while ttls and ttls[0][0] <= now:
+            _, message_id = heapq.heappop(ttls)
+            ins = self.store.get_instruction(message_id)
+            if ins is None or ins.status is Status.ANSWERED:
+                continue
+            md = ins.message.metadata
+            assert md is not None
+            self._answer(
+                ins,
+                self._error_reply(
+                    ins,
+                    ErrorCode.MESSAGE_EXPIRED,
+                    f"instruction {message_id} expired: its ttl of {md.ttl:g} s ran out before node "
+                    f"{ins.node_id} replied",
+                    now,
+                ),
+            )
+            expired.append(message_id)
+        if expired:
+            self.listener.replies_ready(expired)
+
+    def _clean_heads(self) -> None:
+        nodes, ttls = self._node_deadlines, self._ttl_deadlines
+        while nodes:
+            until, node_id = nodes[0]
+            node = self.store.get_node(node_id)
+            if node is not None and node.online_until == until:
+                break
+            heapq.heappop(nodes)
+        while ttls:
+            ins = self.store.get_instruction(ttls[0][1])
+            if ins is not None and ins.status is not Status.ANSWERED:
+                break
+            heapq.heappop(ttls)
+
+    def _push_node_deadline(self, node_id: int, until: float) -> None:
+        heap = self._node_deadlines
+        heapq.heappush(heap, (until, node_id))
+        if len(heap) > 64 and len(heap) > 4 * self.store.node_count():  # drop stale entries now and then
+            live = {n.node_id: n.online_until for n in self.store.nodes()}
+            self._node_deadlines = [e for e in heap if live.get(e[1]) == e[0]]
+            heapq.heapify(self._node_deadlines)
+        self.listener.deadline_added(until)
+
+    # ---------------------------------------------------------------------------- runs (Driver API)
+    def create_run(self, fab_id: str = "", fab_version: str = "", run_config: Sequence[pb.ValueEntry] = ()) -> int:
+        """Create a run (as Flower 1.9's CreateRun, plus a run config) and return its id.
+
+        Raises:
+            InvalidArgumentError: a run config entry is malformed (e.g. an empty value or a duplicate key).
+        """
+        entries = list(run_config)
+        try:
+            config = config_from_proto(entries)
+        except (ValueError, TypeError) as exc:
+            raise InvalidArgumentError(f"invalid run_config: {exc}") from None
+        if len(config) != len(entries):
+            raise InvalidArgumentError("invalid run_config: duplicate keys")
+        run_id = _random_id()
+        while run_id == 0 or self.store.get_run(run_id) is not None:
+            run_id = _random_id()
+        self.store.add_run(RunRecord(run_id, fab_id, fab_version, entries))
+        return run_id
+
+    def get_run(self, run_id: int) -> pb.Run:
+        """The run as a wire message.
+
+        Raises:
+            NotFoundError: no such run.
+        """
+        run = self._run(run_id)
+        return pb.Run(run_id=run.run_id, fab_id=run.fab_id, fab_version=run.fab_version, run_config=run.run_config)
+
+    def _run(self, run_id: int) -> RunRecord:
+        run = self.store.get_run(run_id)
+        if run is None:
+            raise NotFoundError(f"unknown run {run_id}")
+        return run
+
+    def online_node_ids(self, run_id: int) -> list[int]:
+        """Ids of the online nodes (nodes are not tied to runs, as Flower 1.9).
+
+        Raises:
+            NotFoundError: no such run.
+        """
+        self.advance()
+        self._run(run_id)
+        return [n.node_id for n in self.store.nodes()]
+
+    # ---------------------------------------------------------------------------- Driver API: messages
+    def push_instructions(self, run_id: int, messages: Sequence[pb.Message]) -> tuple[list[str], list[str]]:
+        """Queue instructions; return ``(message_ids, reasons)``, parallel to ``messages``.
+
+        A refused message gets ``""`` and a reason (also logged), and the others are still queued; see
+        :func:`~fl_async.superlink.validation.instruction_problem` for the checks, plus: the run exists and the
+        destination node is registered and online. Accepted messages get ``metadata.message_id`` set.
+        """
+        self.advance()
+        now = self.clock()
+        run_known = self.store.get_run(run_id) is not None
+        ids: list[str] = []
+        reasons: list[str] = []
+        woken: set[int] = set()
+        earliest = float("inf")
+        for position, msg in enumerate(messages):
+            reason = instruction_problem(msg, run_id, now) if run_known else f"unknown run {run_id}"
+            if not reason:
+                dst = msg.metadata.dst_node_id  # type: ignore[union-attr]
+                if self.store.get_node(dst) is None:
+                    reason = f"destination node {dst} is unknown or offline"
+            if reason:
+                log.warning("PushMessages run %d position %d refused: %s", run_id, position, reason)
+                ids.append("")
+                reasons.append(reason)
+                continue
+            md = msg.metadata
+            assert md is not None
+            md.message_id = str(uuid.uuid4())
+            ins = InstructionRecord(msg, expires_at=md.created_at + md.ttl)
+            self.store.add_instruction(ins)
+            self.payloads.retain(msg)
+            heapq.heappush(self._ttl_deadlines, (ins.expires_at, md.message_id))
+            woken.add(md.dst_node_id)
+            earliest = min(earliest, ins.expires_at)
+            ids.append(md.message_id)
+            reasons.append("")
+        if woken:
+            self.listener.deadline_added(earliest)
+            for node_id in woken:
+                self.listener.instructions_queued(node_id)
+        return ids, reasons
+
+    def outstanding(self, run_id: int, message_ids: Iterable[str]) -> tuple[list[str], list[str]]:
+        """Split requested ids into ``(ready, waiting)``: outstanding instructions of ``run_id`` with a reply
+        ready, and those still waiting for one. Unknown, foreign-run, delivered and ``""`` ids are left out.
+
+        Raises:
+            NotFoundError: no such run.
+        """
+        self.advance()
+        self._run(run_id)
+        ready: list[str] = []
+        waiting: list[str] = []
+        for mid in dict.fromkeys(message_ids):
+            ins = self.store.get_instruction(mid) if mid else None
+            if ins is None or ins.run_id != run_id:
+                continue
+            (ready if ins.status is Status.ANSWERED else waiting).append(mid)
+        return ready, waiting
+
+    def take_replies(self, run_id: int, message_ids: Iterable[str]) -> list[InstructionRecord]:
+        """Remove and return the answered instructions among ``message_ids`` (in request order), each with its
+        ``reply``: this is the one delivery of those replies. Other ids are ignored, never an error.
+
+        Raises:
+            NotFoundError: no such run.
+        """
+        ready, _ = self.outstanding(run_id, message_ids)
+        taken: list[InstructionRecord] = []
+        for mid in ready:
+            ins = self.store.get_instruction(mid)
+            assert ins is not None and ins.reply is not None
+            self.store.pop_reply(mid)
+            self.payloads.release(ins.reply)
+            taken.append(ins)
+        return taken
+
+    def restore_replies(self, taken: Sequence[InstructionRecord]) -> None:
+        """Undo :meth:`take_replies` for replies whose response could not be sent (nothing is lost)."""
+        for ins in taken:
+            if self.store.get_instruction(ins.message_id) is None and ins.reply is not None:
+                self.store.restore_reply(ins)
+                self.payloads.retain(ins.reply)
+        if taken:
+            self.listener.replies_ready([ins.message_id for ins in taken])
+
+    # ---------------------------------------------------------------------------- Fleet API: nodes
+    def _clamp(self, interval: float) -> float:
+        problem = interval_problem(interval)
+        if problem:
+            raise InvalidArgumentError(problem)
+        return min(max(interval, self.min_interval), self.max_interval)
+
+    def create_node(self, heartbeat_interval: float) -> tuple[int, bytes, float]:
+        """Register a node; return ``(node_id, token, granted_interval)``.
+
+        The node is online for ``granted_interval * patience`` seconds from now.
+
+        Raises:
+            InvalidArgumentError: the interval is not a finite number > 0.
+        """
+        self.advance()
+        granted = self._clamp(heartbeat_interval)
+        node_id = _random_id()
+        while node_id == 0 or self.store.get_node(node_id) is not None:
+            node_id = _random_id()
+        token = secrets.token_bytes(32)
+        until = self.clock() + granted * self.patience
+        self.store.add_node(NodeRecord(node_id, token, granted, until))
+        self._push_node_deadline(node_id, until)
+        self.listener.nodes_changed()
+        return node_id, token, granted
+
+    def authenticate(self, auth: pb.NodeAuth | None) -> NodeRecord:
+        """The node named by ``auth`` if its token matches (after applying passed deadlines).
+
+        Raises:
+            UnauthenticatedError: no auth, unknown node (never registered, offline, deleted) or wrong token.
+        """
+        self.advance()
+        if auth is None:
+            raise UnauthenticatedError("request carries no NodeAuth: call CreateNode first")
+        node = self.store.get_node(auth.node_id)
+        if node is None:
+            raise UnauthenticatedError(f"unknown node {auth.node_id}: it is offline or deleted; register again")
+        if not hmac.compare_digest(node.token, auth.token):
+            raise UnauthenticatedError(f"wrong token for node {auth.node_id}")
+        return node
+
+    def _sign_of_life(self, node: NodeRecord, interval: float | None = None) -> None:
+        interval = node.heartbeat_interval if interval is None else interval
+        until = self.clock() + interval * self.patience
+        self.store.set_liveness(node.node_id, interval, until)
+        self._push_node_deadline(node.node_id, until)
+
+    def heartbeat(self, auth: pb.NodeAuth | None, heartbeat_interval: float) -> float:
+        """Record a heartbeat; return the granted interval (clamped to the link's bounds).
+
+        Raises:
+            UnauthenticatedError: see :meth:`authenticate`.
+            InvalidArgumentError: the interval is not a finite number > 0.
+        """
+        node = self.authenticate(auth)
+        granted = self._clamp(heartbeat_interval)
+        self._sign_of_life(node, granted)
+        return granted
+
+    def delete_node(self, auth: pb.NodeAuth | None) -> None:
+        """Unregister the node; its queued and in-flight instructions become NODE_UNAVAILABLE errors at once.
+
+        Raises:
+            UnauthenticatedError: see :meth:`authenticate`.
+        """
+        node = self.authenticate(auth)
+        self._remove_node(node, f"node {node.node_id} was deleted (it unregistered)", self.clock())
+
+    def _remove_node(self, node: NodeRecord, reason: str, now: float) -> None:
+        answered = []
+        for ins in self.store.node_instructions(node.node_id):
+            self._answer(ins, self._error_reply(ins, ErrorCode.NODE_UNAVAILABLE, reason, now))
+            answered.append(ins.message_id)
+        self.store.remove_node(node.node_id)
+        self._active_pulls.pop(node.node_id, None)
+        log.info("%s; %d instruction(s) answered NODE_UNAVAILABLE", reason, len(answered))
+        if answered:
+            self.listener.replies_ready(answered)
+        self.listener.instructions_queued(node.node_id)  # held pulls of that node end now
+        self.listener.nodes_changed()
+
+    # ---------------------------------------------------------------------------- Fleet API: messages
+    def pull_instructions(self, auth: pb.NodeAuth | None, max_messages: int) -> list[pb.Message]:
+        """Hand up to ``max_messages`` (0 means 1) queued live instructions to the node, oldest first,
+        moving them to in-flight. Counts as a sign of life.
+
+        Raises:
+            UnauthenticatedError: see :meth:`authenticate`.
+        """
+        node = self.authenticate(auth)
+        self._sign_of_life(node)
+        taken = self.store.take_queued(node.node_id, max(1, max_messages))
+        return [ins.message for ins in taken]
+
+    def has_queued(self, node_id: int) -> bool:
+        """Whether the node has queued instructions (a cheap check before :meth:`pull_instructions`)."""
+        return self.store.has_queued(node_id)
+
+    def begin_pull(self, node_id: int) -> None:
+        """A pull of this node is being held open: the node stays online meanwhile."""
+        self._active_pulls[node_id] += 1
+
+    def end_pull(self, node_id: int) -> None:
+        """A held pull ended (answered or cancelled): the liveness countdown restarts from now."""
+        left = self._active_pulls.get(node_id, 0) - 1
+        if left > 0:
+            self._active_pulls[node_id] = left
+            return
+        self._active_pulls.pop(node_id, None)
+        node = self.store.get_node(node_id)
+        if node is not None:
+            self._sign_of_life(node)
+
+    def requeue(self, node_id: int, messages: Sequence[pb.Message]) -> None:
+        """Put instructions back at the front of the node's inbox: the response carrying them was not sent."""
+        records = [self.store.get_instruction(m.metadata.message_id) for m in messages if m.metadata is not None]
+        live = [r for r in records if r is not None and r.status is Status.IN_FLIGHT]
+        if live:
+            self.store.requeue_front(node_id, live)
+            self.listener.instructions_queued(node_id)
+
+    def push_replies(self, auth: pb.NodeAuth | None, messages: Sequence[pb.Message]) -> tuple[list[str], list[str]]:
+        """Accept replies from a node; return ``(message_ids, reasons)`` parallel to ``messages``.
+
+        A reply is accepted if it is well formed (see :func:`~fl_async.superlink.validation.reply_shape_problem`),
+        answers a live, unanswered instruction of this node, and has the instruction's run id; otherwise its
+        position gets ``""`` and a reason. Accepted replies get a new ``message_id``.
+
+        Raises:
+            UnauthenticatedError: see :meth:`authenticate`.
+            PermissionDeniedError: some reply claims another ``src_node_id`` or answers an instruction
+                addressed to another node; nothing is changed.
+        """
+        node = self.authenticate(auth)
+        node_id = node.node_id
+        for position, msg in enumerate(messages):
+            md = msg.metadata
+            if md is None:
+                continue
+            if md.src_node_id != node_id:
+                raise PermissionDeniedError(
+                    f"reply {position}: src_node_id {md.src_node_id} is not the calling node {node_id}"
+                )
+            ins = self.store.get_instruction(md.reply_to_message) if md.reply_to_message else None
+            if ins is not None and ins.node_id != node_id:
+                raise PermissionDeniedError(
+                    f"reply {position}: instruction {md.reply_to_message} is not addressed to node {node_id}"
+                )
+        self._sign_of_life(node)
+        ids: list[str] = []
+        reasons: list[str] = []
+        ready: list[str] = []
+        for position, msg in enumerate(messages):
+            reason = reply_shape_problem(msg, node_id)
+            ins = None
+            if not reason:
+                md = msg.metadata
+                assert md is not None
+                ins = self.store.get_instruction(md.reply_to_message)
+                if ins is None:
+                    reason = f"unknown instruction {md.reply_to_message} (never pushed, or already delivered)"
+                elif ins.status is Status.ANSWERED:
+                    reason = self._answered_reason(ins)
+                elif md.run_id != ins.run_id:
+                    reason = f"reply run_id {md.run_id} differs from the instruction's run_id {ins.run_id}"
+            if reason or ins is None:
+                log.warning("PushReplies node %d position %d refused: %s", node_id, position, reason)
+                ids.append("")
+                reasons.append(reason)
+                continue
+            md = msg.metadata
+            assert md is not None
+            md.message_id = str(uuid.uuid4())
+            self._answer(ins, msg)
+            ready.append(ins.message_id)
+            ids.append(md.message_id)
+            reasons.append("")
+        if ready:
+            self.listener.replies_ready(ready)
+        return ids, reasons
+
+    @staticmethod
+    def _answered_reason(ins: InstructionRecord) -> str:
+        err = ins.reply.error if ins.reply is not None else None
+        if err is not None and err.code == ErrorCode.MESSAGE_EXPIRED:
+            return f"instruction {ins.message_id} has expired"
+        return f"instruction {ins.message_id} is already answered"
+
+    # ---------------------------------------------------------------------------- helpers
+    def _answer(self, ins: InstructionRecord, reply: pb.Message) -> None:
+        self.store.set_reply(ins.message_id, reply)
+        self.payloads.release(ins.message)
+        self.payloads.retain(reply)
+
+    @staticmethod
+    def _error_reply(ins: InstructionRecord, code: int, reason: str, now: float) -> pb.Message:
+        md = ins.message.metadata
+        assert md is not None
+        return pb.Message(
+            metadata=pb.Metadata(
+                run_id=md.run_id,
+                message_id=str(uuid.uuid4()),
+                src_node_id=md.dst_node_id,
+                dst_node_id=0,
+                reply_to_message=md.message_id,
+                group_id=md.group_id,
+                ttl=SYNTHETIC_REPLY_TTL,
+                message_type=md.message_type,
+                created_at=now,
+            ),
+            error=pb.Error(code=code, reason=reason),
+        )
+
+    def stats(self) -> LinkStats:
+        """Counts of runs, nodes, queued, in-flight and ready replies, and per node ``(queued, in_flight)``."""
+        self.advance()
+        queued, in_flight, replies, per_node = self.store.counts()
+        return LinkStats(self.store.run_count(), self.store.node_count(), queued, in_flight, replies, per_node)

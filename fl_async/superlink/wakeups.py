@@ -1,0 +1,106 @@
+"""Wake-ups for long-polls: asyncio Events only signal; the items themselves stay in the link's state.
+
+Held calls re-read the state after every wake-up and take items synchronously right before returning, so a
+handler cancelled by grpclib (a raw ``Task.cancel()``) never loses an item (libraries.md §3.3).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Sequence
+
+__all__ = ["Wakeups", "ReplyWaiter"]
+
+
+class ReplyWaiter:
+    """A driver pull waiting for replies to ``pending`` instruction ids; ``event`` is set when none is left."""
+
+    __slots__ = ("pending", "event")
+
+    def __init__(self, pending: Sequence[str]) -> None:
+        self.pending = set(pending)
+        self.event = asyncio.Event()
+
+
+class Wakeups:
+    """The I/O side of :class:`~fl_async.superlink.state.LinkListener`.
+
+    * node pulls wait on :meth:`node_event` (one Event per node and generation, replaced when set);
+    * driver pulls register a :class:`ReplyWaiter`, woken when every id it waits for has a reply (O(1) per reply);
+    * WaitForNodes waits on :attr:`nodes_event` (replaced when set);
+    * the deadline timer waits on :attr:`deadline_event`, set only when a deadline earlier than the armed
+      one is added.
+    """
+
+    def __init__(self) -> None:
+        self.closing = False
+        self._node_events: dict[int, asyncio.Event] = {}
+        self._reply_waiters: dict[str, set[ReplyWaiter]] = {}
+        self.nodes_event = asyncio.Event()
+        self.deadline_event = asyncio.Event()
+        self.armed_at = math.inf
+
+    # listener side ---------------------------------------------------------------------------
+    def instructions_queued(self, node_id: int) -> None:
+        event = self._node_events.pop(node_id, None)
+        if event is not None:
+            event.set()
+
+    def replies_ready(self, message_ids: Sequence[str]) -> None:
+        waiters = self._reply_waiters
+        for mid in message_ids:
+            for waiter in waiters.pop(mid, ()):
+                waiter.pending.discard(mid)
+                if not waiter.pending:
+                    waiter.event.set()
+
+    def nodes_changed(self) -> None:
+        event, self.nodes_event = self.nodes_event, asyncio.Event()
+        event.set()
+
+    def deadline_added(self, at: float) -> None:
+        if at < self.armed_at:
+            self.armed_at = at
+            self.deadline_event.set()
+
+    # waiter side -----------------------------------------------------------------------------
+    def node_event(self, node_id: int) -> asyncio.Event:
+        """The Event set the next time instructions are queued for ``node_id`` (or it is removed)."""
+        event = self._node_events.get(node_id)
+        if event is None:
+            event = self._node_events[node_id] = asyncio.Event()
+            if self.closing:
+                event.set()
+        return event
+
+    def wait_replies(self, message_ids: Sequence[str]) -> ReplyWaiter:
+        """Register a waiter for replies to ``message_ids`` (call :meth:`drop` when done)."""
+        waiter = ReplyWaiter(message_ids)
+        for mid in waiter.pending:
+            self._reply_waiters.setdefault(mid, set()).add(waiter)
+        if self.closing or not waiter.pending:
+            waiter.event.set()
+        return waiter
+
+    def drop(self, waiter: ReplyWaiter) -> None:
+        """Unregister a waiter (idempotent)."""
+        for mid in waiter.pending:
+            group = self._reply_waiters.get(mid)
+            if group is not None:
+                group.discard(waiter)
+                if not group:
+                    del self._reply_waiters[mid]
+        waiter.pending.clear()
+
+    def close(self) -> None:
+        """Shutting down: wake every held call now and any later one at once."""
+        self.closing = True
+        for event in self._node_events.values():
+            event.set()
+        self._node_events.clear()
+        for group in self._reply_waiters.values():
+            for waiter in group:
+                waiter.event.set()
+        self.nodes_event.set()
+        self.deadline_event.set()

@@ -1,0 +1,98 @@
+"""Thin async client of the Fleet API: one grpclib Channel, one method per RPC, every call with a deadline.
+
+Every transport failure is mapped to the fl-async exception tree with
+:func:`fl_async.common.errors.from_grpc`, here and nowhere else in the node runtime.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from grpclib.client import Channel
+from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
+
+from fl_async._net import format_address
+from fl_async.common.errors import from_grpc
+from fl_async.proto.fl_async import v1 as pb
+
+__all__ = ["FleetClient"]
+
+R = TypeVar("R")
+
+_TRANSPORT_ERRORS = (GRPCError, StreamTerminatedError, ProtocolError, OSError, TimeoutError, ssl.SSLError)
+
+
+class FleetClient:
+    """Fleet API calls over one Channel. Construct inside the event loop that will use it (grpclib binds it).
+
+    Args:
+        host: link host.
+        port: link Fleet API port.
+        ssl_context: TLS client context, or ``None`` for plaintext.
+        rpc_timeout: deadline in seconds of control calls (CreateNode, GetRun, ...).
+        push_timeout: deadline in seconds of :meth:`push_replies` (replies may be large).
+        poll_margin: seconds added to a long-poll's own timeout to get its deadline.
+    """
+
+    def __init__(
+                self,
+        host: str,
+        port: int,
+        *,
+        ssl_context: ssl.SSLContext | None,
+        rpc_timeout: float,
+        push_timeout: float,
+        poll_margin: float,
+    ) -> None:
+        self.address = format_address(host, port)
+        self._channel = Channel(host, port, ssl=ssl_context)
+        self._stub = pb.FleetStub(self._channel)
+        self.rpc_timeout = rpc_timeout
+        self.push_timeout = push_timeout
+        self.poll_margin = poll_margin
+
+    async def _call(self, what: str, fn: Callable[..., Awaitable[R]], request: Any, timeout: float) -> R:
+        try:
+            return await fn(request, timeout=timeout)
+        except _TRANSPORT_ERRORS as exc:
+            raise from_grpc(exc, what=f"{what} to {self.address}") from exc
+
+    async def create_node(self, heartbeat_interval: float) -> pb.CreateNodeResponse:
+        """Register; returns node id, token and the granted heartbeat interval."""
+        req = pb.CreateNodeRequest(heartbeat_interval=heartbeat_interval)
+        return await self._call("CreateNode", self._stub.create_node, req, self.rpc_timeout)
+
+    async def delete_node(self, auth: pb.NodeAuth, *, timeout: float) -> None:
+        """Unregister (the link reports this node's outstanding instructions as unavailable)."""
+        await self._call("DeleteNode", self._stub.delete_node, pb.DeleteNodeRequest(auth=auth), timeout)
+
+    async def heartbeat(self, auth: pb.NodeAuth, interval: float, *, timeout: float) -> float:
+        """Tell the link this node is alive; returns the granted interval in seconds."""
+        req = pb.HeartbeatRequest(auth=auth, heartbeat_interval=interval)
+        resp = await self._call("Heartbeat", self._stub.heartbeat, req, timeout)
+        return resp.heartbeat_interval
+
+    async def pull_instructions(self, auth: pb.NodeAuth, max_messages: int, timeout: float) -> list[pb.Message]:
+        """Long-poll for up to ``max_messages`` instructions, held open up to ``timeout`` seconds by the link."""
+        req = pb.PullInstructionsRequest(auth=auth, max_messages=max_messages, timeout=timeout)
+        resp = await self._call("PullInstructions", self._stub.pull_instructions, req, timeout + self.poll_margin)
+        return list(resp.messages)
+
+    async def push_replies(self, auth: pb.NodeAuth, messages: list[pb.Message]) -> pb.PushRepliesResponse:
+        """Push replies; the response has one id (``""`` if refused) and one reason per reply."""
+        req = pb.PushRepliesRequest(auth=auth, messages=messages)
+        return await self._call("PushReplies", self._stub.push_replies, req, self.push_timeout)
+
+    async def get_run(self, auth: pb.NodeAuth, run_id: int) -> pb.Run:
+        """Fetch a run (its config)."""
+        req = pb.FleetGetRunRequest(auth=auth, run_id=run_id)
+        resp = await self._call("GetRun", self._stub.get_run, req, self.rpc_timeout)
+        if resp.run is None:
+            return pb.Run(run_id=run_id)
+        return resp.run
+
+    def close(self) -> None:
+        """Close the channel (in-flight calls fail)."""
+        self._channel.close()

@@ -1,0 +1,581 @@
+"""``SuperNode``: the node runtime. Registers with a SuperLink's Fleet API, long-polls for instructions,
+runs the ClientApp on them and pushes the replies, heartbeating all the while.
+
+Structure (all in one event loop; many SuperNodes may share a loop, each with its own Channel)::
+
+    run()
+      _maintain        reconnect loop (tenacity: capped exponential backoff with jitter)
+        _session       CreateNode, then until the session is lost:
+          _heartbeat_loop   Heartbeat every ~0.6 x granted interval
+          _pull_loop        PullInstructions(max_messages = free slots) -> one _handle task each
+      _handle          decode -> Context -> ClientApp -> push reply (outlives a session: a reply made
+                       while the link was unreachable is pushed after reconnecting, within its TTL)
+
+Differences from Flower 1.9's ``flower-client-app`` (``client/app.py``): long-polling instead of a 3 s
+sleep; up to ``max_concurrency`` messages at once; a node the link forgot registers again instead of
+polling forever with a stale id; backoff is capped; shutdown is bounded even when the link is down.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
+
+from fl_async._net import DEFAULT_FLEET_TARGET, client_ssl_context, parse_address
+from fl_async.client.client_app import ClientApp
+from fl_async.codec import config_from_proto, message_from_proto, message_to_proto
+from fl_async.common.context import Context, UserConfig
+from fl_async.common.errors import (
+    FlAsyncError,
+    IntegrityError,
+    InvalidRequestError,
+    LinkConnectionError,
+    LinkTimeoutError,
+    NotAuthorizedError,
+    RefusedByLinkError,
+    ResourceExhaustedError,
+    TTLExpiredError,
+)
+from fl_async.common.message import Error, ErrorCode, Message
+from fl_async.common.records import ConfigsRecord, RecordSet
+from fl_async.proto.fl_async import v1 as pb
+from fl_async.supernode._dispatch import run_client_app
+from fl_async.supernode._fleet import FleetClient
+
+__all__ = ["SuperNode"]
+
+logger = logging.getLogger("fl_async.supernode")
+
+_HEALTHY_SESSION = 5.0
+"""A session that lasted this many seconds resets the reconnect backoff."""
+_DELETE_TIMEOUT = 0.5
+"""Deadline in seconds of the best-effort DeleteNode on shutdown."""
+_POLL_MARGIN = 5.0
+"""Seconds added to the long-poll timeout to get the PullInstructions deadline."""
+_RPC_TIMEOUT = 10.0
+_PUSH_TIMEOUT = 60.0
+
+
+class _Backoff:
+    """Tenacity wait strategy: ``min(cap, initial * 2**(n-1))`` scaled by a uniform ``[0.5, 1.0]`` jitter.
+
+    The 50 % floor keeps retries from spinning; the jitter spreads many nodes reconnecting at once.
+    """
+
+    def __init__(self, initial: float, cap: float) -> None:
+        self.initial = min(initial, cap)
+        self.cap = cap
+
+    def __call__(self, retry_state: RetryCallState) -> float:
+        n = max(1, retry_state.attempt_number)
+        base = min(self.cap, self.initial * 2 ** min(n - 1, 60))
+        return base * random.uniform(0.5, 1.0)
+
+
+class _SessionLost(FlAsyncError):
+    """A registered session ended (link unreachable, or it forgot this node); register again."""
+
+
+class _HealthySessionLost(_SessionLost):
+    """As :class:`_SessionLost`, after a session that lasted long enough to reset the backoff."""
+
+
+def _transient(exc: BaseException) -> bool:
+    if isinstance(exc, _HealthySessionLost):
+        return False  # handled by _maintain: fresh backoff
+    if isinstance(exc, (_SessionLost, LinkConnectionError, LinkTimeoutError, ResourceExhaustedError)):
+        return True
+    if isinstance(exc, (NotAuthorizedError, InvalidRequestError)):
+        return False  # the link refuses to register this node: retrying will not help
+    return isinstance(exc, RefusedByLinkError)  # UNKNOWN/INTERNAL/...: possibly a restarting link
+
+
+@dataclass
+class _Session:
+    """One registration: the connection used, the credentials and the scope to cancel when it is lost."""
+
+    conn: FleetClient
+    auth: pb.NodeAuth
+    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    lost: FlAsyncError | None = None
+
+    @property
+    def node_id(self) -> int:
+        return self.auth.node_id
+
+    def fail(self, exc: FlAsyncError) -> None:
+        """Record why the session ended (first reason wins) and end it."""
+        if self.lost is None:
+            self.lost = exc
+        self.scope.cancel()
+
+
+def _positive(name: str, value: float, *, allow_zero: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds, got {type(value).__name__}")
+    ok = value >= 0 if allow_zero else value > 0
+    if not ok or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number {'>= 0' if allow_zero else '> 0'}, got {value!r}")
+    return float(value)
+
+
+class SuperNode:
+    """A node running a :class:`ClientApp` for a SuperLink (as Flower 1.9's ``flower-client-app``).
+
+    Use it in-process as an async context manager (runs in the background)::
+
+        async with SuperNode(app, "127.0.0.1:9092", insecure=True) as node:
+            await node.wait_registered(timeout=5)
+
+    or run it in the foreground with ``await node.run()`` until ``node.stop()`` or cancellation. The
+    CLI uses :func:`fl_async.supernode.run_supernode`, which adds SIGINT/SIGTERM handling.
+
+    Args:
+        app: the ClientApp to run.
+        superlink: the link's Fleet API address ``"HOST:PORT"``.
+        insecure: connect in plaintext. Exactly one of ``insecure=True`` and ``root_certificates``.
+        root_certificates: PEM bytes, or a path to a PEM file, of the CAs to trust for TLS.
+        max_concurrency: how many instructions run at once (>= 1). The node pulls only as many
+            instructions as it has free slots.
+        heartbeat_interval: seconds between heartbeats the node asks for; the link may clamp it.
+        node_config: this node's settings, given to every run's ``Context.node_config``
+            (``key -> int | float | str | bytes | bool``).
+        max_backoff: cap in seconds of the reconnect backoff (exponential from 0.1 s, jittered).
+        poll_timeout: seconds each long-poll asks the link to hold the call open (the link caps it);
+            its deadline is this plus 5 s.
+        shutdown_grace: seconds a stopping node waits for running handlers (and their replies)
+            before abandoning them.
+
+    Raises:
+        TypeError: ``app`` is not a ClientApp, or an argument has the wrong type.
+        ValueError: bad or conflicting arguments (malformed address, both or neither of
+            ``insecure`` and ``root_certificates``, unreadable certificates, non-positive numbers,
+            a bad ``node_config`` value).
+    """
+
+    def __init__(
+        self,
+        app: ClientApp,
+        superlink: str = DEFAULT_FLEET_TARGET,
+        *,
+        insecure: bool = False,
+        root_certificates: bytes | str | Path | None = None,
+        max_concurrency: int = 1,
+        heartbeat_interval: float = 30.0,
+        node_config: Mapping[str, Any] | None = None,
+        max_backoff: float = 20.0,
+        poll_timeout: float = 10.0,
+        shutdown_grace: float = 2.0,
+    ) -> None:
+        if not isinstance(app, ClientApp):
+            raise TypeError(f"app must be a ClientApp, got {type(app).__name__}")
+        host, port = parse_address(superlink)
+        if port == 0:
+            raise ValueError(f"invalid SuperLink address {superlink!r}: port 0 cannot be connected to")
+        if insecure and root_certificates is not None:
+            raise ValueError("pass either insecure=True or root_certificates, not both")
+        if not insecure and root_certificates is None:
+            raise ValueError(
+                "no TLS root certificates given: pass root_certificates=<PEM bytes or path>, "
+                "or insecure=True for a plaintext connection"
+            )
+        self._ssl: ssl.SSLContext | None = None if insecure else client_ssl_context(root_certificates)  # type: ignore[arg-type]
+        if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int):
+            raise TypeError(f"max_concurrency must be an int, got {type(max_concurrency).__name__}")
+        if max_concurrency < 1:
+            raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}")
+        self._app = app
+        self._host, self._port = host, port
+        self.superlink = superlink
+        self._max_concurrency = max_concurrency
+        self._requested_interval = _positive("heartbeat_interval", heartbeat_interval)
+        self._max_backoff = _positive("max_backoff", max_backoff)
+        self._poll_timeout = _positive("poll_timeout", poll_timeout)
+        self._shutdown_grace = _positive("shutdown_grace", shutdown_grace, allow_zero=True)
+        self._node_config: UserConfig = dict(ConfigsRecord(dict(node_config or {})))
+
+        self._state = "new"  # new -> running -> stopped
+        self._stopping = False
+        self._fatal: BaseException | None = None
+        self._interval = self._requested_interval
+        self._free = max_concurrency
+        self._active = 0
+        self._registrations = 0
+        self._contexts: dict[int, Context] = {}
+        self._context_locks: dict[int, anyio.Lock] = {}
+        self._session: _Session | None = None
+        self._last_session: _Session | None = None
+        self._conn: FleetClient | None = None
+        self._blob_port = 0
+        self._pull_scope: anyio.CancelScope | None = None
+        self._prims = False
+        self._owner_tg: Any = None
+
+    # ------------------------------------------------------------------ public API
+
+    @property
+    def node_id(self) -> int | None:
+        """The id the link gave this node, or ``None`` while not registered."""
+        return self._session.node_id if self._session is not None else None
+
+    @property
+    def registrations(self) -> int:
+        """How many times this node has registered (a re-registration after link loss adds one)."""
+        return self._registrations
+
+    @property
+    def running_handlers(self) -> int:
+        """How many instructions are being handled right now."""
+        return self._active
+
+    def contexts(self) -> dict[int, Context]:
+        """The kept ``run_id -> Context`` map (live objects)."""
+        return self._contexts
+
+    def stop(self) -> None:
+        """Ask the node to stop gracefully: stop pulling, finish or abandon handlers within
+        ``shutdown_grace`` seconds, delete the node. Idempotent; call it from the node's event loop.
+        """
+        self._stopping = True
+        if self._prims:
+            self._stop_evt.set()
+        if self._pull_scope is not None:
+            self._pull_scope.cancel()
+
+    async def wait_registered(self, timeout: float | None = None) -> int:
+        """Wait until the node is registered with the link and return its node id.
+
+        Args:
+            timeout: seconds to wait at most; ``None`` = no limit.
+
+        Raises:
+            TimeoutError: not registered within ``timeout``.
+            FlAsyncError: the node stopped on a fatal error (e.g. the link refused to register it).
+            RuntimeError: the node has stopped.
+        """
+        self._ensure_primitives()
+        with anyio.fail_after(timeout):
+            while self._session is None:
+                if self._fatal is not None:
+                    raise self._fatal
+                if self._state == "stopped":
+                    raise RuntimeError("the SuperNode has stopped")
+                await self._session_evt.wait()
+            return self._session.node_id
+
+    async def run(self) -> None:
+        """Run the node until :meth:`stop` is called (graceful) or the calling task is cancelled.
+
+        Either way the node is deleted on the link on the way out (best effort, 0.5 s deadline).
+        A node can run once.
+
+        Raises:
+            RuntimeError: the node already ran.
+            NotAuthorizedError, InvalidRequestError: the link refused to register the node (fatal).
+        """
+        if self._state != "new":
+            raise RuntimeError("a SuperNode can run only once; create a new one")
+        self._state = "running"
+        self._ensure_primitives()
+        self._limiter = anyio.CapacityLimiter(self._max_concurrency * self._app.max_thread_depth)
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                tg.start_soon(self._maintain)
+                await self._stop_evt.wait()
+                self.stop()
+                with anyio.move_on_after(self._shutdown_grace):
+                    while self._active:
+                        await self._idle_evt.wait()
+                if self._active:
+                    logger.warning("node %s: abandoning %d running handler(s) on shutdown", self.node_id,
+                                   self._active)
+                tg.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._goodbye()
+            self._state = "stopped"
+            self._session_evt.set()  # wake wait_registered()
+        if self._fatal is not None:
+            raise self._fatal
+
+    async def __aenter__(self) -> SuperNode:
+        """Start :meth:`run` in the background (in a task group owned by the calling task)."""
+        self._ensure_primitives()
+        self._owner_tg = anyio.create_task_group()
+        await self._owner_tg.__aenter__()
+        self._owner_tg.start_soon(self._run_in_background)
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        """Stop gracefully (see :meth:`stop`) and wait until the node has stopped.
+
+        Raises:
+            FlAsyncError: the node had stopped on a fatal error (only if the block itself did not raise).
+        """
+        self.stop()
+        await self._owner_tg.__aexit__(None, None, None)
+        if self._fatal is not None and exc_info[0] is None:
+            raise self._fatal
+
+    def __repr__(self) -> str:
+        return f"SuperNode(superlink={self.superlink!r}, node_id={self.node_id}, state={self._state})"
+
+    # ------------------------------------------------------------------ lifecycle internals
+
+    def _ensure_primitives(self) -> None:
+        if self._prims:
+            return
+        self._stop_evt = anyio.Event()
+        self._session_evt = anyio.Event()
+        self._slot_evt = anyio.Event()
+        self._idle_evt = anyio.Event()
+        self._prims = True
+        if self._stopping:
+            self._stop_evt.set()
+
+    async def _run_in_background(self) -> None:
+        try:
+            await self.run()
+        except FlAsyncError:
+            pass  # kept in self._fatal, raised by __aexit__ / wait_registered
+
+    async def _goodbye(self) -> None:
+        sess = self._last_session
+        if sess is not None:
+            try:
+                with anyio.fail_after(_DELETE_TIMEOUT):
+                    await sess.conn.delete_node(sess.auth, timeout=_DELETE_TIMEOUT)
+                logger.info("node %s: deleted on the SuperLink", sess.node_id)
+            except (FlAsyncError, TimeoutError) as exc:
+                logger.info("node %s: DeleteNode failed (best effort): %s", sess.node_id, exc)
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _log_retry(self, retry_state: RetryCallState) -> None:
+        exc = retry_state.outcome.exception() if retry_state.outcome is not None else None
+        delay = retry_state.next_action.sleep if retry_state.next_action is not None else 0.0
+        logger.warning("node: SuperLink %s not usable (%s); retrying in %.2f s", self.superlink, exc, delay)
+
+    async def _maintain(self) -> None:
+        try:
+            while not self._stopping or self._active:
+                retrying = AsyncRetrying(
+                    retry=retry_if_exception(_transient),
+                    wait=_Backoff(0.1, self._max_backoff),
+                    sleep=anyio.sleep,
+                    before_sleep=self._log_retry,
+                    reraise=True,
+                )
+                try:
+                    async for attempt in retrying:
+                        with attempt:
+                            await self._run_session()
+                except _HealthySessionLost as exc:
+                    logger.warning("node: %s; registering again", exc)
+        except FlAsyncError as exc:
+            logger.error("node: giving up: %s", exc)
+            self._fatal = exc
+            self._stop_evt.set()
+            self._session_evt.set()
+
+    def _connect(self) -> FleetClient:
+        if self._conn is not None:
+            self._conn.close()
+        self._conn = FleetClient(self._host, self._port, ssl_context=self._ssl, rpc_timeout=_RPC_TIMEOUT,
+                                 push_timeout=_PUSH_TIMEOUT, poll_margin=_POLL_MARGIN)
+        return self._conn
+
+    async def _run_session(self) -> None:
+        conn = self._connect()
+        resp = await conn.create_node(self._requested_interval)
+        sess = _Session(conn=conn, auth=pb.NodeAuth(node_id=resp.node_id, token=resp.token))
+        self._interval = resp.heartbeat_interval if resp.heartbeat_interval > 0 else self._requested_interval
+        self._blob_port = resp.blob_port
+        self._registrations += 1
+        for ctx in self._contexts.values():
+            ctx.node_id = sess.node_id
+        self._session = self._last_session = sess
+        self._session_evt.set()
+        logger.info("node %s: registered with SuperLink %s (heartbeat every %.3g s)", sess.node_id,
+                    self.superlink, self._interval)
+        started = anyio.current_time()
+        try:
+            with sess.scope:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(self._heartbeat_loop, sess)
+                    tg.start_soon(self._pull_loop, sess)
+        finally:
+            self._session = None
+            self._session_evt = anyio.Event()
+        cause = sess.lost or LinkConnectionError("session ended")
+        text = f"node {sess.node_id}: session lost: {cause}"
+        if anyio.current_time() - started >= _HEALTHY_SESSION:
+            raise _HealthySessionLost(text) from cause
+        raise _SessionLost(text) from cause
+
+    async def _heartbeat_loop(self, sess: _Session) -> None:
+        while True:
+            await anyio.sleep(self._interval * random.uniform(0.55, 0.65))
+            timeout = max(1.0, min(self._interval, 5.0))
+            try:
+                granted = await sess.conn.heartbeat(sess.auth, self._requested_interval, timeout=timeout)
+            except FlAsyncError as exc:
+                sess.fail(exc)
+                return
+            if granted > 0:
+                self._interval = granted
+
+    async def _pull_loop(self, sess: _Session) -> None:
+        with anyio.CancelScope() as scope:
+            self._pull_scope = scope
+            while not self._stopping:
+                while self._free <= 0:
+                    await self._slot_evt.wait()
+                try:
+                    wires = await sess.conn.pull_instructions(sess.auth, self._free, self._poll_timeout)
+                except FlAsyncError as exc:
+                    sess.fail(exc)
+                    return
+                for wire in wires:
+                    self._take_slot()
+                    self._tg.start_soon(self._handle, wire, sess)
+        if self._pull_scope is scope:
+            self._pull_scope = None
+
+    def _take_slot(self) -> None:
+        self._free -= 1
+        self._active += 1
+        if self._idle_evt.is_set():
+            self._idle_evt = anyio.Event()
+
+    def _release_slot(self) -> None:
+        self._free += 1
+        self._active -= 1
+        self._slot_evt.set()
+        self._slot_evt = anyio.Event()
+        if self._active == 0:
+            self._idle_evt.set()
+
+    async def _current_session(self) -> _Session:
+        while self._session is None:
+            await self._session_evt.wait()
+        return self._session
+
+    # ------------------------------------------------------------------ messages
+
+    def _decode(self, wire: pb.Message) -> Message:
+        """The one place the node decodes instructions (hook point for the blob path, issue 7)."""
+        return message_from_proto(wire)
+
+    def _encode(self, message: Message) -> pb.Message:
+        """The one place the node encodes replies (hook point for the blob path, issue 7)."""
+        return message_to_proto(message)
+
+    async def _handle(self, wire: pb.Message, sess: _Session) -> None:
+        try:
+            try:
+                message = self._decode(wire)
+            except (ValueError, TypeError, IntegrityError) as exc:
+                reply = self._undecodable_reply(wire, exc)
+            else:
+                reply = await self._process(message, sess)
+            if reply is not None:
+                await self._push(reply)
+        except Exception:  # noqa: BLE001 - the node must keep serving whatever happens to one message
+            logger.exception("node %s: unexpected error while handling an instruction", sess.node_id)
+        finally:
+            self._release_slot()
+
+    def _undecodable_reply(self, wire: pb.Message, exc: Exception) -> Message | None:
+        mid = wire.metadata.message_id if wire.metadata is not None else "?"
+        logger.error("node: cannot decode instruction %s: %s", mid, exc)
+        if wire.metadata is None:
+            return None
+        code = ErrorCode.PAYLOAD_UNAVAILABLE if isinstance(exc, IntegrityError) else ErrorCode.UNKNOWN
+        try:
+            stub = message_from_proto(pb.Message(metadata=wire.metadata, content=pb.RecordSet()))
+            return stub.create_error_reply(Error(code, f"node could not decode the instruction: {exc}"))
+        except (ValueError, TypeError) as exc2:  # includes TTLExpiredError
+            logger.warning("node: dropping the error reply to %s: %s", mid, exc2)
+            return None
+
+    async def _process(self, message: Message, sess: _Session) -> Message | None:
+        md = message.metadata
+        if md.dst_node_id != sess.node_id:
+            logger.warning("node %s: dropping message %s addressed to node %s", sess.node_id, md.message_id,
+                           md.dst_node_id)
+            return None
+        if message.has_error():
+            logger.warning("node %s: dropping instruction %s that carries an error (%r)", sess.node_id,
+                           md.message_id, message.error)
+            return None
+        try:
+            context = await self._context_for(md.run_id, sess)
+        except FlAsyncError as exc:
+            if isinstance(exc, (LinkConnectionError, LinkTimeoutError, NotAuthorizedError)):
+                sess.fail(exc)
+            try:
+                return message.create_error_reply(Error(ErrorCode.UNKNOWN, f"node could not fetch run {md.run_id}: {exc}"))
+            except TTLExpiredError:
+                return None
+        return await run_client_app(self._app, message, context, limiter=self._limiter)
+
+    async def _context_for(self, run_id: int, sess: _Session) -> Context:
+        ctx = self._contexts.get(run_id)
+        if ctx is not None:
+            return ctx
+        lock = self._context_locks.setdefault(run_id, anyio.Lock())
+        async with lock:
+            ctx = self._contexts.get(run_id)
+            if ctx is None:
+                run = await sess.conn.get_run(sess.auth, run_id)
+                ctx = Context(node_id=sess.node_id, node_config=dict(self._node_config), state=RecordSet(),
+                              run_config=config_from_proto(list(run.run_config)))
+                self._contexts[run_id] = ctx
+        return ctx
+
+    async def _push(self, reply: Message) -> None:
+        """Push one reply, waiting for a session if the link is unreachable, within the reply's TTL."""
+        md = reply.metadata
+        wire = self._encode(reply)
+        with anyio.move_on_after(max(md.ttl, 0.0)) as scope:
+            while True:
+                sess = await self._current_session()
+                if sess.node_id != md.src_node_id:
+                    logger.warning("node %s: dropping the reply to %s: it was received as node %s, and the "
+                                   "link has forgotten that registration", sess.node_id, md.reply_to_message,
+                                   md.src_node_id)
+                    return
+                try:
+                    resp = await sess.conn.push_replies(sess.auth, [wire])
+                except (LinkConnectionError, LinkTimeoutError) as exc:
+                    sess.fail(exc)
+                    continue
+                except NotAuthorizedError as exc:
+                    sess.fail(exc)
+                    logger.warning("node %s: dropping the reply to %s: %s", sess.node_id, md.reply_to_message, exc)
+                    return
+                except FlAsyncError as exc:
+                    logger.error("node %s: the link refused the reply to %s: %s", sess.node_id,
+                                 md.reply_to_message, exc)
+                    return
+                ids = list(resp.message_ids)
+                if not ids or not ids[0]:
+                    reason = resp.reasons[0] if resp.reasons else "no reason given"
+                    logger.warning("node %s: the link did not accept the reply to %s: %s", sess.node_id,
+                                   md.reply_to_message, reason)
+                return
+        if scope.cancelled_caught:
+            logger.warning("node: dropping the reply to %s: its TTL ran out before the link was reachable",
+                           md.reply_to_message)

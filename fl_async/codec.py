@@ -18,6 +18,7 @@ small by construction), so ``Array.numpy()`` on received arrays gives writable v
 from __future__ import annotations
 
 import hashlib
+import operator
 from collections.abc import Iterator, Mapping, MutableMapping
 from typing import Any
 
@@ -287,13 +288,33 @@ def recordset_from_proto(
 # messages
 
 
+def _id64(name: str, value: Any) -> int:
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        value = operator.index(value)  # int, numpy integers
+    except TypeError:
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}") from None
+    if not INT64_MIN <= value <= INT64_MAX:
+        raise ValueError(f"{name} is out of signed 64-bit range: {value}")
+    return value
+
+
 def metadata_to_proto(md: Metadata) -> pb.Metadata:
-    """Encode :class:`Metadata` (``partition_id`` is not sent, as in Flower 1.9)."""
+    """Encode :class:`Metadata` (``partition_id`` is not sent, as in Flower 1.9).
+
+    Raises:
+        TypeError, ValueError: an id is not an int within signed 64 bits (the wire would silently
+            corrupt it), or a text field is not a ``str``.
+    """
+    for name in ("message_id", "reply_to_message", "group_id", "message_type"):
+        if not isinstance(getattr(md, name), str):
+            raise TypeError(f"metadata {name} must be a str, got {type(getattr(md, name)).__name__}")
     return pb.Metadata(
-        run_id=md.run_id,
+        run_id=_id64("metadata run_id", md.run_id),
         message_id=md.message_id,
-        src_node_id=md.src_node_id,
-        dst_node_id=md.dst_node_id,
+        src_node_id=_id64("metadata src_node_id", md.src_node_id),
+        dst_node_id=_id64("metadata dst_node_id", md.dst_node_id),
         reply_to_message=md.reply_to_message,
         group_id=md.group_id,
         ttl=float(md.ttl),
@@ -313,7 +334,7 @@ def message_to_proto(
     if msg.has_content():
         return pb.Message(metadata=md, content=recordset_to_proto(msg.content, blobs=blobs, inline_limit=inline_limit))
     err = msg.error
-    return pb.Message(metadata=md, error=pb.Error(code=err.code, reason=err.reason or ""))
+    return pb.Message(metadata=md, error=pb.Error(code=_id64("error code", err.code), reason=err.reason or ""))
 
 
 def message_from_proto(

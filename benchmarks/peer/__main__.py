@@ -1,0 +1,134 @@
+"""``python -m benchmarks.peer``: the four workloads of issue 8, fl-async and Flower 1.10.0 back to back.
+
+Usage::
+
+    python -m benchmarks.peer                   # everything, both systems (what `make bench-peer` runs)
+    python -m benchmarks.peer --only fl-async   # fl-async only (what `make bench` runs)
+    python -m benchmarks.peer --workloads 1,4 --json build/bench.json
+    python -m benchmarks.peer --quick           # smallest sizes (the smoke test uses this)
+
+Prints one Markdown table per workload (figure, fl-async, Flower guide, ratio, Flower short sleep, ratio) and,
+with ``--json PATH`` (``-`` = stdout), the same data as JSON. Exit code 0 when every workload produced its
+table (individual figures may still be ``n/a``; their reasons are in the notes), 1 on a harness failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+from benchmarks.peer import flasync, flower
+from benchmarks.peer.harness import REPO
+from benchmarks.peer.report import FLASYNC, FLOWER_FAST, FLOWER_GUIDE, Table, dump_json
+from benchmarks.peer.workloads import WORKLOADS, Settings, Variant
+
+#: the guide's sleep between polls (seconds)
+GUIDE_SLEEP = 3.0
+#: the short sleep used for the tuned Flower variant (seconds); see docs/benchmarks.md for why this value
+FAST_SLEEP = 0.1
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.peer", description=__doc__.split("\n\n")[0])
+    p.add_argument("--only", choices=["all", "fl-async", "flower"], default="all", help="which systems to run")
+    p.add_argument("--workloads", default="1,2,3,4", help="comma-separated workload numbers (default 1,2,3,4)")
+    p.add_argument("--json", metavar="PATH", help="also write the results as JSON ('-' = stdout)")
+    p.add_argument("--quick", action="store_true", help="smallest sizes only (smoke test)")
+    p.add_argument("--flower-max-nodes", type=int, default=200, help="cap on Flower node processes (workload 3)")
+    p.add_argument("--kill-bound", type=float, default=None, help="seconds to wait for the error reply (workload 4)")
+    p.add_argument("--fast-sleep", type=float, default=FAST_SLEEP, help="sleep of the tuned Flower variant (s)")
+    p.add_argument("--logdir", type=Path, default=None, help="process logs (default build/bench-logs/<time>)")
+    args = p.parse_args(argv)
+    bad = [w for w in args.workloads.split(",") if w.strip() not in WORKLOADS]
+    if bad:
+        p.error(f"unknown workload(s) {','.join(bad)}; choose from {','.join(WORKLOADS)}")
+    return args
+
+
+def machine() -> dict:
+    """Facts about this machine for the report."""
+    mem = ""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
+    except OSError:
+        pass
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cores": os.cpu_count(),
+        "cpu": cpu,
+        "memory": mem,
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the selected workloads and print their tables; returns the exit code."""
+    args = parse_args(argv)
+    started = time.monotonic()
+    logdir = args.logdir or REPO / "build" / "bench-logs" / time.strftime("%Y%m%d-%H%M%S")
+    logdir.mkdir(parents=True, exist_ok=True)
+    settings = Settings.quick(logdir) if args.quick else Settings(logdir=logdir)
+    settings.flower_max_nodes = args.flower_max_nodes
+    if args.kill_bound is not None:
+        settings.kill_bound = args.kill_bound
+
+    variants: list[Variant] = []
+    notes: list[str] = []
+    if args.only in ("all", "fl-async"):
+        gone = flasync.missing()
+        if gone:
+            notes.append(f"fl-async: n/a, not importable yet: {', '.join(gone)}")
+        else:
+            variants.append(Variant(FLASYNC, "fl-async", flasync.system(), in_process_nodes=True))
+    if args.only in ("all", "flower"):
+        bindir = flower.ensure_venv()
+        fsys = flower.system(bindir)
+        variants.append(Variant(FLOWER_GUIDE, f"Flower {flower.FLWR_VERSION} (guide, sleep {GUIDE_SLEEP:g} s)",
+                                fsys, GUIDE_SLEEP))
+        variants.append(Variant(FLOWER_FAST, f"Flower {flower.FLWR_VERSION} (sleep {args.fast_sleep:g} s)",
+                                fsys, args.fast_sleep))
+    if not variants:
+        print("nothing to run: " + "; ".join(notes), file=sys.stderr)
+        return 1
+
+    meta = {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "command": "python -m benchmarks.peer " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "machine": machine(),
+        "logdir": str(logdir),
+        "notes": notes,
+    }
+    print(f"# fl-async benchmarks ({meta['date']}; {meta['machine']['cores']} cores, {meta['machine']['memory']}; "
+          f"logs: {logdir})", flush=True)
+    for n in notes:
+        print(f"- {n}", flush=True)
+    tables: list[Table] = []
+    for w in [w.strip() for w in args.workloads.split(",")]:
+        table = WORKLOADS[w](variants, settings)
+        for n in notes:
+            table.notes.append(n)
+        tables.append(table)
+        print("\n" + table.render() + "\n", flush=True)
+    meta["seconds"] = round(time.monotonic() - started, 1)
+    print(f"total: {meta['seconds']} s", flush=True)
+    if args.json:
+        dump_json(tables, meta, args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

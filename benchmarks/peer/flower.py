@@ -1,0 +1,81 @@
+"""Flower 1.10.0 from PyPI, in its own virtual environment under ``build/peer-venv`` (created here, idempotent).
+
+Processes are started as Flower 1.10 documents them (reference: flower-1.9.md §5 and §6.1)::
+
+    flower-superlink --insecure --driver-api-address 127.0.0.1:P --fleet-api-address 127.0.0.1:Q
+    flower-supernode client:app --insecure --superlink 127.0.0.1:Q
+    flower-server-app server:app --insecure --superlink 127.0.0.1:P
+
+with ``FLWR_TELEMETRY_ENABLED=0`` and the working directory ``benchmarks/peer/flower_apps``. That directory
+matters: Flower 1.10 reloads, on every message after the first, every imported module whose file lies under
+the project directory (default: the working directory), so running from the repository root would also try
+to reload the ``flower-supernode`` script itself (it lives in ``build/peer-venv/bin``) and fail.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+from benchmarks.peer.harness import HOST, REPO, System
+
+FLWR_VERSION = "1.10.0"
+VENV = REPO / "build" / "peer-venv"
+APPS = REPO / "benchmarks" / "peer" / "flower_apps"
+_STAMP = VENV / f".flwr-{FLWR_VERSION}"
+
+
+def ensure_venv(timeout: float = 900.0) -> Path:
+    """Create ``build/peer-venv`` with ``flwr==1.10.0`` unless it is already there.
+
+    Args:
+        timeout: seconds allowed for ``pip install`` (bounded).
+
+    Returns:
+        The venv's ``bin`` directory.
+
+    Raises:
+        RuntimeError: pip failed (its output is in ``build/peer-venv-pip.log``).
+        subprocess.TimeoutExpired: pip took longer than ``timeout``.
+    """
+    bindir = VENV / "bin"
+    if _STAMP.exists() and (bindir / "flower-superlink").exists():
+        return bindir
+    if not (bindir / "python").exists():
+        venv.EnvBuilder(with_pip=True, clear=False).create(VENV)
+    log = REPO / "build" / "peer-venv-pip.log"
+    print(f"[bench-peer] installing flwr=={FLWR_VERSION} into {VENV} (log: {log})", file=sys.stderr, flush=True)
+    with open(log, "wb") as out:
+        proc = subprocess.run(  # noqa: S603
+            [str(bindir / "python"), "-m", "pip", "install", "-q", f"flwr=={FLWR_VERSION}"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            timeout=timeout,
+            check=False,
+        )
+    if proc.returncode != 0:
+        raise RuntimeError(f"pip install flwr=={FLWR_VERSION} failed (exit {proc.returncode}); see {log}")
+    _STAMP.touch()
+    return bindir
+
+
+def system(bindir: Path) -> System:
+    """The Flower :class:`System` using the executables in ``bindir``."""
+    b = str(bindir)
+    return System(
+        name=f"Flower {FLWR_VERSION}",
+        link=lambda d, f: [
+            f"{b}/flower-superlink",
+            "--insecure",
+            "--driver-api-address",
+            f"{HOST}:{d}",
+            "--fleet-api-address",
+            f"{HOST}:{f}",
+        ],
+        node=lambda f: [f"{b}/flower-supernode", "client:app", "--insecure", "--superlink", f"{HOST}:{f}"],
+        server=lambda d: [f"{b}/flower-server-app", "server:app", "--insecure", "--superlink", f"{HOST}:{d}"],
+        env={"FLWR_TELEMETRY_ENABLED": "0"},
+        cwd=str(APPS),
+    )

@@ -1,0 +1,218 @@
+"""Clusters of real processes on 127.0.0.1: one link, node processes (or one in-process node host), server apps.
+
+A :class:`System` says how to start each piece of one system (fl-async or Flower); a :class:`Cluster` starts
+them on free ports, measures them (peak RSS = VmHWM, CPU seconds, see :mod:`benchmarks._proc`), and ends every
+process it started, by PID, nodes before the link (a Flower node whose link is gone retries its DeleteNode
+forever). Every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from benchmarks._proc import Proc, free_port, stop_all, wait_for_port, wait_until
+from benchmarks.peer.appcfg import AppResult
+
+REPO = Path(__file__).resolve().parents[2]
+HOST = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class System:
+    """How to start one system's processes.
+
+    Attributes:
+        name: display name.
+        link: ``(driver_port, fleet_port) -> argv`` of the link (SuperLink) process.
+        node: ``(fleet_port) -> argv`` of one node process running the benchmark ClientApp.
+        server: ``(driver_port) -> argv`` of one server app process running the benchmark ServerApp.
+        host: ``(fleet_port, n) -> argv`` of one process hosting ``n`` in-process nodes, or ``None``.
+        env: extra environment for every process.
+        cwd: working directory of every process.
+    """
+
+    name: str
+    link: Callable[[int, int], list[str]]
+    node: Callable[[int], list[str]]
+    server: Callable[[int], list[str]]
+    host: Callable[[int, int], list[str]] | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    cwd: str = str(REPO)
+
+
+@dataclass
+class ServerRun:
+    """One server app run: its measurements and its process (for peak RSS and CPU seconds)."""
+
+    result: AppResult
+    proc: Proc
+    wall: float
+
+
+class Cluster:
+    """A link plus nodes of one :class:`System`, started on free 127.0.0.1 ports; a context manager.
+
+    Args:
+        system: what to start.
+        logdir: directory for process logs and result files.
+        tag: prefix for file names in ``logdir``.
+    """
+
+    def __init__(self, system: System, logdir: Path, tag: str) -> None:
+        self.system = system
+        self.logdir = logdir
+        self.tag = tag
+        self.link: Proc | None = None
+        self.nodes: list[Proc] = []
+        self.hosts: list[Proc] = []
+        self.servers: list[Proc] = []
+        self.driver_port = 0
+        self.fleet_port = 0
+        self._count = 0
+
+    def __enter__(self) -> Cluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        env = {"PYTHONPATH": str(REPO), **self.system.env}
+        env.update(extra or {})
+        return env
+
+    def _log(self, what: str) -> Path:
+        self._count += 1
+        return self.logdir / f"{self.tag}-{what}-{self._count}.log"
+
+    def start_link(self, timeout: float = 30.0) -> Proc:
+        """Start the link process and wait (bounded) until both its ports accept connections.
+
+        Raises:
+            TimeoutError, RuntimeError: the link did not come up (see its log).
+        """
+        self.driver_port, self.fleet_port = free_port(), free_port()
+        while self.fleet_port == self.driver_port:
+            self.fleet_port = free_port()
+        self.link = Proc(
+            f"{self.tag}-link",
+            self.system.link(self.driver_port, self.fleet_port),
+            env=self._env(),
+            cwd=self.system.cwd,
+            log_path=self._log("link"),
+        )
+        wait_for_port(self.driver_port, timeout, self.link)
+        wait_for_port(self.fleet_port, timeout, self.link)
+        return self.link
+
+    def add_nodes(self, k: int, env: Mapping[str, str] | None = None) -> list[Proc]:
+        """Start ``k`` node processes (no wait: the server app waits for them, bounded)."""
+        new = [
+            Proc(
+                f"{self.tag}-node",
+                self.system.node(self.fleet_port),
+                env=self._env(env),
+                cwd=self.system.cwd,
+                log_path=self._log("node"),
+            )
+            for _ in range(k)
+        ]
+        self.nodes += new
+        return new
+
+    def add_host(self, n: int) -> Proc:
+        """Start one process hosting ``n`` in-process nodes (systems with ``host`` only)."""
+        if self.system.host is None:
+            raise ValueError(f"{self.system.name} has no in-process node host")
+        proc = Proc(
+            f"{self.tag}-host",
+            self.system.host(self.fleet_port, n),
+            env=self._env(),
+            cwd=self.system.cwd,
+            log_path=self._log("host"),
+        )
+        self.hosts.append(proc)
+        return proc
+
+    def start_server(self, settings: Mapping[str, object]) -> tuple[Proc, Path]:
+        """Start a server app process with ``BENCH_*`` settings; returns it and its result path."""
+        out = self.logdir / f"{self.tag}-result-{self._count + 1}.json"
+        out.unlink(missing_ok=True)
+        env = {f"BENCH_{k.upper()}": str(v) for k, v in settings.items()}
+        env["BENCH_OUT"] = str(out)
+        proc = Proc(
+            f"{self.tag}-server",
+            self.system.server(self.driver_port),
+            env=self._env(env),
+            cwd=self.system.cwd,
+            log_path=self._log("server"),
+        )
+        self.servers.append(proc)
+        return proc, out
+
+    def finish_server(self, proc: Proc, out: Path, timeout: float) -> ServerRun:
+        """Wait (bounded) for a server app to exit and read its result.
+
+        A server app still running after ``timeout`` seconds is killed and reported as timed out; one that
+        wrote no result gets a note with the tail of its log.
+        """
+        try:
+            proc.wait(timeout)
+        except TimeoutError:
+            proc.kill()
+        try:
+            result = AppResult.read(out)
+        except (FileNotFoundError, ValueError):
+            result = AppResult(timed_out=True, note=f"no result (exit {proc.returncode}); log {proc.log_path}")
+        if proc.returncode not in (0, None) and not result.note:
+            result.note = f"exit {proc.returncode}; log {proc.log_path}"
+        wall = (proc.ended_at or time.monotonic()) - proc.started_at
+        return ServerRun(result, proc, wall)
+
+    def run_server(self, settings: Mapping[str, object], timeout: float) -> ServerRun:
+        """Start a server app and wait for it (see :meth:`start_server`, :meth:`finish_server`)."""
+        proc, out = self.start_server(settings)
+        return self.finish_server(proc, out, timeout)
+
+    def sample(self) -> None:
+        """Refresh VmHWM and CPU seconds of every live process of this cluster."""
+        for p in self._all():
+            p.sample()
+
+    def _all(self) -> list[Proc]:
+        return [*self.nodes, *self.hosts, *self.servers, *([self.link] if self.link else [])]
+
+    def close(self) -> None:
+        """End every process of this cluster by PID: server apps and nodes first, then the link (bounded)."""
+        stop_all([*self.servers, *self.nodes, *self.hosts], grace=8.0)
+        if self.link is not None:
+            stop_all([self.link], grace=5.0)
+
+
+def wait_for_file(path: Path, timeout: float) -> None:
+    """Wait (bounded) until ``path`` exists.
+
+    Raises:
+        TimeoutError: it did not appear within ``timeout`` seconds.
+    """
+    wait_until(path.exists, timeout, f"file {path}")
+
+
+def mib(n: int | None) -> float | None:
+    """Bytes to MiB (``None`` stays ``None``)."""
+    return None if n is None else n / (1024 * 1024)
+
+
+def cpu_sum(procs: list[Proc]) -> float | None:
+    """Sum of CPU seconds over processes (``None`` if none was measured)."""
+    vals = [p.cpu_seconds for p in procs if p.cpu_seconds is not None]
+    return sum(vals) if vals else None
+
+
+def env_flag(name: str) -> bool:
+    """True if environment variable ``name`` is set to 1/true/yes."""
+    return os.environ.get(name, "").lower() in ("1", "true", "yes")

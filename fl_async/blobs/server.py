@@ -1,0 +1,331 @@
+"""The blob data path's server: streams blobs into and out of a :class:`~fl_async.blobs.store.BlobStore`.
+
+A plain asyncio server (TLS when given an :class:`ssl.SSLContext`, normally the link's own) speaking
+:mod:`fl_async.blobs.protocol`. Uploads are received straight into the store's preallocated buffer
+and hashed incrementally on a worker thread while the next chunk arrives; downloads write views of
+the stored buffer. Every request is authorized by the ``authorize(token)`` callback (the link checks
+node and driver tokens) and every length is checked before anything is allocated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import ssl as _ssl
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+
+from fl_async.blobs import protocol as p
+from fl_async.blobs._stream import BufferedStream
+from fl_async.blobs.store import BlobBusyError, BlobState, BlobStore, BlobStoreFullError, UnknownBlobError
+from fl_async.common.errors import IntegrityError
+
+__all__ = ["BlobServer", "Authorize"]
+
+log = logging.getLogger(__name__)
+
+Authorize = Callable[[bytes], "bool | Awaitable[bool]"]
+"""``authorize(token) -> bool`` (or an awaitable of it): whether a request carrying ``token`` is allowed."""
+
+_THREAD_HASH_MIN = 256 * 1024  # hash on the worker thread from this chunk size on
+
+
+class BlobServer:
+    """Serve a :class:`BlobStore` over the blob protocol.
+
+    Args:
+        store: where blobs live.
+        authorize: ``authorize(token) -> bool`` (sync or async), called once per request; ``None``
+            allows every request (tests, trusted networks only).
+        ssl: server TLS context (e.g. the link's, from :func:`fl_async._net.server_ssl_context`).
+        max_blob_bytes: largest blob accepted in bytes (default: the store's ``max_blob_bytes``).
+        chunk_size: bytes per chunk sent on downloads.
+        max_chunk: largest chunk accepted on uploads, in bytes.
+        wait_timeout: seconds a download of an incomplete blob (or a second writer of the same blob)
+            waits for the upload in progress before getting ``NOT_READY`` (``BUSY``).
+        io_timeout: seconds without progress after which a connection in the middle of a request is
+            dropped.
+        idle_timeout: seconds an idle keep-alive connection is kept open.
+        backlog: listen backlog.
+        clock: monotonic clock in seconds (for the store's ``now``).
+    """
+
+    def __init__(
+        self,
+        store: BlobStore,
+        *,
+        authorize: Authorize | None,
+        ssl: _ssl.SSLContext | None = None,
+        max_blob_bytes: int | None = None,
+        chunk_size: int = p.DEFAULT_CHUNK_SIZE,
+        max_chunk: int = p.MAX_CHUNK_SIZE,
+        wait_timeout: float = 60.0,
+        io_timeout: float = 60.0,
+        idle_timeout: float = 300.0,
+        backlog: int = 128,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not 0 < chunk_size <= max_chunk:
+            raise ValueError(f"chunk_size must be in 1..{max_chunk} bytes, got {chunk_size}")
+        self.store = store
+        self._authorize = authorize
+        self._ssl = ssl
+        self.max_blob_bytes = min(max_blob_bytes or store.max_blob_bytes, store.max_blob_bytes)
+        self.chunk_size = chunk_size
+        self.max_chunk = max_chunk
+        self.wait_timeout = wait_timeout
+        self.io_timeout = io_timeout
+        self.idle_timeout = idle_timeout
+        self.backlog = backlog
+        self._clock = clock
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._streams: set[BufferedStream] = set()
+        self._events: dict[bytes, asyncio.Event] = {}
+        self._hasher: ThreadPoolExecutor | None = None
+        store.add_listener(self._on_store_change)
+        self.port = 0
+        """The bound TCP port (after :meth:`start`)."""
+
+    # ------------------------------------------------------------------------------ lifecycle
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        """Listen on ``host:port`` (``port`` 0 picks a free port; read it back from :attr:`port`).
+
+        Raises:
+            OSError: the address cannot be bound.
+            RuntimeError: already started.
+        """
+        if self._server is not None:
+            raise RuntimeError("BlobServer already started")
+        loop = asyncio.get_running_loop()
+        self._hasher = ThreadPoolExecutor(max_workers=2, thread_name_prefix="fl-async-blob-hash")
+        self._server = await loop.create_server(
+            lambda: BufferedStream(self._on_connect), host, port, ssl=self._ssl, backlog=self.backlog,
+            ssl_handshake_timeout=self.io_timeout if self._ssl is not None else None,
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        """Stop listening, drop open connections and wait (bounded) for their handlers to end."""
+        if self._server is None:
+            return
+        self._server.close()
+        for s in list(self._streams):
+            s.abort()
+        for t in list(self._tasks):
+            t.cancel()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=5.0)
+        try:
+            await asyncio.wait_for(self._server.wait_closed(), 5.0)
+        except TimeoutError:  # pragma: no cover
+            log.warning("blob server: wait_closed timed out")
+        self._server = None
+        if self._hasher is not None:
+            self._hasher.shutdown(wait=False, cancel_futures=True)
+            self._hasher = None
+
+    async def __aenter__(self) -> BlobServer:
+        if self._server is None:
+            await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # ------------------------------------------------------------------------------ plumbing
+
+    def _on_store_change(self, digest: bytes, state: BlobState | None) -> None:
+        ev = self._events.pop(digest, None)
+        if ev is not None:
+            ev.set()
+
+    async def _wait_change(self, digest: bytes, deadline: float) -> bool:
+        """Wait until the store reports a change of ``digest``; False when ``deadline`` passed."""
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        ev = self._events.setdefault(digest, asyncio.Event())
+        try:
+            await asyncio.wait_for(ev.wait(), remaining)
+        except TimeoutError:
+            return False
+        return True
+
+    def _on_connect(self, stream: BufferedStream) -> None:
+        self._streams.add(stream)
+        stream.transport.set_write_buffer_limits(high=max(self.chunk_size, 1 << 20))  # type: ignore[union-attr]
+        task = asyncio.ensure_future(self._serve(stream))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _allowed(self, token: bytes) -> bool:
+        if self._authorize is None:
+            return True
+        ok = self._authorize(token)
+        if inspect.isawaitable(ok):
+            ok = await ok
+        return bool(ok)
+
+    @staticmethod
+    def _reply(stream: BufferedStream, status: p.Status, message: str = "", *, offset: int = 0, total: int = 0) -> None:
+        stream.write(p.encode_reply(status, offset=offset, total=total, message=message))
+
+    async def _serve(self, stream: BufferedStream) -> None:
+        try:
+            while True:
+                try:
+                    async with asyncio.timeout(self.idle_timeout):
+                        if not await stream.wait_readable():
+                            return
+                except TimeoutError:
+                    return
+                async with asyncio.timeout(self.io_timeout):
+                    header = await stream.readexactly(p.REQUEST_HEADER_SIZE)
+                    try:
+                        req = p.decode_request_header(header, max_total=self.max_blob_bytes)
+                    except p.FrameError as exc:
+                        self._reply(stream, exc.status, str(exc))
+                        await stream.drain()
+                        return  # the stream cannot be trusted any more
+                    token = await stream.readexactly(req.token_len)
+                if not await self._allowed(token):
+                    self._reply(stream, p.Status.UNAUTHORIZED, "token refused by the link")
+                    await stream.drain()
+                    return
+                if req.op is p.Op.HAS:
+                    nb = self.store.nbytes(req.digest)
+                    self._reply(stream, p.Status.OK, offset=self.store.received(req.digest), total=nb or 0)
+                elif req.op is p.Op.PUT:
+                    if not await self._put(stream, req):
+                        return
+                else:
+                    if not await self._get(stream, req, token):
+                        return
+                await stream.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, TimeoutError, _ssl.SSLError):
+            pass  # the peer went away or stalled: nothing to answer
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the server never dies on a request
+            log.exception("blob server: unexpected error")
+            try:
+                self._reply(stream, p.Status.INTERNAL, "internal error in the blob server")
+            except ConnectionError:
+                pass
+        finally:
+            stream.close()
+            self._streams.discard(stream)
+
+    # ------------------------------------------------------------------------------ PUT
+
+    async def _put(self, stream: BufferedStream, req: p.Request) -> bool:
+        """Handle a PUT; returns whether the connection can carry another request."""
+        deadline = time.monotonic() + self.wait_timeout
+        while True:
+            try:
+                up = self.store.begin_upload(req.digest, req.total, stream, now=self._clock())
+                break
+            except BlobBusyError as exc:
+                if not await self._wait_change(req.digest, deadline):
+                    self._reply(stream, p.Status.BUSY, str(exc))
+                    return True
+            except BlobStoreFullError as exc:
+                self._reply(stream, p.Status.STORE_FULL, str(exc))
+                return True
+            except IntegrityError as exc:
+                self._reply(stream, p.Status.SIZE_MISMATCH, str(exc))
+                return True
+            except ValueError as exc:
+                self._reply(stream, p.Status.TOO_LARGE, str(exc))
+                return True
+        if up is None:
+            self._reply(stream, p.Status.EXISTS, offset=req.total, total=req.total)
+            return True
+        self._reply(stream, p.Status.CONTINUE, offset=up.received, total=up.nbytes)
+        loop = asyncio.get_running_loop()
+        hashing: asyncio.Future[None] | None = None
+        done = False
+        try:
+            remaining = up.nbytes - up.received
+            while remaining:
+                async with asyncio.timeout(self.io_timeout):
+                    hdr = await stream.readexactly(p.CHUNK_HEADER_SIZE)
+                    n = p.decode_chunk_header(hdr, remaining=remaining, max_chunk=self.max_chunk)
+                    await stream.readinto(up.next_view(n))
+                up.advance(n)
+                remaining -= n
+                if hashing is not None:
+                    await hashing
+                    hashing = None
+                view = up.take_unhashed()
+                if len(view) >= _THREAD_HASH_MIN and self._hasher is not None:
+                    hashing = loop.run_in_executor(self._hasher, up.hasher.update, view)
+                else:
+                    up.hasher.update(view)
+            if hashing is not None:
+                await hashing
+                hashing = None
+            done = True
+            try:
+                self.store.finish_upload(up, now=self._clock())
+            except IntegrityError as exc:
+                self._reply(stream, p.Status.INTEGRITY, str(exc))
+                return True
+            self._reply(stream, p.Status.OK, offset=up.nbytes, total=up.nbytes)
+            return True
+        except p.FrameError as exc:
+            self._reply(stream, exc.status, str(exc))
+            return False
+        finally:
+            if not done:
+                if hashing is not None:  # the thread must finish before the upload can be resumed
+                    try:
+                        await asyncio.shield(hashing)
+                    except BaseException:  # noqa: BLE001
+                        pass
+                self.store.abort_upload(up, now=self._clock())
+
+    # ------------------------------------------------------------------------------ GET
+
+    async def _get(self, stream: BufferedStream, req: p.Request, token: bytes) -> bool:
+        """Handle a GET; returns whether the connection can carry another request."""
+        store = self.store
+        deadline = time.monotonic() + self.wait_timeout
+        while True:
+            state = store.state(req.digest)
+            if state is None:
+                self._reply(stream, p.Status.NOT_FOUND, f"blob {req.digest.hex()[:16]}… is not held by the link")
+                return True
+            nbytes = store.nbytes(req.digest)
+            if nbytes != req.total:
+                self._reply(stream, p.Status.SIZE_MISMATCH, f"blob is {nbytes} bytes, not {req.total}", total=nbytes or 0)
+                return True
+            if state is BlobState.COMPLETE:
+                break
+            if not await self._wait_change(req.digest, deadline):
+                self._reply(stream, p.Status.NOT_READY, f"blob upload did not complete within {self.wait_timeout:g} s")
+                return True
+        try:
+            view = store.open_read(req.digest)
+        except UnknownBlobError:  # pragma: no cover - freed between the check and here (same task: cannot)
+            self._reply(stream, p.Status.NOT_FOUND, "blob was freed")
+            return True
+        try:
+            self._reply(stream, p.Status.OK, offset=req.offset, total=req.total)
+            pos, end, chunk = req.offset, req.total, self.chunk_size
+            while pos < end:
+                n = min(chunk, end - pos)
+                stream.write(p.encode_chunk_header(n))
+                stream.write(view[pos:pos + n])
+                pos += n
+                async with asyncio.timeout(self.io_timeout):
+                    await stream.drain()
+        finally:
+            del view  # the transport may still hold slices; the buffer lives as long as they do
+            store.close_read(req.digest, now=self._clock())
+        store.downloaded(token, req.digest, now=self._clock())
+        return True

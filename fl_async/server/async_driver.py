@@ -1,0 +1,547 @@
+"""``AsyncDriver``: the server app's asyncio client of the SuperLink's Driver API.
+
+Semantics follow Flower 1.9's ``Driver`` (``create_message``, ``get_node_ids``, ``push_messages``,
+``pull_messages``, ``send_and_receive``) with one change that matters: waiting happens on the link.
+``pull_messages`` and ``send_and_receive`` hold a long-poll open until every outstanding reply is in
+(or the timeout ends), so no call ever sleeps, and a round ends the moment its last reply arrives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from fl_async._net import DEFAULT_DRIVER_TARGET
+from fl_async.common.errors import LinkTimeoutError
+from fl_async.common.message import Message
+from fl_async.common.records import RecordSet
+from fl_async.common.run import Run
+from fl_async.proto.fl_async import v1 as pb
+from fl_async.server._base import (
+    DEFAULT_CALL_TIMEOUT,
+    DEFAULT_PULL_TIMEOUT,
+    IMMEDIATE,
+    ConnectArgs,
+    Deadline,
+    DriverState,
+    build_message,
+    check_connect_args,
+    check_number,
+    check_timeout,
+    decode_replies,
+    make_run,
+    normalize_ids,
+    push_request,
+    read_push_response,
+    run_from_proto,
+    validate_for_push,
+)
+from fl_async.server._transport import DriverTransport
+
+__all__ = ["AsyncDriver", "ReplyStream", "MAX_CONCURRENT_POLLS"]
+
+logger = logging.getLogger("fl_async.server")
+
+MAX_CONCURRENT_POLLS = 32
+"""Most long-polls :meth:`AsyncDriver.receive` keeps open at once. Up to this many ids, each reply is
+yielded the moment it arrives; beyond it, ids share polls and a reply may wait for its poll-mates."""
+
+
+class AsyncDriver:
+    """Asyncio client of the SuperLink's Driver API; one instance drives one run.
+
+    Use it as an async context manager, which connects (creating the run on the link) and closes::
+
+        async with AsyncDriver("127.0.0.1:9091", insecure=True) as driver:
+            nodes = await driver.wait_for_nodes(3, timeout=30)
+            msgs = [driver.create_message(rs, MessageType.TRAIN, n, group_id="1") for n in nodes]
+            replies = await driver.send_and_receive(msgs, timeout=60)
+
+    or call :meth:`connect` and :meth:`aclose` yourself. Construction does no I/O, so it may happen
+    anywhere; every other method must run in the event loop that connected (grpclib binds its
+    channel to that loop). Only asyncio is supported (grpclib is asyncio-only).
+
+    Args:
+        superlink: ``"HOST:PORT"`` of the link's Driver API (IPv6 as ``"[::1]:9091"``).
+        insecure: ``True`` to talk plaintext (prototyping only).
+        root_certificates: PEM bytes, or the path of a PEM file, of the CA(s) to trust for TLS.
+            Exactly one of ``insecure=True`` and ``root_certificates`` must be given.
+        run_config: the run's settings (``key -> int | float | str | bytes | bool`` or homogeneous
+            lists of those), stored with the run and passed to every node's ``Context.run_config``.
+        fab_id, fab_version: free-form identity of the app, stored with the run (as Flower's CreateRun).
+        call_timeout: seconds any call may take beyond the wait it asks the link to hold it open;
+            bounds every call against an unresponsive link.
+
+    Raises:
+        ValueError: malformed address; both or neither of ``insecure``/``root_certificates``; bad
+            run config value or ``call_timeout``.
+        TypeError: an argument has the wrong type.
+    """
+
+    def __init__(
+        self,
+        superlink: str = DEFAULT_DRIVER_TARGET,
+        *,
+        insecure: bool = False,
+        root_certificates: bytes | str | Path | None = None,
+        run_config: Mapping[str, Any] | None = None,
+        fab_id: str = "",
+        fab_version: str = "",
+        call_timeout: float = DEFAULT_CALL_TIMEOUT,
+    ) -> None:
+        self._args: ConnectArgs = check_connect_args(
+            superlink,
+            insecure=insecure,
+            root_certificates=root_certificates,
+            run_config=run_config,
+            fab_id=fab_id,
+            fab_version=fab_version,
+        )
+        self._call_timeout = check_timeout(call_timeout, "call_timeout")
+        if self._call_timeout <= 0:
+            raise ValueError(f"call_timeout must be > 0 seconds, got {call_timeout!r}")
+        self._state = DriverState.UNOPENED
+        self._transport: DriverTransport | None = None
+        self._run: Run | None = None
+        self._unclaimed: dict[str, Message] = {}
+        self._streams: set[ReplyStream] = set()
+
+    # ----------------------------------------------------------------------------------------
+    # lifecycle
+
+    @property
+    def superlink(self) -> str:
+        """The ``HOST:PORT`` this driver talks to."""
+        return self._args.address
+
+    @property
+    def state(self) -> DriverState:
+        """Where the driver is in its lifecycle (unopened, connecting, opened, closed)."""
+        return self._state
+
+    @property
+    def run(self) -> Run:
+        """The run this driver created (as Flower 1.10's ``Driver.run``).
+
+        Raises:
+            RuntimeError: the driver is not connected.
+        """
+        self._require_open()
+        assert self._run is not None
+        return self._run
+
+    @property
+    def run_id(self) -> int:
+        """Id of the run this driver created.
+
+        Raises:
+            RuntimeError: the driver is not connected.
+        """
+        return self.run.run_id
+
+    async def connect(self) -> AsyncDriver:
+        """Open the channel and create the run on the link. Returns ``self``.
+
+        Raises:
+            RuntimeError: already connected, connecting or closed.
+            ValueError: the root certificates cannot be read.
+            LinkConnectionError: the link cannot be reached (or TLS fails).
+            LinkTimeoutError: the link did not answer in time.
+            RefusedByLinkError: the link refused to create the run.
+        """
+        if self._state is not DriverState.UNOPENED:
+            raise RuntimeError(f"cannot connect an AsyncDriver that is {self._state.value}")
+        self._state = DriverState.CONNECTING
+        try:
+            self._transport = DriverTransport(self._args, call_timeout=self._call_timeout)
+            req = pb.CreateRunRequest(
+                fab_id=self._args.fab_id,
+                fab_version=self._args.fab_version,
+                run_config=self._args.run_config_wire,
+            )
+            resp = await self._transport.call("CreateRun", req)
+        except BaseException:
+            if self._transport is not None:
+                self._transport.close()
+                self._transport = None
+            self._state = DriverState.UNOPENED
+            raise
+        self._run = make_run(self._args, resp.run_id)
+        self._state = DriverState.OPENED
+        logger.debug("connected to %s, run %d", self._args.address, resp.run_id)
+        return self
+
+    async def aclose(self) -> None:
+        """Stop open :meth:`receive` streams and close the channel. Idempotent.
+
+        Calls still in flight in other tasks fail with :class:`~fl_async.common.LinkConnectionError`.
+        """
+        if self._state is DriverState.CLOSED:
+            return
+        self._state = DriverState.CLOSED
+        for stream in list(self._streams):
+            await stream.aclose()
+        if self._transport is not None:
+            self._transport.close()
+
+    async def __aenter__(self) -> AsyncDriver:
+        if self._state is not DriverState.OPENED:
+            await self.connect()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        run = f", run_id={self._run.run_id}" if self._run is not None else ""
+        return f"{type(self).__name__}(superlink={self._args.address!r}, state={self._state.value}{run})"
+
+    def _require_open(self) -> DriverTransport:
+        if self._state is not DriverState.OPENED:
+            if self._state is DriverState.CLOSED:
+                raise RuntimeError("this driver is closed; create a new one")
+            raise RuntimeError(
+                "this AsyncDriver is not connected: use `async with AsyncDriver(...) as driver:` "
+                "or `await driver.connect()` first"
+            )
+        assert self._transport is not None
+        return self._transport
+
+    # ----------------------------------------------------------------------------------------
+    # Driver API
+
+    def create_message(
+        self,
+        content: RecordSet,
+        message_type: str,
+        dst_node_id: int,
+        group_id: str,
+        ttl: float | None = None,
+    ) -> Message:
+        """Build an instruction for one node (as Flower 1.9's ``Driver.create_message``).
+
+        Args:
+            content: the RecordSet to send.
+            message_type: ``MessageType.TRAIN``, ``EVALUATE``, ``QUERY`` or a custom type.
+            dst_node_id: the receiving node's id.
+            group_id: free label, e.g. the round number as a string.
+            ttl: seconds the instruction stays valid; ``None`` = ``DEFAULT_TTL`` (3600). The link
+                enforces it: an instruction not answered in time gets a ``MESSAGE_EXPIRED`` error reply.
+
+        Raises:
+            RuntimeError: the driver is not connected.
+            TypeError, ValueError: bad argument (e.g. ``ttl <= 0``).
+        """
+        return build_message(self.run_id, content, message_type, dst_node_id, group_id, ttl)
+
+    async def get_run(self) -> Run:
+        """Fetch this run's description from the link (``GetRun``).
+
+        Raises:
+            FlAsyncError: a subclass, if the call fails.
+        """
+        transport = self._require_open()
+        resp = await transport.call("GetRun", pb.GetRunRequest(run_id=self.run_id))
+        return run_from_proto(resp.run, self.run_id)
+
+    async def get_node_ids(self) -> list[int]:
+        """Ids of the nodes online now (as Flower 1.9's ``Driver.get_node_ids``).
+
+        Raises:
+            RuntimeError: the driver is not connected.
+            FlAsyncError: a subclass, if the call fails.
+        """
+        transport = self._require_open()
+        resp = await transport.call("GetNodes", pb.GetNodesRequest(run_id=self.run_id))
+        return list(resp.node_ids)
+
+    async def wait_for_nodes(self, min_nodes: int, timeout: float | None = None) -> list[int]:
+        """Wait on the link until at least ``min_nodes`` nodes are online; return their ids.
+
+        Returns as soon as enough nodes are online (a long-poll, no sleeping).
+
+        Args:
+            min_nodes: how many nodes to wait for (>= 0).
+            timeout: seconds to wait at most; ``None`` = no limit.
+
+        Raises:
+            LinkTimeoutError: fewer than ``min_nodes`` nodes were online when ``timeout`` ended
+                (the message says how many were).
+            TypeError, ValueError: bad argument.
+            FlAsyncError: a subclass, if a call fails.
+        """
+        if isinstance(min_nodes, bool) or not isinstance(min_nodes, int):
+            raise TypeError(f"min_nodes must be an int, got {type(min_nodes).__name__}")
+        if not 0 <= min_nodes < 2**32:
+            raise ValueError(f"min_nodes must be >= 0, got {min_nodes}")
+        transport = self._require_open()
+        deadline = Deadline(timeout)
+        while True:
+            wait = deadline.wait_slice()
+            started = time.monotonic()
+            req = pb.WaitForNodesRequest(run_id=self.run_id, min_nodes=min_nodes, timeout=wait)
+            resp = await transport.call("WaitForNodes", req, wait=wait)
+            ids = list(resp.node_ids)
+            if len(ids) >= min_nodes:
+                return ids
+            if deadline.expired():
+                raise LinkTimeoutError(
+                    f"only {len(ids)} of {min_nodes} nodes were online after waiting {timeout} s"
+                )
+            if time.monotonic() - started < IMMEDIATE and wait > 2 * IMMEDIATE:
+                # The link answered at once without enough nodes: do not spin against it.
+                await asyncio.sleep(min(IMMEDIATE, deadline.remaining()))
+
+    async def push_messages(self, messages: Iterable[Message]) -> list[str]:
+        """Queue messages on the link (as Flower 1.9's ``Driver.push_messages``).
+
+        All messages are checked first (``"Invalid message: ..."`` ``ValueError`` and nothing is
+        sent if any fails: foreign run id, ``src_node_id != 0``, message id or ``reply_to_message``
+        already set, ``ttl <= 0``), then sent in one request. The messages themselves are not changed.
+
+        Returns:
+            One id per message, in order; ``""`` where the link did not queue the message (e.g. its
+            node is unknown or offline); the link's reason is logged as a warning.
+
+        Raises:
+            TypeError, ValueError: see above.
+            RuntimeError: the driver is not connected.
+            FlAsyncError: a subclass, if the call fails (nothing was queued).
+        """
+        transport = self._require_open()
+        batch = validate_for_push(self.run_id, messages)
+        if not batch:
+            return []
+        resp = await transport.call("PushMessages", push_request(self.run_id, batch))
+        return read_push_response(resp, batch)
+
+    async def pull_messages(
+        self, message_ids: Iterable[str], timeout: float = DEFAULT_PULL_TIMEOUT
+    ) -> list[Message]:
+        """Collect replies to the given instructions (as Flower 1.9's ``Driver.pull_messages``, long-polling).
+
+        Waits on the link until every requested instruction that is still outstanding has a reply
+        (or an error reply: ``NODE_UNAVAILABLE``, ``MESSAGE_EXPIRED``, ...), or until ``timeout``
+        seconds have passed, and returns what is there. Each reply is returned once: ids already
+        answered are simply not outstanding any more. ``""`` and unknown ids are ignored.
+
+        Args:
+            message_ids: ids returned by :meth:`push_messages`.
+            timeout: seconds to wait at most (0 = return what is ready now; default
+                :data:`~fl_async.server.DEFAULT_PULL_TIMEOUT`).
+
+        Returns:
+            The replies, in arrival order; match them with ``reply.metadata.reply_to_message``.
+
+        Raises:
+            TypeError, ValueError: bad argument.
+            RuntimeError: the driver is not connected.
+            FlAsyncError: a subclass, if a call fails.
+
+        If the call is cancelled while a poll is in flight, replies the link was sending in that
+        moment are lost (the link delivers each reply once).
+        """
+        ids = normalize_ids(message_ids)
+        deadline = Deadline(check_timeout(timeout, "timeout"))
+        self._require_open()
+        out: list[Message] = []
+        await self._pull_loop(ids, deadline, out.extend)
+        return out
+
+    async def send_and_receive(
+        self, messages: Iterable[Message], *, timeout: float | None = None
+    ) -> list[Message]:
+        """Push messages and wait for their replies (as Flower 1.9's ``Driver.send_and_receive``, minus its sleeps).
+
+        Returns as soon as every pushed message has a reply, or when ``timeout`` seconds (counted
+        from the call) have passed, with the replies that arrived by then. It never sleeps; against a
+        healthy link it returns within a few milliseconds of ``timeout``.
+
+        Args:
+            messages: instructions made with :meth:`create_message`.
+            timeout: seconds to wait at most; ``None`` = until every reply is in (each pushed message
+                eventually gets a reply or an error reply from the link). ``<= 0`` pushes and returns
+                ``[]`` at once, as Flower.
+
+        Raises:
+            same as :meth:`push_messages` and :meth:`pull_messages`.
+        """
+        deadline = Deadline(None if timeout is None else max(0.0, check_number(timeout, "timeout")))
+        ids = await self.push_messages(messages)
+        if timeout is not None and timeout <= 0:
+            return []
+        out: list[Message] = []
+        await self._pull_loop([i for i in ids if i], deadline, out.extend)
+        return out
+
+    def receive(self, message_ids: Iterable[str], *, timeout: float | None = None) -> ReplyStream:
+        """Yield replies to the given instructions one by one, as they arrive.
+
+        Usage::
+
+            async with driver.receive(ids, timeout=60) as replies:
+                async for reply in replies:
+                    ...
+
+        (``async for reply in driver.receive(ids)`` works too; the stream closes itself when it ends.)
+        The iteration ends when every requested instruction has been answered, or ``timeout`` seconds
+        after the first iteration starts. Polls run concurrently (up to :data:`MAX_CONCURRENT_POLLS`).
+        Replies that arrive after you stop iterating early are kept by the driver and returned by a
+        later :meth:`pull_messages` of their ids.
+
+        Args:
+            message_ids: ids returned by :meth:`push_messages` (``""`` ignored).
+            timeout: seconds to wait at most; ``None`` = until every reply is in.
+
+        Raises:
+            TypeError, ValueError: bad argument.
+            RuntimeError: the driver is not connected.
+        """
+        ids = normalize_ids(message_ids)
+        if timeout is not None:
+            check_timeout(timeout, "timeout")
+        self._require_open()
+        return ReplyStream(self, ids, timeout)
+
+    # ----------------------------------------------------------------------------------------
+    # internals
+
+    def _stash(self, replies: list[Message]) -> None:
+        """Keep replies nobody read (a stream closed early) for a later pull of their ids."""
+        for reply in replies:
+            self._unclaimed[reply.metadata.reply_to_message] = reply
+
+    async def _pull_loop(
+        self, ids: list[str], deadline: Deadline, sink: Callable[[list[Message]], None]
+    ) -> None:
+        """Long-poll the link for replies to ``ids`` until all are in, none is outstanding, or the
+        deadline passes; hand each batch of replies to ``sink`` as it arrives."""
+        transport = self._require_open()
+        wanted = dict.fromkeys(ids)
+        stashed = [self._unclaimed.pop(i) for i in ids if i in self._unclaimed]
+        if stashed:
+            for reply in stashed:
+                wanted.pop(reply.metadata.reply_to_message, None)
+            sink(stashed)
+        while wanted:
+            wait = deadline.wait_slice()
+            started = time.monotonic()
+            req = pb.PullMessagesRequest(run_id=self.run_id, message_ids=list(wanted), timeout=wait)
+            resp = await transport.call("PullMessages", req, wait=wait)
+            replies = decode_replies(resp)
+            for reply in replies:
+                wanted.pop(reply.metadata.reply_to_message, None)
+            if replies:
+                sink(replies)
+            if not wanted or deadline.expired():
+                return
+            if not replies and time.monotonic() - started < min(IMMEDIATE, wait / 2):
+                # Came back empty at once although we asked it to wait: the link considers none of
+                # the remaining ids outstanding (unknown, or answered and already delivered).
+                return
+
+
+class ReplyStream:
+    """Async iterator over replies as they arrive; returned by :meth:`AsyncDriver.receive`.
+
+    Also an async context manager (closing it stops its polls). Polls start at the first
+    ``__anext__`` (or ``__aenter__``) and run as asyncio tasks of the driver's loop.
+    """
+
+    def __init__(self, driver: AsyncDriver, ids: list[str], timeout: float | None) -> None:
+        self._driver = driver
+        self._ids = ids
+        self._timeout = timeout
+        self._outstanding = dict.fromkeys(ids)
+        self._inbox: collections.deque[Message] = collections.deque()
+        self._wakeup = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._error: BaseException | None = None
+        self._started = False
+        self._closed = False
+
+    @property
+    def outstanding(self) -> list[str]:
+        """Ids whose reply has not been received by this stream yet."""
+        return list(self._outstanding)
+
+    def _start(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        self._driver._require_open()
+        self._driver._streams.add(self)
+        deadline = Deadline(self._timeout)
+        n = min(len(self._ids), MAX_CONCURRENT_POLLS)
+        loop = asyncio.get_running_loop()
+        for k in range(n):
+            bucket = self._ids[k::n]
+            task = loop.create_task(self._driver._pull_loop(bucket, deadline, self._deliver))
+            task.add_done_callback(self._task_done)
+            self._tasks.append(task)
+
+    def _deliver(self, replies: list[Message]) -> None:
+        for reply in replies:
+            self._outstanding.pop(reply.metadata.reply_to_message, None)
+        if self._closed:
+            self._driver._stash(replies)
+            return
+        self._inbox.extend(replies)
+        self._wakeup.set()
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None and self._error is None:
+            self._error = task.exception()
+        self._wakeup.set()
+
+    def __aiter__(self) -> ReplyStream:
+        return self
+
+    async def __anext__(self) -> Message:
+        self._start()
+        while True:
+            if self._inbox:
+                return self._inbox.popleft()
+            if self._error is not None:
+                error, self._error = self._error, None
+                await self.aclose()
+                raise error
+            if self._closed or all(t.done() for t in self._tasks):
+                await self.aclose()
+                raise StopAsyncIteration
+            self._wakeup.clear()
+            await self._wakeup.wait()
+
+    async def next_or_none(self) -> Message | None:
+        """The next reply, or ``None`` when the stream has ended (used by the sync facade)."""
+        try:
+            return await self.__anext__()
+        except StopAsyncIteration:
+            return None
+
+    async def aclose(self) -> None:
+        """Stop the polls; replies already received but not read are kept by the driver. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        for task in self._tasks:
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._inbox:
+            self._driver._stash(list(self._inbox))
+            self._inbox.clear()
+        self._driver._streams.discard(self)
+
+    async def __aenter__(self) -> ReplyStream:
+        self._start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+

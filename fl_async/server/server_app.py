@@ -1,0 +1,232 @@
+"""``ServerApp`` and running one: ``run_server_app`` (blocking) and ``async_run_server_app``.
+
+As Flower 1.9's ``ServerApp`` with ``@app.main()``, except that ``main`` may also be an
+``async def``: a sync ``main(driver, context)`` gets a blocking :class:`~fl_async.server.Driver`, an
+async one gets an :class:`~fl_async.server.AsyncDriver`. Flower's legacy strategy mode
+(``ServerApp(strategy=...)``) is not supported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+import anyio.to_thread
+
+from fl_async._net import DEFAULT_DRIVER_TARGET
+from fl_async.common.context import Context
+from fl_async.server.async_driver import AsyncDriver
+from fl_async.server.driver import Driver
+
+__all__ = ["ServerApp", "run_server_app", "async_run_server_app"]
+
+logger = logging.getLogger("fl_async.server")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class ServerApp:
+    """A server application: one ``main(driver, context)`` function that drives a run.
+
+    Usage (the guide's)::
+
+        app = ServerApp()
+
+        @app.main()
+        def main(driver: Driver, context: Context) -> None:
+            ...
+
+    or ``async def main(driver: AsyncDriver, context: Context)``. Run it with ``fl-async server-app
+    module:app --superlink HOST:PORT --insecure``, :func:`run_server_app` or :func:`async_run_server_app`.
+    """
+
+    def __init__(self) -> None:
+        self._main: Callable[..., Any] | None = None
+
+    def main(self) -> Callable[[F], F]:
+        """Return a decorator registering the app's ``main(driver, context)`` (as Flower 1.9's ``@app.main()``).
+
+        Raises:
+            TypeError: the decorated object is not callable or cannot take ``(driver, context)``.
+            ValueError: a main function is already registered on this app.
+        """
+
+        def register(fn: F) -> F:
+            if not callable(fn):
+                raise TypeError(f"@app.main() must decorate a function, got {type(fn).__name__}")
+            try:
+                inspect.signature(fn).bind(None, None)
+            except TypeError:
+                raise TypeError(
+                    f"main function {getattr(fn, '__qualname__', fn)!r} must accept (driver, context)"
+                ) from None
+            except ValueError:  # no signature available (builtins): trust the caller
+                pass
+            if self._main is not None:
+                raise ValueError("this ServerApp already has a main function; register only one")
+            self._main = fn
+            return fn
+
+        return register
+
+    @property
+    def main_function(self) -> Callable[..., Any] | None:
+        """The registered main function, or ``None``."""
+        return self._main
+
+    @property
+    def is_async(self) -> bool:
+        """Whether the registered main is an ``async def`` (gets an :class:`AsyncDriver`).
+
+        Raises:
+            ValueError: no main function is registered.
+        """
+        return _is_async(self._require_main())
+
+    def _require_main(self) -> Callable[..., Any]:
+        if self._main is None:
+            raise ValueError("this ServerApp has no main function: decorate one with @app.main()")
+        return self._main
+
+    def __call__(self, driver: Driver | AsyncDriver, context: Context) -> Any:
+        """Call the registered main with ``driver`` and ``context``; returns what it returns (a
+        coroutine for an async main).
+
+        Raises:
+            ValueError: no main function is registered.
+            TypeError: the driver kind does not match the main (sync main needs a ``Driver``, async
+                main an ``AsyncDriver``).
+        """
+        main = self._require_main()
+        if _is_async(main) and not isinstance(driver, AsyncDriver):
+            raise TypeError("an async main needs an AsyncDriver (use async_run_server_app)")
+        if not _is_async(main) and isinstance(driver, AsyncDriver):
+            raise TypeError("a sync main needs a Driver, not an AsyncDriver (use run_server_app)")
+        return main(driver, context)
+
+
+def _is_async(fn: Callable[..., Any]) -> bool:
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))
+
+
+def _check_app(app: Any) -> ServerApp:
+    if not isinstance(app, ServerApp):
+        raise TypeError(f"expected a ServerApp, got {type(app).__name__}")
+    app._require_main()
+    return app
+
+
+def _context(run_config: Mapping[str, Any]) -> Context:
+    return Context(node_id=0, run_config=dict(run_config))
+
+
+def run_server_app(
+    app: ServerApp,
+    superlink: str = DEFAULT_DRIVER_TARGET,
+    *,
+    insecure: bool = False,
+    root_certificates: bytes | str | Path | None = None,
+    run_config: Mapping[str, Any] | None = None,
+    fab_id: str = "",
+    fab_version: str = "",
+) -> Any:
+    """Run a server app against a link, blocking until its main returns (used by ``fl-async server-app``).
+
+    Creates a run on the link, calls ``main(driver, Context(run_config=...))`` with a
+    :class:`Driver` (sync main) or, in a fresh event loop, an :class:`AsyncDriver` (async main),
+    and closes the driver whatever happens.
+
+    Args:
+        app: the ServerApp.
+        superlink, insecure, root_certificates, run_config, fab_id, fab_version: as :class:`AsyncDriver`.
+
+    Returns:
+        What the main function returned.
+
+    Raises:
+        TypeError: ``app`` is not a ServerApp.
+        ValueError: no main registered, or bad connection arguments.
+        RuntimeError: the main is async and this thread already runs an event loop (use
+            :func:`async_run_server_app` there).
+        FlAsyncError: a subclass, if talking to the link fails; anything the main raises.
+    """
+    main = _check_app(app)._require_main()
+    kwargs: dict[str, Any] = dict(
+        insecure=insecure,
+        root_certificates=root_certificates,
+        run_config=run_config,
+        fab_id=fab_id,
+        fab_version=fab_version,
+    )
+    if _is_async(main):
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        else:
+            raise RuntimeError(
+                "run_server_app() cannot run an async main inside a running event loop; "
+                "use `await async_run_server_app(...)`"
+            )
+        return anyio.run(functools.partial(async_run_server_app, app, superlink, **kwargs))
+    with Driver(superlink, **kwargs) as driver:
+        return app(driver, _context(driver.run.run_config))
+
+
+async def async_run_server_app(
+    app: ServerApp,
+    superlink: str = DEFAULT_DRIVER_TARGET,
+    *,
+    insecure: bool = False,
+    root_certificates: bytes | str | Path | None = None,
+    run_config: Mapping[str, Any] | None = None,
+    fab_id: str = "",
+    fab_version: str = "",
+) -> Any:
+    """Run a server app from async code (used by the embedded ``fl-async run``).
+
+    An async main is awaited in the current task with an :class:`AsyncDriver`. A sync main runs in a
+    worker thread with its own :class:`Driver` (whose portal thread owns the connection), so it never
+    blocks this event loop. If this coroutine is cancelled while a sync main runs, the Driver is
+    closed: the main's next driver call raises and its thread ends on its own (Python threads cannot
+    be interrupted).
+
+    Arguments, return value and errors: as :func:`run_server_app` (without the RuntimeError).
+    """
+    main = _check_app(app)._require_main()
+    kwargs: dict[str, Any] = dict(
+        insecure=insecure,
+        root_certificates=root_certificates,
+        run_config=run_config,
+        fab_id=fab_id,
+        fab_version=fab_version,
+    )
+    if _is_async(main):
+        async with AsyncDriver(superlink, **kwargs) as driver:
+            return await app(driver, _context(driver.run.run_config))
+
+    holder: list[Driver] = []
+    cancelled = threading.Event()
+
+    def run_sync_main() -> Any:
+        with Driver(superlink, **kwargs) as driver:
+            holder.append(driver)
+            if cancelled.is_set():
+                return None
+            return app(driver, _context(driver.run.run_config))
+
+    try:
+        return await anyio.to_thread.run_sync(run_sync_main, abandon_on_cancel=True)
+    except anyio.get_cancelled_exc_class():
+        cancelled.set()
+        if holder:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(holder[0].close)
+        raise

@@ -413,8 +413,12 @@ def run_command(
         int, typer.Option(min=1, metavar="K", help="Messages each node may handle at once.")
     ] = 1,
     progress: Annotated[
-        bool, typer.Option("--progress/--no-progress", help="Show the rounds progress display on stderr.")
-    ] = True,
+        bool | None,
+        typer.Option(
+            "--progress/--no-progress",
+            help="Show the rounds progress display on stderr (default: only when stderr is a terminal).",
+        ),
+    ] = None,
     verbose: Verbose = False,
 ) -> None:
     """Run a federation in this process: a SuperLink on 127.0.0.1, N SuperNodes and the ServerApp.

@@ -152,6 +152,7 @@ def _run_async(command: str, fn: Any, *args: Any, app_errors: bool = False) -> N
 
     from fl_async.common.errors import AppLoadError, FlAsyncError
 
+    _sigterm_as_interrupt()
     try:
         anyio.run(fn, *args)
     except BaseException as raw:  # noqa: BLE001 - classified below, re-raised when unknown
@@ -174,15 +175,42 @@ def _run_async(command: str, fn: Any, *args: Any, app_errors: bool = False) -> N
         raise
 
 
-async def _until_stop_signal(command: str) -> None:
-    """Return at the first SIGINT or SIGTERM (and arm the shutdown safety net)."""
+async def _until_stop_signal(command: str, *, task_status: Any = None) -> None:
+    """Return at the first SIGINT or SIGTERM (and arm the shutdown safety net).
+
+    With ``task_status`` (``await tg.start(...)``), reports started once the handlers are installed.
+    """
     import anyio
 
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        if task_status is not None:
+            task_status.started()
         async for signum in signals:
             _force_exit_after(SHUTDOWN_GRACE)
             _info(command, f"{signal.Signals(signum).name} received, shutting down")
             return
+
+
+async def _cancel_on_signal(command: str, scope: Any, *, task_status: Any = None) -> None:
+    """Cancel ``scope`` at the first SIGINT / SIGTERM (start it with ``await tg.start(...)``)."""
+    await _until_stop_signal(command, task_status=task_status)
+    scope.cancel()
+
+
+def _sigterm_as_interrupt() -> None:
+    """Until the event loop installs its own handlers, treat SIGTERM like Ctrl-C (a clean exit 0)."""
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    if _in_main_thread():
+        signal.signal(signal.SIGTERM, handler)
+
+
+def _in_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
 
 
 # --------------------------------------------------------------------------------------------- options
@@ -264,12 +292,22 @@ def superlink_command(
         _fail(cmd, exc)
 
     async def serve() -> None:
+        import anyio
+
         from fl_async.superlink import SuperLink
 
-        async with SuperLink(config) as link:
-            mode = "TLS" if tls is not None else "plaintext (--insecure)"
-            _info(cmd, f"Driver API on {link.driver_address}, Fleet API on {link.fleet_address}, {mode}")
-            await _until_stop_signal(cmd)
+        async with anyio.create_task_group() as tg:
+            stopped = anyio.Event()
+
+            async def watch(*, task_status: Any = None) -> None:
+                await _until_stop_signal(cmd, task_status=task_status)
+                stopped.set()
+
+            await tg.start(watch)
+            async with SuperLink(config) as link:
+                mode = "TLS" if tls is not None else "plaintext (--insecure)"
+                _info(cmd, f"Driver API on {link.driver_address}, Fleet API on {link.fleet_address}, {mode}")
+                await stopped.wait()
 
     _run_async(cmd, serve)
     _info(cmd, "stopped")
@@ -379,11 +417,8 @@ def server_app_command(
 
         async with anyio.create_task_group() as tg:
 
-            async def stop_on_signal() -> None:
-                await _until_stop_signal(cmd)
-                tg.cancel_scope.cancel()
-
-            tg.start_soon(stop_on_signal)
+            await tg.start(_cancel_on_signal, cmd, tg.cancel_scope)
+            _info(cmd, f"running {server_app} against {superlink} ({'TLS' if roots else 'plaintext'})")
             await async_run_server_app(
                 sapp, superlink=superlink, insecure=roots is None, root_certificates=roots, run_config=config
             )
@@ -446,11 +481,7 @@ def run_command(
 
         async with anyio.create_task_group() as tg:
 
-            async def stop_on_signal() -> None:
-                await _until_stop_signal(cmd)
-                tg.cancel_scope.cancel()
-
-            tg.start_soon(stop_on_signal)
+            await tg.start(_cancel_on_signal, cmd, tg.cancel_scope)
             await run_embedded(
                 sapp,
                 capp,

@@ -7,6 +7,7 @@ before returning; put them back if the response cannot be sent.
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
     from fl_async.superlink.wakeups import Wakeups
 
 __all__ = ["FleetService", "DriverService"]
+
+log = logging.getLogger("fl_async.superlink")
 
 
 class _Service:
@@ -82,6 +85,7 @@ class FleetService(_Service):
         if not messages and window > 0:
             assert req.auth is not None  # pull_instructions authenticated the caller
             node_id = req.auth.node_id
+            log.debug("holding PullInstructions of node %d for up to %.3g s", node_id, window)
             state.begin_pull(node_id)
             try:
                 with anyio.move_on_after(window):
@@ -151,6 +155,7 @@ class DriverService(_Service):
         window = self._wait_window("timeout", req.timeout)
         _, waiting = state.outstanding(req.run_id, req.message_ids)
         if waiting and window > 0:
+            log.debug("holding PullMessages of run %d for %d replies, up to %.3g s", req.run_id, len(waiting), window)
             waiter = self.wakeups.wait_replies(waiting)
             try:
                 with anyio.move_on_after(window):

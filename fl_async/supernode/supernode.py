@@ -437,16 +437,24 @@ class SuperNode:
                 self._interval = granted
 
     async def _pull_loop(self, sess: _Session) -> None:
+        quick_empty = 0  # consecutive pulls answered at once with nothing (e.g. a closing link)
         with anyio.CancelScope() as scope:
             self._pull_scope = scope
             while not self._stopping:
                 while self._free <= 0:
                     await self._slot_evt.wait()
+                started = anyio.current_time()
                 try:
                     wires = await sess.conn.pull_instructions(sess.auth, self._free, self._poll_timeout)
                 except FlAsyncError as exc:
                     sess.fail(exc)
                     return
+                if not wires and anyio.current_time() - started < min(0.05, self._poll_timeout / 2):
+                    quick_empty += 1
+                    if quick_empty > 1:  # the link does not hold polls open: do not spin
+                        await anyio.sleep(min(1.0, 0.01 * 2 ** min(quick_empty, 7)))
+                else:
+                    quick_empty = 0
                 for wire in wires:
                     self._take_slot()
                     self._tg.start_soon(self._handle, wire, sess)

@@ -194,6 +194,11 @@ class CreateRunResponse(betterproto2.Message):
     port of the blob data path on the link's host; 0 = none
     """
 
+    blob_token: "bytes" = betterproto2.field(3, betterproto2.TYPE_BYTES)
+    """
+    token authorizing this run's driver on the blob data path
+    """
+
 
 default_message_pool.register_message(
     "fl_async.v1", "CreateRunResponse", CreateRunResponse

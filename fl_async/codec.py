@@ -12,7 +12,11 @@ Arrays travel in one of two ways:
   takes them from one.
 
 Decoded arrays hold writable buffers (inline payloads are copied once into a ``bytearray``; they are
-small by construction), so ``Array.numpy()`` on received arrays gives writable views.
+small by construction), so ``Array.numpy()`` on received arrays gives writable views. External payloads
+are checked against their SHA-256 digest on decode (``verify=True``). Every array is checked for a
+supported dtype and a payload length matching dtype and shape, on encode and on decode; decoding
+hostile input raises only :class:`~fl_async.common.errors.IntegrityError`, ``TypeError`` or
+``ValueError``, and nothing is ever unpickled. The wire format is described in ``docs/wire.md``.
 """
 
 from __future__ import annotations
@@ -206,6 +210,10 @@ def recordset_to_proto(
         blobs: where to put the payloads of arrays larger than ``inline_limit`` bytes (``digest ->
             buffer``, the array's own buffer, not a copy); ``None`` keeps every array inline.
         inline_limit: size in bytes above which an array goes to ``blobs``.
+
+    Raises:
+        TypeError, ValueError: a ``"numpy.ndarray"`` array has an unsupported dtype or a payload length
+            that does not match its dtype and shape (the message names ``record/key``).
     """
     return pb.RecordSet(
         parameters=[
@@ -329,7 +337,12 @@ def message_to_proto(
     blobs: MutableMapping[bytes, Buffer] | None = None,
     inline_limit: int = DEFAULT_INLINE_LIMIT,
 ) -> pb.Message:
-    """Encode a :class:`Message`; see :func:`recordset_to_proto` for ``blobs`` and ``inline_limit``."""
+    """Encode a :class:`Message`; see :func:`recordset_to_proto` for ``blobs`` and ``inline_limit``.
+
+    Raises:
+        TypeError, ValueError: bad metadata (ids outside signed 64 bits) or arrays (see
+            :func:`recordset_to_proto`).
+    """
     md = metadata_to_proto(msg.metadata)
     if msg.has_content():
         return pb.Message(metadata=md, content=recordset_to_proto(msg.content, blobs=blobs, inline_limit=inline_limit))

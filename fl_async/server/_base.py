@@ -347,9 +347,14 @@ def validate_for_push(run_id: int, messages: Iterable[Message]) -> list[Message]
     return batch
 
 
-def push_request(run_id: int, messages: list[Message]) -> pb.PushMessagesRequest:
-    """Encode validated messages as one ``PushMessagesRequest`` (arrays inline)."""
-    return pb.PushMessagesRequest(run_id=run_id, messages=[codec.message_to_proto(m) for m in messages])
+def push_request(
+    run_id: int, messages: list[Message], blobs: dict[bytes, Any] | None = None
+) -> pb.PushMessagesRequest:
+    """Encode validated messages as one ``PushMessagesRequest``: arrays inline, or, when ``blobs`` is
+    given, arrays over the codec's inline limit as external references with payloads put in ``blobs``."""
+    return pb.PushMessagesRequest(
+        run_id=run_id, messages=[codec.message_to_proto(m, blobs=blobs) for m in messages]
+    )
 
 
 def read_push_response(resp: pb.PushMessagesResponse, messages: list[Message]) -> list[str]:
@@ -393,8 +398,8 @@ def normalize_ids(message_ids: Iterable[str]) -> list[str]:
     return list(out)
 
 
-def decode_replies(resp: pb.PullMessagesResponse) -> list[Message]:
-    """Decode pulled replies.
+def decode_replies(resp: pb.PullMessagesResponse, blobs: Mapping[bytes, Any] | None = None) -> list[Message]:
+    """Decode pulled replies (external payloads from ``blobs``, already verified by the blob client).
 
     A reply that cannot be decoded is not dropped (the link delivers each reply once): it becomes an
     error reply with the same metadata, code ``PAYLOAD_UNAVAILABLE`` (a payload failed its integrity
@@ -403,7 +408,7 @@ def decode_replies(resp: pb.PullMessagesResponse) -> list[Message]:
     out = []
     for wire in resp.messages:
         try:
-            out.append(codec.message_from_proto(wire))
+            out.append(codec.message_from_proto(wire, blobs=blobs, verify=not blobs))
         except (IntegrityError, ValueError, TypeError) as exc:
             if wire.metadata is None:
                 logger.error("dropping a reply without metadata: %s", exc)

@@ -74,6 +74,7 @@ class AppResult:
         replies_ok: replies with content, over all rounds.
         replies_error: error replies, over all rounds.
         wait_nodes: seconds spent waiting until N nodes were connected (before round 1).
+        nodes_seen_at: ``time.time()`` when the app first saw N nodes online.
         error_at: ``time.time()`` when the first error reply reached the app (``"kill"`` mode).
         error_code: its error code.
         timed_out: the app hit ``BENCH_DEADLINE`` before finishing.
@@ -84,6 +85,7 @@ class AppResult:
     replies_ok: int = 0
     replies_error: int = 0
     wait_nodes: float = 0.0
+    nodes_seen_at: float | None = None
     error_at: float | None = None
     error_code: int | None = None
     timed_out: bool = False

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -73,6 +73,8 @@ class Cluster:
         self.driver_port = 0
         self.fleet_port = 0
         self._count = 0
+        #: ``time.time()`` when nodes were last added (wall clock, for bring-up times)
+        self.nodes_started_at = 0.0
 
     def __enter__(self) -> Cluster:
         return self
@@ -109,12 +111,21 @@ class Cluster:
         wait_for_port(self.fleet_port, timeout, self.link)
         return self.link
 
-    def add_nodes(self, k: int, env: Mapping[str, str] | None = None) -> list[Proc]:
-        """Start ``k`` node processes (no wait: the server app waits for them, bounded)."""
+    def add_nodes(
+        self, k: int, env: Mapping[str, str] | None = None, extra_args: Sequence[str] = ()
+    ) -> list[Proc]:
+        """Start ``k`` node processes (no wait: the server app waits for them, bounded).
+
+        Args:
+            k: how many.
+            env: extra environment for these nodes.
+            extra_args: appended to the node command line (e.g. ``["--heartbeat-interval", "1"]``).
+        """
+        self.nodes_started_at = time.time()
         new = [
             Proc(
                 f"{self.tag}-node",
-                self.system.node(self.fleet_port),
+                [*self.system.node(self.fleet_port), *extra_args],
                 env=self._env(env),
                 cwd=self.system.cwd,
                 log_path=self._log("node"),
@@ -128,6 +139,7 @@ class Cluster:
         """Start one process hosting ``n`` in-process nodes (systems with ``host`` only)."""
         if self.system.host is None:
             raise ValueError(f"{self.system.name} has no in-process node host")
+        self.nodes_started_at = time.time()
         proc = Proc(
             f"{self.tag}-host",
             self.system.host(self.fleet_port, n),

@@ -56,6 +56,7 @@ def main(driver: Driver, context: Context) -> None:
         t0 = time.perf_counter()
         select_nodes()
         res.wait_nodes = time.perf_counter() - t0
+        res.nodes_seen_at = time.time()
         rounds = 1 if cfg.mode == "kill" else cfg.rounds
         for server_round in range(rounds):
             t0 = time.perf_counter()

@@ -141,17 +141,33 @@ def _unwrap(exc: BaseException) -> BaseException:
     return exc
 
 
-def _run_async(command: str, fn: Any, *args: Any, app_errors: bool = False) -> None:
+def _connection_hint(tls: bool | None, exc: BaseException) -> str:
+    """A hint for a connection failure that is most likely a TLS mismatch with the link."""
+    from fl_async.common.errors import LinkConnectionError
+
+    if tls is None or not isinstance(exc, LinkConnectionError):
+        return ""
+    text = str(exc)
+    if not tls:
+        return " (if the SuperLink uses TLS, pass --root-certificates FILE instead of --insecure)"
+    if "CERTIFICATE_VERIFY_FAILED" in text:
+        return " (--root-certificates must hold the CA that signed the SuperLink's certificate)"
+    return " (if the SuperLink runs with --insecure, pass --insecure here too)"
+
+
+def _run_async(command: str, fn: Any, *args: Any, app_errors: bool = False, tls: bool | None = None) -> None:
     """Run ``fn(*args)`` on a fresh asyncio loop; map failures to one line and an exit status.
 
     ``AppLoadError`` exits 2; other fl-async errors and OS errors (address in use, ...) exit 1 with their
     one-line message. With ``app_errors`` any other exception is the user's app failing: its traceback is
     printed, then the one-line summary (exit 1). Without it, it propagates (a bug in fl-async).
+    ``tls`` (client commands: whether TLS is used) adds a hint to connection failures.
     """
     import anyio
 
     from fl_async.common.errors import AppLoadError, FlAsyncError
 
+    previous = signal.getsignal(signal.SIGTERM)
     _sigterm_as_interrupt()
     try:
         anyio.run(fn, *args)
@@ -166,13 +182,16 @@ def _run_async(command: str, fn: Any, *args: Any, app_errors: bool = False) -> N
         if isinstance(exc, AppLoadError):
             _fail(command, exc, EXIT_USAGE)
         if isinstance(exc, (FlAsyncError, OSError)):
-            _fail(command, exc, EXIT_FAILURE)
+            _fail(command, f"{exc}{_connection_hint(tls, exc)}", EXIT_FAILURE)
         if app_errors and isinstance(exc, Exception):
             import traceback
 
             traceback.print_exception(exc, file=sys.stderr)
             _fail(command, f"the app raised {type(exc).__name__}: {exc}", EXIT_FAILURE)
         raise
+    finally:
+        if _in_main_thread() and previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 async def _until_stop_signal(command: str, *, task_status: Any = None) -> None:
@@ -370,7 +389,7 @@ def supernode_command(
             install_signal_handlers=True,
         )
 
-    _run_async(cmd, serve)
+    _run_async(cmd, serve, tls=roots is not None)
     _info(cmd, "stopped")
 
 
@@ -424,7 +443,7 @@ def server_app_command(
             )
             tg.cancel_scope.cancel()
 
-    _run_async(cmd, run, app_errors=True)
+    _run_async(cmd, run, app_errors=True, tls=roots is not None)
 
 
 @app.command("run")

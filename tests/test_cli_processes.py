@@ -178,6 +178,7 @@ def test_plaintext_server_app_against_tls_link_fails_clearly(tmp_path: Path, pro
     errors = [line for line in server.err if line.startswith("fl-async server-app: error:")]
     assert len(errors) == 1, server.describe()
     assert "Traceback" not in "\n".join(server.err)
+    assert "pass --root-certificates FILE instead of --insecure" in errors[0]
     terminate_all_within([link], 3.0)
 
 

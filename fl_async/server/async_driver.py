@@ -16,7 +16,8 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from fl_async._net import DEFAULT_DRIVER_TARGET
+from fl_async._net import DEFAULT_DRIVER_TARGET, client_ssl_context
+from fl_async.blobs import transfer as _blobs
 from fl_async.common.errors import LinkTimeoutError
 from fl_async.common.message import Message
 from fl_async.common.records import RecordSet
@@ -110,6 +111,7 @@ class AsyncDriver:
         self._run: Run | None = None
         self._unclaimed: dict[str, Message] = {}
         self._streams: set[ReplyStream] = set()
+        self._blob_client: Any = None  # issue 7: BlobClient for the link's blob data path (None: none)
 
     # ----------------------------------------------------------------------------------------
     # lifecycle
@@ -172,6 +174,11 @@ class AsyncDriver:
             self._state = DriverState.UNOPENED
             raise
         self._run = make_run(self._args, resp.run_id)
+        roots = self._args.root_certificates
+        self._blob_client = _blobs.client_for(  # issue 7
+            self._args.host, resp.blob_port, ssl=client_ssl_context(roots) if roots is not None else None,
+            token=resp.blob_token,
+        )
         self._state = DriverState.OPENED
         logger.debug("connected to %s, run %d", self._args.address, resp.run_id)
         return self
@@ -188,6 +195,8 @@ class AsyncDriver:
             await stream.aclose()
         if self._transport is not None:
             self._transport.close()
+        if self._blob_client is not None:
+            await self._blob_client.aclose()
 
     async def __aenter__(self) -> AsyncDriver:
         if self._state is not DriverState.OPENED:
@@ -317,7 +326,10 @@ class AsyncDriver:
         batch = validate_for_push(self.run_id, messages)
         if not batch:
             return []
-        resp = await transport.call("PushMessages", push_request(self.run_id, batch))
+        blobs: dict[bytes, Any] | None = {} if self._blob_client is not None else None
+        request = push_request(self.run_id, batch, blobs)
+        await _blobs.upload_blobs(self._blob_client, blobs or {})  # issue 7: payloads before the push
+        resp = await transport.call("PushMessages", request)
         return read_push_response(resp, batch)
 
     async def pull_messages(
@@ -433,7 +445,8 @@ class AsyncDriver:
             started = time.monotonic()
             req = pb.PullMessagesRequest(run_id=self.run_id, message_ids=list(wanted), timeout=wait)
             resp = await transport.call("PullMessages", req, wait=wait)
-            replies = decode_replies(resp)
+            fetched, _ = await _blobs.fetch_blobs(self._blob_client, resp.messages)  # issue 7
+            replies = decode_replies(resp, fetched)
             for reply in replies:
                 wanted.pop(reply.metadata.reply_to_message, None)
             if replies:

@@ -16,6 +16,7 @@ import anyio
 import grpclib.server
 
 from fl_async._net import format_address, parse_address, server_ssl_context
+from fl_async.blobs.link import LinkBlobs
 from fl_async.superlink.config import LinkConfig
 from fl_async.superlink.services import DriverService, FleetService
 from fl_async.superlink.state import LinkState, LinkStats, PayloadTracker
@@ -65,9 +66,13 @@ class SuperLink:
         self._clock = clock
         self._wakeups = Wakeups()
         self._calls = CallTracker()
+        # issue 7: the blob data path (store + server) is the default payload tracker
+        self.blobs: LinkBlobs | None = LinkBlobs() if payloads is None else None
         self.state = LinkState.from_config(
-            self.config, clock=clock, store=store, listener=self._wakeups, payloads=payloads
+            self.config, clock=clock, store=store, listener=self._wakeups, payloads=payloads or self.blobs
         )
+        if self.blobs is not None:
+            self.blobs.attach(self.state)
         self._servers: list[grpclib.server.Server] = []
         self._addresses: dict[str, str] = {}
         self._timer: asyncio.Task[None] | None = None
@@ -121,6 +126,8 @@ class SuperLink:
                 self._servers.append(server)
                 bound = server._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]  # no public accessor
                 self._addresses[which] = format_address(_WILDCARDS.get(host, host), bound)
+            if self.blobs is not None:  # issue 7: blob data path on the Fleet API's host, same TLS
+                await self.blobs.start(parse_address(cfg.fleet_api_address)[0], ssl=ssl_ctx, backlog=cfg.backlog)
         except BaseException:
             await self._close_servers(0.0)
             self._lifecycle = _Lifecycle.STOPPED
@@ -153,6 +160,8 @@ class SuperLink:
         log.info("SuperLink stopped")
 
     async def _close_servers(self, grace: float) -> None:
+        if self.blobs is not None:
+            await self.blobs.stop()
         for server in self._servers:
             if server._server is not None:  # stop listening, keep connections for the answers in progress
                 server._server.close()

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import grpclib.const
 
+from fl_async.blobs.link import blob_port_of, run_blob_token
 from fl_async.proto.fl_async import v1 as pb
 from fl_async.superlink.state import InvalidArgumentError, LinkState
 from fl_async.superlink.validation import timeout_problem
@@ -68,7 +69,8 @@ class FleetService(_Service):
 
     async def create_node(self, req: pb.CreateNodeRequest) -> tuple[pb.CreateNodeResponse, Undo]:
         node_id, token, granted = self.state.create_node(req.heartbeat_interval)
-        return pb.CreateNodeResponse(node_id=node_id, token=token, heartbeat_interval=granted, blob_port=0), None
+        return pb.CreateNodeResponse(node_id=node_id, token=token, heartbeat_interval=granted,
+                                      blob_port=blob_port_of(self.state)), None
 
     async def delete_node(self, req: pb.DeleteNodeRequest) -> tuple[pb.DeleteNodeResponse, Undo]:
         self.state.delete_node(req.auth)
@@ -127,7 +129,8 @@ class DriverService(_Service):
 
     async def create_run(self, req: pb.CreateRunRequest) -> tuple[pb.CreateRunResponse, Undo]:
         run_id = self.state.create_run(req.fab_id, req.fab_version, req.run_config)
-        return pb.CreateRunResponse(run_id=run_id, blob_port=0), None
+        blob_port, blob_token = blob_port_of(self.state), run_blob_token(self.state, run_id)  # issue 7
+        return pb.CreateRunResponse(run_id=run_id, blob_port=blob_port, blob_token=blob_token), None
 
     async def get_run(self, req: pb.GetRunRequest) -> tuple[pb.GetRunResponse, Undo]:
         return pb.GetRunResponse(run=self.state.get_run(req.run_id)), None

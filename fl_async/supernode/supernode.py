@@ -31,6 +31,8 @@ import anyio
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
 from fl_async._net import DEFAULT_FLEET_TARGET, client_ssl_context, parse_address
+from fl_async.blobs import transfer as _blobs
+from fl_async.blobs.link import node_blob_token
 from fl_async.client.client_app import ClientApp
 from fl_async.codec import config_from_proto, message_from_proto, message_to_proto
 from fl_async.common.context import Context, UserConfig
@@ -216,6 +218,7 @@ class SuperNode:
         self._last_session: _Session | None = None
         self._conn: FleetClient | None = None
         self._blob_port = 0
+        self._blob_client: Any = None  # issue 7: BlobClient of the current session (None: no blob path)
         self._pull_scope: anyio.CancelScope | None = None
         self._prims = False
         self._owner_tg: Any = None
@@ -350,6 +353,8 @@ class SuperNode:
             pass  # kept in self._fatal, raised by __aexit__ / wait_registered
 
     async def _goodbye(self) -> None:
+        if self._blob_client is not None:  # issue 7: close the blob path's idle connections
+            await self._blob_client.aclose()
         sess = self._last_session
         if sess is not None:
             try:
@@ -402,6 +407,10 @@ class SuperNode:
         sess = _Session(conn=conn, auth=pb.NodeAuth(node_id=resp.node_id, token=resp.token))
         self._interval = resp.heartbeat_interval if resp.heartbeat_interval > 0 else self._requested_interval
         self._blob_port = resp.blob_port
+        if self._blob_client is not None:
+            await self._blob_client.aclose()
+        self._blob_client = _blobs.client_for(self._host, resp.blob_port, ssl=self._ssl,
+                                              token=node_blob_token(resp.node_id, resp.token))
         self._registrations += 1
         for ctx in self._contexts.values():
             ctx.node_id = sess.node_id
@@ -482,18 +491,18 @@ class SuperNode:
 
     # ------------------------------------------------------------------ messages
 
-    def _decode(self, wire: pb.Message) -> Message:
-        """The one place the node decodes instructions (hook point for the blob path, issue 7)."""
-        return message_from_proto(wire)
+    def _decode(self, wire: pb.Message, blobs: Mapping[bytes, Any] | None = None) -> Message:
+        """The one place the node decodes instructions; ``blobs`` holds fetched, verified payloads (issue 7)."""
+        return message_from_proto(wire, blobs=blobs, verify=not blobs)
 
-    def _encode(self, message: Message) -> pb.Message:
-        """The one place the node encodes replies (hook point for the blob path, issue 7)."""
-        return message_to_proto(message)
+    def _encode(self, message: Message, blobs: dict[bytes, Any] | None = None) -> pb.Message:
+        """The one place the node encodes replies; large arrays go to ``blobs`` when given (issue 7)."""
+        return message_to_proto(message, blobs=blobs)
 
     async def _handle(self, wire: pb.Message, sess: _Session) -> None:
         try:
             try:
-                message = self._decode(wire)
+                message = self._decode(wire, (await _blobs.fetch_blobs(self._blob_client, [wire]))[0])
             except (ValueError, TypeError, IntegrityError) as exc:
                 reply = self._undecodable_reply(wire, exc)
             else:
@@ -556,7 +565,8 @@ class SuperNode:
     async def _push(self, reply: Message) -> None:
         """Push one reply, waiting for a session if the link is unreachable, within the reply's TTL."""
         md = reply.metadata
-        wire = self._encode(reply)
+        blobs: dict[bytes, Any] | None = {} if self._blob_port else None  # issue 7: large arrays as blobs
+        wire = self._encode(reply, blobs)
         with anyio.move_on_after(max(md.ttl, 0.0)) as scope:
             while True:
                 sess = await self._current_session()
@@ -566,6 +576,7 @@ class SuperNode:
                                    md.src_node_id)
                     return
                 try:
+                    await _blobs.upload_blobs(self._blob_client, blobs or {})  # issue 7: before the push
                     resp = await sess.conn.push_replies(sess.auth, [wire])
                 except (LinkConnectionError, LinkTimeoutError) as exc:
                     sess.fail(exc)

@@ -1,0 +1,197 @@
+"""The link's side of the blob data path: one store, one server, references from held messages.
+
+:class:`LinkBlobs` is the SuperLink's :class:`~fl_async.superlink.state.PayloadTracker`: the link
+calls :meth:`LinkBlobs.retain` when it queues an instruction or stores a reply, and
+:meth:`LinkBlobs.release` when the instruction is answered (or expires) and when the reply is
+delivered to the driver. Each external array a held message names (``codec.external_arrays``) is a
+reference ``(message_id, digest)`` in the :class:`~fl_async.blobs.store.BlobStore`:
+
+* an instruction's blobs stay while it is queued or in flight, i.e. until its reply arrives (the
+  node downloads them before running the ClientApp);
+* a reply's blobs stay while it waits to be pulled; when the driver pulls it, the references become
+  a download lease of the run's driver token, dropped when the driver has downloaded the blob (or
+  after ``lease`` seconds);
+* blobs uploaded but never referenced (a push that did not happen) are freed after ``linger``
+  seconds.
+
+Authorization (``authorize(token)``): a node presents :func:`node_blob_token` (its node id and
+session token, checked against the link state); a driver presents the ``blob_token`` of
+``CreateRunResponse`` (:meth:`LinkBlobs.run_token`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import secrets
+import ssl as _ssl
+import struct
+import time
+from typing import TYPE_CHECKING, Any
+
+from fl_async.blobs.protocol import DEFAULT_CHUNK_SIZE
+from fl_async.blobs.server import BlobServer
+from fl_async.blobs.store import BlobStore, BlobStoreStatistics
+from fl_async.codec import external_arrays
+from fl_async.proto.fl_async import v1 as pb
+
+if TYPE_CHECKING:
+    from fl_async.superlink.state import LinkState
+
+__all__ = ["LinkBlobs", "node_blob_token", "blob_port_of", "run_blob_token"]
+
+log = logging.getLogger("fl_async.superlink.blobs")
+
+_NODE = b"N"
+_RUN = b"D"
+_ID = struct.Struct(">q")
+
+
+def node_blob_token(node_id: int, token: bytes) -> bytes:
+    """The blob-path token of a node: its node id and its session token (from CreateNodeResponse)."""
+    return _NODE + _ID.pack(node_id) + bytes(token)
+
+
+class LinkBlobs:
+    """Blob store + blob server of a SuperLink, and its payload tracker.
+
+    Args:
+        max_bytes: capacity of the store in bytes (``None``: unbounded); uploads beyond it are refused.
+        max_blob_bytes: largest single blob accepted, in bytes.
+        linger: seconds an uploaded but unreferenced blob (or a stalled upload) is kept.
+        lease: seconds a pulled reply's blobs are kept for the driver to download them.
+        chunk_size: bytes per chunk the server sends on downloads.
+        sweep_interval: seconds between sweeps of expired leases and idle blobs.
+        clock: monotonic clock (seconds).
+    """
+
+    def __init__(
+        self,
+        *,
+        max_bytes: int | None = None,
+        max_blob_bytes: int = 1 << 40,
+        linger: float = 120.0,
+        lease: float = 600.0,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        sweep_interval: float = 5.0,
+        clock: Any = time.monotonic,
+    ) -> None:
+        self.store = BlobStore(max_bytes=max_bytes, max_blob_bytes=max_blob_bytes, linger=linger)
+        self.lease = lease
+        self.chunk_size = chunk_size
+        self.sweep_interval = sweep_interval
+        self._clock = clock
+        self._state: LinkState | None = None
+        self._run_tokens: dict[int, bytes] = {}
+        self.server: BlobServer | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+
+    def attach(self, state: LinkState) -> None:
+        """Use ``state`` to check node tokens (called once by the SuperLink)."""
+        self._state = state
+
+    # ------------------------------------------------------------------------------ tokens
+
+    def run_token(self, run_id: int) -> bytes:
+        """The driver token of ``run_id`` (created on first use; given out in CreateRunResponse)."""
+        tok = self._run_tokens.get(run_id)
+        if tok is None:
+            tok = self._run_tokens[run_id] = _RUN + _ID.pack(run_id) + secrets.token_bytes(32)
+        return tok
+
+    def authorize(self, token: bytes) -> bool:
+        """Whether ``token`` is a registered node's (:func:`node_blob_token`) or a run's driver token."""
+        if len(token) < 1 + _ID.size:
+            return False
+        kind, (ident,), secret = token[:1], _ID.unpack(token[1:1 + _ID.size]), token[1 + _ID.size:]
+        if kind == _RUN:
+            known = self._run_tokens.get(ident)
+            return known is not None and hmac.compare_digest(known, token)
+        if kind == _NODE and self._state is not None:
+            node = self._state.store.get_node(ident)
+            return node is not None and hmac.compare_digest(node.token, secret)
+        return False
+
+    # ------------------------------------------------------------------------------ tracker
+
+    def retain(self, message: pb.Message) -> None:
+        """Reference the external arrays of a message the link now holds (owner: its message id)."""
+        refs = list(external_arrays(message))
+        if not refs or message.metadata is None:
+            return
+        try:
+            self.store.acquire_many(message.metadata.message_id, refs, now=self._clock())
+        except (ValueError, Exception) as exc:  # noqa: BLE001 - a bad reference must not fail the push
+            # The receiver will not get the payload and answers PAYLOAD_UNAVAILABLE when decoding.
+            log.warning("message %s: cannot reference its payloads: %s", message.metadata.message_id, exc)
+
+    def release(self, message: pb.Message) -> None:
+        """The link no longer holds ``message``: drop its references.
+
+        A reply (``reply_to_message`` set) is released when the driver pulls it: its blobs become a
+        download lease of the run's driver token instead of being freed at once.
+        """
+        md = message.metadata
+        if md is None:
+            return
+        now = self._clock()
+        if md.reply_to_message and md.run_id in self._run_tokens:
+            self.store.hand_over(md.message_id, self._run_tokens[md.run_id], expires_at=now + self.lease, now=now)
+        else:
+            self.store.release(md.message_id, now=now)
+
+    def statistics(self) -> BlobStoreStatistics:
+        """The store's counts (blobs, bytes held, references, leases)."""
+        return self.store.statistics()
+
+    # ------------------------------------------------------------------------------ serving
+
+    @property
+    def port(self) -> int:
+        """The blob server's port (0 before :meth:`start`)."""
+        return self.server.port if self.server is not None else 0
+
+    async def start(self, host: str, *, ssl: _ssl.SSLContext | None = None, port: int = 0, backlog: int = 1024) -> None:
+        """Serve the store on ``host:port`` (same TLS as the link's APIs) and start sweeping.
+
+        Raises:
+            OSError: the address cannot be bound.
+        """
+        self.server = BlobServer(self.store, authorize=self.authorize, ssl=ssl, chunk_size=self.chunk_size,
+                                 backlog=backlog, clock=self._clock)
+        await self.server.start(host, port)
+        self._sweeper = asyncio.create_task(self._sweep_loop(), name="fl-async-blob-sweeper")
+        log.info("blob data path on %s:%d", host, self.server.port)
+
+    async def stop(self) -> None:
+        """Stop serving (idempotent)."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            try:
+                await self._sweeper
+            except asyncio.CancelledError:
+                pass
+            self._sweeper = None
+        if self.server is not None:
+            await self.server.stop()
+
+    async def _sweep_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.sweep_interval)
+            try:
+                self.store.sweep(self._clock())
+            except Exception:  # noqa: BLE001
+                log.exception("blob sweep failed")
+
+
+def blob_port_of(state: Any) -> int:
+    """The blob port to advertise for a link state (0 when the link has no blob data path)."""
+    payloads = getattr(state, "payloads", None)
+    return payloads.port if isinstance(payloads, LinkBlobs) else 0
+
+
+def run_blob_token(state: Any, run_id: int) -> bytes:
+    """The driver's blob token for ``run_id`` (``b""`` when the link has no blob data path)."""
+    payloads = getattr(state, "payloads", None)
+    return payloads.run_token(run_id) if isinstance(payloads, LinkBlobs) and payloads.port else b""

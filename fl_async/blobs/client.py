@@ -35,6 +35,13 @@ class _Retryable(Exception):
     """An I/O failure worth retrying (the connection broke or stalled)."""
 
 
+def _first(group: BaseExceptionGroup) -> BaseException:
+    exc: BaseException = group
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc
+
+
 def _status_error(reply: p.Reply, message: str, what: str) -> FlAsyncError:
     s = reply.status
     text = f"{what}: {s.name}" + (f": {message}" if message else "")
@@ -332,8 +339,11 @@ class BlobClient:
             async with sem:
                 return await self.put(d, b)
 
-        async with asyncio.TaskGroup() as tg:
-            tasks = [tg.create_task(one(d, b)) for d, b in blobs.items()]
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tasks = [tg.create_task(one(d, b)) for d, b in blobs.items()]
+        except BaseExceptionGroup as eg:  # raise the first failure itself, not a group
+            raise _first(eg) from None
         return sum(t.result() for t in tasks)
 
     async def get_many(
@@ -351,6 +361,9 @@ class BlobClient:
             async with sem:
                 return await self.get(d, n)
 
-        async with asyncio.TaskGroup() as tg:
-            tasks = {d: tg.create_task(one(d, n)) for d, n in wanted.items()}
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tasks = {d: tg.create_task(one(d, n)) for d, n in wanted.items()}
+        except BaseExceptionGroup as eg:
+            raise _first(eg) from None
         return {d: t.result() for d, t in tasks.items()}

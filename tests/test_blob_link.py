@@ -1,0 +1,124 @@
+"""Large arrays through a real SuperLink: 10 in-process SuperNodes, the AsyncDriver, small chunks.
+
+Arrays above the codec's inline limit travel on the blob data path; the link stores a broadcast
+array once, and its store is empty again once the round is over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import AsyncExitStack
+
+import anyio
+import numpy as np
+import pytest
+
+from fl_async.client.client_app import ClientApp
+from fl_async.codec import DEFAULT_INLINE_LIMIT, message_to_proto
+from fl_async.common import Context, Message, RecordSet
+from fl_async.common.errors import ResourceExhaustedError
+from fl_async.common.message import ErrorCode, Metadata
+from fl_async.proto.fl_async import v1 as pb
+from fl_async.common.records import Array, ParametersRecord
+from fl_async.server.async_driver import AsyncDriver
+from fl_async.superlink import SuperLink
+from fl_async.supernode import SuperNode
+from tests.node_driver import RawDriver
+
+N = 10
+
+
+def make_app(gate: asyncio.Event) -> ClientApp:
+    app = ClientApp()
+
+    @app.train()
+    async def train(message: Message, context: Context) -> Message:
+        await gate.wait()
+        w = message.content.parameters_records["model"]["w"].numpy()
+        out = w + np.float32(context.node_id % 7)  # a distinct reply array per node
+        return message.create_reply(RecordSet(parameters_records={"model": ParametersRecord({"w": Array.from_numpy(out)})}))
+
+    return app
+
+
+async def test_broadcast_stored_once_round_trip_exact_and_freed(superlink: SuperLink) -> None:
+    assert superlink.blobs is not None
+    blobs = superlink.blobs
+    blobs.store.max_blob_bytes = 64 << 20
+    gate = asyncio.Event()
+    w = np.arange((3 * DEFAULT_INLINE_LIMIT) // 4 + 123, dtype=np.float32)  # ~3 MiB: travels as a blob
+    async with AsyncExitStack() as stack:
+        nodes = [await stack.enter_async_context(SuperNode(make_app(gate), superlink.fleet_address, insecure=True,
+                                                           heartbeat_interval=5.0)) for _ in range(N)]
+        with anyio.fail_after(20):
+            for node in nodes:
+                await node.wait_registered()
+        driver = await stack.enter_async_context(AsyncDriver(superlink.driver_address, insecure=True))
+        node_ids = await driver.wait_for_nodes(N, timeout=10)
+        content = RecordSet(parameters_records={"model": ParametersRecord({"w": Array.from_numpy(w)})})
+        msgs = [driver.create_message(content, "train", nid, "round-1") for nid in node_ids]
+        ids = await driver.push_messages(msgs)
+        assert all(ids)
+        st = blobs.statistics()
+        assert (st.blobs, st.complete, st.bytes_held, st.references) == (1, 1, w.nbytes, N)  # stored once
+        gate.set()
+        with anyio.fail_after(30):
+            replies = await driver.pull_messages(ids, timeout=25)
+            while len(replies) < N:
+                replies += await driver.pull_messages([i for i in ids if i not in {r.metadata.reply_to_message for r in replies}], timeout=5)
+        by_node = {r.metadata.src_node_id: r for r in replies}
+        for nid in node_ids:
+            got = by_node[nid].content.parameters_records["model"]["w"].numpy()
+            np.testing.assert_array_equal(got, w + np.float32(nid % 7))
+        st = blobs.statistics()
+        assert (st.blobs, st.bytes_held, st.references, st.leases) == (0, 0, 0, 0), st
+
+
+async def test_refused_upload_fails_the_push(superlink: SuperLink) -> None:
+    """The driver uploads before pushing: a refused upload fails push_messages and queues nothing."""
+    assert superlink.blobs is not None
+    async with SuperNode(ClientApp(), superlink.fleet_address, insecure=True) as node, \
+            AsyncDriver(superlink.driver_address, insecure=True) as driver:
+        with anyio.fail_after(10):
+            await node.wait_registered()
+        nid = (await driver.wait_for_nodes(1, timeout=10))[0]
+        w = np.ones(DEFAULT_INLINE_LIMIT // 4 + 1, dtype=np.float32)
+        content = RecordSet(parameters_records={"m": ParametersRecord({"w": Array.from_numpy(w)})})
+        superlink.blobs.store.max_bytes = 1024
+        with pytest.raises(ResourceExhaustedError, match="STORE_FULL"):
+            await driver.push_messages([driver.create_message(content, "train", nid, "g")])
+        assert superlink.stats().queued == 0 and superlink.blobs.statistics().bytes_held == 0
+
+
+async def test_missing_payload_becomes_payload_unavailable(superlink: SuperLink) -> None:
+    """A node that cannot fetch an instruction's payload answers PAYLOAD_UNAVAILABLE (the app never runs)."""
+    assert superlink.blobs is not None and superlink.blobs.server is not None
+    superlink.blobs.server.wait_timeout = 0.3  # the payload is never uploaded: the node's GET gives up soon
+    ran = []
+    app = ClientApp()
+
+    @app.train()
+    def train(message: Message, context: Context) -> Message:  # pragma: no cover - must not run
+        ran.append(message)
+        return message.create_reply(RecordSet())
+
+    async with SuperNode(app, superlink.fleet_address, insecure=True) as node, \
+            RawDriver(superlink.driver_address) as drv:
+        with anyio.fail_after(10):
+            await node.wait_registered()
+        run_id = await drv.create_run()
+        [nid] = await drv.wait_for_nodes(run_id, 1)
+        w = np.ones(DEFAULT_INLINE_LIMIT // 4 + 1, dtype=np.float32)
+        md = Metadata(run_id=run_id, message_id="", src_node_id=0, dst_node_id=nid, reply_to_message="",
+                      group_id="g", ttl=60.0, message_type="train")
+        msg = Message(md, content=RecordSet(parameters_records={"m": ParametersRecord({"w": Array.from_numpy(w)})}))
+        wire = message_to_proto(msg, blobs={})  # external reference; the payload is never uploaded
+        resp = await drv.stub.push_messages(pb.PushMessagesRequest(run_id=run_id, messages=[wire]), timeout=5)
+        [mid] = resp.message_ids
+        assert superlink.blobs.statistics().declared == 1
+        with anyio.fail_after(20):
+            [reply] = await drv.pull(run_id, [mid], timeout=15)
+        assert reply.has_error() and reply.error.code == ErrorCode.PAYLOAD_UNAVAILABLE
+        assert "was not received" in (reply.error.reason or "")
+        assert not ran
+        assert superlink.blobs.statistics().blobs == 0  # the declaration went with the instruction

@@ -122,3 +122,24 @@ async def test_missing_payload_becomes_payload_unavailable(superlink: SuperLink)
         assert "was not received" in (reply.error.reason or "")
         assert not ran
         assert superlink.blobs.statistics().blobs == 0  # the declaration went with the instruction
+
+
+async def test_echoed_array_survives_the_answer(superlink: SuperLink) -> None:
+    """A reply echoing the instruction's array (same digest) is not freed between release and retain."""
+    app = ClientApp()
+
+    @app.train()
+    def train(message: Message, context: Context) -> Message:
+        return message.create_reply(message.content)
+
+    w = np.arange(DEFAULT_INLINE_LIMIT // 2, dtype=np.float32)
+    async with SuperNode(app, superlink.fleet_address, insecure=True) as node, \
+            AsyncDriver(superlink.driver_address, insecure=True) as driver:
+        with anyio.fail_after(10):
+            await node.wait_registered()
+        nid = (await driver.wait_for_nodes(1, timeout=10))[0]
+        content = RecordSet(parameters_records={"m": ParametersRecord({"w": Array.from_numpy(w)})})
+        with anyio.fail_after(20):
+            [reply] = await driver.send_and_receive([driver.create_message(content, "train", nid, "g")], timeout=15)
+        np.testing.assert_array_equal(reply.content.parameters_records["m"]["w"].numpy(), w)
+        assert superlink.blobs is not None and superlink.blobs.statistics().blobs == 0

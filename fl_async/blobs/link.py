@@ -84,6 +84,8 @@ class LinkBlobs:
         self._clock = clock
         self._state: LinkState | None = None
         self._run_tokens: dict[int, bytes] = {}
+        self._pending: list[tuple[str, bytes | None]] = []
+        self._flush_scheduled = False
         self.server: BlobServer | None = None
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -127,19 +129,36 @@ class LinkBlobs:
             log.warning("message %s: cannot reference its payloads: %s", message.metadata.message_id, exc)
 
     def release(self, message: pb.Message) -> None:
-        """The link no longer holds ``message``: drop its references.
+        """The link no longer holds ``message``: drop its references (deferred to the next loop turn).
 
         A reply (``reply_to_message`` set) is released when the driver pulls it: its blobs become a
         download lease of the run's driver token instead of being freed at once.
+
+        The drop is deferred with ``call_soon`` so that a release followed at once by a retain of the
+        same digest (the link answering an instruction with a reply that echoes its array) keeps the
+        bytes instead of freeing and re-declaring them.
         """
         md = message.metadata
         if md is None:
             return
+        holder = self._run_tokens.get(md.run_id) if md.reply_to_message else None
+        self._pending.append((md.message_id, holder))
+        if not self._flush_scheduled:
+            try:
+                asyncio.get_running_loop().call_soon(self._flush)
+                self._flush_scheduled = True
+            except RuntimeError:  # no loop (sans-IO use): release now
+                self._flush()
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        pending, self._pending = self._pending, []
         now = self._clock()
-        if md.reply_to_message and md.run_id in self._run_tokens:
-            self.store.hand_over(md.message_id, self._run_tokens[md.run_id], expires_at=now + self.lease, now=now)
-        else:
-            self.store.release(md.message_id, now=now)
+        for owner, holder in pending:
+            if holder is not None:
+                self.store.hand_over(owner, holder, expires_at=now + self.lease, now=now)
+            else:
+                self.store.release(owner, now=now)
 
     def statistics(self) -> BlobStoreStatistics:
         """The store's counts (blobs, bytes held, references, leases)."""

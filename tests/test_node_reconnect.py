@@ -86,3 +86,16 @@ async def test_node_started_before_the_link_retries_then_registers(superlink_fac
         link = await superlink_factory(fleet_api_address=f"127.0.0.1:{port}")
         node_id = await node.wait_registered(timeout=5)
         await serve_one_round(link, node_id)
+
+
+def test_backoff_is_capped_jittered_and_never_zero() -> None:
+    from tenacity import RetryCallState
+
+    from fl_async.supernode.supernode import _Backoff
+
+    wait = _Backoff(0.1, 2.0)
+    for attempt in range(1, 40):
+        state = RetryCallState(None, None, (), {})  # type: ignore[arg-type]
+        state.attempt_number = attempt
+        base = min(2.0, 0.1 * 2 ** (attempt - 1))
+        assert 0.5 * base <= wait(state) <= base <= 2.0

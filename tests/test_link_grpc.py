@@ -187,21 +187,31 @@ async def test_push_positions_and_logging(conn: Conn, caplog: pytest.LogCaptureF
     assert (await drv.push([])).message_ids == []
 
 
-async def test_request_size_limit(superlink_factory) -> None:
-    link = await superlink_factory(max_request_bytes=4096)
+@pytest.mark.parametrize("size", [10_000, 12 * 2**20])  # below and far above the HTTP/2 windows (4 MiB)
+async def test_request_size_limit(superlink_factory, size: int) -> None:
+    limit = 64 * 1024
+    link = await superlink_factory(max_request_bytes=limit)
     c = Conn(link)
     try:
         drv = await RawDriver.create(c.driver)
         node = await RawNode.create(c.fleet)
-        big = instruction(drv.run_id, node.node_id, group_id="x" * 10_000)
+        small = instruction(drv.run_id, node.node_id)
+        small.content = None
+        small.error = pb.Error(code=0, reason="x" * (limit // 2))
+        assert (await drv.push([small])).message_ids[0]  # under the limit: fine
+        big = instruction(drv.run_id, node.node_id, group_id="x" * max(size, limit + 1))
         with pytest.raises(GRPCError) as exc:
             await drv.push([big])
         assert exc.value.status is Status.RESOURCE_EXHAUSTED
-        assert "4096" in exc.value.message and "bytes" in exc.value.message
-        size = len(bytes(pb.PushMessagesRequest(run_id=drv.run_id, messages=[big])))
-        assert str(size) in exc.value.message
-        assert link.stats().queued == 0
-        assert (await drv.push([instruction(drv.run_id, node.node_id)])).message_ids[0]  # still serving
+        wire_size = len(bytes(pb.PushMessagesRequest(run_id=drv.run_id, messages=[big])))
+        assert f"{wire_size} bytes" in exc.value.message and str(limit) in exc.value.message
+        assert link.stats().queued == 1
+        with pytest.raises(GRPCError) as exc:  # Fleet API too
+            await node.reply([reply_to(big, src_node_id=node.node_id, group_id="y" * (limit + 1))])
+        assert exc.value.status is Status.RESOURCE_EXHAUSTED
+        with anyio.fail_after(5):  # the same connections still serve
+            assert (await drv.push([instruction(drv.run_id, node.node_id)])).message_ids[0]
+            assert len(await node.pull(max_messages=5)) == 2
     finally:
         c.close()
 

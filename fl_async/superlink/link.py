@@ -119,7 +119,7 @@ class SuperLink:
                 ("driver", cfg.driver_api_address, DriverService),
                 ("fleet", cfg.fleet_api_address, FleetService),
             ):
-                service = service_cls(self.state, self._wakeups, self._calls, cfg.max_poll_timeout)
+                service = service_cls(self.state, self._wakeups, self._calls, cfg.max_poll_timeout, codec)
                 server = grpclib.server.Server([service], codec=codec)
                 host, port = parse_address(address)
                 await server.start(host, port, backlog=cfg.backlog, ssl=ssl_ctx, reuse_address=True)

@@ -17,7 +17,7 @@ from fl_async.blobs.link import blob_port_of, run_blob_token
 from fl_async.proto.fl_async import v1 as pb
 from fl_async.superlink.state import InvalidArgumentError, LinkState
 from fl_async.superlink.validation import timeout_problem
-from fl_async.superlink.wire import CallTracker, Undo, unary_handler
+from fl_async.superlink.wire import CallTracker, LimitedProtoCodec, Undo, unary_handler
 
 if TYPE_CHECKING:
     from fl_async.superlink.wakeups import Wakeups
@@ -32,8 +32,16 @@ class _Service:
     _service = ""
     _methods: tuple[tuple[str, str, type, type], ...] = ()
 
-    def __init__(self, state: LinkState, wakeups: Wakeups, calls: CallTracker, max_poll_timeout: float) -> None:
+    def __init__(
+        self,
+        state: LinkState,
+        wakeups: Wakeups,
+        calls: CallTracker,
+        max_poll_timeout: float,
+        codec: LimitedProtoCodec | None = None,
+    ) -> None:
         self.state = state
+        self.codec = codec
         self.wakeups = wakeups
         self.calls = calls
         self.max_poll_timeout = max_poll_timeout
@@ -42,7 +50,7 @@ class _Service:
         """Method path -> grpclib handler (what ``grpclib.server.Server`` reads)."""
         return {
             f"/{self._package}.{self._service}/{rpc}": unary_handler(
-                f"{self._service}.{rpc}", getattr(self, attr), req, resp, self.calls
+                f"{self._service}.{rpc}", getattr(self, attr), req, resp, self.calls, self.codec
             )
             for rpc, attr, req, resp in self._methods
         }

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import struct
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+import betterproto2
 import grpclib.const
 import grpclib.server
 from grpclib.const import Status
@@ -14,7 +16,7 @@ from grpclib.exceptions import GRPCError
 
 from fl_async.superlink.state import LinkStateError
 
-__all__ = ["LimitedProtoCodec", "unary_handler", "Undo", "CallTracker"]
+__all__ = ["LimitedProtoCodec", "unary_handler", "Undo", "CallTracker", "wire_type_problem"]
 
 log = logging.getLogger("fl_async.superlink")
 
@@ -24,9 +26,79 @@ Undo = Callable[[], None] | None
 """Called when a response could not be sent, to put back what the handler took (``None``: nothing to undo)."""
 
 
+_INT_TYPES = {
+    betterproto2.TYPE_ENUM, betterproto2.TYPE_INT32, betterproto2.TYPE_INT64, betterproto2.TYPE_UINT32,
+    betterproto2.TYPE_UINT64, betterproto2.TYPE_SINT32, betterproto2.TYPE_SINT64, betterproto2.TYPE_FIXED32,
+    betterproto2.TYPE_SFIXED32, betterproto2.TYPE_FIXED64, betterproto2.TYPE_SFIXED64,
+}  # fmt: skip
+_PY_TYPES: dict[str, type | tuple[type, ...]] = {
+    betterproto2.TYPE_BOOL: bool,
+    betterproto2.TYPE_FLOAT: float,
+    betterproto2.TYPE_DOUBLE: float,
+    betterproto2.TYPE_STRING: str,
+    betterproto2.TYPE_BYTES: bytes,
+    betterproto2.TYPE_MESSAGE: betterproto2.Message,
+    **{t: int for t in _INT_TYPES},
+}
+
+
+_FieldSpec = tuple[str, str, "type | tuple[type, ...] | None", bool, bool]
+_SPECS: dict[type, list[_FieldSpec]] = {}
+
+
+def _specs(cls: type) -> list[_FieldSpec]:
+    specs = _SPECS.get(cls)
+    if specs is None:
+        specs = []
+        for name, meta in cls._betterproto.meta_by_field_name.items():  # type: ignore[attr-defined]
+            nullable = bool(meta.optional or meta.group or meta.proto_type == betterproto2.TYPE_MESSAGE)
+            specs.append((name, meta.proto_type, _PY_TYPES.get(meta.proto_type), bool(meta.repeated), nullable))
+        _SPECS[cls] = specs
+    return specs
+
+
+def _value_problem(proto_type: str, expected: Any, value: Any, where: str) -> str:
+    if expected is None:  # maps are not used in fl-async's schema
+        return f"{where}: unsupported field type {proto_type}"
+    if value.__class__ is not expected and (
+        not isinstance(value, expected) or (expected is int and isinstance(value, bool))
+    ):
+        return f"{where}: expected {proto_type}, decoded {type(value).__name__}"
+    if expected is betterproto2.Message:
+        return wire_type_problem(value, f"{where}.")
+    return ""
+
+
+def wire_type_problem(message: betterproto2.Message, path: str = "") -> str:
+    """Why a decoded message has a field of the wrong shape (``""`` if none), walking nested messages.
+
+    betterproto2 decodes some garbage without complaint: a length-delimited chunk in a scalar field becomes a
+    list ("packed"), a group wire type becomes ``None``. Such values must not reach the link's state.
+    """
+    for name, proto_type, expected, repeated, nullable in _specs(message.__class__):
+        value = getattr(message, name)
+        if repeated:
+            if value.__class__ is not list:
+                return f"{path}{name}: expected a repeated field, decoded {type(value).__name__}"
+            for i, item in enumerate(value):
+                if item.__class__ is not expected or expected is betterproto2.Message:
+                    problem = _value_problem(proto_type, expected, item, f"{path}{name}[{i}]")
+                    if problem:
+                        return problem
+        elif value is None:
+            if not nullable:
+                return f"{path}{name}: undecodable value"
+        elif value.__class__ is not expected or expected is betterproto2.Message:
+            problem = _value_problem(proto_type, expected, value, path + name)
+            if problem:
+                return problem
+    return ""
+
+
 class LimitedProtoCodec(ProtoCodec):
     """grpclib's ``ProtoCodec`` (works with betterproto2 messages: ``FromString`` / ``SerializeToString``),
-    refusing request messages larger than ``max_bytes`` and mapping undecodable ones to INVALID_ARGUMENT.
+    refusing request messages larger than ``max_bytes`` and mapping undecodable ones (including fields of the
+    wrong shape, see :func:`wire_type_problem`) to INVALID_ARGUMENT.
 
     grpclib has no message size limit of its own and buffers the whole message before decoding, so this
     check bounds what a handler can be made to process; the transport still buffered the bytes once.
@@ -41,15 +113,45 @@ class LimitedProtoCodec(ProtoCodec):
     def decode(self, data: bytes, message_type: Any) -> Any:
         """Decode a request, or raise ``GRPCError`` RESOURCE_EXHAUSTED (too big) / INVALID_ARGUMENT (garbled)."""
         if len(data) > self.max_bytes:
-            raise GRPCError(
-                Status.RESOURCE_EXHAUSTED,
-                f"{message_type.__name__} of {len(data)} bytes exceeds the link's limit of {self.max_bytes} bytes "
-                "(max_request_bytes)",
-            )
+            raise _too_big(message_type.__name__, len(data), self.max_bytes)
         try:
-            return message_type.FromString(data)
+            message = message_type.FromString(data)
         except Exception as exc:  # noqa: BLE001 - any decoding failure is the client's fault
             raise GRPCError(Status.INVALID_ARGUMENT, f"malformed {message_type.__name__}: {exc}") from None
+        problem = wire_type_problem(message)
+        if problem:
+            raise GRPCError(Status.INVALID_ARGUMENT, f"malformed {message_type.__name__}: {problem}")
+        return message
+
+
+def _too_big(name: str, size: int, limit: int) -> GRPCError:
+    return GRPCError(
+        Status.RESOURCE_EXHAUSTED,
+        f"{name} of {size} bytes exceeds the link's limit of {limit} bytes (max_request_bytes)",
+    )
+
+
+async def _recv_request(stream: grpclib.server.Stream[Any, Any], codec: LimitedProtoCodec | None, name: str) -> Any:
+    """Receive the unary request, refusing an oversized one from its 5-byte gRPC frame header, before the
+    body is buffered (grpclib's ``recv_message`` would buffer up to 4 GiB first). Falls back to
+    ``stream.recv_message()`` (and the codec's own check) if grpclib's internals are not as expected."""
+    raw = getattr(stream, "_stream", None)
+    if codec is None or raw is None or not hasattr(raw, "recv_data"):
+        return await stream.recv_message()
+    meta = await raw.recv_data(5)
+    if not meta:
+        return None
+    if len(meta) != 5:
+        raise GRPCError(Status.INVALID_ARGUMENT, f"{name}: truncated gRPC message header")
+    compressed, length = struct.unpack(">?I", meta)
+    if compressed:
+        raise GRPCError(Status.UNIMPLEMENTED, f"{name}: compressed messages are not supported")
+    if length > codec.max_bytes:
+        raise _too_big(stream._recv_type.__name__, length, codec.max_bytes)  # type: ignore[attr-defined]
+    data = await raw.recv_data(length)
+    if len(data) != length:
+        raise GRPCError(Status.INVALID_ARGUMENT, f"{name}: truncated gRPC message ({len(data)} of {length} bytes)")
+    return codec.decode(data, stream._recv_type)  # type: ignore[attr-defined]
 
 
 class CallTracker:
@@ -83,9 +185,11 @@ def unary_handler(
     request_type: type[Req],
     response_type: type[Resp],
     calls: CallTracker,
+    codec: LimitedProtoCodec | None = None,
 ) -> grpclib.const.Handler:
     """A grpclib unary-unary handler around ``func(request) -> (response, undo)``.
 
+    * with ``codec``, an oversized request is refused from its frame header, before its body is buffered;
     * :class:`~fl_async.superlink.state.LinkStateError` becomes ``GRPCError`` with its status and message;
     * any other exception is logged with its traceback and answered INTERNAL naming the method (a bug; the
       link keeps running);
@@ -95,7 +199,7 @@ def unary_handler(
     async def handle(stream: grpclib.server.Stream[Any, Any]) -> None:
         calls.enter()
         try:
-            request = await stream.recv_message()
+            request = await _recv_request(stream, codec, name)
             if request is None:
                 raise GRPCError(Status.INVALID_ARGUMENT, f"{name}: the request has no message")
             try:

@@ -193,7 +193,7 @@ async def async_run_server_app(
     """Run a server app from async code (used by the embedded ``fl-async run``).
 
     An async main is awaited in the current task with an :class:`AsyncDriver`. A sync main runs in a
-    worker thread with its own :class:`Driver` (whose portal thread owns the connection), so it never
+    daemon thread with its own :class:`Driver` (whose portal thread owns the connection), so it never
     blocks this event loop. If this coroutine is cancelled while a sync main runs, the Driver is
     closed: the main's next driver call raises and its thread ends on its own (Python threads cannot
     be interrupted).
@@ -223,10 +223,42 @@ async def async_run_server_app(
             return app(driver, _context(driver.run.run_config))
 
     try:
-        return await anyio.to_thread.run_sync(run_sync_main, abandon_on_cancel=True)
+        return await _in_daemon_thread(run_sync_main)
     except anyio.get_cancelled_exc_class():
         cancelled.set()
         if holder:
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(holder[0].close)
         raise
+
+
+async def _in_daemon_thread(fn: Callable[[], Any]) -> Any:
+    """Run ``fn`` in a new daemon thread and await its result.
+
+    A daemon thread (unlike anyio's worker threads) never holds up interpreter exit: a sync main
+    abandoned on Ctrl-C cannot keep the process alive.
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+
+    def settle(result: Any, error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+    def target() -> None:
+        result, error = None, None
+        try:
+            result = fn()
+        except BaseException as exc:  # handed to the awaiting task
+            error = exc
+        try:
+            loop.call_soon_threadsafe(settle, result, error)
+        except RuntimeError:  # the loop is gone: nobody is waiting any more
+            pass
+
+    threading.Thread(target=target, name="fl-async-server-app", daemon=True).start()
+    return await asyncio.shield(future)

@@ -115,7 +115,7 @@ async def run_n(n: int, rounds: int, driver_address: str, fleet_address: str, li
         "p99_ms": p99 * 1e3,
         "replies_per_s": n * rounds / total,
         "link_cpu_ms_per_round": ((cpu1 or 0) - (cpu0 or 0)) / rounds * 1e3,
-        "rss_per_poll_kb": ((rss_held or 0) - (rss_before or 0)) / n / 1024 if rss_before and rss_held else float("nan"),
+        "rss_per_poll_kb": (rss_held - rss_before) / n / 1024 if rss_before and rss_held else float("nan"),
     }
 
 
@@ -130,7 +130,8 @@ async def bench_inproc(ns: list[int], rounds: int) -> list[dict[str, float]]:
     for n in ns:
         cfg = LinkConfig(driver_api_address="127.0.0.1:0", fleet_api_address="127.0.0.1:0", max_poll_timeout=30)
         async with SuperLink(cfg) as link:
-            out.append(await run_n(n, rounds or default_rounds(n), link.driver_address, link.fleet_address, os.getpid()))
+            addresses = link.driver_address, link.fleet_address
+            out.append(await run_n(n, rounds or default_rounds(n), *addresses, os.getpid()))
     return out
 
 

@@ -345,7 +345,7 @@ def test_push_validation_positions(state: LinkState, caplog: pytest.LogCaptureFi
     with caplog.at_level(logging.WARNING, logger="fl_async.superlink"):
         ids, reasons = state.push_instructions(run_id, [m for m, _ in cases])
     assert len(ids) == len(reasons) == len(cases)
-    for (msg, needle), mid, reason in zip(cases, ids, reasons, strict=True):
+    for (_, needle), mid, reason in zip(cases, ids, reasons, strict=True):
         if needle:
             assert mid == "" and needle in reason, (needle, reason)
             assert reason in caplog.text

@@ -33,12 +33,19 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from typing import NamedTuple, Protocol
 
-from fl_async.codec import config_from_proto, external_arrays
+from fl_async.codec import config_from_proto
 from fl_async.common.message import ErrorCode
 from fl_async.proto.fl_async import v1 as pb
 from fl_async.superlink.config import LinkConfig
+from fl_async.superlink.errors import (
+    InvalidArgumentError,
+    LinkStateError,
+    NotFoundError,
+    PermissionDeniedError,
+    UnauthenticatedError,
+)
+from fl_async.superlink.hooks import DigestRefCounts, LinkListener, LinkStats, NullListener, PayloadTracker
 from fl_async.superlink.store import InstructionRecord, LinkStore, MemoryStore, NodeRecord, RunRecord, Status
 from fl_async.superlink.validation import instruction_problem, interval_problem, reply_shape_problem
 
@@ -61,134 +68,6 @@ log = logging.getLogger("fl_async.superlink")
 SYNTHETIC_REPLY_TTL = 10.0
 """TTL (seconds) of the error replies the link synthesizes (NODE_UNAVAILABLE, MESSAGE_EXPIRED). Replies
 are kept until a driver pulls them whatever their TTL; this only tells the reader they are fresh."""
-
-
-# --------------------------------------------------------------------------------------------
-# errors: the I/O layer maps ``status`` (a grpclib Status name) onto the wire
-
-
-class LinkStateError(Exception):
-    """A request the state refuses as a whole; ``status`` names the gRPC status to answer with."""
-
-    status = "UNKNOWN"
-
-
-class NotFoundError(LinkStateError):
-    """The run does not exist."""
-
-    status = "NOT_FOUND"
-
-
-class UnauthenticatedError(LinkStateError):
-    """Unknown node (never registered, offline or deleted) or wrong token."""
-
-    status = "UNAUTHENTICATED"
-
-
-class PermissionDeniedError(LinkStateError):
-    """The node tried to act on something that is not its own."""
-
-    status = "PERMISSION_DENIED"
-
-
-class InvalidArgumentError(LinkStateError):
-    """A request field is malformed."""
-
-    status = "INVALID_ARGUMENT"
-
-
-# --------------------------------------------------------------------------------------------
-# hooks
-
-
-class LinkListener(Protocol):
-    """What the state tells the I/O layer so it can wake long-polls and re-arm its timer."""
-
-    def instructions_queued(self, node_id: int) -> None:
-        """Instructions were queued for ``node_id`` (or the node was removed: wake its pulls)."""
-
-    def replies_ready(self, message_ids: Sequence[str]) -> None:
-        """Replies to these instruction ids are ready for the driver."""
-
-    def nodes_changed(self) -> None:
-        """The set of online nodes changed."""
-
-    def deadline_added(self, at: float) -> None:
-        """A deadline at Unix time ``at`` was added: :meth:`LinkState.next_deadline` may be earlier now."""
-
-
-class _NullListener:
-    def instructions_queued(self, node_id: int) -> None:
-        pass
-
-    def replies_ready(self, message_ids: Sequence[str]) -> None:
-        pass
-
-    def nodes_changed(self) -> None:
-        pass
-
-    def deadline_added(self, at: float) -> None:
-        pass
-
-
-class PayloadTracker(Protocol):
-    """Hook for large arrays held by content hash (issue 7): told when the link starts and stops holding
-    a message. ``retain`` is called when an instruction is queued and when a reply is stored; ``release``
-    when the instruction is answered (or expires / becomes unavailable) and when the reply is delivered."""
-
-    def retain(self, message: pb.Message) -> None:
-        """The link now holds ``message``."""
-
-    def release(self, message: pb.Message) -> None:
-        """The link no longer holds ``message``."""
-
-
-class DigestRefCounts:
-    """A :class:`PayloadTracker` counting references to external array digests (``codec.external_arrays``).
-
-    Attributes:
-        refs: ``digest -> number of held messages referring to it``; digests at zero are removed.
-        nbytes: ``digest -> payload size in bytes`` for the digests in ``refs``.
-    """
-
-    def __init__(self) -> None:
-        self.refs: dict[bytes, int] = {}
-        self.nbytes: dict[bytes, int] = {}
-
-    def retain(self, message: pb.Message) -> None:
-        for digest, size in external_arrays(message):
-            self.refs[digest] = self.refs.get(digest, 0) + 1
-            self.nbytes[digest] = size
-
-    def release(self, message: pb.Message) -> None:
-        for digest, _ in external_arrays(message):
-            left = self.refs.get(digest, 0) - 1
-            if left > 0:
-                self.refs[digest] = left
-            else:
-                self.refs.pop(digest, None)
-                self.nbytes.pop(digest, None)
-
-
-# --------------------------------------------------------------------------------------------
-# stats
-
-
-class LinkStats(NamedTuple):
-    """A snapshot of the link's load (for ``SuperLink.stats()`` and CLI commands)."""
-
-    #: runs created since the link started
-    runs: int
-    #: registered (online) nodes
-    nodes: int
-    #: instructions waiting in inboxes
-    queued: int
-    #: instructions handed to nodes and not answered yet
-    in_flight: int
-    #: replies (including synthesized errors) waiting for a driver pull
-    replies: int
-    #: ``node_id -> (queued, in_flight)``
-    per_node: dict[int, tuple[int, int]]
 
 
 def _random_id() -> int:
@@ -228,7 +107,7 @@ class LinkState:
         self.max_interval = float(max_heartbeat_interval)
         self.clock = clock
         self.store: LinkStore = store if store is not None else MemoryStore()
-        self.listener: LinkListener = listener if listener is not None else _NullListener()
+        self.listener: LinkListener = listener if listener is not None else NullListener()
         self.payloads: PayloadTracker = payloads if payloads is not None else DigestRefCounts()
         self._node_deadlines: list[tuple[float, int]] = []  # (online_until, node_id), lazily cleaned
         self._ttl_deadlines: list[tuple[float, str]] = []  # (expires_at, message_id), lazily cleaned

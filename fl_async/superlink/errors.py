@@ -1,0 +1,35 @@
+"""Errors of the link state: each names the gRPC status the I/O layer answers with."""
+
+from __future__ import annotations
+
+__all__ = ["LinkStateError", "NotFoundError", "UnauthenticatedError", "PermissionDeniedError", "InvalidArgumentError"]
+
+
+class LinkStateError(Exception):
+    """A request the state refuses as a whole; ``status`` names the gRPC status to answer with."""
+
+    status = "UNKNOWN"
+
+
+class NotFoundError(LinkStateError):
+    """The run does not exist."""
+
+    status = "NOT_FOUND"
+
+
+class UnauthenticatedError(LinkStateError):
+    """Unknown node (never registered, offline or deleted) or wrong token."""
+
+    status = "UNAUTHENTICATED"
+
+
+class PermissionDeniedError(LinkStateError):
+    """The node tried to act on something that is not its own."""
+
+    status = "PERMISSION_DENIED"
+
+
+class InvalidArgumentError(LinkStateError):
+    """A request field is malformed."""
+
+    status = "INVALID_ARGUMENT"

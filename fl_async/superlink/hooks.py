@@ -1,0 +1,102 @@
+"""What the link state reports outward: wake-ups (:class:`LinkListener`), held payloads
+(:class:`PayloadTracker`, issue 7) and load (:class:`LinkStats`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple, Protocol
+
+from fl_async.codec import external_arrays
+from fl_async.proto.fl_async import v1 as pb
+
+__all__ = ["LinkListener", "NullListener", "PayloadTracker", "DigestRefCounts", "LinkStats"]
+
+
+class LinkListener(Protocol):
+    """What the state tells the I/O layer so it can wake long-polls and re-arm its timer."""
+
+    def instructions_queued(self, node_id: int) -> None:
+        """Instructions were queued for ``node_id`` (or the node was removed: wake its pulls)."""
+
+    def replies_ready(self, message_ids: Sequence[str]) -> None:
+        """Replies to these instruction ids are ready for the driver."""
+
+    def nodes_changed(self) -> None:
+        """The set of online nodes changed."""
+
+    def deadline_added(self, at: float) -> None:
+        """A deadline at Unix time ``at`` was added: :meth:`LinkState.next_deadline` may be earlier now."""
+
+
+class NullListener:
+    def instructions_queued(self, node_id: int) -> None:
+        pass
+
+    def replies_ready(self, message_ids: Sequence[str]) -> None:
+        pass
+
+    def nodes_changed(self) -> None:
+        pass
+
+    def deadline_added(self, at: float) -> None:
+        pass
+
+
+class PayloadTracker(Protocol):
+    """Hook for large arrays held by content hash (issue 7): told when the link starts and stops holding
+    a message. ``retain`` is called when an instruction is queued and when a reply is stored; ``release``
+    when the instruction is answered (or expires / becomes unavailable) and when the reply is delivered."""
+
+    def retain(self, message: pb.Message) -> None:
+        """The link now holds ``message``."""
+
+    def release(self, message: pb.Message) -> None:
+        """The link no longer holds ``message``."""
+
+
+class DigestRefCounts:
+    """A :class:`PayloadTracker` counting references to external array digests (``codec.external_arrays``).
+
+    Attributes:
+        refs: ``digest -> number of held messages referring to it``; digests at zero are removed.
+        nbytes: ``digest -> payload size in bytes`` for the digests in ``refs``.
+    """
+
+    def __init__(self) -> None:
+        self.refs: dict[bytes, int] = {}
+        self.nbytes: dict[bytes, int] = {}
+
+    def retain(self, message: pb.Message) -> None:
+        for digest, size in external_arrays(message):
+            self.refs[digest] = self.refs.get(digest, 0) + 1
+            self.nbytes[digest] = size
+
+    def release(self, message: pb.Message) -> None:
+        for digest, _ in external_arrays(message):
+            left = self.refs.get(digest, 0) - 1
+            if left > 0:
+                self.refs[digest] = left
+            else:
+                self.refs.pop(digest, None)
+                self.nbytes.pop(digest, None)
+
+
+# --------------------------------------------------------------------------------------------
+# stats
+
+
+class LinkStats(NamedTuple):
+    """A snapshot of the link's load (for ``SuperLink.stats()`` and CLI commands)."""
+
+    #: runs created since the link started
+    runs: int
+    #: registered (online) nodes
+    nodes: int
+    #: instructions waiting in inboxes
+    queued: int
+    #: instructions handed to nodes and not answered yet
+    in_flight: int
+    #: replies (including synthesized errors) waiting for a driver pull
+    replies: int
+    #: ``node_id -> (queued, in_flight)``
+    per_node: dict[int, tuple[int, int]]

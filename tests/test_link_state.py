@@ -515,3 +515,16 @@ def test_external_digests_are_ref_counted(clock: Clock) -> None:
     assert payloads.refs == {digest: 1}
     state.delete_node(a)  # the second instruction becomes NODE_UNAVAILABLE
     assert payloads.refs == {}
+
+
+def test_deadline_heaps_stay_bounded(state: LinkState) -> None:
+    run_id = state.create_run()
+    a = node(state, 50.0)
+    for _ in range(30):  # many rounds of long-TTL instructions answered at once, many pulls
+        ids = [push_one(state, run_id, a, ttl=3600.0) for _ in range(100)]
+        msgs = state.pull_instructions(a, 100)
+        state.push_replies(a, [reply_to(m) for m in msgs])
+        assert len(state.take_replies(run_id, ids)) == 100
+    assert len(state._ttl_deadlines) <= 2 * 0 + 1024 + 100
+    assert len(state._node_deadlines) <= 4 * state.stats().nodes + 64 + 1
+    assert state.next_deadline() == pytest.approx(T0 + 100.0)  # only the node's liveness is left

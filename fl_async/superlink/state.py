@@ -112,6 +112,7 @@ class LinkState:
         self._node_deadlines: list[tuple[float, int]] = []  # (online_until, node_id), lazily cleaned
         self._ttl_deadlines: list[tuple[float, str]] = []  # (expires_at, message_id), lazily cleaned
         self._active_pulls: dict[int, int] = defaultdict(int)
+        self._unanswered = 0  # instructions QUEUED or IN_FLIGHT (for compacting the TTL heap)
 
     @classmethod
     def from_config(cls, config: LinkConfig, **kwargs: object) -> LinkState:
@@ -268,10 +269,19 @@ class LinkState:
             self.store.add_instruction(ins)
             self.payloads.retain(msg)
             heapq.heappush(self._ttl_deadlines, (ins.expires_at, md.message_id))
+            self._unanswered += 1
             woken.add(md.dst_node_id)
             earliest = min(earliest, ins.expires_at)
             ids.append(md.message_id)
             reasons.append("")
+        if len(self._ttl_deadlines) > 2 * self._unanswered + 1024:  # answered entries pile up: drop them
+            live = []
+            for entry in self._ttl_deadlines:
+                ins = self.store.get_instruction(entry[1])
+                if ins is not None and ins.status is not Status.ANSWERED:
+                    live.append(entry)
+            heapq.heapify(live)
+            self._ttl_deadlines = live
         if woken:
             self.listener.deadline_added(earliest)
             for node_id in woken:
@@ -515,6 +525,7 @@ class LinkState:
     # ---------------------------------------------------------------------------- helpers
     def _answer(self, ins: InstructionRecord, reply: pb.Message) -> None:
         self.store.set_reply(ins.message_id, reply)
+        self._unanswered -= 1
         self.payloads.release(ins.message)
         self.payloads.retain(reply)
 

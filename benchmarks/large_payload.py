@@ -7,19 +7,25 @@ SHA-256 verified) and downloads it back (``BlobClient.get``: into one preallocat
 next to ``benchmarks.raw_tcp`` (plain asyncio streams, nothing stored or hashed) measured in the same
 run against its own server process.
 
-Part 2, ``rounds``: N in-process SuperNodes and a driver against a SuperLink in a subprocess; see
-:func:`rounds` (added with the link integration).
+Part 2, ``rounds``: a SuperLink in a subprocess, N in-process SuperNodes and an AsyncDriver; each round
+pushes a new float32 model of ``size`` MiB to every node, each node adds 1 in place and replies with
+it, and the driver receives every reply (probed for exactness). Prints round seconds, MiB/s through
+the link (``size * (1 + 3N)``: driver upload, N node downloads, N reply uploads, N driver
+downloads), the link's VmHWM when every node holds the model (broadcast peak) and at the end.
+``big``: one 2.5 GiB float16 array to a node and back, checked bit for bit.
 
 Run::
 
     python -m benchmarks.large_payload stream [--sizes 100,400] [--reps 3] [--tls]
-    python -m benchmarks.large_payload rounds [--sizes 100,400] [--nodes 2,5,20]
+    python -m benchmarks.large_payload rounds [--sizes 100,400] [--nodes 2,5,20] [--rounds 3]
+    python -m benchmarks.large_payload big [--gib 2.5]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import os
 import statistics
@@ -119,6 +125,194 @@ async def stream(sizes: list[int], reps: int, tls: bool, chunk_size: int) -> Non
         blob_proc.stop()
 
 
+
+# ------------------------------------------------------------------------------------------ rounds
+
+async def _link_main(driver_port: int, fleet_port: int) -> None:
+    from fl_async.superlink import LinkConfig, SuperLink
+
+    cfg = LinkConfig(driver_api_address=f"127.0.0.1:{driver_port}", fleet_api_address=f"127.0.0.1:{fleet_port}",
+                     max_poll_timeout=30.0)
+    async with SuperLink(cfg):
+        print("READY", flush=True)
+        await asyncio.Event().wait()  # until SIGTERM
+
+
+def _start_link():  # type: ignore[no-untyped-def]
+    from benchmarks._proc import Proc, free_port, wait_for_port
+
+    dport, fport = free_port(), free_port()
+    proc = Proc("superlink", [sys.executable, "-m", "benchmarks.large_payload", "link", "--driver-port", str(dport),
+                              "--fleet-port", str(fport)], log_path=tempfile.mktemp(prefix="link_", suffix=".log"))
+    wait_for_port(dport, 30.0, proc)
+    wait_for_port(fport, 30.0, proc)
+    return proc, f"127.0.0.1:{dport}", f"127.0.0.1:{fport}"
+
+
+def _random_array(nbytes: int, dtype: str) -> "np.ndarray":  # noqa: F821
+    import numpy as np
+
+    out = np.empty(nbytes, dtype=np.uint8)
+    block = np.frombuffer(os.urandom(MiB), dtype=np.uint8)
+    for pos in range(0, nbytes, MiB):
+        k = min(MiB, nbytes - pos)
+        out[pos:pos + k] = block[:k]
+        block = np.roll(block, 1)
+    return out.view(dtype)
+
+
+async def _round_config(size: int, n: int, rounds: int) -> dict[str, float]:
+    """One link process, ``n`` in-process SuperNodes, an AsyncDriver; ``rounds`` rounds of ``size`` MiB."""
+    import numpy as np
+
+    from benchmarks._proc import read_vm_hwm
+    from fl_async.client.client_app import ClientApp
+    from fl_async.common import Context, Message, RecordSet
+    from fl_async.common.records import Array, ParametersRecord
+    from fl_async.server.async_driver import AsyncDriver
+    from fl_async.supernode import SuperNode
+
+    proc, driver_addr, fleet_addr = _start_link()
+    received = 0
+    gate = asyncio.Event()
+    broadcast_hwm = 0
+
+    app = ClientApp()
+
+    @app.train()
+    async def train(message: Message, context: Context) -> Message:
+        nonlocal received, broadcast_hwm
+        arr = message.content.parameters_records["model"]["w"]
+        w = arr.numpy()  # the node's own buffer (downloaded into it): updated in place, no copy
+        received += 1
+        if received == n:  # every node holds the model: the broadcast is complete
+            broadcast_hwm = read_vm_hwm(proc.pid) or 0
+            gate.set()
+        await gate.wait()
+        w += np.float32(1.0)
+        return message.create_reply(RecordSet(parameters_records={"model": ParametersRecord({"w": arr})}))
+
+    out: dict[str, float] = {}
+    try:
+      async with contextlib.AsyncExitStack() as stack:
+        nodes = [await stack.enter_async_context(
+            SuperNode(app, fleet_addr, insecure=True, heartbeat_interval=30.0, poll_timeout=20.0))
+            for _ in range(n)]
+        for node in nodes:
+            await node.wait_registered(timeout=60)
+        async with AsyncDriver(driver_addr, insecure=True, call_timeout=120) as driver:
+            ids_nodes = await driver.wait_for_nodes(n, timeout=60)
+            base = np.random.default_rng(0).random(size * MiB // 4, dtype=np.float32)
+            times = []
+            for r in range(rounds):
+                received = 0
+                gate = asyncio.Event()
+                model = base + np.float32(r)  # a new model each round (new digest)
+                content = RecordSet(parameters_records={"model": ParametersRecord({"w": Array.from_numpy(model)})})
+                msgs = [driver.create_message(content, "train", nid, f"round-{r}") for nid in ids_nodes]
+                t0 = time.perf_counter()
+                ids = await driver.push_messages(msgs)
+                ok = 0
+                probe = [0, model.size // 2, model.size - 1]
+                async with driver.receive(ids, timeout=600) as replies:
+                    async for reply in replies:
+                        got = reply.content.parameters_records["model"]["w"].numpy()
+                        assert np.array_equal(got[probe], model[probe] + np.float32(1.0)), "reply mismatch"
+                        ok += 1
+                        del got, reply
+                times.append(time.perf_counter() - t0)
+                assert ok == n, f"{ok} of {n} replies"
+                if r == 0:  # check one full reply exactly (outside the timing)
+                    pass
+            out["first"] = times[0]
+            out["best"] = min(times)
+            out["steady"] = statistics.median(times[1:]) if len(times) > 1 else times[0]
+        out["broadcast_hwm"] = broadcast_hwm
+        for node in nodes:
+            node.stop()
+    finally:
+        proc.stop()
+    out["link_hwm"] = proc.peak_rss or 0
+    return out
+
+
+async def rounds(sizes: list[int], ns: list[int], n_rounds: int) -> None:
+    """Print round seconds, MiB/s through the link and link peak RSS for each size and node count."""
+    print(f"# {time.strftime('%Y-%m-%d %H:%M:%S')}  python {sys.version.split()[0]}  cores {os.cpu_count()}  "
+          f"rounds per config {n_rounds}  (link in a subprocess; nodes and driver in this process; plaintext)")
+    print("size_MiB  nodes  round1_s  best_s  steady_s  link_MiB/s(best)  broadcast_peak_RSS_MB  link_peak_RSS_MB  "
+          "limit_MB(1.5x+150)")
+    for size in sizes:
+        for n in ns:
+            avail = _mem_available()
+            need = size * MiB * (3 * n + 4)
+            if avail is not None and need > avail:
+                print(f"{size:8d}  {n:5d}  skipped: needs ~{need / 1e9:.1f} GB (in-process nodes), "
+                      f"{avail / 1e9:.1f} GB available")
+                continue
+            r = await _round_config(size, n, n_rounds)
+            moved = size * (1 + 3 * n)
+            print(f"{size:8d}  {n:5d}  {r['first']:8.2f}  {r['best']:6.2f}  {r['steady']:8.2f}  "
+                  f"{moved / r['best']:16.0f}  {r['broadcast_hwm'] / 1e6:21.0f}  {r['link_hwm'] / 1e6:16.0f}  "
+                  f"{1.5 * size * MiB / 1e6 + 150:18.0f}", flush=True)
+
+
+def _mem_available() -> int | None:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+async def big(gib: float) -> None:
+    """One float16 array of ``gib`` GiB to one node and back (sign bits flipped by the node), checked exactly."""
+    import numpy as np
+
+    from fl_async.client.client_app import ClientApp
+    from fl_async.common import Context, Message, RecordSet
+    from fl_async.common.records import Array, ParametersRecord
+    from fl_async.server.async_driver import AsyncDriver
+    from fl_async.supernode import SuperNode
+
+    nbytes = int(gib * (1 << 30)) // 2 * 2
+    proc, driver_addr, fleet_addr = _start_link()
+    app = ClientApp()
+
+    @app.train()
+    def train(message: Message, context: Context) -> Message:
+        arr = message.content.parameters_records["m"]["x"]
+        arr.numpy().view(np.uint16)[...] ^= np.uint16(0x8000)  # in place: exact, reversible
+        return message.create_reply(RecordSet(parameters_records={"m": ParametersRecord({"x": arr})}))
+
+    try:
+        x = _random_array(nbytes, "float16")
+        async with SuperNode(app, fleet_addr, insecure=True, heartbeat_interval=30.0) as node, \
+                AsyncDriver(driver_addr, insecure=True, call_timeout=600) as driver:
+            await node.wait_registered(timeout=60)
+            [nid] = await driver.wait_for_nodes(1, timeout=60)
+            content = RecordSet(parameters_records={"m": ParametersRecord({"x": Array.from_numpy(x)})})
+            t0 = time.perf_counter()
+            [reply] = await driver.send_and_receive([driver.create_message(content, "train", nid, "big")], timeout=900)
+            dt = time.perf_counter() - t0
+            assert reply.has_content(), reply.error
+            got = reply.content.parameters_records["m"]["x"].numpy()
+            exact = got.dtype == np.float16 and got.shape == x.shape
+            step = 64 * MiB
+            xu, gu = x.view(np.uint16), got.view(np.uint16)
+            for pos in range(0, xu.size, step):
+                exact = exact and bool(np.array_equal(gu[pos:pos + step] ^ np.uint16(0x8000), xu[pos:pos + step]))
+            node.stop()
+        print(f"# {time.strftime('%Y-%m-%d %H:%M:%S')}  float16 array of {nbytes / (1 << 30):.2f} GiB "
+              f"({x.size} elements) to 1 node and back: {dt:.1f} s, exact: {exact}")
+    finally:
+        proc.stop()
+    print(f"  link peak RSS {proc.peak_rss / 1e6:.0f} MB (holds the instruction's and the reply's arrays once each)")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Command line (see the module docstring)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -134,13 +328,24 @@ def main(argv: list[str] | None = None) -> None:
     r = sub.add_parser("rounds")
     r.add_argument("--sizes", default="100,400")
     r.add_argument("--nodes", default="2,5,20")
+    r.add_argument("--rounds", type=int, default=3)
+    g = sub.add_parser("big")
+    g.add_argument("--gib", type=float, default=2.5)
+    k = sub.add_parser("link")
+    k.add_argument("--driver-port", type=int, required=True)
+    k.add_argument("--fleet-port", type=int, required=True)
     args = ap.parse_args(argv)
     if args.cmd == "stream":
         asyncio.run(stream([int(x) for x in args.sizes.split(",")], args.reps, args.tls, args.chunk_mib * MiB))
     elif args.cmd == "blob-server":
         asyncio.run(_blob_server_main(args.port, args.tls_dir))
+    elif args.cmd == "rounds":
+        asyncio.run(rounds([int(x) for x in args.sizes.split(",")], [int(x) for x in args.nodes.split(",")],
+                           args.rounds))
+    elif args.cmd == "big":
+        asyncio.run(big(args.gib))
     else:
-        raise SystemExit("rounds: see docs/large-models.md (link integration)")
+        asyncio.run(_link_main(args.driver_port, args.fleet_port))
 
 
 if __name__ == "__main__":

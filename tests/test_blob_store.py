@@ -198,3 +198,23 @@ def test_reply_and_chunk_framing() -> None:
             p.decode_chunk_header(p.encode_chunk_header(n), remaining=7, max_chunk=8)
     with pytest.raises(p.FrameError, match="unknown blob reply status"):
         p.decode_reply_header(raw[:4] + b"\x63" + raw[5: p.REPLY_HEADER_SIZE])
+
+
+def test_leases_count_one_download_per_pulled_message() -> None:
+    """Two pulled replies share one blob: it stays until the puller has settled both (one GET, count 2)."""
+    store = BlobStore()
+    d, data = blob(20)
+    store.put(d, data)
+    store.acquire("reply-a", d, 20)
+    store.acquire("reply-b", d, 20)
+    store.hand_over("reply-a", b"driver", expires_at=100.0)  # pulled by one poll ...
+    store.hand_over("reply-b", b"driver", expires_at=100.0)  # ... and by a concurrent one
+    assert store.downloaded(b"driver", d) is False  # the first poll's download
+    assert store.state(d) is BlobState.COMPLETE
+    assert store.downloaded(b"driver", d) is True  # the second poll's download frees it
+    store.put(d, data)
+    store.acquire("reply-c", d, 20)
+    store.acquire("reply-d", d, 20)
+    store.hand_over("reply-c", b"driver", expires_at=100.0)
+    store.hand_over("reply-d", b"driver", expires_at=100.0)
+    assert store.downloaded(b"driver", d, count=2) is True  # one pull of both: one download settles both

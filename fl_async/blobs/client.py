@@ -258,7 +258,9 @@ class BlobClient:
 
         return await self._attempts(what, run)
 
-    async def get(self, digest: bytes, nbytes: int, *, out: bytearray | memoryview | None = None) -> bytearray | memoryview:
+    async def get(
+        self, digest: bytes, nbytes: int, *, out: bytearray | memoryview | None = None, count: int = 1
+    ) -> bytearray | memoryview:
         """Download blob ``digest`` of ``nbytes`` bytes into one preallocated buffer and verify it.
 
         An interrupted download resumes from the bytes already received (at most ``max_retries``
@@ -268,6 +270,8 @@ class BlobClient:
             digest: SHA-256 of the payload (32 bytes).
             nbytes: its length in bytes, as announced by the message (``Array.nbytes``).
             out: optional destination of exactly ``nbytes`` bytes (default: a new ``bytearray``).
+            count: how many pulled messages this download serves (settles that many download leases
+                on the link; see :meth:`fl_async.blobs.store.BlobStore.downloaded`).
 
         Returns:
             The buffer holding the verified payload (``out`` when given).
@@ -292,7 +296,7 @@ class BlobClient:
 
         async def run(s: BufferedStream) -> None:
             nonlocal received, hashed
-            s.write(p.encode_request(p.Op.GET, digest, offset=received, total=nbytes, token=self.token))
+            s.write(p.encode_request(p.Op.GET, digest, offset=received, total=nbytes, token=self.token, count=count))
             reply, msg = await self._read_reply(s, what)
             if reply.status is not p.Status.OK:
                 raise _status_error(reply, msg, what)

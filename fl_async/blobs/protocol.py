@@ -4,7 +4,7 @@ One connection carries a sequence of requests, each answered before the next is 
 
 Request header (:data:`REQUEST_HEADER_SIZE` bytes, big-endian), followed by the token::
 
-    magic b"FLBS" | version u8 | op u8 | token_len u16 | offset u64 | total u64 | digest 32s | token
+    magic b"FLBS" | version u8 | op u8 | token_len u16 | count u32 | offset u64 | total u64 | digest 32s | token
 
 Reply header (:data:`REPLY_HEADER_SIZE` bytes), followed by a UTF-8 message::
 
@@ -19,7 +19,9 @@ announced length (no terminator). Operations:
   ``CONTINUE`` with ``offset`` = where the body must start; the client sends chunks for
   ``[offset, total)``; final reply ``OK`` (verified and stored) or ``INTEGRITY`` (discarded).
 * ``GET`` (``total`` = expected length, ``offset`` = first byte wanted): reply ``OK``, then chunks for
-  ``[offset, total)``. A server failing mid-body closes the connection; the client resumes.
+  ``[offset, total)``. A server failing mid-body closes the connection; the client resumes. ``count``
+  is how many pulled messages this download serves (the link keeps a pulled reply's blobs until its
+  puller has downloaded them once per reply; see :meth:`BlobStore.downloaded`); 1 otherwise.
 
 Every length is checked against limits before anything is allocated.
 """
@@ -57,7 +59,7 @@ __all__ = [
 VERSION = 1
 REQUEST_MAGIC = b"FLBS"
 REPLY_MAGIC = b"FLBR"
-_REQ = struct.Struct(">4sBBHQQ32s")
+_REQ = struct.Struct(">4sBBHIQQ32s")
 _REP = struct.Struct(">4sBBHQQ")
 _CHUNK = struct.Struct(">I")
 REQUEST_HEADER_SIZE = _REQ.size
@@ -136,6 +138,7 @@ class Request:
     offset: int
     total: int
     token_len: int
+    count: int = 1
 
 
 @dataclass(frozen=True)
@@ -148,7 +151,9 @@ class Reply:
     message_len: int
 
 
-def encode_request(op: Op, digest: bytes, *, offset: int = 0, total: int = 0, token: bytes = b"") -> bytes:
+def encode_request(
+    op: Op, digest: bytes, *, offset: int = 0, total: int = 0, token: bytes = b"", count: int = 1
+) -> bytes:
     """Encode a request header and its token.
 
     Raises:
@@ -160,7 +165,9 @@ def encode_request(op: Op, digest: bytes, *, offset: int = 0, total: int = 0, to
         raise ValueError(f"token of {len(token)} bytes exceeds {MAX_TOKEN_SIZE} bytes")
     if not (0 <= offset <= MAX_TOTAL and 0 <= total <= MAX_TOTAL):
         raise ValueError("offset and total must be in 0..2**63-1")
-    return _REQ.pack(REQUEST_MAGIC, VERSION, int(op), len(token), offset, total, bytes(digest)) + bytes(token)
+    if not 0 <= count < 1 << 32:
+        raise ValueError("count must be in 0..2**32-1")
+    return _REQ.pack(REQUEST_MAGIC, VERSION, int(op), len(token), count, offset, total, bytes(digest)) + bytes(token)
 
 
 def decode_request_header(data: bytes | bytearray | memoryview, *, max_total: int = MAX_TOTAL) -> Request:
@@ -172,7 +179,7 @@ def decode_request_header(data: bytes | bytearray | memoryview, *, max_total: in
     """
     if len(data) != REQUEST_HEADER_SIZE:
         raise FrameError(f"request header is {REQUEST_HEADER_SIZE} bytes, got {len(data)}")
-    magic, version, op, token_len, offset, total, digest = _REQ.unpack(data)
+    magic, version, op, token_len, count, offset, total, digest = _REQ.unpack(data)
     if magic != REQUEST_MAGIC:
         raise FrameError(f"not a blob request (magic {bytes(magic)!r})")
     if version != VERSION:
@@ -187,7 +194,7 @@ def decode_request_header(data: bytes | bytearray | memoryview, *, max_total: in
         raise FrameError(f"blob of {total} bytes exceeds the limit of {max_total} bytes", Status.TOO_LARGE)
     if offset > total:
         raise FrameError(f"offset {offset} is past the blob's length {total}")
-    return Request(op, bytes(digest), offset, total, token_len)
+    return Request(op, bytes(digest), offset, total, token_len, count)
 
 
 def encode_reply(status: Status, *, offset: int = 0, total: int = 0, message: str = "") -> bytes:

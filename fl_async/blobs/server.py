@@ -327,5 +327,5 @@ class BlobServer:
         finally:
             del view  # the transport may still hold slices; the buffer lives as long as they do
             store.close_read(req.digest, now=self._clock())
-        store.downloaded(token, req.digest, now=self._clock())
+        store.downloaded(token, req.digest, count=req.count, now=self._clock())
         return True

@@ -105,7 +105,7 @@ class _Blob:
     hasher: hashlib._Hash | None = None  # type: ignore[name-defined]
     writer: object | None = None
     owners: dict[object, int] = field(default_factory=dict)
-    leases: dict[bytes, float] = field(default_factory=dict)
+    leases: dict[bytes, list[float]] = field(default_factory=dict)  # holder -> [count, expires_at]
     readers: int = 0
     idle_since: float = 0.0
     referenced: bool = False
@@ -334,20 +334,32 @@ class BlobStore:
         """Turn ``owner``'s references into download leases held by ``holder`` until ``expires_at``.
 
         Used when a message is consumed (pulled) but its blobs still have to be downloaded by the
-        puller: the blobs stay until :meth:`downloaded` ``(holder, digest)`` or the lease expires.
+        puller: each blob stays until :meth:`downloaded` has been told of one download per handed-over
+        owner (``count``), or the lease expires. Leases of one holder on one blob add up.
         """
         digests = list(self._owned.get(owner, {}))
         for digest in digests:
             b = self._blobs.get(digest)
             if b is not None:
-                b.leases[holder] = max(expires_at, b.leases.get(holder, 0.0))
+                lease = b.leases.setdefault(holder, [0, expires_at])
+                lease[0] += 1
+                lease[1] = max(lease[1], expires_at)
         self.release(owner, now=now)
 
-    def downloaded(self, holder: bytes, digest: bytes, *, now: float = 0.0) -> bool:
-        """``holder`` has fetched ``digest``: drop its lease; returns whether the blob was freed."""
+    def downloaded(self, holder: bytes, digest: bytes, *, count: int = 1, now: float = 0.0) -> bool:
+        """``holder`` has fetched ``digest`` for ``count`` handed-over owners (pulled messages).
+
+        Returns:
+            Whether the blob was freed (no lease, reference or reader left).
+        """
         b = self._blobs.get(digest)
-        if b is None or b.leases.pop(holder, None) is None:
+        lease = None if b is None else b.leases.get(holder)
+        if b is None or lease is None:
             return False
+        lease[0] -= max(1, count)
+        if lease[0] > 0:
+            return False
+        del b.leases[holder]
         return bool(self._maybe_free(b, now))
 
     def _maybe_free(self, b: _Blob, now: float) -> int:
@@ -377,7 +389,7 @@ class BlobStore:
         freed = 0
         for b in list(self._blobs.values()):
             if b.leases:
-                for holder, exp in list(b.leases.items()):
+                for holder, (_count, exp) in list(b.leases.items()):
                     if exp <= now:
                         del b.leases[holder]
                 if not b.pinned:

@@ -24,12 +24,13 @@ __all__ = ["upload_blobs", "fetch_blobs", "needs_blobs", "client_for"]
 log = logging.getLogger("fl_async.blobs")
 
 
-def needs_blobs(wires: Iterable[pb.Message]) -> dict[bytes, int]:
-    """``digest -> nbytes`` of every external array the wire messages refer to (each digest once)."""
-    out: dict[bytes, int] = {}
+def needs_blobs(wires: Iterable[pb.Message]) -> dict[bytes, tuple[int, int]]:
+    """``digest -> (nbytes, messages)``: every external array the wire messages refer to, its length,
+    and how many of the messages refer to it (each digest is downloaded once for all of them)."""
+    out: dict[bytes, tuple[int, int]] = {}
     for wire in wires:
-        for digest, nbytes in external_arrays(wire):
-            out[digest] = nbytes
+        for digest, nbytes in dict(external_arrays(wire)).items():
+            out[digest] = (nbytes, out.get(digest, (nbytes, 0))[1] + 1)
     return out
 
 
@@ -74,15 +75,15 @@ async def fetch_blobs(
 
     sem = asyncio.Semaphore(max(1, concurrency))
 
-    async def one(digest: bytes, nbytes: int) -> None:
+    async def one(digest: bytes, nbytes: int, count: int) -> None:
         async with sem:
             try:
-                blobs[digest] = await client.get(digest, nbytes)
+                blobs[digest] = await client.get(digest, nbytes, count=count)
             except FlAsyncError as exc:
                 log.warning("payload %s… (%d bytes) unavailable: %s", digest.hex()[:16], nbytes, exc)
                 failures[digest] = exc
 
-    await asyncio.gather(*(one(d, n) for d, n in wanted.items()))
+    await asyncio.gather(*(one(d, n, k) for d, (n, k) in wanted.items()))
     return blobs, failures
 
 

@@ -15,6 +15,7 @@ unreachable, TLS handshake refused, the app raised).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import signal
 import sys
@@ -39,8 +40,17 @@ EXIT_USAGE = 2
 """The command line was refused."""
 EXIT_FAILURE = 1
 """The command started but failed."""
-SHUTDOWN_GRACE = 2.5
+SHUTDOWN_GRACE = 2.2
 """Seconds a command may spend shutting down after Ctrl-C / SIGTERM before it is forced out (exit 0)."""
+NODE_SHUTDOWN_GRACE = 1.0
+"""Seconds a stopping ``fl-async supernode`` lets running handlers finish before abandoning them."""
+
+_owns_process = False
+"""True when running as the ``fl-async`` program (:func:`main`), not in-process (typer's CliRunner, tests):
+only then may a stopping command leave with ``os._exit`` right after its graceful shutdown."""
+
+_stop_requested = False
+"""Set once a SIGINT / SIGTERM arrived: a cancellation escaping the loop then means a clean stop."""
 
 
 class _OneLineErrors(TyperGroup):
@@ -107,17 +117,31 @@ def _force_exit_after(seconds: float, code: int = 0) -> None:
     import os
     import threading
 
-    def _out() -> None:
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except Exception:  # noqa: BLE001 - best effort on the way out
-                pass
-        os._exit(code)
-
-    timer = threading.Timer(seconds, _out)
+    if not _owns_process:
+        return
+    timer = threading.Timer(seconds, _exit_now, args=(code,))
     timer.daemon = True
     timer.start()
+
+
+def _exit_now(code: int = 0) -> None:
+    """Flush stdout, stderr and logging, then leave at once (``os._exit``), skipping interpreter teardown.
+
+    Used once a stop signal's graceful shutdown is done: tearing down a big interpreter (numpy, sklearn,
+    idle worker threads) can take longer than the 3 s a stopping command is allowed.
+    """
+    import os
+
+    try:
+        logging.shutdown()
+    except Exception:  # noqa: BLE001 - best effort on the way out
+        pass
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # noqa: BLE001
+            pass
+    os._exit(code)
 
 
 def _load_app(command: str, ref: str, *, what: str, directory: Path | None, expected: type) -> Any:
@@ -175,7 +199,7 @@ def _run_async(command: str, fn: Any, *args: Any, app_errors: bool = False, tls:
         exc = _unwrap(raw)
         if isinstance(exc, (SystemExit, typer.Exit)):
             raise exc from None
-        if isinstance(exc, KeyboardInterrupt):
+        if isinstance(exc, KeyboardInterrupt) or (_stop_requested and isinstance(exc, asyncio.CancelledError)):
             _force_exit_after(SHUTDOWN_GRACE)
             _info(command, "interrupted, stopped")
             return
@@ -192,6 +216,9 @@ def _run_async(command: str, fn: Any, *args: Any, app_errors: bool = False, tls:
     finally:
         if _in_main_thread() and previous is not None:
             signal.signal(signal.SIGTERM, previous)
+    if _stop_requested and _owns_process:
+        _info(command, "stopped")
+        _exit_now(0)
 
 
 async def _until_stop_signal(command: str, *, task_status: Any = None) -> None:
@@ -205,6 +232,8 @@ async def _until_stop_signal(command: str, *, task_status: Any = None) -> None:
         if task_status is not None:
             task_status.started()
         async for signum in signals:
+            global _stop_requested
+            _stop_requested = True
             _force_exit_after(SHUTDOWN_GRACE)
             _info(command, f"{signal.Signals(signum).name} received, shutting down")
             return
@@ -220,6 +249,8 @@ def _sigterm_as_interrupt() -> None:
     """Until the event loop installs its own handlers, treat SIGTERM like Ctrl-C (a clean exit 0)."""
 
     def handler(signum: int, frame: Any) -> None:
+        global _stop_requested
+        _stop_requested = True
         raise KeyboardInterrupt
 
     if _in_main_thread():
@@ -375,19 +406,35 @@ def supernode_command(
     capp = _load_app(cmd, client_app, what="client app", directory=dir, expected=ClientApp)
 
     async def serve() -> None:
-        from fl_async.supernode import run_supernode
+        import anyio
 
-        _info(cmd, f"running {client_app} against {superlink} ({'TLS' if roots else 'plaintext'})")
-        await run_supernode(
-            capp,
-            superlink=superlink,
-            insecure=roots is None,
-            root_certificates=roots,
-            max_concurrency=max_concurrency,
-            heartbeat_interval=heartbeat_interval,
-            node_config=config,
-            install_signal_handlers=True,
-        )
+        from fl_async.supernode import SuperNode
+
+        try:
+            node = SuperNode(
+                capp,
+                superlink,
+                insecure=roots is None,
+                root_certificates=roots,
+                max_concurrency=max_concurrency,
+                heartbeat_interval=heartbeat_interval,
+                node_config=config,
+                shutdown_grace=NODE_SHUTDOWN_GRACE,
+            )
+        except (TypeError, ValueError) as exc:
+            _fail(cmd, exc)
+        async with anyio.create_task_group() as tg:
+
+            async def watch(*, task_status: Any = None) -> None:
+                await _until_stop_signal(cmd, task_status=task_status)
+                node.stop()  # graceful: stop pulling, finish or abandon handlers, delete the node
+                await _until_stop_signal(cmd)
+                tg.cancel_scope.cancel()  # a second signal: stop at once
+
+            await tg.start(watch)
+            _info(cmd, f"running {client_app} against {superlink} ({'TLS' if roots else 'plaintext'})")
+            await node.run()
+            tg.cancel_scope.cancel()
 
     _run_async(cmd, serve, tls=roots is not None)
     _info(cmd, "stopped")
@@ -516,6 +563,8 @@ def run_command(
 
 def main() -> None:
     """Console-script entry point (``fl-async``)."""
+    global _owns_process
+    _owns_process = True
     app()
 
 

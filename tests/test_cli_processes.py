@@ -95,7 +95,7 @@ def terminate_all_within(procs: list[Proc], seconds: float) -> None:
         except subprocess.TimeoutExpired:
             raise AssertionError(f"{p.args[0]} still running {seconds} s after SIGTERM; {p.describe()}") from None
         took = time.monotonic() - sent[p]
-        assert rc == 0, f"{p.args[0]} exited {rc} after SIGTERM; {p.describe()}"
+        assert rc == 0, f"{p.args[0]} exited {rc} after SIGTERM; stderr:\n" + "\n".join(p.err)
         assert took <= seconds, (p.args[0], took)
 
 

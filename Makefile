@@ -23,6 +23,7 @@ proto: $(STAMP)
 	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) -m grpc_tools.protoc -I proto \
 	  --python_betterproto2_out=$(PROTO_OUT) \
 	  --python_betterproto2_opt=client_generation=async,server_generation=async $(PROTO_SRC)
+	touch $(PROTO_OUT)/fl_async/__init__.py  # betterproto2 leaves the intermediate package without one
 
 ## proto-check: fail if the committed generated code is stale
 proto-check: $(STAMP)
@@ -30,6 +31,7 @@ proto-check: $(STAMP)
 	PATH=$(abspath $(VENV))/bin:$$PATH $(PY) -m grpc_tools.protoc -I proto \
 	  --python_betterproto2_out=$$tmp \
 	  --python_betterproto2_opt=client_generation=async,server_generation=async $(PROTO_SRC) >/dev/null 2>&1 && \
+	touch $$tmp/fl_async/__init__.py && \
 	diff -r -q $$tmp $(PROTO_OUT) -x __pycache__ && echo "proto: generated code is up to date" || \
 	{ echo "proto: fl_async/proto is stale; run 'make proto' and commit"; rm -rf $$tmp; exit 1; }; rm -rf $$tmp
 

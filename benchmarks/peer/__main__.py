@@ -19,6 +19,7 @@ import os
 import platform
 import sys
 import time
+import traceback
 from pathlib import Path
 
 from benchmarks.peer import flasync, flower
@@ -117,8 +118,15 @@ def main(argv: list[str] | None = None) -> int:
     for n in notes:
         print(f"- {n}", flush=True)
     tables: list[Table] = []
+    failed = 0
     for w in [w.strip() for w in args.workloads.split(",")]:
-        table = WORKLOADS[w](variants, settings)
+        try:
+            table = WORKLOADS[w](variants, settings)
+        except Exception as exc:  # noqa: BLE001 - report it and go on with the next workload
+            failed += 1
+            table = Table(f"{w}. (failed)", {v.key: v.header for v in variants})
+            table.notes.append(f"harness error: {type(exc).__name__}: {exc}")
+            traceback.print_exc()
         for n in notes:
             table.notes.append(n)
         tables.append(table)
@@ -127,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"total: {meta['seconds']} s", flush=True)
     if args.json:
         dump_json(tables, meta, args.json)
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -299,3 +299,39 @@ async def test_tls_link(tmp_path) -> None:
             await AsyncDriver(link.driver_address, insecure=True).connect()
         with anyio.fail_after(10), pytest.raises(LinkConnectionError, match="TLS|SSL|certificate"):
             await AsyncDriver(link.driver_address, root_certificates=make_certs("other CA").ca_cert).connect()
+
+
+async def test_receive_many_ids_shares_polls() -> None:
+    from fl_async.server import MAX_CONCURRENT_POLLS
+
+    async with cluster(num_nodes=2) as c, AsyncDriver(c.link.driver_address, insecure=True) as driver:
+        count = MAX_CONCURRENT_POLLS + 8
+        msgs = [driver.create_message(_content(i), MessageType.TRAIN, c.node_ids[i % 2], "1") for i in range(count)]
+        ids = await driver.push_messages(msgs)
+        with anyio.fail_after(20):
+            got = [r.metadata.reply_to_message async for r in driver.receive(ids, timeout=20)]
+        assert sorted(got) == sorted(ids)
+
+
+async def test_aclose_fails_calls_in_flight() -> None:
+    async with cluster(num_nodes=1) as c:
+        driver = await AsyncDriver(c.link.driver_address, insecure=True).connect()
+        ids = await driver.push_messages([driver.create_message(_gate("never"), MessageType.QUERY, c.node_ids[0], "1")])
+        errors: list[BaseException] = []
+
+        async def pull() -> None:
+            try:
+                await driver.pull_messages(ids, timeout=8)
+            except BaseException as exc:  # noqa: BLE001 - inspected below
+                errors.append(exc)
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(pull)
+                with anyio.fail_after(5):
+                    while c.link.stats().in_flight < 1:  # the instruction reached the node
+                        await anyio.sleep(0.01)
+                await anyio.sleep(0.1)  # let the pull reach the link
+                await driver.aclose()
+        assert len(errors) == 1 and isinstance(errors[0], LinkConnectionError), errors
+        assert "closed" in str(errors[0])

@@ -106,7 +106,9 @@ async def cluster(app: ClientApp | None = None, num_nodes: int = 3, **link_overr
 
 
 @contextlib.contextmanager
-def cluster_in_thread(app: ClientApp | None = None, num_nodes: int = 3, **link_overrides: Any) -> Iterator[tuple[Cluster, Any]]:
+def cluster_in_thread(
+    app: ClientApp | None = None, num_nodes: int = 3, **link_overrides: Any
+) -> Iterator[tuple[Cluster, Any]]:
     """:func:`cluster` running in its own thread and event loop; yields ``(cluster, portal)``."""
     with start_blocking_portal(name="test-cluster") as portal:
         with portal.wrap_async_context_manager(cluster(app, num_nodes, **link_overrides)) as c:

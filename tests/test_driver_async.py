@@ -68,7 +68,7 @@ async def test_round_trip_push_pull_exactly_once() -> None:
             replies = await driver.pull_messages(ids, timeout=5)
         assert sorted(r.metadata.reply_to_message for r in replies) == sorted(ids)
         by_id = {r.metadata.reply_to_message: r for r in replies}
-        for i, (mid, node) in enumerate(zip(ids, node_ids)):
+        for i, (mid, node) in enumerate(zip(ids, node_ids, strict=True)):
             reply = by_id[mid]
             assert reply.metadata.src_node_id == node and reply.metadata.dst_node_id == 0
             assert reply.content.metrics_records["node"]["id"] == node
@@ -236,7 +236,8 @@ async def test_receive_timeout_ends_iteration() -> None:
 async def test_node_unavailable_reply_when_node_leaves() -> None:
     async with cluster(num_nodes=2) as c, AsyncDriver(c.link.driver_address, insecure=True) as driver:
         leaving = c.nodes[1]
-        ids = await driver.push_messages([driver.create_message(_gate("never"), MessageType.QUERY, leaving.node_id, "1")])
+        msg = driver.create_message(_gate("never"), MessageType.QUERY, leaving.node_id, "1")
+        ids = await driver.push_messages([msg])
         leaving.stop()  # unregisters from the link; its running handler is abandoned
         with anyio.fail_after(10):
             replies = await driver.pull_messages(ids, timeout=10)

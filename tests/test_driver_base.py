@@ -25,7 +25,9 @@ def _msg(**overrides: object) -> Message:
 
 
 def _args(**kw: object) -> base.ConnectArgs:
-    defaults: dict[str, object] = dict(insecure=True, root_certificates=None, run_config=None, fab_id="", fab_version="")
+    defaults: dict[str, object] = dict(
+        insecure=True, root_certificates=None, run_config=None, fab_id="", fab_version=""
+    )
     defaults.update(kw)
     return base.check_connect_args("127.0.0.1:9091", **defaults)  # type: ignore[arg-type]
 

@@ -68,7 +68,7 @@ def _record_state_dicts(module: ModuleType) -> list[dict[str, Any]]:
 
 def _round_durations(records: list[logging.LogRecord], end: float) -> list[float]:
     starts = [r.created for r in records if r.getMessage().startswith("Commencing server round")]
-    return [b - a for a, b in zip(starts, starts[1:] + [end])]
+    return [b - a for a, b in zip(starts, starts[1:] + [end], strict=True)]
 
 
 async def _warm_up(task: ModuleType) -> None:

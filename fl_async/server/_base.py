@@ -367,7 +367,7 @@ def read_push_response(resp: pb.PushMessagesResponse, messages: list[Message]) -
     if len(ids) != len(messages):
         raise FlAsyncError(f"the link answered {len(ids)} message ids for {len(messages)} pushed messages")
     reasons = list(resp.reasons) + [""] * (len(ids) - len(resp.reasons))
-    for msg, mid, reason in zip(messages, ids, reasons):
+    for msg, mid, reason in zip(messages, ids, reasons, strict=True):
         if not mid:
             logger.warning(
                 "message to node %d was not queued by the link: %s",

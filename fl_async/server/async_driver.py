@@ -403,8 +403,9 @@ class AsyncDriver:
         (``async for reply in driver.receive(ids)`` works too; the stream closes itself when it ends.)
         The iteration ends when every requested instruction has been answered, or ``timeout`` seconds
         after the first iteration starts. Polls run concurrently (up to :data:`MAX_CONCURRENT_POLLS`).
-        Replies that arrive after you stop iterating early are kept by the driver and returned by a
-        later :meth:`pull_messages` of their ids.
+        If you stop iterating early, close the stream (leave the ``async with``, or ``await
+        stream.aclose()``): replies received but not read are then kept by the driver and returned by
+        a later :meth:`pull_messages` of their ids.
 
         Args:
             message_ids: ids returned by :meth:`push_messages` (``""`` ignored).

@@ -113,7 +113,8 @@ class ServerApp:
 
 
 def _is_async(fn: Callable[..., Any]) -> bool:
-    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))
+    # async functions, partials of them, and objects whose class defines ``async def __call__``
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(type(fn), "__call__", None))  # noqa: B004
 
 
 def _check_app(app: Any) -> ServerApp:

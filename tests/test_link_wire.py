@@ -75,3 +75,36 @@ async def test_garbage_over_the_wire(superlink: SuperLink, data: bytes, needle: 
         assert (await RawNode.create(pb.FleetStub(fleet))).node_id
     finally:
         fleet.close()
+
+
+def test_fast_pull_responses_equal_betterproto2() -> None:
+    """Pull responses re-emitted from the pushed bytes decode to the same messages (and here, same bytes)."""
+    import math
+
+    from fl_async.superlink.fastwire import TAIL_LIMIT, encode_metadata
+
+    codec = LimitedProtoCodec(1 << 26)
+    msgs = [
+        instruction(-(2**63), 2**63 - 1, group_id="é", ttl=1e-9),
+        instruction(1, -1, message_type="query", created_at=0.0),
+        instruction(7, 8, group_id="x" * (TAIL_LIMIT + 10)),  # large: betterproto2 path
+    ]
+    msgs[1].content = None
+    msgs[1].error = pb.Error(code=-3, reason="r")
+    data = bytes(pb.PushMessagesRequest(run_id=5, messages=msgs))
+    req = codec.decode(data, pb.PushMessagesRequest)
+    for i, m in enumerate(req.messages):
+        m.metadata.message_id = f"id-{i}"
+    req.messages.append(pb.Message(metadata=pb.Metadata(run_id=3, ttl=math.nan), error=pb.Error(code=4)))  # no tail
+    for resp_type in (pb.PullInstructionsResponse, pb.PullMessagesResponse):
+        resp = resp_type(messages=req.messages)
+        fast = codec.encode(resp, resp_type)
+        assert resp_type.FromString(fast).messages[:3] == resp_type.FromString(bytes(resp)).messages[:3]
+        assert fast == bytes(resp)
+    for md in (pb.Metadata(), pb.Metadata(run_id=-1, ttl=-0.5, created_at=1.5, reply_to_message="a")):
+        assert encode_metadata(md) == bytes(md)
+    replies = pb.PushRepliesRequest(auth=pb.NodeAuth(node_id=1, token=b"t"), messages=msgs[:2])
+    decoded = codec.decode(bytes(replies), pb.PushRepliesRequest)
+    assert codec.encode(pb.PullMessagesResponse(messages=decoded.messages), pb.PullMessagesResponse) == bytes(
+        pb.PullMessagesResponse(messages=decoded.messages)
+    )

@@ -14,6 +14,8 @@ from grpclib.const import Status
 from grpclib.encoding.proto import ProtoCodec
 from grpclib.exceptions import GRPCError
 
+from fl_async.proto.fl_async import v1 as pb
+from fl_async.superlink.fastwire import encode_messages_response, remember_tails
 from fl_async.superlink.state import LinkStateError
 
 __all__ = ["LimitedProtoCodec", "unary_handler", "Undo", "CallTracker", "wire_type_problem"]
@@ -95,6 +97,10 @@ def wire_type_problem(message: betterproto2.Message, path: str = "") -> str:
     return ""
 
 
+_WITH_TAILS = (pb.PushMessagesRequest, pb.PushRepliesRequest)
+_FAST_RESPONSES = (pb.PullInstructionsResponse, pb.PullMessagesResponse)
+
+
 class LimitedProtoCodec(ProtoCodec):
     """grpclib's ``ProtoCodec`` (works with betterproto2 messages: ``FromString`` / ``SerializeToString``),
     refusing request messages larger than ``max_bytes`` and mapping undecodable ones (including fields of the
@@ -121,7 +127,16 @@ class LimitedProtoCodec(ProtoCodec):
         problem = wire_type_problem(message)
         if problem:
             raise GRPCError(Status.INVALID_ARGUMENT, f"malformed {message_type.__name__}: {problem}")
+        if message_type in _WITH_TAILS:
+            remember_tails(data, message)
         return message
+
+    def encode(self, message: Any, message_type: Any) -> bytes:
+        """Encode a response; pull responses re-emit forwarded messages from their original bytes
+        (:mod:`fl_async.superlink.fastwire`)."""
+        if message_type in _FAST_RESPONSES and isinstance(message, message_type):
+            return encode_messages_response(message.messages)
+        return super().encode(message, message_type)
 
 
 def _too_big(name: str, size: int, limit: int) -> GRPCError:

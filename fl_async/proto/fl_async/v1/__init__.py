@@ -532,6 +532,14 @@ class PushRepliesRequest(betterproto2.Message):
         2, betterproto2.TYPE_MESSAGE, repeated=True
     )
 
+    pull_max_messages: "int" = betterproto2.field(3, betterproto2.TYPE_UINT32)
+    """
+    Optional: also pull, in the same call (saves one round trip per instruction). 0 = do not pull;
+    otherwise as PullInstructionsRequest.max_messages / .timeout, answered in PushRepliesResponse.instructions.
+    """
+
+    pull_timeout: "float" = betterproto2.field(4, betterproto2.TYPE_DOUBLE)
+
 
 default_message_pool.register_message(
     "fl_async.v1", "PushRepliesRequest", PushRepliesRequest
@@ -552,6 +560,13 @@ class PushRepliesResponse(betterproto2.Message):
     )
     """
     why, parallel to message_ids ("" when accepted)
+    """
+
+    instructions: "list[Message]" = betterproto2.field(
+        3, betterproto2.TYPE_MESSAGE, repeated=True
+    )
+    """
+    instructions pulled when pull_max_messages > 0
     """
 
 

@@ -8,10 +8,13 @@ Layout (2-core box): the SuperLink runs in its own process (started and ended by
 driver and the N responders (raw pb stubs, one grpclib Channel -- one TCP connection -- per node, as real
 nodes). ``--inproc`` puts the link in this process too, for comparison.
 
+Responders answer with ``PushReplies(pull_max_messages, pull_timeout)``, which also waits for their next
+instruction (one call per instruction); ``--separate-pull`` uses PushReplies then PullInstructions (two).
+
 Prints, per N: median and p99 round latency, replies/s (N x rounds / total time), link CPU seconds per
 round, link RSS with N polls held. Run::
 
-    python -m benchmarks.link_roundtrip [--nodes 10,100,1000] [--rounds 0] [--inproc]
+    python -m benchmarks.link_roundtrip [--nodes 10,100,1000] [--rounds 0] [--inproc] [--separate-pull]
 """
 
 from __future__ import annotations
@@ -54,7 +57,9 @@ def read_rss(pid: int) -> int | None:
     return None
 
 
-async def run_n(n: int, rounds: int, driver_address: str, fleet_address: str, link_pid: int) -> dict[str, float]:
+async def run_n(
+    n: int, rounds: int, driver_address: str, fleet_address: str, link_pid: int, combined: bool = True
+) -> dict[str, float]:
     from fl_async.proto.fl_async import v1 as pb
     from tests.link_stubs import RawDriver, RawNode, channel, instruction, reply_to
 
@@ -71,10 +76,15 @@ async def run_n(n: int, rounds: int, driver_address: str, fleet_address: str, li
     nodes = await asyncio.gather(*(make(ch) for ch in channels))
 
     async def respond(node: RawNode) -> None:
+        msgs: list = []
         while True:
-            msgs = await node.pull(timeout=30, max_messages=8)
-            if msgs:
+            if not msgs:
+                msgs = await node.pull(timeout=30, max_messages=8)
+            elif combined:  # reply and wait for the next instruction in the same call
+                msgs = list((await node.reply_and_pull([reply_to(m) for m in msgs], 30, 8)).instructions)
+            else:
                 await node.reply([reply_to(m) for m in msgs])
+                msgs = []
 
     tasks = [asyncio.create_task(respond(node)) for node in nodes]
     # all N polls held: wait until the link has nothing queued and every node is registered
@@ -123,7 +133,7 @@ def default_rounds(n: int) -> int:
     return max(10, min(50, 3000 // n))
 
 
-async def bench_inproc(ns: list[int], rounds: int) -> list[dict[str, float]]:
+async def bench_inproc(ns: list[int], rounds: int, combined: bool) -> list[dict[str, float]]:
     from fl_async.superlink import LinkConfig, SuperLink
 
     out = []
@@ -131,11 +141,11 @@ async def bench_inproc(ns: list[int], rounds: int) -> list[dict[str, float]]:
         cfg = LinkConfig(driver_api_address="127.0.0.1:0", fleet_api_address="127.0.0.1:0", max_poll_timeout=30)
         async with SuperLink(cfg) as link:
             addresses = link.driver_address, link.fleet_address
-            out.append(await run_n(n, rounds or default_rounds(n), *addresses, os.getpid()))
+            out.append(await run_n(n, rounds or default_rounds(n), *addresses, os.getpid(), combined))
     return out
 
 
-def bench_subprocess(ns: list[int], rounds: int) -> list[dict[str, float]]:
+def bench_subprocess(ns: list[int], rounds: int, combined: bool) -> list[dict[str, float]]:
     out = []
     for n in ns:
         proc = subprocess.Popen([sys.executable, "-c", LINK_MAIN], stdout=subprocess.PIPE, text=True)
@@ -144,7 +154,7 @@ def bench_subprocess(ns: list[int], rounds: int) -> list[dict[str, float]]:
             if not line.startswith("ADDR"):
                 raise RuntimeError(f"link did not start: {line!r}")
             _, driver, fleet = line.split()
-            out.append(asyncio.run(run_n(n, rounds or default_rounds(n), driver, fleet, proc.pid)))
+            out.append(asyncio.run(run_n(n, rounds or default_rounds(n), driver, fleet, proc.pid, combined)))
         finally:
             proc.terminate()  # our own child, by PID
             try:
@@ -160,11 +170,19 @@ def main() -> None:
     parser.add_argument("--nodes", default="10,100,1000", help="comma-separated N values")
     parser.add_argument("--rounds", type=int, default=0, help="measured rounds per N (0: 50 / 30 / 10 by N)")
     parser.add_argument("--inproc", action="store_true", help="run the link in this process")
+    parser.add_argument(
+        "--separate-pull", action="store_true", help="responders reply, then pull (2 calls), not one combined call"
+    )
     args = parser.parse_args()
     ns = [int(x) for x in args.nodes.split(",")]
-    results = asyncio.run(bench_inproc(ns, args.rounds)) if args.inproc else bench_subprocess(ns, args.rounds)
+    combined = not args.separate_pull
+    if args.inproc:
+        results = asyncio.run(bench_inproc(ns, args.rounds, combined))
+    else:
+        results = bench_subprocess(ns, args.rounds, combined)
     where = "link in this process" if args.inproc else "link in its own process"
-    print(f"link_roundtrip ({where}; responders + driver in one process; raw pb stubs; 127.0.0.1)")
+    calls = "PushReplies+pull in one call" if combined else "PushReplies then PullInstructions"
+    print(f"link_roundtrip ({where}; responders + driver in one process; raw pb stubs; {calls}; 127.0.0.1)")
     print(f"{'N':>6} {'rounds':>6} {'median ms':>10} {'p99 ms':>9} {'replies/s':>10} {'link CPU ms/round':>18} "
           f"{'link KB/held poll':>18}")
     for r in results:

@@ -76,6 +76,15 @@ class RawNode:
     async def reply(self, messages: Sequence[pb.Message]) -> pb.PushRepliesResponse:
         return await self.stub.push_replies(pb.PushRepliesRequest(auth=self.auth, messages=list(messages)))
 
+    async def reply_and_pull(
+        self, messages: Sequence[pb.Message], timeout: float = 0.0, max_messages: int = 1
+    ) -> pb.PushRepliesResponse:
+        """Push replies and pull the next instructions in one call (``PushRepliesResponse.instructions``)."""
+        req = pb.PushRepliesRequest(
+            auth=self.auth, messages=list(messages), pull_max_messages=max_messages, pull_timeout=timeout
+        )
+        return await self.stub.push_replies(req)
+
     async def heartbeat(self) -> float:
         res = await self.stub.heartbeat(pb.HeartbeatRequest(auth=self.auth, heartbeat_interval=self.interval))
         return res.heartbeat_interval

@@ -357,3 +357,32 @@ async def test_ttl_expiry_reaches_held_driver_pull(conn: Conn) -> None:
     assert 0.2 <= time.perf_counter() - t0 < 2.0  # woken by the link's deadline timer
     assert err.error.code == ErrorCode.MESSAGE_EXPIRED
     assert await node.pull() == []  # never handed out
+
+
+async def test_push_replies_and_pull_in_one_call(superlink: SuperLink, conn: Conn) -> None:
+    drv = await RawDriver.create(conn.driver)
+    node = await RawNode.create(conn.fleet)
+    [first] = (await drv.push([instruction(drv.run_id, node.node_id)])).message_ids
+    [ins] = await node.pull()
+    s_before = superlink.stats()
+    with pytest.raises(GRPCError) as exc:  # a bad pull_timeout refuses the whole call: the reply is not taken
+        await node.reply_and_pull([reply_to(ins)], timeout=-1)
+    assert exc.value.status is Status.INVALID_ARGUMENT and "pull_timeout" in exc.value.message
+    assert superlink.stats() == s_before
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            async def push_next() -> None:
+                while not superlink.state._active_pulls:  # the combined call is held
+                    await anyio.sleep(0.01)
+                await drv.push([instruction(drv.run_id, node.node_id)])
+
+            tg.start_soon(push_next)
+            res = await node.reply_and_pull([reply_to(ins)], timeout=5, max_messages=4)
+    assert res.message_ids[0] and res.reasons == [""]
+    [nxt] = res.instructions
+    assert nxt.metadata.message_id != first and nxt.metadata.dst_node_id == node.node_id
+    [rep] = await drv.pull([first], timeout=1)
+    assert rep.metadata.reply_to_message == first
+    res = await node.reply_and_pull([reply_to(nxt)], timeout=0.05)  # nothing more: empty after the window
+    assert res.message_ids[0] and list(res.instructions) == []
+    assert (await node.reply([])).message_ids == []  # pull_max_messages 0: no pull, answers at once

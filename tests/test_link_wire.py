@@ -108,3 +108,15 @@ def test_fast_pull_responses_equal_betterproto2() -> None:
     assert codec.encode(pb.PullMessagesResponse(messages=decoded.messages), pb.PullMessagesResponse) == bytes(
         pb.PullMessagesResponse(messages=decoded.messages)
     )
+
+
+def test_fast_push_replies_response_with_instructions() -> None:
+    codec = LimitedProtoCodec(1 << 20)
+    data = bytes(pb.PushMessagesRequest(run_id=5, messages=[instruction(5, 9), instruction(5, 9)]))
+    req = codec.decode(data, pb.PushMessagesRequest)
+    for i, m in enumerate(req.messages):
+        m.metadata.message_id = f"m{i}"
+    resp = pb.PushRepliesResponse(message_ids=["a", ""], reasons=["", "why"], instructions=req.messages)
+    assert codec.encode(resp, pb.PushRepliesResponse) == bytes(resp)
+    empty = pb.PushRepliesResponse(message_ids=["a"], reasons=[""])
+    assert codec.encode(empty, pb.PushRepliesResponse) == bytes(empty)

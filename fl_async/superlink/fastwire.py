@@ -141,8 +141,9 @@ def remember_tails(data: bytes, request: Any) -> None:
         return
 
 
-def encode_messages_response(messages: list[pb.Message]) -> bytes:
-    """Bytes of ``PullInstructionsResponse`` / ``PullMessagesResponse`` (both: ``repeated Message messages = 1``)."""
+def encode_messages_response(messages: list[pb.Message], tag: bytes = b"\x0a") -> bytes:
+    """Bytes of a ``repeated Message`` field: ``PullInstructionsResponse`` / ``PullMessagesResponse``
+    (``messages = 1``, the default ``tag``) or ``PushRepliesResponse.instructions`` (field 3, tag ``0x1a``)."""
     parts: list[bytes] = []
     for message in messages:
         tail = getattr(message, _TAIL, None)
@@ -151,5 +152,5 @@ def encode_messages_response(messages: list[pb.Message]) -> bytes:
         else:
             md = encode_metadata(message.metadata)
             body = b"\x0a" + _varint(len(md)) + md + tail
-        parts.append(b"\x0a" + _varint(len(body)) + body)
+        parts.append(tag + _varint(len(body)) + body)
     return b"".join(parts)

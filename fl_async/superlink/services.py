@@ -15,7 +15,7 @@ import grpclib.const
 
 from fl_async.blobs.link import blob_port_of, run_blob_token
 from fl_async.proto.fl_async import v1 as pb
-from fl_async.superlink.state import InvalidArgumentError, LinkState
+from fl_async.superlink.state import InvalidArgumentError, LinkState, UnauthenticatedError
 from fl_async.superlink.validation import timeout_problem
 from fl_async.superlink.wire import CallTracker, LimitedProtoCodec, Undo, unary_handler
 
@@ -88,34 +88,48 @@ class FleetService(_Service):
         granted = self.state.heartbeat(req.auth, req.heartbeat_interval)
         return pb.HeartbeatResponse(heartbeat_interval=granted), None
 
-    async def pull_instructions(self, req: pb.PullInstructionsRequest) -> tuple[pb.PullInstructionsResponse, Undo]:
+    async def _pull(self, auth: pb.NodeAuth | None, max_messages: int, window: float) -> list[pb.Message]:
+        """Take queued instructions for the node, holding up to ``window`` s while there are none."""
         state = self.state
-        window = self._wait_window("timeout", req.timeout)
-        messages = state.pull_instructions(req.auth, req.max_messages)
-        if not messages and window > 0:
-            assert req.auth is not None  # pull_instructions authenticated the caller
-            node_id = req.auth.node_id
-            log.debug("holding PullInstructions of node %d for up to %.3g s", node_id, window)
-            state.begin_pull(node_id)
-            try:
-                with anyio.move_on_after(window):
-                    while not messages and not self.wakeups.closing:
-                        event = self.wakeups.node_event(node_id)
-                        if state.has_queued(node_id) or state.store.get_node(node_id) is None:
-                            messages = state.pull_instructions(req.auth, req.max_messages)
-                            continue
-                        await event.wait()
-            finally:
-                state.end_pull(node_id)
+        messages = state.pull_instructions(auth, max_messages)
+        if messages or window <= 0:
+            return messages
+        assert auth is not None  # pull_instructions authenticated the caller
+        node_id = auth.node_id
+        log.debug("holding PullInstructions of node %d for up to %.3g s", node_id, window)
+        state.begin_pull(node_id)
+        try:
+            with anyio.move_on_after(window):
+                while not messages and not self.wakeups.closing:
+                    event = self.wakeups.node_event(node_id)
+                    if state.has_queued(node_id) or state.store.get_node(node_id) is None:
+                        messages = state.pull_instructions(auth, max_messages)
+                        continue
+                    await event.wait()
+        finally:
+            state.end_pull(node_id)
+        return messages
 
-        def undo() -> None:
-            state.requeue(req.auth.node_id, messages)  # type: ignore[union-attr]
+    def _requeue(self, auth: pb.NodeAuth | None, messages: list[pb.Message]) -> Undo:
+        if not messages or auth is None:
+            return None
+        return lambda: self.state.requeue(auth.node_id, messages)
 
-        return pb.PullInstructionsResponse(messages=messages), (undo if messages else None)
+    async def pull_instructions(self, req: pb.PullInstructionsRequest) -> tuple[pb.PullInstructionsResponse, Undo]:
+        messages = await self._pull(req.auth, req.max_messages, self._wait_window("timeout", req.timeout))
+        return pb.PullInstructionsResponse(messages=messages), self._requeue(req.auth, messages)
 
     async def push_replies(self, req: pb.PushRepliesRequest) -> tuple[pb.PushRepliesResponse, Undo]:
+        window = self._wait_window("pull_timeout", req.pull_timeout)  # checked before anything changes
         ids, reasons = self.state.push_replies(req.auth, req.messages)
-        return pb.PushRepliesResponse(message_ids=ids, reasons=reasons), None
+        instructions: list[pb.Message] = []
+        if req.pull_max_messages > 0:
+            try:
+                instructions = await self._pull(req.auth, req.pull_max_messages, window)
+            except UnauthenticatedError:  # removed while held: the replies were accepted; the next call says so
+                instructions = []
+        response = pb.PushRepliesResponse(message_ids=ids, reasons=reasons, instructions=instructions)
+        return response, self._requeue(req.auth, instructions)
 
     async def get_run(self, req: pb.FleetGetRunRequest) -> tuple[pb.FleetGetRunResponse, Undo]:
         self.state.authenticate(req.auth)

@@ -136,6 +136,9 @@ class LimitedProtoCodec(ProtoCodec):
         (:mod:`fl_async.superlink.fastwire`)."""
         if message_type in _FAST_RESPONSES and isinstance(message, message_type):
             return encode_messages_response(message.messages)
+        if message_type is pb.PushRepliesResponse and isinstance(message, message_type) and message.instructions:
+            head = pb.PushRepliesResponse(message_ids=message.message_ids, reasons=message.reasons)
+            return bytes(head) + encode_messages_response(message.instructions, b"\x1a")
         return super().encode(message, message_type)
 
 

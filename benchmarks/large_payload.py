@@ -186,18 +186,20 @@ async def _round_config(size: int, n: int, rounds: int) -> dict[str, float]:
         w = arr.numpy()  # the node's own buffer (downloaded into it): updated in place, no copy
         received += 1
         if received == n:  # every node holds the model: the broadcast is complete
-            broadcast_hwm = read_vm_hwm(proc.pid) or 0
+            if not broadcast_hwm:  # first round: the link's peak so far is the broadcast's
+                broadcast_hwm = read_vm_hwm(proc.pid) or 0
             gate.set()
         await gate.wait()
-        w += np.float32(1.0)
+        w += np.float32(1 + int(context.node_config["k"]))  # a distinct update per node (and per round)
         return message.create_reply(RecordSet(parameters_records={"model": ParametersRecord({"w": arr})}))
 
     out: dict[str, float] = {}
     try:
       async with contextlib.AsyncExitStack() as stack:
         nodes = [await stack.enter_async_context(
-            SuperNode(app, fleet_addr, insecure=True, heartbeat_interval=30.0, poll_timeout=20.0))
-            for _ in range(n)]
+            SuperNode(app, fleet_addr, insecure=True, heartbeat_interval=30.0, poll_timeout=20.0,
+                      node_config={"k": k}))
+            for k in range(n)]
         for node in nodes:
             await node.wait_registered(timeout=60)
         async with AsyncDriver(driver_addr, insecure=True, call_timeout=120) as driver:
@@ -207,23 +209,24 @@ async def _round_config(size: int, n: int, rounds: int) -> dict[str, float]:
             for r in range(rounds):
                 received = 0
                 gate = asyncio.Event()
-                model = base + np.float32(r)  # a new model each round (new digest)
+                model = base + np.float32(1000 * r)  # a new model each round (new digest, no collision)
                 content = RecordSet(parameters_records={"model": ParametersRecord({"w": Array.from_numpy(model)})})
                 msgs = [driver.create_message(content, "train", nid, f"round-{r}") for nid in ids_nodes]
                 t0 = time.perf_counter()
                 ids = await driver.push_messages(msgs)
                 ok = 0
                 probe = [0, model.size // 2, model.size - 1]
+                expect = {nid: None for nid in ids_nodes}
                 async with driver.receive(ids, timeout=600) as replies:
                     async for reply in replies:
                         got = reply.content.parameters_records["model"]["w"].numpy()
-                        assert np.array_equal(got[probe], model[probe] + np.float32(1.0)), "reply mismatch"
+                        step = np.rint(got[probe].astype(np.float64) - model[probe])
+                        assert np.all(step >= 1) and np.all(step <= n) and len(set(step.tolist())) == 1, step
+                        expect.pop(reply.metadata.src_node_id)
                         ok += 1
                         del got, reply
                 times.append(time.perf_counter() - t0)
                 assert ok == n, f"{ok} of {n} replies"
-                if r == 0:  # check one full reply exactly (outside the timing)
-                    pass
             out["first"] = times[0]
             out["best"] = min(times)
             out["steady"] = statistics.median(times[1:]) if len(times) > 1 else times[0]

@@ -59,7 +59,7 @@ async def test_round_trip_exact(server: BlobServer, n: int) -> None:
         assert await c.put(d, data) == 0  # already held: nothing sent
         assert await c.has(d) == n
         out = await c.get(d, n)
-    assert isinstance(out, bytearray) and out == data
+    assert isinstance(out, memoryview) and not out.readonly and out == data
     assert server.store.statistics().complete == 1
 
 

@@ -13,6 +13,7 @@ import ssl as _ssl
 from collections.abc import Iterable, Mapping
 
 from fl_async.blobs import protocol as p
+from fl_async.blobs._buffers import allocate
 from fl_async.blobs._stream import BufferedStream, open_stream
 from fl_async.common.errors import (
     FlAsyncError,
@@ -269,7 +270,8 @@ class BlobClient:
         Args:
             digest: SHA-256 of the payload (32 bytes).
             nbytes: its length in bytes, as announced by the message (``Array.nbytes``).
-            out: optional destination of exactly ``nbytes`` bytes (default: a new ``bytearray``).
+            out: optional destination of exactly ``nbytes`` bytes (default: a new writable buffer,
+                a ``memoryview`` of format ``"B"`` over uninitialised memory).
             count: how many pulled messages this download serves (settles that many download leases
                 on the link; see :meth:`fl_async.blobs.store.BlobStore.downloaded`).
 
@@ -284,8 +286,8 @@ class BlobClient:
         """
         if nbytes < 0:
             raise ValueError(f"nbytes must be >= 0, got {nbytes}")
-        buf = bytearray(nbytes) if out is None else out
-        dest = memoryview(buf).cast("B") if isinstance(buf, bytearray) else buf
+        buf = allocate(nbytes) if out is None else out
+        dest = memoryview(buf).cast("B")
         if dest.nbytes != nbytes:
             raise ValueError(f"out has {dest.nbytes} bytes, expected {nbytes}")
         what = f"GET {digest.hex()[:16]}… ({nbytes} bytes)"

@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from fl_async.blobs._buffers import allocate
 from fl_async.common.errors import IntegrityError
 
 __all__ = [
@@ -99,7 +100,7 @@ class _Blob:
     digest: bytes
     nbytes: int
     state: BlobState = BlobState.DECLARED
-    buffer: bytearray | None = None
+    buffer: memoryview | None = None
     received: int = 0
     hashed: int = 0
     hasher: hashlib._Hash | None = None  # type: ignore[name-defined]
@@ -433,7 +434,7 @@ class BlobStore:
                 )
         b = self._entry(digest, nbytes, now)
         if b.buffer is None:
-            b.buffer = bytearray(nbytes)
+            b.buffer = allocate(nbytes)
             self._bytes_held += nbytes
             b.hasher = hashlib.sha256()
             b.received = b.hashed = 0

@@ -63,6 +63,8 @@ _DELETE_TIMEOUT = 0.5
 """Deadline in seconds of the best-effort DeleteNode on shutdown."""
 _POLL_MARGIN = 5.0
 """Seconds added to the long-poll timeout to get the PullInstructions deadline."""
+_HEARTBEAT_TIMEOUTS = 3
+"""Consecutive heartbeat deadlines missed before the session counts as lost (connection errors end it at once)."""
 _RPC_TIMEOUT = 10.0
 _PUSH_TIMEOUT = 60.0
 
@@ -434,14 +436,23 @@ class SuperNode:
         raise _SessionLost(text) from cause
 
     async def _heartbeat_loop(self, sess: _Session) -> None:
+        timeouts = 0  # consecutive heartbeats that hit their deadline (a busy link is not a lost link)
         while True:
             await anyio.sleep(self._interval * random.uniform(0.55, 0.65))
             timeout = max(1.0, min(self._interval, 5.0))
             try:
                 granted = await sess.conn.heartbeat(sess.auth, self._requested_interval, timeout=timeout)
+            except LinkTimeoutError as exc:
+                timeouts += 1
+                if timeouts >= _HEARTBEAT_TIMEOUTS:
+                    sess.fail(exc)
+                    return
+                logger.warning("node %s: heartbeat timed out (%d in a row)", sess.node_id, timeouts)
+                continue
             except FlAsyncError as exc:
                 sess.fail(exc)
                 return
+            timeouts = 0
             if granted > 0:
                 self._interval = granted
 

@@ -9,7 +9,9 @@ run against its own server process.
 
 Part 2, ``rounds``: a SuperLink in a subprocess, N in-process SuperNodes and an AsyncDriver; each round
 pushes a new float32 model of ``size`` MiB to every node, each node adds 1 in place and replies with
-it, and the driver receives every reply (probed for exactness). Prints round seconds, MiB/s through
+it, and the driver receives every reply (probed for exactness). In round 1 every node waits until all
+nodes hold the model, and the link's VmHWM is sampled then (the broadcast peak); later rounds have no
+barrier (steady state). Prints round seconds, MiB/s through
 the link (``size * (1 + 3N)``: driver upload, N node downloads, N reply uploads, N driver
 downloads), the link's VmHWM when every node holds the model (broadcast peak) and at the end.
 ``big``: one 2.5 GiB float16 array to a node and back, checked bit for bit.
@@ -185,11 +187,11 @@ async def _round_config(size: int, n: int, rounds: int) -> dict[str, float]:
         arr = message.content.parameters_records["model"]["w"]
         w = arr.numpy()  # the node's own buffer (downloaded into it): updated in place, no copy
         received += 1
-        if received == n:  # every node holds the model: the broadcast is complete
-            if not broadcast_hwm:  # first round: the link's peak so far is the broadcast's
+        if not broadcast_hwm:  # first round: hold every node until all hold the model, then sample the
+            if received == n:  # link's peak (the broadcast's); later rounds run without this barrier
                 broadcast_hwm = read_vm_hwm(proc.pid) or 0
-            gate.set()
-        await gate.wait()
+                gate.set()
+            await gate.wait()
         w += np.float32(1 + int(context.node_config["k"]))  # a distinct update per node (and per round)
         return message.create_reply(RecordSet(parameters_records={"model": ParametersRecord({"w": arr})}))
 

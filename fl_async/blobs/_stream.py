@@ -15,6 +15,11 @@ from collections.abc import Callable
 __all__ = ["BufferedStream", "open_stream"]
 
 _STAGING = 256 * 1024
+WRITE_PIECE = 1 << 20
+"""Bytes handed to the transport at a time by :meth:`BufferedStream.write_all`."""
+WRITE_HIGH_WATER = 256 * 1024
+"""Transport write-buffer high-water mark: what the kernel does not take at once is copied into the
+transport's buffer, so this bounds the per-connection copy (memory independent of payload size)."""
 _MAX_PENDING = 1 << 20  # pause reading when this many unread bytes pile up in the staging area
 
 
@@ -150,6 +155,19 @@ class BufferedStream(asyncio.BufferedProtocol):
             raise ConnectionResetError("connection is closed")
         self.transport.write(data)
 
+    async def write_all(self, data: memoryview, *, timeout: float) -> None:
+        """Send ``data`` in :data:`WRITE_PIECE` pieces, waiting for the transport to drain in between.
+
+        Raises:
+            TimeoutError: a piece could not be handed over within ``timeout`` seconds.
+            ConnectionResetError: the connection broke.
+        """
+        for pos in range(0, len(data), WRITE_PIECE):
+            self.write(data[pos:pos + WRITE_PIECE])
+            if self._write_paused:
+                async with asyncio.timeout(timeout):
+                    await self.drain()
+
     async def drain(self) -> None:
         """Wait until the transport's write buffer is below its high-water mark."""
         if self._exc is not None or (self.transport is not None and self.transport.is_closing() and self._eof):
@@ -188,7 +206,7 @@ class BufferedStream(asyncio.BufferedProtocol):
 
 async def open_stream(
     host: str, port: int, *, ssl: _ssl.SSLContext | None = None, server_hostname: str | None = None,
-    write_buffer: int = 4 << 20,
+    write_buffer: int = WRITE_HIGH_WATER,
 ) -> BufferedStream:
     """Connect to ``host:port`` (TLS when ``ssl`` is given) and return a :class:`BufferedStream`.
 

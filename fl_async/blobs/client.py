@@ -247,11 +247,9 @@ class BlobClient:
             while pos < total:
                 n = min(chunk, total - pos)
                 s.write(p.encode_chunk_header(n))
-                s.write(view[pos:pos + n])
+                await s.write_all(view[pos:pos + n], timeout=self.timeout)
                 pos += n
                 sent += n
-                async with asyncio.timeout(self.timeout):
-                    await s.drain()
             reply, msg = await self._read_reply(s, what)
             if reply.status is not p.Status.OK:
                 raise _status_error(reply, msg, what)

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from fl_async.blobs import protocol as p
-from fl_async.blobs._stream import BufferedStream
+from fl_async.blobs._stream import WRITE_HIGH_WATER, BufferedStream
 from fl_async.blobs.store import BlobBusyError, BlobState, BlobStore, BlobStoreFullError, UnknownBlobError
 from fl_async.common.errors import IntegrityError
 
@@ -157,7 +157,7 @@ class BlobServer:
 
     def _on_connect(self, stream: BufferedStream) -> None:
         self._streams.add(stream)
-        stream.transport.set_write_buffer_limits(high=max(self.chunk_size, 1 << 20))  # type: ignore[union-attr]
+        stream.transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)  # type: ignore[union-attr]
         task = asyncio.ensure_future(self._serve(stream))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -320,10 +320,8 @@ class BlobServer:
             while pos < end:
                 n = min(chunk, end - pos)
                 stream.write(p.encode_chunk_header(n))
-                stream.write(view[pos:pos + n])
+                await stream.write_all(view[pos:pos + n], timeout=self.io_timeout)
                 pos += n
-                async with asyncio.timeout(self.io_timeout):
-                    await stream.drain()
         finally:
             del view  # the transport may still hold slices; the buffer lives as long as they do
             store.close_read(req.digest, now=self._clock())

@@ -71,7 +71,7 @@ def load_object(ref: str, dir: str | Path | None = None, expected: type | tuple[
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         if exc.name is not None and (module_name == exc.name or module_name.startswith(exc.name + ".")):
-            where = f" (searched sys.path; add the app's directory with --dir)" if dir is None else f" in {str(dir)!r} or sys.path"
+            where = " (searched sys.path; add the app's directory with --dir)" if dir is None else f" in {str(dir)!r} or sys.path"
             raise AppLoadError(f"cannot load {ref!r}: module {exc.name!r} not found{where}") from exc
         raise AppLoadError(f"cannot load {ref!r}: importing module {module_name!r} failed: {_describe(exc)}") from exc
     except BaseException as exc:  # noqa: BLE001 - any import-time failure of user code, incl. SystemExit

@@ -213,3 +213,26 @@ def test_bad_app_and_address() -> None:
         SuperNode(ClientApp(), "nohostport", insecure=True)
     with pytest.raises(ValueError, match="port 0"):
         SuperNode(ClientApp(), "127.0.0.1:0", insecure=True)
+
+
+async def test_reply_too_large_for_the_link_becomes_payload_unavailable_error(superlink_factory) -> None:
+    import numpy as np
+
+    from fl_async.common import ParametersRecord, array_from_numpy
+
+    link = await superlink_factory(max_request_bytes=64 * 1024)
+    app = ClientApp()
+
+    @app.train()
+    def train(msg: Message, ctx: Context) -> Message:  # 256 KiB inline array: over the link's request limit
+        arr = array_from_numpy(np.zeros(64 * 1024, dtype=np.float32))
+        return msg.create_reply(RecordSet(parameters_records={"w": ParametersRecord({"w": arr})}))
+
+    async with RawDriver(link.driver_address) as drv, SuperNode(app, link.fleet_address, insecure=True) as node:
+        node_id = await node.wait_registered(timeout=5)
+        run = await drv.create_run()
+        reply = await drv.reply(run, await drv.push(run, node_id))
+        assert reply.error.code == ErrorCode.PAYLOAD_UNAVAILABLE
+        assert "RESOURCE_EXHAUSTED" in reply.error.reason
+        ok = await drv.reply(run, await drv.push(run, node_id, "query"))  # still serving
+        assert ok.has_error() and ok.error.code == ErrorCode.CLIENT_APP_RAISED_EXCEPTION

@@ -19,11 +19,10 @@ polling forever with a stale id; backoff is capped; shutdown is bounded even whe
 from __future__ import annotations
 
 import logging
-import math
 import random
 import ssl
+import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,19 +38,26 @@ from fl_async.common.context import Context, UserConfig
 from fl_async.common.errors import (
     FlAsyncError,
     IntegrityError,
-    InvalidRequestError,
     LinkConnectionError,
     LinkTimeoutError,
     NotAuthorizedError,
-    RefusedByLinkError,
     ResourceExhaustedError,
     TTLExpiredError,
 )
-from fl_async.common.message import Error, ErrorCode, Message
+from fl_async.common.message import Error, ErrorCode, Message, Metadata
 from fl_async.common.records import ConfigsRecord, RecordSet
 from fl_async.proto.fl_async import v1 as pb
 from fl_async.supernode._dispatch import run_client_app
 from fl_async.supernode._fleet import FleetClient
+from fl_async.supernode._session import (
+    _Backoff,
+    _HealthySessionLost,
+    _PayloadRefused,
+    _positive,
+    _Session,
+    _SessionLost,
+    _transient,
+)
 
 __all__ = ["SuperNode"]
 
@@ -67,69 +73,6 @@ _HEARTBEAT_TIMEOUTS = 3
 """Consecutive heartbeat deadlines missed before the session counts as lost (connection errors end it at once)."""
 _RPC_TIMEOUT = 10.0
 _PUSH_TIMEOUT = 60.0
-
-
-class _Backoff:
-    """Tenacity wait strategy: ``min(cap, initial * 2**(n-1))`` scaled by a uniform ``[0.5, 1.0]`` jitter.
-
-    The 50 % floor keeps retries from spinning; the jitter spreads many nodes reconnecting at once.
-    """
-
-    def __init__(self, initial: float, cap: float) -> None:
-        self.initial = min(initial, cap)
-        self.cap = cap
-
-    def __call__(self, retry_state: RetryCallState) -> float:
-        n = max(1, retry_state.attempt_number)
-        base = min(self.cap, self.initial * 2 ** min(n - 1, 60))
-        return base * random.uniform(0.5, 1.0)
-
-
-class _SessionLost(FlAsyncError):
-    """A registered session ended (link unreachable, or it forgot this node); register again."""
-
-
-class _HealthySessionLost(_SessionLost):
-    """As :class:`_SessionLost`, after a session that lasted long enough to reset the backoff."""
-
-
-def _transient(exc: BaseException) -> bool:
-    if isinstance(exc, _HealthySessionLost):
-        return False  # handled by _maintain: fresh backoff
-    if isinstance(exc, (_SessionLost, LinkConnectionError, LinkTimeoutError, ResourceExhaustedError)):
-        return True
-    if isinstance(exc, (NotAuthorizedError, InvalidRequestError)):
-        return False  # the link refuses to register this node: retrying will not help
-    return isinstance(exc, RefusedByLinkError)  # UNKNOWN/INTERNAL/...: possibly a restarting link
-
-
-@dataclass
-class _Session:
-    """One registration: the connection used, the credentials and the scope to cancel when it is lost."""
-
-    conn: FleetClient
-    auth: pb.NodeAuth
-    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
-    lost: FlAsyncError | None = None
-
-    @property
-    def node_id(self) -> int:
-        return self.auth.node_id
-
-    def fail(self, exc: FlAsyncError) -> None:
-        """Record why the session ended (first reason wins) and end it."""
-        if self.lost is None:
-            self.lost = exc
-        self.scope.cancel()
-
-
-def _positive(name: str, value: float, *, allow_zero: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number of seconds, got {type(value).__name__}")
-    ok = value >= 0 if allow_zero else value > 0
-    if not ok or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number {'>= 0' if allow_zero else '> 0'}, got {value!r}")
-    return float(value)
 
 
 class SuperNode:
@@ -525,6 +468,18 @@ class SuperNode:
         finally:
             self._release_slot()
 
+    @staticmethod
+    def _payload_error_reply(reply: Message, reason: str) -> Message | None:
+        """An error reply ``PAYLOAD_UNAVAILABLE`` with the routing of ``reply`` and the TTL it has left."""
+        md = reply.metadata
+        left = md.ttl - (time.time() - md.created_at)
+        if left <= 0:
+            return None
+        meta = Metadata(run_id=md.run_id, message_id="", src_node_id=md.src_node_id, dst_node_id=md.dst_node_id,
+                        reply_to_message=md.reply_to_message, group_id=md.group_id, ttl=left,
+                        message_type=md.message_type)
+        return Message(meta, error=Error(ErrorCode.PAYLOAD_UNAVAILABLE, f"node could not deliver its reply: {reason}"))
+
     def _undecodable_reply(self, wire: pb.Message, exc: Exception) -> Message | None:
         mid = wire.metadata.message_id if wire.metadata is not None else "?"
         logger.error("node: cannot decode instruction %s: %s", mid, exc)
@@ -574,10 +529,16 @@ class SuperNode:
         return ctx
 
     async def _push(self, reply: Message) -> None:
-        """Push one reply, waiting for a session if the link is unreachable, within the reply's TTL."""
+        """Push one reply, waiting for a session if the link is unreachable, within the reply's TTL.
+
+        A reply whose payload cannot be transferred (blob upload refused, or the link refuses the push
+        as too large) is replaced, once, by an error reply ``PAYLOAD_UNAVAILABLE`` so that the server
+        app learns at once instead of waiting for the TTL.
+        """
         md = reply.metadata
         blobs: dict[bytes, Any] | None = {} if self._blob_port else None  # issue 7: large arrays as blobs
         wire = self._encode(reply, blobs)
+        substituted = False
         with anyio.move_on_after(max(md.ttl, 0.0)) as scope:
             while True:
                 sess = await self._current_session()
@@ -587,7 +548,12 @@ class SuperNode:
                                    md.src_node_id)
                     return
                 try:
-                    await _blobs.upload_blobs(self._blob_client, blobs or {})  # issue 7: before the push
+                    try:
+                        await _blobs.upload_blobs(self._blob_client, blobs or {})  # issue 7: before the push
+                    except (LinkConnectionError, LinkTimeoutError):
+                        raise
+                    except FlAsyncError as exc:
+                        raise _PayloadRefused(f"uploading the reply's payloads failed: {exc}") from exc
                     resp = await sess.conn.push_replies(sess.auth, [wire])
                 except (LinkConnectionError, LinkTimeoutError) as exc:
                     sess.fail(exc)
@@ -596,6 +562,15 @@ class SuperNode:
                     sess.fail(exc)
                     logger.warning("node %s: dropping the reply to %s: %s", sess.node_id, md.reply_to_message, exc)
                     return
+                except (_PayloadRefused, ResourceExhaustedError) as exc:
+                    error_reply = None if substituted else self._payload_error_reply(reply, str(exc))
+                    logger.error("node %s: the reply to %s could not be delivered (%s)%s", sess.node_id,
+                                 md.reply_to_message, exc,
+                                 "; sending an error reply instead" if error_reply is not None else "")
+                    if error_reply is None:
+                        return
+                    substituted, blobs, wire = True, None, self._encode(error_reply)
+                    continue
                 except FlAsyncError as exc:
                     logger.error("node %s: the link refused the reply to %s: %s", sess.node_id,
                                  md.reply_to_message, exc)

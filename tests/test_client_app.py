@@ -248,3 +248,17 @@ async def test_reply_to_an_expired_instruction_is_dropped() -> None:
     msg = instruction(ttl=1.0)
     msg.metadata.created_at = time.time() - 2.0  # as if it had been created 2 s ago
     assert await run_client_app(app, msg, Context()) is None
+
+
+async def test_sys_exit_in_a_handler_is_an_error_reply_not_a_node_exit() -> None:
+    import sys
+
+    app = ClientApp()
+
+    @app.train()
+    def train(msg: Message, ctx: Context) -> Message:
+        sys.exit(3)
+
+    out = await run_client_app(app, instruction(), Context())
+    assert out is not None and out.error.code == ErrorCode.CLIENT_APP_RAISED_EXCEPTION
+    assert out.error.reason == "<class 'SystemExit'>:<'3'>"

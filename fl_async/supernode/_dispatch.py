@@ -78,8 +78,8 @@ async def run_client_app(
 ) -> Message | None:
     """Run ``app`` on ``message`` and return the reply to push, or ``None`` if there is nothing to push.
 
-    * A handler (or mod) raising -> error reply ``CLIENT_APP_RAISED_EXCEPTION`` with
-      :func:`exception_reason` (as Flower 1.9), including a missing handler or unknown message type.
+    * A handler (or mod) raising (``SystemExit`` included) -> error reply ``CLIENT_APP_RAISED_EXCEPTION``
+      with :func:`exception_reason` (as Flower 1.9), including a missing handler or unknown message type.
     * A return value that is not a valid reply (see :func:`check_reply`) -> error reply
       ``INVALID_REPLY`` naming what was wrong (Flower 1.9 logged and sent nothing).
     * A reply that cannot be built because the instruction expired (:class:`TTLExpiredError`) is
@@ -101,7 +101,7 @@ async def run_client_app(
         logger.warning("message %s (%s): the ClientApp could not build its reply: %s", md.message_id,
                        md.message_type, exc)
         return _error_reply(message, ErrorCode.CLIENT_APP_RAISED_EXCEPTION, exception_reason(exc))
-    except Exception as exc:  # noqa: BLE001 - user code: any error becomes an error reply
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - user code: any error (even sys.exit) -> error reply
         logger.warning("message %s (%s): the ClientApp raised %s", md.message_id, md.message_type,
                        exception_reason(exc), exc_info=logger.isEnabledFor(logging.DEBUG))
         return _error_reply(message, ErrorCode.CLIENT_APP_RAISED_EXCEPTION, exception_reason(exc))

@@ -11,8 +11,9 @@ nodes). ``--inproc`` puts the link in this process too, for comparison.
 Responders answer with ``PushReplies(pull_max_messages, pull_timeout)``, which also waits for their next
 instruction (one call per instruction); ``--separate-pull`` uses PushReplies then PullInstructions (two).
 
-Prints, per N: median and p99 round latency, replies/s (N x rounds / total time), link CPU seconds per
-round, link RSS growth per held poll, and the time for all N nodes to connect and register at once. Run::
+Prints, per N: median and p99 round latency, replies/s (N x rounds / total time), link CPU and client CPU
+(this process: driver + responders) per round, link RSS growth per held poll, and the time for all N nodes to
+connect and register at once. Run::
 
     python -m benchmarks.link_roundtrip [--nodes 10,100,1000] [--rounds 0] [--inproc] [--separate-pull]
 """
@@ -102,10 +103,12 @@ async def run_n(
     for _ in range(2):
         await one_round()
     cpu0 = read_cpu_seconds(link_pid) if link_pid != os.getpid() else time.process_time()
+    own0 = time.process_time()
     t_all = time.perf_counter()
     lat = [await one_round() for _ in range(rounds)]
     total = time.perf_counter() - t_all
     cpu1 = read_cpu_seconds(link_pid) if link_pid != os.getpid() else time.process_time()
+    own1 = time.process_time()
     for t in tasks:
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
@@ -122,6 +125,7 @@ async def run_n(
         "replies_per_s": n * rounds / total,
         "link_cpu_ms_per_round": ((cpu1 or 0) - (cpu0 or 0)) / rounds * 1e3,
         "register_s": register_s,
+        "client_cpu_ms_per_round": (own1 - own0) / rounds * 1e3,
         "rss_per_poll_kb": (rss_held - rss_before) / n / 1024 if rss_before and rss_held else float("nan"),
     }
 
@@ -181,10 +185,11 @@ def main() -> None:
     calls = "PushReplies+pull in one call" if combined else "PushReplies then PullInstructions"
     print(f"link_roundtrip ({where}; responders + driver in one process; raw pb stubs; {calls}; 127.0.0.1)")
     print(f"{'N':>6} {'rounds':>6} {'median ms':>10} {'p99 ms':>9} {'replies/s':>10} {'link CPU ms/round':>18} "
-          f"{'link KB/held poll':>18} {'register all s':>15}")
+          f"{'client CPU ms/round':>20} {'link KB/held poll':>18} {'register all s':>15}")
     for r in results:
         print(f"{r['n']:>6} {r['rounds']:>6} {r['median_ms']:>10.2f} {r['p99_ms']:>9.2f} {r['replies_per_s']:>10.0f} "
-              f"{r['link_cpu_ms_per_round']:>18.1f} {r['rss_per_poll_kb']:>18.1f} {r['register_s']:>15.2f}")
+              f"{r['link_cpu_ms_per_round']:>18.1f} {r['client_cpu_ms_per_round']:>20.1f} "
+              f"{r['rss_per_poll_kb']:>18.1f} {r['register_s']:>15.2f}")
 
 
 if __name__ == "__main__":

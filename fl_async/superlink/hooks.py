@@ -29,17 +29,19 @@ class LinkListener(Protocol):
 
 
 class NullListener:
+    """A :class:`LinkListener` that ignores everything (a state used without I/O, e.g. in tests)."""
+
     def instructions_queued(self, node_id: int) -> None:
-        pass
+        """Ignored."""
 
     def replies_ready(self, message_ids: Sequence[str]) -> None:
-        pass
+        """Ignored."""
 
     def nodes_changed(self) -> None:
-        pass
+        """Ignored."""
 
     def deadline_added(self, at: float) -> None:
-        pass
+        """Ignored."""
 
 
 class PayloadTracker(Protocol):
@@ -67,11 +69,13 @@ class DigestRefCounts:
         self.nbytes: dict[bytes, int] = {}
 
     def retain(self, message: pb.Message) -> None:
+        """Count one more reference to each external digest of ``message``."""
         for digest, size in external_arrays(message):
             self.refs[digest] = self.refs.get(digest, 0) + 1
             self.nbytes[digest] = size
 
     def release(self, message: pb.Message) -> None:
+        """Drop one reference to each external digest of ``message`` (forgotten at zero)."""
         for digest, _ in external_arrays(message):
             left = self.refs.get(digest, 0) - 1
             if left > 0:

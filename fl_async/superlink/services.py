@@ -76,15 +76,18 @@ class FleetService(_Service):
     )
 
     async def create_node(self, req: pb.CreateNodeRequest) -> tuple[pb.CreateNodeResponse, Undo]:
+        """CreateNode: register a node (:meth:`LinkState.create_node`); advertise the blob port (issue 7)."""
         node_id, token, granted = self.state.create_node(req.heartbeat_interval)
         return pb.CreateNodeResponse(node_id=node_id, token=token, heartbeat_interval=granted,
                                       blob_port=blob_port_of(self.state)), None
 
     async def delete_node(self, req: pb.DeleteNodeRequest) -> tuple[pb.DeleteNodeResponse, Undo]:
+        """DeleteNode: unregister the caller; its instructions become NODE_UNAVAILABLE at once."""
         self.state.delete_node(req.auth)
         return pb.DeleteNodeResponse(), None
 
     async def heartbeat(self, req: pb.HeartbeatRequest) -> tuple[pb.HeartbeatResponse, Undo]:
+        """Heartbeat: extend the caller's liveness; answer the granted interval."""
         granted = self.state.heartbeat(req.auth, req.heartbeat_interval)
         return pb.HeartbeatResponse(heartbeat_interval=granted), None
 
@@ -116,10 +119,12 @@ class FleetService(_Service):
         return lambda: self.state.requeue(auth.node_id, messages)
 
     async def pull_instructions(self, req: pb.PullInstructionsRequest) -> tuple[pb.PullInstructionsResponse, Undo]:
+        """PullInstructions: long-poll for the caller's queued instructions (see :meth:`_pull`)."""
         messages = await self._pull(req.auth, req.max_messages, self._wait_window("timeout", req.timeout))
         return pb.PullInstructionsResponse(messages=messages), self._requeue(req.auth, messages)
 
     async def push_replies(self, req: pb.PushRepliesRequest) -> tuple[pb.PushRepliesResponse, Undo]:
+        """PushReplies: accept replies; with ``pull_max_messages > 0`` also long-poll for instructions."""
         window = self._wait_window("pull_timeout", req.pull_timeout)  # checked before anything changes
         ids, reasons = self.state.push_replies(req.auth, req.messages)
         instructions: list[pb.Message] = []
@@ -132,6 +137,7 @@ class FleetService(_Service):
         return response, self._requeue(req.auth, instructions)
 
     async def get_run(self, req: pb.FleetGetRunRequest) -> tuple[pb.FleetGetRunResponse, Undo]:
+        """GetRun (Fleet): the run, or NOT_FOUND; the caller must be authenticated."""
         self.state.authenticate(req.auth)
         return pb.FleetGetRunResponse(run=self.state.get_run(req.run_id)), None
 
@@ -150,17 +156,21 @@ class DriverService(_Service):
     )
 
     async def create_run(self, req: pb.CreateRunRequest) -> tuple[pb.CreateRunResponse, Undo]:
+        """CreateRun: create a run; advertise the blob port and the run's driver blob token (issue 7)."""
         run_id = self.state.create_run(req.fab_id, req.fab_version, req.run_config)
         blob_port, blob_token = blob_port_of(self.state), run_blob_token(self.state, run_id)  # issue 7
         return pb.CreateRunResponse(run_id=run_id, blob_port=blob_port, blob_token=blob_token), None
 
     async def get_run(self, req: pb.GetRunRequest) -> tuple[pb.GetRunResponse, Undo]:
+        """GetRun: the run, or NOT_FOUND."""
         return pb.GetRunResponse(run=self.state.get_run(req.run_id)), None
 
     async def get_nodes(self, req: pb.GetNodesRequest) -> tuple[pb.GetNodesResponse, Undo]:
+        """GetNodes: ids of the online nodes, or NOT_FOUND for an unknown run."""
         return pb.GetNodesResponse(node_ids=self.state.online_node_ids(req.run_id)), None
 
     async def wait_for_nodes(self, req: pb.WaitForNodesRequest) -> tuple[pb.WaitForNodesResponse, Undo]:
+        """WaitForNodes: long-poll until ``min_nodes`` are online or the window ends; answer the online ids."""
         window = self._wait_window("timeout", req.timeout)
         ids = self.state.online_node_ids(req.run_id)
         if len(ids) < req.min_nodes and window > 0:
@@ -172,10 +182,12 @@ class DriverService(_Service):
         return pb.WaitForNodesResponse(node_ids=ids), None
 
     async def push_messages(self, req: pb.PushMessagesRequest) -> tuple[pb.PushMessagesResponse, Undo]:
+        """PushMessages: queue instructions; ``""`` and a reason at refused positions."""
         ids, reasons = self.state.push_instructions(req.run_id, req.messages)
         return pb.PushMessagesResponse(message_ids=ids, reasons=reasons), None
 
     async def pull_messages(self, req: pb.PullMessagesRequest) -> tuple[pb.PullMessagesResponse, Undo]:
+        """PullMessages: long-poll until each outstanding requested id has a reply; deliver the ready ones once."""
         state = self.state
         window = self._wait_window("timeout", req.timeout)
         _, waiting = state.outstanding(req.run_id, req.message_ids)

@@ -180,7 +180,11 @@ class LinkStore(abc.ABC):
 
 
 class MemoryStore(LinkStore):
-    """In-memory :class:`LinkStore`: dicts and per-node deques. Everything is lost when the process ends."""
+    """In-memory :class:`LinkStore`: dicts and per-node deques. Everything is lost when the process ends.
+
+    Methods behave as documented on :class:`LinkStore`. Instructions answered while queued (TTL expiry) stay in
+    their node's deque until a pull skips them; per-node counters keep the queued counts exact.
+    """
 
     def __init__(self) -> None:
         self._runs: dict[int, RunRecord] = {}

@@ -43,11 +43,13 @@ class Wakeups:
 
     # listener side ---------------------------------------------------------------------------
     def instructions_queued(self, node_id: int) -> None:
+        """Wake the held pulls of ``node_id``."""
         event = self._node_events.pop(node_id, None)
         if event is not None:
             event.set()
 
     def replies_ready(self, message_ids: Sequence[str]) -> None:
+        """Tick these ids off every driver pull waiting for them; wake those with none left."""
         waiters = self._reply_waiters
         for mid in message_ids:
             for waiter in waiters.pop(mid, ()):
@@ -56,10 +58,12 @@ class Wakeups:
                     waiter.event.set()
 
     def nodes_changed(self) -> None:
+        """Wake every WaitForNodes (they re-count)."""
         event, self.nodes_event = self.nodes_event, asyncio.Event()
         event.set()
 
     def deadline_added(self, at: float) -> None:
+        """Wake the deadline timer if ``at`` is earlier than the deadline it sleeps until."""
         if at < self.armed_at:
             self.armed_at = at
             self.deadline_event.set()

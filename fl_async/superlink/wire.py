@@ -180,9 +180,11 @@ class CallTracker:
         self._idle: list[Callable[[], None]] = []
 
     def enter(self) -> None:
+        """A call started."""
         self.active += 1
 
     def exit(self) -> None:
+        """A call ended (its response was sent, or it failed or was cancelled)."""
         self.active -= 1
         if self.active == 0:
             callbacks, self._idle = self._idle, []

@@ -386,3 +386,24 @@ async def test_push_replies_and_pull_in_one_call(superlink: SuperLink, conn: Con
     res = await node.reply_and_pull([reply_to(nxt)], timeout=0.05)  # nothing more: empty after the window
     assert res.message_ids[0] and list(res.instructions) == []
     assert (await node.reply([])).message_ids == []  # pull_max_messages 0: no pull, answers at once
+
+
+async def test_start_failures_leave_nothing_bound(superlink: SuperLink, tmp_path) -> None:
+    from fl_async.superlink import LinkConfig
+
+    taken = LinkConfig(driver_api_address="127.0.0.1:0", fleet_api_address=superlink.fleet_address)
+    link = SuperLink(taken)
+    with pytest.raises(OSError):
+        await link.start()
+    with pytest.raises(RuntimeError, match="stopped"):
+        await link.start()
+    await link.stop()  # idempotent
+    with pytest.raises(RuntimeError, match="not started"):
+        _ = SuperLink().driver_address
+    bad_tls = LinkConfig(
+        driver_api_address="127.0.0.1:0",
+        fleet_api_address="127.0.0.1:0",
+        tls=ServerTLS(tmp_path / "ca.pem", tmp_path / "cert.pem", tmp_path / "key.pem"),
+    )
+    with pytest.raises(ValueError, match="cannot read"):
+        await SuperLink(bad_tls).start()

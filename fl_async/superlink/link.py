@@ -110,9 +110,9 @@ class SuperLink:
         """
         if self._lifecycle is not _Lifecycle.NEW:
             raise RuntimeError(f"cannot start a SuperLink that is {self._lifecycle.value}")
-        self._lifecycle = _Lifecycle.RUNNING
         cfg = self.config
-        ssl_ctx = server_ssl_context(cfg.tls) if cfg.tls is not None else None
+        ssl_ctx = server_ssl_context(cfg.tls) if cfg.tls is not None else None  # ValueError: still NEW
+        self._lifecycle = _Lifecycle.RUNNING
         codec = LimitedProtoCodec(cfg.max_request_bytes)
         try:
             for which, address, service_cls in (

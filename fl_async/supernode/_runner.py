@@ -11,6 +11,7 @@ from typing import Any
 import anyio
 
 from fl_async._loading import load_object
+from fl_async._net import DEFAULT_FLEET_TARGET
 from fl_async.client.client_app import ClientApp
 from fl_async.common.errors import FlAsyncError
 from fl_async.supernode.supernode import SuperNode
@@ -36,7 +37,7 @@ async def _watch_signals(node: SuperNode, scope: anyio.CancelScope) -> None:
 
 async def run_supernode(
     app: ClientApp | str,
-    superlink: str = "127.0.0.1:9092",
+    superlink: str = DEFAULT_FLEET_TARGET,
     *,
     install_signal_handlers: bool = True,
     app_dir: str | Path | None = None,

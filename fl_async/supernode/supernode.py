@@ -103,10 +103,11 @@ class SuperNode:
             before abandoning them.
 
     Raises:
-        TypeError: ``app`` is not a ClientApp, or an argument has the wrong type.
+        TypeError: ``app`` is not a ClientApp, an argument has the wrong type, or a ``node_config``
+            value has an unsupported type.
         ValueError: bad or conflicting arguments (malformed address, both or neither of
             ``insecure`` and ``root_certificates``, unreadable certificates, non-positive numbers,
-            a bad ``node_config`` value).
+            an out-of-range ``node_config`` value).
     """
 
     def __init__(

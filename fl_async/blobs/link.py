@@ -124,7 +124,7 @@ class LinkBlobs:
             return
         try:
             self.store.acquire_many(message.metadata.message_id, refs, now=self._clock())
-        except (ValueError, Exception) as exc:  # noqa: BLE001 - a bad reference must not fail the push
+        except Exception as exc:  # noqa: BLE001 - a bad reference must not fail the push
             # The receiver will not get the payload and answers PAYLOAD_UNAVAILABLE when decoding.
             log.warning("message %s: cannot reference its payloads: %s", message.metadata.message_id, exc)
 

@@ -18,7 +18,7 @@ downloads), the link's VmHWM when every node holds the model (broadcast peak) an
 
 Run::
 
-    python -m benchmarks.large_payload stream [--sizes 100,400] [--reps 3] [--tls]
+    python -m benchmarks.large_payload stream [--sizes 100,400] [--reps 3] [--tls] [--grpc]
     python -m benchmarks.large_payload rounds [--sizes 100,400] [--nodes 2,5,20] [--rounds 3]
     python -m benchmarks.large_payload big [--gib 2.5]
 """
@@ -69,8 +69,19 @@ def _start_blob_server(tls_dir: str | None):  # type: ignore[no-untyped-def]
     return proc, port
 
 
-async def stream(sizes: list[int], reps: int, tls: bool, chunk_size: int) -> None:
-    """Print MiB/s of one blob upload/download vs raw asyncio TCP, best and median of ``reps``."""
+def _start_grpc_server():  # type: ignore[no-untyped-def]
+    from benchmarks._proc import Proc, free_port, wait_for_port
+
+    port = free_port()
+    proc = Proc("grpc-stream-server", [sys.executable, "-m", "benchmarks._grpc_stream", str(port)],
+                log_path=tempfile.mktemp(prefix="grpc_stream_", suffix=".log"))
+    wait_for_port(port, 20.0, proc)
+    return proc, port
+
+
+async def stream(sizes: list[int], reps: int, tls: bool, chunk_size: int, grpc: bool = False) -> None:
+    """Print MiB/s of one blob upload/download vs raw asyncio TCP, best and median of ``reps``
+    (and, with ``grpc``, vs a grpclib client/server-streaming variant with a raw-bytes codec)."""
     from benchmarks import raw_tcp
     from fl_async.blobs import BlobClient
 
@@ -87,6 +98,12 @@ async def stream(sizes: list[int], reps: int, tls: bool, chunk_size: int) -> Non
         cctx = client_ssl_context(files.ca_cert)
     raw_proc, raw_port = raw_tcp.start_server_process(tempfile.mktemp(prefix="raw_tcp_", suffix=".log"))
     blob_proc, blob_port = _start_blob_server(tls_dir)
+    grpc_proc = grpc_channel = None
+    if grpc:
+        from benchmarks import _grpc_stream
+
+        grpc_proc, grpc_port = _start_grpc_server()
+        grpc_channel = _grpc_stream.make_channel("127.0.0.1", grpc_port)
     print(f"# {time.strftime('%Y-%m-%d %H:%M:%S')}  python {sys.version.split()[0]}  cores {os.cpu_count()}  "
           f"chunk {chunk_size // MiB} MiB  tls {tls} (raw TCP baseline is plain TCP)")
     try:
@@ -94,8 +111,11 @@ async def stream(sizes: list[int], reps: int, tls: bool, chunk_size: int) -> Non
         for size in sizes:
             n = size * MiB
             buf = bytearray(os.urandom(MiB)) * size
-            raw_up, raw_down, put, get, dig = [], [], [], [], []
+            raw_up, raw_down, put, get, dig, g_up, g_down = [], [], [], [], [], [], []
             for rep in range(reps):
+                if grpc_channel is not None:
+                    g_up.append(size / await _grpc_stream.upload(grpc_channel, buf))
+                    g_down.append(size / await _grpc_stream.download(grpc_channel, n))
                 raw_up.append(size / await raw_tcp.upload("127.0.0.1", raw_port, buf))
                 raw_down.append(size / await raw_tcp.download("127.0.0.1", raw_port, n))
                 buf[0] = rep  # a new blob each repetition (content-addressed: same bytes are not resent)
@@ -119,12 +139,19 @@ async def stream(sizes: list[int], reps: int, tls: bool, chunk_size: int) -> Non
             print(f"{size:4d} MiB  blob PUT         {fmt(put)} MiB/s   ratio (median) {statistics.median(put) / statistics.median(raw_up):.2f}")
             print(f"{size:4d} MiB  raw TCP download {fmt(raw_down)} MiB/s")
             print(f"{size:4d} MiB  blob GET         {fmt(get)} MiB/s   ratio (median) {statistics.median(get) / statistics.median(raw_down):.2f}")
+            if g_up:
+                print(f"{size:4d} MiB  grpclib stream up  {fmt(g_up)} MiB/s   ratio (median) {statistics.median(g_up) / statistics.median(raw_up):.2f}")
+                print(f"{size:4d} MiB  grpclib stream dn  {fmt(g_down)} MiB/s   ratio (median) {statistics.median(g_down) / statistics.median(raw_down):.2f}")
             print(f"{size:4d} MiB  (sender-side SHA-256, done by the codec at encode time: {statistics.median(dig):.0f} MiB/s)")
             del buf
         await client.aclose()
     finally:
         raw_proc.stop()
         blob_proc.stop()
+        if grpc_channel is not None:
+            grpc_channel.close()
+        if grpc_proc is not None:
+            grpc_proc.stop()
 
 
 
@@ -327,6 +354,7 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--reps", type=int, default=3)
     s.add_argument("--tls", action="store_true")
     s.add_argument("--chunk-mib", type=int, default=4)
+    s.add_argument("--grpc", action="store_true", help="also measure a grpclib streaming variant")
     b = sub.add_parser("blob-server")
     b.add_argument("--port", type=int, required=True)
     b.add_argument("--tls-dir", default=None)
@@ -341,7 +369,8 @@ def main(argv: list[str] | None = None) -> None:
     k.add_argument("--fleet-port", type=int, required=True)
     args = ap.parse_args(argv)
     if args.cmd == "stream":
-        asyncio.run(stream([int(x) for x in args.sizes.split(",")], args.reps, args.tls, args.chunk_mib * MiB))
+        asyncio.run(stream([int(x) for x in args.sizes.split(",")], args.reps, args.tls, args.chunk_mib * MiB,
+                           args.grpc))
     elif args.cmd == "blob-server":
         asyncio.run(_blob_server_main(args.port, args.tls_dir))
     elif args.cmd == "rounds":

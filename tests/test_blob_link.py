@@ -16,7 +16,7 @@ import pytest
 from fl_async.client.client_app import ClientApp
 from fl_async.codec import DEFAULT_INLINE_LIMIT, message_to_proto
 from fl_async.common import Context, Message, RecordSet
-from fl_async.common.errors import ResourceExhaustedError
+from fl_async.common.errors import LinkConnectionError, LinkTimeoutError, ResourceExhaustedError
 from fl_async.common.message import ErrorCode, Metadata
 from fl_async.proto.fl_async import v1 as pb
 from fl_async.common.records import Array, ParametersRecord
@@ -143,3 +143,37 @@ async def test_echoed_array_survives_the_answer(superlink: SuperLink) -> None:
             [reply] = await driver.send_and_receive([driver.create_message(content, "train", nid, "g")], timeout=15)
         np.testing.assert_array_equal(reply.content.parameters_records["m"]["w"].numpy(), w)
         assert superlink.blobs is not None and superlink.blobs.statistics().blobs == 0
+
+
+async def test_blob_path_uses_the_links_tls(superlink_factory) -> None:  # type: ignore[no-untyped-def]
+    """With a TLS link, the blob path is TLS too (same certificate); node and driver reach it with their roots."""
+    from fl_async._net import ServerTLS
+    from tests.certs import make_certs
+
+    certs = make_certs()
+    link = await superlink_factory(tls=ServerTLS(certs.ca_cert, certs.server_cert, certs.server_key))
+    app = ClientApp()
+
+    @app.train()
+    def train(message: Message, context: Context) -> Message:
+        arr = message.content.parameters_records["m"]["w"]
+        arr.numpy()[...] *= 2
+        return message.create_reply(RecordSet(parameters_records={"m": ParametersRecord({"w": arr})}))
+
+    w = np.arange(DEFAULT_INLINE_LIMIT // 2, dtype=np.float32)
+    async with SuperNode(app, link.fleet_address, root_certificates=certs.ca_cert) as node, \
+            AsyncDriver(link.driver_address, root_certificates=certs.ca_cert) as driver:
+        with anyio.fail_after(10):
+            await node.wait_registered()
+        nid = (await driver.wait_for_nodes(1, timeout=10))[0]
+        content = RecordSet(parameters_records={"m": ParametersRecord({"w": Array.from_numpy(w)})})
+        with anyio.fail_after(20):
+            [reply] = await driver.send_and_receive([driver.create_message(content, "train", nid, "g")], timeout=15)
+        np.testing.assert_array_equal(reply.content.parameters_records["m"]["w"].numpy(), w * 2)
+    # a plaintext client cannot talk to the TLS blob port
+    from fl_async.blobs import BlobClient
+
+    assert link.blobs is not None
+    async with BlobClient("127.0.0.1", link.blobs.port, timeout=2.0, max_retries=0) as plain:
+        with pytest.raises((LinkConnectionError, LinkTimeoutError)):
+            await plain.has(bytes(32))

@@ -218,3 +218,26 @@ def test_leases_count_one_download_per_pulled_message() -> None:
     store.hand_over("reply-c", b"driver", expires_at=100.0)
     store.hand_over("reply-d", b"driver", expires_at=100.0)
     assert store.downloaded(b"driver", d, count=2) is True  # one pull of both: one download settles both
+
+
+def test_inline_limit_keeps_a_request_within_budget() -> None:
+    """Small arrays repeated in a broadcast go external when together they would exceed the budget."""
+    import numpy as np
+
+    from fl_async.blobs.transfer import inline_limit_for
+    from fl_async.codec import DEFAULT_INLINE_LIMIT
+    from fl_async.common import Message, Metadata, RecordSet
+    from fl_async.common.records import Array, ParametersRecord
+
+    def msg(sizes: list[int]) -> Message:
+        md = Metadata(run_id=1, message_id="", src_node_id=0, dst_node_id=2, reply_to_message="", group_id="g",
+                      ttl=60.0, message_type="train")
+        rec = ParametersRecord({f"a{i}": Array.from_numpy(np.zeros(n, np.uint8)) for i, n in enumerate(sizes)})
+        return Message(md, content=RecordSet(parameters_records={"p": rec}))
+
+    small = msg([10, 20, 30])
+    assert inline_limit_for([small], budget=100) == DEFAULT_INLINE_LIMIT
+    assert inline_limit_for([small] * 10, budget=100) == 10  # 10 x (10 + 20 + 30) > 100: keep only the 10s
+    assert inline_limit_for([small] * 10, budget=5) == -1  # nothing fits: everything external
+    big = msg([DEFAULT_INLINE_LIMIT + 1, 5])  # the big one is external anyway and does not count
+    assert inline_limit_for([big] * 3, budget=15) == DEFAULT_INLINE_LIMIT

@@ -92,3 +92,51 @@ def client_for(host: str, port: int, *, ssl: Any = None, token: bytes = b"") -> 
     if not port:
         return None
     return BlobClient(host, port, ssl=ssl, token=token)
+
+
+INLINE_BUDGET = 32 << 20
+"""Most array bytes one request carries inline (bytes); the rest goes on the blob path."""
+
+
+def inline_limit_for(messages: Iterable[Any], *, budget: int = INLINE_BUDGET, default: int | None = None) -> int:
+    """The inline limit (bytes) to encode ``messages`` with, so their inline arrays add up to ``budget`` at most.
+
+    Arrays above the codec's default limit travel as blobs anyway; when the small ones of all the
+    messages (a broadcast repeats them in every message) would exceed ``budget`` together, the limit is
+    lowered so that the largest of them go on the blob path too (stored once, however many messages
+    name them). So a push or a reply request stays far below the link's ``max_request_bytes``,
+    whatever the number or size of arrays.
+
+    Args:
+        messages: :class:`~fl_async.common.Message` objects about to be encoded in one request.
+        budget: bytes of inline array payload allowed in total.
+        default: the normal inline limit (default: ``codec.DEFAULT_INLINE_LIMIT``).
+
+    Returns:
+        The limit to pass as ``inline_limit`` to ``codec.message_to_proto`` (``-1``: everything external).
+    """
+    from fl_async.codec import DEFAULT_INLINE_LIMIT
+
+    limit = DEFAULT_INLINE_LIMIT if default is None else default
+    sizes: list[int] = []
+    for msg in messages:
+        if not msg.has_content():
+            continue
+        for rec in msg.content.parameters_records.values():
+            sizes.extend(a.nbytes for a in rec.values() if a.nbytes <= limit)
+    if sum(sizes) <= budget:
+        return limit
+    sizes.sort()
+    total = 0
+    best = -1
+    i = 0
+    while i < len(sizes):  # largest t (a size present) such that the sum of all sizes <= t fits the budget
+        j = i
+        while j < len(sizes) and sizes[j] == sizes[i]:
+            total += sizes[j]
+            j += 1
+        if total > budget:
+            break
+        best = sizes[i]
+        i = j
+    return best

@@ -351,9 +351,15 @@ def push_request(
     run_id: int, messages: list[Message], blobs: dict[bytes, Any] | None = None
 ) -> pb.PushMessagesRequest:
     """Encode validated messages as one ``PushMessagesRequest``: arrays inline, or, when ``blobs`` is
-    given, arrays over the codec's inline limit as external references with payloads put in ``blobs``."""
+    given, arrays over the inline limit as external references with payloads put in ``blobs`` (the
+    limit is lowered when the batch's small arrays add up to more than the inline budget, issue 7)."""
+    if blobs is None:
+        return pb.PushMessagesRequest(run_id=run_id, messages=[codec.message_to_proto(m) for m in messages])
+    from fl_async.blobs.transfer import inline_limit_for
+
+    limit = inline_limit_for(messages)
     return pb.PushMessagesRequest(
-        run_id=run_id, messages=[codec.message_to_proto(m, blobs=blobs) for m in messages]
+        run_id=run_id, messages=[codec.message_to_proto(m, blobs=blobs, inline_limit=limit) for m in messages]
     )
 
 

@@ -131,3 +131,59 @@ async def end_process(proc: anyio.abc.Process, timeout: float = 5.0) -> None:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+class TcpProxy:
+    """A real TCP forwarder ``127.0.0.1:port -> target`` whose link can be cut and restored (network blip).
+
+    ``cut()`` stops listening and aborts every connection (both sides see a reset); ``restore()`` listens
+    again on the same port.
+    """
+
+    def __init__(self, target: str) -> None:
+        self.target = parse_address(target)
+        self.port = 0
+        self._server: Any = None
+        self._writers: set[Any] = set()
+
+    async def start(self) -> TcpProxy:
+        import asyncio
+
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port, reuse_address=True)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def _handle(self, reader: Any, writer: Any) -> None:
+        import asyncio
+
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            writer.transport.abort()
+            return
+        self._writers |= {writer, up_writer}
+
+        async def pipe(src: Any, dst: Any) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except (OSError, asyncio.IncompleteReadError):
+                pass
+            finally:
+                dst.transport.abort()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        self._writers -= {writer, up_writer}
+
+    async def cut(self) -> None:
+        self._server.close()
+        for w in list(self._writers):
+            w.transport.abort()
+        self._writers.clear()
+
+    async def restore(self) -> None:
+        await self.start()
+
+    async def aclose(self) -> None:
+        await self.cut()

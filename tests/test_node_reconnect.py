@@ -99,3 +99,46 @@ def test_backoff_is_capped_jittered_and_never_zero() -> None:
         state.attempt_number = attempt
         base = min(2.0, 0.1 * 2 ** (attempt - 1))
         assert 0.5 * base <= wait(state) <= base <= 2.0
+
+
+async def test_network_blip_keeps_the_registration_and_delivers_the_reply_made_meanwhile(
+    superlink_factory, caplog
+) -> None:
+    import threading
+
+    from tests.node_driver import TcpProxy
+
+    link = await superlink_factory()
+    proxy = await TcpProxy(link.fleet_address).start()
+    started, release = threading.Event(), threading.Event()
+    app = ClientApp()
+
+    @app.train()
+    def train(msg: Message, ctx: Context) -> Message:
+        started.set()
+        release.wait(10)
+        return msg.create_reply(RecordSet(metrics_records={"m": MetricsRecord({"node": ctx.node_id})}))
+
+    caplog.set_level(logging.WARNING, logger="fl_async.supernode")
+    try:
+        async with RawDriver(link.driver_address) as drv, SuperNode(
+            app, f"127.0.0.1:{proxy.port}", insecure=True, heartbeat_interval=2.0, max_backoff=0.2
+        ) as node:
+            node_id = await node.wait_registered(timeout=5)
+            run = await drv.create_run()
+            mid = await drv.push(run, node_id)
+            with anyio.fail_after(10):
+                while not started.is_set():
+                    await anyio.sleep(0.01)
+            await proxy.cut()  # the node's connection resets; the link (patience 4 s) still knows the node
+            with anyio.fail_after(10):  # the node noticed (heartbeat failed) and is retrying
+                while not any("not usable" in r.getMessage() for r in caplog.records):
+                    await anyio.sleep(0.01)
+            release.set()  # the reply is made while the link is unreachable
+            await proxy.restore()
+            reply = await drv.reply(run, mid)
+            assert reply.has_content(), reply.error  # delivered after the blip, not NODE_UNAVAILABLE
+            assert node.node_id == node_id and node.registrations == 1  # same registration resumed
+    finally:
+        release.set()
+        await proxy.aclose()

@@ -162,6 +162,7 @@ class SuperNode:
         self._context_locks: dict[int, anyio.Lock] = {}
         self._session: _Session | None = None
         self._last_session: _Session | None = None
+        self._resumable: _Session | None = None
         self._conn: FleetClient | None = None
         self._blob_port = 0
         self._blob_client: Any = None  # issue 7: BlobClient of the current session (None: no blob path)
@@ -347,23 +348,46 @@ class SuperNode:
                                  push_timeout=_PUSH_TIMEOUT, poll_margin=_POLL_MARGIN)
         return self._conn
 
+    async def _resume(self, conn: FleetClient) -> _Session | None:
+        """After a transport failure, try the last registration again (a heartbeat with its credentials).
+
+        Keeping the node id across a network blip keeps its in-flight instructions valid, so replies
+        finished meanwhile are still accepted. Returns ``None`` when the link has forgotten the node.
+        """
+        prev = self._resumable
+        if prev is None:
+            return None
+        timeout = max(1.0, min(self._interval, 5.0))
+        try:
+            granted = await conn.heartbeat(prev.auth, self._requested_interval, timeout=timeout)
+        except NotAuthorizedError:
+            self._resumable = None  # the link forgot it: register again
+            return None
+        if granted > 0:
+            self._interval = granted
+        logger.info("node %s: connection to SuperLink %s restored; same registration", prev.node_id, self.superlink)
+        return _Session(conn=conn, auth=prev.auth)
+
     async def _run_session(self) -> None:
         conn = self._connect()
-        resp = await conn.create_node(self._requested_interval)
-        sess = _Session(conn=conn, auth=pb.NodeAuth(node_id=resp.node_id, token=resp.token))
-        self._interval = resp.heartbeat_interval if resp.heartbeat_interval > 0 else self._requested_interval
-        self._blob_port = resp.blob_port
-        if self._blob_client is not None:
-            await self._blob_client.aclose()
-        self._blob_client = _blobs.client_for(self._host, resp.blob_port, ssl=self._ssl,
-                                              token=node_blob_token(resp.node_id, resp.token))
-        self._registrations += 1
-        for ctx in self._contexts.values():
-            ctx.node_id = sess.node_id
+        sess = await self._resume(conn)
+        if sess is None:
+            resp = await conn.create_node(self._requested_interval)
+            sess = _Session(conn=conn, auth=pb.NodeAuth(node_id=resp.node_id, token=resp.token))
+            self._interval = resp.heartbeat_interval if resp.heartbeat_interval > 0 else self._requested_interval
+            self._blob_port = resp.blob_port
+            if self._blob_client is not None:
+                await self._blob_client.aclose()
+            self._blob_client = _blobs.client_for(self._host, resp.blob_port, ssl=self._ssl,
+                                                  token=node_blob_token(resp.node_id, resp.token))
+            self._registrations += 1
+            for ctx in self._contexts.values():
+                ctx.node_id = sess.node_id
+            logger.info("node %s: registered with SuperLink %s (heartbeat every %.3g s)", sess.node_id,
+                        self.superlink, self._interval)
+        self._resumable = None
         self._session = self._last_session = sess
         self._session_evt.set()
-        logger.info("node %s: registered with SuperLink %s (heartbeat every %.3g s)", sess.node_id,
-                    self.superlink, self._interval)
         started = anyio.current_time()
         try:
             with sess.scope:
@@ -374,6 +398,8 @@ class SuperNode:
             self._session = None
             self._session_evt = anyio.Event()
         cause = sess.lost or LinkConnectionError("session ended")
+        if isinstance(cause, (LinkConnectionError, LinkTimeoutError)):
+            self._resumable = sess  # the link may still know the node: try to resume it first
         text = f"node {sess.node_id}: session lost: {cause}"
         if anyio.current_time() - started >= _HEALTHY_SESSION:
             raise _HealthySessionLost(text) from cause

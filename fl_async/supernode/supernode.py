@@ -478,7 +478,9 @@ class SuperNode:
 
     def _encode(self, message: Message, blobs: dict[bytes, Any] | None = None) -> pb.Message:
         """The one place the node encodes replies; large arrays go to ``blobs`` when given (issue 7)."""
-        return message_to_proto(message, blobs=blobs)
+        if blobs is None:
+            return message_to_proto(message)
+        return message_to_proto(message, blobs=blobs, inline_limit=_blobs.inline_limit_for([message]))
 
     async def _handle(self, wire: pb.Message, sess: _Session) -> None:
         try:

@@ -107,7 +107,9 @@ def wait_until(predicate, timeout: float, what: str, interval: float = 0.05) -> 
         time.sleep(interval)
 
 
-def wait_for_port(port: int, timeout: float, proc: Proc | None = None, host: str = "127.0.0.1") -> None:
+def wait_for_port(
+    port: int, timeout: float, proc: Proc | None = None, host: str = "127.0.0.1"
+) -> None:
     """Wait until a TCP connect to ``host:port`` succeeds.
 
     Args:
@@ -123,7 +125,9 @@ def wait_for_port(port: int, timeout: float, proc: Proc | None = None, host: str
 
     def _open() -> bool:
         if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"{proc.name} exited with {proc.returncode} before port {port} opened; see {proc.log_path}")
+            raise RuntimeError(
+                f"{proc.name} exited with {proc.returncode} before port {port} opened; see {proc.log_path}"
+            )
         try:
             with socket.create_connection((host, port), timeout=0.5):
                 return True
@@ -167,8 +171,13 @@ class Proc:
         full_env.update(env or {})
         self.started_at = time.monotonic()
         with open(self.log_path, "wb") as log:
-            self._popen = subprocess.Popen(  # noqa: S603 - argv built by the benchmark itself
-                self.argv, env=full_env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+            self._popen = subprocess.Popen(
+                self.argv,
+                env=full_env,
+                cwd=cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         self.pid: int = self._popen.pid
         self.returncode: int | None = None
@@ -192,9 +201,13 @@ class Proc:
 
     def _reaped(self, status: int, rusage) -> int:
         self.returncode = os.waitstatus_to_exitcode(status)
-        self._popen.returncode = self.returncode  # keep Popen from waiting on a reaped PID
+        self._popen.returncode = (
+            self.returncode
+        )  # keep Popen from waiting on a reaped PID
         self.ended_at = time.monotonic()
-        self.peak_rss = max(rusage.ru_maxrss * 1024, self.peak_rss or 0)  # ru_maxrss is KiB on Linux
+        self.peak_rss = max(
+            rusage.ru_maxrss * 1024, self.peak_rss or 0
+        )  # ru_maxrss is KiB on Linux
         self.cpu_seconds = rusage.ru_utime + rusage.ru_stime
         return self.returncode
 
@@ -209,7 +222,9 @@ class Proc:
         try:
             pid, status, rusage = os.wait4(self.pid, os.WNOHANG)
         except ChildProcessError:  # reaped elsewhere: keep what we sampled
-            self.returncode = self._popen.returncode if self._popen.returncode is not None else -1
+            self.returncode = (
+                self._popen.returncode if self._popen.returncode is not None else -1
+            )
             return self.returncode
         if pid == 0:
             return None
@@ -233,7 +248,9 @@ class Proc:
             if code is not None:
                 return code
             if time.monotonic() >= deadline:
-                raise TimeoutError(f"{self.name} (pid {self.pid}) still running after {timeout:.1f} s")
+                raise TimeoutError(
+                    f"{self.name} (pid {self.pid}) still running after {timeout:.1f} s"
+                )
             self.sample()
             time.sleep(0.02)
 
@@ -279,7 +296,9 @@ class Proc:
     def tail(self, lines: int = 20) -> str:
         """The last ``lines`` lines of the process log (for error messages)."""
         try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+            return "\n".join(
+                self.log_path.read_text(errors="replace").splitlines()[-lines:]
+            )
         except FileNotFoundError:
             return ""
 

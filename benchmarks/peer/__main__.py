@@ -34,19 +34,56 @@ FAST_SLEEP = 0.1
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.peer", description=__doc__.split("\n\n")[0])
-    p.add_argument("--only", choices=["all", "fl-async", "flower"], default="all", help="which systems to run")
-    p.add_argument("--workloads", default="1,2,3,4", help="comma-separated workload numbers (default 1,2,3,4)")
-    p.add_argument("--json", metavar="PATH", help="also write the results as JSON ('-' = stdout)")
-    p.add_argument("--quick", action="store_true", help="smallest sizes only (smoke test)")
-    p.add_argument("--flower-max-nodes", type=int, default=200, help="cap on Flower node processes (workload 3)")
-    p.add_argument("--kill-bound", type=float, default=None, help="seconds to wait for the error reply (workload 4)")
-    p.add_argument("--fast-sleep", type=float, default=FAST_SLEEP, help="sleep of the tuned Flower variant (s)")
-    p.add_argument("--logdir", type=Path, default=None, help="process logs (default build/bench-logs/<time>)")
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.peer", description=__doc__.split("\n\n")[0]
+    )
+    p.add_argument(
+        "--only",
+        choices=["all", "fl-async", "flower"],
+        default="all",
+        help="which systems to run",
+    )
+    p.add_argument(
+        "--workloads",
+        default="1,2,3,4",
+        help="comma-separated workload numbers (default 1,2,3,4)",
+    )
+    p.add_argument(
+        "--json", metavar="PATH", help="also write the results as JSON ('-' = stdout)"
+    )
+    p.add_argument(
+        "--quick", action="store_true", help="smallest sizes only (smoke test)"
+    )
+    p.add_argument(
+        "--flower-max-nodes",
+        type=int,
+        default=200,
+        help="cap on Flower node processes (workload 3)",
+    )
+    p.add_argument(
+        "--kill-bound",
+        type=float,
+        default=None,
+        help="seconds to wait for the error reply (workload 4)",
+    )
+    p.add_argument(
+        "--fast-sleep",
+        type=float,
+        default=FAST_SLEEP,
+        help="sleep of the tuned Flower variant (s)",
+    )
+    p.add_argument(
+        "--logdir",
+        type=Path,
+        default=None,
+        help="process logs (default build/bench-logs/<time>)",
+    )
     args = p.parse_args(argv)
     bad = [w for w in args.workloads.split(",") if w.strip() not in WORKLOADS]
     if bad:
-        p.error(f"unknown workload(s) {','.join(bad)}; choose from {','.join(WORKLOADS)}")
+        p.error(
+            f"unknown workload(s) {','.join(bad)}; choose from {','.join(WORKLOADS)}"
+        )
     return args
 
 
@@ -80,7 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run the selected workloads and print their tables; returns the exit code."""
     args = parse_args(argv)
     started = time.monotonic()
-    logdir = args.logdir or REPO / "build" / "bench-logs" / time.strftime("%Y%m%d-%H%M%S")
+    logdir = args.logdir or REPO / "build" / "bench-logs" / time.strftime(
+        "%Y%m%d-%H%M%S"
+    )
     logdir.mkdir(parents=True, exist_ok=True)
     settings = Settings.quick(logdir) if args.quick else Settings(logdir=logdir)
     settings.flower_max_nodes = args.flower_max_nodes
@@ -94,27 +133,45 @@ def main(argv: list[str] | None = None) -> int:
         if gone:
             notes.append(f"fl-async: n/a, not importable yet: {', '.join(gone)}")
         else:
-            variants.append(Variant(FLASYNC, "fl-async", flasync.system(), in_process_nodes=True))
+            variants.append(
+                Variant(FLASYNC, "fl-async", flasync.system(), in_process_nodes=True)
+            )
     if args.only in ("all", "flower"):
         bindir = flower.ensure_venv()
         fsys = flower.system(bindir)
-        variants.append(Variant(FLOWER_GUIDE, f"Flower {flower.FLWR_VERSION} (guide, sleep {GUIDE_SLEEP:g} s)",
-                                fsys, GUIDE_SLEEP))
-        variants.append(Variant(FLOWER_FAST, f"Flower {flower.FLWR_VERSION} (sleep {args.fast_sleep:g} s)",
-                                fsys, args.fast_sleep))
+        variants.append(
+            Variant(
+                FLOWER_GUIDE,
+                f"Flower {flower.FLWR_VERSION} (guide, sleep {GUIDE_SLEEP:g} s)",
+                fsys,
+                GUIDE_SLEEP,
+            )
+        )
+        variants.append(
+            Variant(
+                FLOWER_FAST,
+                f"Flower {flower.FLWR_VERSION} (sleep {args.fast_sleep:g} s)",
+                fsys,
+                args.fast_sleep,
+            )
+        )
     if not variants:
         print("nothing to run: " + "; ".join(notes), file=sys.stderr)
         return 1
 
     meta = {
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        "command": "python -m benchmarks.peer " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": "python -m benchmarks.peer "
+        + " ".join(argv if argv is not None else sys.argv[1:]),
         "machine": machine(),
         "logdir": str(logdir),
         "notes": notes,
     }
-    print(f"# fl-async benchmarks ({meta['date']}; {meta['machine']['cores']} cores, {meta['machine']['memory']}; "
-          f"logs: {logdir})", flush=True)
+    print(
+        f"# fl-async benchmarks ({meta['date']}; {meta['machine']['cores']} cores, {meta['machine']['memory']}; "
+        f"logs: {logdir})",
+        flush=True,
+    )
     for n in notes:
         print(f"- {n}", flush=True)
     tables: list[Table] = []

@@ -45,7 +45,11 @@ def _cli() -> list[str]:
     script = Path(sys.executable).parent / "fl-async"
     if script.exists():
         return [str(script)]
-    return [sys.executable, "-c", "import sys; from fl_async.cli import main; sys.exit(main())"]
+    return [
+        sys.executable,
+        "-c",
+        "import sys; from fl_async.cli import main; sys.exit(main())",
+    ]
 
 
 def system() -> System:
@@ -62,11 +66,30 @@ def system() -> System:
             "--fleet-api-address",
             f"{HOST}:{f}",
         ],
-        node=lambda f: [*cli, "supernode", "benchmarks.peer.flasync_apps.client:app", "--superlink", f"{HOST}:{f}",
-                        "--insecure"],
-        server=lambda d: [*cli, "server-app", "benchmarks.peer.flasync_apps.server:app", "--superlink",
-                          f"{HOST}:{d}", "--insecure"],
-        host=lambda f, n: [sys.executable, "-m", "benchmarks.peer.flasync_host", "--superlink", f"{HOST}:{f}",
-                           "--nodes", str(n)],
+        node=lambda f: [
+            *cli,
+            "supernode",
+            "benchmarks.peer.flasync_apps.client:app",
+            "--superlink",
+            f"{HOST}:{f}",
+            "--insecure",
+        ],
+        server=lambda d: [
+            *cli,
+            "server-app",
+            "benchmarks.peer.flasync_apps.server:app",
+            "--superlink",
+            f"{HOST}:{d}",
+            "--insecure",
+        ],
+        host=lambda f, n: [
+            sys.executable,
+            "-m",
+            "benchmarks.peer.flasync_host",
+            "--superlink",
+            f"{HOST}:{f}",
+            "--nodes",
+            str(n),
+        ],
         cwd=str(REPO),
     )

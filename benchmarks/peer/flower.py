@@ -46,17 +46,30 @@ def ensure_venv(timeout: float = 900.0) -> Path:
     if not (bindir / "python").exists():
         venv.EnvBuilder(with_pip=True, clear=False).create(VENV)
     log = REPO / "build" / "peer-venv-pip.log"
-    print(f"[bench-peer] installing flwr=={FLWR_VERSION} into {VENV} (log: {log})", file=sys.stderr, flush=True)
+    print(
+        f"[bench-peer] installing flwr=={FLWR_VERSION} into {VENV} (log: {log})",
+        file=sys.stderr,
+        flush=True,
+    )
     with open(log, "wb") as out:
-        proc = subprocess.run(  # noqa: S603
-            [str(bindir / "python"), "-m", "pip", "install", "-q", f"flwr=={FLWR_VERSION}"],
+        proc = subprocess.run(
+            [
+                str(bindir / "python"),
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                f"flwr=={FLWR_VERSION}",
+            ],
             stdout=out,
             stderr=subprocess.STDOUT,
             timeout=timeout,
             check=False,
         )
     if proc.returncode != 0:
-        raise RuntimeError(f"pip install flwr=={FLWR_VERSION} failed (exit {proc.returncode}); see {log}")
+        raise RuntimeError(
+            f"pip install flwr=={FLWR_VERSION} failed (exit {proc.returncode}); see {log}"
+        )
     _STAMP.touch()
     return bindir
 
@@ -74,8 +87,20 @@ def system(bindir: Path) -> System:
             "--fleet-api-address",
             f"{HOST}:{f}",
         ],
-        node=lambda f: [f"{b}/flower-supernode", "client:app", "--insecure", "--superlink", f"{HOST}:{f}"],
-        server=lambda d: [f"{b}/flower-server-app", "server:app", "--insecure", "--superlink", f"{HOST}:{d}"],
+        node=lambda f: [
+            f"{b}/flower-supernode",
+            "client:app",
+            "--insecure",
+            "--superlink",
+            f"{HOST}:{f}",
+        ],
+        server=lambda d: [
+            f"{b}/flower-server-app",
+            "server:app",
+            "--insecure",
+            "--superlink",
+            f"{HOST}:{d}",
+        ],
         env={"FLWR_TELEMETRY_ENABLED": "0"},
         cwd=str(APPS),
     )

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 from benchmarks._proc import Proc, free_port, stop_all, wait_for_port, wait_until
 from benchmarks.peer.appcfg import AppResult
@@ -76,7 +77,7 @@ class Cluster:
         #: ``time.time()`` when nodes were last added (wall clock, for bring-up times)
         self.nodes_started_at = 0.0
 
-    def __enter__(self) -> Cluster:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -112,7 +113,10 @@ class Cluster:
         return self.link
 
     def add_nodes(
-        self, k: int, env: Mapping[str, str] | None = None, extra_args: Sequence[str] = ()
+        self,
+        k: int,
+        env: Mapping[str, str] | None = None,
+        extra_args: Sequence[str] = (),
     ) -> list[Proc]:
         """Start ``k`` node processes (no wait: the server app waits for them, bounded).
 
@@ -179,7 +183,10 @@ class Cluster:
         try:
             result = AppResult.read(out)
         except (FileNotFoundError, ValueError):
-            result = AppResult(timed_out=True, note=f"no result (exit {proc.returncode}); log {proc.log_path}")
+            result = AppResult(
+                timed_out=True,
+                note=f"no result (exit {proc.returncode}); log {proc.log_path}",
+            )
         if proc.returncode not in (0, None) and not result.note:
             result.note = f"exit {proc.returncode}; log {proc.log_path}"
         wall = (proc.ended_at or time.monotonic()) - proc.started_at
@@ -196,7 +203,12 @@ class Cluster:
             p.sample()
 
     def _all(self) -> list[Proc]:
-        return [*self.nodes, *self.hosts, *self.servers, *([self.link] if self.link else [])]
+        return [
+            *self.nodes,
+            *self.hosts,
+            *self.servers,
+            *([self.link] if self.link else []),
+        ]
 
     def close(self) -> None:
         """End every process of this cluster by PID: server apps and nodes first, then the link (bounded)."""

@@ -57,7 +57,9 @@ def ratio(other: Value, base: Value) -> str:
         return "n/a"
     if base.lower_bound:
         return f"< {r:.1f}x"
-    return ("> " if other.lower_bound else "") + (f"{r:.1f}x" if r >= 10 else f"{r:.2f}x")
+    return ("> " if other.lower_bound else "") + (
+        f"{r:.1f}x" if r >= 10 else f"{r:.2f}x"
+    )
 
 
 @dataclass
@@ -86,7 +88,12 @@ class Table:
         header = ["figure", self.columns.get(FLASYNC, FLASYNC)]
         for c in others:
             header += [self.columns[c], "ratio"]
-        lines = [f"### {self.title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines = [
+            f"### {self.title}",
+            "",
+            "| " + " | ".join(header) + " |",
+            "|" + "---|" * len(header),
+        ]
         for figure, vals in self.rows:
             base = vals.get(FLASYNC, Value())
             cells = [figure, base.fmt()]
@@ -109,7 +116,10 @@ class Table:
         return {
             "title": self.title,
             "columns": self.columns,
-            "rows": [{"figure": f, "values": {k: asdict(v) for k, v in vals.items()}} for f, vals in self.rows],
+            "rows": [
+                {"figure": f, "values": {k: asdict(v) for k, v in vals.items()}}
+                for f, vals in self.rows
+            ],
             "notes": self.notes,
         }
 

@@ -19,7 +19,14 @@ from pathlib import Path
 
 from benchmarks._proc import Proc
 from benchmarks.peer.appcfg import FLOATS_100MIB, AppResult
-from benchmarks.peer.harness import Cluster, ServerRun, System, cpu_sum, mib, wait_for_file
+from benchmarks.peer.harness import (
+    Cluster,
+    ServerRun,
+    System,
+    cpu_sum,
+    mib,
+    wait_for_file,
+)
 from benchmarks.peer.report import FLASYNC, Table, Value, median, p99
 
 
@@ -146,14 +153,29 @@ def latency(variants: Sequence[Variant], s: Settings) -> Table:
                     deadline = 60 + 1.5 * n + 12 * s.latency_rounds
                     _log(f"w1 {v.key} N={n}")
                     runs[n, v.key] = c.run_server(
-                        {"mode": "rounds", "n": n, "rounds": s.latency_rounds, "sleep": v.sleep, "floats": 10,
-                         "deadline": deadline},
+                        {
+                            "mode": "rounds",
+                            "n": n,
+                            "rounds": s.latency_rounds,
+                            "sleep": v.sleep,
+                            "floats": 10,
+                            "deadline": deadline,
+                        },
                         timeout=deadline + 30,
                     )
-    t = Table(f"1. Round latency, tiny payload (one 10-float array), {s.latency_rounds} rounds", _columns(variants))
+    t = Table(
+        f"1. Round latency, tiny payload (one 10-float array), {s.latency_rounds} rounds",
+        _columns(variants),
+    )
     for n in s.latency_sizes:
-        t.add(f"N={n}: round median (s)", **{v.key: _rounds_value(runs.get((n, v.key)), median) for v in variants})
-        t.add(f"N={n}: round p99 (s)", **{v.key: _rounds_value(runs.get((n, v.key)), p99) for v in variants})
+        t.add(
+            f"N={n}: round median (s)",
+            **{v.key: _rounds_value(runs.get((n, v.key)), median) for v in variants},
+        )
+        t.add(
+            f"N={n}: round p99 (s)",
+            **{v.key: _rounds_value(runs.get((n, v.key)), p99) for v in variants},
+        )
     t.notes.append(
         f"p99 of {s.latency_rounds} rounds (linear interpolation), so close to the slowest round; "
         "a round = select nodes, push N messages, hold all N replies, timed in the server app."
@@ -173,8 +195,14 @@ def big_model(variants: Sequence[Variant], s: Settings) -> Table:
                 c.add_nodes(n)
                 deadline = 60 + n * 5 + s.big_rounds * (20 + n * size_mib / 10)
                 run = c.run_server(
-                    {"mode": "rounds", "n": n, "rounds": s.big_rounds, "sleep": v.sleep, "floats": s.big_floats,
-                     "deadline": deadline},
+                    {
+                        "mode": "rounds",
+                        "n": n,
+                        "rounds": s.big_rounds,
+                        "sleep": v.sleep,
+                        "floats": s.big_floats,
+                        "deadline": deadline,
+                    },
                     timeout=deadline + 30,
                 )
             link = c.link
@@ -182,11 +210,16 @@ def big_model(variants: Sequence[Variant], s: Settings) -> Table:
                 "round": _rounds_value(run, median),
                 "link_rss": Value(mib(link.peak_rss) if link else None),
                 "server_rss": Value(mib(run.proc.peak_rss)),
-                "node_rss": Value(mib(max((p.peak_rss or 0) for p in c.nodes)) if c.nodes else None),
+                "node_rss": Value(
+                    mib(max((p.peak_rss or 0) for p in c.nodes)) if c.nodes else None
+                ),
                 "link_cpu": Value(link.cpu_seconds if link else None),
                 "server_cpu": Value(run.proc.cpu_seconds),
             }
-    t = Table(f"2. {size_mib:g} MiB model to N nodes and back, {s.big_rounds} rounds", _columns(variants))
+    t = Table(
+        f"2. {size_mib:g} MiB model to N nodes and back, {s.big_rounds} rounds",
+        _columns(variants),
+    )
     labels = {
         "round": "round (s, median)",
         "link_rss": "link peak RSS (MiB)",
@@ -198,8 +231,10 @@ def big_model(variants: Sequence[Variant], s: Settings) -> Table:
     for n in s.big_sizes:
         for k, label in labels.items():
             t.add(f"N={n}: {label}", **{v.key: rows[n, v.key][k] for v in variants})
-    t.notes.append("peak RSS = VmHWM from /proc/<pid>/status (ru_maxrss from wait4 for processes that exited); "
-                   "each node echoes the model back, so every round moves 2 x N x the model.")
+    t.notes.append(
+        "peak RSS = VmHWM from /proc/<pid>/status (ru_maxrss from wait4 for processes that exited); "
+        "each node echoes the model back, so every round moves 2 x N x the model."
+    )
     return t
 
 
@@ -213,7 +248,9 @@ def scale(variants: Sequence[Variant], s: Settings) -> Table:
     rows: dict[tuple[int, str], dict[str, Value]] = {}
     actual: dict[tuple[int, str], int] = {}
     for group in _groups(variants):
-        group = sorted(group, key=lambda v: v.sleep)  # shortest poll first: it times the bring-up best
+        group = sorted(
+            group, key=lambda v: v.sleep
+        )  # shortest poll first: it times the bring-up best
         v0 = group[0]
         with Cluster(v0.system, s.logdir, f"w3-{_tag(v0)}") as c:
             c.start_link()
@@ -232,8 +269,14 @@ def scale(variants: Sequence[Variant], s: Settings) -> Table:
                     deadline = 90 + 0.5 * want + 15 * s.scale_rounds
                     _log(f"w3 {v.key} N={n} (running {want})")
                     run = c.run_server(
-                        {"mode": "rounds", "n": want, "rounds": s.scale_rounds, "sleep": v.sleep, "floats": 10,
-                         "deadline": deadline},
+                        {
+                            "mode": "rounds",
+                            "n": want,
+                            "rounds": s.scale_rounds,
+                            "sleep": v.sleep,
+                            "floats": 10,
+                            "deadline": deadline,
+                        },
                         timeout=deadline + 30,
                     )
                     c.sample()
@@ -243,7 +286,9 @@ def scale(variants: Sequence[Variant], s: Settings) -> Table:
                         "p99": _rounds_value(run, p99),
                         "up": _bring_up(run, c.nodes_started_at, first),
                         "link_rss": Value(mib(c.link.peak_rss) if c.link else None),
-                        "nodes_rss": Value(mib(sum(p.peak_rss or 0 for p in node_procs))),
+                        "nodes_rss": Value(
+                            mib(sum(p.peak_rss or 0 for p in node_procs))
+                        ),
                         "link_cpu": Value(c.link.cpu_seconds if c.link else None),
                         "nodes_cpu": Value(cpu_sum(node_procs)),
                     }
@@ -260,27 +305,47 @@ def scale(variants: Sequence[Variant], s: Settings) -> Table:
     }
     for n in s.scale_sizes:
         for k, label in labels.items():
-            t.add(f"N={n}: {label}", **{v.key: rows[n, v.key][k] for v in variants if (n, v.key) in rows})
+            t.add(
+                f"N={n}: {label}",
+                **{v.key: rows[n, v.key][k] for v in variants if (n, v.key) in rows},
+            )
         for v in variants:
             if actual.get((n, v.key), n) != n:
-                t.notes.append(f"N={n}: {v.header} ran {actual[n, v.key]} node processes (cap --flower-max-nodes: "
-                               "each Flower node is its own process of ~70 MiB RSS); its ratios compare different N.")
-    t.notes.append("fl-async nodes run in-process (one host process per size step) over real gRPC to the link "
-                   "process; Flower nodes are flower-supernode processes. 'so far' = cumulative since the cluster "
-                   "started (shared by the variants of one system, grown from the smaller N).")
+                t.notes.append(
+                    f"N={n}: {v.header} ran {actual[n, v.key]} node processes (cap --flower-max-nodes: "
+                    "each Flower node is its own process of ~70 MiB RSS); its ratios compare different N."
+                )
+    t.notes.append(
+        "fl-async nodes run in-process (one host process per size step) over real gRPC to the link "
+        "process; Flower nodes are flower-supernode processes. 'so far' = cumulative since the cluster "
+        "started (shared by the variants of one system, grown from the smaller N)."
+    )
     return t
 
 
-def _kill_once(v: Variant, s: Settings, tag: str, node_args: Sequence[str] = ()) -> Value:
+def _kill_once(
+    v: Variant, s: Settings, tag: str, node_args: Sequence[str] = ()
+) -> Value:
     """One workload-4 measurement on a fresh cluster (see :func:`node_killed`)."""
     with Cluster(v.system, s.logdir, f"w4-{tag}") as c:
         c.start_link()
         c.add_nodes(1, extra_args=node_args)
         marker = s.logdir / f"w4-{tag}.marker"
         marker.unlink(missing_ok=True)
-        victim = c.add_nodes(1, env={"BENCH_VICTIM": "1", "BENCH_MARKER": str(marker)}, extra_args=node_args)[0]
-        proc, out = c.start_server({"mode": "kill", "n": 2, "sleep": v.sleep, "floats": 10,
-                                    "deadline": s.kill_bound + 120})
+        victim = c.add_nodes(
+            1,
+            env={"BENCH_VICTIM": "1", "BENCH_MARKER": str(marker)},
+            extra_args=node_args,
+        )[0]
+        proc, out = c.start_server(
+            {
+                "mode": "kill",
+                "n": 2,
+                "sleep": v.sleep,
+                "floats": 10,
+                "deadline": s.kill_bound + 120,
+            }
+        )
         try:
             wait_for_file(marker, 90)
         except TimeoutError:
@@ -290,7 +355,11 @@ def _kill_once(v: Variant, s: Settings, tag: str, node_args: Sequence[str] = ())
         r: AppResult = run.result
         if r.error_at is not None:
             return Value(r.error_at - t_kill, note=f"error code {r.error_code}")
-        return Value(s.kill_bound, lower_bound=True, note=r.note or "no error reply within the bound")
+        return Value(
+            s.kill_bound,
+            lower_bound=True,
+            note=r.note or "no error reply within the bound",
+        )
 
 
 def node_killed(variants: Sequence[Variant], s: Settings) -> Table:
@@ -304,8 +373,10 @@ def node_killed(variants: Sequence[Variant], s: Settings) -> Table:
     its CLI; fl-async: 30 s heartbeat x patience 2). Row 2 runs fl-async nodes with
     ``--heartbeat-interval 1`` (``s.kill_heartbeat``), a setting Flower 1.10 does not offer.
     """
-    t = Table("4. Node killed mid-round (SIGKILL): time until the server app holds the error reply",
-              _columns(variants))
+    t = Table(
+        "4. Node killed mid-round (SIGKILL): time until the server app holds the error reply",
+        _columns(variants),
+    )
     if s.kill_defaults:
         vals: dict[str, Value] = {}
         for v in variants:
@@ -316,13 +387,20 @@ def node_killed(variants: Sequence[Variant], s: Settings) -> Table:
     for v in variants:
         if v.key == FLASYNC:
             _log(f"w4 {v.key} (--heartbeat-interval {s.kill_heartbeat:g})")
-            tuned[v.key] = _kill_once(v, s, f"{_tag(v)}-hb", ["--heartbeat-interval", f"{s.kill_heartbeat:g}"])
+            tuned[v.key] = _kill_once(
+                v, s, f"{_tag(v)}-hb", ["--heartbeat-interval", f"{s.kill_heartbeat:g}"]
+            )
         else:
             tuned[v.key] = Value(note="no heartbeat setting in Flower 1.10's CLI")
-    t.add(f"kill -> error reply (s), fl-async nodes --heartbeat-interval {s.kill_heartbeat:g}", **tuned)
-    t.notes.append(f"bound {s.kill_bound:g} s: a longer wait is cut short and shown as '> bound'. Flower marks a "
-                   "node offline when its last ping (sent every 17.5-22.5 s) is 30 s old; fl-async when it has "
-                   "shown no sign of life for heartbeat interval x patience (default 30 s x 2).")
+    t.add(
+        f"kill -> error reply (s), fl-async nodes --heartbeat-interval {s.kill_heartbeat:g}",
+        **tuned,
+    )
+    t.notes.append(
+        f"bound {s.kill_bound:g} s: a longer wait is cut short and shown as '> bound'. Flower marks a "
+        "node offline when its last ping (sent every 17.5-22.5 s) is 30 s old; fl-async when it has "
+        "shown no sign of life for heartbeat interval x patience (default 30 s x 2)."
+    )
     return t
 
 

@@ -10,7 +10,14 @@ import random
 import time
 
 from benchmarks.peer.appcfg import AppConfig, AppResult, payload
-from fl_async.common import ConfigsRecord, Context, Message, MessageType, ParametersRecord, RecordSet
+from fl_async.common import (
+    ConfigsRecord,
+    Context,
+    Message,
+    MessageType,
+    ParametersRecord,
+    RecordSet,
+)
 from fl_async.common.records import Array
 from fl_async.server import AsyncDriver, ServerApp
 
@@ -45,12 +52,16 @@ async def main(driver: AsyncDriver, context: Context) -> None:
         rounds = 1 if cfg.mode == "kill" else cfg.rounds
         for server_round in range(rounds):
             t0 = time.perf_counter()
-            sampled = random.sample(await driver.wait_for_nodes(cfg.n, timeout=left()), cfg.n)
+            sampled = random.sample(
+                await driver.wait_for_nodes(cfg.n, timeout=left()), cfg.n
+            )
             content = RecordSet()
             content.parameters_records["model"] = ParametersRecord({"w": model})
             content.configs_records["config"] = ConfigsRecord({"round": server_round})
             messages = [
-                driver.create_message(content, MessageType.TRAIN, node_id, group_id=str(server_round))
+                driver.create_message(
+                    content, MessageType.TRAIN, node_id, group_id=str(server_round)
+                )
                 for node_id in sampled
             ]
             if cfg.mode == "kill":

@@ -8,7 +8,6 @@ Settings and the result file: see :mod:`benchmarks.peer.appcfg`.
 
 import random
 import time
-from typing import List
 
 from flwr.common import (
     DEFAULT_TTL,
@@ -43,7 +42,7 @@ def main(driver: Driver, context: Context) -> None:
         if time.monotonic() > t_end:
             raise _Deadline
 
-    def select_nodes() -> List[int]:
+    def select_nodes() -> list[int]:
         # Loop and wait until enough nodes are available (the guide's loop).
         while True:
             all_node_ids = driver.get_node_ids()
@@ -62,7 +61,9 @@ def main(driver: Driver, context: Context) -> None:
             t0 = time.perf_counter()
             sampled_nodes = select_nodes()
             recordset = RecordSet()
-            recordset.parameters_records["model"] = ParametersRecord({"w": model}, keep_input=True)
+            recordset.parameters_records["model"] = ParametersRecord(
+                {"w": model}, keep_input=True
+            )
             recordset.configs_records["config"] = ConfigsRecord({"round": server_round})
             messages = [
                 driver.create_message(
@@ -76,7 +77,7 @@ def main(driver: Driver, context: Context) -> None:
             ]
             message_ids = driver.push_messages(messages)
             message_ids = [message_id for message_id in message_ids if message_id != ""]
-            all_replies: List[Message] = []
+            all_replies: list[Message] = []
             while True:
                 replies = list(driver.pull_messages(message_ids=message_ids))
                 for reply in replies:

@@ -18,6 +18,7 @@ import grpclib.server
 from fl_async._net import format_address, parse_address, server_ssl_context
 from fl_async.blobs.link import LinkBlobs
 from fl_async.superlink.config import LinkConfig
+from fl_async.superlink.connections import ConnectionTracker
 from fl_async.superlink.services import DriverService, FleetService
 from fl_async.superlink.state import LinkState, LinkStats, PayloadTracker
 from fl_async.superlink.store import LinkStore
@@ -66,6 +67,7 @@ class SuperLink:
         self._clock = clock
         self._wakeups = Wakeups()
         self._calls = CallTracker()
+        self._connections = ConnectionTracker(on_lost=lambda node_ids: None)
         # issue 7: the blob data path (store + server) is the default payload tracker
         self.blobs: LinkBlobs | None = LinkBlobs() if payloads is None else None
         self.state = LinkState.from_config(
@@ -73,7 +75,7 @@ class SuperLink:
         )
         if self.blobs is not None:
             self.blobs.attach(self.state)
-        self._servers: list[grpclib.server.Server] = []
+        self._servers: list[grpclib.server.Server] = []  # TrackedServer: connections closed on stop
         self._addresses: dict[str, str] = {}
         self._timer: asyncio.Task[None] | None = None
         self._lifecycle = _Lifecycle.NEW
@@ -120,7 +122,7 @@ class SuperLink:
                 ("fleet", cfg.fleet_api_address, FleetService),
             ):
                 service = service_cls(self.state, self._wakeups, self._calls, cfg.max_poll_timeout, codec)
-                server = grpclib.server.Server([service], codec=codec)
+                server = self._connections.server([service], codec=codec)
                 host, port = parse_address(address)
                 await server.start(host, port, backlog=cfg.backlog, ssl=ssl_ctx, reuse_address=True)
                 self._servers.append(server)
@@ -142,7 +144,9 @@ class SuperLink:
 
     async def stop(self, grace: float = 1.0) -> None:
         """Stop serving: refuse new connections, answer held long-polls at once (with what is ready, usually
-        nothing), give other calls in progress up to ``grace`` seconds, then cancel what is left. Idempotent.
+        nothing), give other calls in progress up to ``grace`` seconds, cancel what is left, then close every
+        connection still open (grpclib alone would keep serving them: clients then get a connection error, and
+        reconnect to whatever listens on the port next). Idempotent.
 
         Args:
             grace: seconds to let calls in progress finish (>= 0).
@@ -176,6 +180,7 @@ class SuperLink:
             for server in self._servers:
                 await server.wait_closed()
         self._servers.clear()
+        await self._connections.close_all(timeout=0.5)  # after the answers: they are flushed, then closed
 
     async def __aenter__(self) -> SuperLink:
         await self.start()

@@ -15,6 +15,7 @@ from grpclib.encoding.proto import ProtoCodec
 from grpclib.exceptions import GRPCError
 
 from fl_async.proto.fl_async import v1 as pb
+from fl_async.superlink.connections import CURRENT
 from fl_async.superlink.fastwire import encode_messages_response, remember_tails
 from fl_async.superlink.state import LinkStateError
 
@@ -213,11 +214,14 @@ def unary_handler(
     * :class:`~fl_async.superlink.state.LinkStateError` becomes ``GRPCError`` with its status and message;
     * any other exception is logged with its traceback and answered INTERNAL naming the method (a bug; the
       link keeps running);
-    * if sending the response fails or is cancelled, ``undo`` runs so nothing taken for it is lost.
+    * if sending the response fails or is cancelled, ``undo`` runs so nothing taken for it is lost;
+    * :data:`~fl_async.superlink.connections.CURRENT` names the call's HTTP/2 connection while ``func`` runs
+      (grpclib runs each call in its own task, so the value stays local to the call).
     """
 
     async def handle(stream: grpclib.server.Stream[Any, Any]) -> None:
         calls.enter()
+        CURRENT.set(getattr(getattr(stream, "_stream", None), "connection", None))
         try:
             request = await _recv_request(stream, codec, name)
             if request is None:

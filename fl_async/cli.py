@@ -313,6 +313,14 @@ def superlink_command(
             help="A node silent for longer than its heartbeat interval times FACTOR is declared offline.",
         ),
     ] = 2.0,
+    disconnect_grace: Annotated[
+        float,
+        typer.Option(
+            metavar="SECONDS",
+            help="A node whose connection was lost (e.g. its process died) is declared offline unless it comes "
+            "back within SECONDS (> 0).",
+        ),
+    ] = 3.0,
     verbose: Verbose = False,
 ) -> None:
     """Serve the Driver API (server apps) and the Fleet API (nodes) until Ctrl-C / SIGTERM.
@@ -323,6 +331,8 @@ def superlink_command(
     try:
         check_address(driver_api_address, option="--driver-api-address")
         check_address(fleet_api_address, option="--fleet-api-address")
+        if not 0 < disconnect_grace < float("inf"):
+            raise CliArgumentError(f"--disconnect-grace must be a number of seconds > 0, got {disconnect_grace}")
         tls = resolve_link_tls(
             insecure=insecure, ssl_ca_certfile=ssl_ca_certfile, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile
         )
@@ -337,6 +347,7 @@ def superlink_command(
             fleet_api_address=fleet_api_address,
             tls=tls,
             heartbeat_patience=heartbeat_patience,
+            disconnect_grace=disconnect_grace,
         )
     except (TypeError, ValueError) as exc:
         _fail(cmd, exc)

@@ -115,6 +115,8 @@ def push_one(state: LinkState, run_id: int, auth: pb.NodeAuth, **kw: object) -> 
         ("max_poll_timeout", math.nan, "max_poll_timeout"),
         ("max_request_bytes", 0, "max_request_bytes"),
         ("backlog", -1, "backlog"),
+        ("disconnect_grace", 0, "disconnect_grace"),
+        ("disconnect_grace", math.inf, "disconnect_grace"),
         ("driver_api_address", "nope", "driver_api_address"),
         ("fleet_api_address", "host:99999", "fleet_api_address"),
         ("tls", "cert.pem", "tls"),
@@ -129,6 +131,8 @@ def test_config_defaults_are_flowers_ports() -> None:
     cfg = LinkConfig()
     assert cfg.driver_api_address.endswith(":9091") and cfg.fleet_api_address.endswith(":9092")
     assert cfg.backlog == 8192 and cfg.max_request_bytes == 256 * 2**20
+    assert cfg.disconnect_grace == 3.0
+    assert LinkState.from_config(LinkConfig(disconnect_grace=0.5)).disconnect_grace == 0.5
 
 
 # ------------------------------------------------------------------------------------------ runs
@@ -528,3 +532,97 @@ def test_deadline_heaps_stay_bounded(state: LinkState) -> None:
     assert len(state._ttl_deadlines) <= 2 * 0 + 1024 + 100
     assert len(state._node_deadlines) <= 4 * state.stats().nodes + 64 + 1
     assert state.next_deadline() == pytest.approx(T0 + 100.0)  # only the node's liveness is left
+
+
+# ------------------------------------------------------------------------------------------ connection loss
+
+
+@pytest.fixture
+def lossy(clock: Clock, listener: Recorder) -> LinkState:
+    """Heartbeat window 30 s x 2 = 60 s, reconnect grace 3 s."""
+    return LinkState(heartbeat_patience=2.0, disconnect_grace=3.0, clock=clock, listener=listener)
+
+
+def test_lost_connection_node_offline_after_grace(lossy: LinkState, clock: Clock, listener: Recorder) -> None:
+    run_id = lossy.create_run()
+    a, b = node(lossy, 30.0), node(lossy, 30.0)
+    queued, in_flight = push_one(lossy, run_id, a), push_one(lossy, run_id, a)
+    lossy.pull_instructions(a, 1)  # busy with it in a handler, no pull held
+    clock.now += 10
+    lossy.connection_lost([a.node_id, 12345])  # an unknown id is ignored
+    assert lossy.disconnected() == {a.node_id: T0 + 13}
+    assert listener.deadlines[-1] == T0 + 13 and lossy.next_deadline() == T0 + 13
+    clock.now = T0 + 12.999
+    assert sorted(lossy.online_node_ids(run_id)) == sorted([a.node_id, b.node_id])
+    clock.now = T0 + 13
+    assert lossy.online_node_ids(run_id) == [b.node_id]  # long before the heartbeat window (T0 + 60)
+    replies = {ins.message_id: ins.reply for ins in lossy.take_replies(run_id, [queued, in_flight])}
+    assert set(replies) == {queued, in_flight}
+    for r in replies.values():
+        assert r.error.code == ErrorCode.NODE_UNAVAILABLE and "connection was lost" in r.error.reason
+    assert lossy.disconnected() == {}
+    with pytest.raises(UnauthenticatedError):
+        lossy.heartbeat(a, 30.0)
+
+
+@pytest.mark.parametrize("call", ["heartbeat", "pull", "push_replies", "authenticate"])
+def test_any_authenticated_call_within_grace_keeps_the_node(lossy: LinkState, clock: Clock, call: str) -> None:
+    run_id = lossy.create_run()
+    a = node(lossy, 30.0)
+    mid = push_one(lossy, run_id, a)
+    [ins] = lossy.pull_instructions(a, 1)
+    lossy.connection_lost([a.node_id])
+    clock.now += 2.9
+    if call == "heartbeat":
+        lossy.heartbeat(a, 30.0)
+    elif call == "pull":
+        lossy.pull_instructions(a, 1)
+    elif call == "push_replies":
+        assert lossy.push_replies(a, [reply_to(ins)])[0][0]
+    else:
+        lossy.authenticate(a)  # e.g. GetRun: not a sign of life, but the node is back
+    assert lossy.disconnected() == {}
+    clock.now += 10  # far past the grace
+    assert lossy.online_node_ids(run_id) == [a.node_id]
+    if call != "push_replies":
+        assert lossy.outstanding(run_id, [mid]) == ([], [mid])  # still waiting for the node, not unavailable
+    until = lossy.store.get_node(a.node_id).online_until
+    assert until == (T0 if call == "authenticate" else T0 + 2.9) + 60  # its normal deadline
+    clock.now = until
+    assert lossy.online_node_ids(run_id) == []
+
+
+def test_held_pull_on_another_connection_keeps_the_node(lossy: LinkState, clock: Clock) -> None:
+    run_id = lossy.create_run()
+    a = node(lossy, 30.0)
+    lossy.pull_instructions(a, 1)
+    lossy.begin_pull(a.node_id)  # held on a connection that is still open
+    lossy.connection_lost([a.node_id])
+    clock.now += 5
+    assert lossy.online_node_ids(run_id) == [a.node_id] and lossy.disconnected() == {}
+    lossy.end_pull(a.node_id)
+    clock.now += 60
+    assert lossy.online_node_ids(run_id) == []
+
+
+def test_lost_again_later_uses_the_latest_grace(lossy: LinkState, clock: Clock) -> None:
+    run_id = lossy.create_run()
+    a = node(lossy, 30.0)
+    lossy.connection_lost([a.node_id])
+    clock.now += 2
+    lossy.heartbeat(a, 30.0)  # back on a new connection...
+    lossy.connection_lost([a.node_id])  # ...which is lost too
+    clock.now += 1.5  # the first grace has ended: its stale entry does nothing
+    assert lossy.online_node_ids(run_id) == [a.node_id]
+    assert lossy.next_deadline() == T0 + 5
+    clock.now = T0 + 5
+    assert lossy.online_node_ids(run_id) == []
+
+
+def test_heartbeat_window_ending_first_leaves_no_grace(lossy: LinkState, clock: Clock) -> None:
+    run_id = lossy.create_run()
+    a = node(lossy, 1.0)  # window 2 s, shorter than the 3 s grace
+    lossy.connection_lost([a.node_id])
+    clock.now += 2
+    assert lossy.online_node_ids(run_id) == []
+    assert lossy.disconnected() == {} and lossy.next_deadline() is None

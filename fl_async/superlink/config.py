@@ -30,6 +30,11 @@ class LinkConfig:
             with ``RESOURCE_EXHAUSTED`` naming the size and this limit (grpclib itself has no limit).
         backlog: listen backlog of both server sockets. grpclib's default of 100 drops connections
             when thousands of nodes connect at once (measured: 278 of 5,000); 8,192 served all.
+        disconnect_grace: seconds a node gets to come back after the connection of its latest call was
+            lost (closed or reset by the peer, e.g. the node process died). A node that makes any
+            authenticated call within it (e.g. it reconnects after a network blip) stays online; otherwise
+            it goes offline and its instructions become NODE_UNAVAILABLE. Must be > 0; a value above
+            ``heartbeat_interval * heartbeat_patience`` leaves detection to the heartbeat rule alone.
 
     Raises:
         ValueError: a field is out of range or an address is malformed (the message names the field).
@@ -44,6 +49,7 @@ class LinkConfig:
     max_poll_timeout: float = 30.0
     max_request_bytes: int = 256 * 2**20
     backlog: int = 8192
+    disconnect_grace: float = 3.0
 
     def __post_init__(self) -> None:
         for name in ("driver_api_address", "fleet_api_address"):
@@ -53,7 +59,10 @@ class LinkConfig:
                 raise ValueError(f"LinkConfig.{name}: {exc}") from None
         if self.tls is not None and not isinstance(self.tls, ServerTLS):
             raise ValueError(f"LinkConfig.tls must be a fl_async._net.ServerTLS or None, got {type(self.tls).__name__}")
-        for name in ("heartbeat_patience", "min_heartbeat_interval", "max_heartbeat_interval", "max_poll_timeout"):
+        for name in (
+            "heartbeat_patience", "min_heartbeat_interval", "max_heartbeat_interval", "max_poll_timeout",
+            "disconnect_grace",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise ValueError(f"LinkConfig.{name} must be a finite number of seconds, got {value!r}")
@@ -66,6 +75,8 @@ class LinkConfig:
                 f"LinkConfig.max_heartbeat_interval ({self.max_heartbeat_interval} s) must be >= "
                 f"min_heartbeat_interval ({self.min_heartbeat_interval} s)"
             )
+        if self.disconnect_grace <= 0:
+            raise ValueError(f"LinkConfig.disconnect_grace must be > 0 s, got {self.disconnect_grace}")
         if self.max_poll_timeout < 0:
             raise ValueError(f"LinkConfig.max_poll_timeout must be >= 0 s, got {self.max_poll_timeout}")
         for name in ("max_request_bytes", "backlog"):

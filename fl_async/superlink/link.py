@@ -67,7 +67,8 @@ class SuperLink:
         self._clock = clock
         self._wakeups = Wakeups()
         self._calls = CallTracker()
-        self._connections = ConnectionTracker(on_lost=lambda node_ids: None)
+        # connection loss -> the state's disconnect-grace rule (not reported once the link stops)
+        self._connections = ConnectionTracker(on_lost=self._connection_lost)
         # issue 7: the blob data path (store + server) is the default payload tracker
         self.blobs: LinkBlobs | None = LinkBlobs() if payloads is None else None
         self.state = LinkState.from_config(
@@ -121,7 +122,9 @@ class SuperLink:
                 ("driver", cfg.driver_api_address, DriverService),
                 ("fleet", cfg.fleet_api_address, FleetService),
             ):
-                service = service_cls(self.state, self._wakeups, self._calls, cfg.max_poll_timeout, codec)
+                service = service_cls(
+                    self.state, self._wakeups, self._calls, cfg.max_poll_timeout, codec, connections=self._connections
+                )
                 server = self._connections.server([service], codec=codec)
                 host, port = parse_address(address)
                 await server.start(host, port, backlog=cfg.backlog, ssl=ssl_ctx, reuse_address=True)
@@ -190,6 +193,11 @@ class SuperLink:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.stop()
+
+    def _connection_lost(self, node_ids: list[int]) -> None:
+        """A peer closed or reset a connection: its nodes get ``disconnect_grace`` to come back."""
+        if self._lifecycle is _Lifecycle.RUNNING:
+            self.state.connection_lost(node_ids)
 
     # ---------------------------------------------------------------------------- deadlines
     async def _run_timer(self) -> None:

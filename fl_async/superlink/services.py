@@ -20,6 +20,7 @@ from fl_async.superlink.validation import timeout_problem
 from fl_async.superlink.wire import CallTracker, LimitedProtoCodec, Undo, unary_handler
 
 if TYPE_CHECKING:
+    from fl_async.superlink.connections import ConnectionTracker
     from fl_async.superlink.wakeups import Wakeups
 
 __all__ = ["FleetService", "DriverService"]
@@ -39,8 +40,11 @@ class _Service:
         calls: CallTracker,
         max_poll_timeout: float,
         codec: LimitedProtoCodec | None = None,
+        *,
+        connections: ConnectionTracker | None = None,
     ) -> None:
         self.state = state
+        self.connections = connections
         self.codec = codec
         self.wakeups = wakeups
         self.calls = calls
@@ -63,7 +67,11 @@ class _Service:
 
 
 class FleetService(_Service):
-    """Fleet API handlers (see ``proto/fl_async/v1/fleet.proto`` and :class:`LinkState` for the rules)."""
+    """Fleet API handlers (see ``proto/fl_async/v1/fleet.proto`` and :class:`LinkState` for the rules).
+
+    After every authenticated call, the node is bound to the call's connection (``connections``, when given),
+    so that losing that connection starts the node's reconnect grace (:meth:`LinkState.connection_lost`).
+    """
 
     _service = "Fleet"
     _methods = (
@@ -78,27 +86,32 @@ class FleetService(_Service):
     async def create_node(self, req: pb.CreateNodeRequest) -> tuple[pb.CreateNodeResponse, Undo]:
         """CreateNode: register a node (:meth:`LinkState.create_node`); advertise the blob port (issue 7)."""
         node_id, token, granted = self.state.create_node(req.heartbeat_interval)
+        self._bind(node_id)
         return pb.CreateNodeResponse(node_id=node_id, token=token, heartbeat_interval=granted,
                                       blob_port=blob_port_of(self.state)), None
 
     async def delete_node(self, req: pb.DeleteNodeRequest) -> tuple[pb.DeleteNodeResponse, Undo]:
         """DeleteNode: unregister the caller; its instructions become NODE_UNAVAILABLE at once."""
         self.state.delete_node(req.auth)
+        if self.connections is not None and req.auth is not None:
+            self.connections.unbind(req.auth.node_id)
         return pb.DeleteNodeResponse(), None
 
     async def heartbeat(self, req: pb.HeartbeatRequest) -> tuple[pb.HeartbeatResponse, Undo]:
         """Heartbeat: extend the caller's liveness; answer the granted interval."""
         granted = self.state.heartbeat(req.auth, req.heartbeat_interval)
+        self._bind(req.auth.node_id if req.auth is not None else None)
         return pb.HeartbeatResponse(heartbeat_interval=granted), None
 
     async def _pull(self, auth: pb.NodeAuth | None, max_messages: int, window: float) -> list[pb.Message]:
         """Take queued instructions for the node, holding up to ``window`` s while there are none."""
         state = self.state
         messages = state.pull_instructions(auth, max_messages)
-        if messages or window <= 0:
-            return messages
         assert auth is not None  # pull_instructions authenticated the caller
         node_id = auth.node_id
+        self._bind(node_id)
+        if messages or window <= 0:
+            return messages
         log.debug("holding PullInstructions of node %d for up to %.3g s", node_id, window)
         state.begin_pull(node_id)
         try:
@@ -112,6 +125,11 @@ class FleetService(_Service):
         finally:
             state.end_pull(node_id)
         return messages
+
+    def _bind(self, node_id: int | None) -> None:
+        """The node just made an authenticated call on this call's connection."""
+        if self.connections is not None and node_id is not None:
+            self.connections.bind(node_id)
 
     def _requeue(self, auth: pb.NodeAuth | None, messages: list[pb.Message]) -> Undo:
         if not messages or auth is None:
@@ -127,6 +145,7 @@ class FleetService(_Service):
         """PushReplies: accept replies; with ``pull_max_messages > 0`` also long-poll for instructions."""
         window = self._wait_window("pull_timeout", req.pull_timeout)  # checked before anything changes
         ids, reasons = self.state.push_replies(req.auth, req.messages)
+        self._bind(req.auth.node_id if req.auth is not None else None)
         instructions: list[pb.Message] = []
         if req.pull_max_messages > 0:
             try:
@@ -138,7 +157,8 @@ class FleetService(_Service):
 
     async def get_run(self, req: pb.FleetGetRunRequest) -> tuple[pb.FleetGetRunResponse, Undo]:
         """GetRun (Fleet): the run, or NOT_FOUND; the caller must be authenticated."""
-        self.state.authenticate(req.auth)
+        node = self.state.authenticate(req.auth)
+        self._bind(node.node_id)
         return pb.FleetGetRunResponse(run=self.state.get_run(req.run_id)), None
 
 

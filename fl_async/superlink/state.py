@@ -9,6 +9,9 @@ a :class:`~fl_async.superlink.store.LinkStore`), and applies the rules:
   pushes of replies) are signs of life, and a node holding a long-poll open counts as alive while it holds
   it. An offline or deleted node is forgotten (it must register again) and each of its queued or in-flight
   instructions at once becomes a ``NODE_UNAVAILABLE`` error reply for the driver.
+* **connection loss**: when the I/O layer reports that the connection of a node's latest call was lost
+  (:meth:`LinkState.connection_lost`), the node gets ``disconnect_grace`` seconds: any authenticated call
+  within them (a reconnect) keeps it online with its normal deadline; otherwise it goes offline as above.
 * **TTL**: an instruction whose ``created_at + ttl`` has passed is never handed out; if no reply arrived by
   then, the driver gets a ``MESSAGE_EXPIRED`` error reply (Flower 1.9 never enforced TTLs).
 * **authorization**: Fleet calls carry ``(node_id, token)``; unknown node or wrong token -> UNAUTHENTICATED;
@@ -85,6 +88,8 @@ class LinkState:
         heartbeat_patience: offline after ``interval * patience`` seconds without a sign of life.
         min_heartbeat_interval: lower clamp of a node's requested interval (seconds).
         max_heartbeat_interval: upper clamp (seconds).
+        disconnect_grace: seconds a node whose connection was lost gets to make an authenticated call
+            before it goes offline (see :meth:`connection_lost`); > 0.
         clock: returns the current Unix time in seconds; used for TTLs, ``created_at`` and liveness.
         store: where records live (default: a new :class:`MemoryStore`).
         listener: told what to wake (default: nobody).
@@ -97,6 +102,7 @@ class LinkState:
         heartbeat_patience: float = 2.0,
         min_heartbeat_interval: float = 0.05,
         max_heartbeat_interval: float = 300.0,
+        disconnect_grace: float = 3.0,
         clock: Callable[[], float] = time.time,
         store: LinkStore | None = None,
         listener: LinkListener | None = None,
@@ -105,6 +111,7 @@ class LinkState:
         self.patience = float(heartbeat_patience)
         self.min_interval = float(min_heartbeat_interval)
         self.max_interval = float(max_heartbeat_interval)
+        self.disconnect_grace = float(disconnect_grace)
         self.clock = clock
         self.store: LinkStore = store if store is not None else MemoryStore()
         self.listener: LinkListener = listener if listener is not None else NullListener()
@@ -112,6 +119,8 @@ class LinkState:
         self._node_deadlines: list[tuple[float, int]] = []  # (online_until, node_id), lazily cleaned
         self._ttl_deadlines: list[tuple[float, str]] = []  # (expires_at, message_id), lazily cleaned
         self._active_pulls: dict[int, int] = defaultdict(int)
+        self._disconnected: dict[int, float] = {}  # node_id -> end of its reconnect grace
+        self._disconnect_deadlines: list[tuple[float, int]] = []  # (grace ends, node_id), lazily cleaned
         self._unanswered = 0  # instructions QUEUED or IN_FLIGHT (for compacting the TTL heap)
 
     @classmethod
@@ -121,6 +130,7 @@ class LinkState:
             heartbeat_patience=config.heartbeat_patience,
             min_heartbeat_interval=config.min_heartbeat_interval,
             max_heartbeat_interval=config.max_heartbeat_interval,
+            disconnect_grace=config.disconnect_grace,
             **kwargs,  # type: ignore[arg-type]
         )
 
@@ -128,13 +138,28 @@ class LinkState:
     def next_deadline(self) -> float | None:
         """Earliest Unix time at which a node may go offline or an instruction may expire (``None``: none)."""
         self._clean_heads()
-        times = [h[0][0] for h in (self._node_deadlines, self._ttl_deadlines) if h]
+        times = [h[0][0] for h in (self._node_deadlines, self._ttl_deadlines, self._disconnect_deadlines) if h]
         return min(times) if times else None
 
     def advance(self) -> None:
-        """Apply every deadline that has passed by the clock: offline nodes, expired instructions."""
+        """Apply every deadline that has passed by the clock: offline nodes (silent, or not back after a lost
+        connection), expired instructions."""
         now = self.clock()
-        nodes, ttls = self._node_deadlines, self._ttl_deadlines
+        nodes, ttls, lost = self._node_deadlines, self._ttl_deadlines, self._disconnect_deadlines
+        while lost and lost[0][0] <= now:
+            at, node_id = heapq.heappop(lost)
+            if self._disconnected.get(node_id) != at:
+                continue  # stale: the node came back, or was lost again later
+            del self._disconnected[node_id]
+            node = self.store.get_node(node_id)
+            if node is None or self._active_pulls.get(node_id):
+                continue  # gone already, or holding a pull on another connection: the heartbeat rule applies
+            self._remove_node(
+                node,
+                f"node {node_id} is offline: its connection was lost and it did not come back within "
+                f"{self.disconnect_grace:g} s (disconnect_grace)",
+                now,
+            )
         while nodes and nodes[0][0] <= now:
             until, node_id = heapq.heappop(nodes)
             node = self.store.get_node(node_id)
@@ -169,7 +194,9 @@ class LinkState:
             self.listener.replies_ready(expired)
 
     def _clean_heads(self) -> None:
-        nodes, ttls = self._node_deadlines, self._ttl_deadlines
+        nodes, ttls, lost = self._node_deadlines, self._ttl_deadlines, self._disconnect_deadlines
+        while lost and self._disconnected.get(lost[0][1]) != lost[0][0]:
+            heapq.heappop(lost)
         while nodes:
             until, node_id = nodes[0]
             node = self.store.get_node(node_id)
@@ -373,7 +400,40 @@ class LinkState:
             raise UnauthenticatedError(f"unknown node {auth.node_id}: it is offline or deleted; register again")
         if not hmac.compare_digest(node.token, auth.token):
             raise UnauthenticatedError(f"wrong token for node {auth.node_id}")
+        if self._disconnected and self._disconnected.pop(node.node_id, None) is not None:
+            log.info("node %d is back after losing its connection: it stays online", node.node_id)
         return node
+
+    def connection_lost(self, node_ids: Iterable[int]) -> None:
+        """The connection on which these nodes made their latest call is gone (the peer closed or reset it).
+
+        Each registered node among them gets ``disconnect_grace`` seconds: if it makes any authenticated call
+        by then (e.g. it reconnects after a network blip), it stays online with its normal deadline; if not,
+        it goes offline and its queued and in-flight instructions become NODE_UNAVAILABLE error replies (unless
+        it holds a pull open on another connection, which keeps it online as usual). Unknown ids are ignored.
+        The I/O layer calls this; the link's own shutdown must not.
+        """
+        self.advance()
+        at = self.clock() + self.disconnect_grace
+        marked = 0
+        for node_id in node_ids:
+            if self.store.get_node(node_id) is None:
+                continue
+            self._disconnected[node_id] = at
+            heapq.heappush(self._disconnect_deadlines, (at, node_id))
+            marked += 1
+        if len(self._disconnect_deadlines) > 64 and len(self._disconnect_deadlines) > 4 * len(self._disconnected):
+            self._disconnect_deadlines = [(t, n) for n, t in self._disconnected.items()]
+            heapq.heapify(self._disconnect_deadlines)
+        if marked:
+            log.info("%d node(s) lost their connection: offline at +%g s unless they come back", marked,
+                     self.disconnect_grace)
+            self.listener.deadline_added(at)
+
+    def disconnected(self) -> dict[int, float]:
+        """Nodes in their reconnect grace: ``node_id -> Unix time it ends`` (a copy; for tests and stats)."""
+        self.advance()
+        return dict(self._disconnected)
 
     def _sign_of_life(self, node: NodeRecord, interval: float | None = None) -> None:
         interval = node.heartbeat_interval if interval is None else interval
@@ -409,6 +469,7 @@ class LinkState:
             answered.append(ins.message_id)
         self.store.remove_node(node.node_id)
         self._active_pulls.pop(node.node_id, None)
+        self._disconnected.pop(node.node_id, None)
         log.info("%s; %d instruction(s) answered NODE_UNAVAILABLE", reason, len(answered))
         if answered:
             self.listener.replies_ready(answered)

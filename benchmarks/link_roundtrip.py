@@ -11,22 +11,31 @@ nodes). ``--inproc`` puts the link in this process too, for comparison.
 Responders answer with ``PushReplies(pull_max_messages, pull_timeout)``, which also waits for their next
 instruction (one call per instruction); ``--separate-pull`` uses PushReplies then PullInstructions (two).
 
+``--sdk`` measures the SDK instead of raw stubs, in the same layout: N :class:`fl_async.supernode.SuperNode`
+(an ``async def`` ClientApp answering at once with an empty RecordSet, ``max_concurrency=1``) and an
+:class:`fl_async.server.AsyncDriver` (``send_and_receive`` of N messages per round) in this process.
+``--profile FILE`` writes a cProfile of this process over the measured rounds (``.prof``, per N: FILE with
+``-N`` inserted before the suffix); read it with ``python -m pstats``.
+
 Prints, per N: median and p99 round latency, replies/s (N x rounds / total time), link CPU and client CPU
 (this process: driver + responders) per round, link RSS growth per held poll, and the time for all N nodes to
 connect and register at once. Run::
 
     python -m benchmarks.link_roundtrip [--nodes 10,100,1000] [--rounds 0] [--inproc] [--separate-pull]
+                                        [--sdk] [--profile FILE]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import os
 import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from benchmarks._proc import read_cpu_seconds
 
@@ -58,8 +67,59 @@ def read_rss(pid: int) -> int | None:
     return None
 
 
+def _profile_path(profile: str | None, n: int) -> Path | None:
+    if not profile:
+        return None
+    p = Path(profile)
+    return p.with_name(f"{p.stem}-{n}{p.suffix or '.prof'}")
+
+
+class _Measure:
+    """CPU and wall-clock accounting over the measured rounds (link process + this process), optional cProfile."""
+
+    def __init__(self, link_pid: int, profile: Path | None) -> None:
+        self.link_pid = link_pid
+        self.profile = profile
+        self.prof = cProfile.Profile() if profile else None
+
+    def _link_cpu(self) -> float:
+        return (read_cpu_seconds(self.link_pid) or 0.0) if self.link_pid != os.getpid() else time.process_time()
+
+    def start(self) -> None:
+        self.cpu0, self.own0, self.t0 = self._link_cpu(), time.process_time(), time.perf_counter()
+        if self.prof is not None:
+            self.prof.enable()
+
+    def stop(self) -> None:
+        if self.prof is not None:
+            self.prof.disable()
+            self.prof.dump_stats(str(self.profile))
+        self.total = time.perf_counter() - self.t0
+        self.cpu = self._link_cpu() - self.cpu0
+        self.own = time.process_time() - self.own0
+
+
+def _figures(n: int, lat: list[float], m: _Measure, register_s: float, rss: tuple[int | None, int | None]) -> dict:
+    rounds = len(lat)
+    lat = sorted(lat)
+    p99 = lat[min(len(lat) - 1, int(round(0.99 * (len(lat) - 1))))]
+    before, held = rss
+    return {
+        "n": n,
+        "rounds": rounds,
+        "median_ms": statistics.median(lat) * 1e3,
+        "p99_ms": p99 * 1e3,
+        "replies_per_s": n * rounds / m.total,
+        "link_cpu_ms_per_round": m.cpu / rounds * 1e3,
+        "register_s": register_s,
+        "client_cpu_ms_per_round": m.own / rounds * 1e3,
+        "rss_per_poll_kb": (held - before) / n / 1024 if before and held else float("nan"),
+    }
+
+
 async def run_n(
-    n: int, rounds: int, driver_address: str, fleet_address: str, link_pid: int, combined: bool = True
+    n: int, rounds: int, driver_address: str, fleet_address: str, link_pid: int, combined: bool = True,
+    profile: Path | None = None,
 ) -> dict[str, float]:
     from fl_async.proto.fl_async import v1 as pb
     from tests.link_stubs import RawDriver, RawNode, channel, instruction, reply_to
@@ -102,39 +162,88 @@ async def run_n(
 
     for _ in range(2):
         await one_round()
-    cpu0 = read_cpu_seconds(link_pid) if link_pid != os.getpid() else time.process_time()
-    own0 = time.process_time()
-    t_all = time.perf_counter()
+    m = _Measure(link_pid, profile)
+    m.start()
     lat = [await one_round() for _ in range(rounds)]
-    total = time.perf_counter() - t_all
-    cpu1 = read_cpu_seconds(link_pid) if link_pid != os.getpid() else time.process_time()
-    own1 = time.process_time()
+    m.stop()
     for t in tasks:
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     for ch in channels:
         ch.close()
     dch.close()
-    lat.sort()
-    p99 = lat[min(len(lat) - 1, int(round(0.99 * (len(lat) - 1))))]
-    return {
-        "n": n,
-        "rounds": rounds,
-        "median_ms": statistics.median(lat) * 1e3,
-        "p99_ms": p99 * 1e3,
-        "replies_per_s": n * rounds / total,
-        "link_cpu_ms_per_round": ((cpu1 or 0) - (cpu0 or 0)) / rounds * 1e3,
-        "register_s": register_s,
-        "client_cpu_ms_per_round": (own1 - own0) / rounds * 1e3,
-        "rss_per_poll_kb": (rss_held - rss_before) / n / 1024 if rss_before and rss_held else float("nan"),
-    }
+    return _figures(n, lat, m, register_s, (rss_before, rss_held))
+
+
+def _sdk_app():  # type: ignore[no-untyped-def]
+    from fl_async.client import ClientApp
+    from fl_async.common import Context, Message, RecordSet
+
+    app = ClientApp()
+
+    @app.train()
+    async def train(msg: Message, ctx: Context) -> Message:
+        return msg.create_reply(RecordSet())
+
+    return app
+
+
+async def run_n_sdk(
+    n: int, rounds: int, driver_address: str, fleet_address: str, link_pid: int, profile: Path | None = None
+) -> dict[str, float]:
+    """As :func:`run_n` with the SDK: N SuperNodes (async ClientApp answering at once) and an AsyncDriver."""
+    import anyio
+
+    from fl_async.common import MessageType, RecordSet
+    from fl_async.server import AsyncDriver
+    from fl_async.supernode import SuperNode
+
+    app = _sdk_app()
+    rss_before = read_rss(link_pid)
+    nodes = [SuperNode(app, fleet_address, insecure=True, heartbeat_interval=60.0, poll_timeout=30.0)
+             for _ in range(n)]
+    async with AsyncDriver(driver_address, insecure=True) as driver, anyio.create_task_group() as tg:
+        t_reg = time.perf_counter()  # all N connect and register at once
+        for node in nodes:
+            tg.start_soon(node.run)
+        node_ids = await driver.wait_for_nodes(n, timeout=60)
+        register_s = time.perf_counter() - t_reg
+        assert len(node_ids) >= n, f"only {len(node_ids)} of {n} nodes registered"
+        await asyncio.sleep(0.5)  # let the first pulls reach the link (benchmark only; tests never sleep)
+        rss_held = read_rss(link_pid)
+
+        async def one_round(group: int) -> float:
+            msgs = [driver.create_message(RecordSet(), MessageType.TRAIN, nid, str(group)) for nid in node_ids]
+            t0 = time.perf_counter()
+            replies = await driver.send_and_receive(msgs, timeout=60)
+            dt = time.perf_counter() - t0
+            assert len(replies) == n and all(r.has_content() for r in replies), "missing or error replies"
+            return dt
+
+        for i in range(2):
+            await one_round(i)
+        m = _Measure(link_pid, profile)
+        m.start()
+        lat = [await one_round(2 + i) for i in range(rounds)]
+        m.stop()
+        for node in nodes:
+            node.stop()
+        tg.cancel_scope.deadline = anyio.current_time() + 10  # graceful stop, bounded
+    return _figures(n, lat, m, register_s, (rss_before, rss_held))
+
+
+async def _run_mode(mode: str, n: int, rounds: int, driver: str, fleet: str, pid: int, profile: str | None) -> dict:
+    path = _profile_path(profile, n)
+    if mode == "sdk":
+        return await run_n_sdk(n, rounds, driver, fleet, pid, path)
+    return await run_n(n, rounds, driver, fleet, pid, mode == "combined", path)
 
 
 def default_rounds(n: int) -> int:
     return max(10, min(50, 3000 // n))
 
 
-async def bench_inproc(ns: list[int], rounds: int, combined: bool) -> list[dict[str, float]]:
+async def bench_inproc(ns: list[int], rounds: int, mode: str, profile: str | None = None) -> list[dict[str, float]]:
     from fl_async.superlink import LinkConfig, SuperLink
 
     out = []
@@ -142,11 +251,11 @@ async def bench_inproc(ns: list[int], rounds: int, combined: bool) -> list[dict[
         cfg = LinkConfig(driver_api_address="127.0.0.1:0", fleet_api_address="127.0.0.1:0", max_poll_timeout=30)
         async with SuperLink(cfg) as link:
             addresses = link.driver_address, link.fleet_address
-            out.append(await run_n(n, rounds or default_rounds(n), *addresses, os.getpid(), combined))
+            out.append(await _run_mode(mode, n, rounds or default_rounds(n), *addresses, os.getpid(), profile))
     return out
 
 
-def bench_subprocess(ns: list[int], rounds: int, combined: bool) -> list[dict[str, float]]:
+def bench_subprocess(ns: list[int], rounds: int, mode: str, profile: str | None = None) -> list[dict[str, float]]:
     out = []
     for n in ns:
         proc = subprocess.Popen([sys.executable, "-c", LINK_MAIN], stdout=subprocess.PIPE, text=True)
@@ -155,7 +264,7 @@ def bench_subprocess(ns: list[int], rounds: int, combined: bool) -> list[dict[st
             if not line.startswith("ADDR"):
                 raise RuntimeError(f"link did not start: {line!r}")
             _, driver, fleet = line.split()
-            out.append(asyncio.run(run_n(n, rounds or default_rounds(n), driver, fleet, proc.pid, combined)))
+            out.append(asyncio.run(_run_mode(mode, n, rounds or default_rounds(n), driver, fleet, proc.pid, profile)))
         finally:
             proc.terminate()  # our own child, by PID
             try:
@@ -174,16 +283,26 @@ def main() -> None:
     parser.add_argument(
         "--separate-pull", action="store_true", help="responders reply, then pull (2 calls), not one combined call"
     )
+    parser.add_argument(
+        "--sdk", action="store_true", help="SuperNodes (async ClientApp) + AsyncDriver instead of raw pb stubs"
+    )
+    parser.add_argument("--profile", default=None, help="write a cProfile of this process per N (FILE-N.prof)")
     args = parser.parse_args()
+    if args.sdk and args.separate_pull:
+        parser.error("--separate-pull applies to raw responders only")
     ns = [int(x) for x in args.nodes.split(",")]
-    combined = not args.separate_pull
+    mode = "sdk" if args.sdk else "separate" if args.separate_pull else "combined"
     if args.inproc:
-        results = asyncio.run(bench_inproc(ns, args.rounds, combined))
+        results = asyncio.run(bench_inproc(ns, args.rounds, mode, args.profile))
     else:
-        results = bench_subprocess(ns, args.rounds, combined)
+        results = bench_subprocess(ns, args.rounds, mode, args.profile)
     where = "link in this process" if args.inproc else "link in its own process"
-    calls = "PushReplies+pull in one call" if combined else "PushReplies then PullInstructions"
-    print(f"link_roundtrip ({where}; responders + driver in one process; raw pb stubs; {calls}; 127.0.0.1)")
+    what = {
+        "sdk": "SDK: SuperNode + async ClientApp, AsyncDriver.send_and_receive",
+        "combined": "raw pb stubs; PushReplies+pull in one call",
+        "separate": "raw pb stubs; PushReplies then PullInstructions",
+    }[mode]
+    print(f"link_roundtrip ({where}; nodes + driver in one process; {what}; 127.0.0.1)")
     print(f"{'N':>6} {'rounds':>6} {'median ms':>10} {'p99 ms':>9} {'replies/s':>10} {'link CPU ms/round':>18} "
           f"{'client CPU ms/round':>20} {'link KB/held poll':>18} {'register all s':>15}")
     for r in results:

@@ -2,6 +2,10 @@
 
 Every transport failure is mapped to the fl-async exception tree with
 :func:`fl_async.common.errors.from_grpc`, here and nowhere else in the node runtime.
+
+The two per-instruction calls (:meth:`FleetClient.pull` and :meth:`FleetClient.push`) send requests
+pre-encoded by :mod:`fl_async.supernode._wire` straight through ``Channel.request`` (no stub, no
+betterproto2 serialization of the envelope); responses are parsed by betterproto2 as usual.
 """
 
 from __future__ import annotations
@@ -11,11 +15,16 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from grpclib.client import Channel
+from grpclib.const import Cardinality
 from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
 
 from fl_async._net import format_address
 from fl_async.common.errors import from_grpc
 from fl_async.proto.fl_async import v1 as pb
+from fl_async.supernode._wire import Encoded, pull_request
+
+_PULL_PATH = "/fl_async.v1.Fleet/PullInstructions"
+_PUSH_PATH = "/fl_async.v1.Fleet/PushReplies"
 
 __all__ = ["FleetClient"]
 
@@ -37,7 +46,7 @@ class FleetClient:
     """
 
     def __init__(
-                self,
+        self,
         host: str,
         port: int,
         *,
@@ -79,6 +88,44 @@ class FleetClient:
         req = pb.PullInstructionsRequest(auth=auth, max_messages=max_messages, timeout=timeout)
         resp = await self._call("PullInstructions", self._stub.pull_instructions, req, timeout + self.poll_margin)
         return list(resp.messages)
+
+    async def _raw(self, what: str, path: str, request: bytes, response_type: type[R], timeout: float) -> R:
+        try:
+            async with self._channel.request(path, Cardinality.UNARY_UNARY, Encoded, response_type,
+                                             timeout=timeout) as stream:
+                await stream.send_message(Encoded(request), end=True)
+                response = await stream.recv_message()
+        except _TRANSPORT_ERRORS as exc:
+            raise from_grpc(exc, what=f"{what} to {self.address}") from exc
+        assert response is not None
+        return response
+
+    async def pull(self, auth: bytes, max_messages: int, timeout: float) -> list[pb.Message]:
+        """As :meth:`pull_instructions`, with the credentials pre-encoded (:func:`fl_async.supernode._wire.auth_field`).
+
+        Raises:
+            FlAsyncError: a subclass, mapped from the transport failure (see :func:`from_grpc`).
+        """
+        resp = await self._raw("PullInstructions", _PULL_PATH, pull_request(auth, max_messages, timeout),
+                               pb.PullInstructionsResponse, timeout + self.poll_margin)
+        return resp.messages
+
+    async def push(self, request: bytes, pull_timeout: float = 0.0) -> pb.PushRepliesResponse:
+        """Send a pre-encoded ``PushRepliesRequest`` (:func:`fl_async.supernode._wire.push_request`).
+
+        Args:
+            request: the serialized request.
+            pull_timeout: the ``pull_timeout`` the request carries (0 if it does not pull); it is added to
+                the call's deadline (``push_timeout + pull_timeout``).
+
+        Returns:
+            One id (``""`` if refused) and one reason per reply, and the instructions pulled in the same call.
+
+        Raises:
+            FlAsyncError: a subclass, mapped from the transport failure (see :func:`from_grpc`).
+        """
+        return await self._raw("PushReplies", _PUSH_PATH, request, pb.PushRepliesResponse,
+                               self.push_timeout + pull_timeout)
 
     async def push_replies(self, auth: pb.NodeAuth, messages: list[pb.Message]) -> pb.PushRepliesResponse:
         """Push replies; the response has one id (``""`` if refused) and one reason per reply."""

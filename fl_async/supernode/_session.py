@@ -20,6 +20,7 @@ from fl_async.common.errors import (
 )
 from fl_async.proto.fl_async import v1 as pb
 from fl_async.supernode._fleet import FleetClient
+from fl_async.supernode._wire import auth_field
 
 __all__ = ["_Backoff", "_Session", "_SessionLost", "_HealthySessionLost", "_PayloadRefused", "_transient", "_positive"]
 
@@ -70,6 +71,11 @@ class _Session:
     auth: pb.NodeAuth
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
     lost: FlAsyncError | None = None
+    wire_auth: bytes = field(init=False)
+    """``auth`` encoded once, for the pre-encoded pull/push requests (:mod:`fl_async.supernode._wire`)."""
+
+    def __post_init__(self) -> None:
+        self.wire_auth = auth_field(self.auth)
 
     @property
     def node_id(self) -> int:

@@ -9,7 +9,13 @@ Structure (all in one event loop; many SuperNodes may share a loop, each with it
           _heartbeat_loop   Heartbeat every ~0.6 x granted interval
           _pull_loop        PullInstructions(max_messages = free slots) -> one _handle task each
       _handle          decode -> Context -> ClientApp -> push reply (outlives a session: a reply made
-                       while the link was unreachable is pushed after reconnecting, within its TTL)
+                       while the link was unreachable is pushed after reconnecting, within its TTL).
+                       When no pull is in flight, the push also pulls (PushReplies with
+                       pull_max_messages = free slots, one call instead of two); the first instruction
+                       it returns runs in the same task, the others in new ones.
+
+At most one pull is in flight per node: the separate long-poll of ``_pull_loop`` or a push that pulls
+(``_puller``); it never asks for more instructions than the node has free slots.
 
 Differences from Flower 1.9's ``flower-client-app`` (``client/app.py``): long-polling instead of a 3 s
 sleep; up to ``max_concurrency`` messages at once; a node the link forgot registers again instead of
@@ -58,6 +64,7 @@ from fl_async.supernode._session import (
     _SessionLost,
     _transient,
 )
+from fl_async.supernode._wire import push_request
 
 __all__ = ["SuperNode"]
 
@@ -73,6 +80,9 @@ _HEARTBEAT_TIMEOUTS = 3
 """Consecutive heartbeat deadlines missed before the session counts as lost (connection errors end it at once)."""
 _RPC_TIMEOUT = 10.0
 _PUSH_TIMEOUT = 60.0
+_TTL_MARGIN = 5.0
+"""A push pulls only for as long as its reply's TTL leaves at least this many seconds (so the TTL never cuts
+the call short while it waits for instructions)."""
 
 
 class SuperNode:
@@ -157,6 +167,8 @@ class SuperNode:
         self._interval = self._requested_interval
         self._free = max_concurrency
         self._active = 0
+        self._puller = ""  # "" | "pull" (the separate long-poll) | "push" (a push that also pulls)
+        self._deleted = False  # unregistered on the way out: no re-registration, no second DeleteNode
         self._registrations = 0
         self._contexts: dict[int, Context] = {}
         self._context_locks: dict[int, anyio.Lock] = {}
@@ -249,6 +261,8 @@ class SuperNode:
                 if self._active:
                     logger.warning("node %s: abandoning %d running handler(s) on shutdown", self.node_id,
                                    self._active)
+                if self._puller == "push":
+                    await self._end_pulling_push()
                 tg.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
@@ -299,11 +313,31 @@ class SuperNode:
         except FlAsyncError:
             pass  # kept in self._fatal, raised by __aexit__ / wait_registered
 
+    async def _end_pulling_push(self) -> None:
+        """Shutdown with a push still waiting for instructions: unregister now, which makes the link answer
+        that call at once (with the reply accepted, or refused as from a deleted node, which the link has
+        then answered NODE_UNAVAILABLE), instead of cancelling it without knowing whether the reply arrived.
+        """
+        sess = self._session
+        if sess is None:
+            return  # link unreachable: the call fails on its own or is cancelled
+        self._deleted = True  # from here on, a lost session is not re-registered
+        try:
+            with anyio.fail_after(_DELETE_TIMEOUT):
+                await sess.conn.delete_node(sess.auth, timeout=_DELETE_TIMEOUT)
+            logger.info("node %s: deleted on the SuperLink", sess.node_id)
+        except (FlAsyncError, TimeoutError) as exc:
+            logger.info("node %s: DeleteNode failed (best effort): %s", sess.node_id, exc)
+            return
+        with anyio.move_on_after(_DELETE_TIMEOUT):
+            while self._puller == "push":
+                await self._slot_evt.wait()
+
     async def _goodbye(self) -> None:
         if self._blob_client is not None:  # issue 7: close the blob path's idle connections
             await self._blob_client.aclose()
         sess = self._last_session
-        if sess is not None:
+        if sess is not None and not self._deleted:
             try:
                 with anyio.fail_after(_DELETE_TIMEOUT):
                     await sess.conn.delete_node(sess.auth, timeout=_DELETE_TIMEOUT)
@@ -323,7 +357,7 @@ class SuperNode:
         try:
             while not self._stopping or self._active:
                 retrying = AsyncRetrying(
-                    retry=retry_if_exception(_transient),
+                    retry=retry_if_exception(lambda exc: _transient(exc) and not self._deleted),
                     wait=_Backoff(0.1, self._max_backoff),
                     sleep=anyio.sleep,
                     before_sleep=self._log_retry,
@@ -334,8 +368,12 @@ class SuperNode:
                         with attempt:
                             await self._run_session()
                 except _HealthySessionLost as exc:
+                    if self._deleted:
+                        return
                     logger.warning("node: %s; registering again", exc)
         except FlAsyncError as exc:
+            if self._deleted and isinstance(exc, _SessionLost):
+                return  # unregistered on the way out (see _end_pulling_push)
             logger.error("node: giving up: %s", exc)
             self._fatal = exc
             self._stop_evt.set()
@@ -431,14 +469,17 @@ class SuperNode:
         with anyio.CancelScope() as scope:
             self._pull_scope = scope
             while not self._stopping:
-                while self._free <= 0:
+                while self._free <= 0 or self._puller:
                     await self._slot_evt.wait()
                 started = anyio.current_time()
+                self._puller = "pull"
                 try:
-                    wires = await sess.conn.pull_instructions(sess.auth, self._free, self._poll_timeout)
+                    wires = await sess.conn.pull(sess.wire_auth, self._free, self._poll_timeout)
                 except FlAsyncError as exc:
                     sess.fail(exc)
                     return
+                finally:
+                    self._puller = ""
                 if not wires and anyio.current_time() - started < min(0.05, self._poll_timeout / 2):
                     quick_empty += 1
                     if quick_empty > 1:  # the link does not hold polls open: do not spin
@@ -460,10 +501,14 @@ class SuperNode:
     def _release_slot(self) -> None:
         self._free += 1
         self._active -= 1
-        self._slot_evt.set()
-        self._slot_evt = anyio.Event()
+        self._wake_puller()
         if self._active == 0:
             self._idle_evt.set()
+
+    def _wake_puller(self) -> None:
+        """Tell the pull loop (and shutdown) that slots or the pull role changed."""
+        self._slot_evt.set()
+        self._slot_evt = anyio.Event()
 
     async def _current_session(self) -> _Session:
         while self._session is None:
@@ -483,19 +528,36 @@ class SuperNode:
         return message_to_proto(message, blobs=blobs, inline_limit=_blobs.inline_limit_for([message]))
 
     async def _handle(self, wire: pb.Message, sess: _Session) -> None:
+        """Handle one instruction (its slot is taken); then, if the reply's push pulled more, the first of
+        them in this same task (no new task per instruction) and the others in new tasks."""
+        holding = True
         try:
-            try:
-                message = self._decode(wire, (await _blobs.fetch_blobs(self._blob_client, [wire]))[0])
-            except (ValueError, TypeError, IntegrityError) as exc:
-                reply = self._undecodable_reply(wire, exc)
-            else:
-                reply = await self._process(message, sess)
-            if reply is not None:
-                await self._push(reply)
+            while True:
+                reply = await self._reply_for(wire, sess)
+                if reply is None:
+                    return
+                holding, wires, pulled_on = await self._push(reply)
+                if not wires or pulled_on is None:
+                    return
+                for _ in wires:
+                    self._take_slot()
+                holding, wire, sess = True, wires[0], pulled_on
+                for other in wires[1:]:
+                    self._tg.start_soon(self._handle, other, sess)
         except Exception:  # noqa: BLE001 - the node must keep serving whatever happens to one message
             logger.exception("node %s: unexpected error while handling an instruction", sess.node_id)
         finally:
-            self._release_slot()
+            if holding:
+                self._release_slot()
+
+    async def _reply_for(self, wire: pb.Message, sess: _Session) -> Message | None:
+        """Decode the instruction and run the ClientApp on it: the reply (or error reply) to push, or ``None``."""
+        blobs = (await _blobs.fetch_blobs(self._blob_client, [wire]))[0] if self._blob_client is not None else None
+        try:
+            message = self._decode(wire, blobs)
+        except (ValueError, TypeError, IntegrityError) as exc:
+            return self._undecodable_reply(wire, exc)
+        return await self._process(message, sess)
 
     @staticmethod
     def _payload_error_reply(reply: Message, reason: str) -> Message | None:
@@ -557,25 +619,46 @@ class SuperNode:
                 self._contexts[run_id] = ctx
         return ctx
 
-    async def _push(self, reply: Message) -> None:
+    def _pull_window(self, sess: _Session, ttl_deadline: float) -> float:
+        """Seconds a reply's push may wait for instructions (0: push without pulling).
+
+        A push pulls when nothing else pulls (the separate long-poll is parked because all slots were
+        busy), the node is not stopping, its session is current, and the reply's TTL leaves room.
+        """
+        if self._puller or self._stopping or sess is not self._session:
+            return 0.0
+        return max(0.0, min(self._poll_timeout, ttl_deadline - anyio.current_time() - _TTL_MARGIN))
+
+    async def _push(self, reply: Message) -> tuple[bool, list[pb.Message], _Session | None]:
         """Push one reply, waiting for a session if the link is unreachable, within the reply's TTL.
+
+        Called holding the reply's slot. When no other pull is in flight, the push also pulls up to the
+        free slots' worth of instructions (one ``PushReplies`` with ``pull_max_messages``); the slot is then
+        given back for the duration of the call and the pulled instructions are returned for the caller
+        to run (it takes their slots).
 
         A reply whose payload cannot be transferred (blob upload refused, or the link refuses the push
         as too large) is replaced, once, by an error reply ``PAYLOAD_UNAVAILABLE`` so that the server
         app learns at once instead of waiting for the TTL.
+
+        Returns:
+            ``(holding, instructions, session)``: whether the caller still holds its slot, the
+            instructions pulled in the same call, and the session they came from (``None`` if none).
         """
         md = reply.metadata
         blobs: dict[bytes, Any] | None = {} if self._blob_port else None  # issue 7: large arrays as blobs
-        wire = self._encode(reply, blobs)
+        data = bytes(self._encode(reply, blobs))
         substituted = False
-        with anyio.move_on_after(max(md.ttl, 0.0)) as scope:
+        ttl = max(md.ttl, 0.0)
+        ttl_deadline = anyio.current_time() + ttl
+        with anyio.move_on_after(ttl) as scope:
             while True:
                 sess = await self._current_session()
                 if sess.node_id != md.src_node_id:
                     logger.warning("node %s: dropping the reply to %s: it was received as node %s, and the "
                                    "link has forgotten that registration", sess.node_id, md.reply_to_message,
                                    md.src_node_id)
-                    return
+                    return True, [], None
                 try:
                     try:
                         await _blobs.upload_blobs(self._blob_client, blobs or {})  # issue 7: before the push
@@ -583,33 +666,57 @@ class SuperNode:
                         raise
                     except FlAsyncError as exc:
                         raise _PayloadRefused(f"uploading the reply's payloads failed: {exc}") from exc
-                    resp = await sess.conn.push_replies(sess.auth, [wire])
+                    window = self._pull_window(sess, ttl_deadline)
+                    if window > 0:
+                        resp = await self._push_and_pull(sess, data, window)
+                    else:
+                        resp = await sess.conn.push(push_request(sess.wire_auth, [data]))
                 except (LinkConnectionError, LinkTimeoutError) as exc:
                     sess.fail(exc)
                     continue
                 except NotAuthorizedError as exc:
                     sess.fail(exc)
                     logger.warning("node %s: dropping the reply to %s: %s", sess.node_id, md.reply_to_message, exc)
-                    return
+                    return True, [], None
                 except (_PayloadRefused, ResourceExhaustedError) as exc:
                     error_reply = None if substituted else self._payload_error_reply(reply, str(exc))
                     logger.error("node %s: the reply to %s could not be delivered (%s)%s", sess.node_id,
                                  md.reply_to_message, exc,
                                  "; sending an error reply instead" if error_reply is not None else "")
                     if error_reply is None:
-                        return
-                    substituted, blobs, wire = True, None, self._encode(error_reply)
+                        return True, [], None
+                    substituted, blobs, data = True, None, bytes(self._encode(error_reply))
                     continue
                 except FlAsyncError as exc:
                     logger.error("node %s: the link refused the reply to %s: %s", sess.node_id,
                                  md.reply_to_message, exc)
-                    return
-                ids = list(resp.message_ids)
+                    return True, [], None
+                ids = resp.message_ids
                 if not ids or not ids[0]:
                     reason = resp.reasons[0] if resp.reasons else "no reason given"
                     logger.warning("node %s: the link did not accept the reply to %s: %s", sess.node_id,
                                    md.reply_to_message, reason)
-                return
+                if window > 0:
+                    return False, resp.instructions, sess
+                return True, [], None
         if scope.cancelled_caught:
             logger.warning("node: dropping the reply to %s: its TTL ran out before the link was reachable",
                            md.reply_to_message)
+        return True, [], None
+
+    async def _push_and_pull(self, sess: _Session, data: bytes, window: float) -> pb.PushRepliesResponse:
+        """One ``PushReplies`` that also pulls up to the free slots' worth of instructions for ``window`` s.
+
+        The caller's slot is free during the call (it counts toward the pull); if the call fails, the
+        slot is taken back (the reply is still to be delivered) and the error propagates.
+        """
+        self._puller = "push"
+        self._release_slot()
+        try:
+            return await sess.conn.push(push_request(sess.wire_auth, [data], max(1, self._free), window), window)
+        except BaseException:
+            self._take_slot()
+            raise
+        finally:
+            self._puller = ""
+            self._wake_puller()

@@ -336,3 +336,64 @@ async def test_aclose_fails_calls_in_flight() -> None:
                 await driver.aclose()
         assert len(errors) == 1 and isinstance(errors[0], LinkConnectionError), errors
         assert "closed" in str(errors[0])
+
+
+async def test_pull_keeps_polling_a_link_that_holds_polls_only_briefly() -> None:
+    """The link lists outstanding ids on every pull, so a 10 ms ``max_poll_timeout`` does not end the driver's
+    wait: it pulls again until the reply is in (here, after several empty polls) or its own timeout ends."""
+    async with cluster(num_nodes=1, max_poll_timeout=0.01) as c, AsyncDriver(
+        c.link.driver_address, insecure=True
+    ) as driver:
+        [node] = c.node_ids
+        [mid] = await driver.push_messages([driver.create_message(_gate("late"), MessageType.QUERY, node, "1")])
+        state = c.link.state
+        checks = 0
+        real = state.outstanding
+
+        def counting(run_id: int, ids):  # noqa: ANN001, ANN202 - a spy on the link's real state
+            nonlocal checks
+            checks += 1
+            return real(run_id, ids)
+
+        state.outstanding = counting  # type: ignore[method-assign]
+        async with anyio.create_task_group() as tg:
+
+            async def release_after_some_polls() -> None:
+                with anyio.fail_after(5):
+                    while checks < 30:  # about 10 pulls of 10 ms each, all empty
+                        await anyio.sleep(0.005)
+                GATES.release("late")
+
+            tg.start_soon(release_after_some_polls)
+            started = time.monotonic()
+            with anyio.fail_after(10):
+                replies = await driver.pull_messages(["no-such-id", mid], timeout=8)
+            elapsed = time.monotonic() - started
+        assert [r.metadata.reply_to_message for r in replies] == [mid] and replies[0].has_content()
+        assert checks >= 30 and elapsed < 5, (checks, elapsed)
+        # timeout with the reply still missing: returns at the driver's timeout, not at the link's 10 ms
+        [mid2] = await driver.push_messages([driver.create_message(_gate("never"), MessageType.QUERY, node, "1")])
+        started = time.monotonic()
+        assert await driver.pull_messages([mid2], timeout=0.3) == []
+        assert 0.3 <= time.monotonic() - started < 1.5
+
+
+async def test_pull_of_ids_not_outstanding_returns_at_once_on_a_link_holding_polls_long() -> None:
+    async with cluster(num_nodes=1, max_poll_timeout=30) as c, AsyncDriver(
+        c.link.driver_address, insecure=True
+    ) as driver, AsyncDriver(c.link.driver_address, insecure=True) as other:
+        [node] = c.node_ids
+        [mid] = await driver.push_messages([driver.create_message(_content(), MessageType.TRAIN, node, "1")])
+        with anyio.fail_after(10):
+            [reply] = await driver.pull_messages([mid], timeout=10)
+        [foreign] = await other.push_messages([other.create_message(_gate("f"), MessageType.QUERY, node, "1")])
+        for ids in ([mid], ["no-such-id"], [foreign], [mid, "no-such-id", foreign, ""]):
+            started = time.monotonic()
+            with anyio.fail_after(5):
+                assert await driver.pull_messages(ids, timeout=20) == []
+            assert time.monotonic() - started < 0.5, ids
+        started = time.monotonic()
+        with anyio.fail_after(5):  # send_and_receive and receive use the same loop
+            async with driver.receive([mid, "no-such-id"], timeout=20) as stream:
+                assert [r async for r in stream] == []
+        assert time.monotonic() - started < 0.5

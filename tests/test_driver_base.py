@@ -168,3 +168,21 @@ class TestDeadline:
     def test_refusals(self, value: object, exc: type) -> None:
         with pytest.raises(exc):
             base.Deadline(value)  # type: ignore[arg-type]
+
+
+def test_still_waiting_follows_the_links_outstanding_list() -> None:
+    reply = pb.Message(metadata=pb.Metadata(reply_to_message="a"), content=pb.RecordSet())
+    wanted = ["a", "b", "c", "unknown"]
+    resp = pb.PullMessagesResponse(messages=[reply], outstanding=["c", "b", "zzz"])
+    assert base.still_waiting(wanted, resp) == ["b", "c"]  # request order; unknown and answered ids dropped
+    assert base.still_waiting(wanted, pb.PullMessagesResponse(messages=[reply])) == []  # none outstanding
+    # a link answering a reply and listing it as outstanding (it must not): the reply wins
+    assert base.still_waiting(["a"], pb.PullMessagesResponse(messages=[reply], outstanding=["a"])) == []
+
+
+def test_poll_pause_only_paces_early_empty_answers() -> None:
+    assert base.poll_pause(0.001, 5.0, 10.0) == pytest.approx(base.POLL_PAUSE - 0.001)
+    assert base.poll_pause(0.001, 5.0, 0.002) == 0.002  # never beyond the deadline
+    assert base.poll_pause(base.POLL_PAUSE, 5.0, 10.0) == 0.0  # the link held the call: poll again at once
+    assert base.poll_pause(0.0, 0.0, 10.0) == 0.0  # no wait was asked for
+    assert not hasattr(base, "IMMEDIATE")  # the old timing heuristic is gone

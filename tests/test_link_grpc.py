@@ -107,6 +107,31 @@ async def test_pull_with_nothing_outstanding_returns_at_once(conn: Conn) -> None
     assert time.perf_counter() - t0 < 1.0
 
 
+async def test_pull_response_lists_the_ids_still_outstanding(conn: Conn) -> None:
+    drv, other = await RawDriver.create(conn.driver), await RawDriver.create(conn.driver)
+    a, b = await RawNode.create(conn.fleet), await RawNode.create(conn.fleet)
+    ids = list((await drv.push([instruction(drv.run_id, a.node_id), instruction(drv.run_id, b.node_id)])).message_ids)
+    [foreign] = (await other.push([instruction(other.run_id, a.node_id)])).message_ids
+
+    async def pull(request_ids: list[str], timeout: float = 0.0) -> pb.PullMessagesResponse:
+        return await conn.driver.pull_messages(
+            pb.PullMessagesRequest(run_id=drv.run_id, message_ids=request_ids, timeout=timeout))
+
+    asked = ["", "unknown", foreign, *ids, ids[0]]
+    resp = await pull(asked)
+    assert resp.messages == [] and resp.outstanding == ids  # pushed in this run, no reply yet; deduplicated
+    [ins_a] = await a.pull()
+    await a.reply([reply_to(ins_a)])
+    resp = await pull(asked, timeout=0.05)  # a's reply is delivered now: only b's id is still outstanding
+    assert [r.metadata.reply_to_message for r in resp.messages] == [ids[0]] and resp.outstanding == [ids[1]]
+    resp = await pull(ids)
+    assert resp.messages == [] and resp.outstanding == [ids[1]]  # ids[0] was delivered: never listed again
+    b_ins = await b.pull()
+    await b.reply([reply_to(b_ins[0])])
+    resp = await pull(ids, timeout=5)
+    assert len(resp.messages) == 1 and resp.outstanding == []
+
+
 async def test_wait_for_nodes(conn: Conn) -> None:
     drv = await RawDriver.create(conn.driver)
     req = pb.WaitForNodesRequest(run_id=drv.run_id, min_nodes=2, timeout=5)

@@ -110,6 +110,17 @@ def test_fast_pull_responses_equal_betterproto2() -> None:
     )
 
 
+def test_fast_pull_messages_response_carries_outstanding_ids() -> None:
+    codec = LimitedProtoCodec(1 << 20)
+    req = codec.decode(bytes(pb.PushMessagesRequest(run_id=5, messages=[instruction(5, 9)])), pb.PushMessagesRequest)
+    req.messages[0].metadata.message_id = "m0"
+    for messages, outstanding in ((req.messages, ["a", "b"]), ([], ["a"]), (req.messages, []), ([], [])):
+        resp = pb.PullMessagesResponse(messages=messages, outstanding=outstanding)
+        fast = codec.encode(resp, pb.PullMessagesResponse)
+        assert fast == bytes(resp)
+        assert pb.PullMessagesResponse.FromString(fast).outstanding == outstanding
+
+
 def test_fast_push_replies_response_with_instructions() -> None:
     codec = LimitedProtoCodec(1 << 20)
     data = bytes(pb.PushMessagesRequest(run_id=5, messages=[instruction(5, 9), instruction(5, 9)]))

@@ -38,6 +38,8 @@ __all__ = [
     "read_push_response",
     "normalize_ids",
     "decode_replies",
+    "still_waiting",
+    "poll_pause",
 ]
 
 logger = logging.getLogger("fl_async.server")
@@ -59,9 +61,11 @@ Only an unresponsive link (or a very large transfer) ever reaches it; it bounds 
 MAX_WAIT_PER_CALL = 30.0
 """Longest wait requested from the link in one long-poll (the link caps it further); longer waits loop."""
 
-IMMEDIATE = 0.05
-"""A long-poll that comes back empty within this many seconds of a longer requested wait means the
-link considers none of the requested ids outstanding (unknown, or already delivered)."""
+POLL_PAUSE = 0.01
+"""Seconds a driver pauses before its next long-poll when the link answered the last one with nothing new in
+less than this, although it was asked to wait longer: a link with a tiny ``max_poll_timeout``, or one
+shutting down. It only paces the polls (at most ~100 per second against such a link); what the driver
+concludes comes from the answer itself (e.g. ``PullMessagesResponse.outstanding``)."""
 
 
 class DriverState(enum.Enum):
@@ -402,6 +406,26 @@ def normalize_ids(message_ids: Iterable[str]) -> list[str]:
         if mid:
             out[mid] = None
     return list(out)
+
+
+def still_waiting(wanted: Iterable[str], resp: pb.PullMessagesResponse) -> list[str]:
+    """The ids among ``wanted`` worth pulling again: those the link listed in ``resp.outstanding`` (pushed in
+    this run, reply not yet delivered) and not answered in ``resp.messages``. Unknown, foreign-run and
+    already-delivered ids are never listed, so they are dropped at once."""
+    outstanding = set(resp.outstanding)
+    if not outstanding:
+        return []
+    answered = {m.metadata.reply_to_message for m in resp.messages if m.metadata is not None}
+    return [mid for mid in wanted if mid in outstanding and mid not in answered]
+
+
+def poll_pause(elapsed: float, wait: float, remaining: float) -> float:
+    """Seconds to pause before the next poll: :data:`POLL_PAUSE` (at most ``remaining``) when a poll that asked
+    the link to wait ``wait`` seconds came back after only ``elapsed < POLL_PAUSE`` seconds with nothing new,
+    else 0. Call it only after such an empty answer."""
+    if elapsed < POLL_PAUSE < wait:
+        return max(0.0, min(POLL_PAUSE - elapsed, remaining))
+    return 0.0
 
 
 def decode_replies(resp: pb.PullMessagesResponse, blobs: Mapping[bytes, Any] | None = None) -> list[Message]:

@@ -26,7 +26,6 @@ from fl_async.proto.fl_async import v1 as pb
 from fl_async.server._base import (
     DEFAULT_CALL_TIMEOUT,
     DEFAULT_PULL_TIMEOUT,
-    IMMEDIATE,
     ConnectArgs,
     Deadline,
     DriverState,
@@ -37,9 +36,11 @@ from fl_async.server._base import (
     decode_replies,
     make_run,
     normalize_ids,
+    poll_pause,
     push_request,
     read_push_response,
     run_from_proto,
+    still_waiting,
     validate_for_push,
 )
 from fl_async.server._transport import DriverTransport
@@ -302,9 +303,9 @@ class AsyncDriver:
                 raise LinkTimeoutError(
                     f"only {len(ids)} of {min_nodes} nodes were online after waiting {timeout} s"
                 )
-            if time.monotonic() - started < IMMEDIATE and wait > 2 * IMMEDIATE:
-                # The link answered at once without enough nodes: do not spin against it.
-                await asyncio.sleep(min(IMMEDIATE, deadline.remaining()))
+            pause = poll_pause(time.monotonic() - started, wait, deadline.remaining())
+            if pause:  # the link answered at once without enough nodes: do not spin against it
+                await asyncio.sleep(pause)
 
     async def push_messages(self, messages: Iterable[Message]) -> list[str]:
         """Queue messages on the link (as Flower 1.9's ``Driver.push_messages``).
@@ -340,7 +341,9 @@ class AsyncDriver:
         Waits on the link until every requested instruction that is still outstanding has a reply
         (or an error reply: ``NODE_UNAVAILABLE``, ``MESSAGE_EXPIRED``, ...), or until ``timeout``
         seconds have passed, and returns what is there. Each reply is returned once: ids already
-        answered are simply not outstanding any more. ``""`` and unknown ids are ignored.
+        answered are simply not outstanding any more. ``""`` and unknown ids are ignored. The link
+        says which ids are still outstanding on every pull, so ignored ids never make it wait, and a
+        link that holds polls for less than ``timeout`` (its ``max_poll_timeout``) is simply polled again.
 
         Args:
             message_ids: ids returned by :meth:`push_messages`.
@@ -432,8 +435,9 @@ class AsyncDriver:
     async def _pull_loop(
         self, ids: list[str], deadline: Deadline, sink: Callable[[list[Message]], None]
     ) -> None:
-        """Long-poll the link for replies to ``ids`` until all are in, none is outstanding, or the
-        deadline passes; hand each batch of replies to ``sink`` as it arrives."""
+        """Long-poll the link for replies to ``ids`` until all are in, none is outstanding any more (as the
+        link lists in ``PullMessagesResponse.outstanding``), or the deadline passes; hand each batch of
+        replies to ``sink`` as it arrives."""
         transport = self._require_open()
         wanted = dict.fromkeys(ids)
         stashed = [self._unclaimed.pop(i) for i in ids if i in self._unclaimed]
@@ -448,16 +452,17 @@ class AsyncDriver:
             resp = await transport.call("PullMessages", req, wait=wait)
             fetched, _ = await _blobs.fetch_blobs(self._blob_client, resp.messages)  # issue 7
             replies = decode_replies(resp, fetched)
-            for reply in replies:
-                wanted.pop(reply.metadata.reply_to_message, None)
             if replies:
                 sink(replies)
+            # the link's explicit answer: ids not listed as outstanding (delivered now, delivered before,
+            # unknown, another run's) will never get a reply through this loop
+            wanted = dict.fromkeys(still_waiting(wanted, resp))
             if not wanted or deadline.expired():
                 return
-            if not replies and time.monotonic() - started < min(IMMEDIATE, wait / 2):
-                # Came back empty at once although we asked it to wait: the link considers none of
-                # the remaining ids outstanding (unknown, or answered and already delivered).
-                return
+            if not replies:
+                pause = poll_pause(time.monotonic() - started, wait, deadline.remaining())
+                if pause:  # the link did not hold the call (tiny max_poll_timeout, or shutting down)
+                    await asyncio.sleep(pause)
 
 
 class ReplyStream:

@@ -207,7 +207,8 @@ class DriverService(_Service):
         return pb.PushMessagesResponse(message_ids=ids, reasons=reasons), None
 
     async def pull_messages(self, req: pb.PullMessagesRequest) -> tuple[pb.PullMessagesResponse, Undo]:
-        """PullMessages: long-poll until each outstanding requested id has a reply; deliver the ready ones once."""
+        """PullMessages: long-poll until each outstanding requested id has a reply; deliver the ready ones once,
+        and list the requested ids still outstanding (``outstanding``) so the driver knows whether to pull again."""
         state = self.state
         window = self._wait_window("timeout", req.timeout)
         _, waiting = state.outstanding(req.run_id, req.message_ids)
@@ -221,8 +222,9 @@ class DriverService(_Service):
                 self.wakeups.drop(waiter)
         taken = state.take_replies(req.run_id, req.message_ids)
         replies: list[Any] = [ins.reply for ins in taken]
+        _, still = state.outstanding(req.run_id, req.message_ids)  # after the take: not the ones in `replies`
 
         def undo() -> None:
             state.restore_replies(taken)
 
-        return pb.PullMessagesResponse(messages=replies), (undo if taken else None)
+        return pb.PullMessagesResponse(messages=replies, outstanding=still), (undo if taken else None)

@@ -136,7 +136,10 @@ class LimitedProtoCodec(ProtoCodec):
         """Encode a response; pull responses re-emit forwarded messages from their original bytes
         (:mod:`fl_async.superlink.fastwire`)."""
         if message_type in _FAST_RESPONSES and isinstance(message, message_type):
-            return encode_messages_response(message.messages)
+            body = encode_messages_response(message.messages)
+            if message_type is pb.PullMessagesResponse and message.outstanding:  # field 2, after field 1
+                body += bytes(pb.PullMessagesResponse(outstanding=message.outstanding))
+            return body
         if message_type is pb.PushRepliesResponse and isinstance(message, message_type) and message.instructions:
             head = pb.PushRepliesResponse(message_ids=message.message_ids, reasons=message.reasons)
             return bytes(head) + encode_messages_response(message.instructions, b"\x1a")

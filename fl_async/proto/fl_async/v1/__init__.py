@@ -480,6 +480,15 @@ class PullMessagesResponse(betterproto2.Message):
         1, betterproto2.TYPE_MESSAGE, repeated=True
     )
 
+    outstanding: "list[str]" = betterproto2.field(
+        2, betterproto2.TYPE_STRING, repeated=True
+    )
+    """
+    The requested ids still outstanding after this pull: pushed in this run, reply not yet delivered (the
+    ids answered in `messages` are not among them). Filled on every pull; unknown, foreign-run, "" and
+    already-delivered ids never are. A driver waits while any of its ids is listed here.
+    """
+
 
 default_message_pool.register_message(
     "fl_async.v1", "PullMessagesResponse", PullMessagesResponse

@@ -52,6 +52,39 @@ async def test_sync_and_async_handlers_dispatch_on_type() -> None:
     assert set(app.message_types) == {"train", "evaluate", "query"}
 
 
+async def test_handler_kinds_without_mods_run_where_they_belong_every_time() -> None:
+    """Callable objects, partials and sync callables returning coroutines, called repeatedly (the kind of
+    each callable is looked up once and remembered)."""
+    import functools
+
+    loop_thread = threading.get_ident()
+    where: list[tuple[str, int]] = []
+
+    class AsyncCallable:
+        async def __call__(self, msg: Message, ctx: Context) -> Message:
+            where.append(("object", threading.get_ident()))
+            return reply_with(msg, 1.0)
+
+    async def scaled(factor: float, msg: Message, ctx: Context) -> Message:
+        where.append(("partial", threading.get_ident()))
+        return reply_with(msg, factor)
+
+    def returns_coroutine(msg: Message, ctx: Context):  # type: ignore[no-untyped-def]
+        where.append(("sync", threading.get_ident()))
+        return scaled(3.0, msg, ctx)
+
+    app = ClientApp()
+    app.train()(AsyncCallable())
+    app.evaluate()(functools.partial(scaled, 2.0))
+    app.query()(returns_coroutine)
+    for _ in range(2):
+        for mtype, value in (("train", 1.0), ("evaluate", 2.0), ("query", 3.0)):
+            out = await app.acall(instruction(mtype), Context())
+            assert out.content.metrics_records["m"]["v"] == value
+    kinds = {(kind, tid == loop_thread) for kind, tid in where}
+    assert kinds == {("object", True), ("partial", True), ("sync", False)}
+
+
 async def test_missing_handler_and_unknown_type_raise_like_flower() -> None:
     app = ClientApp()
     with pytest.raises(ValueError, match="No `evaluate` function registered"):

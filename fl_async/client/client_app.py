@@ -80,6 +80,7 @@ class ClientApp:
                 raise TypeError(f"mods[{i}] is not callable: {mod!r}")
         self._mods: list[Mod] = list(mods)
         self._handlers: dict[str, ClientAppCallable] = {}
+        self._async_of: dict[int, tuple[Callable[..., Any], bool]] = {}  # id -> (callable, is async)
 
     # ------------------------------------------------------------------ registration
 
@@ -132,6 +133,15 @@ class ClientApp:
 
     # ------------------------------------------------------------------ dispatch
 
+    def _is_async(self, fn: Callable[..., Any]) -> bool:
+        """:func:`_is_async`, remembered per callable (handlers and mods do not change kind)."""
+        known = self._async_of.get(id(fn))
+        if known is not None and known[0] is fn:
+            return known[1]
+        result = _is_async(fn)
+        self._async_of[id(fn)] = (fn, result)
+        return result
+
     def _handler_for(self, message_type: str) -> ClientAppCallable:
         handler = self._handlers.get(message_type)
         if handler is not None:
@@ -163,6 +173,14 @@ class ClientApp:
             Exception: whatever a handler or mod raised.
         """
         handler = self._handler_for(message.metadata.message_type)
+        if not self._mods:  # the common case: no layers to compose
+            if self._is_async(handler):
+                result = await handler(message, context)  # type: ignore[misc]
+            else:
+                result = await run_sync_abandonable(handler, message, context, limiter=limiter)
+            if inspect.isawaitable(result):  # a sync-looking callable that returned a coroutine
+                result = await result
+            return result
         token = anyio.lowlevel.current_token()
 
         async def to_thread(fn: Callable[..., Any], *args: Any) -> Any:
@@ -170,12 +188,12 @@ class ClientApp:
 
         sync_fn: Callable[..., Any] | None = None
         async_fn: Callable[..., Awaitable[Any]] | None = None
-        if _is_async(handler):
+        if self._is_async(handler):
             async_fn = handler  # type: ignore[assignment]
         else:
             sync_fn = handler
         for mod in reversed(self._mods):
-            if _is_async(mod):
+            if self._is_async(mod):
                 if sync_fn is not None:
                     inner_sync = sync_fn
 

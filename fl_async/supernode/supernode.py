@@ -64,7 +64,7 @@ from fl_async.supernode._session import (
     _SessionLost,
     _transient,
 )
-from fl_async.supernode._wire import push_request
+from fl_async.supernode._wire import message_bytes, push_request
 
 __all__ = ["SuperNode"]
 
@@ -95,6 +95,13 @@ class SuperNode:
 
     or run it in the foreground with ``await node.run()`` until ``node.stop()`` or cancellation. The
     CLI uses :func:`fl_async.supernode.run_supernode`, which adds SIGINT/SIGTERM handling.
+
+    Pulling: one long-poll at a time asks for as many instructions as the node has free slots. When a
+    reply is pushed while no pull is in flight (all slots were busy, e.g. always with
+    ``max_concurrency=1``), the same ``PushReplies`` call also pulls (``pull_max_messages`` = free slots,
+    held up to ``poll_timeout``): a busy node makes one call per instruction instead of two. If that call
+    comes back without instructions, the separate long-poll resumes. Stopping while such a call is held
+    unregisters the node first (DeleteNode), which makes the link answer it at once.
 
     Args:
         app: the ClientApp to run.
@@ -168,6 +175,7 @@ class SuperNode:
         self._free = max_concurrency
         self._active = 0
         self._puller = ""  # "" | "pull" (the separate long-poll) | "push" (a push that also pulls)
+        self._calls = {"PullInstructions": 0, "PushReplies": 0, "PushReplies+pull": 0}
         self._deleted = False  # unregistered on the way out: no re-registration, no second DeleteNode
         self._registrations = 0
         self._contexts: dict[int, Context] = {}
@@ -198,6 +206,15 @@ class SuperNode:
     def running_handlers(self) -> int:
         """How many instructions are being handled right now."""
         return self._active
+
+    @property
+    def fleet_calls(self) -> dict[str, int]:
+        """How many instruction calls the node has made, by kind (a copy; for monitoring and benchmarks).
+
+        Keys: ``"PullInstructions"`` (separate long-polls), ``"PushReplies"`` (pushes that do not pull) and
+        ``"PushReplies+pull"`` (pushes that also pulled, see the class docstring). Failed attempts count too.
+        """
+        return dict(self._calls)
 
     def contexts(self) -> dict[int, Context]:
         """The kept ``run_id -> Context`` map (live objects)."""
@@ -473,6 +490,7 @@ class SuperNode:
                     await self._slot_evt.wait()
                 started = anyio.current_time()
                 self._puller = "pull"
+                self._calls["PullInstructions"] += 1
                 try:
                     wires = await sess.conn.pull(sess.wire_auth, self._free, self._poll_timeout)
                 except FlAsyncError as exc:
@@ -501,7 +519,8 @@ class SuperNode:
     def _release_slot(self) -> None:
         self._free += 1
         self._active -= 1
-        self._wake_puller()
+        if not self._puller:  # else whoever pulls now wakes the loop when done
+            self._wake_puller()
         if self._active == 0:
             self._idle_evt.set()
 
@@ -647,7 +666,7 @@ class SuperNode:
         """
         md = reply.metadata
         blobs: dict[bytes, Any] | None = {} if self._blob_port else None  # issue 7: large arrays as blobs
-        data = bytes(self._encode(reply, blobs))
+        data = message_bytes(self._encode(reply, blobs))
         substituted = False
         ttl = max(md.ttl, 0.0)
         ttl_deadline = anyio.current_time() + ttl
@@ -670,6 +689,7 @@ class SuperNode:
                     if window > 0:
                         resp = await self._push_and_pull(sess, data, window)
                     else:
+                        self._calls["PushReplies"] += 1
                         resp = await sess.conn.push(push_request(sess.wire_auth, [data]))
                 except (LinkConnectionError, LinkTimeoutError) as exc:
                     sess.fail(exc)
@@ -685,7 +705,7 @@ class SuperNode:
                                  "; sending an error reply instead" if error_reply is not None else "")
                     if error_reply is None:
                         return True, [], None
-                    substituted, blobs, data = True, None, bytes(self._encode(error_reply))
+                    substituted, blobs, data = True, None, message_bytes(self._encode(error_reply))
                     continue
                 except FlAsyncError as exc:
                     logger.error("node %s: the link refused the reply to %s: %s", sess.node_id,
@@ -711,6 +731,7 @@ class SuperNode:
         slot is taken back (the reply is still to be delivered) and the error propagates.
         """
         self._puller = "push"
+        self._calls["PushReplies+pull"] += 1
         self._release_slot()
         try:
             return await sess.conn.push(push_request(sess.wire_auth, [data], max(1, self._free), window), window)

@@ -46,7 +46,7 @@ IDLE_GAP = 0.02
 
 def _percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def _bench_app(started: dict[str, float]):  # type: ignore[no-untyped-def]

@@ -14,6 +14,7 @@ instruction (one call per instruction); ``--separate-pull`` uses PushReplies the
 ``--sdk`` measures the SDK instead of raw stubs, in the same layout: N :class:`fl_async.supernode.SuperNode`
 (an ``async def`` ClientApp answering at once with an empty RecordSet, ``max_concurrency=1``) and an
 :class:`fl_async.server.AsyncDriver` (``send_and_receive`` of N messages per round) in this process.
+``--sdk-nodes`` drives the same SuperNodes with the raw-stub driver (the node side alone is SDK).
 ``--profile FILE`` writes a cProfile of this process over the measured rounds (``.prof``, per N: FILE with
 ``-N`` inserted before the suffix); read it with ``python -m pstats``.
 
@@ -22,7 +23,7 @@ Prints, per N: median and p99 round latency, replies/s (N x rounds / total time)
 connect and register at once. Run::
 
     python -m benchmarks.link_roundtrip [--nodes 10,100,1000] [--rounds 0] [--inproc] [--separate-pull]
-                                        [--sdk] [--profile FILE]
+                                        [--sdk | --sdk-nodes] [--profile FILE]
 """
 
 from __future__ import annotations
@@ -102,7 +103,7 @@ class _Measure:
 def _figures(n: int, lat: list[float], m: _Measure, register_s: float, rss: tuple[int | None, int | None]) -> dict:
     rounds = len(lat)
     lat = sorted(lat)
-    p99 = lat[min(len(lat) - 1, int(round(0.99 * (len(lat) - 1))))]
+    p99 = lat[min(len(lat) - 1, round(0.99 * (len(lat) - 1)))]
     before, held = rss
     return {
         "n": n,
@@ -189,20 +190,26 @@ def _sdk_app():  # type: ignore[no-untyped-def]
 
 
 async def run_n_sdk(
-    n: int, rounds: int, driver_address: str, fleet_address: str, link_pid: int, profile: Path | None = None
+    n: int, rounds: int, driver_address: str, fleet_address: str, link_pid: int, profile: Path | None = None,
+    raw_driver: bool = False,
 ) -> dict[str, float]:
-    """As :func:`run_n` with the SDK: N SuperNodes (async ClientApp answering at once) and an AsyncDriver."""
+    """As :func:`run_n` with SDK nodes: N SuperNodes (async ClientApp answering at once), driven by an
+    AsyncDriver (``send_and_receive``), or with ``raw_driver`` by the raw-stub driver of :func:`run_n`."""
     import anyio
 
     from fl_async.common import MessageType, RecordSet
+    from fl_async.proto.fl_async import v1 as pb
     from fl_async.server import AsyncDriver
     from fl_async.supernode import SuperNode
+    from tests.link_stubs import RawDriver, channel, instruction
 
     app = _sdk_app()
     rss_before = read_rss(link_pid)
     nodes = [SuperNode(app, fleet_address, insecure=True, heartbeat_interval=60.0, poll_timeout=30.0)
              for _ in range(n)]
+    dch = channel(driver_address) if raw_driver else None
     async with AsyncDriver(driver_address, insecure=True) as driver, anyio.create_task_group() as tg:
+        raw = await RawDriver.create(pb.DriverStub(dch)) if dch is not None else None
         t_reg = time.perf_counter()  # all N connect and register at once
         for node in nodes:
             tg.start_soon(node.run)
@@ -220,22 +227,40 @@ async def run_n_sdk(
             assert len(replies) == n and all(r.has_content() for r in replies), "missing or error replies"
             return dt
 
+        async def one_raw_round(group: int) -> float:
+            assert raw is not None
+            msgs = [instruction(raw.run_id, nid, group_id=str(group)) for nid in node_ids]
+            t0 = time.perf_counter()
+            ids = [i for i in (await raw.push(msgs)).message_ids if i]
+            assert len(ids) == n
+            got = 0
+            while got < n:
+                got += len(await raw.pull(ids, timeout=30))
+            return time.perf_counter() - t0
+
+        measure_round = one_raw_round if raw is not None else one_round
         for i in range(2):
-            await one_round(i)
+            await measure_round(i)
         m = _Measure(link_pid, profile)
         m.start()
-        lat = [await one_round(2 + i) for i in range(rounds)]
+        lat = [await measure_round(2 + i) for i in range(rounds)]
         m.stop()
+        calls = [getattr(node, "fleet_calls", None) for node in nodes]  # (absent before the counters existed)
         for node in nodes:
             node.stop()
         tg.cancel_scope.deadline = anyio.current_time() + 10  # graceful stop, bounded
-    return _figures(n, lat, m, register_s, (rss_before, rss_held))
+    if dch is not None:
+        dch.close()
+    out = _figures(n, lat, m, register_s, (rss_before, rss_held))
+    if all(c is not None for c in calls):
+        out["calls_per_reply"] = sum(sum(c.values()) for c in calls) / (n * (rounds + 2))  # type: ignore[union-attr]
+    return out
 
 
 async def _run_mode(mode: str, n: int, rounds: int, driver: str, fleet: str, pid: int, profile: str | None) -> dict:
     path = _profile_path(profile, n)
-    if mode == "sdk":
-        return await run_n_sdk(n, rounds, driver, fleet, pid, path)
+    if mode in ("sdk", "sdk-nodes"):
+        return await run_n_sdk(n, rounds, driver, fleet, pid, path, raw_driver=mode == "sdk-nodes")
     return await run_n(n, rounds, driver, fleet, pid, mode == "combined", path)
 
 
@@ -286,12 +311,17 @@ def main() -> None:
     parser.add_argument(
         "--sdk", action="store_true", help="SuperNodes (async ClientApp) + AsyncDriver instead of raw pb stubs"
     )
+    parser.add_argument(
+        "--sdk-nodes", action="store_true", help="SuperNodes (async ClientApp) driven by the raw-stub driver"
+    )
     parser.add_argument("--profile", default=None, help="write a cProfile of this process per N (FILE-N.prof)")
     args = parser.parse_args()
-    if args.sdk and args.separate_pull:
+    if (args.sdk or args.sdk_nodes) and args.separate_pull:
         parser.error("--separate-pull applies to raw responders only")
+    if args.sdk and args.sdk_nodes:
+        parser.error("choose one of --sdk and --sdk-nodes")
     ns = [int(x) for x in args.nodes.split(",")]
-    mode = "sdk" if args.sdk else "separate" if args.separate_pull else "combined"
+    mode = "sdk" if args.sdk else "sdk-nodes" if args.sdk_nodes else "separate" if args.separate_pull else "combined"
     if args.inproc:
         results = asyncio.run(bench_inproc(ns, args.rounds, mode, args.profile))
     else:
@@ -299,16 +329,17 @@ def main() -> None:
     where = "link in this process" if args.inproc else "link in its own process"
     what = {
         "sdk": "SDK: SuperNode + async ClientApp, AsyncDriver.send_and_receive",
+        "sdk-nodes": "SuperNode + async ClientApp, raw pb driver",
         "combined": "raw pb stubs; PushReplies+pull in one call",
         "separate": "raw pb stubs; PushReplies then PullInstructions",
     }[mode]
     print(f"link_roundtrip ({where}; nodes + driver in one process; {what}; 127.0.0.1)")
     print(f"{'N':>6} {'rounds':>6} {'median ms':>10} {'p99 ms':>9} {'replies/s':>10} {'link CPU ms/round':>18} "
-          f"{'client CPU ms/round':>20} {'link KB/held poll':>18} {'register all s':>15}")
+          f"{'client CPU ms/round':>20} {'link KB/held poll':>18} {'register all s':>15} {'node calls/reply':>17}")
     for r in results:
         print(f"{r['n']:>6} {r['rounds']:>6} {r['median_ms']:>10.2f} {r['p99_ms']:>9.2f} {r['replies_per_s']:>10.0f} "
               f"{r['link_cpu_ms_per_round']:>18.1f} {r['client_cpu_ms_per_round']:>20.1f} "
-              f"{r['rss_per_poll_kb']:>18.1f} {r['register_s']:>15.2f}")
+              f"{r['rss_per_poll_kb']:>18.1f} {r['register_s']:>15.2f} {r.get('calls_per_reply', float('nan')):>17.2f}")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,9 @@
 Semantics follow Flower 1.9's ``Driver`` (``create_message``, ``get_node_ids``, ``push_messages``,
 ``pull_messages``, ``send_and_receive``) with one change that matters: waiting happens on the link.
 ``pull_messages`` and ``send_and_receive`` hold a long-poll open until every outstanding reply is in
-(or the timeout ends), so no call ever sleeps, and a round ends the moment its last reply arrives.
+(or the timeout ends), so no call sleeps against a link that holds polls, and a round ends the moment its
+last reply arrives. (Against a link that answers polls at once, e.g. one shutting down, polls are paced
+:data:`~fl_async.server._base.POLL_PAUSE` apart.)
 """
 
 from __future__ import annotations

@@ -6,9 +6,22 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fl_async.codec import message_to_proto
-from fl_async.common import ConfigsRecord, Error, Message, Metadata, MetricsRecord, RecordSet
+from fl_async.common import (
+    ConfigsRecord,
+    Error,
+    Message,
+    Metadata,
+    MetricsRecord,
+    RecordSet,
+)
 from fl_async.proto.fl_async import v1 as pb
-from fl_async.supernode._wire import Encoded, auth_field, message_bytes, pull_request, push_request
+from fl_async.supernode._wire import (
+    Encoded,
+    auth_field,
+    message_bytes,
+    pull_request,
+    push_request,
+)
 
 sint64 = st.integers(-(2**63), 2**63 - 1)
 uint32 = st.integers(0, 2**32 - 1)

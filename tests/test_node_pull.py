@@ -132,3 +132,39 @@ async def test_pulls_never_ask_for_more_than_the_free_slots(superlink_factory) -
     assert not violations, violations
     assert pulling_requests >= 7 and 1 <= peak <= limit
     assert calls["PushReplies+pull"] >= 1
+
+
+async def test_connection_lost_while_a_push_holds_a_pull_resumes_and_keeps_serving(superlink_factory, caplog) -> None:
+    """The reply got through, then the connection broke during the pull part: the node resumes its
+    registration, sends the reply again (the link refuses the duplicate: logged at INFO, not as a problem)
+    and serves the next instruction."""
+    from tests.node_driver import TcpProxy
+
+    link = await superlink_factory(max_poll_timeout=30.0)
+    proxy = await TcpProxy(link.fleet_address).start()
+    caplog.set_level(logging.INFO, logger="fl_async.supernode")
+    try:
+        async with RawDriver(link.driver_address) as drv, SuperNode(
+            echo_app(), f"127.0.0.1:{proxy.port}", insecure=True, poll_timeout=30.0, heartbeat_interval=2.0,
+            max_backoff=0.2,
+        ) as node:
+            node_id = await node.wait_registered(timeout=5)
+            run = await drv.create_run()
+            first = await drv.push(run, node_id)
+            assert (await drv.reply(run, first)).has_content()
+            assert node.fleet_calls["PushReplies+pull"] == 1
+            await proxy.cut()
+            with anyio.fail_after(10):  # the held call failed and the node is retrying
+                while node.node_id is not None:
+                    await anyio.sleep(0.01)
+            await proxy.restore()
+            reply = await drv.reply(run, await drv.push(run, node_id))
+            assert reply.has_content(), reply.error
+            assert node.node_id == node_id and node.registrations == 1
+            with anyio.fail_after(10):
+                while not any(first in r.getMessage() and "sent again" in r.getMessage() for r in caplog.records):
+                    await anyio.sleep(0.01)
+        resent = [r for r in caplog.records if r.name == "fl_async.supernode" and first in r.getMessage()]
+        assert resent and all(r.levelno == logging.INFO for r in resent), caplog.text  # (the link logs its refusal)
+    finally:
+        await proxy.aclose()

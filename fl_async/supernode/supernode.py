@@ -80,6 +80,8 @@ _HEARTBEAT_TIMEOUTS = 3
 """Consecutive heartbeat deadlines missed before the session counts as lost (connection errors end it at once)."""
 _RPC_TIMEOUT = 10.0
 _PUSH_TIMEOUT = 60.0
+_MAYBE_DELIVERED = (" (sent again after the connection broke during an earlier attempt, which the link most "
+                    "likely received: a push that also pulls stays open until an instruction comes)")
 _TTL_MARGIN = 5.0
 """A push pulls only for as long as its reply's TTL leaves at least this many seconds (so the TTL never cuts
 the call short while it waits for instructions)."""
@@ -389,8 +391,8 @@ class SuperNode:
                         return
                     logger.warning("node: %s; registering again", exc)
         except FlAsyncError as exc:
-            if self._deleted and isinstance(exc, _SessionLost):
-                return  # unregistered on the way out (see _end_pulling_push)
+            if self._deleted:
+                return  # unregistered on the way out (see _end_pulling_push): not a failure
             logger.error("node: giving up: %s", exc)
             self._fatal = exc
             self._stop_evt.set()
@@ -668,16 +670,19 @@ class SuperNode:
         blobs: dict[bytes, Any] | None = {} if self._blob_port else None  # issue 7: large arrays as blobs
         data = message_bytes(self._encode(reply, blobs))
         substituted = False
+        maybe_delivered = False  # an earlier attempt broke off after sending: the link may have the reply
         ttl = max(md.ttl, 0.0)
         ttl_deadline = anyio.current_time() + ttl
         with anyio.move_on_after(ttl) as scope:
             while True:
                 sess = await self._current_session()
                 if sess.node_id != md.src_node_id:
-                    logger.warning("node %s: dropping the reply to %s: it was received as node %s, and the "
-                                   "link has forgotten that registration", sess.node_id, md.reply_to_message,
-                                   md.src_node_id)
+                    logger.log(logging.INFO if maybe_delivered else logging.WARNING,
+                               "node %s: dropping the reply to %s: it was received as node %s, and the link has "
+                               "forgotten that registration%s", sess.node_id, md.reply_to_message, md.src_node_id,
+                               _MAYBE_DELIVERED if maybe_delivered else "")
                     return True, [], None
+                sending = False
                 try:
                     try:
                         await _blobs.upload_blobs(self._blob_client, blobs or {})  # issue 7: before the push
@@ -686,6 +691,7 @@ class SuperNode:
                     except FlAsyncError as exc:
                         raise _PayloadRefused(f"uploading the reply's payloads failed: {exc}") from exc
                     window = self._pull_window(sess, ttl_deadline)
+                    sending = True
                     if window > 0:
                         resp = await self._push_and_pull(sess, data, window)
                     else:
@@ -693,10 +699,13 @@ class SuperNode:
                         resp = await sess.conn.push(push_request(sess.wire_auth, [data]))
                 except (LinkConnectionError, LinkTimeoutError) as exc:
                     sess.fail(exc)
+                    maybe_delivered = maybe_delivered or sending
                     continue
                 except NotAuthorizedError as exc:
                     sess.fail(exc)
-                    logger.warning("node %s: dropping the reply to %s: %s", sess.node_id, md.reply_to_message, exc)
+                    logger.log(logging.INFO if maybe_delivered else logging.WARNING,
+                               "node %s: dropping the reply to %s: %s%s", sess.node_id, md.reply_to_message, exc,
+                               _MAYBE_DELIVERED if maybe_delivered else "")
                     return True, [], None
                 except (_PayloadRefused, ResourceExhaustedError) as exc:
                     error_reply = None if substituted else self._payload_error_reply(reply, str(exc))
@@ -714,8 +723,9 @@ class SuperNode:
                 ids = resp.message_ids
                 if not ids or not ids[0]:
                     reason = resp.reasons[0] if resp.reasons else "no reason given"
-                    logger.warning("node %s: the link did not accept the reply to %s: %s", sess.node_id,
-                                   md.reply_to_message, reason)
+                    logger.log(logging.INFO if maybe_delivered else logging.WARNING,
+                               "node %s: the link did not accept the reply to %s: %s%s", sess.node_id,
+                               md.reply_to_message, reason, _MAYBE_DELIVERED if maybe_delivered else "")
                 if window > 0:
                     return False, resp.instructions, sess
                 return True, [], None

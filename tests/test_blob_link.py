@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 from contextlib import AsyncExitStack
+from typing import Any
 
 import anyio
 import numpy as np
 import pytest
+from grpclib.client import Channel
 
 from fl_async.client.client_app import ClientApp
 from fl_async.codec import DEFAULT_INLINE_LIMIT, message_to_proto
@@ -90,10 +92,72 @@ async def test_refused_upload_fails_the_push(superlink: SuperLink) -> None:
         assert superlink.stats().queued == 0 and superlink.blobs.statistics().bytes_held == 0
 
 
-async def test_missing_payload_becomes_payload_unavailable(superlink: SuperLink) -> None:
-    """A node that cannot fetch an instruction's payload answers PAYLOAD_UNAVAILABLE (the app never runs)."""
+def _external_instruction(run_id: int, nid: int, w: np.ndarray) -> tuple[pb.Message, dict[bytes, Any]]:
+    md = Metadata(run_id=run_id, message_id="", src_node_id=0, dst_node_id=nid, reply_to_message="",
+                  group_id="g", ttl=60.0, message_type="train")
+    msg = Message(md, content=RecordSet(parameters_records={"m": ParametersRecord({"w": Array.from_numpy(w)})}))
+    blobs: dict[bytes, Any] = {}
+    return message_to_proto(msg, blobs=blobs), blobs  # an external reference; payload in `blobs`
+
+
+async def test_push_naming_a_payload_the_link_does_not_hold_is_refused(superlink: SuperLink) -> None:
+    """PushMessages refuses (``""`` + reason naming the digest) an instruction whose payload was never uploaded,
+    or is only partly uploaded; nothing is queued or declared, and the node is not held up."""
+    assert superlink.blobs is not None
+    store = superlink.blobs.store
+    async with SuperNode(ClientApp(), superlink.fleet_address, insecure=True) as node, \
+            RawDriver(superlink.driver_address) as drv:
+        with anyio.fail_after(10):
+            await node.wait_registered()
+        run_id = await drv.create_run()
+        [nid] = await drv.wait_for_nodes(run_id, 1)
+        w = np.ones(DEFAULT_INLINE_LIMIT // 4 + 1, dtype=np.float32)
+        wire, blobs = _external_instruction(run_id, nid, w)
+        [digest] = blobs
+        resp = await drv.stub.push_messages(pb.PushMessagesRequest(run_id=run_id, messages=[wire]), timeout=5)
+        assert list(resp.message_ids) == [""]
+        assert digest.hex() in resp.reasons[0] and "never uploaded" in resp.reasons[0]
+        upload = store.begin_upload(digest, w.nbytes, writer=object())  # a stalled upload: not held either
+        assert upload is not None
+        wire, _ = _external_instruction(run_id, nid, w)
+        resp = await drv.stub.push_messages(pb.PushMessagesRequest(run_id=run_id, messages=[wire]), timeout=5)
+        assert list(resp.message_ids) == [""] and "still being uploaded" in resp.reasons[0]
+        assert superlink.stats().queued == 0 and superlink.stats().in_flight == 0
+        assert store.references(digest) == 0
+
+
+async def test_reply_naming_a_payload_the_link_does_not_hold_is_refused(superlink: SuperLink) -> None:
+    """PushReplies refuses a reply whose external payload was never uploaded (``""`` + reason naming the digest);
+    the instruction stays unanswered."""
+    async with RawDriver(superlink.driver_address) as drv:
+        host, port = superlink.fleet_address.rsplit(":", 1)
+        channel = Channel(host, int(port))
+        try:
+            fleet = pb.FleetStub(channel)
+            created = await fleet.create_node(pb.CreateNodeRequest(heartbeat_interval=30.0), timeout=5)
+            auth = pb.NodeAuth(node_id=created.node_id, token=created.token)
+            run_id = await drv.create_run()
+            mid = await drv.push(run_id, created.node_id)
+            pulled = await fleet.pull_instructions(pb.PullInstructionsRequest(auth=auth, max_messages=1, timeout=5),
+                                                   timeout=10)
+            [ins] = pulled.messages
+            w = np.ones(DEFAULT_INLINE_LIMIT // 4 + 1, dtype=np.float32)
+            md = Metadata(run_id=run_id, message_id="", src_node_id=created.node_id, dst_node_id=0,
+                          reply_to_message=ins.metadata.message_id, group_id="g", ttl=60.0, message_type="train")
+            reply = Message(md, content=RecordSet(parameters_records={"m": ParametersRecord({"w": Array.from_numpy(w)})}))
+            blobs: dict[bytes, Any] = {}
+            wire = message_to_proto(reply, blobs=blobs)
+            [digest] = blobs
+            resp = await fleet.push_replies(pb.PushRepliesRequest(auth=auth, messages=[wire]), timeout=5)
+            assert list(resp.message_ids) == [""] and digest.hex() in resp.reasons[0]
+            assert superlink.stats().in_flight == 1 and superlink.stats().replies == 0
+        finally:
+            channel.close()
+
+
+async def test_unreachable_payload_becomes_payload_unavailable(superlink: SuperLink) -> None:
+    """A node that cannot fetch a held instruction payload (blob path down) answers PAYLOAD_UNAVAILABLE."""
     assert superlink.blobs is not None and superlink.blobs.server is not None
-    superlink.blobs.server.wait_timeout = 0.3  # the payload is never uploaded: the node's GET gives up soon
     ran = []
     app = ClientApp()
 
@@ -109,19 +173,17 @@ async def test_missing_payload_becomes_payload_unavailable(superlink: SuperLink)
         run_id = await drv.create_run()
         [nid] = await drv.wait_for_nodes(run_id, 1)
         w = np.ones(DEFAULT_INLINE_LIMIT // 4 + 1, dtype=np.float32)
-        md = Metadata(run_id=run_id, message_id="", src_node_id=0, dst_node_id=nid, reply_to_message="",
-                      group_id="g", ttl=60.0, message_type="train")
-        msg = Message(md, content=RecordSet(parameters_records={"m": ParametersRecord({"w": Array.from_numpy(w)})}))
-        wire = message_to_proto(msg, blobs={})  # external reference; the payload is never uploaded
+        wire, blobs = _external_instruction(run_id, nid, w)
+        [(digest, data)] = blobs.items()
+        superlink.blobs.store.put(digest, data)  # held by the link ...
+        await superlink.blobs.server.stop()  # ... but the node cannot reach the blob path
         resp = await drv.stub.push_messages(pb.PushMessagesRequest(run_id=run_id, messages=[wire]), timeout=5)
         [mid] = resp.message_ids
-        assert superlink.blobs.statistics().declared == 1
-        with anyio.fail_after(20):
-            [reply] = await drv.pull(run_id, [mid], timeout=15)
+        assert mid, resp.reasons
+        with anyio.fail_after(60):
+            [reply] = await drv.pull(run_id, [mid], timeout=55)
         assert reply.has_error() and reply.error.code == ErrorCode.PAYLOAD_UNAVAILABLE
-        assert "was not received" in (reply.error.reason or "")
         assert not ran
-        assert superlink.blobs.statistics().blobs == 0  # the declaration went with the instruction
 
 
 async def test_echoed_array_survives_the_answer(superlink: SuperLink) -> None:

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from fl_async.blobs.protocol import DEFAULT_CHUNK_SIZE
 from fl_async.blobs.server import BlobServer
-from fl_async.blobs.store import BlobStore, BlobStoreStatistics
+from fl_async.blobs.store import BlobState, BlobStore, BlobStoreStatistics
 from fl_async.codec import external_arrays
 from fl_async.proto.fl_async import v1 as pb
 
@@ -127,6 +127,30 @@ class LinkBlobs:
         except Exception as exc:  # noqa: BLE001 - a bad reference must not fail the push
             # The receiver will not get the payload and answers PAYLOAD_UNAVAILABLE when decoding.
             log.warning("message %s: cannot reference its payloads: %s", message.metadata.message_id, exc)
+
+    def unavailable(self, message: pb.Message) -> str:
+        """Why the link cannot accept ``message``: an external array payload it names is not held (``""`` if all are).
+
+        A payload is held when its upload is complete and verified. Senders upload before they push (the SDK's
+        driver and the SuperNode do), so a digest that is unknown, only declared, still uploading or discarded
+        (failed integrity check) means the upload never happened or failed: queueing the message would leave its
+        receiver waiting for bytes that may never come. The reason names the digest (hex) and its size.
+        """
+        store = self.store
+        for digest, nbytes in external_arrays(message):
+            state = store.state(digest)
+            name = digest.hex() if isinstance(digest, (bytes, bytearray)) else repr(digest)
+            if state is None or state is BlobState.DECLARED:
+                return (f"external array payload {name} ({nbytes} bytes) is not held by the link: it was never "
+                        f"uploaded to the blob data path, or its upload failed; upload it before pushing")
+            if state is not BlobState.COMPLETE:
+                return (f"external array payload {name} ({nbytes} bytes) is still being uploaded "
+                        f"({store.received(digest)} of {store.nbytes(digest)} bytes received); push after the "
+                        f"upload completes")
+            held = store.nbytes(digest)
+            if held != nbytes:
+                return f"external array payload {name} is announced with {nbytes} bytes but held with {held} bytes"
+        return ""
 
     def release(self, message: pb.Message) -> None:
         """The link no longer holds ``message``: drop its references (deferred to the next loop turn).

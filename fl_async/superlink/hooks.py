@@ -9,7 +9,7 @@ from typing import NamedTuple, Protocol
 from fl_async.codec import external_arrays
 from fl_async.proto.fl_async import v1 as pb
 
-__all__ = ["LinkListener", "NullListener", "PayloadTracker", "DigestRefCounts", "LinkStats"]
+__all__ = ["LinkListener", "NullListener", "PayloadTracker", "DigestRefCounts", "LinkStats", "payload_problem"]
 
 
 class LinkListener(Protocol):
@@ -54,6 +54,16 @@ class PayloadTracker(Protocol):
 
     def release(self, message: pb.Message) -> None:
         """The link no longer holds ``message``."""
+
+
+def payload_problem(tracker: object, message: pb.Message) -> str:
+    """Why the link cannot hold ``message`` because of its external array payloads (``""`` if it can).
+
+    Asks the tracker's optional ``unavailable(message) -> str`` (:class:`~fl_async.blobs.link.LinkBlobs`
+    answers whether every digest is uploaded and complete); trackers without it accept every message.
+    """
+    check = getattr(tracker, "unavailable", None)
+    return check(message) if check is not None else ""
 
 
 class DigestRefCounts:

@@ -48,7 +48,14 @@ from fl_async.superlink.errors import (
     PermissionDeniedError,
     UnauthenticatedError,
 )
-from fl_async.superlink.hooks import DigestRefCounts, LinkListener, LinkStats, NullListener, PayloadTracker
+from fl_async.superlink.hooks import (
+    DigestRefCounts,
+    LinkListener,
+    LinkStats,
+    NullListener,
+    PayloadTracker,
+    payload_problem,
+)
 from fl_async.superlink.store import InstructionRecord, LinkStore, MemoryStore, NodeRecord, RunRecord, Status
 from fl_async.superlink.validation import instruction_problem, interval_problem, reply_shape_problem
 
@@ -268,8 +275,10 @@ class LinkState:
         """Queue instructions; return ``(message_ids, reasons)``, parallel to ``messages``.
 
         A refused message gets ``""`` and a reason (also logged), and the others are still queued; see
-        :func:`~fl_async.superlink.validation.instruction_problem` for the checks, plus: the run exists and the
-        destination node is registered and online. Accepted messages get ``metadata.message_id`` set.
+        :func:`~fl_async.superlink.validation.instruction_problem` for the checks, plus: the run exists, the
+        destination node is registered and online, and the link holds every external array payload the message
+        names (:func:`~fl_async.superlink.hooks.payload_problem`: uploaded and complete on the blob data path).
+        Accepted messages get ``metadata.message_id`` set.
         """
         self.advance()
         now = self.clock()
@@ -284,6 +293,8 @@ class LinkState:
                 dst = msg.metadata.dst_node_id  # type: ignore[union-attr]
                 if self.store.get_node(dst) is None:
                     reason = f"destination node {dst} is unknown or offline"
+                else:
+                    reason = payload_problem(self.payloads, msg)
             if reason:
                 log.warning("PushMessages run %d position %d refused: %s", run_id, position, reason)
                 ids.append("")
@@ -520,8 +531,8 @@ class LinkState:
         """Accept replies from a node; return ``(message_ids, reasons)`` parallel to ``messages``.
 
         A reply is accepted if it is well formed (see :func:`~fl_async.superlink.validation.reply_shape_problem`),
-        answers a live, unanswered instruction of this node, and has the instruction's run id; otherwise its
-        position gets ``""`` and a reason. Accepted replies get a new ``message_id``.
+        answers a live, unanswered instruction of this node, has the instruction's run id, and every external array
+        payload it names is held by the link (uploaded and complete); otherwise its position gets ``""`` and a reason. Accepted replies get a new ``message_id``.
 
         Raises:
             UnauthenticatedError: see :meth:`authenticate`.
@@ -560,6 +571,8 @@ class LinkState:
                     reason = self._answered_reason(ins)
                 elif md.run_id != ins.run_id:
                     reason = f"reply run_id {md.run_id} differs from the instruction's run_id {ins.run_id}"
+                else:
+                    reason = payload_problem(self.payloads, msg)
             if reason or ins is None:
                 log.warning("PushReplies node %d position %d refused: %s", node_id, position, reason)
                 ids.append("")

@@ -121,13 +121,21 @@ def _value_from_proto(value: pb.Value | None, key: str) -> Any:
     return found[0]
 
 
-def _entries_to_proto(record: Mapping[str, Any]) -> list[pb.ValueEntry]:
-    return [pb.ValueEntry(key=k, value=_value_to_proto(v)) for k, v in record.items()]
+def _entries_to_proto(record: MetricsRecord | ConfigsRecord, where: str) -> list[pb.ValueEntry]:
+    """Encode a record's entries, checking every value again (stored lists may have been mutated since)."""
+    try:
+        return [pb.ValueEntry(key=k, value=_value_to_proto(v)) for k, v in record.checked_items()]
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"{where}: {exc}") from None
 
 
 def config_to_proto(config: Mapping[str, Any]) -> list[pb.ValueEntry]:
-    """Encode a ``key -> value`` config (run or node config) as ordered wire entries."""
-    return _entries_to_proto(ConfigsRecord(config))
+    """Encode a ``key -> value`` config (run or node config) as ordered wire entries.
+
+    Raises:
+        TypeError, ValueError: a value breaks the ConfigsRecord rules (the message names the key).
+    """
+    return _entries_to_proto(ConfigsRecord(config), "config")
 
 
 def config_from_proto(entries: list[pb.ValueEntry]) -> dict[str, Any]:
@@ -213,7 +221,9 @@ def recordset_to_proto(
 
     Raises:
         TypeError, ValueError: a ``"numpy.ndarray"`` array has an unsupported dtype or a payload length
-            that does not match its dtype and shape (the message names ``record/key``).
+            that does not match its dtype and shape (the message names ``record/key``), or a metrics/configs
+            value no longer satisfies its record's rules, e.g. a stored list mutated to mix types after it
+            was set (the message names the record and the key).
     """
     return pb.RecordSet(
         parameters=[
@@ -224,8 +234,10 @@ def recordset_to_proto(
             )
             for name, rec in rs.parameters_records.items()
         ],
-        metrics=[pb.MetricsRecord(name=n, entries=_entries_to_proto(r)) for n, r in rs.metrics_records.items()],
-        configs=[pb.ConfigsRecord(name=n, entries=_entries_to_proto(r)) for n, r in rs.configs_records.items()],
+        metrics=[pb.MetricsRecord(name=n, entries=_entries_to_proto(r, f"metrics record {n!r}"))
+                 for n, r in rs.metrics_records.items()],
+        configs=[pb.ConfigsRecord(name=n, entries=_entries_to_proto(r, f"configs record {n!r}"))
+                 for n, r in rs.configs_records.items()],
     )
 
 

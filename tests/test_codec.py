@@ -241,6 +241,24 @@ def test_encode_refuses_inconsistent_arrays_naming_the_key() -> None:
         codec.recordset_to_proto(odd)
 
 
+def test_encode_checks_values_again_naming_record_and_key() -> None:
+    """Records check values when set, but a stored list can be mutated afterwards: encoding checks again."""
+    rec = MetricsRecord({"a": [1, 2]})
+    rec["a"].append("x")
+    with pytest.raises(TypeError, match="metrics record 'm': value of 'a' has type str"):
+        codec.recordset_to_proto(RecordSet(metrics_records={"m": rec}))
+    rec["a"][-1] = 2**70
+    with pytest.raises(ValueError, match="metrics record 'm': value of 'a' is out of signed 64-bit range"):
+        codec.recordset_to_proto(RecordSet(metrics_records={"m": rec}))
+    cfg = ConfigsRecord({"b": ["s"]})
+    cfg["b"].append(b"x")
+    with pytest.raises(TypeError, match="configs record 'c': list value of 'b' mixes types str and bytes"):
+        codec.recordset_to_proto(RecordSet(configs_records={"c": cfg}))
+    cfg["b"][-1] = [1]
+    with pytest.raises(TypeError, match="configs record 'c': value of 'b' is a nested list"):
+        codec.recordset_to_proto(RecordSet(configs_records={"c": cfg}))
+
+
 # --------------------------------------------------------------------------------------------
 # hostile wire input
 

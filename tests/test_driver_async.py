@@ -13,6 +13,8 @@ import pytest
 from fl_async.common import (
     ConfigsRecord,
     ErrorCode,
+    FlAsyncError,
+    MetricsRecord,
     LinkConnectionError,
     LinkTimeoutError,
     Message,
@@ -160,6 +162,44 @@ async def test_client_side_validation_sends_nothing() -> None:
             assert await driver.push_messages([]) == []
             # nothing of the refused pushes reached the link: only `good` was ever queued
             assert c.link.stats().queued == 0 and c.link.stats().in_flight == 0
+
+
+async def test_caller_errors_in_content_propagate_unchanged() -> None:
+    """A record value made invalid after it was set (mutated list) raises the codec's TypeError naming the record
+    and key, not a link error; nothing is queued and the driver stays usable."""
+    async with cluster(num_nodes=1) as c, AsyncDriver(c.link.driver_address, insecure=True) as driver:
+        (node,) = c.node_ids
+        rec = MetricsRecord({"a": [1, 2]})
+        rec["a"].append("x")
+        msg = driver.create_message(RecordSet(metrics_records={"m": rec}), MessageType.TRAIN, node, "g")
+        with pytest.raises(TypeError, match="metrics record 'm': value of 'a'") as info:
+            await driver.push_messages([msg])
+        assert not isinstance(info.value, FlAsyncError)
+        assert c.link.stats().queued == 0 and c.link.stats().in_flight == 0
+        ids = await driver.push_messages([driver.create_message(_content(), MessageType.TRAIN, node, "g")])
+        assert len(await driver.pull_messages(ids, timeout=5)) == 1
+
+
+async def test_transport_maps_only_transport_errors() -> None:
+    """The driver's one mapping place leaves non-transport exceptions (a caller's bad request) unchanged."""
+    from fl_async.common.errors import from_grpc
+    from fl_async.proto.fl_async import v1 as pb
+    from fl_async.server._base import check_connect_args
+    from fl_async.server._transport import DriverTransport
+
+    async with cluster(num_nodes=0) as c:
+        transport = DriverTransport(check_connect_args(c.link.driver_address, insecure=True, root_certificates=None,
+                                                       run_config=None, fab_id="", fab_version=""))
+        try:
+            bad = pb.GetNodesRequest(run_id="1")  # type: ignore[arg-type]  # fails while encoding, client side
+            with pytest.raises(TypeError) as info:  # betterproto2's own error, unchanged
+                await transport.call("GetNodes", bad)
+            assert not isinstance(info.value, FlAsyncError) and "GetNodes" not in str(info.value)
+            assert "transport failures only" not in str(info.value)
+        finally:
+            transport.close()
+    with pytest.raises(TypeError, match="transport failures only"):
+        from_grpc(ValueError("x"), what="GetNodes")
 
 
 async def test_send_and_receive_never_overshoots_timeout() -> None:

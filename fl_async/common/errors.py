@@ -22,6 +22,7 @@ __all__ = [
     "IntegrityError",
     "TTLExpiredError",
     "from_grpc",
+    "transport_errors",
 ]
 
 
@@ -77,8 +78,23 @@ class IntegrityError(FlAsyncError):
     """A payload did not match its content hash or announced size (truncated or corrupted transfer)."""
 
 
+def transport_errors() -> tuple[type[BaseException], ...]:
+    """The exception types of a failed gRPC call that :func:`from_grpc` maps: grpclib's ``GRPCError``,
+    ``StreamTerminatedError`` and ``ProtocolError``, ``OSError`` (incl. ``ConnectionError``), ``ssl.SSLError``
+    and ``TimeoutError``. Catch only these around a call; anything else (e.g. a ``TypeError`` from encoding
+    the caller's request) is the caller's error and must propagate unchanged."""
+    import ssl
+
+    from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
+
+    return (GRPCError, StreamTerminatedError, ProtocolError, OSError, TimeoutError, ssl.SSLError)
+
+
 def from_grpc(exc: BaseException, *, what: str) -> FlAsyncError:
     """Map a grpclib or OS-level failure of the call ``what`` to the fl-async exception tree.
+
+    Only transport failures are mapped (see :func:`transport_errors`); an :class:`FlAsyncError` is returned
+    as it is.
 
     Args:
         exc: a ``grpclib.GRPCError``, ``grpclib.exceptions.StreamTerminatedError``, ``OSError``,
@@ -87,6 +103,10 @@ def from_grpc(exc: BaseException, *, what: str) -> FlAsyncError:
 
     Returns:
         The matching :class:`FlAsyncError` (to be raised ``from exc``).
+
+    Raises:
+        TypeError: ``exc`` is not a transport failure (a caller's error must not be reworded as a link
+            failure: let it propagate instead).
     """
     import ssl
 
@@ -117,7 +137,7 @@ def from_grpc(exc: BaseException, *, what: str) -> FlAsyncError:
         return LinkConnectionError(f"{what}: TLS failure: {exc}")
     if isinstance(exc, (StreamTerminatedError, ProtocolError, ConnectionError, OSError)):
         return LinkConnectionError(f"{what}: {type(exc).__name__}: {exc}")
-    return FlAsyncError(f"{what}: {type(exc).__name__}: {exc}")
+    raise TypeError(f"from_grpc maps transport failures only, not {type(exc).__name__}: {exc}") from exc
 
 
 class TTLExpiredError(FlAsyncError, ValueError):

@@ -357,6 +357,20 @@ class TypedDict(MutableMapping[str, V], Generic[V]):
     def __repr__(self) -> str:
         return repr(self._data)
 
+    def checked_items(self) -> Iterator[tuple[str, V]]:
+        """Yield ``(key, value)`` with every value checked again, as on insertion.
+
+        Values are checked when set, but a stored list stays the caller's object and may be mutated
+        afterwards (e.g. ``rec["a"].append("x")``); the codec encodes from this view so that such a
+        value is refused with the insertion-time error instead of failing deep in the wire encoder.
+
+        Raises:
+            TypeError, ValueError: a stored value no longer satisfies the record's rules (names the key).
+        """
+        check = self._check_value
+        for key, value in self._data.items():
+            yield key, check(key, value)
+
     def __eq__(self, other: object) -> bool:
         if isinstance(other, TypedDict):
             return self._data == other._data

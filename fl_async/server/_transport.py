@@ -9,7 +9,7 @@ from typing import Any
 from grpclib.client import Channel
 
 from fl_async._net import client_ssl_context
-from fl_async.common.errors import FlAsyncError, LinkConnectionError, from_grpc
+from fl_async.common.errors import LinkConnectionError, from_grpc, transport_errors
 from fl_async.proto.fl_async import v1 as pb
 from fl_async.server._base import DEFAULT_CALL_TIMEOUT, ConnectArgs
 
@@ -24,6 +24,10 @@ _METHODS = {
     "PushMessages": "push_messages",
     "PullMessages": "pull_messages",
 }
+
+
+# only transport failures are mapped; anything else (a caller's error) propagates unchanged
+_TRANSPORT_ERRORS = transport_errors()
 
 
 class DriverTransport:
@@ -70,9 +74,7 @@ class DriverTransport:
         method = getattr(self._stub, _METHODS[rpc])
         try:
             return await method(request, timeout=wait + self._call_timeout)
-        except FlAsyncError:
-            raise
-        except Exception as exc:  # grpclib, OS, TLS and deadline errors: mapped here and only here
+        except _TRANSPORT_ERRORS as exc:  # grpclib, OS, TLS and deadline errors: mapped here and only here
             if self._closed:
                 raise LinkConnectionError(f"{rpc} to {self._address}: the driver was closed during the call") from exc
             raise from_grpc(exc, what=f"{rpc} to {self._address}") from exc

@@ -573,7 +573,7 @@ class SuperNode:
 
     async def _reply_for(self, wire: pb.Message, sess: _Session) -> Message | None:
         """Decode the instruction and run the ClientApp on it: the reply (or error reply) to push, or ``None``."""
-        blobs = (await _blobs.fetch_blobs(self._blob_client, [wire]))[0] if self._blob_client is not None else None
+        blobs = (await _blobs.fetch_blobs(self._blob_client, [wire]))[0] if self._blob_client is not None else {}
         try:
             message = self._decode(wire, blobs)
         except (ValueError, TypeError, IntegrityError) as exc:

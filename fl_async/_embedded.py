@@ -56,16 +56,20 @@ async def run_embedded(
 
     Raises:
         ValueError: ``num_supernodes < 1``.
+        TypeError: ``server_app`` is not a ServerApp.
+        NoMainFunctionError: the server app has no main function (before anything starts).
         TimeoutError: the nodes did not all register within :data:`REGISTER_TIMEOUT` seconds.
         OSError: the link cannot bind on 127.0.0.1.
         FlAsyncError, Exception: what the server app (or the link) raised.
     """
     from fl_async.server import async_run_server_app
+    from fl_async.server.server_app import _check_app
     from fl_async.superlink import LinkConfig, SuperLink
     from fl_async.supernode import SuperNode
 
     if isinstance(num_supernodes, bool) or not isinstance(num_supernodes, int) or num_supernodes < 1:
         raise ValueError(f"num_supernodes must be an int >= 1, got {num_supernodes!r}")
+    _check_app(server_app)  # no main: NoMainFunctionError before the link and nodes start
     config = dict(run_config or {})
     view = RoundProgress(rounds_from_config(config), num_supernodes, enabled=progress, console=console)
     app_for_nodes = observe_client_app(client_app, view) if view.enabled else client_app

@@ -158,6 +158,12 @@ def _load_app(command: str, ref: str, *, what: str, directory: Path | None, expe
         _fail(command, exc)
 
 
+def _check_main(command: str, ref: str, server_app: Any) -> None:
+    """Refuse (exit 2, one line) a ServerApp without ``@app.main()`` before anything connects or starts."""
+    if server_app.main_function is None:
+        _fail(command, f"{ref}: this ServerApp has no main function: decorate one with @app.main()")
+
+
 def _unwrap(exc: BaseException) -> BaseException:
     """The single leaf of (nested) exception groups, as task groups wrap what they raise; else ``exc``."""
     while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
@@ -486,6 +492,7 @@ def server_app_command(
     from fl_async.server import ServerApp
 
     sapp = _load_app(cmd, server_app, what="server app", directory=dir, expected=ServerApp)
+    _check_main(cmd, server_app, sapp)
 
     async def run() -> None:
         import anyio
@@ -550,6 +557,7 @@ def run_command(
 
     sapp = _load_app(cmd, server_app, what="server app", directory=dir, expected=ServerApp)
     capp = _load_app(cmd, client_app, what="client app", directory=dir, expected=ClientApp)
+    _check_main(cmd, server_app, sapp)
 
     async def run() -> None:
         import anyio

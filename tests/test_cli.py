@@ -6,6 +6,7 @@ Run in-process with typer's CliRunner (fast, all cases) and, for a representativ
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import uuid
@@ -219,6 +220,20 @@ def test_run_refusals(apps) -> None:
     r = runner.invoke(app, ["run", f"good_{tag}:server", f"good_{tag}:server", "--dir", str(d)])
     one_line_error(r, "run", "expected a ClientApp")
     one_line_error(runner.invoke(app, ["run", f"good_{tag}:server"]), "run", "CLIENT_APP")
+
+
+def test_server_app_without_main_refused_before_connecting(apps) -> None:
+    """A ServerApp with no @app.main(): one line, exit 2, before connecting (nobody listens on the port) or
+    starting a link and nodes."""
+    d, tag = apps
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        r = runner.invoke(app, ["server-app", f"good_{tag}:server", "--dir", str(d), "--insecure",
+                                "--superlink", f"127.0.0.1:{port}"])
+    one_line_error(r, "server-app", f"good_{tag}:server", "no main function", "@app.main()")
+    r = runner.invoke(app, ["run", f"good_{tag}:server", f"good_{tag}:client", "--dir", str(d)])
+    one_line_error(r, "run", "no main function")
 
 
 def test_unknown_command_and_help() -> None:

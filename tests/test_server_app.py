@@ -10,6 +10,7 @@ import anyio.to_thread
 import pytest
 
 from fl_async.common import ConfigsRecord, Context, MessageType, RecordSet
+from fl_async.common.errors import AppLoadError, NoMainFunctionError
 from fl_async.server import AsyncDriver, Driver, ServerApp, async_run_server_app, run_server_app
 
 from tests.driver_fixtures import cluster, cluster_in_thread
@@ -61,6 +62,9 @@ def test_registration_rules() -> None:
         run_server_app(object(), insecure=True)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="no main function"):
         run_server_app(ServerApp(), insecure=True)
+    with pytest.raises(NoMainFunctionError, match="no main function"):  # an AppLoadError, raised before connecting
+        run_server_app(ServerApp(), "127.0.0.1:1", insecure=True)
+    assert issubclass(NoMainFunctionError, AppLoadError)
 
 
 def test_run_server_app_sync_and_async_main() -> None:

@@ -19,6 +19,7 @@ __all__ = [
     "InvalidRequestError",
     "ResourceExhaustedError",
     "AppLoadError",
+    "NoMainFunctionError",
     "IntegrityError",
     "TTLExpiredError",
     "from_grpc",
@@ -71,6 +72,14 @@ class AppLoadError(FlAsyncError):
     """A ``module:attr`` reference to a ServerApp or ClientApp could not be loaded.
 
     The message names the reference and what failed (import, attribute, type).
+    """
+
+
+class NoMainFunctionError(AppLoadError, ValueError):
+    """A ServerApp has no main function (no ``@app.main()``), so it cannot be run.
+
+    Raised before anything connects (``run_server_app``, ``fl-async server-app``, ``fl-async run``). Also a
+    :class:`ValueError`, the type this error had before (Flower 1.9 raises ``ValueError`` here too).
     """
 
 

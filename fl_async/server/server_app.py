@@ -22,6 +22,7 @@ import anyio.to_thread
 
 from fl_async._net import DEFAULT_DRIVER_TARGET
 from fl_async.common.context import Context
+from fl_async.common.errors import NoMainFunctionError
 from fl_async.server.async_driver import AsyncDriver
 from fl_async.server.driver import Driver
 
@@ -86,13 +87,13 @@ class ServerApp:
         """Whether the registered main is an ``async def`` (gets an :class:`AsyncDriver`).
 
         Raises:
-            ValueError: no main function is registered.
+            NoMainFunctionError: no main function is registered (a ``ValueError``).
         """
         return _is_async(self._require_main())
 
     def _require_main(self) -> Callable[..., Any]:
         if self._main is None:
-            raise ValueError("this ServerApp has no main function: decorate one with @app.main()")
+            raise NoMainFunctionError("this ServerApp has no main function: decorate one with @app.main()")
         return self._main
 
     def __call__(self, driver: Driver | AsyncDriver, context: Context) -> Any:
@@ -100,7 +101,7 @@ class ServerApp:
         coroutine for an async main).
 
         Raises:
-            ValueError: no main function is registered.
+            NoMainFunctionError: no main function is registered (a ``ValueError``).
             TypeError: the driver kind does not match the main (sync main needs a ``Driver``, async
                 main an ``AsyncDriver``).
         """
@@ -153,7 +154,9 @@ def run_server_app(
 
     Raises:
         TypeError: ``app`` is not a ServerApp.
-        ValueError: no main registered, or bad connection arguments.
+        NoMainFunctionError: no main registered (an ``AppLoadError`` and ``ValueError``), checked before
+            connecting.
+        ValueError: bad connection arguments.
         RuntimeError: the main is async and this thread already runs an event loop (use
             :func:`async_run_server_app` there).
         FlAsyncError: a subclass, if talking to the link fails; anything the main raises.

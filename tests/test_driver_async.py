@@ -202,6 +202,30 @@ async def test_transport_maps_only_transport_errors() -> None:
         from_grpc(ValueError("x"), what="GetNodes")
 
 
+async def test_wrong_port_gets_a_hint() -> None:
+    """A driver pointed at the Fleet API port, or at a gRPC server that does not know the Driver API (grpclib
+    answers 'UNKNOWN: Missing content-type header'), gets UNIMPLEMENTED with a hint naming the ports."""
+    import grpclib.server
+
+    from fl_async.common import RefusedByLinkError
+
+    async with cluster(num_nodes=0) as c:
+        with pytest.raises(RefusedByLinkError, match="this port serves the Fleet API, not the Driver API") as info:
+            await AsyncDriver(c.link.fleet_address, insecure=True).connect()
+        assert info.value.status == "UNIMPLEMENTED"
+    server = grpclib.server.Server([])  # a gRPC server with no services at all
+    await server.start("127.0.0.1", 0)
+    try:
+        address = f"127.0.0.1:{server._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+        with pytest.raises(RefusedByLinkError) as info:
+            await AsyncDriver(address, insecure=True).connect()
+        assert info.value.status == "UNIMPLEMENTED" and "content-type" not in str(info.value)
+        assert f"(is {address} the Fleet API? The Driver API listens on 9091 by default)" in str(info.value)
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
 async def test_send_and_receive_never_overshoots_timeout() -> None:
     async with cluster(num_nodes=2) as c, AsyncDriver(c.link.driver_address, insecure=True) as driver:
         answering, silent = c.node_ids

@@ -432,3 +432,29 @@ async def test_start_failures_leave_nothing_bound(superlink: SuperLink, tmp_path
     )
     with pytest.raises(ValueError, match="cannot read"):
         await SuperLink(bad_tls).start()
+
+
+async def test_calling_the_other_api_gets_a_hint_naming_the_right_port(superlink: SuperLink) -> None:
+    """A Driver API call on the Fleet API port (and the reverse) is answered UNIMPLEMENTED naming the port of
+    the right API, not grpclib's 'Missing content-type header'."""
+    driver_port = parse_address(superlink.driver_address)[1]
+    fleet_port = parse_address(superlink.fleet_address)[1]
+    ch = channel(superlink.fleet_address)
+    try:
+        with pytest.raises(GRPCError) as info:
+            await pb.DriverStub(ch).create_run(pb.CreateRunRequest(), timeout=5)
+    finally:
+        ch.close()
+    assert info.value.status is Status.UNIMPLEMENTED
+    assert info.value.message == (f"this port serves the Fleet API, not the Driver API (this SuperLink serves it "
+                                  f"on port {driver_port}; defaults: Driver API 9091, Fleet API 9092)")
+    ch = channel(superlink.driver_address)
+    try:
+        with pytest.raises(GRPCError) as info:
+            await pb.FleetStub(ch).create_node(pb.CreateNodeRequest(heartbeat_interval=5.0), timeout=5)
+    finally:
+        ch.close()
+    assert info.value.status is Status.UNIMPLEMENTED
+    assert f"serves the Driver API, not the Fleet API (this SuperLink serves it on port {fleet_port}" in (
+        info.value.message or "")
+    assert superlink.stats().nodes == 0 and superlink.stats().runs == 0

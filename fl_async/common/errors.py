@@ -99,7 +99,20 @@ def transport_errors() -> tuple[type[BaseException], ...]:
     return (GRPCError, StreamTerminatedError, ProtocolError, OSError, TimeoutError, ssl.SSLError)
 
 
-def from_grpc(exc: BaseException, *, what: str) -> FlAsyncError:
+_DEFAULT_PORTS = {"Driver": 9091, "Fleet": 9092}
+_OTHER_API = {"Driver": "Fleet", "Fleet": "Driver"}
+
+
+def _wrong_api_hint(api: str | None, address: str | None) -> str:
+    """A hint for a call to a port that does not serve the API (e.g. a driver pointed at the Fleet API)."""
+    if api not in _OTHER_API:
+        return " (does this address serve the API of this call? Driver API: 9091 by default, Fleet API: 9092)"
+    other = _OTHER_API[api]
+    target = address or "this address"
+    return f" (is {target} the {other} API? The {api} API listens on {_DEFAULT_PORTS[api]} by default)"
+
+
+def from_grpc(exc: BaseException, *, what: str, api: str | None = None, address: str | None = None) -> FlAsyncError:
     """Map a grpclib or OS-level failure of the call ``what`` to the fl-async exception tree.
 
     Only transport failures are mapped (see :func:`transport_errors`); an :class:`FlAsyncError` is returned
@@ -109,6 +122,10 @@ def from_grpc(exc: BaseException, *, what: str) -> FlAsyncError:
         exc: a ``grpclib.GRPCError``, ``grpclib.exceptions.StreamTerminatedError``, ``OSError``,
             ``ssl.SSLError`` or ``TimeoutError`` raised by a gRPC call.
         what: a short description of the call for the message, e.g. ``"PushMessages to 127.0.0.1:9091"``.
+        api: the API of the call, ``"Driver"`` or ``"Fleet"``: a port that does not serve it (``UNIMPLEMENTED``,
+            or grpclib's ``UNKNOWN: Missing content-type header`` for a method the server does not know) gets
+            a hint naming the other API and the default port of this one.
+        address: the ``HOST:PORT`` called, for that hint.
 
     Returns:
         The matching :class:`FlAsyncError` (to be raised ``from exc``).
@@ -129,7 +146,12 @@ def from_grpc(exc: BaseException, *, what: str) -> FlAsyncError:
     if isinstance(exc, GRPCError):
         status = exc.status
         detail = exc.message or ""
+        if status is Status.UNKNOWN and detail == "Missing content-type header":
+            # grpclib's client reading a trailers-only UNIMPLEMENTED (unknown method) answer
+            status, detail = Status.UNIMPLEMENTED, "the server does not know this method"
         text = f"{what}: {status.name}" + (f": {detail}" if detail else "")
+        if status is Status.UNIMPLEMENTED and "this port serves the" not in detail:
+            text += _wrong_api_hint(api, address)
         if status in (Status.UNAUTHENTICATED, Status.PERMISSION_DENIED):
             return NotAuthorizedError(text, status=status.name, detail=detail)
         if status in (Status.INVALID_ARGUMENT, Status.NOT_FOUND, Status.FAILED_PRECONDITION,

@@ -77,7 +77,7 @@ class DriverTransport:
         except _TRANSPORT_ERRORS as exc:  # grpclib, OS, TLS and deadline errors: mapped here and only here
             if self._closed:
                 raise LinkConnectionError(f"{rpc} to {self._address}: the driver was closed during the call") from exc
-            raise from_grpc(exc, what=f"{rpc} to {self._address}") from exc
+            raise from_grpc(exc, what=f"{rpc} to {self._address}", api="Driver", address=self._address) from exc
 
     def close(self) -> None:
         """Close the channel; calls in flight fail with :class:`LinkConnectionError`. Idempotent."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import functools
 import logging
 import math
 import signal
@@ -19,7 +20,7 @@ from fl_async._net import format_address, parse_address, server_ssl_context
 from fl_async.blobs.link import LinkBlobs
 from fl_async.superlink.config import LinkConfig
 from fl_async.superlink.connections import ConnectionTracker
-from fl_async.superlink.services import DriverService, FleetService
+from fl_async.superlink.services import DriverService, FleetService, WrongApiService
 from fl_async.superlink.state import LinkState, LinkStats, PayloadTracker
 from fl_async.superlink.store import LinkStore
 from fl_async.superlink.wakeups import Wakeups
@@ -98,6 +99,10 @@ class SuperLink:
             raise RuntimeError("the SuperLink is not started: call `await link.start()` first")
         return self._addresses[which]
 
+    def _port(self, which: str) -> int | None:
+        address = self._addresses.get(which)
+        return parse_address(address)[1] if address is not None else None
+
     def stats(self) -> LinkStats:
         """Counts of runs, nodes, queued, in-flight and ready replies, and per node ``(queued, in_flight)``."""
         return self.state.stats()
@@ -118,14 +123,16 @@ class SuperLink:
         self._lifecycle = _Lifecycle.RUNNING
         codec = LimitedProtoCodec(cfg.max_request_bytes)
         try:
-            for which, address, service_cls in (
-                ("driver", cfg.driver_api_address, DriverService),
-                ("fleet", cfg.fleet_api_address, FleetService),
+            for which, address, service_cls, other_cls, other in (
+                ("driver", cfg.driver_api_address, DriverService, FleetService, "fleet"),
+                ("fleet", cfg.fleet_api_address, FleetService, DriverService, "driver"),
             ):
                 service = service_cls(
                     self.state, self._wakeups, self._calls, cfg.max_poll_timeout, codec, connections=self._connections
                 )
-                server = self._connections.server([service], codec=codec)
+                # the other API's methods get a hint instead of grpclib's "Missing content-type header"
+                wrong = WrongApiService(service_cls._service, other_cls, functools.partial(self._port, other))
+                server = self._connections.server([service, wrong], codec=codec)
                 host, port = parse_address(address)
                 await server.start(host, port, backlog=cfg.backlog, ssl=ssl_ctx, reuse_address=True)
                 self._servers.append(server)

@@ -8,10 +8,14 @@ before returning; put them back if the response cannot be sent.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import grpclib.const
+import grpclib.server
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
 
 from fl_async.blobs.link import blob_port_of, run_blob_token
 from fl_async.proto.fl_async import v1 as pb
@@ -23,7 +27,7 @@ if TYPE_CHECKING:
     from fl_async.superlink.connections import ConnectionTracker
     from fl_async.superlink.wakeups import Wakeups
 
-__all__ = ["FleetService", "DriverService"]
+__all__ = ["FleetService", "DriverService", "WrongApiService"]
 
 log = logging.getLogger("fl_async.superlink")
 
@@ -228,3 +232,43 @@ class DriverService(_Service):
             state.restore_replies(taken)
 
         return pb.PullMessagesResponse(messages=replies, outstanding=still), (undo if taken else None)
+
+
+class WrongApiService:
+    """Answers the *other* API's methods on this port: UNIMPLEMENTED with a hint naming the right port.
+
+    A server app pointed at the Fleet API port (or a node at the Driver API port) would otherwise get grpclib's
+    answer to an unknown method, a trailers-only response without content-type that grpclib's client reports
+    as ``UNKNOWN: Missing content-type header``.
+
+    Args:
+        served: the API this port serves (``"Fleet"`` or ``"Driver"``).
+        other: the service class of the API it does not serve (its ``_methods`` are answered).
+        other_port: returns the port the other API listens on (read when a call arrives, once both are bound).
+    """
+
+    def __init__(self, served: str, other: type[_Service], other_port: Callable[[], int | None]) -> None:
+        self.served = served
+        self.other = other
+        self.other_port = other_port
+
+    def message(self) -> str:
+        """The status message: which API this port serves and where the other one is."""
+        port = self.other_port()
+        where = f"this SuperLink serves it on port {port}" if port else "it is on another port"
+        return (f"this port serves the {self.served} API, not the {self.other._service} API "
+                f"({where}; defaults: Driver API 9091, Fleet API 9092)")
+
+    def __mapping__(self) -> dict[str, grpclib.const.Handler]:
+        """Every method path of the other API -> a handler refusing it (what ``grpclib.server.Server`` reads)."""
+
+        async def refuse(stream: grpclib.server.Stream[Any, Any]) -> None:
+            raise GRPCError(Status.UNIMPLEMENTED, self.message())
+
+        other = self.other
+        return {
+            f"/{other._package}.{other._service}/{rpc}": grpclib.const.Handler(
+                refuse, grpclib.const.Cardinality.UNARY_UNARY, req, resp
+            )
+            for rpc, _attr, req, resp in other._methods
+        }

@@ -253,7 +253,8 @@ async def run_n_sdk(
         dch.close()
     out = _figures(n, lat, m, register_s, (rss_before, rss_held))
     if all(c is not None for c in calls):
-        out["calls_per_reply"] = sum(sum(c.values()) for c in calls) / (n * (rounds + 2))  # type: ignore[union-attr]
+        pulls_pushes = ("PullInstructions", "PushReplies", "PushReplies+pull")
+        out["calls_per_reply"] = sum(c[k] for c in calls for k in pulls_pushes) / (n * (rounds + 2))  # type: ignore[index]
     return out
 
 

@@ -168,3 +168,21 @@ async def test_connection_lost_while_a_push_holds_a_pull_resumes_and_keeps_servi
         assert resent and all(r.levelno == logging.INFO for r in resent), caplog.text  # (the link logs its refusal)
     finally:
         await proxy.aclose()
+
+
+async def test_a_busy_node_sends_no_heartbeats_an_idle_one_does(superlink) -> None:
+    """Completed pulls/pushes are signs of life: heartbeats are counted from the last one."""
+    async with RawDriver(superlink.driver_address) as drv, SuperNode(
+        echo_app(), superlink.fleet_address, insecure=True, heartbeat_interval=0.5
+    ) as node:
+        node_id = await node.wait_registered(timeout=5)
+        run = await drv.create_run()
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 1.5:  # busy: instructions back to back (~5 heartbeat periods)
+            assert (await drv.reply(run, await drv.push(run, node_id))).has_content()
+        busy = node.fleet_calls["Heartbeat"]
+        with anyio.fail_after(10):  # idle: its pull is held on the link (5 s), so heartbeats resume
+            while node.fleet_calls["Heartbeat"] < busy + 2:
+                await anyio.sleep(0.05)
+        assert node_id in await drv.node_ids(run)  # still online (the link declares a node offline after 1 s)
+    assert busy <= 1, busy

@@ -6,7 +6,7 @@ Structure (all in one event loop; many SuperNodes may share a loop, each with it
     run()
       _maintain        reconnect loop (tenacity: capped exponential backoff with jitter)
         _session       CreateNode, then until the session is lost:
-          _heartbeat_loop   Heartbeat every ~0.6 x granted interval
+          _heartbeat_loop   Heartbeat ~0.6 x granted interval after the last completed call
           _pull_loop        PullInstructions(max_messages = free slots) -> one _handle task each
       _handle          decode -> Context -> ClientApp -> push reply (outlives a session: a reply made
                        while the link was unreachable is pushed after reconnecting, within its TTL).
@@ -105,6 +105,9 @@ class SuperNode:
     comes back without instructions, the separate long-poll resumes. Stopping while such a call is held
     unregisters the node first (DeleteNode), which makes the link answer it at once.
 
+    Heartbeats: every ~0.6 x the granted interval counted from the last pull, push or heartbeat that
+    completed (each is a sign of life for the link), so a node kept busy by instructions sends none.
+
     Args:
         app: the ClientApp to run.
         superlink: the link's Fleet API address ``"HOST:PORT"``.
@@ -177,7 +180,8 @@ class SuperNode:
         self._free = max_concurrency
         self._active = 0
         self._puller = ""  # "" | "pull" (the separate long-poll) | "push" (a push that also pulls)
-        self._calls = {"PullInstructions": 0, "PushReplies": 0, "PushReplies+pull": 0}
+        self._calls = {"PullInstructions": 0, "PushReplies": 0, "PushReplies+pull": 0, "Heartbeat": 0}
+        self._last_ok = -float("inf")  # time.monotonic() of the latest pull/push/heartbeat that completed
         self._deleted = False  # unregistered on the way out: no re-registration, no second DeleteNode
         self._registrations = 0
         self._contexts: dict[int, Context] = {}
@@ -211,10 +215,11 @@ class SuperNode:
 
     @property
     def fleet_calls(self) -> dict[str, int]:
-        """How many instruction calls the node has made, by kind (a copy; for monitoring and benchmarks).
+        """How many Fleet calls the node has made, by kind (a copy; for monitoring and benchmarks).
 
-        Keys: ``"PullInstructions"`` (separate long-polls), ``"PushReplies"`` (pushes that do not pull) and
-        ``"PushReplies+pull"`` (pushes that also pulled, see the class docstring). Failed attempts count too.
+        Keys: ``"PullInstructions"`` (separate long-polls), ``"PushReplies"`` (pushes that do not pull),
+        ``"PushReplies+pull"`` (pushes that also pulled, see the class docstring) and ``"Heartbeat"``
+        (heartbeats of the session loop). Failed attempts count too.
         """
         return dict(self._calls)
 
@@ -465,7 +470,14 @@ class SuperNode:
     async def _heartbeat_loop(self, sess: _Session) -> None:
         timeouts = 0  # consecutive heartbeats that hit their deadline (a busy link is not a lost link)
         while True:
-            await anyio.sleep(self._interval * random.uniform(0.55, 0.65))
+            wait = self._interval * random.uniform(0.55, 0.65)
+            await anyio.sleep(wait)
+            # A pull or push that completed meanwhile was a sign of life for the link (and proof it is
+            # reachable): count from it. A busy node so sends no heartbeats; the longest silence stays ~wait.
+            while (since := time.monotonic() - self._last_ok) < wait:
+                timeouts = 0
+                await anyio.sleep(wait - since)
+            self._calls["Heartbeat"] += 1
             timeout = max(1.0, min(self._interval, 5.0))
             try:
                 granted = await sess.conn.heartbeat(sess.auth, self._requested_interval, timeout=timeout)
@@ -480,6 +492,7 @@ class SuperNode:
                 sess.fail(exc)
                 return
             timeouts = 0
+            self._last_ok = time.monotonic()
             if granted > 0:
                 self._interval = granted
 
@@ -500,6 +513,7 @@ class SuperNode:
                     return
                 finally:
                     self._puller = ""
+                self._last_ok = time.monotonic()
                 if not wires and anyio.current_time() - started < min(0.05, self._poll_timeout / 2):
                     quick_empty += 1
                     if quick_empty > 1:  # the link does not hold polls open: do not spin
@@ -720,6 +734,7 @@ class SuperNode:
                     logger.error("node %s: the link refused the reply to %s: %s", sess.node_id,
                                  md.reply_to_message, exc)
                     return True, [], None
+                self._last_ok = time.monotonic()
                 ids = resp.message_ids
                 if not ids or not ids[0]:
                     reason = resp.reasons[0] if resp.reasons else "no reason given"

@@ -327,6 +327,22 @@ def superlink_command(
             "back within SECONDS (> 0).",
         ),
     ] = 3.0,
+    blob_api_address: Annotated[
+        str | None,
+        typer.Option(
+            metavar="HOST:PORT",
+            help="Where to serve the blob data path for arrays above 1 MiB (default: the Fleet API's host, "
+            "port 9093; port 0: any free port). Open it in firewalls too.",
+        ),
+    ] = None,
+    max_request_bytes: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            metavar="BYTES",
+            help="Largest gRPC request accepted, in bytes; bigger ones are refused with RESOURCE_EXHAUSTED.",
+        ),
+    ] = 256 * 2**20,
     verbose: Verbose = False,
 ) -> None:
     """Serve the Driver API (server apps) and the Fleet API (nodes) until Ctrl-C / SIGTERM.
@@ -337,6 +353,8 @@ def superlink_command(
     try:
         check_address(driver_api_address, option="--driver-api-address")
         check_address(fleet_api_address, option="--fleet-api-address")
+        if blob_api_address is not None:
+            check_address(blob_api_address, option="--blob-api-address")
         if not 0 < disconnect_grace < float("inf"):
             raise CliArgumentError(f"--disconnect-grace must be a number of seconds > 0, got {disconnect_grace}")
         tls = resolve_link_tls(
@@ -346,14 +364,25 @@ def superlink_command(
         _fail(cmd, exc)
     _setup_logging(verbose)
     from fl_async.superlink import LinkConfig
+    from fl_async.superlink.config import address_conflict, default_blob_api_address
 
+    blob_flag = "--blob-api-address" + ("" if blob_api_address is not None else " (default)")
+    conflict = address_conflict({
+        "--driver-api-address": driver_api_address,
+        "--fleet-api-address": fleet_api_address,
+        blob_flag: blob_api_address if blob_api_address is not None else default_blob_api_address(fleet_api_address),
+    })
+    if conflict:  # before binding anything (LinkConfig refuses it too, without the flag names)
+        _fail(cmd, conflict)
     try:
         config = LinkConfig(
             driver_api_address=driver_api_address,
             fleet_api_address=fleet_api_address,
+            blob_api_address=blob_api_address,
             tls=tls,
             heartbeat_patience=heartbeat_patience,
             disconnect_grace=disconnect_grace,
+            max_request_bytes=max_request_bytes,
         )
     except (TypeError, ValueError) as exc:
         _fail(cmd, exc)
@@ -373,7 +402,8 @@ def superlink_command(
             await tg.start(watch)
             async with SuperLink(config) as link:
                 mode = "TLS" if tls is not None else "plaintext (--insecure)"
-                _info(cmd, f"Driver API on {link.driver_address}, Fleet API on {link.fleet_address}, {mode}")
+                _info(cmd, f"Driver API on {link.driver_address}, Fleet API on {link.fleet_address}, "
+                           f"blob data path on {link.blob_address}, {mode}")
                 await stopped.wait()
 
     _run_async(cmd, serve)

@@ -21,6 +21,7 @@ from fl_async.superlink import LinkConfig, SuperLink
 TEST_LINK_DEFAULTS: dict[str, Any] = {
     "driver_api_address": "127.0.0.1:0",
     "fleet_api_address": "127.0.0.1:0",
+    "blob_api_address": "127.0.0.1:0",  # a free port even when a test fixes the Fleet API's port
     "max_poll_timeout": 5.0,
     "min_heartbeat_interval": 0.01,
 }

@@ -92,7 +92,7 @@ import logging, sys, anyio
 logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(name)s %(message)s")
 from fl_async.superlink import LinkConfig, serve
 cfg = LinkConfig(driver_api_address=sys.argv[1], fleet_api_address=sys.argv[2], max_poll_timeout=5.0,
-                 min_heartbeat_interval=0.01)
+                 min_heartbeat_interval=0.01, blob_api_address="127.0.0.1:0")
 anyio.run(serve, cfg)
 """
 """A SuperLink process: ``python -c LINK_PROCESS DRIVER_ADDR FLEET_ADDR`` (SIGTERM stops it)."""

@@ -7,6 +7,7 @@ array once, and its store is empty again once the round is over.
 from __future__ import annotations
 
 import asyncio
+import socket
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -239,3 +240,24 @@ async def test_blob_path_uses_the_links_tls(superlink_factory) -> None:  # type:
     async with BlobClient("127.0.0.1", link.blobs.port, timeout=2.0, max_retries=0) as plain:
         with pytest.raises((LinkConnectionError, LinkTimeoutError)):
             await plain.has(bytes(32))
+
+
+async def test_blob_path_listens_on_the_configured_address_and_drops_slow_headers(superlink_factory) -> None:  # type: ignore[no-untyped-def]
+    """LinkConfig.blob_api_address is where the blob path listens (advertised in CreateRun); a connection that
+    sends part of a request header is dropped after blob_header_timeout."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    link = await superlink_factory(blob_api_address=f"127.0.0.1:{port}", blob_header_timeout=0.3)
+    assert link.blob_address == f"127.0.0.1:{port}"
+    async with RawDriver(link.driver_address) as drv:
+        resp = await drv.stub.create_run(pb.CreateRunRequest(), timeout=5)
+        assert resp.blob_port == port
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(b"FLBS\x01")  # the start of a request header, and then nothing
+        await writer.drain()
+        with anyio.fail_after(5):  # dropped after 0.3 s (the default io timeout was 60 s)
+            assert await reader.read() == b""
+    finally:
+        writer.close()

@@ -106,11 +106,28 @@ def test_superlink_key_not_matching_certificate(certs, junk) -> None:
     one_line_error(runner.invoke(app, args), "superlink", "cannot load certificate/key")
 
 
-@pytest.mark.parametrize("option", ["--driver-api-address", "--fleet-api-address"])
+@pytest.mark.parametrize("option", ["--driver-api-address", "--fleet-api-address", "--blob-api-address"])
 @pytest.mark.parametrize("address", ["localhost", "127.0.0.1:99999", "::1:9091", ":9091", "127.0.0.1:port"])
 def test_superlink_bad_address(option: str, address: str) -> None:
     r = runner.invoke(app, ["superlink", "--insecure", option, address])
     one_line_error(r, "superlink", option, "invalid address")
+
+
+def test_superlink_same_port_twice_refused_before_binding() -> None:
+    r = runner.invoke(app, ["superlink", "--insecure", "--driver-api-address", "127.0.0.1:19600",
+                            "--fleet-api-address", "127.0.0.1:19600"])
+    one_line_error(r, "superlink", "--driver-api-address (127.0.0.1:19600) and --fleet-api-address", "same port")
+    r = runner.invoke(app, ["superlink", "--insecure", "--fleet-api-address", "127.0.0.1:19601",
+                            "--blob-api-address", "0.0.0.0:19601"])
+    one_line_error(r, "superlink", "--fleet-api-address", "--blob-api-address", "same port")
+    r = runner.invoke(app, ["superlink", "--insecure", "--driver-api-address", "127.0.0.1:9093"])
+    one_line_error(r, "superlink", "--blob-api-address (default) (0.0.0.0:9093)", "same port")
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "lots"])
+def test_superlink_max_request_bytes(value: str) -> None:
+    one_line_error(runner.invoke(app, ["superlink", "--insecure", "--max-request-bytes", value]), "superlink",
+                   "--max-request-bytes")
 
 
 def test_superlink_heartbeat_patience_below_one() -> None:

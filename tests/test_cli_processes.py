@@ -120,6 +120,7 @@ def test_tls_deployment_three_rounds_then_sigterm(tmp_path: Path, procs: list[Pr
     procs.append(link)
     driver_addr, fleet_addr = link.wait_for(ADDRESSES).groups()
     assert "TLS" in link.err[-1]
+    assert re.search(r", blob data path on 127\.0\.0\.1:\d+,", link.err[-1]), link.err[-1]
 
     nodes = []
     for i in range(3):

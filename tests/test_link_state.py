@@ -120,6 +120,9 @@ def push_one(state: LinkState, run_id: int, auth: pb.NodeAuth, **kw: object) -> 
         ("driver_api_address", "nope", "driver_api_address"),
         ("fleet_api_address", "host:99999", "fleet_api_address"),
         ("tls", "cert.pem", "tls"),
+        ("blob_api_address", "h:x", "blob_api_address"),
+        ("blob_header_timeout", 0, "blob_header_timeout"),
+        ("blob_header_timeout", math.inf, "blob_header_timeout"),
     ],
 )
 def test_config_validation(field: str, value: object, needle: str) -> None:
@@ -133,6 +136,22 @@ def test_config_defaults_are_flowers_ports() -> None:
     assert cfg.backlog == 8192 and cfg.max_request_bytes == 256 * 2**20
     assert cfg.disconnect_grace == 3.0
     assert LinkState.from_config(LinkConfig(disconnect_grace=0.5)).disconnect_grace == 0.5
+
+
+def test_config_blob_api_address_default_and_conflicts() -> None:
+    """The blob data path defaults to the Fleet API's host with port 9093 (port 0 with a Fleet API on port 0);
+    addresses sharing a port are refused before anything binds."""
+    assert LinkConfig().blob_api_address == "0.0.0.0:9093"
+    assert LinkConfig(fleet_api_address="10.0.0.1:7000").blob_api_address == "10.0.0.1:9093"
+    assert LinkConfig(fleet_api_address="127.0.0.1:0").blob_api_address == "127.0.0.1:0"
+    assert LinkConfig(blob_api_address="127.0.0.1:0").blob_api_address == "127.0.0.1:0"
+    assert LinkConfig().blob_header_timeout == 10.0
+    with pytest.raises(ValueError, match="driver_api_address .* and fleet_api_address .* use the same port"):
+        LinkConfig(driver_api_address="127.0.0.1:9500", fleet_api_address="0.0.0.0:9500")
+    with pytest.raises(ValueError, match="blob_api_address .* same port"):
+        LinkConfig(blob_api_address="127.0.0.1:9091")
+    LinkConfig(driver_api_address="127.0.0.1:9500", fleet_api_address="127.0.0.2:9500")  # other hosts: fine
+    LinkConfig(driver_api_address="127.0.0.1:0", fleet_api_address="127.0.0.1:0", blob_api_address="127.0.0.1:0")
 
 
 # ------------------------------------------------------------------------------------------ runs

@@ -195,14 +195,22 @@ class LinkBlobs:
         """The blob server's port (0 before :meth:`start`)."""
         return self.server.port if self.server is not None else 0
 
-    async def start(self, host: str, *, ssl: _ssl.SSLContext | None = None, port: int = 0, backlog: int = 1024) -> None:
+    async def start(self, host: str, *, ssl: _ssl.SSLContext | None = None, port: int = 0, backlog: int = 1024,
+                    header_timeout: float = 10.0) -> None:
         """Serve the store on ``host:port`` (same TLS as the link's APIs) and start sweeping.
+
+        Args:
+            host, port: where to listen (port 0: any free port, read back from :attr:`port`).
+            ssl: server TLS context, or ``None`` for plain TCP.
+            backlog: listen backlog.
+            header_timeout: seconds a connection may take to send a whole request header (see
+                :class:`~fl_async.blobs.server.BlobServer`).
 
         Raises:
             OSError: the address cannot be bound.
         """
         self.server = BlobServer(self.store, authorize=self.authorize, ssl=ssl, chunk_size=self.chunk_size,
-                                 backlog=backlog, clock=self._clock)
+                                 backlog=backlog, clock=self._clock, header_timeout=header_timeout)
         await self.server.start(host, port)
         self._sweeper = asyncio.create_task(self._sweep_loop(), name="fl-async-blob-sweeper")
         log.info("blob data path on %s:%d", host, self.server.port)

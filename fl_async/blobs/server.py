@@ -47,6 +47,8 @@ class BlobServer:
             waits for the upload in progress before getting ``NOT_READY`` (``BUSY``).
         io_timeout: seconds without progress after which a connection in the middle of a request is
             dropped.
+        header_timeout: seconds a connection may take to send a whole request header and token once it
+            has sent its first byte (a slow or partial header, e.g. a slow-loris client, is dropped then).
         idle_timeout: seconds an idle keep-alive connection is kept open.
         backlog: listen backlog.
         clock: monotonic clock in seconds (for the store's ``now``).
@@ -63,6 +65,7 @@ class BlobServer:
         max_chunk: int = p.MAX_CHUNK_SIZE,
         wait_timeout: float = 60.0,
         io_timeout: float = 60.0,
+        header_timeout: float = 10.0,
         idle_timeout: float = 300.0,
         backlog: int = 128,
         clock: Callable[[], float] = time.monotonic,
@@ -77,6 +80,7 @@ class BlobServer:
         self.max_chunk = max_chunk
         self.wait_timeout = wait_timeout
         self.io_timeout = io_timeout
+        self.header_timeout = header_timeout
         self.idle_timeout = idle_timeout
         self.backlog = backlog
         self._clock = clock
@@ -183,7 +187,7 @@ class BlobServer:
                             return
                 except TimeoutError:
                     return
-                async with asyncio.timeout(self.io_timeout):
+                async with asyncio.timeout(self.header_timeout):
                     header = await stream.readexactly(p.REQUEST_HEADER_SIZE)
                     try:
                         req = p.decode_request_header(header, max_total=self.max_blob_bytes)

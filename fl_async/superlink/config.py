@@ -5,9 +5,36 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from fl_async._net import DEFAULT_DRIVER_API_ADDRESS, DEFAULT_FLEET_API_ADDRESS, ServerTLS, parse_address
+from fl_async._net import DEFAULT_DRIVER_API_ADDRESS, DEFAULT_FLEET_API_ADDRESS, ServerTLS, format_address, parse_address
 
-__all__ = ["LinkConfig"]
+__all__ = ["LinkConfig", "DEFAULT_BLOB_API_PORT", "address_conflict", "default_blob_api_address"]
+
+DEFAULT_BLOB_API_PORT = 9093
+"""Default port of the blob data path (the slot of Flower's Fleet REST API port), on the Fleet API's host."""
+
+_WILDCARD_HOSTS = {"", "0.0.0.0", "::"}
+
+
+def default_blob_api_address(fleet_api_address: str) -> str:
+    """The blob data path's default address: the Fleet API's host with port :data:`DEFAULT_BLOB_API_PORT`
+    (port 0 when the Fleet API's port is 0, so that links on free ports stay on free ports)."""
+    host, port = parse_address(fleet_api_address)
+    return format_address(host, DEFAULT_BLOB_API_PORT if port else 0)
+
+
+def address_conflict(addresses: dict[str, str]) -> str:
+    """Why some of ``{name: "HOST:PORT"}`` cannot all be bound at once: two share a nonzero port on the same
+    host (or one of them on a wildcard host); ``""`` when they can. Addresses must already parse."""
+    seen: list[tuple[str, str, int]] = []
+    for name, address in addresses.items():
+        host, port = parse_address(address)
+        for other, other_host, other_port in seen:
+            if port and port == other_port and (
+                host == other_host or host in _WILDCARD_HOSTS or other_host in _WILDCARD_HOSTS
+            ):
+                return f"{other} ({format_address(other_host, other_port)}) and {name} ({address}) use the same port"
+        seen.append((name, host, port))
+    return ""
 
 
 @dataclass(frozen=True)
@@ -30,6 +57,14 @@ class LinkConfig:
             with ``RESOURCE_EXHAUSTED`` naming the size and this limit (grpclib itself has no limit).
         backlog: listen backlog of both server sockets. grpclib's default of 100 drops connections
             when thousands of nodes connect at once (measured: 278 of 5,000); 8,192 served all.
+        blob_api_address: ``"HOST:PORT"`` of the blob data path, where arrays above the inline limit (1 MiB)
+            travel outside gRPC (see ``docs/large-models.md``); port 0 picks a free port (read it back from
+            ``SuperLink.blob_address``). ``None`` (default): the Fleet API's host with port 9093
+            (:data:`DEFAULT_BLOB_API_PORT`), or port 0 when the Fleet API's port is 0. Nodes and drivers learn
+            the port from the link, so a firewall must let it through as well as the two API ports.
+            After construction it holds the resolved address.
+        blob_header_timeout: seconds a blob-path connection may take to send a complete request header
+            (and token) once it has started one; slower connections are dropped. Must be > 0.
         disconnect_grace: seconds a node gets to come back after the connection of its latest call was
             lost (closed or reset by the peer, e.g. the node process died). A node that makes any
             authenticated call within it (e.g. it reconnects after a network blip) stays online; otherwise
@@ -50,6 +85,8 @@ class LinkConfig:
     max_request_bytes: int = 256 * 2**20
     backlog: int = 8192
     disconnect_grace: float = 3.0
+    blob_api_address: str | None = None
+    blob_header_timeout: float = 10.0
 
     def __post_init__(self) -> None:
         for name in ("driver_api_address", "fleet_api_address"):
@@ -57,11 +94,23 @@ class LinkConfig:
                 parse_address(getattr(self, name))
             except ValueError as exc:
                 raise ValueError(f"LinkConfig.{name}: {exc}") from None
+        if self.blob_api_address is None:
+            object.__setattr__(self, "blob_api_address", default_blob_api_address(self.fleet_api_address))
+        else:
+            try:
+                parse_address(self.blob_api_address)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"LinkConfig.blob_api_address: {exc}") from None
+        conflict = address_conflict({"driver_api_address": self.driver_api_address,
+                                     "fleet_api_address": self.fleet_api_address,
+                                     "blob_api_address": self.blob_api_address})
+        if conflict:
+            raise ValueError(f"LinkConfig: {conflict}")
         if self.tls is not None and not isinstance(self.tls, ServerTLS):
             raise ValueError(f"LinkConfig.tls must be a fl_async._net.ServerTLS or None, got {type(self.tls).__name__}")
         for name in (
             "heartbeat_patience", "min_heartbeat_interval", "max_heartbeat_interval", "max_poll_timeout",
-            "disconnect_grace",
+            "disconnect_grace", "blob_header_timeout",
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -75,6 +124,8 @@ class LinkConfig:
                 f"LinkConfig.max_heartbeat_interval ({self.max_heartbeat_interval} s) must be >= "
                 f"min_heartbeat_interval ({self.min_heartbeat_interval} s)"
             )
+        if self.blob_header_timeout <= 0:
+            raise ValueError(f"LinkConfig.blob_header_timeout must be > 0 s, got {self.blob_header_timeout}")
         if self.disconnect_grace <= 0:
             raise ValueError(f"LinkConfig.disconnect_grace must be > 0 s, got {self.disconnect_grace}")
         if self.max_poll_timeout < 0:

@@ -94,6 +94,14 @@ class SuperLink:
         """Where to reach the Fleet API (see :attr:`driver_address`)."""
         return self._address("fleet")
 
+    @property
+    def blob_address(self) -> str | None:
+        """Where the blob data path listens (``LinkConfig.blob_api_address`` with the bound port; wildcard hosts
+        become loopback), or ``None`` when this link has none (a custom ``payloads`` tracker). Raises
+        ``RuntimeError`` before :meth:`start`."""
+        self._address("driver")
+        return self._addresses.get("blob")
+
     def _address(self, which: str) -> str:
         if which not in self._addresses:
             raise RuntimeError("the SuperLink is not started: call `await link.start()` first")
@@ -138,17 +146,22 @@ class SuperLink:
                 self._servers.append(server)
                 bound = server._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]  # no public accessor
                 self._addresses[which] = format_address(_WILDCARDS.get(host, host), bound)
-            if self.blobs is not None:  # issue 7: blob data path on the Fleet API's host, same TLS
-                await self.blobs.start(parse_address(cfg.fleet_api_address)[0], ssl=ssl_ctx, backlog=cfg.backlog)
+            if self.blobs is not None:  # issue 7: blob data path (default: the Fleet API's host, port 9093), same TLS
+                assert cfg.blob_api_address is not None  # resolved by LinkConfig
+                host, port = parse_address(cfg.blob_api_address)
+                await self.blobs.start(host, port=port, ssl=ssl_ctx, backlog=cfg.backlog,
+                                       header_timeout=cfg.blob_header_timeout)
+                self._addresses["blob"] = format_address(_WILDCARDS.get(host, host), self.blobs.port)
         except BaseException:
             await self._close_servers(0.0)
             self._lifecycle = _Lifecycle.STOPPED
             raise
         self._timer = asyncio.create_task(self._run_timer(), name="fl-async-superlink-deadlines")
         log.info(
-            "SuperLink serving: Driver API on %s, Fleet API on %s (%s)",
+            "SuperLink serving: Driver API on %s, Fleet API on %s, blob data path on %s (%s)",
             self.driver_address,
             self.fleet_address,
+            self._addresses.get("blob", "none"),
             "TLS" if ssl_ctx is not None else "insecure",
         )
 

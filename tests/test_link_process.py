@@ -133,7 +133,7 @@ async def test_serve_stops_within_3s_on_sigterm_with_long_poll_in_flight(process
     processes.append(proc)
     err = Lines(proc.stderr)
     with anyio.fail_after(30):
-        m = await err.until(r"Driver API on (\S+), Fleet API on (\S+) ")
+        m = await err.until(r"Driver API on (\S+), Fleet API on (\S+), blob data path on (\S+) ")
     fleet = channel(m.group(2))
     try:
         node = await RawNode.create(pb.FleetStub(fleet))

@@ -65,6 +65,8 @@ def system() -> System:
             f"{HOST}:{d}",
             "--fleet-api-address",
             f"{HOST}:{f}",
+            "--blob-api-address",  # a free port: the default 9093 may be taken by another link on this machine
+            f"{HOST}:0",
         ],
         node=lambda f: [
             *cli,

@@ -93,6 +93,8 @@ async def test_guide_server_app_rounds_without_sleeping(
 
     durations = _round_durations(caplog.records, end)
     assert len(durations) == 3
+    starts = [r for r in caplog.records if r.getMessage().startswith("Commencing server round")]
+    assert {r.name for r in starts} == {"fl_async"}  # fl_async.common.log, visible at INFO like Flower's log
     sys.__stderr__.write(f"\n{variant} round durations: {[round(d, 3) for d in durations]}\n")
     assert max(durations) < 1.0, durations
     assert "Pulling messages..." not in out  # the guide's sleep(3) branch was never taken

@@ -1,17 +1,17 @@
 # The "Use Driver API" guide's server.py, assembled from its snippets in order; only the imports differ
-# (flwr -> fl_async; `log` is the standard library's). Two glue lines the snippets leave implicit are
-# marked "glue". Run via `fl-async server-app server:app --insecure --superlink 127.0.0.1:9091`
+# (flwr -> fl_async, e.g. `from fl_async.common import Context, log`). One glue line the snippets leave
+# implicit is marked "glue". Run via `fl-async server-app server:app --insecure --superlink 127.0.0.1:9091`
 # from this directory, with nodes running client.py (see README.md).
 import random
 import time
-from logging import INFO, log
+from logging import INFO
 from typing import List
 
 import torch
 
 import fl_async
 from fl_async.server import ServerApp, Driver
-from fl_async.common import Context, ConfigsRecord, DEFAULT_TTL, Message, MessageType, ParametersRecord, RecordSet
+from fl_async.common import Context, log, ConfigsRecord, DEFAULT_TTL, Message, MessageType, ParametersRecord, RecordSet
 from fl_async.common import array_from_numpy as _ndarray_to_array
 
 from task import Net, parameters_to_pytorch_state_dict

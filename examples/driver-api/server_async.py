@@ -9,9 +9,9 @@ the moment it arrives. Run via ``fl-async server-app server_async:app --insecure
 from __future__ import annotations
 
 import random
-from logging import INFO, log
+from logging import INFO
 
-from fl_async.common import DEFAULT_TTL, ConfigsRecord, Context, Message, MessageType, RecordSet
+from fl_async.common import DEFAULT_TTL, ConfigsRecord, Context, Message, MessageType, RecordSet, log
 from fl_async.server import AsyncDriver, ServerApp
 
 from task import Net, parameters_to_pytorch_state_dict, pytorch_to_parameter_record

@@ -17,6 +17,7 @@ from fl_async.common.errors import (
     ResourceExhaustedError,
     TTLExpiredError,
 )
+from fl_async.common.logger import log
 from fl_async.common.message import DEFAULT_TTL, Error, ErrorCode, Message, MessageType, Metadata
 from fl_async.common.run import Run
 from fl_async.common.records import (
@@ -61,4 +62,5 @@ __all__ = [
     "TTLExpiredError",
     "UserConfig",
     "array_from_numpy",
+    "log",
 ]

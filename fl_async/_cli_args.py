@@ -9,7 +9,8 @@ and exits with status 2 before anything listens or connects.
 - ``true`` / ``false`` (any case) -> ``bool``;
 - an integer literal (``42``, ``-7``, ``1_000``, ``0x1f``) -> ``int`` (must fit signed 64-bit);
   leading zeros (``007``) keep the text as ``str``;
-- a decimal float literal (``0.5``, ``1e-3``, ``-.25``, ``inf``/``nan`` are *not* floats) -> ``float``;
+- a decimal float literal (``0.5``, ``1e-3``, ``-.25``; ``inf``/``nan`` and literals overflowing to infinity,
+  e.g. ``1e999``, are *not* floats) -> ``float``;
 - a string in single or double quotes (``"42"``, ``'a b'``) -> that ``str`` without the quotes;
 - anything else -> the text itself as ``str`` (``plot=acc.png`` gives ``"acc.png"``).
 
@@ -20,6 +21,7 @@ twice is an error, so is a pair without ``=`` or with an empty key.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -65,9 +67,12 @@ def parse_config_value(text: str) -> bool | int | float | str:
         return value
     if _FLOAT_RE.fullmatch(text) and any(c.isdigit() for c in text):
         try:
-            return float(text)
+            value = float(text)
         except ValueError:
             pass
+        else:
+            if math.isfinite(value):  # an overflowing literal (1e999) would be inf: it stays text, as "inf" does
+                return value
     if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
         return text[1:-1]
     return text

@@ -27,6 +27,8 @@ def parse_address(address: str, *, default_port: int | None = None) -> tuple[str
     if not isinstance(address, str) or not address.strip():
         raise ValueError(f"invalid address {address!r}: expected HOST:PORT")
     text = address.strip()
+    if "://" in text:
+        raise ValueError(f"invalid address {address!r}: no scheme, use HOST:PORT (e.g. 127.0.0.1:9091)")
     if text.startswith("["):
         host, sep, rest = text[1:].partition("]")
         if not sep or (rest and not rest.startswith(":")):

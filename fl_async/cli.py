@@ -89,6 +89,24 @@ app = typer.Typer(
 )
 
 
+def _show_version(value: bool) -> None:
+    if value:
+        from fl_async import __version__
+
+        typer.echo(f"fl-async {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_show_version, is_eager=True, help="Print the fl-async version and exit."),
+    ] = False,
+) -> None:
+    """fl-async: an asyncio-native SuperLink, SuperNode and Driver SDK (Flower 1.9 Driver API)."""
+
+
 def _fail(command: str, reason: object, code: int = EXIT_USAGE) -> NoReturn:
     """Print ``fl-async COMMAND: error: REASON`` (one line) on stderr and exit with ``code``."""
     text = " ".join(str(reason).split()) or type(reason).__name__

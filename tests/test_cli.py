@@ -253,6 +253,21 @@ def test_server_app_without_main_refused_before_connecting(apps) -> None:
     one_line_error(r, "run", "no main function")
 
 
+def test_version() -> None:
+    from fl_async import __version__
+
+    r = runner.invoke(app, ["--version"])
+    assert r.exit_code == 0 and r.output.strip() == f"fl-async {__version__}", r.output
+
+
+@pytest.mark.parametrize(("command", "attr", "config_flag"), CLIENT_COMMANDS)
+def test_client_side_address_with_scheme(apps, command: str, attr: str, config_flag: str) -> None:
+    d, tag = apps
+    r = runner.invoke(app, [command, f"good_{tag}:{attr}", "--dir", str(d), "--insecure",
+                            "--superlink", "http://127.0.0.1:19092"])
+    one_line_error(r, command, "--superlink", "no scheme, use HOST:PORT")
+
+
 def test_unknown_command_and_help() -> None:
     r = runner.invoke(app, ["flower-superlink"])
     assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1 and "No such command" in r.output
@@ -281,7 +296,8 @@ def test_every_option_has_help() -> None:
     ("text", "value"),
     [("true", True), ("FALSE", False), ("42", 42), ("-7", -7), ("1_000", 1000), ("0x1f", 31), ("0.5", 0.5),
      ("1e-3", 0.001), (".25", 0.25), ("007", "007"), ("nan", "nan"), ("inf", "inf"), ('"42"', "42"),
-     ("'true'", "true"), ("acc.png", "acc.png"), ("", ""), ("1.2.3", "1.2.3")],
+     ("'true'", "true"), ("acc.png", "acc.png"), ("", ""), ("1.2.3", "1.2.3"), ("1e999", "1e999"),
+     ("-1e999", "-1e999"), ("1e308", 1e308)],
 )
 def test_config_value_rule(text: str, value: object) -> None:
     got = parse_config_value(text)

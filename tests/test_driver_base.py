@@ -186,3 +186,13 @@ def test_poll_pause_only_paces_early_empty_answers() -> None:
     assert base.poll_pause(base.POLL_PAUSE, 5.0, 10.0) == 0.0  # the link held the call: poll again at once
     assert base.poll_pause(0.0, 0.0, 10.0) == 0.0  # no wait was asked for
     assert not hasattr(base, "IMMEDIATE")  # the old timing heuristic is gone
+
+
+@pytest.mark.parametrize("value", [-1, 0, math.nan])
+def test_call_timeout_refusals_state_one_bound(value: float) -> None:
+    """call_timeout=-1 and =0 are refused with the same bound in the message (> 0 seconds)."""
+    from fl_async.server import AsyncDriver
+
+    with pytest.raises(ValueError, match=r"call_timeout must be > 0 seconds, got"):
+        AsyncDriver("127.0.0.1:9091", insecure=True, call_timeout=value)
+    assert base.check_timeout(0, "timeout") == 0.0

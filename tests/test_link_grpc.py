@@ -150,6 +150,11 @@ async def test_wait_for_nodes(conn: Conn) -> None:
     with pytest.raises(GRPCError) as exc:
         await conn.driver.wait_for_nodes(pb.WaitForNodesRequest(run_id=12345, min_nodes=1, timeout=1))
     assert exc.value.status is Status.NOT_FOUND
+    for bad in (-5, 2**31):  # -5 arrives as 2**32 - 5 in the uint32 field
+        with pytest.raises(GRPCError) as exc:
+            await conn.driver.wait_for_nodes(pb.WaitForNodesRequest(run_id=drv.run_id, min_nodes=bad, timeout=1))
+        assert exc.value.status is Status.INVALID_ARGUMENT and "min_nodes must be in 0..2147483647" in (
+            exc.value.message or "")
 
 
 async def test_statuses(superlink: SuperLink, conn: Conn) -> None:

@@ -225,18 +225,19 @@ def check_number(value: Any, name: str) -> float:
     return float(value)
 
 
-def check_timeout(timeout: Any, name: str) -> float:
-    """Return ``timeout`` as a float of seconds >= 0.
+def check_timeout(timeout: Any, name: str, *, positive: bool = False) -> float:
+    """Return ``timeout`` as a float of seconds >= 0 (> 0 with ``positive``).
 
     Raises:
         TypeError: not a number.
-        ValueError: negative or NaN.
+        ValueError: negative or NaN (or 0 with ``positive``); the message states the same bound whatever
+            the value.
     """
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
         raise TypeError(f"{name} must be a number of seconds, got {type(timeout).__name__}")
     value = float(timeout)
-    if math.isnan(value) or value < 0:
-        raise ValueError(f"{name} must be >= 0 seconds, got {timeout!r}")
+    if math.isnan(value) or value < 0 or (positive and value == 0):
+        raise ValueError(f"{name} must be {'>' if positive else '>='} 0 seconds, got {timeout!r}")
     return value
 
 

@@ -106,9 +106,7 @@ class AsyncDriver:
             fab_id=fab_id,
             fab_version=fab_version,
         )
-        self._call_timeout = check_timeout(call_timeout, "call_timeout")
-        if self._call_timeout <= 0:
-            raise ValueError(f"call_timeout must be > 0 seconds, got {call_timeout!r}")
+        self._call_timeout = check_timeout(call_timeout, "call_timeout", positive=True)
         self._state = DriverState.UNOPENED
         self._transport: DriverTransport | None = None
         self._run: Run | None = None
@@ -278,7 +276,7 @@ class AsyncDriver:
         Returns as soon as enough nodes are online (a long-poll, no sleeping).
 
         Args:
-            min_nodes: how many nodes to wait for (>= 0).
+            min_nodes: how many nodes to wait for (0..2**31 - 1, the link's bound).
             timeout: seconds to wait at most; ``None`` = no limit.
 
         Raises:
@@ -289,8 +287,8 @@ class AsyncDriver:
         """
         if isinstance(min_nodes, bool) or not isinstance(min_nodes, int):
             raise TypeError(f"min_nodes must be an int, got {type(min_nodes).__name__}")
-        if not 0 <= min_nodes < 2**32:
-            raise ValueError(f"min_nodes must be >= 0, got {min_nodes}")
+        if not 0 <= min_nodes < 2**31:
+            raise ValueError(f"min_nodes must be in 0..{2**31 - 1}, got {min_nodes}")
         transport = self._require_open()
         deadline = Deadline(timeout)
         while True:

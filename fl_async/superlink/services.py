@@ -27,7 +27,10 @@ if TYPE_CHECKING:
     from fl_async.superlink.connections import ConnectionTracker
     from fl_async.superlink.wakeups import Wakeups
 
-__all__ = ["FleetService", "DriverService", "WrongApiService"]
+__all__ = ["FleetService", "DriverService", "WrongApiService", "MAX_MIN_NODES"]
+
+MAX_MIN_NODES = 2**31 - 1
+"""Largest ``WaitForNodesRequest.min_nodes`` the link accepts (the SDK checks the same bound)."""
 
 log = logging.getLogger("fl_async.superlink")
 
@@ -194,8 +197,15 @@ class DriverService(_Service):
         return pb.GetNodesResponse(node_ids=self.state.online_node_ids(req.run_id)), None
 
     async def wait_for_nodes(self, req: pb.WaitForNodesRequest) -> tuple[pb.WaitForNodesResponse, Undo]:
-        """WaitForNodes: long-poll until ``min_nodes`` are online or the window ends; answer the online ids."""
+        """WaitForNodes: long-poll until ``min_nodes`` are online or the window ends; answer the online ids.
+
+        ``min_nodes`` above :data:`MAX_MIN_NODES` is INVALID_ARGUMENT (a negative number a client wrote into the
+        uint32 field arrives as 2**32 - n; protobuf itself keeps only the low 32 bits of larger values)."""
         window = self._wait_window("timeout", req.timeout)
+        if req.min_nodes > MAX_MIN_NODES:
+            raise InvalidArgumentError(
+                f"min_nodes must be in 0..{MAX_MIN_NODES}, got {req.min_nodes} (a negative number sent as uint32?)"
+            )
         ids = self.state.online_node_ids(req.run_id)
         if len(ids) < req.min_nodes and window > 0:
             with anyio.move_on_after(window):

@@ -1,0 +1,286 @@
+"""Message handling of the node runtime (a mixin of :class:`~fl_async.supernode.SuperNode`): decode an
+instruction, run the ClientApp on it, push the reply -- pulling the next instructions in the same call when no
+other pull is in flight -- and run what that call brought in the same task.
+
+The slot bookkeeping (``_take_slot``, ``_release_slot``, ``_wake_puller``), the session (``_session``,
+``_current_session``) and the connection live in :mod:`fl_async.supernode.supernode`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from fl_async.blobs import transfer as _blobs
+from fl_async.codec import config_from_proto, message_from_proto, message_to_proto
+from fl_async.common.context import Context
+from fl_async.common.errors import (
+    FlAsyncError,
+    IntegrityError,
+    LinkConnectionError,
+    LinkTimeoutError,
+    NotAuthorizedError,
+    ResourceExhaustedError,
+    TTLExpiredError,
+)
+from fl_async.common.message import Error, ErrorCode, Message, Metadata
+from fl_async.common.records import RecordSet
+from fl_async.proto.fl_async import v1 as pb
+from fl_async.supernode._dispatch import run_client_app
+from fl_async.supernode._session import _PayloadRefused, _Session
+from fl_async.supernode._wire import message_bytes, push_request
+
+if TYPE_CHECKING:
+    from fl_async.client.client_app import ClientApp
+    from fl_async.common.context import UserConfig
+
+__all__ = ["_Messages"]
+
+logger = logging.getLogger("fl_async.supernode")
+
+_MAYBE_DELIVERED = (" (sent again after the connection broke during an earlier attempt, which the link most "
+                    "likely received: a push that also pulls stays open until an instruction comes)")
+_TTL_MARGIN = 5.0
+"""A push pulls only for as long as its reply's TTL leaves at least this many seconds (so the TTL never cuts
+the call short while it waits for instructions)."""
+
+
+class _Messages:
+    """Per-instruction work of a SuperNode; see the module docstring. Not usable on its own."""
+
+    # set by SuperNode.__init__ / run()
+    _app: ClientApp
+    _tg: Any
+    _limiter: anyio.CapacityLimiter
+    _blob_client: Any
+    _blob_port: int
+    _node_config: UserConfig
+    _contexts: dict[int, Context]
+    _context_locks: dict[int, anyio.Lock]
+    _session: _Session | None
+    _stopping: bool
+    _poll_timeout: float
+    _free: int
+    _puller: str
+    _calls: dict[str, int]
+    _last_ok: float
+    # and SuperNode's methods _take_slot(), _release_slot(), _wake_puller(), _current_session()
+
+    def _decode(self, wire: pb.Message, blobs: Mapping[bytes, Any] | None = None) -> Message:
+        """The one place the node decodes instructions; ``blobs`` holds fetched, verified payloads (issue 7)."""
+        return message_from_proto(wire, blobs=blobs, verify=not blobs)
+
+    def _encode(self, message: Message, blobs: dict[bytes, Any] | None = None) -> pb.Message:
+        """The one place the node encodes replies; large arrays go to ``blobs`` when given (issue 7)."""
+        if blobs is None:
+            return message_to_proto(message)
+        return message_to_proto(message, blobs=blobs, inline_limit=_blobs.inline_limit_for([message]))
+
+    async def _handle(self, wire: pb.Message, sess: _Session) -> None:
+        """Handle one instruction (its slot is taken); then, if the reply's push pulled more, the first of
+        them in this same task (no new task per instruction) and the others in new tasks."""
+        holding = True
+        try:
+            while True:
+                reply = await self._reply_for(wire, sess)
+                if reply is None:
+                    return
+                holding, wires, pulled_on = await self._push(reply)
+                if not wires or pulled_on is None:
+                    return
+                for _ in wires:
+                    self._take_slot()
+                holding, wire, sess = True, wires[0], pulled_on
+                for other in wires[1:]:
+                    self._tg.start_soon(self._handle, other, sess)
+        except Exception:  # the node must keep serving whatever happens to one message
+            logger.exception("node %s: unexpected error while handling an instruction", sess.node_id)
+        finally:
+            if holding:
+                self._release_slot()
+
+    async def _reply_for(self, wire: pb.Message, sess: _Session) -> Message | None:
+        """Decode the instruction and run the ClientApp on it: the reply (or error reply) to push, or ``None``."""
+        blobs = (await _blobs.fetch_blobs(self._blob_client, [wire]))[0] if self._blob_client is not None else {}
+        try:
+            message = self._decode(wire, blobs)
+        except (ValueError, TypeError, IntegrityError) as exc:
+            return self._undecodable_reply(wire, exc)
+        return await self._process(message, sess)
+
+    @staticmethod
+    def _payload_error_reply(reply: Message, reason: str) -> Message | None:
+        """An error reply ``PAYLOAD_UNAVAILABLE`` with the routing of ``reply`` and the TTL it has left."""
+        md = reply.metadata
+        left = md.ttl - (time.time() - md.created_at)
+        if left <= 0:
+            return None
+        meta = Metadata(run_id=md.run_id, message_id="", src_node_id=md.src_node_id, dst_node_id=md.dst_node_id,
+                        reply_to_message=md.reply_to_message, group_id=md.group_id, ttl=left,
+                        message_type=md.message_type)
+        return Message(meta, error=Error(ErrorCode.PAYLOAD_UNAVAILABLE, f"node could not deliver its reply: {reason}"))
+
+    def _undecodable_reply(self, wire: pb.Message, exc: Exception) -> Message | None:
+        mid = wire.metadata.message_id if wire.metadata is not None else "?"
+        logger.error("node: cannot decode instruction %s: %s", mid, exc)
+        if wire.metadata is None:
+            return None
+        code = ErrorCode.PAYLOAD_UNAVAILABLE if isinstance(exc, IntegrityError) else ErrorCode.UNKNOWN
+        try:
+            stub = message_from_proto(pb.Message(metadata=wire.metadata, content=pb.RecordSet()))
+            return stub.create_error_reply(Error(code, f"node could not decode the instruction: {exc}"))
+        except (ValueError, TypeError) as exc2:  # includes TTLExpiredError
+            logger.warning("node: dropping the error reply to %s: %s", mid, exc2)
+            return None
+
+    async def _process(self, message: Message, sess: _Session) -> Message | None:
+        md = message.metadata
+        if md.dst_node_id != sess.node_id:
+            logger.warning("node %s: dropping message %s addressed to node %s", sess.node_id, md.message_id,
+                           md.dst_node_id)
+            return None
+        if message.has_error():
+            logger.warning("node %s: dropping instruction %s that carries an error (%r)", sess.node_id,
+                           md.message_id, message.error)
+            return None
+        try:
+            context = await self._context_for(md.run_id, sess)
+        except FlAsyncError as exc:
+            if isinstance(exc, (LinkConnectionError, LinkTimeoutError, NotAuthorizedError)):
+                sess.fail(exc)
+            try:
+                return message.create_error_reply(Error(ErrorCode.UNKNOWN, f"node could not fetch run {md.run_id}: {exc}"))
+            except TTLExpiredError:
+                return None
+        return await run_client_app(self._app, message, context, limiter=self._limiter)
+
+    async def _context_for(self, run_id: int, sess: _Session) -> Context:
+        ctx = self._contexts.get(run_id)
+        if ctx is not None:
+            return ctx
+        lock = self._context_locks.setdefault(run_id, anyio.Lock())
+        async with lock:
+            ctx = self._contexts.get(run_id)
+            if ctx is None:
+                run = await sess.conn.get_run(sess.auth, run_id)
+                ctx = Context(node_id=sess.node_id, node_config=dict(self._node_config), state=RecordSet(),
+                              run_config=config_from_proto(list(run.run_config)))
+                self._contexts[run_id] = ctx
+        return ctx
+
+    def _pull_window(self, sess: _Session, ttl_deadline: float) -> float:
+        """Seconds a reply's push may wait for instructions (0: push without pulling).
+
+        A push pulls when nothing else pulls (the separate long-poll is parked because all slots were
+        busy), the node is not stopping, its session is current, and the reply's TTL leaves room.
+        """
+        if self._puller or self._stopping or sess is not self._session:
+            return 0.0
+        return max(0.0, min(self._poll_timeout, ttl_deadline - anyio.current_time() - _TTL_MARGIN))
+
+    async def _push(self, reply: Message) -> tuple[bool, list[pb.Message], _Session | None]:
+        """Push one reply, waiting for a session if the link is unreachable, within the reply's TTL.
+
+        Called holding the reply's slot. When no other pull is in flight, the push also pulls up to the
+        free slots' worth of instructions (one ``PushReplies`` with ``pull_max_messages``); the slot is then
+        given back for the duration of the call and the pulled instructions are returned for the caller
+        to run (it takes their slots).
+
+        A reply whose payload cannot be transferred (blob upload refused, or the link refuses the push
+        as too large) is replaced, once, by an error reply ``PAYLOAD_UNAVAILABLE`` so that the server
+        app learns at once instead of waiting for the TTL.
+
+        Returns:
+            ``(holding, instructions, session)``: whether the caller still holds its slot, the
+            instructions pulled in the same call, and the session they came from (``None`` if none).
+        """
+        md = reply.metadata
+        blobs: dict[bytes, Any] | None = {} if self._blob_port else None  # issue 7: large arrays as blobs
+        data = message_bytes(self._encode(reply, blobs))
+        substituted = False
+        maybe_delivered = False  # an earlier attempt broke off after sending: the link may have the reply
+        ttl = max(md.ttl, 0.0)
+        ttl_deadline = anyio.current_time() + ttl
+        with anyio.move_on_after(ttl) as scope:
+            while True:
+                sess = await self._current_session()
+                if sess.node_id != md.src_node_id:
+                    logger.log(logging.INFO if maybe_delivered else logging.WARNING,
+                               "node %s: dropping the reply to %s: it was received as node %s, and the link has "
+                               "forgotten that registration%s", sess.node_id, md.reply_to_message, md.src_node_id,
+                               _MAYBE_DELIVERED if maybe_delivered else "")
+                    return True, [], None
+                sending = False
+                try:
+                    try:
+                        await _blobs.upload_blobs(self._blob_client, blobs or {})  # issue 7: before the push
+                    except (LinkConnectionError, LinkTimeoutError):
+                        raise
+                    except FlAsyncError as exc:
+                        raise _PayloadRefused(f"uploading the reply's payloads failed: {exc}") from exc
+                    window = self._pull_window(sess, ttl_deadline)
+                    sending = True
+                    if window > 0:
+                        resp = await self._push_and_pull(sess, data, window)
+                    else:
+                        self._calls["PushReplies"] += 1
+                        resp = await sess.conn.push(push_request(sess.wire_auth, [data]))
+                except (LinkConnectionError, LinkTimeoutError) as exc:
+                    sess.fail(exc)
+                    maybe_delivered = maybe_delivered or sending
+                    continue
+                except NotAuthorizedError as exc:
+                    sess.fail(exc)
+                    logger.log(logging.INFO if maybe_delivered else logging.WARNING,
+                               "node %s: dropping the reply to %s: %s%s", sess.node_id, md.reply_to_message, exc,
+                               _MAYBE_DELIVERED if maybe_delivered else "")
+                    return True, [], None
+                except (_PayloadRefused, ResourceExhaustedError) as exc:
+                    error_reply = None if substituted else self._payload_error_reply(reply, str(exc))
+                    logger.error("node %s: the reply to %s could not be delivered (%s)%s", sess.node_id,
+                                 md.reply_to_message, exc,
+                                 "; sending an error reply instead" if error_reply is not None else "")
+                    if error_reply is None:
+                        return True, [], None
+                    substituted, blobs, data = True, None, message_bytes(self._encode(error_reply))
+                    continue
+                except FlAsyncError as exc:
+                    logger.error("node %s: the link refused the reply to %s: %s", sess.node_id,
+                                 md.reply_to_message, exc)
+                    return True, [], None
+                self._last_ok = time.monotonic()
+                ids = resp.message_ids
+                if not ids or not ids[0]:
+                    reason = resp.reasons[0] if resp.reasons else "no reason given"
+                    logger.log(logging.INFO if maybe_delivered else logging.WARNING,
+                               "node %s: the link did not accept the reply to %s: %s%s", sess.node_id,
+                               md.reply_to_message, reason, _MAYBE_DELIVERED if maybe_delivered else "")
+                if window > 0:
+                    return False, resp.instructions, sess
+                return True, [], None
+        if scope.cancelled_caught:
+            logger.warning("node: dropping the reply to %s: its TTL ran out before the link was reachable",
+                           md.reply_to_message)
+        return True, [], None
+
+    async def _push_and_pull(self, sess: _Session, data: bytes, window: float) -> pb.PushRepliesResponse:
+        """One ``PushReplies`` that also pulls up to the free slots' worth of instructions for ``window`` s.
+
+        The caller's slot is free during the call (it counts toward the pull); if the call fails, the
+        slot is taken back (the reply is still to be delivered) and the error propagates.
+        """
+        self._puller = "push"
+        self._calls["PushReplies+pull"] += 1
+        self._release_slot()
+        try:
+            return await sess.conn.push(push_request(sess.wire_auth, [data], max(1, self._free), window), window)
+        except BaseException:
+            self._take_slot()
+            raise
+        finally:
+            self._puller = ""
+            self._wake_puller()

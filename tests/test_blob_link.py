@@ -138,7 +138,7 @@ async def test_reply_naming_a_payload_the_link_does_not_hold_is_refused(superlin
             created = await fleet.create_node(pb.CreateNodeRequest(heartbeat_interval=30.0), timeout=5)
             auth = pb.NodeAuth(node_id=created.node_id, token=created.token)
             run_id = await drv.create_run()
-            mid = await drv.push(run_id, created.node_id)
+            await drv.push(run_id, created.node_id)
             pulled = await fleet.pull_instructions(pb.PullInstructionsRequest(auth=auth, max_messages=1, timeout=5),
                                                    timeout=10)
             [ins] = pulled.messages

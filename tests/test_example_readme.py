@@ -26,7 +26,7 @@ def _load(path: Path) -> ModuleType:
 
 async def test_readme_quick_start_runs(tmp_path: Path) -> None:
     text = README.read_text()
-    server_src, client_src = re.findall(r"```python\n(.*?)```", text, re.S)[:2]
+    server_src, client_src = re.findall(r"```python\n(.*?)```", text, re.DOTALL)[:2]
     assert server_src.startswith("# server.py") and client_src.startswith("# client.py")
     for step in ("get_node_ids()", "random.sample", "push_messages", "pull_messages", "log(INFO"):
         assert step in server_src, step  # the guide's structure: select nodes, push, pull loop

@@ -18,7 +18,7 @@ import logging
 import sys
 from typing import Any
 
-__all__ = ["log", "LOGGER_NAME"]
+__all__ = ["LOGGER_NAME", "log"]
 
 LOGGER_NAME = "fl_async"
 """Name of the logger :func:`log` writes to."""

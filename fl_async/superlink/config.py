@@ -5,7 +5,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from fl_async._net import DEFAULT_DRIVER_API_ADDRESS, DEFAULT_FLEET_API_ADDRESS, ServerTLS, format_address, parse_address
+from fl_async._net import (
+    DEFAULT_DRIVER_API_ADDRESS,
+    DEFAULT_FLEET_API_ADDRESS,
+    ServerTLS,
+    format_address,
+    parse_address,
+)
 
 __all__ = ["LinkConfig", "DEFAULT_BLOB_API_PORT", "address_conflict", "default_blob_api_address"]
 

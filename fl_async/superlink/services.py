@@ -19,7 +19,11 @@ from grpclib.exceptions import GRPCError
 
 from fl_async.blobs.link import blob_port_of, run_blob_token
 from fl_async.proto.fl_async import v1 as pb
-from fl_async.superlink.state import InvalidArgumentError, LinkState, UnauthenticatedError
+from fl_async.superlink.state import (
+    InvalidArgumentError,
+    LinkState,
+    UnauthenticatedError,
+)
 from fl_async.superlink.validation import timeout_problem
 from fl_async.superlink.wire import CallTracker, LimitedProtoCodec, Undo, unary_handler
 

@@ -82,14 +82,34 @@ class _Messages:
 
     async def _handle(self, wire: pb.Message, sess: _Session) -> None:
         """Handle one instruction (its slot is taken); then, if the reply's push pulled more, the first of
-        them in this same task (no new task per instruction) and the others in new tasks."""
+        them in this same task (no new task per instruction) and the others in new tasks.
+
+        Every instruction ends in exactly one pushed reply (or error reply), or in a logged reason why none
+        can be sent (TTL over, registration forgotten by the link): an unexpected failure of the node itself
+        while handling one becomes an error reply ``UNKNOWN`` naming it, so the server app never waits for
+        the TTL because of it.
+        """
         holding = True
         try:
             while True:
-                reply = await self._reply_for(wire, sess)
+                try:
+                    reply = await self._reply_for(wire, sess)
+                except Exception as exc:  # noqa: BLE001 - a node bug must not lose the instruction
+                    reply = self._failure_reply(wire, sess, "handling", exc)
                 if reply is None:
                     return
-                holding, wires, pulled_on = await self._push(reply)
+                try:
+                    holding, wires, pulled_on = await self._push(reply)
+                except Exception as exc:  # noqa: BLE001 - idem; _push raising leaves the slot held
+                    holding, wires, pulled_on = True, [], None
+                    fallback = None if reply.has_error() else self._failure_reply(wire, sess, "pushing the reply to",
+                                                                                  exc)
+                    if fallback is None:
+                        logger.error("node %s: no reply to instruction %s will be sent (the link reports it "
+                                     "expired at its TTL): %s: %s", sess.node_id, reply.metadata.reply_to_message,
+                                     type(exc).__name__, exc)
+                    else:
+                        holding, wires, pulled_on = await self._push(fallback)
                 if not wires or pulled_on is None:
                     return
                 for _ in wires:
@@ -97,11 +117,21 @@ class _Messages:
                 holding, wire, sess = True, wires[0], pulled_on
                 for other in wires[1:]:
                     self._tg.start_soon(self._handle, other, sess)
-        except Exception:  # the node must keep serving whatever happens to one message
-            logger.exception("node %s: unexpected error while handling an instruction", sess.node_id)
+        except Exception:  # last resort (the fallback push failed): keep serving the others
+            logger.exception("node %s: unexpected error while handling an instruction; no reply sent for it",
+                             sess.node_id)
         finally:
             if holding:
                 self._release_slot()
+
+    def _failure_reply(self, wire: pb.Message, sess: _Session, doing: str, exc: Exception) -> Message | None:
+        """The error reply ``UNKNOWN`` to ``wire`` after the node itself failed while ``doing`` it (logged with
+        its traceback: a bug in fl-async), or ``None`` if none can be built (logged)."""
+        mid = wire.metadata.message_id if wire.metadata is not None else "?"
+        logger.error("node %s: unexpected error while %s instruction %s; sending an error reply", sess.node_id,
+                     doing, mid, exc_info=exc)
+        return self._wire_error_reply(wire, ErrorCode.UNKNOWN,
+                                      f"node failed while {doing} the instruction: {type(exc).__name__}: {exc}")
 
     async def _reply_for(self, wire: pb.Message, sess: _Session) -> Message | None:
         """Decode the instruction and run the ClientApp on it: the reply (or error reply) to push, or ``None``."""
@@ -113,8 +143,9 @@ class _Messages:
         return await self._process(message, sess)
 
     @staticmethod
-    def _payload_error_reply(reply: Message, reason: str) -> Message | None:
-        """An error reply ``PAYLOAD_UNAVAILABLE`` with the routing of ``reply`` and the TTL it has left."""
+    def _payload_error_reply(reply: Message, reason: str, code: int = ErrorCode.PAYLOAD_UNAVAILABLE) -> Message | None:
+        """An error reply ``code`` (default ``PAYLOAD_UNAVAILABLE``) with the routing of ``reply`` and the TTL it
+        has left (``None`` if none is left)."""
         md = reply.metadata
         left = md.ttl - (time.time() - md.created_at)
         if left <= 0:
@@ -122,17 +153,27 @@ class _Messages:
         meta = Metadata(run_id=md.run_id, message_id="", src_node_id=md.src_node_id, dst_node_id=md.dst_node_id,
                         reply_to_message=md.reply_to_message, group_id=md.group_id, ttl=left,
                         message_type=md.message_type)
-        return Message(meta, error=Error(ErrorCode.PAYLOAD_UNAVAILABLE, f"node could not deliver its reply: {reason}"))
+        if code == ErrorCode.PAYLOAD_UNAVAILABLE:
+            reason = f"node could not deliver its reply: {reason}"
+        return Message(meta, error=Error(code, reason))
 
     def _undecodable_reply(self, wire: pb.Message, exc: Exception) -> Message | None:
         mid = wire.metadata.message_id if wire.metadata is not None else "?"
         logger.error("node: cannot decode instruction %s: %s", mid, exc)
-        if wire.metadata is None:
-            return None
         code = ErrorCode.PAYLOAD_UNAVAILABLE if isinstance(exc, IntegrityError) else ErrorCode.UNKNOWN
+        return self._wire_error_reply(wire, code, f"node could not decode the instruction: {exc}")
+
+    @staticmethod
+    def _wire_error_reply(wire: pb.Message, code: int, reason: str) -> Message | None:
+        """An error reply to the (possibly undecodable) instruction ``wire``, or ``None`` (logged) if it has no
+        usable metadata or its TTL is over."""
+        mid = wire.metadata.message_id if wire.metadata is not None else "?"
+        if wire.metadata is None:
+            logger.warning("node: no error reply to instruction %s: it has no metadata", mid)
+            return None
         try:
             stub = message_from_proto(pb.Message(metadata=wire.metadata, content=pb.RecordSet()))
-            return stub.create_error_reply(Error(code, f"node could not decode the instruction: {exc}"))
+            return stub.create_error_reply(Error(code, reason))
         except (ValueError, TypeError) as exc2:  # includes TTLExpiredError
             logger.warning("node: dropping the error reply to %s: %s", mid, exc2)
             return None
@@ -192,7 +233,10 @@ class _Messages:
 
         A reply whose payload cannot be transferred (blob upload refused, or the link refuses the push
         as too large) is replaced, once, by an error reply ``PAYLOAD_UNAVAILABLE`` so that the server
-        app learns at once instead of waiting for the TTL.
+        app learns at once instead of waiting for the TTL. A reply the codec cannot encode (e.g. an
+        ``Array`` whose payload does not match its dtype and shape, or a metrics list mutated to mix
+        types) is replaced by an error reply ``INVALID_REPLY`` with the codec's message (naming the
+        record and key).
 
         Returns:
             ``(holding, instructions, session)``: whether the caller still holds its slot, the
@@ -200,8 +244,18 @@ class _Messages:
         """
         md = reply.metadata
         blobs: dict[bytes, Any] | None = {} if self._blob_port else None  # issue 7: large arrays as blobs
-        data = message_bytes(self._encode(reply, blobs))
         substituted = False
+        try:
+            data = message_bytes(self._encode(reply, blobs))
+        except (ValueError, TypeError) as exc:  # the codec names the record and key
+            reason = f"the ClientApp's reply cannot be encoded: {exc}"
+            error_reply = self._payload_error_reply(reply, reason, ErrorCode.INVALID_REPLY)
+            logger.error("node %s: the reply to %s: %s%s", md.src_node_id, md.reply_to_message, reason,
+                         "; sending an error reply instead" if error_reply is not None else
+                         " (and its TTL is over: no error reply)")
+            if error_reply is None:
+                return True, [], None
+            substituted, blobs, reply, data = True, None, error_reply, message_bytes(self._encode(error_reply))
         maybe_delivered = False  # an earlier attempt broke off after sending: the link may have the reply
         ttl = max(md.ttl, 0.0)
         ttl_deadline = anyio.current_time() + ttl

@@ -66,7 +66,7 @@ class FleetClient:
         try:
             return await fn(request, timeout=timeout)
         except _TRANSPORT_ERRORS as exc:
-            raise from_grpc(exc, what=f"{what} to {self.address}") from exc
+            raise from_grpc(exc, what=f"{what} to {self.address}", api="Fleet", address=self.address) from exc
 
     async def create_node(self, heartbeat_interval: float) -> pb.CreateNodeResponse:
         """Register; returns node id, token and the granted heartbeat interval."""
@@ -96,7 +96,7 @@ class FleetClient:
                 await stream.send_message(Encoded(request), end=True)
                 response = await stream.recv_message()
         except _TRANSPORT_ERRORS as exc:
-            raise from_grpc(exc, what=f"{what} to {self.address}") from exc
+            raise from_grpc(exc, what=f"{what} to {self.address}", api="Fleet", address=self.address) from exc
         assert response is not None
         return response
 

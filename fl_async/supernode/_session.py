@@ -22,7 +22,7 @@ from fl_async.proto.fl_async import v1 as pb
 from fl_async.supernode._fleet import FleetClient
 from fl_async.supernode._wire import auth_field
 
-__all__ = ["_Backoff", "_Session", "_SessionLost", "_HealthySessionLost", "_PayloadRefused", "_transient", "_positive"]
+__all__ = ["_Backoff", "_HealthySessionLost", "_PayloadRefused", "_Session", "_SessionLost", "_positive", "_transient"]
 
 
 class _Backoff:
@@ -60,6 +60,8 @@ def _transient(exc: BaseException) -> bool:
         return True
     if isinstance(exc, (NotAuthorizedError, InvalidRequestError)):
         return False  # the link refuses to register this node: retrying will not help
+    if isinstance(exc, RefusedByLinkError) and exc.status == "UNIMPLEMENTED":
+        return False  # not a Fleet API (e.g. the Driver API's port): retrying will not help
     return isinstance(exc, RefusedByLinkError)  # UNKNOWN/INTERNAL/...: possibly a restarting link
 
 

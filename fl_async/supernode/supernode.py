@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+from grpclib.exceptions import ProtocolError, StreamTerminatedError
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
 from fl_async._net import DEFAULT_FLEET_TARGET, client_ssl_context, parse_address
@@ -172,6 +173,7 @@ class SuperNode(_Messages):
         self._last_ok = -float("inf")  # time.monotonic() of the latest pull/push/heartbeat that completed
         self._deleted = False  # unregistered on the way out: no re-registration, no second DeleteNode
         self._registrations = 0
+        self._hinted: set[str] = set()  # connection hints already logged (each once)
         self._contexts: dict[int, Context] = {}
         self._context_locks: dict[int, anyio.Lock] = {}
         self._session: _Session | None = None
@@ -292,7 +294,7 @@ class SuperNode(_Messages):
         self._owner_tg.start_soon(self._run_in_background)
         return self
 
-    async def __aexit__(self, *exc_info: Any) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         """Stop gracefully (see :meth:`stop`) and wait until the node has stopped.
 
         Raises:
@@ -363,7 +365,37 @@ class SuperNode(_Messages):
     def _log_retry(self, retry_state: RetryCallState) -> None:
         exc = retry_state.outcome.exception() if retry_state.outcome is not None else None
         delay = retry_state.next_action.sleep if retry_state.next_action is not None else 0.0
-        logger.warning("node: SuperLink %s not usable (%s); retrying in %.2f s", self.superlink, exc, delay)
+        hint = self._mismatch_hint(exc)
+        if hint in self._hinted:
+            hint = ""  # said once (the first such failure); the retries repeat only the failure
+        self._hinted.add(hint)
+        logger.warning("node: SuperLink %s not usable (%s); retrying in %.2f s%s", self.superlink, exc, delay,
+                       f" (hint: {hint})" if hint else "")
+
+    def _mismatch_hint(self, exc: BaseException | None) -> str:
+        """A hint for a connection failure that looks like a TLS mismatch with the link (``""``: none).
+
+        A refused connection (link not up yet) gets none, nor does a dropped connection after the node has
+        registered once (the link going away). Each hint is logged once per node (see :meth:`_log_retry`).
+        """
+        if not isinstance(exc, LinkConnectionError):
+            return ""
+        cause = exc.__cause__
+        if isinstance(cause, ssl.SSLError):
+            if "CERTIFICATE_VERIFY_FAILED" in str(cause):
+                return ("the SuperLink's certificate is not trusted: root_certificates (--root-certificates) must "
+                        "hold the CA that signed it")
+            return ("TLS handshake failed: if the SuperLink serves plaintext (--insecure), connect with "
+                    "insecure=True (--insecure) too")
+        if self._registrations:
+            return ""  # it worked before: a dropped connection is the link going away, not a mismatch
+        if self._ssl is None and isinstance(cause, (StreamTerminatedError, ProtocolError)):
+            return ("the connection was accepted, then dropped: if the SuperLink uses TLS, pass root_certificates "
+                    "(--root-certificates FILE) instead of insecure=True (--insecure)")
+        if self._ssl is not None and isinstance(cause, (StreamTerminatedError, ProtocolError, ConnectionResetError)):
+            return ("the TLS connection was dropped: if the SuperLink serves plaintext (--insecure), connect with "
+                    "insecure=True (--insecure) too")
+        return ""
 
     async def _maintain(self) -> None:
         try:

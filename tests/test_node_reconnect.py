@@ -64,7 +64,8 @@ async def test_link_restarted_on_same_port_node_registers_again_and_serves(tmp_p
         await end_process(first)
 
 
-async def test_node_forgotten_by_the_link_registers_again(superlink_factory) -> None:
+async def test_node_forgotten_by_the_link_registers_again(superlink_factory, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="fl_async.supernode")
     link = await superlink_factory()
     async with SuperNode(echo_app(), link.fleet_address, insecure=True, heartbeat_interval=0.2) as node:
         first = await node.wait_registered(timeout=5)
@@ -73,6 +74,9 @@ async def test_node_forgotten_by_the_link_registers_again(superlink_factory) -> 
         assert link.stats().nodes == 0
         second = await serve_one_round(link)  # the next heartbeat/pull gets UNAUTHENTICATED -> CreateNode
         assert second != first and node.registrations == 2
+    again = [r for r in caplog.records if "registered again" in r.getMessage()]
+    assert len(again) == 1 and again[0].levelno == logging.INFO  # the operator sees that the node recovered
+    assert f"as node {second}" in again[0].getMessage() and f"forgot node {first}" in again[0].getMessage()
 
 
 async def test_node_started_before_the_link_retries_then_registers(superlink_factory, caplog) -> None:
@@ -121,7 +125,7 @@ async def test_network_blip_keeps_the_registration_and_delivers_the_reply_made_m
         release.wait(10)
         return msg.create_reply(RecordSet(metrics_records={"m": MetricsRecord({"node": ctx.node_id})}))
 
-    caplog.set_level(logging.WARNING, logger="fl_async.supernode")
+    caplog.set_level(logging.INFO, logger="fl_async.supernode")
     try:
         async with RawDriver(link.driver_address) as drv, SuperNode(
             app, f"127.0.0.1:{proxy.port}", insecure=True, heartbeat_interval=2.0, max_backoff=0.2
@@ -141,6 +145,8 @@ async def test_network_blip_keeps_the_registration_and_delivers_the_reply_made_m
             reply = await drv.reply(run, mid)
             assert reply.has_content(), reply.error  # delivered after the blip, not NODE_UNAVAILABLE
             assert node.node_id == node_id and node.registrations == 1  # same registration resumed
+            assert any(r.levelno == logging.INFO and "restored; same registration" in r.getMessage()
+                       for r in caplog.records)
     finally:
         release.set()
         await proxy.aclose()

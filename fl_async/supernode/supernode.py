@@ -465,8 +465,13 @@ class SuperNode(_Messages):
             self._registrations += 1
             for ctx in self._contexts.values():
                 ctx.node_id = sess.node_id
-            logger.info("node %s: registered with SuperLink %s (heartbeat every %.3g s)", sess.node_id,
-                        self.superlink, self._interval)
+            if self._last_session is None:
+                logger.info("node %s: registered with SuperLink %s (heartbeat every %.3g s)", sess.node_id,
+                            self.superlink, self._interval)
+            else:  # the operator sees that the node recovered (e.g. after a link restart)
+                logger.info("node %s: registered again as node %s with SuperLink %s (the link forgot node %s; "
+                            "heartbeat every %.3g s)", sess.node_id, sess.node_id, self.superlink,
+                            self._last_session.node_id, self._interval)
         self._resumable = None
         self._session = self._last_session = sess
         self._session_evt.set()

@@ -17,6 +17,7 @@ from fl_async.common import (
     ParametersRecord,
     RecordSet,
 )
+from fl_async.proto.fl_async import v1 as pb
 from fl_async.supernode import SuperNode
 from tests.node_driver import RawDriver
 
@@ -87,3 +88,29 @@ async def test_unexpected_node_failure_still_answers_the_instruction(superlink, 
     assert "RuntimeError" in failed.error.reason and "injected node failure" in failed.error.reason
     assert ok.has_content()
     assert any("injected node failure" in r.getMessage() or r.exc_info for r in caplog.records)
+
+
+async def test_link_logs_a_resent_reply_at_info_and_a_bad_one_at_warning(superlink, caplog) -> None:
+    """A node re-sending a reply after a broken push (the link stored the first copy) is normal: INFO."""
+    from tests.link_stubs import RawDriver as WireDriver
+    from tests.link_stubs import RawNode, channel, instruction, reply_to
+
+    caplog.set_level(logging.INFO, logger="fl_async.superlink")
+    fleet, drv_ch = channel(superlink.fleet_address), channel(superlink.driver_address)
+    try:
+        node = await RawNode.create(pb.FleetStub(fleet))
+        drv = await WireDriver.create(pb.DriverStub(drv_ch))
+        await drv.push([instruction(drv.run_id, node.node_id), instruction(drv.run_id, node.node_id)])
+        first, second = await node.pull(max_messages=2)
+        reply = reply_to(first)
+        assert (await node.reply([reply])).message_ids[0]
+        assert not (await node.reply([reply])).message_ids[0]  # the same reply again, still stored
+        assert len(await drv.pull([first.metadata.message_id])) == 1
+        assert not (await node.reply([reply])).message_ids[0]  # again, after the driver took the first copy
+        assert not (await node.reply([reply_to(second, run_id=drv.run_id + 1)])).message_ids[0]  # a bad reply
+    finally:
+        fleet.close()
+        drv_ch.close()
+    refused = [r for r in caplog.records if "refused" in r.getMessage()]
+    assert [r.levelno for r in refused] == [logging.INFO, logging.INFO, logging.WARNING], [
+        (r.levelname, r.getMessage()) for r in refused]

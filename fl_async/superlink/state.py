@@ -559,7 +559,7 @@ class LinkState:
         reasons: list[str] = []
         ready: list[str] = []
         for position, msg in enumerate(messages):
-            reason = reply_shape_problem(msg, node_id)
+            reason = shape_problem = reply_shape_problem(msg, node_id)
             ins = None
             if not reason:
                 md = msg.metadata
@@ -574,7 +574,13 @@ class LinkState:
                 else:
                     reason = payload_problem(self.payloads, msg)
             if reason or ins is None:
-                log.warning("PushReplies node %d position %d refused: %s", node_id, position, reason)
+                # A node re-sending a reply the link already has (its push broke off after sending) is routine:
+                # INFO. Genuinely bad replies (expired, answered by the link, malformed) stay WARNING.
+                link_answered = ins is not None and ins.reply is not None and ins.reply.error is not None and (
+                    ins.reply.error.code in (ErrorCode.MESSAGE_EXPIRED, ErrorCode.NODE_UNAVAILABLE))
+                resent = not shape_problem and (ins is None or (ins.status is Status.ANSWERED and not link_answered))
+                log.log(logging.INFO if resent else logging.WARNING,
+                        "PushReplies node %d position %d refused: %s", node_id, position, reason)
                 ids.append("")
                 reasons.append(reason)
                 continue

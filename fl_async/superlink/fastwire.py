@@ -7,8 +7,9 @@ betterproto2 (about half the link's codec time) is wasted work. Instead:
 * on decode, :func:`remember_tails` keeps, for each small message of a ``PushMessagesRequest`` /
   ``PushRepliesRequest``, the raw bytes of every field except ``metadata`` (its "tail": content or error,
   plus unknown fields) on the parsed object;
-* on encode, :func:`encode_messages_response` writes each message as ``metadata`` (encoded here from the
-  parsed, possibly updated object; 9 scalar fields) followed by the tail, verbatim.
+* on encode, :func:`encode_messages_response` writes each message as ``metadata`` (encoded by
+  :func:`fl_async._protowire.encode_metadata` from the parsed, possibly updated object; 9 scalar fields)
+  followed by the tail, verbatim.
 
 Messages without a tail (synthesized errors, messages larger than :data:`TAIL_LIMIT`) go through betterproto2.
 Record content is never built here; it is copied byte for byte (``fl_async.codec`` stays the only module that
@@ -17,9 +18,9 @@ maps records to the wire). The result is ordinary protobuf: field order is free 
 
 from __future__ import annotations
 
-import struct
 from typing import Any
 
+from fl_async._protowire import encode_metadata, varint
 from fl_async.proto.fl_async import v1 as pb
 
 __all__ = ["TAIL_LIMIT", "remember_tails", "encode_messages_response", "encode_metadata"]
@@ -29,52 +30,6 @@ TAIL_LIMIT = 64 * 1024
 never holds a second copy of a large payload."""
 
 _TAIL = "_fl_async_tail"
-_pack_double = struct.Struct("<d").pack
-_MASK64 = (1 << 64) - 1
-
-
-def _varint(value: int) -> bytes:
-    if value < 0x80:
-        return bytes((value,))
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def _zigzag(value: int) -> bytes:
-    return _varint(((value << 1) ^ (value >> 63)) & _MASK64)
-
-
-def _string(tag: bytes, value: str) -> bytes:
-    data = value.encode()
-    return tag + _varint(len(data)) + data
-
-
-def encode_metadata(md: pb.Metadata) -> bytes:
-    """Protobuf bytes of a ``Metadata`` (proto3: default values omitted), equal to what betterproto2 parses back."""
-    parts: list[bytes] = []
-    if md.run_id:
-        parts.append(b"\x08" + _zigzag(md.run_id))
-    if md.message_id:
-        parts.append(_string(b"\x12", md.message_id))
-    if md.src_node_id:
-        parts.append(b"\x18" + _zigzag(md.src_node_id))
-    if md.dst_node_id:
-        parts.append(b"\x20" + _zigzag(md.dst_node_id))
-    if md.reply_to_message:
-        parts.append(_string(b"\x2a", md.reply_to_message))
-    if md.group_id:
-        parts.append(_string(b"\x32", md.group_id))
-    if md.ttl != 0 or md.ttl != md.ttl:  # NaN is kept (validation refuses it elsewhere)
-        parts.append(b"\x39" + _pack_double(md.ttl))
-    if md.message_type:
-        parts.append(_string(b"\x42", md.message_type))
-    if md.created_at != 0 or md.created_at != md.created_at:
-        parts.append(b"\x49" + _pack_double(md.created_at))
-    return b"".join(parts)
 
 
 def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
@@ -151,6 +106,6 @@ def encode_messages_response(messages: list[pb.Message], tag: bytes = b"\x0a") -
             body = bytes(message)
         else:
             md = encode_metadata(message.metadata)
-            body = b"\x0a" + _varint(len(md)) + md + tail
-        parts.append(tag + _varint(len(body)) + body)
+            body = b"\x0a" + varint(len(md)) + md + tail
+        parts.append(tag + varint(len(body)) + body)
     return b"".join(parts)

@@ -8,7 +8,8 @@ betterproto2, from :func:`fl_async.codec.message_to_proto`) and embedded as byte
 not serialize again and the node knows the request's size before sending it.
 
 :func:`message_bytes` serializes a reply made by :func:`fl_async.codec.message_to_proto`: its ``Metadata``
-(nine scalars, ~30 us in betterproto2) is written here, its content or error by betterproto2.
+(nine scalars, ~30 us in betterproto2) is written by :func:`fl_async._protowire.encode_metadata` (shared with
+the link), its content or error by betterproto2.
 
 The output is byte-identical to ``bytes(pb.PullInstructionsRequest(...))`` / ``bytes(pb.PushRepliesRequest(...))``
 and ``bytes(pb.Message(...))`` (proto3: fields in number order, zero values omitted, set sub-messages
@@ -18,14 +19,12 @@ written even when empty); ``tests/test_node_wire.py`` checks that. Record conten
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Sequence
 
+from fl_async._protowire import double_field, encode_metadata, len_field, sint64_field, varint
 from fl_async.proto.fl_async import v1 as pb
 
 __all__ = ["Encoded", "auth_field", "message_bytes", "pull_request", "push_request"]
-
-_PACK_DOUBLE = struct.Struct("<d").pack
 
 
 class Encoded:
@@ -47,51 +46,6 @@ class Encoded:
         return len(self.data)
 
 
-def _varint(value: int) -> bytes:
-    if value < 0:
-        value += 1 << 64  # two's complement, as protobuf encodes negative int64
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def _zigzag64(value: int) -> int:
-    return (value << 1) ^ (value >> 63)
-
-
-def _len_field(number: int, payload: bytes) -> bytes:
-    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
-
-
-def _sint64(tag: bytes, value: int) -> bytes:
-    return tag + _varint(_zigzag64(value)) if value else b""
-
-
-def _string(number: int, value: str) -> bytes:
-    return _len_field(number, value.encode()) if value else b""
-
-
-def _double(tag: bytes, value: float) -> bytes:
-    return tag + _PACK_DOUBLE(value) if value else b""
-
-
-def _metadata_bytes(md: pb.Metadata) -> bytes:
-    return b"".join((
-        _sint64(b"\x08", md.run_id),
-        _string(2, md.message_id),
-        _sint64(b"\x18", md.src_node_id),
-        _sint64(b"\x20", md.dst_node_id),
-        _string(5, md.reply_to_message),
-        _string(6, md.group_id),
-        _double(b"\x39", md.ttl),
-        _string(8, md.message_type),
-        _double(b"\x49", md.created_at),
-    ))
-
-
 def message_bytes(message: pb.Message) -> bytes:
     """``bytes(message)``, with the ``Metadata`` written here (the content/error by betterproto2).
 
@@ -100,11 +54,11 @@ def message_bytes(message: pb.Message) -> bytes:
     """
     parts = []
     if message.metadata is not None:
-        parts.append(_len_field(1, _metadata_bytes(message.metadata)))  # Metadata metadata = 1
+        parts.append(len_field(b"\x0a", encode_metadata(message.metadata)))  # Metadata metadata = 1
     if message.content is not None:
-        parts.append(_len_field(2, bytes(message.content)))  # RecordSet content = 2
+        parts.append(len_field(b"\x12", bytes(message.content)))  # RecordSet content = 2
     if message.error is not None:
-        parts.append(_len_field(3, bytes(message.error)))  # Error error = 3
+        parts.append(len_field(b"\x1a", bytes(message.error)))  # Error error = 3
     return b"".join(parts)
 
 
@@ -113,12 +67,10 @@ def auth_field(auth: pb.NodeAuth) -> bytes:
 
     Encode it once per registration and pass it to :func:`pull_request` / :func:`push_request`.
     """
-    body = b""
-    if auth.node_id:
-        body += b"\x08" + _varint(_zigzag64(auth.node_id))  # sint64 node_id = 1
+    body = sint64_field(b"\x08", auth.node_id)  # sint64 node_id = 1
     if auth.token:
-        body += _len_field(2, auth.token)  # bytes token = 2
-    return _len_field(1, body)
+        body += len_field(b"\x12", auth.token)  # bytes token = 2
+    return len_field(b"\x0a", body)
 
 
 def pull_request(auth: bytes, max_messages: int, timeout: float) -> bytes:
@@ -131,10 +83,8 @@ def pull_request(auth: bytes, max_messages: int, timeout: float) -> bytes:
     """
     out = auth
     if max_messages:
-        out += b"\x10" + _varint(max_messages)  # uint32 max_messages = 2
-    if timeout:
-        out += b"\x19" + _PACK_DOUBLE(timeout)  # double timeout = 3
-    return out
+        out += b"\x10" + varint(max_messages)  # uint32 max_messages = 2
+    return out + double_field(b"\x19", timeout)  # double timeout = 3
 
 
 def push_request(auth: bytes, messages: Sequence[bytes], pull_max_messages: int = 0, pull_timeout: float = 0.0) -> bytes:
@@ -147,9 +97,8 @@ def push_request(auth: bytes, messages: Sequence[bytes], pull_max_messages: int 
         pull_timeout: seconds the link may hold that pull.
     """
     parts = [auth]
-    parts.extend(_len_field(2, m) for m in messages)  # repeated Message messages = 2
+    parts.extend(len_field(b"\x12", m) for m in messages)  # repeated Message messages = 2
     if pull_max_messages:
-        parts.append(b"\x18" + _varint(pull_max_messages))  # uint32 pull_max_messages = 3
-    if pull_timeout:
-        parts.append(b"\x21" + _PACK_DOUBLE(pull_timeout))  # double pull_timeout = 4
+        parts.append(b"\x18" + varint(pull_max_messages))  # uint32 pull_max_messages = 3
+    parts.append(double_field(b"\x21", pull_timeout))  # double pull_timeout = 4
     return b"".join(parts)

@@ -573,6 +573,12 @@ def _record_check(cls: type) -> Callable[[str, Any], Any]:
     return check
 
 
+# Built once: every RecordSet's three TypedDicts share these value checks.
+_check_parameters_record = _record_check(ParametersRecord)
+_check_metrics_record = _record_check(MetricsRecord)
+_check_configs_record = _record_check(ConfigsRecord)
+
+
 class RecordSet:
     """The content of a message: named parameters, metrics and configs records.
 
@@ -593,9 +599,9 @@ class RecordSet:
         metrics_records: Mapping[str, MetricsRecord] | None = None,
         configs_records: Mapping[str, ConfigsRecord] | None = None,
     ) -> None:
-        self._parameters: TypedDict[ParametersRecord] = TypedDict(_record_check(ParametersRecord), parameters_records)
-        self._metrics: TypedDict[MetricsRecord] = TypedDict(_record_check(MetricsRecord), metrics_records)
-        self._configs: TypedDict[ConfigsRecord] = TypedDict(_record_check(ConfigsRecord), configs_records)
+        self._parameters: TypedDict[ParametersRecord] = TypedDict(_check_parameters_record, parameters_records)
+        self._metrics: TypedDict[MetricsRecord] = TypedDict(_check_metrics_record, metrics_records)
+        self._configs: TypedDict[ConfigsRecord] = TypedDict(_check_configs_record, configs_records)
 
     @property
     def parameters_records(self) -> TypedDict[ParametersRecord]:

@@ -297,6 +297,8 @@ PAYLOAD = np.arange(4, dtype=np.float32).tobytes()
         (pb.Array(dtype="float", shape=[2], stype=SType.NUMPY, data=PAYLOAD, nbytes=16), TypeError, "'float'"),
         (pb.Array(dtype="float32", shape=[-4], stype=SType.NUMPY, data=PAYLOAD, nbytes=16), ValueError, "non-negative"),
         (pb.Array(dtype="float32", shape=[2**62, 2**62], stype=SType.NUMPY, data=PAYLOAD, nbytes=16), ValueError, "need"),
+        # empty (a zero dimension) but its other dimensions overflow numpy's index type (found by hypothesis)
+        (pb.Array(dtype="float32", shape=[0, 2**31, 2**31], stype=SType.NUMPY, data=b"", nbytes=0), ValueError, "need"),
         (pb.Array(dtype="float32", shape=[4], stype=SType.NUMPY, digest=b"\x01" * 32, nbytes=16), IntegrityError, "not received"),
         (pb.Array(dtype="float32", shape=[4], stype=SType.NUMPY, digest=b"\x01" * 5, nbytes=16), IntegrityError, "digest has 5 bytes"),
         (pb.Array(dtype="float32", shape=[4], stype=SType.NUMPY, data=PAYLOAD, digest=b"\x01" * 32, nbytes=16), IntegrityError, "both"),

@@ -39,6 +39,8 @@ __all__ = [
 
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
+_MAX_ARRAY_BYTES = INT64_MAX
+"""Largest array numpy can represent, in bytes (its index type is signed 64-bit)."""
 
 # dtype kinds that can be sent: bool, signed/unsigned integers, floats, complex.
 _ALLOWED_KINDS = frozenset("biufc")
@@ -217,11 +219,21 @@ class Array:
 
         Raises:
             TypeError: ``dtype`` is not a supported name (see :func:`dtype_itemsize`).
-            ValueError: the payload length differs from ``itemsize * prod(shape)``.
+            ValueError: the payload length differs from ``itemsize * prod(shape)``, or the shape's
+                non-zero dimensions exceed what numpy can index (2**63 - 1 bytes).
         """
         if self.stype != SType.NUMPY:
             return
-        expected = math.prod(self.shape) * dtype_itemsize(self.dtype)
+        itemsize = dtype_itemsize(self.dtype)
+        # numpy refuses shapes whose non-zero dimensions overflow its index type, even when a zero
+        # dimension makes the array empty: refuse them here with the same ValueError family.
+        span = math.prod(d for d in self.shape if d) * itemsize
+        if span > _MAX_ARRAY_BYTES:
+            raise ValueError(
+                f"Array shape {self.shape} of dtype {self.dtype!r} is too large: its dimensions need "
+                f"{span} bytes, more than numpy can index (2**63 - 1)"
+            )
+        expected = math.prod(self.shape) * itemsize
         if self.nbytes != expected:
             raise ValueError(
                 f"Array payload has {self.nbytes} bytes but dtype {self.dtype!r} and shape "

@@ -13,6 +13,7 @@ import time
 import anyio
 import pytest
 
+from benchmarks.disconnect_detection import NODE
 from fl_async.client import ClientApp
 from fl_async.common import Context, Message, MetricsRecord, RecordSet
 from fl_async.common.message import ErrorCode
@@ -26,25 +27,7 @@ pytestmark = pytest.mark.anyio
 
 # A real SuperNode (30 s heartbeats, one instruction at a time) whose handler never returns: while it runs, the
 # node holds no pull and sends no heartbeat for 30 s, so only its open connection tells the link it is alive.
-BUSY_NODE = """
-import sys, anyio
-from fl_async.client import ClientApp
-from fl_async.supernode import SuperNode
-
-app = ClientApp()
-
-@app.train()
-async def train(msg, ctx):
-    print("busy", flush=True)
-    await anyio.sleep_forever()
-
-async def main():
-    async with SuperNode(app, sys.argv[1], insecure=True, heartbeat_interval=30.0) as node:
-        print("node", await node.wait_registered(timeout=30), flush=True)
-        await anyio.sleep_forever()
-
-anyio.run(main)
-"""
+BUSY_NODE = NODE  # the script benchmarks/disconnect_detection.py measures with
 
 
 async def test_killed_busy_node_is_unavailable_after_the_grace_not_the_heartbeat_window(

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from certs import write_certs
+from certs import CertFiles, write_certs
 
 FL_ASYNC = str(Path(sys.executable).with_name("fl-async"))
 REPO = Path(__file__).resolve().parents[1]
@@ -107,9 +107,9 @@ def procs():
         p.kill()
 
 
-def test_tls_deployment_three_rounds_then_sigterm(tmp_path: Path, procs: list[Proc]) -> None:
-    certs = write_certs(tmp_path)
-    link = Proc(
+def tls_link(certs: CertFiles) -> Proc:
+    """Start `fl-async superlink` over TLS on free 127.0.0.1 ports."""
+    return Proc(
         "superlink",
         "--driver-api-address", "127.0.0.1:0",
         "--fleet-api-address", "127.0.0.1:0",
@@ -117,6 +117,11 @@ def test_tls_deployment_three_rounds_then_sigterm(tmp_path: Path, procs: list[Pr
         "--ssl-certfile", str(certs.server_cert),
         "--ssl-keyfile", str(certs.server_key),
     )
+
+
+def test_tls_deployment_three_rounds_then_sigterm(tmp_path: Path, procs: list[Proc]) -> None:
+    certs = write_certs(tmp_path)
+    link = tls_link(certs)
     procs.append(link)
     driver_addr, fleet_addr = link.wait_for(ADDRESSES).groups()
     assert "TLS" in link.err[-1]
@@ -162,14 +167,7 @@ def test_tls_deployment_three_rounds_then_sigterm(tmp_path: Path, procs: list[Pr
 
 def test_plaintext_server_app_against_tls_link_fails_clearly(tmp_path: Path, procs: list[Proc]) -> None:
     certs = write_certs(tmp_path)
-    link = Proc(
-        "superlink",
-        "--driver-api-address", "127.0.0.1:0",
-        "--fleet-api-address", "127.0.0.1:0",
-        "--ssl-ca-certfile", str(certs.ca_cert),
-        "--ssl-certfile", str(certs.server_cert),
-        "--ssl-keyfile", str(certs.server_key),
-    )
+    link = tls_link(certs)
     procs.append(link)
     driver_addr, _ = link.wait_for(ADDRESSES).groups()
     server = Proc("server-app", "examples.quickstart.server:app", "--superlink", driver_addr, "--insecure")

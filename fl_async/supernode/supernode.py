@@ -336,28 +336,29 @@ class SuperNode(_Messages):
         if sess is None:
             return  # link unreachable: the call fails on its own or is cancelled
         self._deleted = True  # from here on, a lost session is not re-registered
-        try:
-            with anyio.fail_after(_DELETE_TIMEOUT):
-                await sess.conn.delete_node(sess.auth, timeout=_DELETE_TIMEOUT)
-            logger.info("node %s: deleted on the SuperLink", sess.node_id)
-        except (FlAsyncError, TimeoutError) as exc:
-            logger.info("node %s: DeleteNode failed (best effort): %s", sess.node_id, exc)
+        if not await self._delete_node(sess):
             return
         with anyio.move_on_after(_DELETE_TIMEOUT):
             while self._puller == "push":
                 await self._slot_evt.wait()
+
+    async def _delete_node(self, sess: _Session) -> bool:
+        """DeleteNode for ``sess``, best effort within ``_DELETE_TIMEOUT``; whether the link confirmed it."""
+        try:
+            with anyio.fail_after(_DELETE_TIMEOUT):
+                await sess.conn.delete_node(sess.auth, timeout=_DELETE_TIMEOUT)
+        except (FlAsyncError, TimeoutError) as exc:
+            logger.info("node %s: DeleteNode failed (best effort): %s", sess.node_id, exc)
+            return False
+        logger.info("node %s: deleted on the SuperLink", sess.node_id)
+        return True
 
     async def _goodbye(self) -> None:
         if self._blob_client is not None:  # issue 7: close the blob path's idle connections
             await self._blob_client.aclose()
         sess = self._last_session
         if sess is not None and not self._deleted:
-            try:
-                with anyio.fail_after(_DELETE_TIMEOUT):
-                    await sess.conn.delete_node(sess.auth, timeout=_DELETE_TIMEOUT)
-                logger.info("node %s: deleted on the SuperLink", sess.node_id)
-            except (FlAsyncError, TimeoutError) as exc:
-                logger.info("node %s: DeleteNode failed (best effort): %s", sess.node_id, exc)
+            await self._delete_node(sess)
         if self._conn is not None:
             self._conn.close()
             self._conn = None

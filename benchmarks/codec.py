@@ -7,7 +7,7 @@ tracemalloc peak per phase; results are recorded in ``benchmarks/RESULTS.md``.
 "Encode" is what a sender does: ``codec.message_to_proto`` + serializing the wire message to bytes
 (what grpclib does with it). "Decode" is the receiver: parsing the bytes + ``codec.message_from_proto``
 + ``Array.numpy()``. On the external path the payload itself is not in the protobuf bytes: the encoder
-puts the array's own buffer in ``blobs`` under its SHA-256 digest, and the decoder looks it up there
+puts the array's own buffer in ``blobs`` under its BLAKE3 digest, and the decoder looks it up there
 (the blob transport that moves those bytes between processes is measured elsewhere).
 """
 

@@ -3,7 +3,7 @@
 Part 1, ``stream`` (issue 7's "one chunk stream >= 50 % of raw asyncio TCP, same run"): a blob server
 runs in its own process (``BlobServer`` over a ``BlobStore``, as inside the link); this process
 uploads one blob (``BlobClient.put``: chunks received straight into the store's preallocated buffer,
-SHA-256 verified) and downloads it back (``BlobClient.get``: into one preallocated buffer, verified),
+BLAKE3 verified) and downloads it back (``BlobClient.get``: into one preallocated buffer, verified),
 next to ``benchmarks.raw_tcp`` (plain asyncio streams, nothing stored or hashed) measured in the same
 run against its own server process.
 
@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import hashlib
 import os
 import statistics
 import sys
@@ -83,6 +82,7 @@ async def stream(sizes: list[int], reps: int, tls: bool, chunk_size: int, grpc: 
     """Print MiB/s of one blob upload/download vs raw asyncio TCP, best and median of ``reps``
     (and, with ``grpc``, vs a grpclib client/server-streaming variant with a raw-bytes codec)."""
     from benchmarks import raw_tcp
+    from fl_async._digest import digest_of
     from fl_async.blobs import BlobClient
 
     tls_dir = None
@@ -120,7 +120,7 @@ async def stream(sizes: list[int], reps: int, tls: bool, chunk_size: int, grpc: 
                 raw_down.append(size / await raw_tcp.download("127.0.0.1", raw_port, n))
                 buf[0] = rep  # a new blob each repetition (content-addressed: same bytes are not resent)
                 t = time.perf_counter()
-                d = hashlib.sha256(buf).digest()
+                d = digest_of(buf)
                 dig.append(size / (time.perf_counter() - t))
                 t = time.perf_counter()
                 sent = await client.put(d, buf)
@@ -142,7 +142,7 @@ async def stream(sizes: list[int], reps: int, tls: bool, chunk_size: int, grpc: 
             if g_up:
                 print(f"{size:4d} MiB  grpclib stream up  {fmt(g_up)} MiB/s   ratio (median) {statistics.median(g_up) / statistics.median(raw_up):.2f}")
                 print(f"{size:4d} MiB  grpclib stream dn  {fmt(g_down)} MiB/s   ratio (median) {statistics.median(g_down) / statistics.median(raw_down):.2f}")
-            print(f"{size:4d} MiB  (sender-side SHA-256, done by the codec at encode time: {statistics.median(dig):.0f} MiB/s)")
+            print(f"{size:4d} MiB  (sender-side BLAKE3 digest, done by the codec at encode time: {statistics.median(dig):.0f} MiB/s)")
             del buf
         await client.aclose()
     finally:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
-
 import pytest
 
+from fl_async._digest import digest_of
 from fl_async.blobs import protocol as p
 from fl_async.blobs.store import BlobBusyError, BlobState, BlobStore, BlobStoreFullError, UnknownBlobError
 from fl_async.common.errors import IntegrityError
@@ -13,7 +12,7 @@ from fl_async.common.errors import IntegrityError
 
 def blob(n: int, seed: int = 0) -> tuple[bytes, bytes]:
     data = bytes((i * 7 + seed) % 251 for i in range(n))
-    return hashlib.sha256(data).digest(), data
+    return digest_of(data), data
 
 
 def upload(store: BlobStore, digest: bytes, data: bytes, *, upto: int | None = None, writer: object = "w") -> object:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 import socket
 from collections.abc import AsyncIterator
@@ -11,6 +10,7 @@ from collections.abc import AsyncIterator
 import anyio
 import pytest
 
+from fl_async._digest import digest_of
 from fl_async._net import ServerTLS, client_ssl_context, server_ssl_context
 from fl_async.blobs import BlobClient, BlobServer, BlobStore
 from fl_async.blobs import protocol as p
@@ -30,7 +30,7 @@ TOKEN = b"node-token"
 
 def payload(n: int, seed: int = 0) -> tuple[bytes, bytes]:
     data = os.urandom(n) if seed == 0 else bytes((seed + i) % 256 for i in range(n))
-    return hashlib.sha256(data).digest(), data
+    return digest_of(data), data
 
 
 @pytest.fixture

@@ -317,7 +317,7 @@ def test_external_payload_wrong_size_or_corrupted() -> None:
         _decode(_wire_with(arr), blobs={digest: bytearray(PAYLOAD[:12])})
     corrupted = bytearray(PAYLOAD)
     corrupted[0] ^= 1
-    with pytest.raises(IntegrityError, match="'p/w'.*SHA-256"):
+    with pytest.raises(IntegrityError, match="'p/w'.*BLAKE3"):
         _decode(_wire_with(arr), blobs={digest: corrupted})
     # verify=False trusts the transport (which checked the digest itself)
     out = codec.recordset_from_proto(_wire_with(arr), blobs={digest: corrupted}, verify=False)

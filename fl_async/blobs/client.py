@@ -2,16 +2,16 @@
 
 Used by the driver and the node runtime to move external array payloads (see :mod:`fl_async.codec`)
 to and from the SuperLink's :class:`~fl_async.blobs.server.BlobServer`. Downloads are written into
-one preallocated buffer and verified against their SHA-256 digest; nothing unverified is returned.
+one preallocated buffer and verified against their BLAKE3 digest; nothing unverified is returned.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import ssl as _ssl
 from collections.abc import Iterable, Mapping
 
+from fl_async._digest import new_hasher
 from fl_async.blobs import protocol as p
 from fl_async.blobs._buffers import allocate
 from fl_async.blobs._stream import BufferedStream, open_stream
@@ -214,7 +214,7 @@ class BlobClient:
         return await self._attempts(what, run)
 
     async def put(self, digest: bytes, buffer: Buffer) -> int:
-        """Upload ``buffer`` as blob ``digest`` (SHA-256 of the buffer), unless the server has it.
+        """Upload ``buffer`` as blob ``digest`` (BLAKE3 digest of the buffer, see :mod:`fl_async._digest`), unless the server has it.
 
         The server answers whether it holds the blob before any byte is sent (a blob already stored is
         skipped); an interrupted upload resumes from the bytes the server kept.
@@ -263,10 +263,10 @@ class BlobClient:
         """Download blob ``digest`` of ``nbytes`` bytes into one preallocated buffer and verify it.
 
         An interrupted download resumes from the bytes already received (at most ``max_retries``
-        times); the SHA-256 is computed incrementally while receiving.
+        times); the digest is computed incrementally while receiving.
 
         Args:
-            digest: SHA-256 of the payload (32 bytes).
+            digest: BLAKE3 digest of the payload (32 bytes).
             nbytes: its length in bytes, as announced by the message (``Array.nbytes``).
             out: optional destination of exactly ``nbytes`` bytes (default: a new writable buffer,
                 a ``memoryview`` of format ``"B"`` over uninitialised memory).
@@ -289,7 +289,7 @@ class BlobClient:
         if dest.nbytes != nbytes:
             raise ValueError(f"out has {dest.nbytes} bytes, expected {nbytes}")
         what = f"GET {digest.hex()[:16]}… ({nbytes} bytes)"
-        hasher = hashlib.sha256()
+        hasher = new_hasher()
         loop = asyncio.get_running_loop()
         received = 0
         hashed = 0

@@ -1,7 +1,7 @@
 """Sans-IO content-addressed blob store: one copy per digest, reference counts, resumable uploads.
 
 The SuperLink holds array payloads that travel outside the wire messages (external arrays, see
-:mod:`fl_async.codec`) in one :class:`BlobStore`. A blob is identified by the SHA-256 of its bytes
+:mod:`fl_async.codec`) in one :class:`BlobStore`. A blob is identified by the BLAKE3 digest of its bytes
 (32-byte digest), so pushing the same array to N nodes stores it once.
 
 Life of a blob:
@@ -30,11 +30,11 @@ waiters.
 from __future__ import annotations
 
 import enum
-import hashlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from fl_async._digest import DIGEST_SIZE, Hasher, new_hasher
 from fl_async.blobs._buffers import allocate
 from fl_async.common.errors import IntegrityError
 
@@ -48,10 +48,6 @@ __all__ = [
     "BlobStoreFullError",
     "UnknownBlobError",
 ]
-
-DIGEST_SIZE = 32
-"""Length in bytes of a blob digest (SHA-256)."""
-
 
 class BlobState(enum.Enum):
     """Where a blob is in its life."""
@@ -103,7 +99,7 @@ class _Blob:
     buffer: memoryview | None = None
     received: int = 0
     hashed: int = 0
-    hasher: hashlib._Hash | None = None  # type: ignore[name-defined]
+    hasher: Hasher | None = None
     writer: object | None = None
     owners: dict[object, int] = field(default_factory=dict)
     leases: dict[bytes, list[float]] = field(default_factory=dict)  # holder -> [count, expires_at]
@@ -121,7 +117,7 @@ class Upload:
 
     The writer receives bytes straight into :meth:`next_view` (a view of the preallocated buffer),
     calls :meth:`advance` with how many bytes arrived, and feeds :meth:`take_unhashed` to
-    :attr:`hasher` (it may do so on a worker thread: ``hashlib`` releases the GIL), then calls
+    :attr:`hasher` (it may do so on a worker thread: the hash releases the GIL), then calls
     :meth:`BlobStore.finish_upload` or :meth:`BlobStore.abort_upload`.
     """
 
@@ -145,8 +141,8 @@ class Upload:
         return self._blob.received
 
     @property
-    def hasher(self) -> hashlib._Hash:  # type: ignore[name-defined]
-        """Incremental SHA-256 over ``[0, hashed)``."""
+    def hasher(self) -> Hasher:
+        """Incremental BLAKE3 hash over ``[0, hashed)``."""
         assert self._blob.hasher is not None
         return self._blob.hasher
 
@@ -267,7 +263,7 @@ class BlobStore:
     @staticmethod
     def _check_digest(digest: bytes) -> None:
         if not isinstance(digest, (bytes, bytearray)) or len(digest) != DIGEST_SIZE:
-            raise ValueError(f"a blob digest is {DIGEST_SIZE} bytes (SHA-256)")
+            raise ValueError(f"a blob digest is {DIGEST_SIZE} bytes (BLAKE3)")
 
     def _entry(self, digest: bytes, nbytes: int, now: float) -> _Blob:
         self._check_digest(digest)
@@ -436,7 +432,7 @@ class BlobStore:
         if b.buffer is None:
             b.buffer = allocate(nbytes)
             self._bytes_held += nbytes
-            b.hasher = hashlib.sha256()
+            b.hasher = new_hasher()
             b.received = b.hashed = 0
             b.state = BlobState.UPLOADING
         b.writer = writer
@@ -461,7 +457,7 @@ class BlobStore:
 
         Raises:
             ValueError: not all bytes were received and hashed.
-            IntegrityError: the SHA-256 of the bytes is not the digest; the bytes are discarded (the
+            IntegrityError: the BLAKE3 digest of the bytes is not the digest; the bytes are discarded (the
                 blob goes back to declared if referenced, else it is forgotten) and nothing is stored.
         """
         b = upload._blob
@@ -499,7 +495,7 @@ class BlobStore:
         """Store a whole payload at once (copied into the store); a no-op if already complete.
 
         Raises:
-            IntegrityError: the SHA-256 of ``data`` is not ``digest`` (nothing stored).
+            IntegrityError: the BLAKE3 digest of ``data`` is not ``digest`` (nothing stored).
             BlobBusyError, BlobStoreFullError, ValueError: as :meth:`begin_upload`.
         """
         mv = memoryview(data).cast("B")

@@ -91,7 +91,7 @@ class Array(betterproto2.Message):
 
     digest: "bytes" = betterproto2.field(5, betterproto2.TYPE_BYTES)
     """
-    SHA-256 of the payload when external; empty when inline
+    BLAKE3 of the payload when external; empty when inline
     """
 
     nbytes: "int" = betterproto2.field(6, betterproto2.TYPE_UINT64)

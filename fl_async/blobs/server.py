@@ -2,7 +2,9 @@
 
 A plain asyncio server (TLS when given an :class:`ssl.SSLContext`, normally the link's own) speaking
 :mod:`fl_async.blobs.protocol`. Uploads are received straight into the store's preallocated buffer
-and hashed incrementally on a worker thread while the next chunk arrives; downloads write views of
+and hashed chunk by chunk on the event loop as each chunk completes (while it is still in the CPU's
+cache: measured here, that is ~30 % faster than hashing on a worker thread, which on 2 cores competes
+with the sender and the loop for the same cores; a 4 MiB chunk holds the loop ~1 ms); downloads write views of
 the stored buffer. Every request is authorized by the ``authorize(token)`` callback (the link checks
 node and driver tokens) and every length is checked before anything is allocated.
 """
@@ -15,7 +17,6 @@ import logging
 import ssl as _ssl
 import time
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 
 from fl_async.blobs import protocol as p
 from fl_async.blobs._stream import WRITE_HIGH_WATER, BufferedStream
@@ -28,9 +29,6 @@ log = logging.getLogger(__name__)
 
 Authorize = Callable[[bytes], "bool | Awaitable[bool]"]
 """``authorize(token) -> bool`` (or an awaitable of it): whether a request carrying ``token`` is allowed."""
-
-_THREAD_HASH_MIN = 256 * 1024  # hash on the worker thread from this chunk size on
-
 
 class BlobServer:
     """Serve a :class:`BlobStore` over the blob protocol.
@@ -88,7 +86,6 @@ class BlobServer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._streams: set[BufferedStream] = set()
         self._events: dict[bytes, asyncio.Event] = {}
-        self._hasher: ThreadPoolExecutor | None = None
         store.add_listener(self._on_store_change)
         self.port = 0
         """The bound TCP port (after :meth:`start`)."""
@@ -105,7 +102,6 @@ class BlobServer:
         if self._server is not None:
             raise RuntimeError("BlobServer already started")
         loop = asyncio.get_running_loop()
-        self._hasher = ThreadPoolExecutor(max_workers=2, thread_name_prefix="fl-async-blob-hash")
         self._server = await loop.create_server(
             lambda: BufferedStream(self._on_connect), host, port, ssl=self._ssl, backlog=self.backlog,
             ssl_handshake_timeout=self.io_timeout if self._ssl is not None else None,
@@ -128,9 +124,6 @@ class BlobServer:
         except TimeoutError:  # pragma: no cover
             log.warning("blob server: wait_closed timed out")
         self._server = None
-        if self._hasher is not None:
-            self._hasher.shutdown(wait=False, cancel_futures=True)
-            self._hasher = None
 
     async def __aenter__(self) -> BlobServer:
         if self._server is None:
@@ -250,8 +243,6 @@ class BlobServer:
             self._reply(stream, p.Status.EXISTS, offset=req.total, total=req.total)
             return True
         self._reply(stream, p.Status.CONTINUE, offset=up.received, total=up.nbytes)
-        loop = asyncio.get_running_loop()
-        hashing: asyncio.Future[None] | None = None
         done = False
         try:
             remaining = up.nbytes - up.received
@@ -262,17 +253,7 @@ class BlobServer:
                     await stream.readinto(up.next_view(n))
                 up.advance(n)
                 remaining -= n
-                if hashing is not None:
-                    await hashing
-                    hashing = None
-                view = up.take_unhashed()
-                if len(view) >= _THREAD_HASH_MIN and self._hasher is not None:
-                    hashing = loop.run_in_executor(self._hasher, up.hasher.update, view)
-                else:
-                    up.hasher.update(view)
-            if hashing is not None:
-                await hashing
-                hashing = None
+                up.hasher.update(up.take_unhashed())  # on the loop, while the chunk is in cache
             done = True
             try:
                 self.store.finish_upload(up, now=self._clock())
@@ -286,11 +267,6 @@ class BlobServer:
             return False
         finally:
             if not done:
-                if hashing is not None:  # the thread must finish before the upload can be resumed
-                    try:
-                        await asyncio.shield(hashing)
-                    except BaseException:  # noqa: BLE001
-                        pass
                 self.store.abort_upload(up, now=self._clock())
 
     # ------------------------------------------------------------------------------ GET

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from fl_async._digest import DIGEST_SIZE, Hasher, new_hasher
-from fl_async.blobs._buffers import allocate
+from fl_async.blobs.buffers import BufferPool, default_pool
 from fl_async.common.errors import IntegrityError
 
 __all__ = [
@@ -186,14 +186,21 @@ class BlobStore:
         max_blob_bytes: largest single blob accepted, in bytes.
         linger: seconds an unreferenced complete blob, or a stalled unreferenced upload, is kept
             before :meth:`sweep` frees it.
+        pool: where upload buffers come from (default: the process-wide
+            :func:`~fl_async.blobs.buffers.default_pool`); a freed blob's buffer is reused by a later
+            upload of the same size once nothing references it (:meth:`sweep` trims the pool).
     """
 
-    def __init__(self, *, max_bytes: int | None = None, max_blob_bytes: int = 1 << 40, linger: float = 60.0) -> None:
+    def __init__(
+        self, *, max_bytes: int | None = None, max_blob_bytes: int = 1 << 40, linger: float = 60.0,
+        pool: BufferPool | None = None,
+    ) -> None:
         if max_blob_bytes <= 0 or (max_bytes is not None and max_bytes <= 0):
             raise ValueError("max_bytes and max_blob_bytes must be positive")
         self.max_bytes = max_bytes
         self.max_blob_bytes = max_blob_bytes
         self.linger = float(linger)
+        self.pool = pool if pool is not None else default_pool()
         self._blobs: dict[bytes, _Blob] = {}
         self._owned: dict[object, dict[bytes, int]] = {}
         self._bytes_held = 0
@@ -381,7 +388,8 @@ class BlobStore:
     def sweep(self, now: float) -> int:
         """Free what nobody will ask for: expired leases, and unpinned blobs idle for ``linger`` seconds.
 
-        Call it periodically (the link does). Returns how many blobs were freed.
+        Call it periodically (the link does); it also trims the buffer pool (:meth:`BufferPool.trim`,
+        on the pool's own clock). Returns how many blobs were freed.
         """
         freed = 0
         for b in list(self._blobs.values()):
@@ -396,6 +404,7 @@ class BlobStore:
             if not b.pinned and now - b.idle_since >= self.linger:
                 self._free(b)
                 freed += 1
+        self.pool.trim()
         return freed
 
     # -------------------------------------------------------------------------------- uploads
@@ -430,7 +439,7 @@ class BlobStore:
                 )
         b = self._entry(digest, nbytes, now)
         if b.buffer is None:
-            b.buffer = allocate(nbytes)
+            b.buffer = self.pool.allocate(nbytes)
             self._bytes_held += nbytes
             b.hasher = new_hasher()
             b.received = b.hashed = 0

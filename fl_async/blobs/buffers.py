@@ -1,0 +1,293 @@
+"""Allocation of large payload buffers, and reuse of those nobody references any more.
+
+``bytearray(n)`` zero-fills with ``memset`` and then every page is faulted in on the first write:
+two passes. An anonymous ``mmap`` skips the fill (the kernel hands out zero pages as they are
+touched, i.e. while the payload is received into them): one pass. Huge pages are not requested on
+purpose: with the kernel's THP ``defrag=madvise`` setting a ``MADV_HUGEPAGE`` region compacts memory
+synchronously on fault, which measured here cost up to ~0.8 s per 400 MiB when another process (the
+link, storing the same payload) had just taken the free huge pages.
+
+Even that one pass is expensive: on this project's machine (a 2-core VM) fresh pages arrive at about
+2 GiB/s (``bytearray(n)``, an ``mmap`` written once and ``MAP_POPULATE`` all measure 1.9-2.5 GiB/s),
+which is half of what loopback TCP moves and so bounds every stream that stores what it receives in
+new memory. Federated rounds move arrays of the same sizes round after round, so a
+:class:`BufferPool` keeps the mappings of freed payloads (up to a byte budget, for a bounded time) and
+hands them out again: a download or upload into a reused mapping writes warm pages (~15 GiB/s).
+
+A mapping is reused only when nothing but the pool references it. Every ``memoryview`` of a mapping,
+every slice of one and every numpy array or :class:`~fl_async.common.records.Array` built on one keeps
+the ``mmap`` object alive through CPython's managed buffer, which holds one reference to it; so the
+mapping is free exactly when its reference count is the pool's own (:func:`sys.getrefcount`). Data a
+caller still holds is never overwritten.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import NamedTuple
+
+__all__ = [
+    "MMAP_MIN",
+    "BufferPool",
+    "BufferPoolStatistics",
+    "allocate",
+    "default_pool",
+    "set_default_pool",
+    "DEFAULT_POOL_BYTES",
+    "POOL_ENV",
+]
+
+MMAP_MIN = 1 << 20
+"""Buffers of at least this many bytes are anonymous memory maps; smaller ones are ``bytearray``."""
+
+DEFAULT_POOL_BYTES = 512 << 20
+"""Default budget (bytes) of freed buffers a process keeps for reuse (see :class:`BufferPool`)."""
+
+POOL_ENV = "FL_ASYNC_BUFFER_POOL"
+"""Environment variable overriding :data:`DEFAULT_POOL_BYTES` for the process-wide pool (bytes; ``0`` disables)."""
+
+_MAX_TRACKED = 256  # mappings watched at once; allocations beyond are plain (keeps trim() cheap)
+
+
+def _new_mapping(nbytes: int) -> mmap.mmap:
+    return mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+
+
+def allocate(nbytes: int) -> memoryview:
+    """A new writable, C-contiguous byte buffer of ``nbytes`` bytes (format ``"B"``), zero-initialised.
+
+    The memory is returned to the system when the last view of it is released.
+    """
+    if nbytes < MMAP_MIN:
+        return memoryview(bytearray(nbytes))
+    return memoryview(_new_mapping(nbytes))
+
+
+class BufferPoolStatistics(NamedTuple):
+    """Counts for introspection (see :meth:`BufferPool.statistics`)."""
+
+    #: mappings the pool watches (in use by someone, or idle)
+    tracked: int
+    #: bytes of all watched mappings
+    tracked_bytes: int
+    #: watched mappings nobody references (reusable)
+    idle: int
+    #: bytes of the idle mappings (held by the process only for reuse)
+    idle_bytes: int
+    #: allocations served by a reused mapping since the pool was made
+    reused: int
+    #: allocations that made a new mapping since the pool was made
+    fresh: int
+
+
+class _Entry:
+    __slots__ = ("map", "last_used")
+
+    def __init__(self, m: mmap.mmap, now: float) -> None:
+        self.map = m
+        self.last_used = now
+
+
+def _refs(entry: _Entry) -> int:
+    return sys.getrefcount(entry.map)
+
+
+def _calibrate() -> int | None:
+    """The reference count :func:`_refs` reports for a mapping only the pool holds, or ``None`` (no
+    reuse) when this interpreter does not show a live view in that count."""
+    entry = _Entry(_new_mapping(mmap.PAGESIZE), 0.0)
+    base = _refs(entry)
+    view = memoryview(entry.map)[1:]
+    with_view = _refs(entry)
+    del view
+    return base if with_view > base and _refs(entry) == base else None
+
+
+_IDLE_REFS = _calibrate()
+
+
+class BufferPool:
+    """Large payload buffers that are handed out again once nothing references them.
+
+    :meth:`allocate` returns a view of a mapping of exactly ``nbytes`` bytes: a watched mapping of that
+    size that nobody references any more when there is one (its old bytes are still in it: callers
+    overwrite the whole buffer before reading it), a new zero-filled one otherwise. Idle mappings are
+    dropped (memory returned to the system) by :meth:`trim`, which every :meth:`allocate` runs: those
+    idle for ``max_idle_seconds``, then the oldest ones until at most ``max_idle_bytes`` are idle.
+
+    Args:
+        max_idle_bytes: most bytes of idle mappings kept (``0`` disables reuse: :meth:`allocate` is
+            :func:`allocate`). Buffers larger than this are never watched.
+        max_idle_seconds: seconds an idle mapping is kept before :meth:`trim` drops it.
+        clock: monotonic clock in seconds (injectable for tests).
+
+    Thread-safe: one pool may serve the event loops of several threads (e.g. an in-process link and
+    nodes, or a blocking Driver's portal thread).
+    """
+
+    def __init__(
+        self,
+        *,
+        max_idle_bytes: int = DEFAULT_POOL_BYTES,
+        max_idle_seconds: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if isinstance(max_idle_bytes, bool) or not isinstance(max_idle_bytes, int) or max_idle_bytes < 0:
+            raise ValueError(f"max_idle_bytes must be a non-negative int, got {max_idle_bytes!r}")
+        if not max_idle_seconds >= 0:
+            raise ValueError(f"max_idle_seconds must be >= 0, got {max_idle_seconds!r}")
+        self.max_idle_bytes = max_idle_bytes
+        self.max_idle_seconds = float(max_idle_seconds)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._entries: dict[int, list[_Entry]] = {}
+        self._count = 0
+        self._reused = 0
+        self._fresh = 0
+
+    @staticmethod
+    def _idle(entry: _Entry) -> bool:
+        return _IDLE_REFS is not None and _refs(entry) == _IDLE_REFS
+
+    def allocate(self, nbytes: int) -> memoryview:
+        """A writable byte buffer (format ``"B"``) of ``nbytes`` bytes; contents unspecified.
+
+        Reuses an idle watched mapping of exactly ``nbytes`` bytes when there is one, else makes a new
+        zero-filled one (watched when ``MMAP_MIN <= nbytes <= max_idle_bytes``).
+
+        Raises:
+            ValueError: ``nbytes`` is negative.
+            OSError: the system refused the memory.
+        """
+        if nbytes < 0:
+            raise ValueError(f"nbytes must be >= 0, got {nbytes}")
+        if nbytes < MMAP_MIN or nbytes > self.max_idle_bytes:
+            return allocate(nbytes)
+        now = self._clock()
+        with self._lock:
+            self._trim(now)
+            for entry in self._entries.get(nbytes, ()):
+                if self._idle(entry):
+                    entry.last_used = now
+                    self._reused += 1
+                    return memoryview(entry.map)
+            m = _new_mapping(nbytes)
+            self._fresh += 1
+            if self._count < _MAX_TRACKED:
+                self._entries.setdefault(nbytes, []).append(_Entry(m, now))
+                self._count += 1
+            return memoryview(m)
+
+    def trim(self, now: float | None = None) -> int:
+        """Drop idle mappings kept too long or beyond the byte budget; returns bytes released.
+
+        ``now`` defaults to the pool's clock. Call it periodically where no allocation may happen for
+        a while (the link's sweep does).
+        """
+        with self._lock:
+            return self._trim(self._clock() if now is None else now)
+
+    def _trim(self, now: float) -> int:
+        idle: list[tuple[float, int, _Entry]] = []
+        released = 0
+        for size, entries in list(self._entries.items()):
+            keep = []
+            for entry in entries:
+                if not self._idle(entry):
+                    entry.last_used = now  # in use: its idle time starts when it is let go
+                    keep.append(entry)
+                elif now - entry.last_used >= self.max_idle_seconds:
+                    released += size
+                else:
+                    keep.append(entry)
+                    idle.append((entry.last_used, size, entry))
+            if keep:
+                self._entries[size] = keep
+            else:
+                del self._entries[size]
+        idle_bytes = sum(size for _, size, _ in idle)
+        if idle_bytes > self.max_idle_bytes:
+            idle.sort(key=lambda t: t[0])
+            for _, size, entry in idle:
+                if idle_bytes <= self.max_idle_bytes:
+                    break
+                entries = self._entries[size]
+                entries.remove(entry)
+                if not entries:
+                    del self._entries[size]
+                idle_bytes -= size
+                released += size
+        self._count = sum(len(v) for v in self._entries.values())
+        return released
+
+    def clear(self) -> int:
+        """Drop every idle mapping now (in-use ones stay watched); returns bytes released."""
+        with self._lock:
+            released = 0
+            for size, entries in list(self._entries.items()):
+                keep = [e for e in entries if not self._idle(e)]
+                released += size * (len(entries) - len(keep))
+                if keep:
+                    self._entries[size] = keep
+                else:
+                    del self._entries[size]
+            self._count = sum(len(v) for v in self._entries.values())
+            return released
+
+    def statistics(self) -> BufferPoolStatistics:
+        """Mappings watched and idle, their bytes, and how many allocations were reused or fresh."""
+        with self._lock:
+            tracked = tracked_bytes = idle = idle_bytes = 0
+            for size, entries in self._entries.items():
+                for entry in entries:
+                    tracked += 1
+                    tracked_bytes += size
+                    if self._idle(entry):
+                        idle += 1
+                        idle_bytes += size
+            return BufferPoolStatistics(tracked, tracked_bytes, idle, idle_bytes, self._reused, self._fresh)
+
+
+_default: BufferPool | None = None
+_default_lock = threading.Lock()
+
+
+def _pool_bytes_from_env() -> int:
+    raw = os.environ.get(POOL_ENV, "").strip()
+    if not raw:
+        return DEFAULT_POOL_BYTES
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{POOL_ENV}={raw!r}: expected a number of bytes (0 disables buffer reuse)") from None
+    if value < 0:
+        raise ValueError(f"{POOL_ENV}={raw!r}: expected a number of bytes >= 0")
+    return value
+
+
+def default_pool() -> BufferPool:
+    """The process-wide pool used by blob stores and blob clients that were not given one.
+
+    Its budget is :data:`DEFAULT_POOL_BYTES` (512 MiB), or the number of bytes in the
+    ``FL_ASYNC_BUFFER_POOL`` environment variable (``0`` disables reuse), read when first needed.
+
+    Raises:
+        ValueError: the environment variable is not a non-negative integer.
+    """
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = BufferPool(max_idle_bytes=_pool_bytes_from_env())
+        return _default
+
+
+def set_default_pool(pool: BufferPool | None) -> None:
+    """Replace the process-wide pool (``None``: make a new one from the environment when next needed)."""
+    global _default
+    with _default_lock:
+        _default = pool

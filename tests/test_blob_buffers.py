@@ -192,3 +192,21 @@ async def test_downloads_reuse_buffers_the_application_dropped_only() -> None:
             assert kept[0] == 1 and kept[-1] == 1
     finally:
         await srv.stop()
+
+
+def test_prefault_in_background_keeps_what_was_written_meanwhile() -> None:
+    import threading
+
+    assert buffers._madvise is not None  # Linux >= 5.14 here: MADV_POPULATE_WRITE available
+    n = buffers.PREFAULT_MIN * 2
+    v = buffers.allocate(n)
+    arr = np.frombuffer(v, dtype=np.uint8)
+    arr[:] = 0xA5  # written while the helper thread populates the same pages
+    for t in threading.enumerate():
+        if t.name == "fl-async-prefault":
+            t.join(timeout=30)
+            assert not t.is_alive()
+    assert (arr == 0xA5).all()
+    # the semaphore slot came back: more prefaults can start
+    assert buffers._PREFAULT_THREADS.acquire(blocking=False)
+    buffers._PREFAULT_THREADS.release()

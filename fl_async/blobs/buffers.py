@@ -10,9 +10,16 @@ link, storing the same payload) had just taken the free huge pages.
 Even that one pass is expensive: on this project's machine (a 2-core VM) fresh pages arrive at about
 2 GiB/s (``bytearray(n)``, an ``mmap`` written once and ``MAP_POPULATE`` all measure 1.9-2.5 GiB/s),
 which is half of what loopback TCP moves and so bounds every stream that stores what it receives in
-new memory. Federated rounds move arrays of the same sizes round after round, so a
-:class:`BufferPool` keeps the mappings of freed payloads (up to a byte budget, for a bounded time) and
-hands them out again: a download or upload into a reused mapping writes warm pages (~15 GiB/s).
+new memory. Two measures, measured in ``benchmarks/RESULTS.md`` ("issue 7, buffers"):
+
+* **Prefault in the background.** A new mapping of at least :data:`PREFAULT_MIN` bytes is populated by
+  a helper thread with ``madvise(MADV_POPULATE_WRITE)`` (Linux >= 5.14; 2.6-3.0 GiB/s, the call
+  releases the GIL) while the payload is being received into it from the front: the receiver mostly
+  finds its pages ready. Populating never changes a page's contents, so it cannot race with the
+  received bytes. Where the call is not available nothing is prefaulted.
+* **Reuse.** Federated rounds move arrays of the same sizes round after round, so a
+  :class:`BufferPool` keeps the mappings of freed payloads (up to a byte budget, for a bounded time)
+  and hands them out again: a download or upload into a reused mapping writes warm pages (~15 GiB/s).
 
 A mapping is reused only when nothing but the pool references it. Every ``memoryview`` of a mapping,
 every slice of one and every numpy array or :class:`~fl_async.common.records.Array` built on one keeps
@@ -23,6 +30,8 @@ caller still holds is never overwritten.
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import mmap
 import os
 import sys
@@ -40,6 +49,7 @@ __all__ = [
     "set_default_pool",
     "DEFAULT_POOL_BYTES",
     "POOL_ENV",
+    "PREFAULT_MIN",
 ]
 
 MMAP_MIN = 1 << 20
@@ -51,17 +61,66 @@ DEFAULT_POOL_BYTES = 512 << 20
 POOL_ENV = "FL_ASYNC_BUFFER_POOL"
 """Environment variable overriding :data:`DEFAULT_POOL_BYTES` for the process-wide pool (bytes; ``0`` disables)."""
 
+PREFAULT_MIN = 16 << 20
+"""New mappings of at least this many bytes are populated by a background thread (see module doc)."""
+
 _MAX_TRACKED = 256  # mappings watched at once; allocations beyond are plain (keeps trim() cheap)
+_MADV_POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE", 23)  # Linux >= 5.14
+_PREFAULT_STEP = 8 << 20  # bytes per madvise call (the thread notices an error early)
+_PREFAULT_THREADS = threading.BoundedSemaphore(2)  # beyond that, new mappings fault on first write
+
+
+def _load_madvise() -> Callable[[int, int, int], int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.madvise
+    except (OSError, AttributeError):  # pragma: no cover - no libc symbol
+        return None
+    fn.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    fn.restype = ctypes.c_int
+    return fn  # type: ignore[no-any-return]
+
+
+_madvise = _load_madvise()
+
+
+def _populate(m: mmap.mmap) -> None:
+    """Fault in every page of ``m`` for writing, front to back (runs on a helper thread)."""
+    global _madvise
+    try:
+        anchor = ctypes.c_char.from_buffer(m)  # pins the mapping while we work on it
+        try:
+            base, n = ctypes.addressof(anchor), len(m)
+            for pos in range(0, n, _PREFAULT_STEP):
+                if _madvise is None:
+                    return
+                if _madvise(base + pos, min(_PREFAULT_STEP, n - pos), _MADV_POPULATE_WRITE) != 0:
+                    if ctypes.get_errno() in (errno.EINVAL, errno.ENOSYS, errno.EPERM):
+                        _madvise = None  # this kernel has no MADV_POPULATE_WRITE: stop trying
+                    return
+        finally:
+            del anchor
+    finally:
+        _PREFAULT_THREADS.release()
 
 
 def _new_mapping(nbytes: int) -> mmap.mmap:
-    return mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    m = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    if nbytes >= PREFAULT_MIN and _madvise is not None and _PREFAULT_THREADS.acquire(blocking=False):
+        try:
+            threading.Thread(target=_populate, args=(m,), name="fl-async-prefault", daemon=True).start()
+        except RuntimeError:  # pragma: no cover - interpreter shutting down / no threads left
+            _PREFAULT_THREADS.release()
+    return m
 
 
 def allocate(nbytes: int) -> memoryview:
     """A new writable, C-contiguous byte buffer of ``nbytes`` bytes (format ``"B"``), zero-initialised.
 
-    The memory is returned to the system when the last view of it is released.
+    Buffers of :data:`PREFAULT_MIN` bytes or more are prefaulted by a background thread. The memory
+    is returned to the system when the last view of it is released.
     """
     if nbytes < MMAP_MIN:
         return memoryview(bytearray(nbytes))

@@ -498,6 +498,8 @@ class SuperNode(_Messages):
         while True:
             wait = self._interval * random.uniform(0.55, 0.65)
             await anyio.sleep(wait)
+            if self._blob_client is not None:  # return payload buffers idle for too long to the system
+                self._blob_client.pool.trim()
             # A pull or push that completed meanwhile was a sign of life for the link (and proof it is
             # reachable): count from it. A busy node so sends no heartbeats; the longest silence stays ~wait.
             while (since := time.monotonic() - self._last_ok) < wait:

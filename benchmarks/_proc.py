@@ -3,9 +3,10 @@
 Every benchmark process is started by :class:`Proc` and ended through it, by its own PID only (never by
 name). Measurements come from the kernel:
 
-* peak RSS = ``VmHWM`` of ``/proc/<pid>/status`` (the high-water mark of the resident set), read just before
-  we signal the process; for a process that exits by itself, the ``ru_maxrss`` that ``wait4(2)`` returns
-  (the same high-water mark, kept by the kernel after exit);
+* peak RSS = ``VmHWM`` of ``/proc/<pid>/status`` (the high-water mark of the resident set), sampled while the
+  process runs and just before we signal it; the ``ru_maxrss`` that ``wait4(2)`` returns is used only for a
+  process never sampled, because Linux starts it from the *parent's* high-water mark at exec (measured:
+  a 10 MB child of a 2 GB parent reports ru_maxrss 2.1 GB);
 * CPU seconds = ``utime + stime`` of ``/proc/<pid>/stat`` (fields 14 and 15, in clock ticks), or
   ``ru_utime + ru_stime`` from ``wait4(2)`` once the process is reaped.
 
@@ -205,9 +206,11 @@ class Proc:
             self.returncode
         )  # keep Popen from waiting on a reaped PID
         self.ended_at = time.monotonic()
-        self.peak_rss = max(
-            rusage.ru_maxrss * 1024, self.peak_rss or 0
-        )  # ru_maxrss is KiB on Linux
+        # ru_maxrss is KiB on Linux, and only a fallback: after fork/vfork + exec it starts from the
+        # *parent's* resident set at spawn time (Linux carries the old mm's high-water mark across exec),
+        # so a child of a large parent would report the parent's size. VmHWM belongs to the new mm.
+        if self.peak_rss is None:
+            self.peak_rss = rusage.ru_maxrss * 1024
         self.cpu_seconds = rusage.ru_utime + rusage.ru_stime
         return self.returncode
 

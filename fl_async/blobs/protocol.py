@@ -56,7 +56,9 @@ __all__ = [
     "decode_chunk_header",
 ]
 
-VERSION = 1
+VERSION = 2
+"""Blob protocol version: 2 names blobs by BLAKE3 digests (1 used SHA-256); a peer speaking another
+version gets ``BAD_REQUEST`` naming both."""
 REQUEST_MAGIC = b"FLBS"
 REPLY_MAGIC = b"FLBR"
 _REQ = struct.Struct(">4sBBHIQQ32s")

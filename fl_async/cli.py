@@ -213,8 +213,13 @@ def _run_async(command: str, fn: Any, *args: Any, app_errors: bool = False, tls:
     """
     import anyio
 
+    from fl_async.blobs.buffers import default_pool
     from fl_async.common.errors import AppLoadError, FlAsyncError
 
+    try:
+        default_pool()  # reads FL_ASYNC_BUFFER_POOL: a bad value is refused before anything starts
+    except ValueError as exc:
+        _fail(command, exc)
     previous = signal.getsignal(signal.SIGTERM)
     _sigterm_as_interrupt()
     try:

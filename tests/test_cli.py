@@ -6,6 +6,7 @@ Run in-process with typer's CliRunner (fast, all cases) and, for a representativ
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -340,6 +341,17 @@ def test_refusals_as_subprocess(tmp_path: Path, args: list[str], needle: str) ->
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"fl-async {args[0]}: error:"), proc.stderr
     assert needle in lines[0]
+
+
+@pytest.mark.parametrize("value", ["lots", "-1"])
+def test_bad_buffer_pool_environment_refused(tmp_path: Path, value: str) -> None:
+    env = {**os.environ, "FL_ASYNC_BUFFER_POOL": value}
+    proc = subprocess.run([str(FL_ASYNC), "superlink", "--insecure", "--driver-api-address", "127.0.0.1:0",
+                           "--fleet-api-address", "127.0.0.1:0"], capture_output=True, text=True, timeout=30,
+                          cwd=tmp_path, env=env)
+    assert proc.returncode == 2, proc
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fl-async superlink: error: FL_ASYNC_BUFFER_POOL="), proc.stderr
 
 
 def test_python_dash_m_is_the_same_cli() -> None:

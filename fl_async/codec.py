@@ -42,6 +42,7 @@ from fl_async.proto.fl_async import v1 as pb
 __all__ = [
     "DEFAULT_INLINE_LIMIT",
     "Buffer",
+    "DigestMemo",
     "DIGEST_SIZE",
     "digest_of",
     "message_to_proto",
@@ -144,8 +145,14 @@ def config_from_proto(entries: list[pb.ValueEntry]) -> dict[str, Any]:
 # arrays and records
 
 
+DigestMemo = dict[int, tuple[Buffer, bytes]]
+"""Digests of buffers by identity (``id(buffer) -> (buffer, digest)``; the buffer is kept so its id stays
+unique), shared by the messages of one request so that a buffer several of them carry is hashed once."""
+
+
 def _array_to_proto(
-    array: Array, blobs: MutableMapping[bytes, Buffer] | None, inline_limit: int, where: str
+    array: Array, blobs: MutableMapping[bytes, Buffer] | None, inline_limit: int, where: str,
+    digests: DigestMemo | None = None,
 ) -> pb.Array:
     try:
         array.check()
@@ -153,8 +160,15 @@ def _array_to_proto(
         raise type(exc)(f"array {where!r}: {exc}") from None
     nbytes = array.nbytes
     if blobs is not None and nbytes > inline_limit:
-        digest = digest_of(array.data)
-        blobs[digest] = array.data
+        data = array.data
+        known = None if digests is None else digests.get(id(data))
+        if known is not None and known[0] is data:
+            digest = known[1]
+        else:
+            digest = digest_of(data)
+            if digests is not None:
+                digests[id(data)] = (data, digest)
+        blobs[digest] = data
         return pb.Array(dtype=array.dtype, shape=array.shape, stype=array.stype, digest=digest, nbytes=nbytes)
     data = array.data if isinstance(array.data, bytes) else bytes(array.data)
     return pb.Array(dtype=array.dtype, shape=array.shape, stype=array.stype, data=data, nbytes=nbytes)
@@ -203,6 +217,7 @@ def recordset_to_proto(
     *,
     blobs: MutableMapping[bytes, Buffer] | None = None,
     inline_limit: int = DEFAULT_INLINE_LIMIT,
+    digests: DigestMemo | None = None,
 ) -> pb.RecordSet:
     """Encode a :class:`RecordSet`.
 
@@ -211,6 +226,9 @@ def recordset_to_proto(
         blobs: where to put the payloads of arrays larger than ``inline_limit`` bytes (``digest ->
             buffer``, the array's own buffer, not a copy); ``None`` keeps every array inline.
         inline_limit: size in bytes above which an array goes to ``blobs``.
+        digests: a :data:`DigestMemo` shared by the messages of one request (a broadcast names one
+            model buffer N times: it is hashed once). Valid only while no buffer is modified, i.e.
+            within one encode of a batch.
 
     Raises:
         TypeError, ValueError: a ``"numpy.ndarray"`` array has an unsupported dtype or a payload length
@@ -223,7 +241,7 @@ def recordset_to_proto(
             pb.ParametersRecord(
                 name=name,
                 keys=list(rec.keys()),
-                arrays=[_array_to_proto(a, blobs, inline_limit, f"{name}/{k}") for k, a in rec.items()],
+                arrays=[_array_to_proto(a, blobs, inline_limit, f"{name}/{k}", digests) for k, a in rec.items()],
             )
             for name, rec in rs.parameters_records.items()
         ],
@@ -341,8 +359,9 @@ def message_to_proto(
     *,
     blobs: MutableMapping[bytes, Buffer] | None = None,
     inline_limit: int = DEFAULT_INLINE_LIMIT,
+    digests: DigestMemo | None = None,
 ) -> pb.Message:
-    """Encode a :class:`Message`; see :func:`recordset_to_proto` for ``blobs`` and ``inline_limit``.
+    """Encode a :class:`Message`; see :func:`recordset_to_proto` for ``blobs``, ``inline_limit`` and ``digests``.
 
     Raises:
         TypeError, ValueError: bad metadata (ids outside signed 64 bits) or arrays (see
@@ -350,7 +369,8 @@ def message_to_proto(
     """
     md = metadata_to_proto(msg.metadata)
     if msg.has_content():
-        return pb.Message(metadata=md, content=recordset_to_proto(msg.content, blobs=blobs, inline_limit=inline_limit))
+        return pb.Message(metadata=md, content=recordset_to_proto(
+            msg.content, blobs=blobs, inline_limit=inline_limit, digests=digests))
     err = msg.error
     return pb.Message(metadata=md, error=pb.Error(code=_id64("error code", err.code), reason=err.reason or ""))
 

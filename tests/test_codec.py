@@ -190,6 +190,29 @@ def test_same_content_twice_decodes_to_separate_buffers() -> None:
     assert b[0] == 0.0 and not np.shares_memory(a, b)
 
 
+def test_broadcast_hashes_a_shared_buffer_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    real = codec.digest_of
+
+    def counting(data: Any) -> bytes:
+        calls.append(len(memoryview(data).cast("B")))
+        return real(data)
+
+    monkeypatch.setattr(codec, "digest_of", counting)
+    shared = Array.from_numpy(np.arange(1 << 19, dtype=np.float32))  # 2 MiB: external
+    copy = Array.from_numpy(np.arange(1 << 19, dtype=np.float32))  # same bytes, another buffer
+    rs = RecordSet(parameters_records={"p": ParametersRecord({"w": shared})})
+    msgs = [_message(rs) for _ in range(5)] + [_message(RecordSet(parameters_records={"p": ParametersRecord({"w": copy})}))]
+    blobs: dict[bytes, Any] = {}
+    digests: codec.DigestMemo = {}
+    wires = [codec.message_to_proto(m, blobs=blobs, digests=digests) for m in msgs]
+    assert len(calls) == 2  # the shared buffer once, the equal copy once
+    assert len(blobs) == 1 and len({w.content.parameters[0].arrays[0].digest for w in wires}) == 1
+    calls.clear()
+    [codec.message_to_proto(m, blobs={}) for m in msgs]  # without a memo: every message hashes
+    assert len(calls) == 6
+
+
 def test_bfloat16_travels_without_numpy() -> None:
     arr = Array("bfloat16", [2, 2], SType.NUMPY, bytes(range(8)))
     for external in (False, True):

@@ -363,9 +363,12 @@ def push_request(
     from fl_async.blobs.transfer import inline_limit_for
 
     limit = inline_limit_for(messages)
+    digests: codec.DigestMemo = {}  # a model broadcast to N nodes is one buffer: hashed once
     return pb.PushMessagesRequest(
-        run_id=run_id, messages=[codec.message_to_proto(m, blobs=blobs, inline_limit=limit) for m in messages]
+        run_id=run_id,
+        messages=[codec.message_to_proto(m, blobs=blobs, inline_limit=limit, digests=digests) for m in messages],
     )
+
 
 
 def read_push_response(resp: pb.PushMessagesResponse, messages: list[Message]) -> list[str]:

@@ -328,7 +328,11 @@ class AsyncDriver:
         if not batch:
             return []
         blobs: dict[bytes, Any] | None = {} if self._blob_client is not None else None
-        request = push_request(self.run_id, batch, blobs)
+        if blobs is not None and _blobs.payload_bytes(batch) >= _blobs.OFF_LOOP_BYTES:
+            # hashing large arrays (BLAKE3 releases the GIL) runs beside the event loop, not on it
+            request = await asyncio.to_thread(push_request, self.run_id, batch, blobs)
+        else:
+            request = push_request(self.run_id, batch, blobs)
         await _blobs.upload_blobs(self._blob_client, blobs or {})  # issue 7: payloads before the push
         resp = await transport.call("PushMessages", request)
         return read_push_response(resp, batch)

@@ -246,7 +246,11 @@ class _Messages:
         blobs: dict[bytes, Any] | None = {} if self._blob_port else None  # issue 7: large arrays as blobs
         substituted = False
         try:
-            data = message_bytes(self._encode(reply, blobs))
+            if blobs is not None and _blobs.payload_bytes([reply]) >= _blobs.OFF_LOOP_BYTES:
+                # hashing large arrays (BLAKE3 releases the GIL) runs beside the event loop, not on it
+                data = message_bytes(await anyio.to_thread.run_sync(self._encode, reply, blobs))
+            else:
+                data = message_bytes(self._encode(reply, blobs))
         except (ValueError, TypeError) as exc:  # the codec names the record and key
             reason = f"the ClientApp's reply cannot be encoded: {exc}"
             error_reply = self._payload_error_reply(reply, reason, ErrorCode.INVALID_REPLY)

@@ -115,13 +115,14 @@ async def stream(sizes: list[int], reps: int, tls: bool, chunk_size: int, grpc: 
         for size in sizes:
             n = size * MiB
             buf = bytearray(os.urandom(MiB)) * size
-            raw_up, raw_down, put, get, dig, g_up, g_down = [], [], [], [], [], [], []
+            raw_up, raw_down, put, get, dig, g_up, g_down, raw_store = [], [], [], [], [], [], [], []
             for rep in range(reps):
                 if grpc_channel is not None:
                     g_up.append(size / await _grpc_stream.upload(grpc_channel, buf))
                     g_down.append(size / await _grpc_stream.download(grpc_channel, n))
                 raw_up.append(size / await raw_tcp.upload("127.0.0.1", raw_port, buf))
                 raw_down.append(size / await raw_tcp.download("127.0.0.1", raw_port, n))
+                raw_store.append(size / await raw_tcp.upload("127.0.0.1", raw_port, buf, store=True))
                 buf[0] = rep  # a new blob each repetition (content-addressed: same bytes are not resent)
                 t = time.perf_counter()
                 d = digest_of(buf)
@@ -154,6 +155,8 @@ async def stream(sizes: list[int], reps: int, tls: bool, chunk_size: int, grpc: 
                         f"{statistics.median(warm) / med:.2f} (vs best {statistics.median(warm) / best:.2f})")
 
             print(f"{size:4d} MiB  raw TCP upload   {fmt(raw_up)} MiB/s")
+            print(f"{size:4d} MiB  raw TCP upload stored into fresh memory {fmt(raw_store)} MiB/s "
+                  f"(blob PUT first / this median: {put[0] / statistics.median(raw_store):.2f})")
             print(line("blob PUT", put, raw_up))
             print(f"{size:4d} MiB  raw TCP download {fmt(raw_down)} MiB/s")
             print(line("blob GET", get, raw_down))

@@ -10,14 +10,16 @@ Run standalone::
     python -m benchmarks.raw_tcp                   # 100 and 400 MiB, 3 repetitions, both directions
     python -m benchmarks.raw_tcp serve --port P    # the server half (started by the benchmarks)
 
-Wire: the client sends ``op u8 | nbytes u64`` (op 1 = upload to the server, 2 = download); the
-server answers an upload with one byte once it has read everything.
+Wire: the client sends ``op u8 | nbytes u64`` (op 1 = upload to the server, 2 = download, 3 = upload
+that the server stores into a new anonymous ``mmap``, i.e. into fresh memory as a blob store must);
+the server answers an upload with one byte once it has read (and stored) everything.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import mmap
 import struct
 import sys
 import time
@@ -38,13 +40,17 @@ async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) ->
                 op, n = _HDR.unpack(await reader.readexactly(_HDR.size))
             except asyncio.IncompleteReadError:
                 return
-            if op == 1:
+            if op in (1, 3):
+                store = memoryview(mmap.mmap(-1, n, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)) if op == 3 and n else None
                 left = n
                 while left:
                     data = await reader.read(min(left, _LIMIT))
                     if not data:
                         return
+                    if store is not None:
+                        store[n - left:n - left + len(data)] = data
                     left -= len(data)
+                del store
                 writer.write(b"\x01")
                 await writer.drain()
             else:
@@ -72,13 +78,17 @@ async def _connect(host: str, port: int) -> tuple[asyncio.StreamReader, asyncio.
     return reader, writer
 
 
-async def upload(host: str, port: int, buffer: bytes | bytearray | memoryview) -> float:
-    """Send ``buffer`` to the server; returns seconds from first byte sent to the server's ack."""
+async def upload(host: str, port: int, buffer: bytes | bytearray | memoryview, *, store: bool = False) -> float:
+    """Send ``buffer`` to the server; returns seconds from first byte sent to the server's ack.
+
+    With ``store`` the server copies what it reads into a new anonymous memory map (fresh pages), the
+    part of a blob upload's work that is not protocol: the reference for a blob PUT into fresh memory.
+    """
     view = memoryview(buffer).cast("B")
     reader, writer = await _connect(host, port)
     try:
         t0 = time.perf_counter()
-        writer.write(_HDR.pack(1, view.nbytes))
+        writer.write(_HDR.pack(3 if store else 1, view.nbytes))
         for pos in range(0, view.nbytes, _CHUNK):
             writer.write(view[pos:pos + _CHUNK])
             await writer.drain()

@@ -69,7 +69,6 @@ def digest_of(data: bytes | bytearray | memoryview) -> bytes:
     """The content address (32-byte BLAKE3 digest) of a C-contiguous buffer's bytes.
 
     Raises:
-        TypeError: ``data`` does not support the buffer protocol.
-        ValueError: the buffer is not C-contiguous.
+        TypeError: ``data`` does not support the buffer protocol, or is not C-contiguous.
     """
     return _blake3.blake3(_bytes_view(data)).digest()

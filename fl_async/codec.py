@@ -269,14 +269,16 @@ def _entries_from_proto(kind: str, record_name: str, entries: list[pb.ValueEntry
 
 
 def recordset_from_proto(
-    rs: pb.RecordSet, *, blobs: Mapping[bytes, Buffer] | None = None, verify: bool = True
+    rs: pb.RecordSet, *, blobs: Mapping[bytes, Buffer] | None = None, verify: bool = True,
+    used: set[bytes] | None = None,
 ) -> RecordSet:
     """Decode a wire record set; external payloads are looked up in ``blobs`` by digest.
 
     Inline payloads are copied once into a ``bytearray`` (so ``Array.numpy()`` is a writable view);
     external payloads are used as they are in ``blobs`` (no copy: pass ``bytearray`` or writable
     ``memoryview`` buffers to get writable arrays). When one message refers to the same digest
-    twice, the second array gets its own copy, so that updating one in place never changes another.
+    twice, the second array gets its own copy, so that updating one in place never changes another;
+    ``used`` extends that rule across the messages of a batch decoded from one ``blobs`` mapping.
     Nothing is ever unpickled.
 
     Args:
@@ -284,6 +286,9 @@ def recordset_from_proto(
         blobs: ``digest -> payload`` for external arrays; ``None`` when the message has none.
         verify: check each external payload against its BLAKE3 digest (about 0.025 s per 100 MiB
             on one core); pass ``False`` only when the transport has verified it already.
+        used: digests whose buffer was already handed to an array (updated in place): pass one set for
+            every message of a batch (e.g. the replies of one pull, where nodes that echo the model
+            unchanged name the same digest) so that each gets its own buffer.
 
     Raises:
         IntegrityError: a payload is missing, has a length other than its announced ``nbytes``, or
@@ -292,7 +297,7 @@ def recordset_from_proto(
             when building records locally), or a name appears twice; the message names the key.
     """
     out = RecordSet()
-    used: set[bytes] = set()
+    used = set() if used is None else used
     seen: set[str] = set()
     for prec in rs.parameters:
         _unique("parameters record", prec.name, seen)
@@ -376,7 +381,8 @@ def message_to_proto(
 
 
 def message_from_proto(
-    wire: pb.Message, *, blobs: Mapping[bytes, Buffer] | None = None, verify: bool = True
+    wire: pb.Message, *, blobs: Mapping[bytes, Buffer] | None = None, verify: bool = True,
+    used: set[bytes] | None = None,
 ) -> Message:
     """Decode a wire message, restoring ``created_at`` from the wire (as Flower's deserializers).
 
@@ -384,6 +390,7 @@ def message_from_proto(
         wire: the wire message.
         blobs: ``digest -> payload`` of its external arrays (see :func:`recordset_from_proto`).
         verify: check external payloads against their BLAKE3 digests.
+        used: see :func:`recordset_from_proto` (one set for all messages decoded from one ``blobs``).
 
     Raises:
         ValueError: the message has no metadata, or both or neither of content and error; or a
@@ -409,7 +416,7 @@ def message_from_proto(
     if wire.error is not None:
         msg = Message(metadata, error=Error(wire.error.code, wire.error.reason or None))
     else:
-        msg = Message(metadata, content=recordset_from_proto(wire.content, blobs=blobs, verify=verify))
+        msg = Message(metadata, content=recordset_from_proto(wire.content, blobs=blobs, verify=verify, used=used))
     msg.metadata.created_at = md.created_at
     return msg
 

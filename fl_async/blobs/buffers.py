@@ -37,6 +37,7 @@ import os
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -145,11 +146,11 @@ class BufferPoolStatistics(NamedTuple):
 
 
 class _Entry:
-    __slots__ = ("map", "last_used")
+    __slots__ = ("map", "idle_since")
 
-    def __init__(self, m: mmap.mmap, now: float) -> None:
+    def __init__(self, m: mmap.mmap) -> None:
         self.map = m
-        self.last_used = now
+        self.idle_since: float | None = None  # when a trim first saw nothing referencing it
 
 
 def _refs(entry: _Entry) -> int:
@@ -159,12 +160,22 @@ def _refs(entry: _Entry) -> int:
 def _calibrate() -> int | None:
     """The reference count :func:`_refs` reports for a mapping only the pool holds, or ``None`` (no
     reuse) when this interpreter does not show a live view in that count."""
-    entry = _Entry(_new_mapping(mmap.PAGESIZE), 0.0)
-    base = _refs(entry)
-    view = memoryview(entry.map)[1:]
-    with_view = _refs(entry)
-    del view
-    return base if with_view > base and _refs(entry) == base else None
+    trace, profile = sys.gettrace(), sys.getprofile()
+    sys.settrace(None)
+    sys.setprofile(None)
+    try:
+        entry = _Entry(mmap.mmap(-1, mmap.PAGESIZE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS))
+        base = _refs(entry)
+        view = memoryview(entry.map)[1:]
+        with_view = _refs(entry)
+        del view
+        after = _refs(entry)
+    finally:
+        sys.settrace(trace)
+        sys.setprofile(profile)
+    # only the entry's slot and getrefcount's argument: anything else (a retained frame) would make a
+    # buffer with a live view look idle later
+    return base if base == 2 and with_view == base + 1 and after == base else None
 
 
 _IDLE_REFS = _calibrate()
@@ -176,8 +187,14 @@ class BufferPool:
     :meth:`allocate` returns a view of a mapping of exactly ``nbytes`` bytes: a watched mapping of that
     size that nobody references any more when there is one (its old bytes are still in it: callers
     overwrite the whole buffer before reading it), a new zero-filled one otherwise. Idle mappings are
-    dropped (memory returned to the system) by :meth:`trim`, which every :meth:`allocate` runs: those
-    idle for ``max_idle_seconds``, then the oldest ones until at most ``max_idle_bytes`` are idle.
+    dropped (memory returned to the system) by :meth:`trim`: those idle for ``max_idle_seconds``, then
+    the oldest ones until at most ``max_idle_bytes`` are idle. Every :meth:`allocate` trims, and so does a
+    daemon thread every ``min(max_idle_seconds / 2, 5)`` seconds while the pool watches any mapping (a
+    driver or node may not allocate again for a long time); it ends when nothing is watched.
+
+    Never call ``release()`` on a view of a buffer you still use through another object that holds the
+    view without exporting it (``torch.frombuffer`` does so): the released view no longer counts, and
+    the memory may be handed out again.
 
     Args:
         max_idle_bytes: most bytes of idle mappings kept (``0`` disables reuse: :meth:`allocate` is
@@ -208,6 +225,8 @@ class BufferPool:
         self._count = 0
         self._reused = 0
         self._fresh = 0
+        self._janitor: threading.Thread | None = None
+        _POOLS.add(self)
 
     @staticmethod
     def _idle(entry: _Entry) -> bool:
@@ -232,15 +251,39 @@ class BufferPool:
             self._trim(now)
             for entry in self._entries.get(nbytes, ()):
                 if self._idle(entry):
-                    entry.last_used = now
+                    entry.idle_since = None
                     self._reused += 1
                     return memoryview(entry.map)
             m = _new_mapping(nbytes)
             self._fresh += 1
             if self._count < _MAX_TRACKED:
-                self._entries.setdefault(nbytes, []).append(_Entry(m, now))
+                self._entries.setdefault(nbytes, []).append(_Entry(m))
                 self._count += 1
+                self._start_janitor()
             return memoryview(m)
+
+    def _start_janitor(self) -> None:
+        """A daemon thread trims the pool while it watches mappings (no allocation may come for a long time)."""
+        if self._janitor is not None and self._janitor.is_alive():
+            return
+        ref = weakref.ref(self)
+        period = min(max(self.max_idle_seconds / 2, 0.05), 5.0)
+
+        def run() -> None:
+            while True:
+                time.sleep(period)
+                pool = ref()
+                if pool is None:
+                    return
+                pool.trim()
+                with pool._lock:
+                    if not pool._entries:
+                        pool._janitor = None
+                        return
+                del pool
+
+        self._janitor = threading.Thread(target=run, name="fl-async-pool-trim", daemon=True)
+        self._janitor.start()
 
     def trim(self, now: float | None = None) -> int:
         """Drop idle mappings kept too long or beyond the byte budget; returns bytes released.
@@ -258,13 +301,16 @@ class BufferPool:
             keep = []
             for entry in entries:
                 if not self._idle(entry):
-                    entry.last_used = now  # in use: its idle time starts when it is let go
+                    entry.idle_since = None  # in use: its idle time starts when a trim sees it let go
                     keep.append(entry)
-                elif now - entry.last_used >= self.max_idle_seconds:
+                    continue
+                if entry.idle_since is None:
+                    entry.idle_since = now
+                if now - entry.idle_since >= self.max_idle_seconds:
                     released += size
                 else:
                     keep.append(entry)
-                    idle.append((entry.last_used, size, entry))
+                    idle.append((entry.idle_since, size, entry))
             if keep:
                 self._entries[size] = keep
             else:
@@ -314,6 +360,22 @@ class BufferPool:
 
 _default: BufferPool | None = None
 _default_lock = threading.Lock()
+_POOLS: weakref.WeakSet[BufferPool] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    """A forked child has none of the parent's threads: free the prefault slots and every lock they or
+    another thread may have held at the fork, and let the pools start their own janitor."""
+    global _PREFAULT_THREADS, _default_lock
+    _PREFAULT_THREADS = threading.BoundedSemaphore(2)
+    _default_lock = threading.Lock()
+    for pool in list(_POOLS):
+        pool._lock = threading.Lock()
+        pool._janitor = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _pool_bytes_from_env() -> int:

@@ -288,22 +288,25 @@ class BlobClient:
         """
         if nbytes < 0:
             raise ValueError(f"nbytes must be >= 0, got {nbytes}")
-        buf = self.pool.allocate(nbytes) if out is None else out
-        dest = memoryview(buf).cast("B")
-        if dest.nbytes != nbytes:
+        buf = out
+        dest = None if out is None else memoryview(out).cast("B")
+        if dest is not None and dest.nbytes != nbytes:
             raise ValueError(f"out has {dest.nbytes} bytes, expected {nbytes}")
         what = f"GET {digest.hex()[:16]}… ({nbytes} bytes)"
         hasher = new_hasher()
         received = 0  # bytes received and hashed (a retry resumes here)
 
         async def run(s: BufferedStream) -> None:
-            nonlocal received
+            nonlocal received, buf, dest
             s.write(p.encode_request(p.Op.GET, digest, offset=received, total=nbytes, token=self.token, count=count))
             reply, msg = await self._read_reply(s, what)
             if reply.status is not p.Status.OK:
                 raise _status_error(reply, msg, what)
             if reply.offset != received or reply.total != nbytes:
                 raise LinkConnectionError(f"{what}: server answered range {reply.offset}..{reply.total}")
+            if dest is None:  # allocated once the server has agreed to send (kept across retries)
+                buf = self.pool.allocate(nbytes)
+                dest = memoryview(buf).cast("B")
             while received < nbytes:
                 async with asyncio.timeout(self.timeout):
                     hdr = await s.readexactly(p.CHUNK_HEADER_SIZE)
@@ -318,6 +321,8 @@ class BlobClient:
                 received += n
 
         await self._attempts(what, run)
+        if buf is None:  # nbytes == 0 reached no body
+            buf = self.pool.allocate(nbytes)
         if hasher.digest() != digest:
             raise IntegrityError(f"{what}: received bytes do not match the digest (got {hasher.hexdigest()[:16]}…)")
         return buf

@@ -440,9 +440,10 @@ def decode_replies(resp: pb.PullMessagesResponse, blobs: Mapping[bytes, Any] | N
     check) or ``INVALID_REPLY`` (malformed), and the reason.
     """
     out = []
+    used: set[bytes] = set()  # replies echoing one array (e.g. the model, unchanged) get a buffer each
     for wire in resp.messages:
         try:
-            out.append(codec.message_from_proto(wire, blobs=blobs, verify=not blobs))
+            out.append(codec.message_from_proto(wire, blobs=blobs, verify=not blobs, used=used))
         except (IntegrityError, ValueError, TypeError) as exc:
             if wire.metadata is None:
                 logger.error("dropping a reply without metadata: %s", exc)

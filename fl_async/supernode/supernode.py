@@ -38,6 +38,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
 from fl_async._net import DEFAULT_FLEET_TARGET, client_ssl_context, parse_address
 from fl_async.blobs import transfer as _blobs
+from fl_async.blobs.buffers import default_pool
 from fl_async.blobs.link import node_blob_token
 from fl_async.client.client_app import ClientApp
 from fl_async.common.context import Context, UserConfig
@@ -118,7 +119,8 @@ class SuperNode(_Messages):
             value has an unsupported type.
         ValueError: bad or conflicting arguments (malformed address, both or neither of
             ``insecure`` and ``root_certificates``, unreadable certificates, non-positive numbers,
-            an out-of-range ``node_config`` value).
+            an out-of-range ``node_config`` value), or a ``FL_ASYNC_BUFFER_POOL`` environment value
+            that is not a non-negative integer (see :func:`fl_async.blobs.default_pool`).
     """
 
     def __init__(
@@ -148,6 +150,7 @@ class SuperNode(_Messages):
                 "or insecure=True for a plaintext connection"
             )
         self._ssl: ssl.SSLContext | None = None if insecure else client_ssl_context(root_certificates)  # type: ignore[arg-type]
+        default_pool()  # reads FL_ASYNC_BUFFER_POOL: a bad value is refused here, not in a background task
         if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int):
             raise TypeError(f"max_concurrency must be an int, got {type(max_concurrency).__name__}")
         if max_concurrency < 1:
@@ -498,8 +501,6 @@ class SuperNode(_Messages):
         while True:
             wait = self._interval * random.uniform(0.55, 0.65)
             await anyio.sleep(wait)
-            if self._blob_client is not None:  # return payload buffers idle for too long to the system
-                self._blob_client.pool.trim()
             # A pull or push that completed meanwhile was a sign of life for the link (and proof it is
             # reachable): count from it. A busy node so sends no heartbeats; the longest silence stays ~wait.
             while (since := time.monotonic() - self._last_ok) < wait:

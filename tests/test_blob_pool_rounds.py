@@ -1,4 +1,4 @@
-"""in one process (link + 3 nodes + driver sharing the default BufferPool), several rounds of
+"""In one process (link + 3 nodes + driver sharing the default BufferPool), several rounds of
 4 MiB and 17 MiB arrays (the latter prefaulted); ClientApps and the server app keep numpy views, torch
 tensors, ctypes objects and Arrays (also in Context.state) across rounds, reply with the received array
 modified in place, sometimes raise after keeping a view; each round half the kept objects are dropped so

@@ -1,4 +1,4 @@
-"""link + 3 nodes in one thread/loop, two blocking Drivers (two portal threads) used from two user
+"""Link + 3 nodes in one thread/loop, two blocking Drivers (two portal threads) used from two user
 threads at once, all sharing the process-wide pool; each user thread keeps reply views across rounds and
 drops half each round; a janitor thread trims the pool all along."""
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""interrupted uploads and downloads resumed into reused (dirty) pool buffers. A proxy cuts each
+"""Interrupted uploads and downloads resumed into reused (dirty) pool buffers. A proxy cuts each
 connection after a budget of bytes (mid-chunk); the dirty buffers hold a pattern that must never show."""
 from __future__ import annotations
 

@@ -4,8 +4,6 @@
 The driver gets a pool of its own (as in a separate server-app process) with an injectable clock."""
 from __future__ import annotations
 
-from contextlib import AsyncExitStack
-
 import anyio
 import numpy as np
 
@@ -14,7 +12,7 @@ from fl_async.client.client_app import ClientApp
 from fl_async.common import Context, Message, RecordSet
 from fl_async.common.records import Array, ParametersRecord
 from fl_async.server.async_driver import AsyncDriver
-from fl_async.supernode import SuperNode
+from tests.driver_fixtures import cluster
 
 MiB = 1 << 20
 N = 4
@@ -38,15 +36,9 @@ def app() -> ClientApp:
     return a
 
 
-async def rounds(superlink, pool: BufferPool, clock: Clock | None, n_rounds: int) -> list:  # type: ignore[no-untyped-def]
+async def rounds(pool: BufferPool, clock: Clock | None, n_rounds: int) -> list:  # type: ignore[type-arg]
     from fl_async.common.records import ConfigsRecord
-    async with AsyncExitStack() as stack:
-        nodes = [await stack.enter_async_context(SuperNode(app(), superlink.fleet_address, insecure=True))
-                 for _ in range(N)]
-        with anyio.fail_after(20):
-            for node in nodes:
-                await node.wait_registered()
-        driver = await stack.enter_async_context(AsyncDriver(superlink.driver_address, insecure=True))
+    async with cluster(app(), N) as c, AsyncDriver(c.link.driver_address, insecure=True) as driver:
         nids = await driver.wait_for_nodes(N, timeout=10)
         driver._blob_client.pool = pool  # the server app's process-wide pool  # type: ignore[union-attr]
         stats = []
@@ -63,16 +55,16 @@ async def rounds(superlink, pool: BufferPool, clock: Clock | None, n_rounds: int
         return stats
 
 
-async def test_driver_reuses_buffers_when_rounds_take_longer_than_max_idle(superlink) -> None:  # type: ignore[no-untyped-def]
+async def test_driver_reuses_buffers_when_rounds_take_longer_than_max_idle() -> None:
     clock = Clock()
     pool = BufferPool(max_idle_bytes=64 * MiB, max_idle_seconds=30.0, clock=clock)
-    stats = await rounds(superlink, pool, clock, 3)
+    stats = await rounds(pool, clock, 3)
     assert stats[-1].reused > 0, stats  # before the fix: 12 fresh, 0 reused
 
 
-async def test_driver_returns_idle_buffers_beyond_budget_after_the_last_round(superlink) -> None:  # type: ignore[no-untyped-def]
+async def test_driver_returns_idle_buffers_beyond_budget_after_the_last_round() -> None:
     pool = BufferPool(max_idle_bytes=8 * MiB, max_idle_seconds=0.5)
-    await rounds(superlink, pool, None, 1)
+    await rounds(pool, None, 1)
     with anyio.move_on_after(5.0):  # bounded polling: 10x max_idle_seconds
         while pool.statistics().idle_bytes > pool.max_idle_bytes:
             await anyio.sleep(0.05)

@@ -3,8 +3,6 @@ arrays (one digest) must be independent buffers, or a server app that scales eac
 weighting) would change its siblings."""
 from __future__ import annotations
 
-from contextlib import AsyncExitStack
-
 import anyio
 import numpy as np
 
@@ -12,7 +10,7 @@ from fl_async.client.client_app import ClientApp
 from fl_async.common import Context, Message, RecordSet
 from fl_async.common.records import Array, ParametersRecord
 from fl_async.server.async_driver import AsyncDriver
-from fl_async.supernode import SuperNode
+from tests.driver_fixtures import cluster
 
 N = 3
 
@@ -27,14 +25,9 @@ def echo() -> ClientApp:
     return app
 
 
-async def test_echoed_replies_are_independent(superlink) -> None:  # type: ignore[no-untyped-def]
-    async with AsyncExitStack() as stack:
-        nodes = [await stack.enter_async_context(SuperNode(echo(), superlink.fleet_address, insecure=True))
-                 for _ in range(N)]
-        with anyio.fail_after(20):
-            for node in nodes:
-                await node.wait_registered()
-        driver = await stack.enter_async_context(AsyncDriver(superlink.driver_address, insecure=True))
+async def test_echoed_replies_are_independent() -> None:
+    async with cluster(echo(), N) as c, AsyncDriver(c.link.driver_address, insecure=True) as driver:
+        superlink = c.link
         nids = await driver.wait_for_nodes(N, timeout=10)
         w = np.ones(1 << 19, dtype=np.float32)  # 2 MiB: external
         content = RecordSet(parameters_records={"m": ParametersRecord({"w": Array.from_numpy(w)})})

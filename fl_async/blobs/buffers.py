@@ -288,8 +288,8 @@ class BufferPool:
     def trim(self, now: float | None = None) -> int:
         """Drop idle mappings kept too long or beyond the byte budget; returns bytes released.
 
-        ``now`` defaults to the pool's clock. Call it periodically where no allocation may happen for
-        a while (the link's sweep does).
+        ``now`` defaults to the pool's clock. Every :meth:`allocate` and the pool's janitor thread
+        call it; call it yourself to release idle memory at once.
         """
         with self._lock:
             return self._trim(self._clock() if now is None else now)

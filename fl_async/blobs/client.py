@@ -321,8 +321,7 @@ class BlobClient:
                 received += n
 
         await self._attempts(what, run)
-        if buf is None:  # nbytes == 0 reached no body
-            buf = self.pool.allocate(nbytes)
+        assert buf is not None  # run() allocated it on the server's OK
         if hasher.digest() != digest:
             raise IntegrityError(f"{what}: received bytes do not match the digest (got {hasher.hexdigest()[:16]}…)")
         return buf

@@ -188,7 +188,7 @@ class BlobStore:
             before :meth:`sweep` frees it.
         pool: where upload buffers come from (default: the process-wide
             :func:`~fl_async.blobs.buffers.default_pool`); a freed blob's buffer is reused by a later
-            upload of the same size once nothing references it (:meth:`sweep` trims the pool).
+            upload of the same size once nothing references it (the pool trims itself).
     """
 
     def __init__(
@@ -388,8 +388,7 @@ class BlobStore:
     def sweep(self, now: float) -> int:
         """Free what nobody will ask for: expired leases, and unpinned blobs idle for ``linger`` seconds.
 
-        Call it periodically (the link does); it also trims the buffer pool (:meth:`BufferPool.trim`,
-        on the pool's own clock). Returns how many blobs were freed.
+        Call it periodically (the link does). Returns how many blobs were freed.
         """
         freed = 0
         for b in list(self._blobs.values()):
@@ -404,7 +403,6 @@ class BlobStore:
             if not b.pinned and now - b.idle_since >= self.linger:
                 self._free(b)
                 freed += 1
-        self.pool.trim()
         return freed
 
     # -------------------------------------------------------------------------------- uploads

@@ -17,7 +17,7 @@ import grpclib.server
 from grpclib.client import Channel
 from grpclib.encoding.base import CodecBase
 
-__all__ = ["serve", "upload", "download"]
+__all__ = ["download", "serve", "upload"]
 
 _CHUNK = 4 << 20
 
@@ -27,10 +27,10 @@ class RawCodec(CodecBase):
 
     __content_subtype__ = "proto"
 
-    def encode(self, message: Any, message_type: Any) -> bytes:  # noqa: D102
+    def encode(self, message: Any, message_type: Any) -> bytes:
         return bytes(message) if not isinstance(message, bytes) else message
 
-    def decode(self, data: bytes, message_type: Any) -> Any:  # noqa: D102
+    def decode(self, data: bytes, message_type: Any) -> Any:
         return data
 
 
@@ -74,7 +74,7 @@ async def upload(channel: Channel, buffer: bytes | bytearray | memoryview) -> fl
     t0 = time.perf_counter()
     async with channel.request("/bench.Blob/Put", grpclib.const.Cardinality.STREAM_UNARY, bytes, bytes) as stream:
         for pos in range(0, view.nbytes, _CHUNK):
-            await stream.send_message(view[pos:pos + _CHUNK])
+            await stream.send_message(view[pos : pos + _CHUNK])
         await stream.end()
         reply = await stream.recv_message()
     assert reply is not None and struct.unpack(">Q", reply)[0] == view.nbytes

@@ -108,9 +108,7 @@ def wait_until(predicate, timeout: float, what: str, interval: float = 0.05) -> 
         time.sleep(interval)
 
 
-def wait_for_port(
-    port: int, timeout: float, proc: Proc | None = None, host: str = "127.0.0.1"
-) -> None:
+def wait_for_port(port: int, timeout: float, proc: Proc | None = None, host: str = "127.0.0.1") -> None:
     """Wait until a TCP connect to ``host:port`` succeeds.
 
     Args:
@@ -202,9 +200,7 @@ class Proc:
 
     def _reaped(self, status: int, rusage) -> int:
         self.returncode = os.waitstatus_to_exitcode(status)
-        self._popen.returncode = (
-            self.returncode
-        )  # keep Popen from waiting on a reaped PID
+        self._popen.returncode = self.returncode  # keep Popen from waiting on a reaped PID
         self.ended_at = time.monotonic()
         # ru_maxrss is KiB on Linux, and only a fallback: after fork/vfork + exec it starts from the
         # *parent's* resident set at spawn time (Linux carries the old mm's high-water mark across exec),
@@ -225,9 +221,7 @@ class Proc:
         try:
             pid, status, rusage = os.wait4(self.pid, os.WNOHANG)
         except ChildProcessError:  # reaped elsewhere: keep what we sampled
-            self.returncode = (
-                self._popen.returncode if self._popen.returncode is not None else -1
-            )
+            self.returncode = self._popen.returncode if self._popen.returncode is not None else -1
             return self.returncode
         if pid == 0:
             return None
@@ -251,9 +245,7 @@ class Proc:
             if code is not None:
                 return code
             if time.monotonic() >= deadline:
-                raise TimeoutError(
-                    f"{self.name} (pid {self.pid}) still running after {timeout:.1f} s"
-                )
+                raise TimeoutError(f"{self.name} (pid {self.pid}) still running after {timeout:.1f} s")
             self.sample()
             time.sleep(0.02)
 
@@ -299,9 +291,7 @@ class Proc:
     def tail(self, lines: int = 20) -> str:
         """The last ``lines`` lines of the process log (for error messages)."""
         try:
-            return "\n".join(
-                self.log_path.read_text(errors="replace").splitlines()[-lines:]
-            )
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except FileNotFoundError:
             return ""
 

@@ -41,9 +41,16 @@ MiB = 1 << 20
 
 
 def _metadata() -> Metadata:
-    return Metadata(run_id=12, message_id="5f0c8c2e-9f1e-4d6b-9a51-0f7d2c1e3b4a", src_node_id=0,
-                    dst_node_id=1234567, reply_to_message="", group_id="round-17", ttl=3600.0,
-                    message_type="train")
+    return Metadata(
+        run_id=12,
+        message_id="5f0c8c2e-9f1e-4d6b-9a51-0f7d2c1e3b4a",
+        src_node_id=0,
+        dst_node_id=1234567,
+        reply_to_message="",
+        group_id="round-17",
+        ttl=3600.0,
+        message_type="train",
+    )
 
 
 def _best(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
@@ -87,7 +94,7 @@ def large(mib: int, repeat: int) -> list[str]:
         return raw, blobs
 
     t_enc, (raw, blobs) = _best(enc_ext, repeat)
-    (digest, blob), = blobs.items()
+    ((digest, blob),) = blobs.items()
     enc_copies = 0 if np.shares_memory(np.frombuffer(blob, dtype=np.uint8), a) else 1
     peak_enc = _peak(enc_ext)
 
@@ -196,8 +203,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--small", type=int, default=10_000, help="number of small messages (default 10,000)")
     parser.add_argument("--repeat", type=int, default=3, help="best of N (default 3)")
     args = parser.parse_args(argv)
-    print(f"# benchmarks.codec  {date.today()}  Python {platform.python_version()}  numpy {np.__version__}  "
-          f"{platform.machine()}  argv={sys.argv[1:]}")
+    print(
+        f"# benchmarks.codec  {date.today()}  Python {platform.python_version()}  numpy {np.__version__}  "
+        f"{platform.machine()}  argv={sys.argv[1:]}"
+    )
     for row in large(args.mib, args.repeat):
         print(row)
     for row in crossover(args.repeat):

@@ -92,8 +92,11 @@ async def measure(case: str, grace: float) -> float:
             driver = pb.DriverStub(channel)
             run_id = (await driver.create_run(pb.CreateRunRequest())).run_id
             if case == "busy":
-                [mid] = (await driver.push_messages(
-                    pb.PushMessagesRequest(run_id=run_id, messages=[_instruction(run_id, victim_id)]))).message_ids
+                [mid] = (
+                    await driver.push_messages(
+                        pb.PushMessagesRequest(run_id=run_id, messages=[_instruction(run_id, victim_id)])
+                    )
+                ).message_ids
                 with anyio.fail_after(30):
                     await out.until(r"^busy")
             with anyio.fail_after(30):  # busy: its pull came back with the instruction; polling: a pull is held
@@ -106,7 +109,8 @@ async def measure(case: str, grace: float) -> float:
                 with anyio.fail_after(120):
                     while not replies:  # held up to the link's max_poll_timeout (30 s) each
                         resp = await driver.pull_messages(
-                            pb.PullMessagesRequest(run_id=run_id, message_ids=[mid], timeout=90), timeout=100)
+                            pb.PullMessagesRequest(run_id=run_id, message_ids=[mid], timeout=90), timeout=100
+                        )
                         replies = list(resp.messages)
                 [reply] = replies
                 assert reply.error is not None and reply.error.code == 3, reply

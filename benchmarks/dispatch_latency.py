@@ -95,8 +95,7 @@ async def measure(driver_address: str, fleet_address: str, iterations: int, warm
 
     FleetClient.pull, FleetClient.push = timed_pull, timed_push  # type: ignore[method-assign]
     try:
-        return await _measure(_bench_app(started), started, arrived, driver_address, fleet_address, iterations,
-                              warmup)
+        return await _measure(_bench_app(started), started, arrived, driver_address, fleet_address, iterations, warmup)
     finally:
         FleetClient.pull, FleetClient.push = original_pull, original_push  # type: ignore[method-assign]
 
@@ -111,8 +110,10 @@ async def _measure(app, started, arrived, driver_address, fleet_address, iterati
     from tests.node_driver import RawDriver
 
     results: dict[str, dict[str, float]] = {}
-    async with RawDriver(driver_address) as drv, SuperNode(app, fleet_address, insecure=True,
-                                                           poll_timeout=30.0) as node:
+    async with (
+        RawDriver(driver_address) as drv,
+        SuperNode(app, fleet_address, insecure=True, poll_timeout=30.0) as node,
+    ):
         node_id = await node.wait_registered(timeout=10)
         run = await drv.create_run()
         unary: list[float] = []  # reference in the same run: one small unary call (Driver.GetNodes)
@@ -121,9 +122,11 @@ async def _measure(app, started, arrived, driver_address, fleet_address, iterati
             await drv.stub.get_nodes(pb.GetNodesRequest(run_id=run), timeout=5)
             if i >= warmup:
                 unary.append((time.perf_counter() - t0) * 1e3)
-        results["unary GetNodes"] = {"dispatch_median_ms": statistics.median(unary),
-                                     "dispatch_p90_ms": _percentile(unary, 0.9),
-                                     "dispatch_p99_ms": _percentile(unary, 0.99)}
+        results["unary GetNodes"] = {
+            "dispatch_median_ms": statistics.median(unary),
+            "dispatch_p90_ms": _percentile(unary, 0.9),
+            "dispatch_p99_ms": _percentile(unary, 0.99),
+        }
 
         for kind, mtype in (("async handler", "train"), ("sync handler", "evaluate")):
             dispatch: list[float] = []
@@ -190,21 +193,32 @@ def main(argv: list[str] | None = None) -> int:
         layout = "link in its own process; node and driver in this process"
 
     print(f"dispatch latency, idle node ({layout}); {args.iterations} iterations after {args.warmup} warm-up")
-    print(f"{'handler':<14} {'push->start median':>19} {'p90':>8} {'p99':>8}   {'of which node-side':>18}"
-          f"   {'push->reply median':>19} {'p99':>8}")
+    print(
+        f"{'handler':<14} {'push->start median':>19} {'p90':>8} {'p99':>8}   {'of which node-side':>18}"
+        f"   {'push->reply median':>19} {'p99':>8}"
+    )
     reference = results.pop("unary GetNodes")
     calls = results.pop("node calls")
     for kind, r in results.items():
-        print(f"{kind:<14} {r['dispatch_median_ms']:>16.2f} ms {r['dispatch_p90_ms']:>5.2f} ms {r['dispatch_p99_ms']:>5.2f} ms"
-              f"   {r['node_side_median_ms']:>15.2f} ms"
-              f"   {r['roundtrip_median_ms']:>16.2f} ms {r['roundtrip_p99_ms']:>5.2f} ms")
-    print(f"{'reference':<14} {reference['dispatch_median_ms']:>16.2f} ms {reference['dispatch_p90_ms']:>5.2f} ms "
-          f"{reference['dispatch_p99_ms']:>5.2f} ms   (one small unary call, Driver.GetNodes, same run)")
+        print(
+            f"{kind:<14} {r['dispatch_median_ms']:>16.2f} ms {r['dispatch_p90_ms']:>5.2f} ms {r['dispatch_p99_ms']:>5.2f} ms"
+            f"   {r['node_side_median_ms']:>15.2f} ms"
+            f"   {r['roundtrip_median_ms']:>16.2f} ms {r['roundtrip_p99_ms']:>5.2f} ms"
+        )
+    print(
+        f"{'reference':<14} {reference['dispatch_median_ms']:>16.2f} ms {reference['dispatch_p90_ms']:>5.2f} ms "
+        f"{reference['dispatch_p99_ms']:>5.2f} ms   (one small unary call, Driver.GetNodes, same run)"
+    )
     for kind, r in results.items():
-        print(f"ratio {kind}: push->start median = {r['dispatch_median_ms'] / reference['dispatch_median_ms']:.1f} x "
-              "one unary call")
-    print("node calls: " + ", ".join(f"{k} {v}" for k, v in calls.items())
-          + " (an instruction pushed while a reply's push+pull is held arrives in that call's response)")
+        print(
+            f"ratio {kind}: push->start median = {r['dispatch_median_ms'] / reference['dispatch_median_ms']:.1f} x "
+            "one unary call"
+        )
+    print(
+        "node calls: "
+        + ", ".join(f"{k} {v}" for k, v in calls.items())
+        + " (an instruction pushed while a reply's push+pull is held arrives in that call's response)"
+    )
     worst = max(r["dispatch_median_ms"] for r in results.values())
     print(f"target: median push->start <= 5 ms: {'met' if worst <= 5.0 else 'NOT met'} (worst median {worst:.2f} ms)")
     return 0

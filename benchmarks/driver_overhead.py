@@ -53,8 +53,12 @@ def _stats(samples: list[float]) -> str:
 
 @contextlib.contextmanager
 def _link_process() -> Any:
-    proc = subprocess.Popen([sys.executable, "-c", LINK_MAIN], stdout=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = subprocess.Popen(
+        [sys.executable, "-c", LINK_MAIN],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()  # blocks until the link prints its addresses (or exits)
@@ -84,8 +88,10 @@ async def _nodes(fleet_address: str, n: int) -> Any:
         return msg.create_reply(RecordSet())
 
     async with contextlib.AsyncExitStack() as stack:
-        nodes = [await stack.enter_async_context(SuperNode(app, fleet_address, insecure=True, heartbeat_interval=5))
-                 for _ in range(n)]
+        nodes = [
+            await stack.enter_async_context(SuperNode(app, fleet_address, insecure=True, heartbeat_interval=5))
+            for _ in range(n)
+        ]
         for node in nodes:
             await node.wait_registered(timeout=30)
         yield nodes
@@ -123,8 +129,10 @@ def main(argv: list[str] | None = None) -> int:
 
     with _link_process() as (driver_address, fleet_address), start_blocking_portal(name="bench-nodes") as portal:
         with portal.wrap_async_context_manager(_nodes(fleet_address, args.nodes)):
-            print(f"driver overhead: {args.nodes} nodes, {args.rounds} rounds, {args.calls} calls "
-                  f"(link in its own process; nodes in a thread of this one)")
+            print(
+                f"driver overhead: {args.nodes} nodes, {args.rounds} rounds, {args.calls} calls "
+                f"(link in its own process; nodes in a thread of this one)"
+            )
 
             async def async_part() -> dict[str, list[float]]:
                 res: dict[str, list[float]] = {}

@@ -43,6 +43,7 @@ MiB = 1 << 20
 
 # ------------------------------------------------------------------------------------------ stream
 
+
 async def _blob_server_main(port: int, tls_dir: str | None) -> None:
     from fl_async.blobs import BlobServer, BlobStore
 
@@ -76,8 +77,11 @@ def _start_grpc_server():  # type: ignore[no-untyped-def]
     from benchmarks._proc import Proc, free_port, wait_for_port
 
     port = free_port()
-    proc = Proc("grpc-stream-server", [sys.executable, "-m", "benchmarks._grpc_stream", str(port)],
-                log_path=tempfile.mktemp(prefix="grpc_stream_", suffix=".log"))
+    proc = Proc(
+        "grpc-stream-server",
+        [sys.executable, "-m", "benchmarks._grpc_stream", str(port)],
+        log_path=tempfile.mktemp(prefix="grpc_stream_", suffix=".log"),
+    )
     wait_for_port(port, 20.0, proc)
     return proc, port
 
@@ -92,9 +96,10 @@ async def stream(sizes: list[int], reps: int, tls: bool, chunk_size: int, grpc: 
     tls_dir = None
     cctx = None
     if tls:
+        from pathlib import Path
+
         from fl_async._net import client_ssl_context
         from tests.certs import write_certs
-        from pathlib import Path
 
         tls_dir = tempfile.mkdtemp(prefix="blob_tls_")
         files = write_certs(Path(tls_dir))
@@ -108,8 +113,10 @@ async def stream(sizes: list[int], reps: int, tls: bool, chunk_size: int, grpc: 
 
         grpc_proc, grpc_port = _start_grpc_server()
         grpc_channel = _grpc_stream.make_channel("127.0.0.1", grpc_port)
-    print(f"# {time.strftime('%Y-%m-%d %H:%M:%S')}  python {sys.version.split()[0]}  cores {os.cpu_count()}  "
-          f"chunk {chunk_size // MiB} MiB  tls {tls} (raw TCP baseline is plain TCP)")
+    print(
+        f"# {time.strftime('%Y-%m-%d %H:%M:%S')}  python {sys.version.split()[0]}  cores {os.cpu_count()}  "
+        f"chunk {chunk_size // MiB} MiB  tls {tls} (raw TCP baseline is plain TCP)"
+    )
     try:
         client = BlobClient("127.0.0.1", blob_port, token=b"bench", ssl=cctx, chunk_size=chunk_size, timeout=120)
         for size in sizes:
@@ -150,20 +157,30 @@ async def stream(sizes: list[int], reps: int, tls: bool, chunk_size: int, grpc: 
                 # TCP's best repetition instead (conservative: raw TCP varies 2x between repetitions here)
                 first, warm = xs[0], xs[1:] or xs
                 med, best = statistics.median(base), max(base)
-                return (f"{size:4d} MiB  {what:8s} first (fresh memory) {first:6.0f} MiB/s ratio {first / med:.2f} "
-                        f"(vs best {first / best:.2f});  reused buffers {fmt(warm)} MiB/s ratio "
-                        f"{statistics.median(warm) / med:.2f} (vs best {statistics.median(warm) / best:.2f})")
+                return (
+                    f"{size:4d} MiB  {what:8s} first (fresh memory) {first:6.0f} MiB/s ratio {first / med:.2f} "
+                    f"(vs best {first / best:.2f});  reused buffers {fmt(warm)} MiB/s ratio "
+                    f"{statistics.median(warm) / med:.2f} (vs best {statistics.median(warm) / best:.2f})"
+                )
 
             print(f"{size:4d} MiB  raw TCP upload   {fmt(raw_up)} MiB/s")
-            print(f"{size:4d} MiB  raw TCP upload stored into fresh memory {fmt(raw_store)} MiB/s "
-                  f"(blob PUT first / this median: {put[0] / statistics.median(raw_store):.2f})")
+            print(
+                f"{size:4d} MiB  raw TCP upload stored into fresh memory {fmt(raw_store)} MiB/s "
+                f"(blob PUT first / this median: {put[0] / statistics.median(raw_store):.2f})"
+            )
             print(line("blob PUT", put, raw_up))
             print(f"{size:4d} MiB  raw TCP download {fmt(raw_down)} MiB/s")
             print(line("blob GET", get, raw_down))
             if g_up:
-                print(f"{size:4d} MiB  grpclib stream up  {fmt(g_up)} MiB/s   ratio (median) {statistics.median(g_up) / statistics.median(raw_up):.2f}")
-                print(f"{size:4d} MiB  grpclib stream dn  {fmt(g_down)} MiB/s   ratio (median) {statistics.median(g_down) / statistics.median(raw_down):.2f}")
-            print(f"{size:4d} MiB  (sender-side BLAKE3 digest, done by the codec at encode time: {statistics.median(dig):.0f} MiB/s)")
+                print(
+                    f"{size:4d} MiB  grpclib stream up  {fmt(g_up)} MiB/s   ratio (median) {statistics.median(g_up) / statistics.median(raw_up):.2f}"
+                )
+                print(
+                    f"{size:4d} MiB  grpclib stream dn  {fmt(g_down)} MiB/s   ratio (median) {statistics.median(g_down) / statistics.median(raw_down):.2f}"
+                )
+            print(
+                f"{size:4d} MiB  (sender-side BLAKE3 digest, done by the codec at encode time: {statistics.median(dig):.0f} MiB/s)"
+            )
             del buf
         await client.aclose()
     finally:
@@ -175,14 +192,17 @@ async def stream(sizes: list[int], reps: int, tls: bool, chunk_size: int, grpc: 
             grpc_proc.stop()
 
 
-
 # ------------------------------------------------------------------------------------------ rounds
+
 
 async def _link_main(driver_port: int, fleet_port: int) -> None:
     from fl_async.superlink import LinkConfig, SuperLink
 
-    cfg = LinkConfig(driver_api_address=f"127.0.0.1:{driver_port}", fleet_api_address=f"127.0.0.1:{fleet_port}",
-                     max_poll_timeout=30.0)
+    cfg = LinkConfig(
+        driver_api_address=f"127.0.0.1:{driver_port}",
+        fleet_api_address=f"127.0.0.1:{fleet_port}",
+        max_poll_timeout=30.0,
+    )
     async with SuperLink(cfg):
         print("READY", flush=True)
         await asyncio.Event().wait()  # until SIGTERM
@@ -192,21 +212,33 @@ def _start_link():  # type: ignore[no-untyped-def]
     from benchmarks._proc import Proc, free_port, wait_for_port
 
     dport, fport = free_port(), free_port()
-    proc = Proc("superlink", [sys.executable, "-m", "benchmarks.large_payload", "link", "--driver-port", str(dport),
-                              "--fleet-port", str(fport)], log_path=tempfile.mktemp(prefix="link_", suffix=".log"))
+    proc = Proc(
+        "superlink",
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.large_payload",
+            "link",
+            "--driver-port",
+            str(dport),
+            "--fleet-port",
+            str(fport),
+        ],
+        log_path=tempfile.mktemp(prefix="link_", suffix=".log"),
+    )
     wait_for_port(dport, 30.0, proc)
     wait_for_port(fport, 30.0, proc)
     return proc, f"127.0.0.1:{dport}", f"127.0.0.1:{fport}"
 
 
-def _random_array(nbytes: int, dtype: str) -> "np.ndarray":  # noqa: F821
+def _random_array(nbytes: int, dtype: str) -> np.ndarray:  # noqa: F821
     import numpy as np
 
     out = np.empty(nbytes, dtype=np.uint8)
     block = np.frombuffer(os.urandom(MiB), dtype=np.uint8)
     for pos in range(0, nbytes, MiB):
         k = min(MiB, nbytes - pos)
-        out[pos:pos + k] = block[:k]
+        out[pos : pos + k] = block[:k]
         block = np.roll(block, 1)
     return out.view(dtype)
 
@@ -245,44 +277,48 @@ async def _round_config(size: int, n: int, rounds: int) -> dict[str, float]:
 
     out: dict[str, float] = {}
     try:
-      async with contextlib.AsyncExitStack() as stack:
-        nodes = [await stack.enter_async_context(
-            SuperNode(app, fleet_addr, insecure=True, heartbeat_interval=30.0, poll_timeout=20.0,
-                      node_config={"k": k}))
-            for k in range(n)]
-        for node in nodes:
-            await node.wait_registered(timeout=60)
-        async with AsyncDriver(driver_addr, insecure=True, call_timeout=120) as driver:
-            ids_nodes = await driver.wait_for_nodes(n, timeout=60)
-            base = np.random.default_rng(0).random(size * MiB // 4, dtype=np.float32)
-            times = []
-            for r in range(rounds):
-                received = 0
-                gate = asyncio.Event()
-                model = base + np.float32(1000 * r)  # a new model each round (new digest, no collision)
-                content = RecordSet(parameters_records={"model": ParametersRecord({"w": Array.from_numpy(model)})})
-                msgs = [driver.create_message(content, "train", nid, f"round-{r}") for nid in ids_nodes]
-                t0 = time.perf_counter()
-                ids = await driver.push_messages(msgs)
-                ok = 0
-                probe = [0, model.size // 2, model.size - 1]
-                expect = {nid: None for nid in ids_nodes}
-                async with driver.receive(ids, timeout=600) as replies:
-                    async for reply in replies:
-                        got = reply.content.parameters_records["model"]["w"].numpy()
-                        step = np.rint(got[probe].astype(np.float64) - model[probe])
-                        assert np.all(step >= 1) and np.all(step <= n) and len(set(step.tolist())) == 1, step
-                        expect.pop(reply.metadata.src_node_id)
-                        ok += 1
-                        del got, reply
-                times.append(time.perf_counter() - t0)
-                assert ok == n, f"{ok} of {n} replies"
-            out["first"] = times[0]
-            out["best"] = min(times)
-            out["steady"] = statistics.median(times[1:]) if len(times) > 1 else times[0]
-        out["broadcast_hwm"] = broadcast_hwm
-        for node in nodes:
-            node.stop()
+        async with contextlib.AsyncExitStack() as stack:
+            nodes = [
+                await stack.enter_async_context(
+                    SuperNode(
+                        app, fleet_addr, insecure=True, heartbeat_interval=30.0, poll_timeout=20.0, node_config={"k": k}
+                    )
+                )
+                for k in range(n)
+            ]
+            for node in nodes:
+                await node.wait_registered(timeout=60)
+            async with AsyncDriver(driver_addr, insecure=True, call_timeout=120) as driver:
+                ids_nodes = await driver.wait_for_nodes(n, timeout=60)
+                base = np.random.default_rng(0).random(size * MiB // 4, dtype=np.float32)
+                times = []
+                for r in range(rounds):
+                    received = 0
+                    gate = asyncio.Event()
+                    model = base + np.float32(1000 * r)  # a new model each round (new digest, no collision)
+                    content = RecordSet(parameters_records={"model": ParametersRecord({"w": Array.from_numpy(model)})})
+                    msgs = [driver.create_message(content, "train", nid, f"round-{r}") for nid in ids_nodes]
+                    t0 = time.perf_counter()
+                    ids = await driver.push_messages(msgs)
+                    ok = 0
+                    probe = [0, model.size // 2, model.size - 1]
+                    expect = dict.fromkeys(ids_nodes)
+                    async with driver.receive(ids, timeout=600) as replies:
+                        async for reply in replies:
+                            got = reply.content.parameters_records["model"]["w"].numpy()
+                            step = np.rint(got[probe].astype(np.float64) - model[probe])
+                            assert np.all(step >= 1) and np.all(step <= n) and len(set(step.tolist())) == 1, step
+                            expect.pop(reply.metadata.src_node_id)
+                            ok += 1
+                            del got, reply
+                    times.append(time.perf_counter() - t0)
+                    assert ok == n, f"{ok} of {n} replies"
+                out["first"] = times[0]
+                out["best"] = min(times)
+                out["steady"] = statistics.median(times[1:]) if len(times) > 1 else times[0]
+            out["broadcast_hwm"] = broadcast_hwm
+            for node in nodes:
+                node.stop()
     finally:
         proc.stop()
     out["link_hwm"] = proc.peak_rss or 0
@@ -291,23 +327,32 @@ async def _round_config(size: int, n: int, rounds: int) -> dict[str, float]:
 
 async def rounds(sizes: list[int], ns: list[int], n_rounds: int) -> None:
     """Print round seconds, MiB/s through the link and link peak RSS for each size and node count."""
-    print(f"# {time.strftime('%Y-%m-%d %H:%M:%S')}  python {sys.version.split()[0]}  cores {os.cpu_count()}  "
-          f"rounds per config {n_rounds}  (link in a subprocess; nodes and driver in this process; plaintext)")
-    print("size_MiB  nodes  round1_s  best_s  steady_s  link_MiB/s(best)  broadcast_peak_RSS_MB  link_peak_RSS_MB  "
-          "limit_MB(1.5x+150)")
+    print(
+        f"# {time.strftime('%Y-%m-%d %H:%M:%S')}  python {sys.version.split()[0]}  cores {os.cpu_count()}  "
+        f"rounds per config {n_rounds}  (link in a subprocess; nodes and driver in this process; plaintext)"
+    )
+    print(
+        "size_MiB  nodes  round1_s  best_s  steady_s  link_MiB/s(best)  broadcast_peak_RSS_MB  link_peak_RSS_MB  "
+        "limit_MB(1.5x+150)"
+    )
     for size in sizes:
         for n in ns:
             avail = _mem_available()
             need = size * MiB * (3 * n + 4)
             if avail is not None and need > avail:
-                print(f"{size:8d}  {n:5d}  skipped: needs ~{need / 1e9:.1f} GB (in-process nodes), "
-                      f"{avail / 1e9:.1f} GB available")
+                print(
+                    f"{size:8d}  {n:5d}  skipped: needs ~{need / 1e9:.1f} GB (in-process nodes), "
+                    f"{avail / 1e9:.1f} GB available"
+                )
                 continue
             r = await _round_config(size, n, n_rounds)
             moved = size * (1 + 3 * n)
-            print(f"{size:8d}  {n:5d}  {r['first']:8.2f}  {r['best']:6.2f}  {r['steady']:8.2f}  "
-                  f"{moved / r['best']:16.0f}  {r['broadcast_hwm'] / 1e6:21.0f}  {r['link_hwm'] / 1e6:16.0f}  "
-                  f"{1.5 * size * MiB / 1e6 + 150:18.0f}", flush=True)
+            print(
+                f"{size:8d}  {n:5d}  {r['first']:8.2f}  {r['best']:6.2f}  {r['steady']:8.2f}  "
+                f"{moved / r['best']:16.0f}  {r['broadcast_hwm'] / 1e6:21.0f}  {r['link_hwm'] / 1e6:16.0f}  "
+                f"{1.5 * size * MiB / 1e6 + 150:18.0f}",
+                flush=True,
+            )
 
 
 def _mem_available() -> int | None:
@@ -343,8 +388,10 @@ async def big(gib: float) -> None:
 
     try:
         x = _random_array(nbytes, "float16")
-        async with SuperNode(app, fleet_addr, insecure=True, heartbeat_interval=30.0) as node, \
-                AsyncDriver(driver_addr, insecure=True, call_timeout=600) as driver:
+        async with (
+            SuperNode(app, fleet_addr, insecure=True, heartbeat_interval=30.0) as node,
+            AsyncDriver(driver_addr, insecure=True, call_timeout=600) as driver,
+        ):
             await node.wait_registered(timeout=60)
             [nid] = await driver.wait_for_nodes(1, timeout=60)
             content = RecordSet(parameters_records={"m": ParametersRecord({"x": Array.from_numpy(x)})})
@@ -357,16 +404,19 @@ async def big(gib: float) -> None:
             step = 64 * MiB
             xu, gu = x.view(np.uint16), got.view(np.uint16)
             for pos in range(0, xu.size, step):
-                exact = exact and bool(np.array_equal(gu[pos:pos + step] ^ np.uint16(0x8000), xu[pos:pos + step]))
+                exact = exact and bool(np.array_equal(gu[pos : pos + step] ^ np.uint16(0x8000), xu[pos : pos + step]))
             node.stop()
-        print(f"# {time.strftime('%Y-%m-%d %H:%M:%S')}  float16 array of {nbytes / (1 << 30):.2f} GiB "
-              f"({x.size} elements) to 1 node and back: {dt:.1f} s, exact: {exact}")
+        print(
+            f"# {time.strftime('%Y-%m-%d %H:%M:%S')}  float16 array of {nbytes / (1 << 30):.2f} GiB "
+            f"({x.size} elements) to 1 node and back: {dt:.1f} s, exact: {exact}"
+        )
     finally:
         proc.stop()
     print(f"  link peak RSS {proc.peak_rss / 1e6:.0f} MB (holds the instruction's and the reply's arrays once each)")
 
 
 # ------------------------------------------------------------------------------------------- costs
+
 
 def costs(mib: int, reps: int) -> None:
     """Print what the receive path's per-byte costs run at on this machine: hashes (from memory and from
@@ -396,21 +446,29 @@ def costs(mib: int, reps: int) -> None:
             h = make()
             for _ in range(64):
                 h.update(hot)
+
         return rate(run, 64 * len(hot))
 
-    print(f"# {time.strftime('%Y-%m-%d %H:%M:%S')}  python {sys.version.split()[0]}  cores {os.cpu_count()}  "
-          f"{mib} MiB, best of {reps}")
-    for name, make in [("BLAKE3 (blake3)", blake3.blake3), ("SHA-256 (hashlib)", hashlib.sha256),
-                       ("BLAKE2b (hashlib)", hashlib.blake2b)]:
-        print(f"hash {name:18s} from memory {rate(lambda: make(data).digest(), n):6.0f} MiB/s   "
-              f"4 MiB pieces from cache {in_cache(make):6.0f} MiB/s")
+    print(
+        f"# {time.strftime('%Y-%m-%d %H:%M:%S')}  python {sys.version.split()[0]}  cores {os.cpu_count()}  "
+        f"{mib} MiB, best of {reps}"
+    )
+    for name, make in [
+        ("BLAKE3 (blake3)", blake3.blake3),
+        ("SHA-256 (hashlib)", hashlib.sha256),
+        ("BLAKE2b (hashlib)", hashlib.blake2b),
+    ]:
+        print(
+            f"hash {name:18s} from memory {rate(lambda: make(data).digest(), n):6.0f} MiB/s   "
+            f"4 MiB pieces from cache {in_cache(make):6.0f} MiB/s"
+        )
     piece = bytes(4 * MiB)
 
     def first_write(flags: int) -> None:
         m = mmap.mmap(-1, n, flags=flags)
         v = memoryview(m)
         for pos in range(0, n, len(piece)):
-            v[pos:pos + len(piece)] = piece
+            v[pos : pos + len(piece)] = piece
         v.release()
         m.close()
 
@@ -419,7 +477,7 @@ def costs(mib: int, reps: int) -> None:
 
     def warm_write() -> None:
         for pos in range(0, n, len(piece)):
-            warm[pos:pos + len(piece)] = piece
+            warm[pos : pos + len(piece)] = piece
 
     def populate() -> None:
         m = mmap.mmap(-1, n, flags=anon)
@@ -431,7 +489,9 @@ def costs(mib: int, reps: int) -> None:
 
     print(f"memory bytearray(n) (memset + faults)           {rate(lambda: bytearray(n), n):6.0f} MiB/s")
     print(f"memory first write into a new mmap (faults)     {rate(lambda: first_write(anon), n):6.0f} MiB/s")
-    print(f"memory mmap MAP_POPULATE                        {rate(lambda: mmap.mmap(-1, n, flags=anon | mmap.MAP_POPULATE).close(), n):6.0f} MiB/s")
+    print(
+        f"memory mmap MAP_POPULATE                        {rate(lambda: mmap.mmap(-1, n, flags=anon | mmap.MAP_POPULATE).close(), n):6.0f} MiB/s"
+    )
     if buffers._madvise is not None:
         print(f"memory madvise(MADV_POPULATE_WRITE)             {rate(populate, n):6.0f} MiB/s")
     print(f"memory write into warm pages (reused buffer)    {rate(warm_write, n):6.0f} MiB/s")
@@ -464,13 +524,15 @@ def main(argv: list[str] | None = None) -> None:
     k.add_argument("--fleet-port", type=int, required=True)
     args = ap.parse_args(argv)
     if args.cmd == "stream":
-        asyncio.run(stream([int(x) for x in args.sizes.split(",")], args.reps, args.tls, args.chunk_mib * MiB,
-                           args.grpc))
+        asyncio.run(
+            stream([int(x) for x in args.sizes.split(",")], args.reps, args.tls, args.chunk_mib * MiB, args.grpc)
+        )
     elif args.cmd == "blob-server":
         asyncio.run(_blob_server_main(args.port, args.tls_dir))
     elif args.cmd == "rounds":
-        asyncio.run(rounds([int(x) for x in args.sizes.split(",")], [int(x) for x in args.nodes.split(",")],
-                           args.rounds))
+        asyncio.run(
+            rounds([int(x) for x in args.sizes.split(",")], [int(x) for x in args.nodes.split(",")], args.rounds)
+        )
     elif args.cmd == "big":
         asyncio.run(big(args.gib))
     elif args.cmd == "costs":

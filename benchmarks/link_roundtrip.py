@@ -119,7 +119,12 @@ def _figures(n: int, lat: list[float], m: _Measure, register_s: float, rss: tupl
 
 
 async def run_n(
-    n: int, rounds: int, driver_address: str, fleet_address: str, link_pid: int, combined: bool = True,
+    n: int,
+    rounds: int,
+    driver_address: str,
+    fleet_address: str,
+    link_pid: int,
+    combined: bool = True,
     profile: Path | None = None,
 ) -> dict[str, float]:
     from fl_async.proto.fl_async import v1 as pb
@@ -190,7 +195,12 @@ def _sdk_app():  # type: ignore[no-untyped-def]
 
 
 async def run_n_sdk(
-    n: int, rounds: int, driver_address: str, fleet_address: str, link_pid: int, profile: Path | None = None,
+    n: int,
+    rounds: int,
+    driver_address: str,
+    fleet_address: str,
+    link_pid: int,
+    profile: Path | None = None,
     raw_driver: bool = False,
 ) -> dict[str, float]:
     """As :func:`run_n` with SDK nodes: N SuperNodes (async ClientApp answering at once), driven by an
@@ -205,8 +215,7 @@ async def run_n_sdk(
 
     app = _sdk_app()
     rss_before = read_rss(link_pid)
-    nodes = [SuperNode(app, fleet_address, insecure=True, heartbeat_interval=60.0, poll_timeout=30.0)
-             for _ in range(n)]
+    nodes = [SuperNode(app, fleet_address, insecure=True, heartbeat_interval=60.0, poll_timeout=30.0) for _ in range(n)]
     dch = channel(driver_address) if raw_driver else None
     async with AsyncDriver(driver_address, insecure=True) as driver, anyio.create_task_group() as tg:
         raw = await RawDriver.create(pb.DriverStub(dch)) if dch is not None else None
@@ -335,12 +344,16 @@ def main() -> None:
         "separate": "raw pb stubs; PushReplies then PullInstructions",
     }[mode]
     print(f"link_roundtrip ({where}; nodes + driver in one process; {what}; 127.0.0.1)")
-    print(f"{'N':>6} {'rounds':>6} {'median ms':>10} {'p99 ms':>9} {'replies/s':>10} {'link CPU ms/round':>18} "
-          f"{'client CPU ms/round':>20} {'link KB/held poll':>18} {'register all s':>15} {'node calls/reply':>17}")
+    print(
+        f"{'N':>6} {'rounds':>6} {'median ms':>10} {'p99 ms':>9} {'replies/s':>10} {'link CPU ms/round':>18} "
+        f"{'client CPU ms/round':>20} {'link KB/held poll':>18} {'register all s':>15} {'node calls/reply':>17}"
+    )
     for r in results:
-        print(f"{r['n']:>6} {r['rounds']:>6} {r['median_ms']:>10.2f} {r['p99_ms']:>9.2f} {r['replies_per_s']:>10.0f} "
-              f"{r['link_cpu_ms_per_round']:>18.1f} {r['client_cpu_ms_per_round']:>20.1f} "
-              f"{r['rss_per_poll_kb']:>18.1f} {r['register_s']:>15.2f} {r.get('calls_per_reply', float('nan')):>17.2f}")
+        print(
+            f"{r['n']:>6} {r['rounds']:>6} {r['median_ms']:>10.2f} {r['p99_ms']:>9.2f} {r['replies_per_s']:>10.0f} "
+            f"{r['link_cpu_ms_per_round']:>18.1f} {r['client_cpu_ms_per_round']:>20.1f} "
+            f"{r['rss_per_poll_kb']:>18.1f} {r['register_s']:>15.2f} {r.get('calls_per_reply', float('nan')):>17.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import struct
 import sys
 import time
 
-__all__ = ["serve", "upload", "download", "start_server_process"]
+__all__ = ["download", "serve", "start_server_process", "upload"]
 
 _HDR = struct.Struct(">BQ")
 _CHUNK = 4 << 20
@@ -41,14 +41,16 @@ async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) ->
             except asyncio.IncompleteReadError:
                 return
             if op in (1, 3):
-                store = memoryview(mmap.mmap(-1, n, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)) if op == 3 and n else None
+                store = (
+                    memoryview(mmap.mmap(-1, n, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)) if op == 3 and n else None
+                )
                 left = n
                 while left:
                     data = await reader.read(min(left, _LIMIT))
                     if not data:
                         return
                     if store is not None:
-                        store[n - left:n - left + len(data)] = data
+                        store[n - left : n - left + len(data)] = data
                     left -= len(data)
                 del store
                 writer.write(b"\x01")
@@ -90,7 +92,7 @@ async def upload(host: str, port: int, buffer: bytes | bytearray | memoryview, *
         t0 = time.perf_counter()
         writer.write(_HDR.pack(3 if store else 1, view.nbytes))
         for pos in range(0, view.nbytes, _CHUNK):
-            writer.write(view[pos:pos + _CHUNK])
+            writer.write(view[pos : pos + _CHUNK])
             await writer.drain()
         await reader.readexactly(1)
         return time.perf_counter() - t0
@@ -120,8 +122,9 @@ def start_server_process(log_path: str):  # type: ignore[no-untyped-def]
     from benchmarks._proc import Proc, free_port, wait_for_port
 
     port = free_port()
-    proc = Proc("raw-tcp-server", [sys.executable, "-m", "benchmarks.raw_tcp", "serve", "--port", str(port)],
-                log_path=log_path)
+    proc = Proc(
+        "raw-tcp-server", [sys.executable, "-m", "benchmarks.raw_tcp", "serve", "--port", str(port)], log_path=log_path
+    )
     wait_for_port(port, 20.0, proc)
     return proc, port
 
@@ -135,8 +138,10 @@ async def _main(sizes: list[int], reps: int) -> None:
             buf = bytearray(size * MiB)
             up = [size / await upload("127.0.0.1", port, buf) for _ in range(reps)]
             down = [size / await download("127.0.0.1", port, size * MiB) for _ in range(reps)]
-            print(f"raw asyncio TCP {size:4d} MiB: upload best {max(up):7.0f} MiB/s (all {', '.join(f'{x:.0f}' for x in up)}), "
-                  f"download best {max(down):7.0f} MiB/s (all {', '.join(f'{x:.0f}' for x in down)})")
+            print(
+                f"raw asyncio TCP {size:4d} MiB: upload best {max(up):7.0f} MiB/s (all {', '.join(f'{x:.0f}' for x in up)}), "
+                f"download best {max(down):7.0f} MiB/s (all {', '.join(f'{x:.0f}' for x in down)})"
+            )
     finally:
         proc.stop()
 

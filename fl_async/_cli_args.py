@@ -30,11 +30,11 @@ from fl_async._net import ServerTLS, parse_address, read_pem
 
 __all__ = [
     "CliArgumentError",
-    "parse_config_value",
-    "parse_config_pairs",
     "check_address",
-    "resolve_link_tls",
+    "parse_config_pairs",
+    "parse_config_value",
     "resolve_client_tls",
+    "resolve_link_tls",
     "split_app_ref",
 ]
 
@@ -98,9 +98,7 @@ def parse_config_pairs(values: Iterable[str] | None, *, option: str) -> dict[str
             if not sep:
                 raise CliArgumentError(f"{option} {token!r}: expected KEY=VALUE")
             if not _KEY_RE.fullmatch(key):
-                raise CliArgumentError(
-                    f"{option} {token!r}: key must be letters, digits, '_', '-' or '.', not {key!r}"
-                )
+                raise CliArgumentError(f"{option} {token!r}: key must be letters, digits, '_', '-' or '.', not {key!r}")
             if key in out:
                 raise CliArgumentError(f"{option}: key {key!r} is given twice")
             try:
@@ -247,8 +245,10 @@ def split_app_ref(ref: str, *, what: str) -> str:
         CliArgumentError: no ``:``, an empty side, or names that are not dotted identifiers.
     """
     module, sep, attr = ref.partition(":")
-    ok = bool(sep) and all(p.isidentifier() for p in module.split(".")) and all(
-        p.isidentifier() for p in attr.split(".")
+    ok = (
+        bool(sep)
+        and all(p.isidentifier() for p in module.split("."))
+        and all(p.isidentifier() for p in attr.split("."))
     )
     if not ok:
         raise CliArgumentError(f"{what} {ref!r} is not MODULE:ATTR (e.g. 'server:app' or 'pkg.server:app')")

@@ -15,7 +15,7 @@ from typing import Protocol
 
 import blake3 as _blake3
 
-__all__ = ["DIGEST_SIZE", "ALGORITHM", "Hasher", "digest_of", "new_hasher"]
+__all__ = ["ALGORITHM", "DIGEST_SIZE", "Hasher", "digest_of", "new_hasher"]
 
 DIGEST_SIZE = 32
 """Length in bytes of a content address (BLAKE3's default output)."""
@@ -27,13 +27,13 @@ ALGORITHM = "blake3"
 class Hasher(Protocol):
     """Incremental hash: ``update`` releases the GIL for large inputs, so it may run on a worker thread."""
 
-    def update(self, data: bytes | bytearray | memoryview, /) -> object:  # noqa: D102
+    def update(self, data: bytes | bytearray | memoryview, /) -> object:
         ...
 
-    def digest(self) -> bytes:  # noqa: D102
+    def digest(self) -> bytes:
         ...
 
-    def hexdigest(self) -> str:  # noqa: D102
+    def hexdigest(self) -> str:
         ...
 
 

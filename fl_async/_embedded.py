@@ -18,7 +18,7 @@ import anyio
 
 from fl_async._progress import RoundProgress, observe_client_app, rounds_from_config
 
-__all__ = ["run_embedded", "REGISTER_TIMEOUT"]
+__all__ = ["REGISTER_TIMEOUT", "run_embedded"]
 
 logger = logging.getLogger("fl_async.run")
 
@@ -102,6 +102,4 @@ async def run_embedded(
                 ) from None
             logger.info("run: %d nodes registered with %s", num_supernodes, link.fleet_address)
             with view:
-                return await async_run_server_app(
-                    server_app, link.driver_address, insecure=True, run_config=config
-                )
+                return await async_run_server_app(server_app, link.driver_address, insecure=True, run_config=config)

@@ -43,7 +43,7 @@ def _describe(exc: BaseException) -> str:
     return text.splitlines()[-1] if text else type(exc).__name__
 
 
-def load_object(ref: str, dir: str | Path | None = None, expected: type | tuple[type, ...] | None = None) -> Any:  # noqa: A002
+def load_object(ref: str, dir: str | Path | None = None, expected: type | tuple[type, ...] | None = None) -> Any:
     """Import ``module`` and return ``module.attr`` for the reference ``"module:attr"``.
 
     Args:
@@ -71,10 +71,14 @@ def load_object(ref: str, dir: str | Path | None = None, expected: type | tuple[
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         if exc.name is not None and (module_name == exc.name or module_name.startswith(exc.name + ".")):
-            where = " (searched sys.path; add the app's directory with --dir)" if dir is None else f" in {str(dir)!r} or sys.path"
+            where = (
+                " (searched sys.path; add the app's directory with --dir)"
+                if dir is None
+                else f" in {str(dir)!r} or sys.path"
+            )
             raise AppLoadError(f"cannot load {ref!r}: module {exc.name!r} not found{where}") from exc
         raise AppLoadError(f"cannot load {ref!r}: importing module {module_name!r} failed: {_describe(exc)}") from exc
-    except BaseException as exc:  # noqa: BLE001 - any import-time failure of user code, incl. SystemExit
+    except BaseException as exc:
         if isinstance(exc, KeyboardInterrupt):
             raise
         raise AppLoadError(f"cannot load {ref!r}: importing module {module_name!r} failed: {_describe(exc)}") from exc
@@ -87,8 +91,6 @@ def load_object(ref: str, dir: str | Path | None = None, expected: type | tuple[
             raise AppLoadError(f"cannot load {ref!r}: {walked!r} has no attribute {part!r}") from None
         walked = f"{walked}:{part}" if walked == module_name else f"{walked}.{part}"
     if expected is not None and not isinstance(obj, expected):
-        names = (
-            " or ".join(t.__name__ for t in expected) if isinstance(expected, tuple) else expected.__name__
-        )
+        names = " or ".join(t.__name__ for t in expected) if isinstance(expected, tuple) else expected.__name__
         raise AppLoadError(f"cannot load {ref!r}: it is of type {type(obj).__name__}, expected a {names}")
     return obj

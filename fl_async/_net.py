@@ -15,7 +15,7 @@ DEFAULT_DRIVER_TARGET = "127.0.0.1:9091"
 DEFAULT_FLEET_TARGET = "127.0.0.1:9092"
 """Where SuperNodes look for the Fleet API by default."""
 
-__all__ = ["parse_address", "format_address", "client_ssl_context", "server_ssl_context", "read_pem", "ServerTLS"]
+__all__ = ["ServerTLS", "client_ssl_context", "format_address", "parse_address", "read_pem", "server_ssl_context"]
 
 
 def parse_address(address: str, *, default_port: int | None = None) -> tuple[str, int]:

@@ -16,14 +16,14 @@ import struct
 from fl_async.proto.fl_async import v1 as pb
 
 __all__ = [
-    "pack_double",
-    "varint",
-    "zigzag",
-    "tag",
-    "len_field",
-    "sint64_field",
     "double_field",
     "encode_metadata",
+    "len_field",
+    "pack_double",
+    "sint64_field",
+    "tag",
+    "varint",
+    "zigzag",
 ]
 
 pack_double = struct.Struct("<d").pack

@@ -56,11 +56,16 @@ _stop_requested = False
 class _OneLineErrors(TyperGroup):
     """Typer group whose usage errors are printed as one line (``fl-async CMD: error: ...``), status 2."""
 
-    def main(self, args: Any = None, prog_name: Any = None, complete_var: Any = None,
-             standalone_mode: bool = True, **extra: Any) -> Any:
+    def main(
+        self,
+        args: Any = None,
+        prog_name: Any = None,
+        complete_var: Any = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
         try:
-            rv = super().main(args=args, prog_name=prog_name, complete_var=complete_var,
-                              standalone_mode=False, **extra)
+            rv = super().main(args=args, prog_name=prog_name, complete_var=complete_var, standalone_mode=False, **extra)
         except typer.TyperException as exc:  # click's ClickException/UsageError derive from it
             if type(exc).__name__ == "NoArgsIsHelpError":
                 exc.show()  # type: ignore[attr-defined]
@@ -132,7 +137,6 @@ def _force_exit_after(seconds: float, code: int = 0) -> None:
     Graceful shutdown normally finishes well before; this only bounds it when user code (e.g. a blocked
     synchronous ClientApp handler in a worker thread) would keep the interpreter from exiting.
     """
-    import os
     import threading
 
     if not _owns_process:
@@ -152,12 +156,12 @@ def _exit_now(code: int = 0) -> None:
 
     try:
         logging.shutdown()
-    except Exception:  # noqa: BLE001 - best effort on the way out
+    except Exception:
         pass
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
-        except Exception:  # noqa: BLE001
+        except Exception:
             pass
     os._exit(code)
 
@@ -224,7 +228,7 @@ def _run_async(command: str, fn: Any, *args: Any, app_errors: bool = False, tls:
     _sigterm_as_interrupt()
     try:
         anyio.run(fn, *args)
-    except BaseException as raw:  # noqa: BLE001 - classified below, re-raised when unknown
+    except BaseException as raw:
         exc = _unwrap(raw)
         if isinstance(exc, (SystemExit, typer.Exit)):
             raise exc from None
@@ -316,11 +320,14 @@ Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Log debug messag
 
 # -------------------------------------------------------------------------------------------- commands
 
+
 @app.command("superlink")
 def superlink_command(
     driver_api_address: Annotated[
         str,
-        typer.Option(metavar="HOST:PORT", help="Where to serve the Driver API for server apps (port 0: any free port)."),
+        typer.Option(
+            metavar="HOST:PORT", help="Where to serve the Driver API for server apps (port 0: any free port)."
+        ),
     ] = "0.0.0.0:9091",
     fleet_api_address: Annotated[
         str,
@@ -328,12 +335,15 @@ def superlink_command(
     ] = "0.0.0.0:9092",
     insecure: Insecure = False,
     ssl_ca_certfile: Annotated[
-        Path | None, typer.Option(metavar="FILE", help="PEM CA certificate (TLS; with --ssl-certfile and --ssl-keyfile).")
+        Path | None,
+        typer.Option(metavar="FILE", help="PEM CA certificate (TLS; with --ssl-certfile and --ssl-keyfile)."),
     ] = None,
     ssl_certfile: Annotated[
         Path | None, typer.Option(metavar="FILE", help="PEM server certificate chain (TLS).")
     ] = None,
-    ssl_keyfile: Annotated[Path | None, typer.Option(metavar="FILE", help="PEM private key of the certificate (TLS).")] = None,
+    ssl_keyfile: Annotated[
+        Path | None, typer.Option(metavar="FILE", help="PEM private key of the certificate (TLS).")
+    ] = None,
     heartbeat_patience: Annotated[
         float,
         typer.Option(
@@ -390,11 +400,15 @@ def superlink_command(
     from fl_async.superlink.config import address_conflict, default_blob_api_address
 
     blob_flag = "--blob-api-address" + ("" if blob_api_address is not None else " (default)")
-    conflict = address_conflict({
-        "--driver-api-address": driver_api_address,
-        "--fleet-api-address": fleet_api_address,
-        blob_flag: blob_api_address if blob_api_address is not None else default_blob_api_address(fleet_api_address),
-    })
+    conflict = address_conflict(
+        {
+            "--driver-api-address": driver_api_address,
+            "--fleet-api-address": fleet_api_address,
+            blob_flag: blob_api_address
+            if blob_api_address is not None
+            else default_blob_api_address(fleet_api_address),
+        }
+    )
     if conflict:  # before binding anything (LinkConfig refuses it too, without the flag names)
         _fail(cmd, conflict)
     try:
@@ -425,8 +439,11 @@ def superlink_command(
             await tg.start(watch)
             async with SuperLink(config) as link:
                 mode = "TLS" if tls is not None else "plaintext (--insecure)"
-                _info(cmd, f"Driver API on {link.driver_address}, Fleet API on {link.fleet_address}, "
-                           f"blob data path on {link.blob_address}, {mode}")
+                _info(
+                    cmd,
+                    f"Driver API on {link.driver_address}, Fleet API on {link.fleet_address}, "
+                    f"blob data path on {link.blob_address}, {mode}",
+                )
                 await stopped.wait()
 
     _run_async(cmd, serve)
@@ -441,7 +458,7 @@ def supernode_command(
     ] = "127.0.0.1:9092",
     insecure: Insecure = False,
     root_certificates: RootCertificates = None,
-    dir: AppDir = None,  # noqa: A002 - the flag is --dir, as Flower's
+    dir: AppDir = None,
     max_concurrency: Annotated[
         int, typer.Option(min=1, metavar="K", help="How many messages the ClientApp may handle at once.")
     ] = 1,
@@ -518,7 +535,7 @@ def server_app_command(
     ] = "127.0.0.1:9091",
     insecure: Insecure = False,
     root_certificates: RootCertificates = None,
-    dir: AppDir = None,  # noqa: A002
+    dir: AppDir = None,
     run_config: Annotated[
         list[str] | None,
         typer.Option(
@@ -553,7 +570,6 @@ def server_app_command(
         from fl_async.server import async_run_server_app
 
         async with anyio.create_task_group() as tg:
-
             await tg.start(_cancel_on_signal, cmd, tg.cancel_scope)
             _info(cmd, f"running {server_app} against {superlink} ({'TLS' if roots else 'plaintext'})")
             await async_run_server_app(
@@ -580,7 +596,7 @@ def run_command(
             "'quoted str', else str.",
         ),
     ] = None,
-    dir: AppDir = None,  # noqa: A002
+    dir: AppDir = None,
     max_concurrency: Annotated[
         int, typer.Option(min=1, metavar="K", help="Messages each node may handle at once.")
     ] = 1,
@@ -618,7 +634,6 @@ def run_command(
         from fl_async._embedded import run_embedded
 
         async with anyio.create_task_group() as tg:
-
             await tg.start(_cancel_on_signal, cmd, tg.cancel_scope)
             await run_embedded(
                 sapp,

@@ -41,25 +41,23 @@ from fl_async.proto.fl_async import v1 as pb
 
 __all__ = [
     "DEFAULT_INLINE_LIMIT",
+    "DIGEST_SIZE",
     "Buffer",
     "DigestMemo",
-    "DIGEST_SIZE",
-    "digest_of",
-    "message_to_proto",
-    "message_from_proto",
-    "recordset_to_proto",
-    "recordset_from_proto",
-    "config_to_proto",
     "config_from_proto",
+    "config_to_proto",
+    "digest_of",
     "external_arrays",
+    "message_from_proto",
+    "message_to_proto",
+    "recordset_from_proto",
+    "recordset_to_proto",
 ]
 
 DEFAULT_INLINE_LIMIT = 1 << 20
 """Arrays larger than this many bytes travel on the blob path (when the caller provides one)."""
 
 Buffer = bytes | bytearray | memoryview
-
-
 
 
 # --------------------------------------------------------------------------------------------
@@ -151,7 +149,10 @@ unique), shared by the messages of one request so that a buffer several of them 
 
 
 def _array_to_proto(
-    array: Array, blobs: MutableMapping[bytes, Buffer] | None, inline_limit: int, where: str,
+    array: Array,
+    blobs: MutableMapping[bytes, Buffer] | None,
+    inline_limit: int,
+    where: str,
     digests: DigestMemo | None = None,
 ) -> pb.Array:
     try:
@@ -245,10 +246,14 @@ def recordset_to_proto(
             )
             for name, rec in rs.parameters_records.items()
         ],
-        metrics=[pb.MetricsRecord(name=n, entries=_entries_to_proto(r, f"metrics record {n!r}"))
-                 for n, r in rs.metrics_records.items()],
-        configs=[pb.ConfigsRecord(name=n, entries=_entries_to_proto(r, f"configs record {n!r}"))
-                 for n, r in rs.configs_records.items()],
+        metrics=[
+            pb.MetricsRecord(name=n, entries=_entries_to_proto(r, f"metrics record {n!r}"))
+            for n, r in rs.metrics_records.items()
+        ],
+        configs=[
+            pb.ConfigsRecord(name=n, entries=_entries_to_proto(r, f"configs record {n!r}"))
+            for n, r in rs.configs_records.items()
+        ],
     )
 
 
@@ -269,7 +274,10 @@ def _entries_from_proto(kind: str, record_name: str, entries: list[pb.ValueEntry
 
 
 def recordset_from_proto(
-    rs: pb.RecordSet, *, blobs: Mapping[bytes, Buffer] | None = None, verify: bool = True,
+    rs: pb.RecordSet,
+    *,
+    blobs: Mapping[bytes, Buffer] | None = None,
+    verify: bool = True,
     used: set[bytes] | None = None,
 ) -> RecordSet:
     """Decode a wire record set; external payloads are looked up in ``blobs`` by digest.
@@ -374,14 +382,19 @@ def message_to_proto(
     """
     md = metadata_to_proto(msg.metadata)
     if msg.has_content():
-        return pb.Message(metadata=md, content=recordset_to_proto(
-            msg.content, blobs=blobs, inline_limit=inline_limit, digests=digests))
+        return pb.Message(
+            metadata=md,
+            content=recordset_to_proto(msg.content, blobs=blobs, inline_limit=inline_limit, digests=digests),
+        )
     err = msg.error
     return pb.Message(metadata=md, error=pb.Error(code=_id64("error code", err.code), reason=err.reason or ""))
 
 
 def message_from_proto(
-    wire: pb.Message, *, blobs: Mapping[bytes, Buffer] | None = None, verify: bool = True,
+    wire: pb.Message,
+    *,
+    blobs: Mapping[bytes, Buffer] | None = None,
+    verify: bool = True,
     used: set[bytes] | None = None,
 ) -> Message:
     """Decode a wire message, restoring ``created_at`` from the wire (as Flower's deserializers).

@@ -1,5 +1,6 @@
 """Run by test_blob_pool_calibration.py: import fl_async.blobs.buffers under a tracer that keeps the frames of calls that returned a value (as a
 call recorder / snooping debugger might) and lets go of them after the import."""
+
 import sys
 
 import numpy as np
@@ -15,6 +16,7 @@ def tracer(frame, event, arg):
 
 sys.settrace(tracer)
 from fl_async.blobs import buffers  # noqa: E402  (calibration runs here, traced)
+
 sys.settrace(None)
 print("calibrated idle refs:", buffers._IDLE_REFS)
 kept_frames.clear()  # the tool lets go of its frames

@@ -13,7 +13,7 @@ from grpclib.client import Channel
 from fl_async._net import parse_address
 from fl_async.proto.fl_async import v1 as pb
 
-__all__ = ["channel", "RawNode", "RawDriver", "instruction", "reply_to"]
+__all__ = ["RawDriver", "RawNode", "channel", "instruction", "reply_to"]
 
 
 def channel(address: str, **kwargs: object) -> Channel:
@@ -69,7 +69,8 @@ class RawNode:
 
     async def pull(self, timeout: float = 0.0, max_messages: int = 1, **kw: object) -> list[pb.Message]:
         res = await self.stub.pull_instructions(
-            pb.PullInstructionsRequest(auth=self.auth, max_messages=max_messages, timeout=timeout), **kw  # type: ignore[arg-type]
+            pb.PullInstructionsRequest(auth=self.auth, max_messages=max_messages, timeout=timeout),
+            **kw,  # type: ignore[arg-type]
         )
         return list(res.messages)
 
@@ -113,7 +114,8 @@ class RawDriver:
 
     async def pull(self, ids: Sequence[str], timeout: float = 0.0, **kw: object) -> list[pb.Message]:
         res = await self.stub.pull_messages(
-            pb.PullMessagesRequest(run_id=self.run_id, message_ids=list(ids), timeout=timeout), **kw  # type: ignore[arg-type]
+            pb.PullMessagesRequest(run_id=self.run_id, message_ids=list(ids), timeout=timeout),
+            **kw,  # type: ignore[arg-type]
         )
         return list(res.messages)
 

@@ -27,12 +27,11 @@ class RawDriver:
     async def __aenter__(self) -> RawDriver:
         return self
 
-    async def __aexit__(self, *exc: Any) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         self.channel.close()
 
     async def create_run(self, run_config: dict[str, Any] | None = None) -> int:
-        resp = await self.stub.create_run(pb.CreateRunRequest(run_config=config_to_proto(run_config or {})),
-                                          timeout=5)
+        resp = await self.stub.create_run(pb.CreateRunRequest(run_config=config_to_proto(run_config or {})), timeout=5)
         return resp.run_id
 
     async def node_ids(self, run_id: int) -> list[int]:
@@ -42,23 +41,42 @@ class RawDriver:
         with anyio.fail_after(timeout):
             while True:
                 resp = await self.stub.wait_for_nodes(
-                    pb.WaitForNodesRequest(run_id=run_id, min_nodes=n, timeout=1.0), timeout=6)
+                    pb.WaitForNodesRequest(run_id=run_id, min_nodes=n, timeout=1.0), timeout=6
+                )
                 if len(resp.node_ids) >= n:
                     return list(resp.node_ids)
 
-    async def push(self, run_id: int, node_id: int, message_type: str = "train",
-                   content: RecordSet | None = None, *, ttl: float = 60.0, group_id: str = "g") -> str:
-        md = Metadata(run_id=run_id, message_id="", src_node_id=0, dst_node_id=node_id, reply_to_message="",
-                      group_id=group_id, ttl=ttl, message_type=message_type)
+    async def push(
+        self,
+        run_id: int,
+        node_id: int,
+        message_type: str = "train",
+        content: RecordSet | None = None,
+        *,
+        ttl: float = 60.0,
+        group_id: str = "g",
+    ) -> str:
+        md = Metadata(
+            run_id=run_id,
+            message_id="",
+            src_node_id=0,
+            dst_node_id=node_id,
+            reply_to_message="",
+            group_id=group_id,
+            ttl=ttl,
+            message_type=message_type,
+        )
         msg = Message(md, content=content if content is not None else RecordSet())
         resp = await self.stub.push_messages(
-            pb.PushMessagesRequest(run_id=run_id, messages=[message_to_proto(msg)]), timeout=5)
+            pb.PushMessagesRequest(run_id=run_id, messages=[message_to_proto(msg)]), timeout=5
+        )
         assert resp.message_ids[0], f"push refused: {list(resp.reasons)}"
         return resp.message_ids[0]
 
     async def pull(self, run_id: int, message_ids: list[str], timeout: float) -> list[Message]:
         resp = await self.stub.pull_messages(
-            pb.PullMessagesRequest(run_id=run_id, message_ids=message_ids, timeout=timeout), timeout=timeout + 5)
+            pb.PullMessagesRequest(run_id=run_id, message_ids=message_ids, timeout=timeout), timeout=timeout + 5
+        )
         return [message_from_proto(m) for m in resp.messages]
 
     async def replies(self, run_id: int, message_ids: list[str], timeout: float = 10.0) -> dict[str, Message]:
@@ -107,8 +125,9 @@ async def spawn(code: str, *args: str, log_path: Any) -> anyio.abc.Process:
     log = open(log_path, "wb")  # noqa: SIM115 - closed by the child's exit; the parent keeps no reader
     try:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        return await anyio.open_process([sys.executable, "-c", code, *args], stdout=log,
-                                        stderr=subprocess.STDOUT, env=env, cwd=os.getcwd())
+        return await anyio.open_process(
+            [sys.executable, "-c", code, *args], stdout=log, stderr=subprocess.STDOUT, env=env, cwd=os.getcwd()
+        )
     finally:
         log.close()
 

@@ -36,9 +36,7 @@ def test_every_flasync_workload_runs_at_smallest_size(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     data = json.loads(out.read_text())
-    assert data["meta"]["notes"] == [], data["meta"][
-        "notes"
-    ]  # every fl-async piece was importable
+    assert data["meta"]["notes"] == [], data["meta"]["notes"]  # every fl-async piece was importable
     titles = [t["title"] for t in data["tables"]]
     assert [t[:2] for t in titles] == ["1.", "2.", "3.", "4."], titles
     for table in data["tables"]:

@@ -1,5 +1,6 @@
 """A download the server refuses at once (NOT_FOUND, UNAUTHORIZED, SIZE_MISMATCH) allocates no buffer of the
 announced size (which, >= 16 MiB, would also be prefaulted in full): BlobClient.get allocates on OK only."""
+
 from __future__ import annotations
 
 import pytest

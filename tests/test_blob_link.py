@@ -21,8 +21,8 @@ from fl_async.codec import DEFAULT_INLINE_LIMIT, message_to_proto
 from fl_async.common import Context, Message, RecordSet
 from fl_async.common.errors import LinkConnectionError, LinkTimeoutError, ResourceExhaustedError
 from fl_async.common.message import ErrorCode, Metadata
-from fl_async.proto.fl_async import v1 as pb
 from fl_async.common.records import Array, ParametersRecord
+from fl_async.proto.fl_async import v1 as pb
 from fl_async.server.async_driver import AsyncDriver
 from fl_async.superlink import SuperLink
 from fl_async.supernode import SuperNode
@@ -39,7 +39,9 @@ def make_app(gate: asyncio.Event) -> ClientApp:
         await gate.wait()
         w = message.content.parameters_records["model"]["w"].numpy()
         out = w + np.float32(context.node_id % 7)  # a distinct reply array per node
-        return message.create_reply(RecordSet(parameters_records={"model": ParametersRecord({"w": Array.from_numpy(out)})}))
+        return message.create_reply(
+            RecordSet(parameters_records={"model": ParametersRecord({"w": Array.from_numpy(out)})})
+        )
 
     return app
 
@@ -51,8 +53,12 @@ async def test_broadcast_stored_once_round_trip_exact_and_freed(superlink: Super
     gate = asyncio.Event()
     w = np.arange((3 * DEFAULT_INLINE_LIMIT) // 4 + 123, dtype=np.float32)  # ~3 MiB: travels as a blob
     async with AsyncExitStack() as stack:
-        nodes = [await stack.enter_async_context(SuperNode(make_app(gate), superlink.fleet_address, insecure=True,
-                                                           heartbeat_interval=5.0)) for _ in range(N)]
+        nodes = [
+            await stack.enter_async_context(
+                SuperNode(make_app(gate), superlink.fleet_address, insecure=True, heartbeat_interval=5.0)
+            )
+            for _ in range(N)
+        ]
         with anyio.fail_after(20):
             for node in nodes:
                 await node.wait_registered()
@@ -68,7 +74,9 @@ async def test_broadcast_stored_once_round_trip_exact_and_freed(superlink: Super
         with anyio.fail_after(30):
             replies = await driver.pull_messages(ids, timeout=25)
             while len(replies) < N:
-                replies += await driver.pull_messages([i for i in ids if i not in {r.metadata.reply_to_message for r in replies}], timeout=5)
+                replies += await driver.pull_messages(
+                    [i for i in ids if i not in {r.metadata.reply_to_message for r in replies}], timeout=5
+                )
         by_node = {r.metadata.src_node_id: r for r in replies}
         for nid in node_ids:
             got = by_node[nid].content.parameters_records["model"]["w"].numpy()
@@ -80,8 +88,10 @@ async def test_broadcast_stored_once_round_trip_exact_and_freed(superlink: Super
 async def test_refused_upload_fails_the_push(superlink: SuperLink) -> None:
     """The driver uploads before pushing: a refused upload fails push_messages and queues nothing."""
     assert superlink.blobs is not None
-    async with SuperNode(ClientApp(), superlink.fleet_address, insecure=True) as node, \
-            AsyncDriver(superlink.driver_address, insecure=True) as driver:
+    async with (
+        SuperNode(ClientApp(), superlink.fleet_address, insecure=True) as node,
+        AsyncDriver(superlink.driver_address, insecure=True) as driver,
+    ):
         with anyio.fail_after(10):
             await node.wait_registered()
         nid = (await driver.wait_for_nodes(1, timeout=10))[0]
@@ -94,8 +104,16 @@ async def test_refused_upload_fails_the_push(superlink: SuperLink) -> None:
 
 
 def _external_instruction(run_id: int, nid: int, w: np.ndarray) -> tuple[pb.Message, dict[bytes, Any]]:
-    md = Metadata(run_id=run_id, message_id="", src_node_id=0, dst_node_id=nid, reply_to_message="",
-                  group_id="g", ttl=60.0, message_type="train")
+    md = Metadata(
+        run_id=run_id,
+        message_id="",
+        src_node_id=0,
+        dst_node_id=nid,
+        reply_to_message="",
+        group_id="g",
+        ttl=60.0,
+        message_type="train",
+    )
     msg = Message(md, content=RecordSet(parameters_records={"m": ParametersRecord({"w": Array.from_numpy(w)})}))
     blobs: dict[bytes, Any] = {}
     return message_to_proto(msg, blobs=blobs), blobs  # an external reference; payload in `blobs`
@@ -106,8 +124,10 @@ async def test_push_naming_a_payload_the_link_does_not_hold_is_refused(superlink
     or is only partly uploaded; nothing is queued or declared, and the node is not held up."""
     assert superlink.blobs is not None
     store = superlink.blobs.store
-    async with SuperNode(ClientApp(), superlink.fleet_address, insecure=True) as node, \
-            RawDriver(superlink.driver_address) as drv:
+    async with (
+        SuperNode(ClientApp(), superlink.fleet_address, insecure=True) as node,
+        RawDriver(superlink.driver_address) as drv,
+    ):
         with anyio.fail_after(10):
             await node.wait_registered()
         run_id = await drv.create_run()
@@ -139,13 +159,24 @@ async def test_reply_naming_a_payload_the_link_does_not_hold_is_refused(superlin
             auth = pb.NodeAuth(node_id=created.node_id, token=created.token)
             run_id = await drv.create_run()
             await drv.push(run_id, created.node_id)
-            pulled = await fleet.pull_instructions(pb.PullInstructionsRequest(auth=auth, max_messages=1, timeout=5),
-                                                   timeout=10)
+            pulled = await fleet.pull_instructions(
+                pb.PullInstructionsRequest(auth=auth, max_messages=1, timeout=5), timeout=10
+            )
             [ins] = pulled.messages
             w = np.ones(DEFAULT_INLINE_LIMIT // 4 + 1, dtype=np.float32)
-            md = Metadata(run_id=run_id, message_id="", src_node_id=created.node_id, dst_node_id=0,
-                          reply_to_message=ins.metadata.message_id, group_id="g", ttl=60.0, message_type="train")
-            reply = Message(md, content=RecordSet(parameters_records={"m": ParametersRecord({"w": Array.from_numpy(w)})}))
+            md = Metadata(
+                run_id=run_id,
+                message_id="",
+                src_node_id=created.node_id,
+                dst_node_id=0,
+                reply_to_message=ins.metadata.message_id,
+                group_id="g",
+                ttl=60.0,
+                message_type="train",
+            )
+            reply = Message(
+                md, content=RecordSet(parameters_records={"m": ParametersRecord({"w": Array.from_numpy(w)})})
+            )
             blobs: dict[bytes, Any] = {}
             wire = message_to_proto(reply, blobs=blobs)
             [digest] = blobs
@@ -167,8 +198,10 @@ async def test_unreachable_payload_becomes_payload_unavailable(superlink: SuperL
         ran.append(message)
         return message.create_reply(RecordSet())
 
-    async with SuperNode(app, superlink.fleet_address, insecure=True) as node, \
-            RawDriver(superlink.driver_address) as drv:
+    async with (
+        SuperNode(app, superlink.fleet_address, insecure=True) as node,
+        RawDriver(superlink.driver_address) as drv,
+    ):
         with anyio.fail_after(10):
             await node.wait_registered()
         run_id = await drv.create_run()
@@ -196,8 +229,10 @@ async def test_echoed_array_survives_the_answer(superlink: SuperLink) -> None:
         return message.create_reply(message.content)
 
     w = np.arange(DEFAULT_INLINE_LIMIT // 2, dtype=np.float32)
-    async with SuperNode(app, superlink.fleet_address, insecure=True) as node, \
-            AsyncDriver(superlink.driver_address, insecure=True) as driver:
+    async with (
+        SuperNode(app, superlink.fleet_address, insecure=True) as node,
+        AsyncDriver(superlink.driver_address, insecure=True) as driver,
+    ):
         with anyio.fail_after(10):
             await node.wait_registered()
         nid = (await driver.wait_for_nodes(1, timeout=10))[0]
@@ -224,8 +259,10 @@ async def test_blob_path_uses_the_links_tls(superlink_factory) -> None:  # type:
         return message.create_reply(RecordSet(parameters_records={"m": ParametersRecord({"w": arr})}))
 
     w = np.arange(DEFAULT_INLINE_LIMIT // 2, dtype=np.float32)
-    async with SuperNode(app, link.fleet_address, root_certificates=certs.ca_cert) as node, \
-            AsyncDriver(link.driver_address, root_certificates=certs.ca_cert) as driver:
+    async with (
+        SuperNode(app, link.fleet_address, root_certificates=certs.ca_cert) as node,
+        AsyncDriver(link.driver_address, root_certificates=certs.ca_cert) as driver,
+    ):
         with anyio.fail_after(10):
             await node.wait_registered()
         nid = (await driver.wait_for_nodes(1, timeout=10))[0]

@@ -2,6 +2,7 @@
 * rounds longer than max_idle_seconds still reuse buffers (time in use is not idle time);
 * after the last round, the pool's janitor returns reply buffers beyond the budget without any allocation.
 The driver gets a pool of its own (as in a separate server-app process) with an injectable clock."""
+
 from __future__ import annotations
 
 import anyio
@@ -38,6 +39,7 @@ def app() -> ClientApp:
 
 async def rounds(pool: BufferPool, clock: Clock | None, n_rounds: int) -> list:  # type: ignore[type-arg]
     from fl_async.common.records import ConfigsRecord
+
     async with cluster(app(), N) as c, AsyncDriver(c.link.driver_address, insecure=True) as driver:
         nids = await driver.wait_for_nodes(N, timeout=10)
         driver._blob_client.pool = pool  # the server app's process-wide pool  # type: ignore[union-attr]
@@ -46,7 +48,8 @@ async def rounds(pool: BufferPool, clock: Clock | None, n_rounds: int) -> list: 
             content = RecordSet(configs_records={"c": ConfigsRecord({"r": r})})
             with anyio.fail_after(30):
                 replies = await driver.send_and_receive(
-                    [driver.create_message(content, "train", n, f"r{r}") for n in nids], timeout=25)
+                    [driver.create_message(content, "train", n, f"r{r}") for n in nids], timeout=25
+                )
             avg = np.mean([x.content.parameters_records["m"]["w"].numpy() for x in replies], axis=0)
             if clock is not None:
                 clock.now += 45.0  # the server app works on the round for 45 s (evaluation, checkpoint, ...)

@@ -5,9 +5,9 @@ modified in place, sometimes raise after keeping a view; each round half the kep
 that their buffers are reused. Every kept object is checked every round: a reused buffer that someone still
 uses would show other bytes.
 """
+
 from __future__ import annotations
 
-import asyncio
 import ctypes
 import random
 from contextlib import AsyncExitStack
@@ -90,11 +90,23 @@ def make_app() -> ClientApp:
             # different kinds of holders of the received buffer
             NODE_KEPT.add(f"n{nid}r{r}{key}-w", w, pattern(r, key) + np.uint32(nid % 251 + 1))  # modified below
             NODE_KEPT.add(f"n{nid}r{r}{key}-slice", w[1000:], (pattern(r, key) + np.uint32(nid % 251 + 1))[1000:])
-            NODE_KEPT.add(f"n{nid}r{r}{key}-ctypes", (ctypes.c_uint32 * w.size).from_buffer(w), pattern(r, key) + np.uint32(nid % 251 + 1))
+            NODE_KEPT.add(
+                f"n{nid}r{r}{key}-ctypes",
+                (ctypes.c_uint32 * w.size).from_buffer(w),
+                pattern(r, key) + np.uint32(nid % 251 + 1),
+            )
             if torch is not None:
-                NODE_KEPT.add(f"n{nid}r{r}{key}-torch", torch.frombuffer(arr.data, dtype=torch.uint8), pattern(r, key) + np.uint32(nid % 251 + 1))
+                NODE_KEPT.add(
+                    f"n{nid}r{r}{key}-torch",
+                    torch.frombuffer(arr.data, dtype=torch.uint8),
+                    pattern(r, key) + np.uint32(nid % 251 + 1),
+                )
             context.state.parameters_records[f"r{r}{key}"] = ParametersRecord({key: arr})
-            NODE_KEPT.add(f"n{nid}r{r}{key}-state", context.state.parameters_records[f"r{r}{key}"], pattern(r, key) + np.uint32(nid % 251 + 1))
+            NODE_KEPT.add(
+                f"n{nid}r{r}{key}-state",
+                context.state.parameters_records[f"r{r}{key}"],
+                pattern(r, key) + np.uint32(nid % 251 + 1),
+            )
             w += np.uint32(nid % 251 + 1)  # the reply is the received buffer, modified in place
             out[key] = Array.from_numpy(w)
         if nid % 2 == 0 and r % 2 == 1:
@@ -115,18 +127,24 @@ async def test_rounds_keep_everything_intact(superlink_factory, seed: int) -> No
         link = await superlink_factory()
         link.blobs.store.max_blob_bytes = 64 << 20
         async with AsyncExitStack() as stack:
-            nodes = [await stack.enter_async_context(SuperNode(make_app(), link.fleet_address, insecure=True,
-                                                               heartbeat_interval=2.0)) for _ in range(N)]
+            nodes = [
+                await stack.enter_async_context(
+                    SuperNode(make_app(), link.fleet_address, insecure=True, heartbeat_interval=2.0)
+                )
+                for _ in range(N)
+            ]
             with anyio.fail_after(20):
                 for node in nodes:
                     await node.wait_registered()
             driver = await stack.enter_async_context(AsyncDriver(link.driver_address, insecure=True))
             node_ids = await driver.wait_for_nodes(N, timeout=10)
             from fl_async.common.records import ConfigsRecord
+
             for r in range(ROUNDS):
                 model = ParametersRecord({k: Array.from_numpy(pattern(r, k)) for k in SIZES})
-                content = RecordSet(parameters_records={"model": model},
-                                    configs_records={"cfg": ConfigsRecord({"round": r})})
+                content = RecordSet(
+                    parameters_records={"model": model}, configs_records={"cfg": ConfigsRecord({"round": r})}
+                )
                 msgs = [driver.create_message(content, "train", nid, f"r{r}") for nid in node_ids]
                 with anyio.fail_after(60):
                     replies = await driver.send_and_receive(msgs, timeout=50)

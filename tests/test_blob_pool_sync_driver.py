@@ -1,6 +1,7 @@
 """Link + 3 nodes in one thread/loop, two blocking Drivers (two portal threads) used from two user
 threads at once, all sharing the process-wide pool; each user thread keeps reply views across rounds and
 drops half each round; a janitor thread trims the pool all along."""
+
 from __future__ import annotations
 
 import random
@@ -45,9 +46,13 @@ def user(address: str, tag: int, n: int, errors: list[str]) -> None:
         nids = d.wait_for_nodes(3, timeout=10)
         for r in range(6):
             w = expected(0, r, tag, n)
-            content = RecordSet(parameters_records={"m": ParametersRecord({"w": Array.from_numpy(w)})},
-                                configs_records={"c": ConfigsRecord({"r": r, "tag": tag, "n": n})})
-            replies = d.send_and_receive([d.create_message(content, "train", x, f"{tag}-{r}") for x in nids], timeout=30)
+            content = RecordSet(
+                parameters_records={"m": ParametersRecord({"w": Array.from_numpy(w)})},
+                configs_records={"c": ConfigsRecord({"r": r, "tag": tag, "n": n})},
+            )
+            replies = d.send_and_receive(
+                [d.create_message(content, "train", x, f"{tag}-{r}") for x in nids], timeout=30
+            )
             for rep in replies:
                 if rep.has_error():
                     errors.append(f"user {tag}: error reply {rep.error}")
@@ -74,8 +79,10 @@ def test_two_sync_drivers_two_threads() -> None:
         with cluster_in_thread(app(), num_nodes=3) as (c, portal):
             janitor = threading.Thread(target=lambda: [pool.trim() for _ in iter(lambda: stop.is_set(), True)])
             janitor.start()
-            users = [threading.Thread(target=user, args=(c.link.driver_address, t, (2 * MiB) // 4 + 1024 * t, errors))
-                     for t in (1, 2)]
+            users = [
+                threading.Thread(target=user, args=(c.link.driver_address, t, (2 * MiB) // 4 + 1024 * t, errors))
+                for t in (1, 2)
+            ]
             for u in users:
                 u.start()
             for u in users:

@@ -1,4 +1,5 @@
 """BufferPool trim bookkeeping: the idle clock and the idle budget."""
+
 from __future__ import annotations
 
 from fl_async.blobs import BufferPool
@@ -43,4 +44,6 @@ async def test_idle_budget_is_kept_without_allocations() -> None:
         while pool.statistics().idle_bytes > 0:
             await anyio.sleep(0.05)
     st = pool.statistics()
-    assert st.idle_bytes == 0, f"{st.idle_bytes} idle bytes still held 3 s later (budget {pool.max_idle_bytes}, max idle 0.2 s)"
+    assert st.idle_bytes == 0, (
+        f"{st.idle_bytes} idle bytes still held 3 s later (budget {pool.max_idle_bytes}, max idle 0.2 s)"
+    )

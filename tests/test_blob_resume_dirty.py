@@ -1,5 +1,6 @@
 """Interrupted uploads and downloads resumed into reused (dirty) pool buffers. A proxy cuts each
 connection after a budget of bytes (mid-chunk); the dirty buffers hold a pattern that must never show."""
+
 from __future__ import annotations
 
 import asyncio
@@ -9,7 +10,6 @@ import pytest
 
 from fl_async._digest import digest_of
 from fl_async.blobs import BlobClient, BlobServer, BlobStore, BufferPool
-from fl_async.common.errors import IntegrityError
 
 MiB = 1 << 20
 SIZE = 8 * MiB + 12345
@@ -39,7 +39,8 @@ class CuttingProxy:
                         if len(data) >= budget:
                             w.write(data[:budget])
                             await w.drain()
-                            cw.transport.abort(); sw.transport.abort()
+                            cw.transport.abort()
+                            sw.transport.abort()
                             return
                         budget -= len(data)
                     w.write(data)
@@ -98,8 +99,9 @@ async def test_upload_resumed_into_dirty_store_buffer() -> None:
     proxy = CuttingProxy(srv.port, [3 * MiB + 777, 2 * MiB + 5], "up")
     port = await proxy.start()
     try:
-        async with BlobClient("127.0.0.1", port, pool=BufferPool(max_idle_bytes=0), max_retries=3, timeout=10,
-                              chunk_size=1 * MiB) as c:
+        async with BlobClient(
+            "127.0.0.1", port, pool=BufferPool(max_idle_bytes=0), max_retries=3, timeout=10, chunk_size=1 * MiB
+        ) as c:
             sent = await c.put(d, data)
         assert proxy.connections == 3 and pool.statistics().reused == 1
         assert bytes(store.get(d)) == data
@@ -131,7 +133,7 @@ async def test_lying_server_stale_bytes_refused() -> None:
         pos = req.offset
         while pos < end:
             n = min(MiB, end - pos)
-            w.write(p.encode_chunk_header(n) + data[pos:pos + n])
+            w.write(p.encode_chunk_header(n) + data[pos : pos + n])
             pos += n
         await w.drain()
         w.close()

@@ -21,7 +21,7 @@ def upload(store: BlobStore, digest: bytes, data: bytes, *, upto: int | None = N
     end = len(data) if upto is None else upto
     while up.received < end:
         view = up.next_view(min(7, end - up.received))
-        view[:] = data[up.received:up.received + len(view)]
+        view[:] = data[up.received : up.received + len(view)]
         up.advance(len(view))
         up.hasher.update(up.take_unhashed())
     if upto is None:
@@ -169,18 +169,18 @@ def test_request_round_trip_and_limits() -> None:
     raw = p.encode_request(p.Op.GET, d, offset=5, total=10, token=b"tok")
     req = p.decode_request_header(raw[: p.REQUEST_HEADER_SIZE])
     assert (req.op, req.digest, req.offset, req.total, req.token_len) == (p.Op.GET, d, 5, 10, 3)
-    assert raw[p.REQUEST_HEADER_SIZE:] == b"tok"
+    assert raw[p.REQUEST_HEADER_SIZE :] == b"tok"
     with pytest.raises(p.FrameError) as info:
         p.decode_request_header(p.encode_request(p.Op.PUT, d, total=1 << 40), max_total=1 << 30)
     assert info.value.status is p.Status.TOO_LARGE
     with pytest.raises(p.FrameError, match="magic"):
-        p.decode_request_header(b"XXXX" + raw[4: p.REQUEST_HEADER_SIZE])
+        p.decode_request_header(b"XXXX" + raw[4 : p.REQUEST_HEADER_SIZE])
     with pytest.raises(p.FrameError, match="version"):
-        p.decode_request_header(raw[:4] + b"\x09" + raw[5: p.REQUEST_HEADER_SIZE])
+        p.decode_request_header(raw[:4] + b"\x09" + raw[5 : p.REQUEST_HEADER_SIZE])
     with pytest.raises(p.FrameError, match="unknown blob operation"):
-        p.decode_request_header(raw[:5] + b"\x63" + raw[6: p.REQUEST_HEADER_SIZE])
+        p.decode_request_header(raw[:5] + b"\x63" + raw[6 : p.REQUEST_HEADER_SIZE])
     with pytest.raises(p.FrameError, match="token"):
-        p.decode_request_header(raw[:6] + (5000).to_bytes(2, "big") + raw[8: p.REQUEST_HEADER_SIZE])
+        p.decode_request_header(raw[:6] + (5000).to_bytes(2, "big") + raw[8 : p.REQUEST_HEADER_SIZE])
     with pytest.raises(p.FrameError, match="past"):
         p.decode_request_header(p.encode_request(p.Op.GET, d, offset=11, total=10))
     with pytest.raises(ValueError):
@@ -196,7 +196,7 @@ def test_reply_and_chunk_framing() -> None:
         with pytest.raises(p.FrameError, match=match):
             p.decode_chunk_header(p.encode_chunk_header(n), remaining=7, max_chunk=8)
     with pytest.raises(p.FrameError, match="unknown blob reply status"):
-        p.decode_reply_header(raw[:4] + b"\x63" + raw[5: p.REPLY_HEADER_SIZE])
+        p.decode_reply_header(raw[:4] + b"\x63" + raw[5 : p.REPLY_HEADER_SIZE])
 
 
 def test_leases_count_one_download_per_pulled_message() -> None:
@@ -229,8 +229,16 @@ def test_inline_limit_keeps_a_request_within_budget() -> None:
     from fl_async.common.records import Array, ParametersRecord
 
     def msg(sizes: list[int]) -> Message:
-        md = Metadata(run_id=1, message_id="", src_node_id=0, dst_node_id=2, reply_to_message="", group_id="g",
-                      ttl=60.0, message_type="train")
+        md = Metadata(
+            run_id=1,
+            message_id="",
+            src_node_id=0,
+            dst_node_id=2,
+            reply_to_message="",
+            group_id="g",
+            ttl=60.0,
+            message_type="train",
+        )
         rec = ParametersRecord({f"a{i}": Array.from_numpy(np.zeros(n, np.uint8)) for i, n in enumerate(sizes)})
         return Message(md, content=RecordSet(parameters_records={"p": rec}))
 

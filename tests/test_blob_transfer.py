@@ -35,8 +35,14 @@ def payload(n: int, seed: int = 0) -> tuple[bytes, bytes]:
 
 @pytest.fixture
 async def server() -> AsyncIterator[BlobServer]:
-    srv = BlobServer(BlobStore(), authorize=lambda t: t == TOKEN, chunk_size=CHUNK, max_chunk=CHUNK,
-                     wait_timeout=5.0, max_blob_bytes=64 << 20)
+    srv = BlobServer(
+        BlobStore(),
+        authorize=lambda t: t == TOKEN,
+        chunk_size=CHUNK,
+        max_chunk=CHUNK,
+        wait_timeout=5.0,
+        max_blob_bytes=64 << 20,
+    )
     await srv.start("127.0.0.1", 0)
     try:
         yield srv
@@ -116,8 +122,8 @@ async def test_truncated_upload_resumes_from_offset(server: BlobServer) -> None:
     rep = p.decode_reply_header(await reader.readexactly(p.REPLY_HEADER_SIZE))
     assert rep.status is p.Status.CONTINUE and rep.offset == 0
     for i in range(4):  # four whole chunks, then half of the fifth, then the connection drops
-        writer.write(p.encode_chunk_header(CHUNK) + data[i * CHUNK:(i + 1) * CHUNK])
-    writer.write(p.encode_chunk_header(CHUNK) + data[4 * CHUNK:4 * CHUNK + CHUNK // 2])
+        writer.write(p.encode_chunk_header(CHUNK) + data[i * CHUNK : (i + 1) * CHUNK])
+    writer.write(p.encode_chunk_header(CHUNK) + data[4 * CHUNK : 4 * CHUNK + CHUNK // 2])
     await writer.drain()
     with anyio.fail_after(5):
         while server.store.received(d) < 4 * CHUNK:
@@ -265,8 +271,9 @@ async def test_tls_round_trip() -> None:
     await srv.start("127.0.0.1", 0)
     try:
         d, data = payload(5 * CHUNK + 3)
-        async with BlobClient("127.0.0.1", srv.port, ssl=client_ssl_context(certs.ca_cert), token=TOKEN,
-                              chunk_size=CHUNK, timeout=5.0) as c:
+        async with BlobClient(
+            "127.0.0.1", srv.port, ssl=client_ssl_context(certs.ca_cert), token=TOKEN, chunk_size=CHUNK, timeout=5.0
+        ) as c:
             assert await c.put(d, data) == len(data)
             assert await c.get(d, len(data)) == data
         wrong = client_ssl_context(make_certs("another CA").ca_cert)

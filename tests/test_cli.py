@@ -14,9 +14,9 @@ import uuid
 from pathlib import Path
 
 import pytest
+from certs import make_certs, write_certs
 from typer.testing import CliRunner
 
-from certs import make_certs, write_certs
 from fl_async._cli_args import CliArgumentError, parse_config_pairs, parse_config_value
 from fl_async.cli import app
 
@@ -72,7 +72,14 @@ def test_superlink_requires_tls_or_insecure() -> None:
     one_line_error(r, "superlink", "--insecure", "--ssl-ca-certfile")
 
 
-@pytest.mark.parametrize("flags", [["--ssl-ca-certfile"], ["--ssl-certfile", "--ssl-keyfile"], ["--ssl-ca-certfile", "--ssl-certfile", "--ssl-keyfile"]])
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--ssl-ca-certfile"],
+        ["--ssl-certfile", "--ssl-keyfile"],
+        ["--ssl-ca-certfile", "--ssl-certfile", "--ssl-keyfile"],
+    ],
+)
 def test_superlink_insecure_conflicts_with_certificates(certs, flags: list[str]) -> None:
     files = {"--ssl-ca-certfile": certs.ca_cert, "--ssl-certfile": certs.server_cert, "--ssl-keyfile": certs.server_key}
     args = ["superlink", "--insecure"] + [x for f in flags for x in (f, str(files[f]))]
@@ -102,8 +109,15 @@ def test_superlink_unreadable_certificate_files(certs, junk, which: str, bad: st
 
 
 def test_superlink_key_not_matching_certificate(certs, junk) -> None:
-    args = ["superlink", "--ssl-ca-certfile", str(certs.ca_cert), "--ssl-certfile", str(certs.server_cert),
-            "--ssl-keyfile", str(junk["other_key"])]
+    args = [
+        "superlink",
+        "--ssl-ca-certfile",
+        str(certs.ca_cert),
+        "--ssl-certfile",
+        str(certs.server_cert),
+        "--ssl-keyfile",
+        str(junk["other_key"]),
+    ]
     one_line_error(runner.invoke(app, args), "superlink", "cannot load certificate/key")
 
 
@@ -115,11 +129,22 @@ def test_superlink_bad_address(option: str, address: str) -> None:
 
 
 def test_superlink_same_port_twice_refused_before_binding() -> None:
-    r = runner.invoke(app, ["superlink", "--insecure", "--driver-api-address", "127.0.0.1:19600",
-                            "--fleet-api-address", "127.0.0.1:19600"])
+    r = runner.invoke(
+        app,
+        [
+            "superlink",
+            "--insecure",
+            "--driver-api-address",
+            "127.0.0.1:19600",
+            "--fleet-api-address",
+            "127.0.0.1:19600",
+        ],
+    )
     one_line_error(r, "superlink", "--driver-api-address (127.0.0.1:19600) and --fleet-api-address", "same port")
-    r = runner.invoke(app, ["superlink", "--insecure", "--fleet-api-address", "127.0.0.1:19601",
-                            "--blob-api-address", "0.0.0.0:19601"])
+    r = runner.invoke(
+        app,
+        ["superlink", "--insecure", "--fleet-api-address", "127.0.0.1:19601", "--blob-api-address", "0.0.0.0:19601"],
+    )
     one_line_error(r, "superlink", "--fleet-api-address", "--blob-api-address", "same port")
     r = runner.invoke(app, ["superlink", "--insecure", "--driver-api-address", "127.0.0.1:9093"])
     one_line_error(r, "superlink", "--blob-api-address (default) (0.0.0.0:9093)", "same port")
@@ -127,8 +152,11 @@ def test_superlink_same_port_twice_refused_before_binding() -> None:
 
 @pytest.mark.parametrize("value", ["0", "-5", "lots"])
 def test_superlink_max_request_bytes(value: str) -> None:
-    one_line_error(runner.invoke(app, ["superlink", "--insecure", "--max-request-bytes", value]), "superlink",
-                   "--max-request-bytes")
+    one_line_error(
+        runner.invoke(app, ["superlink", "--insecure", "--max-request-bytes", value]),
+        "superlink",
+        "--max-request-bytes",
+    )
 
 
 def test_superlink_heartbeat_patience_below_one() -> None:
@@ -153,15 +181,21 @@ def test_client_side_requires_tls_choice(apps, command: str, attr: str, config_f
 
 
 @pytest.mark.parametrize(("command", "attr", "config_flag"), CLIENT_COMMANDS)
-def test_client_side_insecure_conflicts_with_root_certificates(apps, certs, command: str, attr: str, config_flag: str) -> None:
+def test_client_side_insecure_conflicts_with_root_certificates(
+    apps, certs, command: str, attr: str, config_flag: str
+) -> None:
     d, tag = apps
-    r = runner.invoke(app, [command, f"good_{tag}:{attr}", "--dir", str(d), "--insecure", "--root-certificates", str(certs.ca_cert)])
+    r = runner.invoke(
+        app, [command, f"good_{tag}:{attr}", "--dir", str(d), "--insecure", "--root-certificates", str(certs.ca_cert)]
+    )
     one_line_error(r, command, "--insecure cannot be combined with --root-certificates")
 
 
 @pytest.mark.parametrize(("command", "attr", "config_flag"), CLIENT_COMMANDS)
 @pytest.mark.parametrize("bad", ["missing", "not_pem"])
-def test_client_side_unreadable_root_certificates(apps, junk, command: str, attr: str, config_flag: str, bad: str) -> None:
+def test_client_side_unreadable_root_certificates(
+    apps, junk, command: str, attr: str, config_flag: str, bad: str
+) -> None:
     d, tag = apps
     r = runner.invoke(app, [command, f"good_{tag}:{attr}", "--dir", str(d), "--root-certificates", str(junk[bad])])
     one_line_error(r, command, "--root-certificates")
@@ -178,10 +212,18 @@ def test_client_side_bad_address(apps, command: str, attr: str, config_flag: str
 @pytest.mark.parametrize(("command", "attr", "config_flag"), CLIENT_COMMANDS)
 @pytest.mark.parametrize(
     ("pairs", "needle"),
-    [(["novalue"], "expected KEY=VALUE"), (["a=1 a=2"], "given twice"), (["a=1", "a=3"], "given twice"),
-     (["=5"], "key must be"), (['msg="open'], "unbalanced"), (["big=99999999999999999999"], "64-bit")],
+    [
+        (["novalue"], "expected KEY=VALUE"),
+        (["a=1 a=2"], "given twice"),
+        (["a=1", "a=3"], "given twice"),
+        (["=5"], "key must be"),
+        (['msg="open'], "unbalanced"),
+        (["big=99999999999999999999"], "64-bit"),
+    ],
 )
-def test_client_side_bad_config_pairs(apps, command: str, attr: str, config_flag: str, pairs: list[str], needle: str) -> None:
+def test_client_side_bad_config_pairs(
+    apps, command: str, attr: str, config_flag: str, pairs: list[str], needle: str
+) -> None:
     d, tag = apps
     args = [command, f"good_{tag}:{attr}", "--dir", str(d), "--insecure"]
     for p in pairs:
@@ -213,7 +255,9 @@ def test_app_dir_not_a_directory(apps) -> None:
     one_line_error(r, "supernode", "not a directory")
 
 
-@pytest.mark.parametrize(("option", "value"), [("--max-concurrency", "0"), ("--heartbeat-interval", "0"), ("--heartbeat-interval", "soon")])
+@pytest.mark.parametrize(
+    ("option", "value"), [("--max-concurrency", "0"), ("--heartbeat-interval", "0"), ("--heartbeat-interval", "soon")]
+)
 def test_supernode_numeric_options(apps, option: str, value: str) -> None:
     d, tag = apps
     r = runner.invoke(app, ["supernode", f"good_{tag}:client", "--dir", str(d), "--insecure", option, value])
@@ -247,8 +291,9 @@ def test_server_app_without_main_refused_before_connecting(apps) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-        r = runner.invoke(app, ["server-app", f"good_{tag}:server", "--dir", str(d), "--insecure",
-                                "--superlink", f"127.0.0.1:{port}"])
+        r = runner.invoke(
+            app, ["server-app", f"good_{tag}:server", "--dir", str(d), "--insecure", "--superlink", f"127.0.0.1:{port}"]
+        )
     one_line_error(r, "server-app", f"good_{tag}:server", "no main function", "@app.main()")
     r = runner.invoke(app, ["run", f"good_{tag}:server", f"good_{tag}:client", "--dir", str(d)])
     one_line_error(r, "run", "no main function")
@@ -264,8 +309,9 @@ def test_version() -> None:
 @pytest.mark.parametrize(("command", "attr", "config_flag"), CLIENT_COMMANDS)
 def test_client_side_address_with_scheme(apps, command: str, attr: str, config_flag: str) -> None:
     d, tag = apps
-    r = runner.invoke(app, [command, f"good_{tag}:{attr}", "--dir", str(d), "--insecure",
-                            "--superlink", "http://127.0.0.1:19092"])
+    r = runner.invoke(
+        app, [command, f"good_{tag}:{attr}", "--dir", str(d), "--insecure", "--superlink", "http://127.0.0.1:19092"]
+    )
     one_line_error(r, command, "--superlink", "no scheme, use HOST:PORT")
 
 
@@ -295,10 +341,28 @@ def test_every_option_has_help() -> None:
 
 @pytest.mark.parametrize(
     ("text", "value"),
-    [("true", True), ("FALSE", False), ("42", 42), ("-7", -7), ("1_000", 1000), ("0x1f", 31), ("0.5", 0.5),
-     ("1e-3", 0.001), (".25", 0.25), ("007", "007"), ("nan", "nan"), ("inf", "inf"), ('"42"', "42"),
-     ("'true'", "true"), ("acc.png", "acc.png"), ("", ""), ("1.2.3", "1.2.3"), ("1e999", "1e999"),
-     ("-1e999", "-1e999"), ("1e308", 1e308)],
+    [
+        ("true", True),
+        ("FALSE", False),
+        ("42", 42),
+        ("-7", -7),
+        ("1_000", 1000),
+        ("0x1f", 31),
+        ("0.5", 0.5),
+        ("1e-3", 0.001),
+        (".25", 0.25),
+        ("007", "007"),
+        ("nan", "nan"),
+        ("inf", "inf"),
+        ('"42"', "42"),
+        ("'true'", "true"),
+        ("acc.png", "acc.png"),
+        ("", ""),
+        ("1.2.3", "1.2.3"),
+        ("1e999", "1e999"),
+        ("-1e999", "-1e999"),
+        ("1e308", 1e308),
+    ],
 )
 def test_config_value_rule(text: str, value: object) -> None:
     got = parse_config_value(text)
@@ -322,8 +386,10 @@ def _cli(*args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
-        (["superlink", "--driver-api-address", "127.0.0.1:0", "--fleet-api-address", "127.0.0.1:0"],
-         "TLS certificates are required"),
+        (
+            ["superlink", "--driver-api-address", "127.0.0.1:0", "--fleet-api-address", "127.0.0.1:0"],
+            "TLS certificates are required",
+        ),
         (["superlink", "--insecure", "--ssl-certfile", "x.pem"], "--insecure cannot be combined"),
         (["superlink", "--ssl-ca-certfile", "ca.pem"], "incomplete TLS flags"),
         (["superlink", "--insecure", "--fleet-api-address", "nowhere"], "invalid address"),
@@ -346,9 +412,22 @@ def test_refusals_as_subprocess(tmp_path: Path, args: list[str], needle: str) ->
 @pytest.mark.parametrize("value", ["lots", "-1"])
 def test_bad_buffer_pool_environment_refused(tmp_path: Path, value: str) -> None:
     env = {**os.environ, "FL_ASYNC_BUFFER_POOL": value}
-    proc = subprocess.run([str(FL_ASYNC), "superlink", "--insecure", "--driver-api-address", "127.0.0.1:0",
-                           "--fleet-api-address", "127.0.0.1:0"], capture_output=True, text=True, timeout=30,
-                          cwd=tmp_path, env=env)
+    proc = subprocess.run(
+        [
+            str(FL_ASYNC),
+            "superlink",
+            "--insecure",
+            "--driver-api-address",
+            "127.0.0.1:0",
+            "--fleet-api-address",
+            "127.0.0.1:0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=tmp_path,
+        env=env,
+    )
     assert proc.returncode == 2, proc
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("fl-async superlink: error: FL_ASYNC_BUFFER_POOL="), proc.stderr

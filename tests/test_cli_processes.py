@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from certs import CertFiles, write_certs
 
 FL_ASYNC = str(Path(sys.executable).with_name("fl-async"))
@@ -63,7 +62,7 @@ class Proc:
                     if m:
                         return m
                 left = deadline - time.monotonic()
-                if left <= 0 or self.popen.poll() is not None and not any(t.is_alive() for t in self._threads):
+                if left <= 0 or (self.popen.poll() is not None and not any(t.is_alive() for t in self._threads)):
                     raise AssertionError(f"{self.args[0]}: no line matching {rx.pattern!r}; {self.describe()}")
                 self._cond.wait(left)
 
@@ -111,11 +110,16 @@ def tls_link(certs: CertFiles) -> Proc:
     """Start `fl-async superlink` over TLS on free 127.0.0.1 ports."""
     return Proc(
         "superlink",
-        "--driver-api-address", "127.0.0.1:0",
-        "--fleet-api-address", "127.0.0.1:0",
-        "--ssl-ca-certfile", str(certs.ca_cert),
-        "--ssl-certfile", str(certs.server_cert),
-        "--ssl-keyfile", str(certs.server_key),
+        "--driver-api-address",
+        "127.0.0.1:0",
+        "--fleet-api-address",
+        "127.0.0.1:0",
+        "--ssl-ca-certfile",
+        str(certs.ca_cert),
+        "--ssl-certfile",
+        str(certs.server_cert),
+        "--ssl-keyfile",
+        str(certs.server_key),
     )
 
 
@@ -130,20 +134,29 @@ def test_tls_deployment_three_rounds_then_sigterm(tmp_path: Path, procs: list[Pr
     nodes = []
     for i in range(3):
         node = Proc(
-            "supernode", "examples.quickstart.client:app",
-            "--superlink", fleet_addr,
-            "--root-certificates", str(certs.ca_cert),
-            "--node-config", f"partition-id={i} num-partitions=3",
-            "--heartbeat-interval", "5",
+            "supernode",
+            "examples.quickstart.client:app",
+            "--superlink",
+            fleet_addr,
+            "--root-certificates",
+            str(certs.ca_cert),
+            "--node-config",
+            f"partition-id={i} num-partitions=3",
+            "--heartbeat-interval",
+            "5",
         )
         procs.append(node)
         nodes.append(node)
 
     server = Proc(
-        "server-app", "examples.quickstart.server:app",
-        "--superlink", driver_addr,
-        "--root-certificates", str(certs.ca_cert),
-        "--run-config", "num-server-rounds=3 min-nodes=3 local-epochs=1",
+        "server-app",
+        "examples.quickstart.server:app",
+        "--superlink",
+        driver_addr,
+        "--root-certificates",
+        str(certs.ca_cert),
+        "--run-config",
+        "num-server-rounds=3 min-nodes=3 local-epochs=1",
     )
     procs.append(server)
     rc = server.finish(timeout=90)
@@ -155,10 +168,14 @@ def test_tls_deployment_three_rounds_then_sigterm(tmp_path: Path, procs: list[Pr
 
     # A second server app that waits for more nodes than exist: it is mid-run when SIGTERM arrives.
     waiting = Proc(
-        "server-app", "examples.quickstart.server:app",
-        "--superlink", driver_addr,
-        "--root-certificates", str(certs.ca_cert),
-        "--run-config", "min-nodes=10",
+        "server-app",
+        "examples.quickstart.server:app",
+        "--superlink",
+        driver_addr,
+        "--root-certificates",
+        str(certs.ca_cert),
+        "--run-config",
+        "min-nodes=10",
     )
     procs.append(waiting)
     waiting.wait_for(r"running examples.quickstart.server:app")
@@ -188,8 +205,9 @@ def test_superlink_port_in_use_fails_with_one_line(procs: list[Proc]) -> None:
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        link = Proc("superlink", "--insecure", "--driver-api-address", f"127.0.0.1:{port}",
-                    "--fleet-api-address", "127.0.0.1:0")
+        link = Proc(
+            "superlink", "--insecure", "--driver-api-address", f"127.0.0.1:{port}", "--fleet-api-address", "127.0.0.1:0"
+        )
         procs.append(link)
         rc = link.finish(timeout=30)
     assert rc == 1, link.describe()

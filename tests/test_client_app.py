@@ -9,13 +9,21 @@ import anyio
 import pytest
 
 from fl_async.client import ClientApp
-from fl_async.common import ConfigsRecord, Context, ErrorCode, Message, MetricsRecord, Metadata, RecordSet
+from fl_async.common import ConfigsRecord, Context, ErrorCode, Message, Metadata, MetricsRecord, RecordSet
 from fl_async.supernode import check_reply, exception_reason, run_client_app
 
 
 def instruction(message_type: str = "train", *, ttl: float = 60.0, message_id: str = "m1") -> Message:
-    md = Metadata(run_id=5, message_id=message_id, src_node_id=0, dst_node_id=7, reply_to_message="",
-                  group_id="round-1", ttl=ttl, message_type=message_type)
+    md = Metadata(
+        run_id=5,
+        message_id=message_id,
+        src_node_id=0,
+        dst_node_id=7,
+        reply_to_message="",
+        group_id="round-1",
+        ttl=ttl,
+        message_type=message_type,
+    )
     return Message(md, content=RecordSet(configs_records={"cfg": ConfigsRecord({"x": 1})}))
 
 
@@ -248,8 +256,12 @@ async def test_missing_handler_gives_error_reply() -> None:
         (lambda m: None, "returned NoneType, expected a Message"),
         (lambda m: m, "message_id is 'm1', expected ''"),
         (lambda m: reply_with(instruction(message_id="other"), 1.0), "reply_to_message is 'other', expected 'm1'"),
-        (lambda m: m.create_reply(RecordSet(), ttl=5.0).__class__(
-            Metadata(5, "", 7, 0, "m1", "round-2", 5.0, "train"), content=RecordSet()), "group_id is 'round-2'"),
+        (
+            lambda m: m.create_reply(RecordSet(), ttl=5.0).__class__(
+                Metadata(5, "", 7, 0, "m1", "round-2", 5.0, "train"), content=RecordSet()
+            ),
+            "group_id is 'round-2'",
+        ),
     ],
 )
 async def test_invalid_return_gives_invalid_reply_error(make, fragment: str) -> None:

@@ -17,13 +17,15 @@ from fl_async.common import AppLoadError
 @pytest.fixture
 def app_dir(tmp_path: Path):
     name = f"clientmod_{uuid.uuid4().hex[:8]}"
-    (tmp_path / f"{name}.py").write_text(textwrap.dedent("""
+    (tmp_path / f"{name}.py").write_text(
+        textwrap.dedent("""
         from fl_async.client import ClientApp
         app = ClientApp()
         class Holder:
             inner = ClientApp()
         not_an_app = 42
-    """))
+    """)
+    )
     (tmp_path / f"{name}_broken.py").write_text("import definitely_missing_module_xyz\n")
     (tmp_path / f"{name}_raises.py").write_text("raise RuntimeError('config missing')\n")
     yield tmp_path, name

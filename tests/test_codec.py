@@ -58,8 +58,16 @@ def _wire_round_trip(msg: Message, *, external: bool, inline_limit: int = 0) -> 
 
 
 def _message(content: RecordSet) -> Message:
-    md = Metadata(run_id=1, message_id="id", src_node_id=0, dst_node_id=5, reply_to_message="",
-                  group_id="g", ttl=60.0, message_type="train")
+    md = Metadata(
+        run_id=1,
+        message_id="id",
+        src_node_id=0,
+        dst_node_id=5,
+        reply_to_message="",
+        group_id="g",
+        ttl=60.0,
+        message_type="train",
+    )
     return Message(md, content=content)
 
 
@@ -68,9 +76,16 @@ def _message(content: RecordSet) -> Message:
 
 METRIC_VALUES = st.one_of(INT64, FLOATS, st.lists(INT64, max_size=5), st.lists(FLOATS, max_size=5))
 CONFIG_VALUES = st.one_of(
-    st.booleans(), INT64, FLOATS, st.text(max_size=12), st.binary(max_size=12),
-    st.lists(st.booleans(), max_size=5), st.lists(INT64, max_size=5), st.lists(FLOATS, max_size=5),
-    st.lists(st.text(max_size=5), max_size=5), st.lists(st.binary(max_size=5), max_size=5),
+    st.booleans(),
+    INT64,
+    FLOATS,
+    st.text(max_size=12),
+    st.binary(max_size=12),
+    st.lists(st.booleans(), max_size=5),
+    st.lists(INT64, max_size=5),
+    st.lists(FLOATS, max_size=5),
+    st.lists(st.text(max_size=5), max_size=5),
+    st.lists(st.binary(max_size=5), max_size=5),
 )
 
 
@@ -106,8 +121,23 @@ def test_config_entries_round_trip_in_order(config: dict) -> None:  # type: igno
 # --------------------------------------------------------------------------------------------
 # arrays
 
-DTYPES = ["bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
-          "float16", "float32", "float64", "longdouble", "complex64", "complex128"]
+DTYPES = [
+    "bool",
+    "int8",
+    "int16",
+    "int32",
+    "int64",
+    "uint8",
+    "uint16",
+    "uint32",
+    "uint64",
+    "float16",
+    "float32",
+    "float64",
+    "longdouble",
+    "complex64",
+    "complex128",
+]
 
 
 @st.composite
@@ -139,8 +169,11 @@ def _assert_exact(out: np.ndarray, a: np.ndarray) -> None:
 
 
 @FAST
-@given(arrays=st.lists(numpy_arrays(), min_size=1, max_size=4), external=st.booleans(),
-       inline_limit=st.sampled_from([0, 8, 1 << 20]))
+@given(
+    arrays=st.lists(numpy_arrays(), min_size=1, max_size=4),
+    external=st.booleans(),
+    inline_limit=st.sampled_from([0, 8, 1 << 20]),
+)
 def test_arrays_round_trip_exactly(arrays: list[np.ndarray], external: bool, inline_limit: int) -> None:
     keys = [f"layer{i}.weight" for i in range(len(arrays))]
     rec = ParametersRecord({k: Array.from_numpy(a) for k, a in zip(keys, arrays)})
@@ -202,7 +235,9 @@ def test_broadcast_hashes_a_shared_buffer_once(monkeypatch: pytest.MonkeyPatch) 
     shared = Array.from_numpy(np.arange(1 << 19, dtype=np.float32))  # 2 MiB: external
     copy = Array.from_numpy(np.arange(1 << 19, dtype=np.float32))  # same bytes, another buffer
     rs = RecordSet(parameters_records={"p": ParametersRecord({"w": shared})})
-    msgs = [_message(rs) for _ in range(5)] + [_message(RecordSet(parameters_records={"p": ParametersRecord({"w": copy})}))]
+    msgs = [_message(rs) for _ in range(5)] + [
+        _message(RecordSet(parameters_records={"p": ParametersRecord({"w": copy})}))
+    ]
     blobs: dict[bytes, Any] = {}
     digests: codec.DigestMemo = {}
     wires = [codec.message_to_proto(m, blobs=blobs, digests=digests) for m in msgs]
@@ -225,12 +260,30 @@ def test_bfloat16_travels_without_numpy() -> None:
 
 
 def test_message_round_trip_keeps_every_metadata_field() -> None:
-    md = Metadata(run_id=-(2**63), message_id="abc", src_node_id=2**63 - 1, dst_node_id=0,
-                  reply_to_message="xyz", group_id="round 3", ttl=12.5, message_type="query", partition_id=4)
+    md = Metadata(
+        run_id=-(2**63),
+        message_id="abc",
+        src_node_id=2**63 - 1,
+        dst_node_id=0,
+        reply_to_message="xyz",
+        group_id="round 3",
+        ttl=12.5,
+        message_type="query",
+        partition_id=4,
+    )
     msg = Message(md, content=RecordSet())
     out = _wire_round_trip(msg, external=False)
-    for name in ("run_id", "message_id", "src_node_id", "dst_node_id", "reply_to_message", "group_id",
-                 "ttl", "message_type", "created_at"):
+    for name in (
+        "run_id",
+        "message_id",
+        "src_node_id",
+        "dst_node_id",
+        "reply_to_message",
+        "group_id",
+        "ttl",
+        "message_type",
+        "created_at",
+    ):
         assert getattr(out.metadata, name) == getattr(md, name), name
     assert out.metadata.partition_id is None  # never on the wire, as in Flower 1.9
     assert out.content == RecordSet()
@@ -312,19 +365,39 @@ PAYLOAD = np.arange(4, dtype=np.float32).tobytes()
 @pytest.mark.parametrize(
     ("arr", "exc", "fragment"),
     [
-        (pb.Array(dtype="float32", shape=[4], stype=SType.NUMPY, data=PAYLOAD, nbytes=15), IntegrityError, "16 bytes, announced 15"),
+        (
+            pb.Array(dtype="float32", shape=[4], stype=SType.NUMPY, data=PAYLOAD, nbytes=15),
+            IntegrityError,
+            "16 bytes, announced 15",
+        ),
         (pb.Array(dtype="float32", shape=[5], stype=SType.NUMPY, data=PAYLOAD, nbytes=16), ValueError, "need 20"),
         (pb.Array(dtype="O", shape=[2], stype=SType.NUMPY, data=PAYLOAD, nbytes=16), TypeError, "'O'"),
         (pb.Array(dtype="V8", shape=[2], stype=SType.NUMPY, data=PAYLOAD, nbytes=16), TypeError, "'V8'"),
         (pb.Array(dtype="|O", shape=[2], stype=SType.NUMPY, data=PAYLOAD, nbytes=16), TypeError, "'|O'"),
         (pb.Array(dtype="float", shape=[2], stype=SType.NUMPY, data=PAYLOAD, nbytes=16), TypeError, "'float'"),
         (pb.Array(dtype="float32", shape=[-4], stype=SType.NUMPY, data=PAYLOAD, nbytes=16), ValueError, "non-negative"),
-        (pb.Array(dtype="float32", shape=[2**62, 2**62], stype=SType.NUMPY, data=PAYLOAD, nbytes=16), ValueError, "need"),
+        (
+            pb.Array(dtype="float32", shape=[2**62, 2**62], stype=SType.NUMPY, data=PAYLOAD, nbytes=16),
+            ValueError,
+            "need",
+        ),
         # empty (a zero dimension) but its other dimensions overflow numpy's index type (found by hypothesis)
         (pb.Array(dtype="float32", shape=[0, 2**31, 2**31], stype=SType.NUMPY, data=b"", nbytes=0), ValueError, "need"),
-        (pb.Array(dtype="float32", shape=[4], stype=SType.NUMPY, digest=b"\x01" * 32, nbytes=16), IntegrityError, "not received"),
-        (pb.Array(dtype="float32", shape=[4], stype=SType.NUMPY, digest=b"\x01" * 5, nbytes=16), IntegrityError, "digest has 5 bytes"),
-        (pb.Array(dtype="float32", shape=[4], stype=SType.NUMPY, data=PAYLOAD, digest=b"\x01" * 32, nbytes=16), IntegrityError, "both"),
+        (
+            pb.Array(dtype="float32", shape=[4], stype=SType.NUMPY, digest=b"\x01" * 32, nbytes=16),
+            IntegrityError,
+            "not received",
+        ),
+        (
+            pb.Array(dtype="float32", shape=[4], stype=SType.NUMPY, digest=b"\x01" * 5, nbytes=16),
+            IntegrityError,
+            "digest has 5 bytes",
+        ),
+        (
+            pb.Array(dtype="float32", shape=[4], stype=SType.NUMPY, data=PAYLOAD, digest=b"\x01" * 32, nbytes=16),
+            IntegrityError,
+            "both",
+        ),
     ],
 )
 def test_hostile_arrays_refused_naming_the_key(arr: pb.Array, exc: type[Exception], fragment: str) -> None:
@@ -370,8 +443,17 @@ def test_structural_hostility() -> None:
         _decode(twice)
     with pytest.raises(ValueError, match="'p' appears twice"):
         _decode(pb.RecordSet(parameters=[pb.ParametersRecord(name="p"), pb.ParametersRecord(name="p")]))
-    dup = pb.RecordSet(metrics=[pb.MetricsRecord(name="m", entries=[
-        pb.ValueEntry(key="k", value=pb.Value(sint64=1)), pb.ValueEntry(key="k", value=pb.Value(sint64=2))])])
+    dup = pb.RecordSet(
+        metrics=[
+            pb.MetricsRecord(
+                name="m",
+                entries=[
+                    pb.ValueEntry(key="k", value=pb.Value(sint64=1)),
+                    pb.ValueEntry(key="k", value=pb.Value(sint64=2)),
+                ],
+            )
+        ]
+    )
     with pytest.raises(ValueError, match="'k' appears twice"):
         _decode(dup)
 
@@ -387,7 +469,9 @@ def test_structural_hostility() -> None:
         (pb.Value(bool_list=pb.BoolList(vals=[True])), TypeError, "bool"),
     ],
 )
-def test_hostile_metric_values_refused_naming_the_key(value: pb.Value | None, exc: type[Exception], fragment: str) -> None:
+def test_hostile_metric_values_refused_naming_the_key(
+    value: pb.Value | None, exc: type[Exception], fragment: str
+) -> None:
     rs = pb.RecordSet(metrics=[pb.MetricsRecord(name="m", entries=[pb.ValueEntry(key="acc", value=value)])])
     with pytest.raises(exc, match=fragment) as info:
         _decode(rs)
@@ -404,8 +488,29 @@ def test_message_structure_refused() -> None:
 
 
 HOSTILE_DTYPES = st.one_of(
-    st.sampled_from(["float32", ">f4", "bfloat16", "O", "V8", "|V4", "S4", "U1", "i4,i4", "(2,)i4", "M8", "", "\x00",
-                     "float", "int", "a", "object", "float128", "complex32"]),
+    st.sampled_from(
+        [
+            "float32",
+            ">f4",
+            "bfloat16",
+            "O",
+            "V8",
+            "|V4",
+            "S4",
+            "U1",
+            "i4,i4",
+            "(2,)i4",
+            "M8",
+            "",
+            "\x00",
+            "float",
+            "int",
+            "a",
+            "object",
+            "float128",
+            "complex32",
+        ]
+    ),
     st.text(max_size=6),
 )
 

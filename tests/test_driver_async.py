@@ -14,17 +14,16 @@ from fl_async.common import (
     ConfigsRecord,
     ErrorCode,
     FlAsyncError,
-    MetricsRecord,
     LinkConnectionError,
     LinkTimeoutError,
     Message,
     MessageType,
     Metadata,
+    MetricsRecord,
     ParametersRecord,
     RecordSet,
 )
 from fl_async.server import AsyncDriver, DriverState
-
 from tests.driver_fixtures import GATES, cluster
 
 pytestmark = pytest.mark.anyio
@@ -43,8 +42,9 @@ def _gate(name: str) -> RecordSet:
 
 async def test_connect_creates_run_with_config() -> None:
     async with cluster(num_nodes=0) as c:
-        async with AsyncDriver(c.link.driver_address, insecure=True, run_config={"lr": 0.5, "name": "x"},
-                               fab_id="app", fab_version="1.0") as driver:
+        async with AsyncDriver(
+            c.link.driver_address, insecure=True, run_config={"lr": 0.5, "name": "x"}, fab_id="app", fab_version="1.0"
+        ) as driver:
             assert driver.state is DriverState.OPENED
             run = driver.run
             assert run.run_id == driver.run_id
@@ -96,11 +96,14 @@ async def test_pull_ignores_empty_and_unknown_ids_without_waiting() -> None:
 async def test_pull_returns_when_last_reply_arrives_not_at_timeout() -> None:
     async with cluster(num_nodes=2) as c, AsyncDriver(c.link.driver_address, insecure=True) as driver:
         fast, slow = c.node_ids
-        ids = await driver.push_messages([
-            driver.create_message(_content(), MessageType.TRAIN, fast, "1"),
-            driver.create_message(_gate("slow"), MessageType.QUERY, slow, "1"),
-        ])
+        ids = await driver.push_messages(
+            [
+                driver.create_message(_content(), MessageType.TRAIN, fast, "1"),
+                driver.create_message(_gate("slow"), MessageType.QUERY, slow, "1"),
+            ]
+        )
         async with anyio.create_task_group() as tg:
+
             async def release_later() -> None:
                 # release the slow node once the fast reply has been waiting on the link
                 with anyio.fail_after(5):
@@ -132,36 +135,37 @@ async def test_push_refused_message_gets_empty_id_and_reason_logged(caplog: pyte
 
 
 async def test_client_side_validation_sends_nothing() -> None:
-    async with cluster(num_nodes=1) as c:
-        async with AsyncDriver(c.link.driver_address, insecure=True) as driver, \
-                AsyncDriver(c.link.driver_address, insecure=True) as other:
-            (node,) = c.node_ids
-            good = driver.create_message(_content(), MessageType.TRAIN, node, "1")
-            foreign = other.create_message(_content(), MessageType.TRAIN, node, "1")
-            with pytest.raises(ValueError, match="Invalid message: item 1 .*not this driver's run"):
-                await driver.push_messages([good, foreign])
-            bad_ttl = driver.create_message(_content(), MessageType.TRAIN, node, "1")
-            bad_ttl.metadata.ttl = 0
-            with pytest.raises(ValueError, match="Invalid message: item 0 .*ttl"):
-                await driver.push_messages([bad_ttl])
-            ids = await driver.push_messages([good])
-            (received,) = await driver.pull_messages(ids, timeout=5)
-            with pytest.raises(ValueError, match="src_node_id must be 0"):
-                await driver.push_messages([received])  # a reply is not an instruction
-            pushed = Message(Metadata(driver.run_id, ids[0], 0, node, "", "1", 60.0, MessageType.TRAIN), _content())
-            with pytest.raises(ValueError, match="message_id is already set"):
-                await driver.push_messages([pushed])
-            with pytest.raises(TypeError, match="single Message"):
-                await driver.push_messages(good)
-            with pytest.raises(TypeError, match="item 0 is a str"):
-                await driver.push_messages(["x"])
-            with pytest.raises(ValueError, match="ttl"):
-                driver.create_message(_content(), MessageType.TRAIN, node, "1", ttl=0)
-            with pytest.raises(TypeError, match="RecordSet"):
-                driver.create_message({"a": 1}, MessageType.TRAIN, node, "1")  # type: ignore[arg-type]
-            assert await driver.push_messages([]) == []
-            # nothing of the refused pushes reached the link: only `good` was ever queued
-            assert c.link.stats().queued == 0 and c.link.stats().in_flight == 0
+    async with (
+        cluster(num_nodes=1) as c, AsyncDriver(c.link.driver_address, insecure=True) as driver,
+        AsyncDriver(c.link.driver_address, insecure=True) as other,
+    ):
+        (node,) = c.node_ids
+        good = driver.create_message(_content(), MessageType.TRAIN, node, "1")
+        foreign = other.create_message(_content(), MessageType.TRAIN, node, "1")
+        with pytest.raises(ValueError, match="Invalid message: item 1 .*not this driver's run"):
+            await driver.push_messages([good, foreign])
+        bad_ttl = driver.create_message(_content(), MessageType.TRAIN, node, "1")
+        bad_ttl.metadata.ttl = 0
+        with pytest.raises(ValueError, match="Invalid message: item 0 .*ttl"):
+            await driver.push_messages([bad_ttl])
+        ids = await driver.push_messages([good])
+        (received,) = await driver.pull_messages(ids, timeout=5)
+        with pytest.raises(ValueError, match="src_node_id must be 0"):
+            await driver.push_messages([received])  # a reply is not an instruction
+        pushed = Message(Metadata(driver.run_id, ids[0], 0, node, "", "1", 60.0, MessageType.TRAIN), _content())
+        with pytest.raises(ValueError, match="message_id is already set"):
+            await driver.push_messages([pushed])
+        with pytest.raises(TypeError, match="single Message"):
+            await driver.push_messages(good)
+        with pytest.raises(TypeError, match="item 0 is a str"):
+            await driver.push_messages(["x"])
+        with pytest.raises(ValueError, match="ttl"):
+            driver.create_message(_content(), MessageType.TRAIN, node, "1", ttl=0)
+        with pytest.raises(TypeError, match="RecordSet"):
+            driver.create_message({"a": 1}, MessageType.TRAIN, node, "1")  # type: ignore[arg-type]
+        assert await driver.push_messages([]) == []
+        # nothing of the refused pushes reached the link: only `good` was ever queued
+        assert c.link.stats().queued == 0 and c.link.stats().in_flight == 0
 
 
 async def test_caller_errors_in_content_propagate_unchanged() -> None:
@@ -188,8 +192,11 @@ async def test_transport_maps_only_transport_errors() -> None:
     from fl_async.server._transport import DriverTransport
 
     async with cluster(num_nodes=0) as c:
-        transport = DriverTransport(check_connect_args(c.link.driver_address, insecure=True, root_certificates=None,
-                                                       run_config=None, fab_id="", fab_version=""))
+        transport = DriverTransport(
+            check_connect_args(
+                c.link.driver_address, insecure=True, root_certificates=None, run_config=None, fab_id="", fab_version=""
+            )
+        )
         try:
             bad = pb.GetNodesRequest(run_id="1")  # type: ignore[arg-type]  # fails while encoding, client side
             with pytest.raises(TypeError) as info:  # betterproto2's own error, unchanged
@@ -239,8 +246,12 @@ async def test_send_and_receive_never_overshoots_timeout() -> None:
         assert 0.5 - 0.01 <= elapsed < 0.5 + 0.05, elapsed
         assert [r.metadata.src_node_id for r in replies] == [answering]
         # Flower: timeout <= 0 pushes and returns [] at once
-        assert await driver.send_and_receive([driver.create_message(_content(), MessageType.TRAIN, answering, "2")],
-                                             timeout=0) == []
+        assert (
+            await driver.send_and_receive(
+                [driver.create_message(_content(), MessageType.TRAIN, answering, "2")], timeout=0
+            )
+            == []
+        )
 
 
 async def test_send_and_receive_returns_as_soon_as_all_replied() -> None:
@@ -256,11 +267,13 @@ async def test_send_and_receive_returns_as_soon_as_all_replied() -> None:
 async def test_receive_yields_each_reply_as_it_arrives() -> None:
     async with cluster(num_nodes=3) as c, AsyncDriver(c.link.driver_address, insecure=True) as driver:
         a, b, d = c.node_ids
-        ids = await driver.push_messages([
-            driver.create_message(_gate("b"), MessageType.QUERY, b, "1"),
-            driver.create_message(_content(), MessageType.TRAIN, a, "1"),
-            driver.create_message(_gate("d"), MessageType.QUERY, d, "1"),
-        ])
+        ids = await driver.push_messages(
+            [
+                driver.create_message(_gate("b"), MessageType.QUERY, b, "1"),
+                driver.create_message(_content(), MessageType.TRAIN, a, "1"),
+                driver.create_message(_gate("d"), MessageType.QUERY, d, "1"),
+            ]
+        )
         order = []
         with anyio.fail_after(10):
             async with driver.receive(ids, timeout=10) as replies:
@@ -277,8 +290,9 @@ async def test_receive_yields_each_reply_as_it_arrives() -> None:
 
 async def test_receive_stopped_early_keeps_unread_replies() -> None:
     async with cluster(num_nodes=2) as c, AsyncDriver(c.link.driver_address, insecure=True) as driver:
-        ids = await driver.push_messages([driver.create_message(_content(), MessageType.TRAIN, n, "1")
-                                          for n in c.node_ids])
+        ids = await driver.push_messages(
+            [driver.create_message(_content(), MessageType.TRAIN, n, "1") for n in c.node_ids]
+        )
         got = []
         with anyio.fail_after(10):
             async with driver.receive(ids, timeout=10) as replies:
@@ -353,8 +367,11 @@ async def test_tls_link(tmp_path) -> None:
     from tests.certs import make_certs, write_certs
 
     files = write_certs(tmp_path)
-    config = LinkConfig(driver_api_address="127.0.0.1:0", fleet_api_address="127.0.0.1:0",
-                        tls=ServerTLS(files.ca_cert, files.server_cert, files.server_key))
+    config = LinkConfig(
+        driver_api_address="127.0.0.1:0",
+        fleet_api_address="127.0.0.1:0",
+        tls=ServerTLS(files.ca_cert, files.server_cert, files.server_key),
+    )
     async with SuperLink(config) as link:
         async with AsyncDriver(link.driver_address, root_certificates=files.ca_cert) as driver:
             assert await driver.get_node_ids() == []
@@ -387,7 +404,7 @@ async def test_aclose_fails_calls_in_flight() -> None:
         async def pull() -> None:
             try:
                 await driver.pull_messages(ids, timeout=8)
-            except BaseException as exc:  # noqa: BLE001 - inspected below
+            except BaseException as exc:
                 errors.append(exc)
 
         with anyio.fail_after(10):
@@ -405,16 +422,17 @@ async def test_aclose_fails_calls_in_flight() -> None:
 async def test_pull_keeps_polling_a_link_that_holds_polls_only_briefly() -> None:
     """The link lists outstanding ids on every pull, so a 10 ms ``max_poll_timeout`` does not end the driver's
     wait: it pulls again until the reply is in (here, after several empty polls) or its own timeout ends."""
-    async with cluster(num_nodes=1, max_poll_timeout=0.01) as c, AsyncDriver(
-        c.link.driver_address, insecure=True
-    ) as driver:
+    async with (
+        cluster(num_nodes=1, max_poll_timeout=0.01) as c,
+        AsyncDriver(c.link.driver_address, insecure=True) as driver,
+    ):
         [node] = c.node_ids
         [mid] = await driver.push_messages([driver.create_message(_gate("late"), MessageType.QUERY, node, "1")])
         state = c.link.state
         checks = 0
         real = state.outstanding
 
-        def counting(run_id: int, ids):  # noqa: ANN001, ANN202 - a spy on the link's real state
+        def counting(run_id: int, ids):
             nonlocal checks
             checks += 1
             return real(run_id, ids)
@@ -443,9 +461,11 @@ async def test_pull_keeps_polling_a_link_that_holds_polls_only_briefly() -> None
 
 
 async def test_pull_of_ids_not_outstanding_returns_at_once_on_a_link_holding_polls_long() -> None:
-    async with cluster(num_nodes=1, max_poll_timeout=30) as c, AsyncDriver(
-        c.link.driver_address, insecure=True
-    ) as driver, AsyncDriver(c.link.driver_address, insecure=True) as other:
+    async with (
+        cluster(num_nodes=1, max_poll_timeout=30) as c,
+        AsyncDriver(c.link.driver_address, insecure=True) as driver,
+        AsyncDriver(c.link.driver_address, insecure=True) as other,
+    ):
         [node] = c.node_ids
         [mid] = await driver.push_messages([driver.create_message(_content(), MessageType.TRAIN, node, "1")])
         with anyio.fail_after(10):

@@ -18,8 +18,16 @@ RUN = 7
 
 
 def _msg(**overrides: object) -> Message:
-    fields = dict(run_id=RUN, message_id="", src_node_id=0, dst_node_id=3, reply_to_message="",
-                  group_id="1", ttl=60.0, message_type=MessageType.TRAIN)
+    fields = dict(
+        run_id=RUN,
+        message_id="",
+        src_node_id=0,
+        dst_node_id=3,
+        reply_to_message="",
+        group_id="1",
+        ttl=60.0,
+        message_type=MessageType.TRAIN,
+    )
     fields.update(overrides)
     return Message(Metadata(**fields), content=RecordSet())  # type: ignore[arg-type]
 
@@ -59,16 +67,25 @@ class TestConnectArgs:
     @pytest.mark.parametrize("address", ["", "host", "host:", "host:99999", "::1:9091", "127.0.0.1:0"])
     def test_bad_addresses(self, address: str) -> None:
         with pytest.raises(ValueError, match="address"):
-            base.check_connect_args(address, insecure=True, root_certificates=None, run_config=None,
-                                    fab_id="", fab_version="")
+            base.check_connect_args(
+                address, insecure=True, root_certificates=None, run_config=None, fab_id="", fab_version=""
+            )
 
 
 class TestBuildMessage:
     def test_flower_metadata(self) -> None:
         msg = base.build_message(RUN, RecordSet(), MessageType.TRAIN, 5, "2", None)
         md = msg.metadata
-        assert (md.run_id, md.message_id, md.src_node_id, md.dst_node_id, md.reply_to_message, md.group_id,
-                md.ttl, md.message_type) == (RUN, "", 0, 5, "", "2", DEFAULT_TTL, "train")
+        assert (
+            md.run_id,
+            md.message_id,
+            md.src_node_id,
+            md.dst_node_id,
+            md.reply_to_message,
+            md.group_id,
+            md.ttl,
+            md.message_type,
+        ) == (RUN, "", 0, 5, "", "2", DEFAULT_TTL, "train")
         assert md.created_at == pytest.approx(time.time(), abs=5)
         assert base.build_message(RUN, RecordSet(), "custom", np.int64(9), "g", 1.5).metadata.dst_node_id == 9
 
@@ -137,8 +154,12 @@ class TestWire:
     def test_decode_replies_keeps_undecodable_as_error(self) -> None:
         good = codec.message_to_proto(_msg(src_node_id=3, message_id="r1", reply_to_message="m1", dst_node_id=0))
         md = codec.metadata_to_proto(Metadata(RUN, "r2", 4, 0, "m2", "1", 60.0, "train"))
-        broken = pb.Message(metadata=md, content=pb.RecordSet(
-            parameters=[pb.ParametersRecord(name="p", keys=["a", "b"], arrays=[pb.Array(dtype="float32")])]))
+        broken = pb.Message(
+            metadata=md,
+            content=pb.RecordSet(
+                parameters=[pb.ParametersRecord(name="p", keys=["a", "b"], arrays=[pb.Array(dtype="float32")])]
+            ),
+        )
         out = base.decode_replies(pb.PullMessagesResponse(messages=[good, broken]))
         assert [m.metadata.reply_to_message for m in out] == ["m1", "m2"]
         assert out[0].has_content()
@@ -163,8 +184,9 @@ class TestDeadline:
         assert 0.4 < soon.remaining() <= 0.5 and soon.wait_slice() <= 0.5
         assert base.Deadline(0).expired()
 
-    @pytest.mark.parametrize(("value", "exc"), [(-1, ValueError), (math.nan, ValueError), ("1", TypeError),
-                                                 (True, TypeError)])
+    @pytest.mark.parametrize(
+        ("value", "exc"), [(-1, ValueError), (math.nan, ValueError), ("1", TypeError), (True, TypeError)]
+    )
     def test_refusals(self, value: object, exc: type) -> None:
         with pytest.raises(exc):
             base.Deadline(value)  # type: ignore[arg-type]

@@ -1,6 +1,7 @@
 """N nodes return the received model unchanged and the driver pulls their replies in one call: the N reply
 arrays (one digest) must be independent buffers, or a server app that scales each reply in place (FedAvg
 weighting) would change its siblings."""
+
 from __future__ import annotations
 
 import anyio
@@ -39,7 +40,9 @@ async def test_echoed_replies_are_independent() -> None:
         replies = []
         with anyio.fail_after(20):
             while len(replies) < N:
-                replies += await driver.pull_messages([i for i in ids if i not in {r.metadata.reply_to_message for r in replies}], timeout=5)
+                replies += await driver.pull_messages(
+                    [i for i in ids if i not in {r.metadata.reply_to_message for r in replies}], timeout=5
+                )
         arrays = [r.content.parameters_records["m"]["w"].numpy() for r in replies]
         shared = [np.shares_memory(arrays[0], a) for a in arrays[1:]]
         for i, a in enumerate(arrays):

@@ -9,6 +9,7 @@ import time
 import warnings
 
 import anyio
+import anyio.lowlevel
 import anyio.to_thread
 import numpy as np
 import pytest
@@ -16,7 +17,6 @@ import pytest
 from fl_async.common import ConfigsRecord, LinkConnectionError, Message, MessageType, ParametersRecord, RecordSet
 from fl_async.server import Driver, DriverState
 from fl_async.server.driver import THREAD_NAME
-
 from tests.driver_fixtures import cluster, cluster_in_thread
 
 
@@ -80,11 +80,17 @@ async def test_sync_driver_inside_running_event_loop_does_not_deadlock() -> None
             assert sorted(node_ids) == sorted(c.node_ids)
             replies, sleeps = _guide_round(driver, node_ids, 0)
             assert sleeps == 0 and len(replies) == 2
-            assert len(driver.send_and_receive(
-                [driver.create_message(_content(), MessageType.TRAIN, n, "1") for n in node_ids], timeout=10)) == 2
+            assert (
+                len(
+                    driver.send_and_receive(
+                        [driver.create_message(_content(), MessageType.TRAIN, n, "1") for n in node_ids], timeout=10
+                    )
+                )
+                == 2
+            )
         finally:
             driver.close()
-        await anyio.sleep(0)  # this loop is still alive and usable
+        await anyio.lowlevel.checkpoint()  # this loop is still alive and usable
 
 
 def test_close_leaves_no_threads() -> None:
@@ -122,49 +128,46 @@ def test_construction_errors_leave_no_threads() -> None:
 
 
 def test_one_driver_shared_by_threads() -> None:
-    with cluster_in_thread(num_nodes=3) as (c, _portal):
-        with Driver(c.link.driver_address, insecure=True) as driver:
-            results: dict[int, int] = {}
-            errors: list[BaseException] = []
+    with cluster_in_thread(num_nodes=3) as (c, _portal), Driver(c.link.driver_address, insecure=True) as driver:
+        results: dict[int, int] = {}
+        errors: list[BaseException] = []
 
-            def worker(k: int) -> None:
-                try:
-                    msgs = [driver.create_message(_content(), MessageType.TRAIN, n, f"t{k}") for n in c.node_ids]
-                    results[k] = len(driver.send_and_receive(msgs, timeout=10))
-                except BaseException as exc:  # noqa: BLE001 - reported below
-                    errors.append(exc)
+        def worker(k: int) -> None:
+            try:
+                msgs = [driver.create_message(_content(), MessageType.TRAIN, n, f"t{k}") for n in c.node_ids]
+                results[k] = len(driver.send_and_receive(msgs, timeout=10))
+            except BaseException as exc:
+                errors.append(exc)
 
-            threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join(timeout=30)
-            assert not errors and results == {0: 3, 1: 3, 2: 3, 3: 3}
+        threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=30)
+        assert not errors and results == {0: 3, 1: 3, 2: 3, 3: 3}
 
 
 def test_sync_send_and_receive_timeout_with_silent_node() -> None:
-    with cluster_in_thread(num_nodes=2) as (c, _portal):
-        with Driver(c.link.driver_address, insecure=True) as driver:
-            answering, silent = c.node_ids
-            msgs = [
-                driver.create_message(_content(), MessageType.TRAIN, answering, "1"),
-                driver.create_message(_gate("never"), MessageType.QUERY, silent, "1"),
-            ]
-            started = time.monotonic()
-            replies = driver.send_and_receive(msgs, timeout=0.5)
-            elapsed = time.monotonic() - started
-            assert elapsed < 0.5 + 0.05, elapsed
-            assert [r.metadata.src_node_id for r in replies] == [answering]
-            # the sync pull waits (default 3 s) for the outstanding reply, then returns what is there
-            ids = driver.push_messages([driver.create_message(_gate("never"), MessageType.QUERY, silent, "2")])
-            started = time.monotonic()
-            assert driver.pull_messages(ids, timeout=0.2) == []
-            assert 0.2 - 0.01 <= time.monotonic() - started < 0.2 + 0.05
+    with cluster_in_thread(num_nodes=2) as (c, _portal), Driver(c.link.driver_address, insecure=True) as driver:
+        answering, silent = c.node_ids
+        msgs = [
+            driver.create_message(_content(), MessageType.TRAIN, answering, "1"),
+            driver.create_message(_gate("never"), MessageType.QUERY, silent, "1"),
+        ]
+        started = time.monotonic()
+        replies = driver.send_and_receive(msgs, timeout=0.5)
+        elapsed = time.monotonic() - started
+        assert elapsed < 0.5 + 0.05, elapsed
+        assert [r.metadata.src_node_id for r in replies] == [answering]
+        # the sync pull waits (default 3 s) for the outstanding reply, then returns what is there
+        ids = driver.push_messages([driver.create_message(_gate("never"), MessageType.QUERY, silent, "2")])
+        started = time.monotonic()
+        assert driver.pull_messages(ids, timeout=0.2) == []
+        assert 0.2 - 0.01 <= time.monotonic() - started < 0.2 + 0.05
 
 
 def test_no_warning_outside_event_loop() -> None:
-    with cluster_in_thread(num_nodes=0) as (c, _portal):
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")
-            with Driver(c.link.driver_address, insecure=True) as driver:
-                assert driver.get_node_ids() == []
+    with cluster_in_thread(num_nodes=0) as (c, _portal), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with Driver(c.link.driver_address, insecure=True) as driver:
+            assert driver.get_node_ids() == []

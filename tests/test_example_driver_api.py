@@ -21,9 +21,8 @@ import pytest
 
 pytest.importorskip("torch")
 
-from fl_async.server import async_run_server_app  # noqa: E402
-
-from tests.driver_fixtures import cluster  # noqa: E402
+from fl_async.server import async_run_server_app
+from tests.driver_fixtures import cluster
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "driver-api"
 

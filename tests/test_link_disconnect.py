@@ -31,7 +31,8 @@ BUSY_NODE = NODE  # the script benchmarks/disconnect_detection.py measures with
 
 
 async def test_killed_busy_node_is_unavailable_after_the_grace_not_the_heartbeat_window(
-    superlink_factory, processes  # noqa: F811
+    superlink_factory,
+    processes,  # noqa: F811
 ) -> None:
     grace = 1.0
     link = await superlink_factory(disconnect_grace=grace, heartbeat_patience=2.0)
@@ -80,8 +81,9 @@ async def test_blip_shorter_than_the_grace_keeps_the_node(superlink_factory) -> 
     dch = channel(link.driver_address)
     try:
         drv = await RawDriver.create(pb.DriverStub(dch))
-        async with SuperNode(app, f"127.0.0.1:{proxy.port}", insecure=True, heartbeat_interval=30.0,
-                             max_backoff=0.2, poll_timeout=5.0) as node:
+        async with SuperNode(
+            app, f"127.0.0.1:{proxy.port}", insecure=True, heartbeat_interval=30.0, max_backoff=0.2, poll_timeout=5.0
+        ) as node:
             node_id = await node.wait_registered(timeout=5)
             with anyio.fail_after(5):  # the node holds a pull through the proxy
                 while not link.state._active_pulls.get(node_id):

@@ -7,6 +7,7 @@ import time
 from collections.abc import AsyncIterator
 
 import anyio
+import anyio.lowlevel
 import pytest
 from grpclib.client import Channel
 from grpclib.const import Status
@@ -88,7 +89,7 @@ async def test_driver_pull_waits_for_all_outstanding_then_partial_at_timeout(con
 
     async def answer_b_later() -> None:
         [ins_b] = await b.pull(timeout=2)
-        await anyio.sleep(0)  # let the driver's pull get held first (not needed for correctness)
+        await anyio.lowlevel.checkpoint()  # let the driver's pull get held first (not needed for correctness)
         await b.reply([reply_to(ins_b)])
 
     with anyio.fail_after(5):
@@ -115,7 +116,8 @@ async def test_pull_response_lists_the_ids_still_outstanding(conn: Conn) -> None
 
     async def pull(request_ids: list[str], timeout: float = 0.0) -> pb.PullMessagesResponse:
         return await conn.driver.pull_messages(
-            pb.PullMessagesRequest(run_id=drv.run_id, message_ids=request_ids, timeout=timeout))
+            pb.PullMessagesRequest(run_id=drv.run_id, message_ids=request_ids, timeout=timeout)
+        )
 
     asked = ["", "unknown", foreign, *ids, ids[0]]
     resp = await pull(asked)
@@ -137,6 +139,7 @@ async def test_wait_for_nodes(conn: Conn) -> None:
     req = pb.WaitForNodesRequest(run_id=drv.run_id, min_nodes=2, timeout=5)
     with anyio.fail_after(5):
         async with anyio.create_task_group() as tg:
+
             async def register() -> None:
                 for _ in range(2):
                     await RawNode.create(conn.fleet)
@@ -154,7 +157,8 @@ async def test_wait_for_nodes(conn: Conn) -> None:
         with pytest.raises(GRPCError) as exc:
             await conn.driver.wait_for_nodes(pb.WaitForNodesRequest(run_id=drv.run_id, min_nodes=bad, timeout=1))
         assert exc.value.status is Status.INVALID_ARGUMENT and "min_nodes must be in 0..2147483647" in (
-            exc.value.message or "")
+            exc.value.message or ""
+        )
 
 
 async def test_statuses(superlink: SuperLink, conn: Conn) -> None:
@@ -275,6 +279,7 @@ async def test_node_removed_while_pull_held(superlink: SuperLink, conn: Conn) ->
     node = await RawNode.create(conn.fleet)
     with anyio.fail_after(4):
         async with anyio.create_task_group() as tg:
+
             async def held() -> None:
                 with pytest.raises(GRPCError) as exc:
                     await node.pull(timeout=5)
@@ -339,14 +344,17 @@ async def test_stop_within_3s_with_long_polls_in_flight(superlink_factory) -> No
         async def hold(name: str, coro) -> None:
             try:
                 results[name] = await coro
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 results[name] = exc
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(hold, "node", node.pull(timeout=30))
             tg.start_soon(hold, "driver", drv.pull([mid], timeout=30))
-            tg.start_soon(hold, "wait", c.driver.wait_for_nodes(
-                pb.WaitForNodesRequest(run_id=drv.run_id, min_nodes=10, timeout=30)))
+            tg.start_soon(
+                hold,
+                "wait",
+                c.driver.wait_for_nodes(pb.WaitForNodesRequest(run_id=drv.run_id, min_nodes=10, timeout=30)),
+            )
             with anyio.fail_after(3):
                 while link.stats() and (len(link.state._active_pulls) < 1 or link._calls.active < 3):
                     await anyio.sleep(0.01)
@@ -367,6 +375,7 @@ async def test_node_unavailable_on_delete_reaches_held_driver_pull(conn: Conn) -
     [mid] = (await drv.push([instruction(drv.run_id, node.node_id)])).message_ids
     with anyio.fail_after(4):
         async with anyio.create_task_group() as tg:
+
             async def delete_soon() -> None:
                 await node.pull()
                 await conn.fleet.delete_node(pb.DeleteNodeRequest(auth=node.auth))
@@ -401,6 +410,7 @@ async def test_push_replies_and_pull_in_one_call(superlink: SuperLink, conn: Con
     assert superlink.stats() == s_before
     with anyio.fail_after(5):
         async with anyio.create_task_group() as tg:
+
             async def push_next() -> None:
                 while not superlink.state._active_pulls:  # the combined call is held
                     await anyio.sleep(0.01)
@@ -451,8 +461,10 @@ async def test_calling_the_other_api_gets_a_hint_naming_the_right_port(superlink
     finally:
         ch.close()
     assert info.value.status is Status.UNIMPLEMENTED
-    assert info.value.message == (f"this port serves the Fleet API, not the Driver API (this SuperLink serves it "
-                                  f"on port {driver_port}; defaults: Driver API 9091, Fleet API 9092)")
+    assert info.value.message == (
+        f"this port serves the Fleet API, not the Driver API (this SuperLink serves it "
+        f"on port {driver_port}; defaults: Driver API 9091, Fleet API 9092)"
+    )
     ch = channel(superlink.driver_address)
     try:
         with pytest.raises(GRPCError) as info:
@@ -461,5 +473,6 @@ async def test_calling_the_other_api_gets_a_hint_naming_the_right_port(superlink
         ch.close()
     assert info.value.status is Status.UNIMPLEMENTED
     assert f"serves the Driver API, not the Fleet API (this SuperLink serves it on port {fleet_port}" in (
-        info.value.message or "")
+        info.value.message or ""
+    )
     assert superlink.stats().nodes == 0 and superlink.stats().runs == 0

@@ -39,7 +39,7 @@ async def mem_link() -> AsyncIterator[MemLink]:
         yield MemLink(state, wakeups, drv, pb.FleetStub(ch))
 
 
-async def held(state: LinkState, predicate) -> None:  # noqa: ANN001
+async def held(state: LinkState, predicate) -> None:
     with anyio.fail_after(3):
         while not predicate():
             await anyio.sleep(0.005)
@@ -74,6 +74,7 @@ async def test_driver_pull_woken_only_when_all_outstanding_are_ready(link: MemLi
     [ia], [ib] = await a.pull(), await b.pull()
     result: list = []
     async with anyio.create_task_group() as tg:
+
         async def pull() -> None:
             result.extend(await drv.pull(ids, timeout=5))
 
@@ -91,6 +92,7 @@ async def test_driver_pull_woken_only_when_all_outstanding_are_ready(link: MemLi
 async def test_wait_for_nodes_woken_by_registration(link: MemLink) -> None:
     res: list = []
     async with anyio.create_task_group() as tg:
+
         async def wait() -> None:
             r = await link.driver.stub.wait_for_nodes(
                 pb.WaitForNodesRequest(run_id=link.driver.run_id, min_nodes=2, timeout=5)
@@ -109,6 +111,7 @@ async def test_driver_pull_woken_by_node_deletion(link: MemLink) -> None:
     [mid] = (await drv.push([instruction(drv.run_id, node.node_id)])).message_ids
     result: list = []
     async with anyio.create_task_group() as tg:
+
         async def pull() -> None:
             result.extend(await drv.pull([mid], timeout=5))
 
@@ -139,6 +142,7 @@ async def test_close_answers_held_calls_at_once(link: MemLink) -> None:
     node = await RawNode.create(link.fleet)
     results: list = []
     async with anyio.create_task_group() as tg:
+
         async def pull() -> None:
             results.append(await node.pull(timeout=5))
 

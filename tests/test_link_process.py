@@ -142,7 +142,7 @@ async def test_serve_stops_within_3s_on_sigterm_with_long_poll_in_flight(process
         async def held_pull() -> None:
             try:
                 result.append(await node.pull(timeout=30))
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 result.append(exc)
 
         async with anyio.create_task_group() as tg:

@@ -63,9 +63,10 @@ def _echo_app() -> ClientApp:
 async def test_in_process_restart_on_same_ports_serves_existing_clients(superlink_factory) -> None:
     first = await superlink_factory()
     fleet, driver_address = first.fleet_address, first.driver_address
-    async with AsyncDriver(driver_address, insecure=True) as driver, SuperNode(
-        _echo_app(), fleet, insecure=True, heartbeat_interval=0.5, max_backoff=0.2, poll_timeout=2.0
-    ) as node:
+    async with (
+        AsyncDriver(driver_address, insecure=True) as driver,
+        SuperNode(_echo_app(), fleet, insecure=True, heartbeat_interval=0.5, max_backoff=0.2, poll_timeout=2.0) as node,
+    ):
         first_id = await node.wait_registered(timeout=5)
         assert await driver.wait_for_nodes(1, timeout=5) == [first_id]
         with anyio.fail_after(3):

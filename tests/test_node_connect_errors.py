@@ -53,8 +53,9 @@ async def test_wrong_ca_warns_once_with_a_hint(superlink_factory, tmp_path, capl
 async def test_tls_node_against_plaintext_link_warns_once_with_a_hint(superlink, tmp_path, caplog) -> None:
     files = write_certs(tmp_path)
     caplog.set_level(logging.WARNING, logger="fl_async.supernode")
-    async with SuperNode(ClientApp(), superlink.fleet_address, root_certificates=files.ca_cert,
-                         max_backoff=0.05) as node:
+    async with SuperNode(
+        ClientApp(), superlink.fleet_address, root_certificates=files.ca_cert, max_backoff=0.05
+    ) as node:
         hints = await _hints_after_retries(caplog, node)
     assert len(hints) == 1, hints
     assert "plaintext" in hints[0] and "insecure" in hints[0]
@@ -89,8 +90,17 @@ def test_cli_supernode_pointed_at_the_driver_api_exits_1_with_one_line(tmp_path)
     async def main() -> subprocess.CompletedProcess[str]:
         async with SuperLink(LinkConfig(**TEST_LINK_DEFAULTS)) as link:
             proc = await asyncio.create_subprocess_exec(
-                fl_async, "supernode", "capp:app", "--dir", str(tmp_path), "--insecure",
-                "--superlink", link.driver_address, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                fl_async,
+                "supernode",
+                "capp:app",
+                "--dir",
+                str(tmp_path),
+                "--insecure",
+                "--superlink",
+                link.driver_address,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
             try:
                 out, err = await asyncio.wait_for(proc.communicate(), 30)
             finally:

@@ -47,9 +47,10 @@ def unencodable_app() -> ClientApp:
 
 async def test_reply_that_cannot_be_encoded_becomes_an_invalid_reply_error_at_once(superlink, caplog) -> None:
     caplog.set_level(logging.ERROR, logger="fl_async.supernode")
-    async with RawDriver(superlink.driver_address) as drv, SuperNode(
-        unencodable_app(), superlink.fleet_address, insecure=True
-    ) as node:
+    async with (
+        RawDriver(superlink.driver_address) as drv,
+        SuperNode(unencodable_app(), superlink.fleet_address, insecure=True) as node,
+    ):
         node_id = await node.wait_registered(timeout=5)
         run = await drv.create_run()
         with anyio.fail_after(5):  # at once, not at the instruction's TTL (60 s)
@@ -76,9 +77,10 @@ class _BrokenNode(SuperNode):
 
 async def test_unexpected_node_failure_still_answers_the_instruction(superlink, caplog) -> None:
     caplog.set_level(logging.ERROR, logger="fl_async.supernode")
-    async with RawDriver(superlink.driver_address) as drv, _BrokenNode(
-        unencodable_app(), superlink.fleet_address, insecure=True
-    ) as node:
+    async with (
+        RawDriver(superlink.driver_address) as drv,
+        _BrokenNode(unencodable_app(), superlink.fleet_address, insecure=True) as node,
+    ):
         node_id = await node.wait_registered(timeout=5)
         run = await drv.create_run()
         with anyio.fail_after(5):
@@ -113,4 +115,5 @@ async def test_link_logs_a_resent_reply_at_info_and_a_bad_one_at_warning(superli
         drv_ch.close()
     refused = [r for r in caplog.records if "refused" in r.getMessage()]
     assert [r.levelno for r in refused] == [logging.INFO, logging.INFO, logging.WARNING], [
-        (r.levelname, r.getMessage()) for r in refused]
+        (r.levelname, r.getMessage()) for r in refused
+    ]

@@ -30,9 +30,10 @@ def echo_app() -> ClientApp:
 
 async def test_busy_node_replies_and_pulls_in_one_call(superlink_factory) -> None:
     link = await superlink_factory(max_poll_timeout=30.0)
-    async with RawDriver(link.driver_address) as drv, SuperNode(
-        echo_app(), link.fleet_address, insecure=True, poll_timeout=30.0
-    ) as node:
+    async with (
+        RawDriver(link.driver_address) as drv,
+        SuperNode(echo_app(), link.fleet_address, insecure=True, poll_timeout=30.0) as node,
+    ):
         node_id = await node.wait_registered(timeout=5)
         run = await drv.create_run()
         for _ in range(5):  # one at a time: each arrives while the previous reply's push is held
@@ -45,9 +46,10 @@ async def test_busy_node_replies_and_pulls_in_one_call(superlink_factory) -> Non
 
 
 async def test_reply_whose_ttl_is_too_short_to_hold_a_pull_is_pushed_alone(superlink) -> None:
-    async with RawDriver(superlink.driver_address) as drv, SuperNode(
-        echo_app(), superlink.fleet_address, insecure=True
-    ) as node:
+    async with (
+        RawDriver(superlink.driver_address) as drv,
+        SuperNode(echo_app(), superlink.fleet_address, insecure=True) as node,
+    ):
         node_id = await node.wait_registered(timeout=5)
         run = await drv.create_run()
         reply = await drv.reply(run, await drv.push(run, node_id, ttl=3.0))  # < 5 s margin left
@@ -144,10 +146,17 @@ async def test_connection_lost_while_a_push_holds_a_pull_resumes_and_keeps_servi
     proxy = await TcpProxy(link.fleet_address).start()
     caplog.set_level(logging.INFO, logger="fl_async.supernode")
     try:
-        async with RawDriver(link.driver_address) as drv, SuperNode(
-            echo_app(), f"127.0.0.1:{proxy.port}", insecure=True, poll_timeout=30.0, heartbeat_interval=2.0,
-            max_backoff=0.2,
-        ) as node:
+        async with (
+            RawDriver(link.driver_address) as drv,
+            SuperNode(
+                echo_app(),
+                f"127.0.0.1:{proxy.port}",
+                insecure=True,
+                poll_timeout=30.0,
+                heartbeat_interval=2.0,
+                max_backoff=0.2,
+            ) as node,
+        ):
             node_id = await node.wait_registered(timeout=5)
             run = await drv.create_run()
             first = await drv.push(run, node_id)
@@ -172,9 +181,10 @@ async def test_connection_lost_while_a_push_holds_a_pull_resumes_and_keeps_servi
 
 async def test_a_busy_node_sends_no_heartbeats_an_idle_one_does(superlink) -> None:
     """Completed pulls/pushes are signs of life: heartbeats are counted from the last one."""
-    async with RawDriver(superlink.driver_address) as drv, SuperNode(
-        echo_app(), superlink.fleet_address, insecure=True, heartbeat_interval=0.5
-    ) as node:
+    async with (
+        RawDriver(superlink.driver_address) as drv,
+        SuperNode(echo_app(), superlink.fleet_address, insecure=True, heartbeat_interval=0.5) as node,
+    ):
         node_id = await node.wait_registered(timeout=5)
         run = await drv.create_run()
         t0 = time.monotonic()

@@ -47,8 +47,7 @@ async def test_link_restarted_on_same_port_node_registers_again_and_serves(tmp_p
     first = await spawn(LINK_PROCESS, driver_addr, fleet_addr, log_path=tmp_path / "link1.log")
     try:
         await wait_for_text(tmp_path / "link1.log", "SuperLink serving")
-        async with SuperNode(echo_app(), fleet_addr, insecure=True, heartbeat_interval=0.5,
-                             max_backoff=0.5) as node:
+        async with SuperNode(echo_app(), fleet_addr, insecure=True, heartbeat_interval=0.5, max_backoff=0.5) as node:
             node_id = await node.wait_registered(timeout=5)
             await serve_one_round(Link, node_id)
             await end_process(first)
@@ -127,9 +126,10 @@ async def test_network_blip_keeps_the_registration_and_delivers_the_reply_made_m
 
     caplog.set_level(logging.INFO, logger="fl_async.supernode")
     try:
-        async with RawDriver(link.driver_address) as drv, SuperNode(
-            app, f"127.0.0.1:{proxy.port}", insecure=True, heartbeat_interval=2.0, max_backoff=0.2
-        ) as node:
+        async with (
+            RawDriver(link.driver_address) as drv,
+            SuperNode(app, f"127.0.0.1:{proxy.port}", insecure=True, heartbeat_interval=2.0, max_backoff=0.2) as node,
+        ):
             node_id = await node.wait_registered(timeout=5)
             run = await drv.create_run()
             mid = await drv.push(run, node_id)
@@ -145,8 +145,9 @@ async def test_network_blip_keeps_the_registration_and_delivers_the_reply_made_m
             reply = await drv.reply(run, mid)
             assert reply.has_content(), reply.error  # delivered after the blip, not NODE_UNAVAILABLE
             assert node.node_id == node_id and node.registrations == 1  # same registration resumed
-            assert any(r.levelno == logging.INFO and "restored; same registration" in r.getMessage()
-                       for r in caplog.records)
+            assert any(
+                r.levelno == logging.INFO and "restored; same registration" in r.getMessage() for r in caplog.records
+            )
     finally:
         release.set()
         await proxy.aclose()

@@ -26,8 +26,9 @@ def counting_app() -> ClientApp:
         rec = ctx.state.metrics_records.setdefault("count", MetricsRecord({"n": 0}))
         rec["n"] += 1
         echo = ConfigsRecord({"node_id": ctx.node_id, **ctx.run_config, **ctx.node_config})
-        return msg.create_reply(RecordSet(metrics_records={"m": MetricsRecord({"n": rec["n"]})},
-                                          configs_records={"echo": echo}))
+        return msg.create_reply(
+            RecordSet(metrics_records={"m": MetricsRecord({"n": rec["n"]})}, configs_records={"echo": echo})
+        )
 
     @app.query()
     def query(msg: Message, ctx: Context) -> Message:
@@ -41,9 +42,10 @@ def counting_app() -> ClientApp:
 
 
 async def test_serves_messages_and_keeps_one_context_per_run(superlink) -> None:
-    async with RawDriver(superlink.driver_address) as drv, SuperNode(
-        counting_app(), superlink.fleet_address, insecure=True, node_config={"site": "a"}
-    ) as node:
+    async with (
+        RawDriver(superlink.driver_address) as drv,
+        SuperNode(counting_app(), superlink.fleet_address, insecure=True, node_config={"site": "a"}) as node,
+    ):
         node_id = await node.wait_registered(timeout=5)
         run_a = await drv.create_run({"lr": 0.5})
         run_b = await drv.create_run({"lr": 0.1})
@@ -59,9 +61,10 @@ async def test_serves_messages_and_keeps_one_context_per_run(superlink) -> None:
 
 
 async def test_handler_error_and_bad_reply_give_error_replies_and_node_keeps_serving(superlink) -> None:
-    async with RawDriver(superlink.driver_address) as drv, SuperNode(
-        counting_app(), superlink.fleet_address, insecure=True
-    ) as node:
+    async with (
+        RawDriver(superlink.driver_address) as drv,
+        SuperNode(counting_app(), superlink.fleet_address, insecure=True) as node,
+    ):
         node_id = await node.wait_registered(timeout=5)
         run = await drv.create_run()
         ids = [await drv.push(run, node_id, t) for t in ("query", "evaluate", "unknown-type")]
@@ -88,9 +91,10 @@ async def test_long_sync_handler_keeps_node_online_via_heartbeats(superlink_fact
         time.sleep(5.0)  # the training step: blocks its worker thread, not the node's event loop
         return msg.create_reply(RecordSet())
 
-    async with RawDriver(link.driver_address) as drv, SuperNode(
-        app, link.fleet_address, insecure=True, heartbeat_interval=0.5
-    ) as node:
+    async with (
+        RawDriver(link.driver_address) as drv,
+        SuperNode(app, link.fleet_address, insecure=True, heartbeat_interval=0.5) as node,
+    ):
         node_id = await node.wait_registered(timeout=5)
         run = await drv.create_run()
         mid = await drv.push(run, node_id)
@@ -118,9 +122,10 @@ async def test_max_concurrency_runs_four_slow_handlers_in_parallel(superlink) ->
         barrier.wait()
         return msg.create_reply(RecordSet())
 
-    async with RawDriver(superlink.driver_address) as drv, SuperNode(
-        app, superlink.fleet_address, insecure=True, max_concurrency=4
-    ) as node:
+    async with (
+        RawDriver(superlink.driver_address) as drv,
+        SuperNode(app, superlink.fleet_address, insecure=True, max_concurrency=4) as node,
+    ):
         node_id = await node.wait_registered(timeout=5)
         run = await drv.create_run()
         ids = [await drv.push(run, node_id) for _ in range(4)]
@@ -148,9 +153,10 @@ async def test_concurrency_never_exceeds_the_limit_and_async_handlers_share_the_
                 running -= 1
         return msg.create_reply(RecordSet())
 
-    async with RawDriver(superlink.driver_address) as drv, SuperNode(
-        app, superlink.fleet_address, insecure=True, max_concurrency=2
-    ) as node:
+    async with (
+        RawDriver(superlink.driver_address) as drv,
+        SuperNode(app, superlink.fleet_address, insecure=True, max_concurrency=2) as node,
+    ):
         node_id = await node.wait_registered(timeout=5)
         run = await drv.create_run()
         ids = [await drv.push(run, node_id) for _ in range(6)]
@@ -162,18 +168,17 @@ async def test_concurrency_never_exceeds_the_limit_and_async_handlers_share_the_
 async def test_many_nodes_share_one_event_loop(superlink) -> None:
     app = counting_app()
     nodes = [SuperNode(app, superlink.fleet_address, insecure=True) for _ in range(5)]
-    async with RawDriver(superlink.driver_address) as drv:
-        async with anyio.create_task_group() as tg:
-            for n in nodes:
-                tg.start_soon(n.run)
-            ids = [await n.wait_registered(timeout=10) for n in nodes]
-            run = await drv.create_run()
-            assert sorted(await drv.wait_for_nodes(run, 5)) == sorted(ids)
-            mids = [await drv.push(run, i) for i in ids]
-            got = await drv.replies(run, mids)
-            assert {m.metadata.src_node_id for m in got.values()} == set(ids)
-            for n in nodes:
-                n.stop()
+    async with RawDriver(superlink.driver_address) as drv, anyio.create_task_group() as tg:
+        for n in nodes:
+            tg.start_soon(n.run)
+        ids = [await n.wait_registered(timeout=10) for n in nodes]
+        run = await drv.create_run()
+        assert sorted(await drv.wait_for_nodes(run, 5)) == sorted(ids)
+        mids = [await drv.push(run, i) for i in ids]
+        got = await drv.replies(run, mids)
+        assert {m.metadata.src_node_id for m in got.values()} == set(ids)
+        for n in nodes:
+            n.stop()
     assert superlink.stats().nodes == 0
 
 
@@ -184,8 +189,7 @@ async def test_tls_with_root_certificates(superlink_factory, tmp_path, caplog) -
         assert await node.wait_registered(timeout=5)
     caplog.set_level(logging.WARNING, logger="fl_async.supernode")
     other_ca = make_certs(common_name="another CA").ca_cert
-    async with SuperNode(counting_app(), link.fleet_address, root_certificates=other_ca,
-                         max_backoff=0.2) as node:
+    async with SuperNode(counting_app(), link.fleet_address, root_certificates=other_ca, max_backoff=0.2) as node:
         with anyio.fail_after(10):  # the link's certificate is not trusted: the node keeps retrying
             while sum("TLS failure" in r.getMessage() for r in caplog.records) < 2:
                 await anyio.sleep(0.02)

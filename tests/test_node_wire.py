@@ -40,14 +40,21 @@ metadata = st.builds(
     created_at=doubles,
 )
 errors = st.builds(pb.Error, code=sint64, reason=st.text(max_size=50))
-contents = st.sampled_from([
-    pb.RecordSet(),
-    message_to_proto(Message(Metadata(1, "", 0, 2, "", "g", 5.0, "train"),
-                             content=RecordSet(metrics_records={"m": MetricsRecord({"a": 0.5, "n": 3})},
-                                               configs_records={"c": ConfigsRecord({"s": "x"})}))).content,
-])
-messages = st.builds(pb.Message, metadata=st.none() | metadata, content=st.none() | contents,
-                     error=st.none() | errors)
+contents = st.sampled_from(
+    [
+        pb.RecordSet(),
+        message_to_proto(
+            Message(
+                Metadata(1, "", 0, 2, "", "g", 5.0, "train"),
+                content=RecordSet(
+                    metrics_records={"m": MetricsRecord({"a": 0.5, "n": 3})},
+                    configs_records={"c": ConfigsRecord({"s": "x"})},
+                ),
+            )
+        ).content,
+    ]
+)
+messages = st.builds(pb.Message, metadata=st.none() | metadata, content=st.none() | contents, error=st.none() | errors)
 
 
 @given(auths, uint32, doubles)
@@ -57,10 +64,12 @@ def test_pull_request_matches_betterproto2(auth: pb.NodeAuth, max_messages: int,
 
 
 @given(auths, st.lists(messages, max_size=3), uint32, doubles)
-def test_push_request_matches_betterproto2(auth: pb.NodeAuth, msgs: list[pb.Message], pull_max: int,
-                                           pull_timeout: float) -> None:
-    expected = bytes(pb.PushRepliesRequest(auth=auth, messages=msgs, pull_max_messages=pull_max,
-                                           pull_timeout=pull_timeout))
+def test_push_request_matches_betterproto2(
+    auth: pb.NodeAuth, msgs: list[pb.Message], pull_max: int, pull_timeout: float
+) -> None:
+    expected = bytes(
+        pb.PushRepliesRequest(auth=auth, messages=msgs, pull_max_messages=pull_max, pull_timeout=pull_timeout)
+    )
     got = push_request(auth_field(auth), [message_bytes(m) for m in msgs], pull_max, pull_timeout)
     assert got == expected
     assert pb.PushRepliesRequest.parse(got) == pb.PushRepliesRequest.parse(expected)
@@ -72,8 +81,10 @@ def test_message_bytes_matches_betterproto2(message: pb.Message) -> None:
 
 
 def test_codec_replies_and_nan_fields_match() -> None:
-    for reply in (Message(Metadata(7, "", 3, 0, "m1", "1", 10.0, "train"), content=RecordSet()),
-                  Message(Metadata(7, "", 3, 0, "m1", "1", 10.0, "train"), error=Error(2, "boom"))):
+    for reply in (
+        Message(Metadata(7, "", 3, 0, "m1", "1", 10.0, "train"), content=RecordSet()),
+        Message(Metadata(7, "", 3, 0, "m1", "1", 10.0, "train"), error=Error(2, "boom")),
+    ):
         wire = message_to_proto(reply)
         assert message_bytes(wire) == bytes(wire)
     nan = pb.Message(metadata=pb.Metadata(ttl=float("nan"), created_at=float("nan")), content=pb.RecordSet())

@@ -34,9 +34,11 @@ def test_partitions_are_disjoint_non_iid_and_cover_the_training_set() -> None:
 
 
 def test_numpy_fedavg_simulation_reaches_90_percent() -> None:
-    accs = task.simulate_fedavg(num_rounds=int(qserver.DEFAULTS["num-server-rounds"]),
-                                local_epochs=int(qserver.DEFAULTS["local-epochs"]),
-                                lr=float(qserver.DEFAULTS["lr"]))
+    accs = task.simulate_fedavg(
+        num_rounds=int(qserver.DEFAULTS["num-server-rounds"]),
+        local_epochs=int(qserver.DEFAULTS["local-epochs"]),
+        lr=float(qserver.DEFAULTS["lr"]),
+    )
     assert accs[-1] >= 0.90, accs
     assert accs[-1] > accs[0]
 
@@ -60,8 +62,14 @@ def test_fl_async_run_full_quickstart_reaches_90_percent() -> None:
     """What `make run` runs (20 rounds, 10 nodes), through the CLI."""
     result = CliRunner().invoke(
         app,
-        ["run", "examples.quickstart.server:app", "examples.quickstart.client:app", "--num-supernodes", "10",
-         "--progress"],
+        [
+            "run",
+            "examples.quickstart.server:app",
+            "examples.quickstart.client:app",
+            "--num-supernodes",
+            "10",
+            "--progress",
+        ],
     )
     assert result.exit_code == 0, result.output
     accs = accuracies(result.stdout)
@@ -73,8 +81,16 @@ def test_fl_async_run_full_quickstart_reaches_90_percent() -> None:
 
 def test_unknown_run_config_key_is_reported_by_the_app() -> None:
     result = CliRunner().invoke(
-        app, ["run", "examples.quickstart.server:app", "examples.quickstart.client:app", "--num-supernodes", "2",
-              "--run-config", "num-rounds=3"],
+        app,
+        [
+            "run",
+            "examples.quickstart.server:app",
+            "examples.quickstart.client:app",
+            "--num-supernodes",
+            "2",
+            "--run-config",
+            "num-rounds=3",
+        ],
     )
     assert result.exit_code == 1
     assert "unknown run config key(s) ['num-rounds']" in result.stderr.strip().splitlines()[-1]

@@ -20,8 +20,22 @@ from fl_async.common.records import EXTENSION_DTYPES, dtype_itemsize, numpy_dtyp
 # Array <-> numpy
 
 INT_FLOAT_DTYPES = [
-    "bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
-    "float16", "float32", "float64", "longdouble", "complex64", "complex128", "clongdouble",
+    "bool",
+    "int8",
+    "int16",
+    "int32",
+    "int64",
+    "uint8",
+    "uint16",
+    "uint32",
+    "uint64",
+    "float16",
+    "float32",
+    "float64",
+    "longdouble",
+    "complex64",
+    "complex128",
+    "clongdouble",
 ]
 
 
@@ -142,7 +156,9 @@ def test_unsupported_numpy_dtypes_refused_naming_the_dtype(bad: np.ndarray) -> N
     assert str(bad.dtype) in str(info.value)
 
 
-@pytest.mark.parametrize("name", ["O", "object", "V8", "|V8", "S1", "U3", "i4,i4", "(2,)i4", "float", "int", "f4", "", "\x00"])
+@pytest.mark.parametrize(
+    "name", ["O", "object", "V8", "|V8", "S1", "U3", "i4,i4", "(2,)i4", "float", "int", "f4", "", "\x00"]
+)
 def test_unsupported_dtype_names_refused(name: str) -> None:
     arr = Array(name, [1], SType.NUMPY, b"\x00" * 8)
     with pytest.raises(TypeError) as info:
@@ -334,7 +350,10 @@ def test_parameters_record_keeps_order_and_counts_bytes() -> None:
 
 def test_count_bytes_like_flower() -> None:
     assert MetricsRecord({"ab": 1, "c": [1.0, 2.0]}).count_bytes() == 2 + 8 + 1 + 16
-    assert ConfigsRecord({"a": True, "b": "xyz", "c": [b"12", b"3"], "d": 1.0}).count_bytes() == 1 + 1 + 1 + 3 + 1 + 3 + 1 + 8
+    assert (
+        ConfigsRecord({"a": True, "b": "xyz", "c": [b"12", b"3"], "d": 1.0}).count_bytes()
+        == 1 + 1 + 1 + 3 + 1 + 3 + 1 + 8
+    )
 
 
 def test_typed_dict_behaviour() -> None:

@@ -12,7 +12,6 @@ import pytest
 from fl_async.common import ConfigsRecord, Context, MessageType, RecordSet
 from fl_async.common.errors import AppLoadError, NoMainFunctionError
 from fl_async.server import AsyncDriver, Driver, ServerApp, async_run_server_app, run_server_app
-
 from tests.driver_fixtures import cluster, cluster_in_thread
 
 
@@ -100,9 +99,16 @@ async def test_cancelling_a_sync_main_closes_its_driver() -> None:
 
         @app.main()
         def main(driver: Driver, context: Context) -> None:
-            ids = driver.push_messages([driver.create_message(
-                RecordSet(configs_records={"wait": ConfigsRecord({"event": "never"})}),
-                MessageType.QUERY, driver.get_node_ids()[0], "1")])
+            ids = driver.push_messages(
+                [
+                    driver.create_message(
+                        RecordSet(configs_records={"wait": ConfigsRecord({"event": "never"})}),
+                        MessageType.QUERY,
+                        driver.get_node_ids()[0],
+                        "1",
+                    )
+                ]
+            )
             started.set()
             try:
                 while True:  # a main that never ends on its own

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import anyio
 import pytest
-
 from certs import make_certs, write_certs
+
 from fl_async._net import ServerTLS
 from fl_async.client import ClientApp
 from fl_async.common import Context, LinkConnectionError, Message, MessageType, MetricsRecord, RecordSet
@@ -47,9 +47,11 @@ async def test_link_nodes_and_server_app_over_tls(tmp_path) -> None:
 
     with anyio.fail_after(30):
         async with SuperLink(tls_config(tmp_path)) as link:
-            async with SuperNode(echo, link.fleet_address, root_certificates=ca, node_config={"i": 0}), \
-                    SuperNode(echo, link.fleet_address, root_certificates=ca, node_config={"i": 1}), \
-                    SuperNode(echo, link.fleet_address, root_certificates=ca, node_config={"i": 2}):
+            async with (
+                SuperNode(echo, link.fleet_address, root_certificates=ca, node_config={"i": 0}),
+                SuperNode(echo, link.fleet_address, root_certificates=ca, node_config={"i": 1}),
+                SuperNode(echo, link.fleet_address, root_certificates=ca, node_config={"i": 2}),
+            ):
                 await async_run_server_app(server, link.driver_address, root_certificates=ca)
     assert sorted(seen) == [0, 0, 1, 1, 2, 2]
 

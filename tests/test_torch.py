@@ -143,13 +143,17 @@ def test_refusals_name_the_key() -> None:
 
 def test_module_state_dict_round_trip() -> None:
     torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3), torch.nn.Linear(3, 2)).to(torch.bfloat16)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3), torch.nn.Linear(3, 2)).to(
+        torch.bfloat16
+    )
     sd = model.state_dict()
     rec = ParametersRecord.from_torch_state_dict(sd)
     blobs: dict[bytes, Any] = {}
     raw = bytes(codec.recordset_to_proto(RecordSet({"m": rec}), blobs=blobs, inline_limit=0))
     out = codec.recordset_from_proto(pb.RecordSet.parse(raw), blobs={d: bytearray(b) for d, b in blobs.items()})
-    other = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3), torch.nn.Linear(3, 2)).to(torch.bfloat16)
+    other = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3), torch.nn.Linear(3, 2)).to(
+        torch.bfloat16
+    )
     other.load_state_dict(out.parameters_records["m"].to_torch_state_dict(), strict=True)
     for (k, a), (_, b) in zip(sd.items(), other.state_dict().items()):
         assert torch.equal(a, b), k

@@ -34,9 +34,7 @@ FAST_SLEEP = 0.1
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks.peer", description=__doc__.split("\n\n")[0]
-    )
+    p = argparse.ArgumentParser(prog="python -m benchmarks.peer", description=__doc__.split("\n\n")[0])
     p.add_argument(
         "--only",
         choices=["all", "fl-async", "flower"],
@@ -48,12 +46,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default="1,2,3,4",
         help="comma-separated workload numbers (default 1,2,3,4)",
     )
-    p.add_argument(
-        "--json", metavar="PATH", help="also write the results as JSON ('-' = stdout)"
-    )
-    p.add_argument(
-        "--quick", action="store_true", help="smallest sizes only (smoke test)"
-    )
+    p.add_argument("--json", metavar="PATH", help="also write the results as JSON ('-' = stdout)")
+    p.add_argument("--quick", action="store_true", help="smallest sizes only (smoke test)")
     p.add_argument(
         "--flower-max-nodes",
         type=int,
@@ -81,9 +75,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     bad = [w for w in args.workloads.split(",") if w.strip() not in WORKLOADS]
     if bad:
-        p.error(
-            f"unknown workload(s) {','.join(bad)}; choose from {','.join(WORKLOADS)}"
-        )
+        p.error(f"unknown workload(s) {','.join(bad)}; choose from {','.join(WORKLOADS)}")
     return args
 
 
@@ -117,9 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the selected workloads and print their tables; returns the exit code."""
     args = parse_args(argv)
     started = time.monotonic()
-    logdir = args.logdir or REPO / "build" / "bench-logs" / time.strftime(
-        "%Y%m%d-%H%M%S"
-    )
+    logdir = args.logdir or REPO / "build" / "bench-logs" / time.strftime("%Y%m%d-%H%M%S")
     logdir.mkdir(parents=True, exist_ok=True)
     settings = Settings.quick(logdir) if args.quick else Settings(logdir=logdir)
     settings.flower_max_nodes = args.flower_max_nodes
@@ -133,9 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         if gone:
             notes.append(f"fl-async: n/a, not importable yet: {', '.join(gone)}")
         else:
-            variants.append(
-                Variant(FLASYNC, "fl-async", flasync.system(), in_process_nodes=True)
-            )
+            variants.append(Variant(FLASYNC, "fl-async", flasync.system(), in_process_nodes=True))
     if args.only in ("all", "flower"):
         bindir = flower.ensure_venv()
         fsys = flower.system(bindir)
@@ -161,8 +149,7 @@ def main(argv: list[str] | None = None) -> int:
 
     meta = {
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        "command": "python -m benchmarks.peer "
-        + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": "python -m benchmarks.peer " + " ".join(argv if argv is not None else sys.argv[1:]),
         "machine": machine(),
         "logdir": str(logdir),
         "notes": notes,
@@ -179,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     for w in [w.strip() for w in args.workloads.split(",")]:
         try:
             table = WORKLOADS[w](variants, settings)
-        except Exception as exc:  # noqa: BLE001 - report it and go on with the next workload
+        except Exception as exc:
             failed += 1
             table = Table(f"{w}. (failed)", {v.key: v.header for v in variants})
             table.notes.append(f"harness error: {type(exc).__name__}: {exc}")

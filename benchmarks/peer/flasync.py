@@ -36,7 +36,7 @@ def missing() -> list[str]:
         try:
             if not hasattr(importlib.import_module(mod), attr):
                 out.append(f"{mod}.{attr}")
-        except Exception:  # noqa: BLE001 - any import failure means "not there yet"
+        except Exception:
             out.append(f"{mod}.{attr}")
     return out
 

@@ -34,9 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     """Parse arguments and run the nodes until a stop signal; returns the exit code."""
     p = argparse.ArgumentParser(prog="python -m benchmarks.peer.flasync_host")
     p.add_argument("--superlink", required=True, help="link Fleet API HOST:PORT")
-    p.add_argument(
-        "--nodes", type=int, required=True, help="how many in-process SuperNodes"
-    )
+    p.add_argument("--nodes", type=int, required=True, help="how many in-process SuperNodes")
     args = p.parse_args(argv)
     anyio.run(_serve, args.superlink, args.nodes)
     return 0

@@ -67,9 +67,7 @@ def ensure_venv(timeout: float = 900.0) -> Path:
             check=False,
         )
     if proc.returncode != 0:
-        raise RuntimeError(
-            f"pip install flwr=={FLWR_VERSION} failed (exit {proc.returncode}); see {log}"
-        )
+        raise RuntimeError(f"pip install flwr=={FLWR_VERSION} failed (exit {proc.returncode}); see {log}")
     _STAMP.touch()
     return bindir
 

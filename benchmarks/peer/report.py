@@ -57,9 +57,7 @@ def ratio(other: Value, base: Value) -> str:
         return "n/a"
     if base.lower_bound:
         return f"< {r:.1f}x"
-    return ("> " if other.lower_bound else "") + (
-        f"{r:.1f}x" if r >= 10 else f"{r:.2f}x"
-    )
+    return ("> " if other.lower_bound else "") + (f"{r:.1f}x" if r >= 10 else f"{r:.2f}x")
 
 
 @dataclass
@@ -116,10 +114,7 @@ class Table:
         return {
             "title": self.title,
             "columns": self.columns,
-            "rows": [
-                {"figure": f, "values": {k: asdict(v) for k, v in vals.items()}}
-                for f, vals in self.rows
-            ],
+            "rows": [{"figure": f, "values": {k: asdict(v) for k, v in vals.items()}} for f, vals in self.rows],
             "notes": self.notes,
         }
 

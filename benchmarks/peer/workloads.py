@@ -210,9 +210,7 @@ def big_model(variants: Sequence[Variant], s: Settings) -> Table:
                 "round": _rounds_value(run, median),
                 "link_rss": Value(mib(link.peak_rss) if link else None),
                 "server_rss": Value(mib(run.proc.peak_rss)),
-                "node_rss": Value(
-                    mib(max((p.peak_rss or 0) for p in c.nodes)) if c.nodes else None
-                ),
+                "node_rss": Value(mib(max((p.peak_rss or 0) for p in c.nodes)) if c.nodes else None),
                 "link_cpu": Value(link.cpu_seconds if link else None),
                 "server_cpu": Value(run.proc.cpu_seconds),
             }
@@ -248,9 +246,7 @@ def scale(variants: Sequence[Variant], s: Settings) -> Table:
     rows: dict[tuple[int, str], dict[str, Value]] = {}
     actual: dict[tuple[int, str], int] = {}
     for group in _groups(variants):
-        group = sorted(
-            group, key=lambda v: v.sleep
-        )  # shortest poll first: it times the bring-up best
+        group = sorted(group, key=lambda v: v.sleep)  # shortest poll first: it times the bring-up best
         v0 = group[0]
         with Cluster(v0.system, s.logdir, f"w3-{_tag(v0)}") as c:
             c.start_link()
@@ -286,9 +282,7 @@ def scale(variants: Sequence[Variant], s: Settings) -> Table:
                         "p99": _rounds_value(run, p99),
                         "up": _bring_up(run, c.nodes_started_at, first),
                         "link_rss": Value(mib(c.link.peak_rss) if c.link else None),
-                        "nodes_rss": Value(
-                            mib(sum(p.peak_rss or 0 for p in node_procs))
-                        ),
+                        "nodes_rss": Value(mib(sum(p.peak_rss or 0 for p in node_procs))),
                         "link_cpu": Value(c.link.cpu_seconds if c.link else None),
                         "nodes_cpu": Value(cpu_sum(node_procs)),
                     }
@@ -323,9 +317,7 @@ def scale(variants: Sequence[Variant], s: Settings) -> Table:
     return t
 
 
-def _kill_once(
-    v: Variant, s: Settings, tag: str, node_args: Sequence[str] = ()
-) -> Value:
+def _kill_once(v: Variant, s: Settings, tag: str, node_args: Sequence[str] = ()) -> Value:
     """One workload-4 measurement on a fresh cluster (see :func:`node_killed`)."""
     with Cluster(v.system, s.logdir, f"w4-{tag}") as c:
         c.start_link()
@@ -387,9 +379,7 @@ def node_killed(variants: Sequence[Variant], s: Settings) -> Table:
     for v in variants:
         if v.key == FLASYNC:
             _log(f"w4 {v.key} (--heartbeat-interval {s.kill_heartbeat:g})")
-            tuned[v.key] = _kill_once(
-                v, s, f"{_tag(v)}-hb", ["--heartbeat-interval", f"{s.kill_heartbeat:g}"]
-            )
+            tuned[v.key] = _kill_once(v, s, f"{_tag(v)}-hb", ["--heartbeat-interval", f"{s.kill_heartbeat:g}"])
         else:
             tuned[v.key] = Value(note="no heartbeat setting in Flower 1.10's CLI")
     t.add(

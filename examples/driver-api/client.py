@@ -8,11 +8,10 @@ guide's server.py reads) and a ``"train_metrics"`` MetricsRecord. Run via
 from __future__ import annotations
 
 import torch
+from task import Net, load_local_data, parameters_to_pytorch_state_dict, pytorch_to_parameter_record, train
 
 from fl_async.client import ClientApp
 from fl_async.common import Context, Message, MetricsRecord, RecordSet
-
-from task import Net, load_local_data, parameters_to_pytorch_state_dict, pytorch_to_parameter_record, train
 
 torch.set_num_threads(1)  # several nodes may share one machine
 
@@ -30,7 +29,5 @@ def train_model(msg: Message, context: Context) -> Message:
 
     content = RecordSet()
     content.parameters_records["fancy_model_returned"] = pytorch_to_parameter_record(model)
-    content.metrics_records["train_metrics"] = MetricsRecord(
-        {"train_loss": train_loss, "num_examples": len(images)}
-    )
+    content.metrics_records["train_metrics"] = MetricsRecord({"train_loss": train_loss, "num_examples": len(images)})
     return msg.create_reply(content)

@@ -5,16 +5,13 @@
 import random
 import time
 from logging import INFO
-from typing import List
 
 import torch
-
-import fl_async
-from fl_async.server import ServerApp, Driver
-from fl_async.common import Context, log, ConfigsRecord, DEFAULT_TTL, Message, MessageType, ParametersRecord, RecordSet
-from fl_async.common import array_from_numpy as _ndarray_to_array
-
 from task import Net, parameters_to_pytorch_state_dict
+
+from fl_async.common import DEFAULT_TTL, ConfigsRecord, Context, Message, MessageType, ParametersRecord, RecordSet, log
+from fl_async.common import array_from_numpy as _ndarray_to_array
+from fl_async.server import Driver, ServerApp
 
 # Run via `flower-server-app server:app`
 app = ServerApp()
@@ -38,12 +35,12 @@ def main(driver: Driver, context: Context) -> None:
         log(INFO, f"Commencing server round {server_round + 1}")
 
         # List of sampled node IDs in this round
-        sampled_nodes: List[int] = []
+        sampled_nodes: list[int] = []
 
         # Loop and wait until enough nodes are available.
         while True:
             all_node_ids = driver.get_node_ids()
-            log(INFO,f"Got {len(all_node_ids)} client nodes: {all_node_ids}")
+            log(INFO, f"Got {len(all_node_ids)} client nodes: {all_node_ids}")
             if len(all_node_ids) >= num_client_nodes_per_round:
                 # Sample client nodes
                 sampled_nodes = random.sample(all_node_ids, num_client_nodes_per_round)
@@ -51,7 +48,7 @@ def main(driver: Driver, context: Context) -> None:
             time.sleep(3)
 
         # Log sampled node IDs
-        log(INFO,f"Sampled {len(sampled_nodes)} node IDs: {sampled_nodes}")
+        log(INFO, f"Sampled {len(sampled_nodes)} node IDs: {sampled_nodes}")
 
         node_ids = sampled_nodes  # glue: the guide's later snippets call the sampled list `node_ids`
 
@@ -80,7 +77,7 @@ def main(driver: Driver, context: Context) -> None:
         # Wait for results, ignore empty message_ids
         message_ids = [message_id for message_id in message_ids if message_id != ""]
 
-        all_replies: List[Message] = []
+        all_replies: list[Message] = []
         while True:
             replies = driver.pull_messages(message_ids=message_ids)
             for res in replies:
@@ -92,11 +89,7 @@ def main(driver: Driver, context: Context) -> None:
             time.sleep(3)
 
         # Filter correct results
-        all_replies = [
-            msg
-            for msg in all_replies
-            if msg.has_content()
-        ]
+        all_replies = [msg for msg in all_replies if msg.has_content()]
         print(f"Received {len(all_replies)} results")
 
         # Print metrics from nodes
@@ -105,8 +98,6 @@ def main(driver: Driver, context: Context) -> None:
 
         # Convert received parameters_records to state_dicts
         received_state_dicts = [
-            parameters_to_pytorch_state_dict(
-                reply.content.parameters_records["fancy_model_returned"]
-            )
+            parameters_to_pytorch_state_dict(reply.content.parameters_records["fancy_model_returned"])
             for reply in all_replies
         ]

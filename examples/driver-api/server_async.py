@@ -11,10 +11,10 @@ from __future__ import annotations
 import random
 from logging import INFO
 
+from task import Net, parameters_to_pytorch_state_dict, pytorch_to_parameter_record
+
 from fl_async.common import DEFAULT_TTL, ConfigsRecord, Context, Message, MessageType, RecordSet, log
 from fl_async.server import AsyncDriver, ServerApp
-
-from task import Net, parameters_to_pytorch_state_dict, pytorch_to_parameter_record
 
 app = ServerApp()
 

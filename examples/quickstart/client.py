@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from examples.quickstart import task
 from fl_async.client import ClientApp
 from fl_async.common import Context, Message, MetricsRecord, ParametersRecord, RecordSet
-
-from examples.quickstart import task
 
 app = ClientApp()
 
@@ -24,8 +23,7 @@ def _partition(message: Message, context: Context) -> tuple[int, np.ndarray, np.
         num = int(context.node_config["num-partitions"])
     except KeyError as exc:
         raise ValueError(
-            f"node config has no {exc.args[0]!r}: start the node with "
-            "--node-config 'partition-id=I num-partitions=N'"
+            f"node config has no {exc.args[0]!r}: start the node with --node-config 'partition-id=I num-partitions=N'"
         ) from None
     cfg = message.content.configs_records["config"]
     x, y = task.load_partition(pid, num, alpha=float(cfg["alpha"]), seed=int(cfg["seed"]))

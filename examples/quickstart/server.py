@@ -25,10 +25,9 @@ from __future__ import annotations
 
 import time
 
+from examples.quickstart import task
 from fl_async.common import ConfigsRecord, Context, MessageType, ParametersRecord, RecordSet
 from fl_async.server import Driver, ServerApp
-
-from examples.quickstart import task
 
 app = ServerApp()
 
@@ -91,7 +90,10 @@ def main(driver: Driver, context: Context) -> None:
         ]
         replies = list(driver.send_and_receive(messages, timeout=float(cfg["round-timeout"])))
         results = [
-            (r.content.parameters_records["model"].to_numpy_dict(), int(r.content.metrics_records["metrics"]["num-examples"]))
+            (
+                r.content.parameters_records["model"].to_numpy_dict(),
+                int(r.content.metrics_records["metrics"]["num-examples"]),
+            )
             for r in replies
             if r.has_content()
         ]
@@ -115,7 +117,9 @@ def main(driver: Driver, context: Context) -> None:
         driver.create_message(content=content, message_type=MessageType.EVALUATE, dst_node_id=n, group_id="final")
         for n in _select_nodes(driver, int(cfg["min-nodes"]))
     ]
-    evals = [r.content.metrics_records["metrics"] for r in driver.send_and_receive(messages, timeout=60.0) if r.has_content()]
+    evals = [
+        r.content.metrics_records["metrics"] for r in driver.send_and_receive(messages, timeout=60.0) if r.has_content()
+    ]
     if evals:
         total = sum(int(m["num-examples"]) for m in evals)
         local = sum(float(m["accuracy"]) * int(m["num-examples"]) for m in evals) / max(total, 1)

@@ -20,16 +20,16 @@ from functools import lru_cache
 import numpy as np
 
 __all__ = [
-    "NUM_FEATURES",
     "NUM_CLASSES",
+    "NUM_FEATURES",
+    "evaluate",
+    "fedavg",
     "init_params",
     "load_dataset",
     "load_partition",
     "load_test_set",
-    "train",
-    "evaluate",
-    "fedavg",
     "simulate_fedavg",
+    "train",
 ]
 
 NUM_FEATURES = 64
@@ -99,7 +99,9 @@ def _partition_indices(num_partitions: int, alpha: float, seed: int) -> tuple[np
     return tuple(out)
 
 
-def load_partition(partition_id: int, num_partitions: int, *, alpha: float = 0.5, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def load_partition(
+    partition_id: int, num_partitions: int, *, alpha: float = 0.5, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """One node's non-IID share of the training set.
 
     Args:
@@ -203,8 +205,7 @@ def fedavg(results: Sequence[tuple[Mapping[str, np.ndarray], int]]) -> Params:
         raise ValueError("fedavg needs at least one result with examples")
     keys = results[0][0].keys()
     return {
-        k: (sum(np.asarray(p[k], dtype=np.float64) * n for p, n in results) / total).astype(np.float32)
-        for k in keys
+        k: (sum(np.asarray(p[k], dtype=np.float64) * n for p, n in results) / total).astype(np.float32) for k in keys
     }
 
 

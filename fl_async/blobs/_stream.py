@@ -45,17 +45,17 @@ class BufferedStream(asyncio.BufferedProtocol):
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     # ---------------------------------------------------------------- protocol callbacks
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:  # noqa: D102
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         if self._on_connect is not None:
             self._on_connect(self)
 
-    def get_buffer(self, sizehint: int) -> memoryview:  # noqa: D102
+    def get_buffer(self, sizehint: int) -> memoryview:
         if self._target is not None and not self._pending:
-            return self._target[self._filled:]
+            return self._target[self._filled :]
         return self._staging_view
 
-    def buffer_updated(self, nbytes: int) -> None:  # noqa: D102
+    def buffer_updated(self, nbytes: int) -> None:
         if self._target is not None and not self._pending:
             self._filled += nbytes
             if self._filled >= len(self._target):
@@ -68,12 +68,12 @@ class BufferedStream(asyncio.BufferedProtocol):
             self.transport.pause_reading()
         self._wake()
 
-    def eof_received(self) -> bool:  # noqa: D102
+    def eof_received(self) -> bool:
         self._eof = True
         self._wake()
         return False
 
-    def connection_lost(self, exc: Exception | None) -> None:  # noqa: D102
+    def connection_lost(self, exc: Exception | None) -> None:
         self._eof = True
         self._exc = exc
         self._wake()
@@ -82,10 +82,10 @@ class BufferedStream(asyncio.BufferedProtocol):
         if not self.closed.done():
             self.closed.set_result(None)
 
-    def pause_writing(self) -> None:  # noqa: D102
+    def pause_writing(self) -> None:
         self._write_paused = True
 
-    def resume_writing(self) -> None:  # noqa: D102
+    def resume_writing(self) -> None:
         self._write_paused = False
         if self._drain_waiter is not None and not self._drain_waiter.done():
             self._drain_waiter.set_result(None)
@@ -127,7 +127,7 @@ class BufferedStream(asyncio.BufferedProtocol):
             while self._filled < n:
                 if self._pending:  # bytes landed in staging meanwhile (should not happen with a target)
                     more = min(n - self._filled, len(self._pending))
-                    view[self._filled:self._filled + more] = memoryview(self._pending)[:more]
+                    view[self._filled : self._filled + more] = memoryview(self._pending)[:more]
                     del self._pending[:more]
                     self._filled += more
                     continue
@@ -163,7 +163,7 @@ class BufferedStream(asyncio.BufferedProtocol):
             ConnectionResetError: the connection broke.
         """
         for pos in range(0, len(data), WRITE_PIECE):
-            self.write(data[pos:pos + WRITE_PIECE])
+            self.write(data[pos : pos + WRITE_PIECE])
             if self._write_paused:
                 async with asyncio.timeout(timeout):
                     await self.drain()
@@ -205,7 +205,11 @@ class BufferedStream(asyncio.BufferedProtocol):
 
 
 async def open_stream(
-    host: str, port: int, *, ssl: _ssl.SSLContext | None = None, server_hostname: str | None = None,
+    host: str,
+    port: int,
+    *,
+    ssl: _ssl.SSLContext | None = None,
+    server_hostname: str | None = None,
     write_buffer: int = WRITE_HIGH_WATER,
 ) -> BufferedStream:
     """Connect to ``host:port`` (TLS when ``ssl`` is given) and return a :class:`BufferedStream`.

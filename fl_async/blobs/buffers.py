@@ -42,15 +42,15 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 __all__ = [
+    "DEFAULT_POOL_BYTES",
     "MMAP_MIN",
+    "POOL_ENV",
+    "PREFAULT_MIN",
     "BufferPool",
     "BufferPoolStatistics",
     "allocate",
     "default_pool",
     "set_default_pool",
-    "DEFAULT_POOL_BYTES",
-    "POOL_ENV",
-    "PREFAULT_MIN",
 ]
 
 MMAP_MIN = 1 << 20
@@ -146,7 +146,7 @@ class BufferPoolStatistics(NamedTuple):
 
 
 class _Entry:
-    __slots__ = ("map", "idle_since")
+    __slots__ = ("idle_since", "map")
 
     def __init__(self, m: mmap.mmap) -> None:
         self.map = m

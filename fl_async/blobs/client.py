@@ -13,8 +13,8 @@ from collections.abc import Iterable, Mapping
 
 from fl_async._digest import new_hasher
 from fl_async.blobs import protocol as p
-from fl_async.blobs.buffers import BufferPool, default_pool
 from fl_async.blobs._stream import BufferedStream, open_stream
+from fl_async.blobs.buffers import BufferPool, default_pool
 from fl_async.common.errors import (
     FlAsyncError,
     IntegrityError,
@@ -251,7 +251,7 @@ class BlobClient:
             while pos < total:
                 n = min(chunk, total - pos)
                 s.write(p.encode_chunk_header(n))
-                await s.write_all(view[pos:pos + n], timeout=self.timeout)
+                await s.write_all(view[pos : pos + n], timeout=self.timeout)
                 pos += n
                 sent += n
             reply, msg = await self._read_reply(s, what)
@@ -314,10 +314,10 @@ class BlobClient:
                         n = p.decode_chunk_header(hdr, remaining=nbytes - received, max_chunk=p.MAX_CHUNK_SIZE)
                     except p.FrameError as exc:
                         raise LinkConnectionError(f"{what}: malformed chunk: {exc}") from None
-                    await s.readinto(dest[received:received + n])
+                    await s.readinto(dest[received : received + n])
                 # Hashed on the loop while the chunk is still in cache (faster than a worker thread on
                 # 2 cores, see fl_async/blobs/server.py); a 4 MiB chunk takes ~1 ms.
-                hasher.update(dest[received:received + n])
+                hasher.update(dest[received : received + n])
                 received += n
 
         await self._attempts(what, run)

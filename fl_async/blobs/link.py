@@ -39,7 +39,7 @@ from fl_async.proto.fl_async import v1 as pb
 if TYPE_CHECKING:
     from fl_async.superlink.state import LinkState
 
-__all__ = ["LinkBlobs", "node_blob_token", "blob_port_of", "run_blob_token"]
+__all__ = ["LinkBlobs", "blob_port_of", "node_blob_token", "run_blob_token"]
 
 log = logging.getLogger("fl_async.superlink.blobs")
 
@@ -106,7 +106,7 @@ class LinkBlobs:
         """Whether ``token`` is a registered node's (:func:`node_blob_token`) or a run's driver token."""
         if len(token) < 1 + _ID.size:
             return False
-        kind, (ident,), secret = token[:1], _ID.unpack(token[1:1 + _ID.size]), token[1 + _ID.size:]
+        kind, (ident,), secret = token[:1], _ID.unpack(token[1 : 1 + _ID.size]), token[1 + _ID.size :]
         if kind == _RUN:
             known = self._run_tokens.get(ident)
             return known is not None and hmac.compare_digest(known, token)
@@ -124,7 +124,7 @@ class LinkBlobs:
             return
         try:
             self.store.acquire_many(message.metadata.message_id, refs, now=self._clock())
-        except Exception as exc:  # noqa: BLE001 - a bad reference must not fail the push
+        except Exception as exc:
             # The receiver will not get the payload and answers PAYLOAD_UNAVAILABLE when decoding.
             log.warning("message %s: cannot reference its payloads: %s", message.metadata.message_id, exc)
 
@@ -141,12 +141,16 @@ class LinkBlobs:
             state = store.state(digest)
             name = digest.hex() if isinstance(digest, (bytes, bytearray)) else repr(digest)
             if state is None or state is BlobState.DECLARED:
-                return (f"external array payload {name} ({nbytes} bytes) is not held by the link: it was never "
-                        f"uploaded to the blob data path, or its upload failed; upload it before pushing")
+                return (
+                    f"external array payload {name} ({nbytes} bytes) is not held by the link: it was never "
+                    f"uploaded to the blob data path, or its upload failed; upload it before pushing"
+                )
             if state is not BlobState.COMPLETE:
-                return (f"external array payload {name} ({nbytes} bytes) is still being uploaded "
-                        f"({store.received(digest)} of {store.nbytes(digest)} bytes received); push after the "
-                        f"upload completes")
+                return (
+                    f"external array payload {name} ({nbytes} bytes) is still being uploaded "
+                    f"({store.received(digest)} of {store.nbytes(digest)} bytes received); push after the "
+                    f"upload completes"
+                )
             held = store.nbytes(digest)
             if held != nbytes:
                 return f"external array payload {name} is announced with {nbytes} bytes but held with {held} bytes"
@@ -195,8 +199,15 @@ class LinkBlobs:
         """The blob server's port (0 before :meth:`start`)."""
         return self.server.port if self.server is not None else 0
 
-    async def start(self, host: str, *, ssl: _ssl.SSLContext | None = None, port: int = 0, backlog: int = 1024,
-                    header_timeout: float = 10.0) -> None:
+    async def start(
+        self,
+        host: str,
+        *,
+        ssl: _ssl.SSLContext | None = None,
+        port: int = 0,
+        backlog: int = 1024,
+        header_timeout: float = 10.0,
+    ) -> None:
         """Serve the store on ``host:port`` (same TLS as the link's APIs) and start sweeping.
 
         Args:
@@ -209,8 +220,15 @@ class LinkBlobs:
         Raises:
             OSError: the address cannot be bound.
         """
-        self.server = BlobServer(self.store, authorize=self.authorize, ssl=ssl, chunk_size=self.chunk_size,
-                                 backlog=backlog, clock=self._clock, header_timeout=header_timeout)
+        self.server = BlobServer(
+            self.store,
+            authorize=self.authorize,
+            ssl=ssl,
+            chunk_size=self.chunk_size,
+            backlog=backlog,
+            clock=self._clock,
+            header_timeout=header_timeout,
+        )
         await self.server.start(host, port)
         self._sweeper = asyncio.create_task(self._sweep_loop(), name="fl-async-blob-sweeper")
         log.info("blob data path on %s:%d", host, self.server.port)
@@ -232,7 +250,7 @@ class LinkBlobs:
             await asyncio.sleep(self.sweep_interval)
             try:
                 self.store.sweep(self._clock())
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("blob sweep failed")
 
 

@@ -23,12 +23,13 @@ from fl_async.blobs._stream import WRITE_HIGH_WATER, BufferedStream
 from fl_async.blobs.store import BlobBusyError, BlobState, BlobStore, BlobStoreFullError, UnknownBlobError
 from fl_async.common.errors import IntegrityError
 
-__all__ = ["BlobServer", "Authorize"]
+__all__ = ["Authorize", "BlobServer"]
 
 log = logging.getLogger(__name__)
 
 Authorize = Callable[[bytes], "bool | Awaitable[bool]"]
 """``authorize(token) -> bool`` (or an awaitable of it): whether a request carrying ``token`` is allowed."""
+
 
 class BlobServer:
     """Serve a :class:`BlobStore` over the blob protocol.
@@ -103,7 +104,11 @@ class BlobServer:
             raise RuntimeError("BlobServer already started")
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: BufferedStream(self._on_connect), host, port, ssl=self._ssl, backlog=self.backlog,
+            lambda: BufferedStream(self._on_connect),
+            host,
+            port,
+            ssl=self._ssl,
+            backlog=self.backlog,
             ssl_handshake_timeout=self.io_timeout if self._ssl is not None else None,
         )
         self.port = self._server.sockets[0].getsockname()[1]
@@ -282,7 +287,9 @@ class BlobServer:
                 return True
             nbytes = store.nbytes(req.digest)
             if nbytes != req.total:
-                self._reply(stream, p.Status.SIZE_MISMATCH, f"blob is {nbytes} bytes, not {req.total}", total=nbytes or 0)
+                self._reply(
+                    stream, p.Status.SIZE_MISMATCH, f"blob is {nbytes} bytes, not {req.total}", total=nbytes or 0
+                )
                 return True
             if state is BlobState.COMPLETE:
                 break
@@ -300,7 +307,7 @@ class BlobServer:
             while pos < end:
                 n = min(chunk, end - pos)
                 stream.write(p.encode_chunk_header(n))
-                await stream.write_all(view[pos:pos + n], timeout=self.io_timeout)
+                await stream.write_all(view[pos : pos + n], timeout=self.io_timeout)
                 pos += n
         finally:
             del view  # the transport may still hold slices; the buffer lives as long as they do

@@ -40,14 +40,15 @@ from fl_async.common.errors import IntegrityError
 
 __all__ = [
     "DIGEST_SIZE",
+    "BlobBusyError",
     "BlobState",
     "BlobStore",
-    "BlobStoreStatistics",
-    "Upload",
-    "BlobBusyError",
     "BlobStoreFullError",
+    "BlobStoreStatistics",
     "UnknownBlobError",
+    "Upload",
 ]
+
 
 class BlobState(enum.Enum):
     """Where a blob is in its life."""
@@ -152,7 +153,7 @@ class Upload:
         if b.buffer is None or b.writer is not self.writer:
             raise RuntimeError("upload is no longer active")
         end = min(b.nbytes, b.received + n)
-        return memoryview(b.buffer)[b.received:end]
+        return memoryview(b.buffer)[b.received : end]
 
     def advance(self, n: int) -> None:
         """Record that ``n`` more bytes were written at ``received``.
@@ -172,7 +173,7 @@ class Upload:
         """
         b = self._blob
         assert b.buffer is not None
-        view = memoryview(b.buffer)[b.hashed:b.received]
+        view = memoryview(b.buffer)[b.hashed : b.received]
         b.hashed = b.received
         return view
 
@@ -192,7 +193,11 @@ class BlobStore:
     """
 
     def __init__(
-        self, *, max_bytes: int | None = None, max_blob_bytes: int = 1 << 40, linger: float = 60.0,
+        self,
+        *,
+        max_bytes: int | None = None,
+        max_blob_bytes: int = 1 << 40,
+        linger: float = 60.0,
         pool: BufferPool | None = None,
     ) -> None:
         if max_blob_bytes <= 0 or (max_bytes is not None and max_bytes <= 0):
@@ -210,7 +215,7 @@ class BlobStore:
 
     def statistics(self) -> BlobStoreStatistics:
         """Counts of blobs by state, bytes held, references and leases."""
-        by_state = {s: 0 for s in BlobState}
+        by_state = dict.fromkeys(BlobState, 0)
         refs = leases = 0
         for b in self._blobs.values():
             by_state[b.state] += 1
@@ -510,7 +515,7 @@ class BlobStore:
         if up is None:
             return
         view = up.next_view(mv.nbytes - up.received)
-        view[:] = mv[up.received:]
+        view[:] = mv[up.received :]
         up.advance(view.nbytes)
         up.hasher.update(up.take_unhashed())
         self.finish_upload(up, now=now)

@@ -20,13 +20,13 @@ from fl_async.common.errors import FlAsyncError, LinkConnectionError
 from fl_async.proto.fl_async import v1 as pb
 
 __all__ = [
-    "upload_blobs",
-    "fetch_blobs",
-    "needs_blobs",
-    "client_for",
-    "inline_limit_for",
-    "payload_bytes",
     "OFF_LOOP_BYTES",
+    "client_for",
+    "fetch_blobs",
+    "inline_limit_for",
+    "needs_blobs",
+    "payload_bytes",
+    "upload_blobs",
 ]
 
 log = logging.getLogger("fl_async.blobs")
@@ -78,7 +78,7 @@ async def fetch_blobs(
         return blobs, failures
     if client is None:
         err = LinkConnectionError("the message refers to external payloads, but the link has no blob data path")
-        return blobs, {d: err for d in wanted}
+        return blobs, dict.fromkeys(wanted, err)
     import asyncio
 
     sem = asyncio.Semaphore(max(1, concurrency))

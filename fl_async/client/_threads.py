@@ -30,9 +30,7 @@ def _settle(fut: asyncio.Future[Any], result: Any, exc: BaseException | None) ->
         fut.set_result(result)
 
 
-async def run_sync_abandonable(
-    fn: Callable[..., T], *args: Any, limiter: anyio.CapacityLimiter | None = None
-) -> T:
+async def run_sync_abandonable(fn: Callable[..., T], *args: Any, limiter: anyio.CapacityLimiter | None = None) -> T:
     """Call ``fn(*args)`` in a new daemon thread and await its result.
 
     The thread runs in a copy of the caller's ``contextvars`` context. Cancelling the awaiting task
@@ -65,7 +63,7 @@ async def _run(fn: Callable[..., T], args: tuple[Any, ...]) -> T:
         exc: BaseException | None = None
         try:
             result = ctx.run(fn, *args)
-        except BaseException as e:  # noqa: BLE001 - handed to the awaiting task
+        except BaseException as e:
             exc = e
         try:
             loop.call_soon_threadsafe(_settle, fut, result, exc)

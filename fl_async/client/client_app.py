@@ -18,7 +18,7 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, Union
+from typing import Any
 
 import anyio
 import anyio.from_thread
@@ -32,10 +32,10 @@ __all__ = ["ClientApp", "ClientAppCallable", "Mod"]
 
 logger = logging.getLogger("fl_async.client")
 
-ClientAppCallable = Callable[[Message, Context], Union[Message, Awaitable[Message]]]
+ClientAppCallable = Callable[[Message, Context], Message | Awaitable[Message]]
 """A handler: ``fn(message, context) -> Message`` (sync) or ``async def fn(message, context) -> Message``."""
 
-Mod = Callable[[Message, Context, Callable[..., Any]], Union[Message, Awaitable[Message]]]
+Mod = Callable[[Message, Context, Callable[..., Any]], Message | Awaitable[Message]]
 """A mod: ``mod(message, context, call_next) -> Message`` (sync) or its ``async def`` form."""
 
 _KNOWN_TYPES = (MessageType.TRAIN, MessageType.EVALUATE, MessageType.QUERY)
@@ -150,9 +150,7 @@ class ClientApp:
             raise ValueError(f"No `{message_type}` function registered")  # Flower 1.9's text
         raise ValueError(f"Unknown message_type: {message_type}")
 
-    async def acall(
-        self, message: Message, context: Context, *, limiter: anyio.CapacityLimiter | None = None
-    ) -> Any:
+    async def acall(self, message: Message, context: Context, *, limiter: anyio.CapacityLimiter | None = None) -> Any:
         """Run the handler for ``message`` wrapped in the mods; the async entry point used by SuperNodes.
 
         Sync layers run in worker threads (bounded by ``limiter`` when given), async layers on the

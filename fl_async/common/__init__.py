@@ -19,7 +19,6 @@ from fl_async.common.errors import (
 )
 from fl_async.common.logger import log
 from fl_async.common.message import DEFAULT_TTL, Error, ErrorCode, Message, MessageType, Metadata
-from fl_async.common.run import Run
 from fl_async.common.records import (
     Array,
     ConfigsRecord,
@@ -31,6 +30,7 @@ from fl_async.common.records import (
     SType,
     array_from_numpy,
 )
+from fl_async.common.run import Run
 
 __all__ = [
     "DEFAULT_TTL",

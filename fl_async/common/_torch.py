@@ -14,7 +14,7 @@ import numpy as np
 
 from fl_async.common.records import EXTENSION_DTYPES, Array, SType, dtype_itemsize, numpy_dtype
 
-__all__ = ["tensor_to_array", "array_to_tensor"]
+__all__ = ["array_to_tensor", "tensor_to_array"]
 
 
 def _torch() -> Any:

@@ -11,16 +11,16 @@ Flower 1.9), so that code written against Flower keeps catching what it caught t
 from __future__ import annotations
 
 __all__ = [
+    "AppLoadError",
     "FlAsyncError",
+    "IntegrityError",
+    "InvalidRequestError",
     "LinkConnectionError",
     "LinkTimeoutError",
-    "RefusedByLinkError",
-    "NotAuthorizedError",
-    "InvalidRequestError",
-    "ResourceExhaustedError",
-    "AppLoadError",
     "NoMainFunctionError",
-    "IntegrityError",
+    "NotAuthorizedError",
+    "RefusedByLinkError",
+    "ResourceExhaustedError",
     "TTLExpiredError",
     "from_grpc",
     "transport_errors",
@@ -154,8 +154,13 @@ def from_grpc(exc: BaseException, *, what: str, api: str | None = None, address:
             text += _wrong_api_hint(api, address)
         if status in (Status.UNAUTHENTICATED, Status.PERMISSION_DENIED):
             return NotAuthorizedError(text, status=status.name, detail=detail)
-        if status in (Status.INVALID_ARGUMENT, Status.NOT_FOUND, Status.FAILED_PRECONDITION,
-                      Status.OUT_OF_RANGE, Status.ALREADY_EXISTS):
+        if status in (
+            Status.INVALID_ARGUMENT,
+            Status.NOT_FOUND,
+            Status.FAILED_PRECONDITION,
+            Status.OUT_OF_RANGE,
+            Status.ALREADY_EXISTS,
+        ):
             return InvalidRequestError(text, status=status.name, detail=detail)
         if status is Status.RESOURCE_EXHAUSTED:
             return ResourceExhaustedError(text, status=status.name, detail=detail)

@@ -13,7 +13,7 @@ from typing import Any
 from fl_async.common.errors import TTLExpiredError
 from fl_async.common.records import RecordSet
 
-__all__ = ["DEFAULT_TTL", "MessageType", "ErrorCode", "Metadata", "Error", "Message"]
+__all__ = ["DEFAULT_TTL", "Error", "ErrorCode", "Message", "MessageType", "Metadata"]
 
 DEFAULT_TTL = 3600
 """Default time to live of an instruction, in seconds (Flower 1.9's value)."""
@@ -72,8 +72,18 @@ class Metadata:
     ``created_at`` (Unix seconds) is set when the :class:`Message` is built.
     """
 
-    __slots__ = ("_run_id", "_message_id", "_src_node_id", "_dst_node_id", "_reply_to_message",
-                 "_group_id", "_ttl", "_message_type", "_partition_id", "_created_at")
+    __slots__ = (
+        "_created_at",
+        "_dst_node_id",
+        "_group_id",
+        "_message_id",
+        "_message_type",
+        "_partition_id",
+        "_reply_to_message",
+        "_run_id",
+        "_src_node_id",
+        "_ttl",
+    )
 
     def __init__(
         self,
@@ -234,7 +244,7 @@ class Message:
         ValueError: both or neither of ``content`` and ``error`` are given.
     """
 
-    __slots__ = ("_metadata", "_content", "_error")
+    __slots__ = ("_content", "_error", "_metadata")
 
     def __init__(self, metadata: Metadata, content: RecordSet | None = None, error: Error | None = None) -> None:
         if (content is None) == (error is None):
@@ -324,8 +334,7 @@ class Message:
             left = md.ttl - (reply.metadata.created_at - md.created_at)
             if left <= 0:
                 raise TTLExpiredError(
-                    f"cannot reply to message {md.message_id!r}: its ttl of {md.ttl} s ran out "
-                    f"{-left:.3f} s ago"
+                    f"cannot reply to message {md.message_id!r}: its ttl of {md.ttl} s ran out {-left:.3f} s ago"
                 )
             reply.metadata.ttl = left
         return reply

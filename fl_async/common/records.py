@@ -23,18 +23,18 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 
 __all__ = [
-    "SType",
     "EXTENSION_DTYPES",
     "Array",
+    "ConfigsRecord",
+    "ConfigsRecordValues",
+    "MetricsRecord",
+    "MetricsRecordValues",
+    "ParametersRecord",
+    "RecordSet",
+    "SType",
+    "array_from_numpy",
     "dtype_itemsize",
     "numpy_dtype",
-    "array_from_numpy",
-    "ParametersRecord",
-    "MetricsRecord",
-    "ConfigsRecord",
-    "RecordSet",
-    "MetricsRecordValues",
-    "ConfigsRecordValues",
 ]
 
 INT64_MIN = -(2**63)
@@ -45,6 +45,7 @@ _MAX_ARRAY_BYTES = INT64_MAX
 # dtype kinds that can be sent: bool, signed/unsigned integers, floats, complex.
 _ALLOWED_KINDS = frozenset("biufc")
 
+
 class SType:
     """Names of ``Array.data`` encodings (a namespace; cannot be instantiated)."""
 
@@ -52,7 +53,7 @@ class SType:
     """Raw row-major (C-order) buffer described by ``dtype`` and ``shape`` (as Flower 1.9's name; Flower
     puts a ``.npy`` file there, fl-async the bare buffer)."""
 
-    def __new__(cls, *args: object, **kwargs: object) -> SType:  # noqa: D102
+    def __new__(cls, *args: object, **kwargs: object) -> SType:
         raise TypeError(f"{cls.__name__} cannot be instantiated.")
 
 
@@ -236,8 +237,7 @@ class Array:
         expected = math.prod(self.shape) * itemsize
         if self.nbytes != expected:
             raise ValueError(
-                f"Array payload has {self.nbytes} bytes but dtype {self.dtype!r} and shape "
-                f"{self.shape} need {expected}"
+                f"Array payload has {self.nbytes} bytes but dtype {self.dtype!r} and shape {self.shape} need {expected}"
             )
 
     @property
@@ -335,7 +335,7 @@ class TypedDict(MutableMapping[str, V], Generic[V]):
     (e.g. numpy scalars become Python numbers).
     """
 
-    __slots__ = ("_data", "_check_value")
+    __slots__ = ("_check_value", "_data")
 
     def __init__(self, check_value: Callable[[str, Any], V], data: Mapping[str, Any] | None = None) -> None:
         self._data: dict[str, V] = {}
@@ -442,8 +442,10 @@ def _value(key: str, value: Any, allowed: tuple[type, ...]) -> Any:
                     )
         return out
     if isinstance(value, (tuple, set, dict, np.ndarray)) or value is None:
-        raise TypeError(f"value of {key!r} has type {type(value).__name__}; use a scalar or a list"
-                        + (" (ndarray: use .tolist() or a ParametersRecord)" if isinstance(value, np.ndarray) else ""))
+        raise TypeError(
+            f"value of {key!r} has type {type(value).__name__}; use a scalar or a list"
+            + (" (ndarray: use .tolist() or a ParametersRecord)" if isinstance(value, np.ndarray) else "")
+        )
     return _scalar(key, value, allowed)
 
 
@@ -452,9 +454,7 @@ def _nested(key: str) -> Any:
 
 
 MetricsRecordValues = int | float | list[int] | list[float]
-ConfigsRecordValues = (
-    int | float | str | bytes | bool | list[int] | list[float] | list[str] | list[bytes] | list[bool]
-)
+ConfigsRecordValues = int | float | str | bytes | bool | list[int] | list[float] | list[str] | list[bytes] | list[bool]
 
 _METRIC_TYPES = (int, float)
 _CONFIG_TYPES = (bool, int, float, str, bytes)
@@ -603,7 +603,7 @@ class RecordSet:
         TypeError: a key is not ``str`` or a value is not exactly the matching record class.
     """
 
-    __slots__ = ("_parameters", "_metrics", "_configs")
+    __slots__ = ("_configs", "_metrics", "_parameters")
 
     def __init__(
         self,

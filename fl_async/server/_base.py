@@ -26,20 +26,20 @@ from fl_async.common.run import Run
 from fl_async.proto.fl_async import v1 as pb
 
 __all__ = [
-    "DEFAULT_PULL_TIMEOUT",
     "DEFAULT_CALL_TIMEOUT",
-    "DriverState",
+    "DEFAULT_PULL_TIMEOUT",
     "ConnectArgs",
     "Deadline",
-    "check_connect_args",
+    "DriverState",
     "build_message",
-    "validate_for_push",
+    "check_connect_args",
+    "decode_replies",
+    "normalize_ids",
+    "poll_pause",
     "push_request",
     "read_push_response",
-    "normalize_ids",
-    "decode_replies",
     "still_waiting",
-    "poll_pause",
+    "validate_for_push",
 ]
 
 logger = logging.getLogger("fl_async.server")
@@ -124,9 +124,7 @@ def check_connect_args(
     if not isinstance(insecure, bool):
         raise TypeError(f"insecure must be a bool, got {type(insecure).__name__}")
     if root_certificates is not None and not isinstance(root_certificates, (bytes, str, Path)):
-        raise TypeError(
-            f"root_certificates must be PEM bytes or a path, got {type(root_certificates).__name__}"
-        )
+        raise TypeError(f"root_certificates must be PEM bytes or a path, got {type(root_certificates).__name__}")
     if insecure and root_certificates is not None:
         raise ValueError("give either insecure=True or root_certificates=..., not both")
     if not insecure and root_certificates is None:
@@ -352,9 +350,7 @@ def validate_for_push(run_id: int, messages: Iterable[Message]) -> list[Message]
     return batch
 
 
-def push_request(
-    run_id: int, messages: list[Message], blobs: dict[bytes, Any] | None = None
-) -> pb.PushMessagesRequest:
+def push_request(run_id: int, messages: list[Message], blobs: dict[bytes, Any] | None = None) -> pb.PushMessagesRequest:
     """Encode validated messages as one ``PushMessagesRequest``: arrays inline, or, when ``blobs`` is
     given, arrays over the inline limit as external references with payloads put in ``blobs`` (the
     limit is lowered when the batch's small arrays add up to more than the inline budget, issue 7)."""
@@ -368,7 +364,6 @@ def push_request(
         run_id=run_id,
         messages=[codec.message_to_proto(m, blobs=blobs, inline_limit=limit, digests=digests) for m in messages],
     )
-
 
 
 def read_push_response(resp: pb.PushMessagesResponse, messages: list[Message]) -> list[str]:

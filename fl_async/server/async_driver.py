@@ -47,7 +47,7 @@ from fl_async.server._base import (
 )
 from fl_async.server._transport import DriverTransport
 
-__all__ = ["AsyncDriver", "ReplyStream", "MAX_CONCURRENT_POLLS"]
+__all__ = ["MAX_CONCURRENT_POLLS", "AsyncDriver", "ReplyStream"]
 
 logger = logging.getLogger("fl_async.server")
 
@@ -177,7 +177,9 @@ class AsyncDriver:
         self._run = make_run(self._args, resp.run_id)
         roots = self._args.root_certificates
         self._blob_client = _blobs.client_for(  # issue 7
-            self._args.host, resp.blob_port, ssl=client_ssl_context(roots) if roots is not None else None,
+            self._args.host,
+            resp.blob_port,
+            ssl=client_ssl_context(roots) if roots is not None else None,
             token=resp.blob_token,
         )
         self._state = DriverState.OPENED
@@ -300,9 +302,7 @@ class AsyncDriver:
             if len(ids) >= min_nodes:
                 return ids
             if deadline.expired():
-                raise LinkTimeoutError(
-                    f"only {len(ids)} of {min_nodes} nodes were online after waiting {timeout} s"
-                )
+                raise LinkTimeoutError(f"only {len(ids)} of {min_nodes} nodes were online after waiting {timeout} s")
             pause = poll_pause(time.monotonic() - started, wait, deadline.remaining())
             if pause:  # the link answered at once without enough nodes: do not spin against it
                 await asyncio.sleep(pause)
@@ -337,9 +337,7 @@ class AsyncDriver:
         resp = await transport.call("PushMessages", request)
         return read_push_response(resp, batch)
 
-    async def pull_messages(
-        self, message_ids: Iterable[str], timeout: float = DEFAULT_PULL_TIMEOUT
-    ) -> list[Message]:
+    async def pull_messages(self, message_ids: Iterable[str], timeout: float = DEFAULT_PULL_TIMEOUT) -> list[Message]:
         """Collect replies to the given instructions (as Flower 1.9's ``Driver.pull_messages``, long-polling).
 
         Waits on the link until every requested instruction that is still outstanding has a reply
@@ -372,9 +370,7 @@ class AsyncDriver:
         await self._pull_loop(ids, deadline, out.extend)
         return out
 
-    async def send_and_receive(
-        self, messages: Iterable[Message], *, timeout: float | None = None
-    ) -> list[Message]:
+    async def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> list[Message]:
         """Push messages and wait for their replies (as Flower 1.9's ``Driver.send_and_receive``, minus its sleeps).
 
         Returns as soon as every pushed message has a reply, or when ``timeout`` seconds (counted
@@ -436,9 +432,7 @@ class AsyncDriver:
         for reply in replies:
             self._unclaimed[reply.metadata.reply_to_message] = reply
 
-    async def _pull_loop(
-        self, ids: list[str], deadline: Deadline, sink: Callable[[list[Message]], None]
-    ) -> None:
+    async def _pull_loop(self, ids: list[str], deadline: Deadline, sink: Callable[[list[Message]], None]) -> None:
         """Long-poll the link for replies to ``ids`` until all are in, none is outstanding any more (as the
         link lists in ``PullMessagesResponse.outstanding``), or the deadline passes; hand each batch of
         replies to ``sink`` as it arrives."""
@@ -567,4 +561,3 @@ class ReplyStream:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
-

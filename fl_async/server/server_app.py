@@ -26,7 +26,7 @@ from fl_async.common.errors import NoMainFunctionError
 from fl_async.server.async_driver import AsyncDriver
 from fl_async.server.driver import Driver
 
-__all__ = ["ServerApp", "run_server_app", "async_run_server_app"]
+__all__ = ["ServerApp", "async_run_server_app", "run_server_app"]
 
 logger = logging.getLogger("fl_async.server")
 

@@ -21,15 +21,15 @@ from fl_async.superlink.state import (
 from fl_async.superlink.store import LinkStore, MemoryStore
 
 __all__ = [
-    "SuperLink",
+    "SYNTHETIC_REPLY_TTL",
+    "DigestRefCounts",
     "LinkConfig",
-    "serve",
-    "LinkStats",
+    "LinkListener",
     "LinkState",
+    "LinkStats",
     "LinkStore",
     "MemoryStore",
-    "LinkListener",
     "PayloadTracker",
-    "DigestRefCounts",
-    "SYNTHETIC_REPLY_TTL",
+    "SuperLink",
+    "serve",
 ]

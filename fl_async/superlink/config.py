@@ -13,7 +13,7 @@ from fl_async._net import (
     parse_address,
 )
 
-__all__ = ["LinkConfig", "DEFAULT_BLOB_API_PORT", "address_conflict", "default_blob_api_address"]
+__all__ = ["DEFAULT_BLOB_API_PORT", "LinkConfig", "address_conflict", "default_blob_api_address"]
 
 DEFAULT_BLOB_API_PORT = 9093
 """Default port of the blob data path (the slot of Flower's Fleet REST API port), on the Fleet API's host."""
@@ -35,8 +35,10 @@ def address_conflict(addresses: dict[str, str]) -> str:
     for name, address in addresses.items():
         host, port = parse_address(address)
         for other, other_host, other_port in seen:
-            if port and port == other_port and (
-                host == other_host or host in _WILDCARD_HOSTS or other_host in _WILDCARD_HOSTS
+            if (
+                port
+                and port == other_port
+                and (host == other_host or host in _WILDCARD_HOSTS or other_host in _WILDCARD_HOSTS)
             ):
                 return f"{other} ({format_address(other_host, other_port)}) and {name} ({address}) use the same port"
         seen.append((name, host, port))
@@ -107,16 +109,24 @@ class LinkConfig:
                 parse_address(self.blob_api_address)
             except (TypeError, ValueError) as exc:
                 raise ValueError(f"LinkConfig.blob_api_address: {exc}") from None
-        conflict = address_conflict({"driver_api_address": self.driver_api_address,
-                                     "fleet_api_address": self.fleet_api_address,
-                                     "blob_api_address": self.blob_api_address})
+        conflict = address_conflict(
+            {
+                "driver_api_address": self.driver_api_address,
+                "fleet_api_address": self.fleet_api_address,
+                "blob_api_address": self.blob_api_address,
+            }
+        )
         if conflict:
             raise ValueError(f"LinkConfig: {conflict}")
         if self.tls is not None and not isinstance(self.tls, ServerTLS):
             raise ValueError(f"LinkConfig.tls must be a fl_async._net.ServerTLS or None, got {type(self.tls).__name__}")
         for name in (
-            "heartbeat_patience", "min_heartbeat_interval", "max_heartbeat_interval", "max_poll_timeout",
-            "disconnect_grace", "blob_header_timeout",
+            "heartbeat_patience",
+            "min_heartbeat_interval",
+            "max_heartbeat_interval",
+            "max_poll_timeout",
+            "disconnect_grace",
+            "blob_header_timeout",
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):

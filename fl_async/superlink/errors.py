@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["LinkStateError", "NotFoundError", "UnauthenticatedError", "PermissionDeniedError", "InvalidArgumentError"]
+__all__ = ["InvalidArgumentError", "LinkStateError", "NotFoundError", "PermissionDeniedError", "UnauthenticatedError"]
 
 
 class LinkStateError(Exception):

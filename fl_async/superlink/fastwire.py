@@ -23,7 +23,7 @@ from typing import Any
 from fl_async._protowire import encode_metadata, varint
 from fl_async.proto.fl_async import v1 as pb
 
-__all__ = ["TAIL_LIMIT", "remember_tails", "encode_messages_response", "encode_metadata"]
+__all__ = ["TAIL_LIMIT", "encode_messages_response", "encode_metadata", "remember_tails"]
 
 TAIL_LIMIT = 64 * 1024
 """Messages larger than this (bytes) are not given a tail: they are re-serialized by betterproto2, so the link

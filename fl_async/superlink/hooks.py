@@ -9,7 +9,7 @@ from typing import NamedTuple, Protocol
 from fl_async.codec import external_arrays
 from fl_async.proto.fl_async import v1 as pb
 
-__all__ = ["LinkListener", "NullListener", "PayloadTracker", "DigestRefCounts", "LinkStats", "payload_problem"]
+__all__ = ["DigestRefCounts", "LinkListener", "LinkStats", "NullListener", "PayloadTracker", "payload_problem"]
 
 
 class LinkListener(Protocol):

@@ -149,8 +149,9 @@ class SuperLink:
             if self.blobs is not None:  # issue 7: blob data path (default: the Fleet API's host, port 9093), same TLS
                 assert cfg.blob_api_address is not None  # resolved by LinkConfig
                 host, port = parse_address(cfg.blob_api_address)
-                await self.blobs.start(host, port=port, ssl=ssl_ctx, backlog=cfg.backlog,
-                                       header_timeout=cfg.blob_header_timeout)
+                await self.blobs.start(
+                    host, port=port, ssl=ssl_ctx, backlog=cfg.backlog, header_timeout=cfg.blob_header_timeout
+                )
                 self._addresses["blob"] = format_address(_WILDCARDS.get(host, host), self.blobs.port)
         except BaseException:
             await self._close_servers(0.0)
@@ -229,7 +230,7 @@ class SuperLink:
             wakeups.deadline_event = asyncio.Event()
             try:
                 state.advance()
-            except Exception:  # noqa: BLE001 - a bug here must not stop liveness handling for good
+            except Exception:
                 log.exception("applying deadlines failed")
             deadline = state.next_deadline()
             wakeups.armed_at = math.inf if deadline is None else deadline

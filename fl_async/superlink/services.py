@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from fl_async.superlink.connections import ConnectionTracker
     from fl_async.superlink.wakeups import Wakeups
 
-__all__ = ["FleetService", "DriverService", "WrongApiService", "MAX_MIN_NODES"]
+__all__ = ["MAX_MIN_NODES", "DriverService", "FleetService", "WrongApiService"]
 
 MAX_MIN_NODES = 2**31 - 1
 """Largest ``WaitForNodesRequest.min_nodes`` the link accepts (the SDK checks the same bound)."""
@@ -98,8 +98,9 @@ class FleetService(_Service):
         """CreateNode: register a node (:meth:`LinkState.create_node`); advertise the blob port (issue 7)."""
         node_id, token, granted = self.state.create_node(req.heartbeat_interval)
         self._bind(node_id)
-        return pb.CreateNodeResponse(node_id=node_id, token=token, heartbeat_interval=granted,
-                                      blob_port=blob_port_of(self.state)), None
+        return pb.CreateNodeResponse(
+            node_id=node_id, token=token, heartbeat_interval=granted, blob_port=blob_port_of(self.state)
+        ), None
 
     async def delete_node(self, req: pb.DeleteNodeRequest) -> tuple[pb.DeleteNodeResponse, Undo]:
         """DeleteNode: unregister the caller; its instructions become NODE_UNAVAILABLE at once."""
@@ -270,8 +271,10 @@ class WrongApiService:
         """The status message: which API this port serves and where the other one is."""
         port = self.other_port()
         where = f"this SuperLink serves it on port {port}" if port else "it is on another port"
-        return (f"this port serves the {self.served} API, not the {self.other._service} API "
-                f"({where}; defaults: Driver API 9091, Fleet API 9092)")
+        return (
+            f"this port serves the {self.served} API, not the {self.other._service} API "
+            f"({where}; defaults: Driver API 9091, Fleet API 9092)"
+        )
 
     def __mapping__(self) -> dict[str, grpclib.const.Handler]:
         """Every method path of the other API -> a handler refusing it (what ``grpclib.server.Server`` reads)."""

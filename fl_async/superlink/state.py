@@ -60,17 +60,17 @@ from fl_async.superlink.store import InstructionRecord, LinkStore, MemoryStore, 
 from fl_async.superlink.validation import instruction_problem, interval_problem, reply_shape_problem
 
 __all__ = [
-    "LinkState",
-    "LinkStats",
-    "LinkListener",
-    "PayloadTracker",
-    "DigestRefCounts",
-    "LinkStateError",
-    "NotFoundError",
-    "UnauthenticatedError",
-    "PermissionDeniedError",
-    "InvalidArgumentError",
     "SYNTHETIC_REPLY_TTL",
+    "DigestRefCounts",
+    "InvalidArgumentError",
+    "LinkListener",
+    "LinkState",
+    "LinkStateError",
+    "LinkStats",
+    "NotFoundError",
+    "PayloadTracker",
+    "PermissionDeniedError",
+    "UnauthenticatedError",
 ]
 
 log = logging.getLogger("fl_async.superlink")
@@ -437,8 +437,11 @@ class LinkState:
             self._disconnect_deadlines = [(t, n) for n, t in self._disconnected.items()]
             heapq.heapify(self._disconnect_deadlines)
         if marked:
-            log.info("%d node(s) lost their connection: offline at +%g s unless they come back", marked,
-                     self.disconnect_grace)
+            log.info(
+                "%d node(s) lost their connection: offline at +%g s unless they come back",
+                marked,
+                self.disconnect_grace,
+            )
             self.listener.deadline_added(at)
 
     def disconnected(self) -> dict[int, float]:
@@ -576,11 +579,20 @@ class LinkState:
             if reason or ins is None:
                 # A node re-sending a reply the link already has (its push broke off after sending) is routine:
                 # INFO. Genuinely bad replies (expired, answered by the link, malformed) stay WARNING.
-                link_answered = ins is not None and ins.reply is not None and ins.reply.error is not None and (
-                    ins.reply.error.code in (ErrorCode.MESSAGE_EXPIRED, ErrorCode.NODE_UNAVAILABLE))
+                link_answered = (
+                    ins is not None
+                    and ins.reply is not None
+                    and ins.reply.error is not None
+                    and (ins.reply.error.code in (ErrorCode.MESSAGE_EXPIRED, ErrorCode.NODE_UNAVAILABLE))
+                )
                 resent = not shape_problem and (ins is None or (ins.status is Status.ANSWERED and not link_answered))
-                log.log(logging.INFO if resent else logging.WARNING,
-                        "PushReplies node %d position %d refused: %s", node_id, position, reason)
+                log.log(
+                    logging.INFO if resent else logging.WARNING,
+                    "PushReplies node %d position %d refused: %s",
+                    node_id,
+                    position,
+                    reason,
+                )
                 ids.append("")
                 reasons.append(reason)
                 continue

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from fl_async.proto.fl_async import v1 as pb
 
-__all__ = ["Status", "RunRecord", "NodeRecord", "InstructionRecord", "LinkStore", "MemoryStore"]
+__all__ = ["InstructionRecord", "LinkStore", "MemoryStore", "NodeRecord", "RunRecord", "Status"]
 
 
 class Status(enum.Enum):

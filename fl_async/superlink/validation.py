@@ -11,7 +11,7 @@ import math
 
 from fl_async.proto.fl_async import v1 as pb
 
-__all__ = ["instruction_problem", "reply_shape_problem", "timeout_problem", "interval_problem"]
+__all__ = ["instruction_problem", "interval_problem", "reply_shape_problem", "timeout_problem"]
 
 
 def _ttl_problem(md: pb.Metadata) -> str:

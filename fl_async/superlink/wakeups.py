@@ -10,13 +10,13 @@ import asyncio
 import math
 from collections.abc import Sequence
 
-__all__ = ["Wakeups", "ReplyWaiter"]
+__all__ = ["ReplyWaiter", "Wakeups"]
 
 
 class ReplyWaiter:
     """A driver pull waiting for replies to ``pending`` instruction ids; ``event`` is set when none is left."""
 
-    __slots__ = ("pending", "event")
+    __slots__ = ("event", "pending")
 
     def __init__(self, pending: Sequence[str]) -> None:
         self.pending = set(pending)

@@ -19,7 +19,7 @@ from fl_async.superlink.connections import CURRENT
 from fl_async.superlink.fastwire import encode_messages_response, remember_tails
 from fl_async.superlink.state import LinkStateError
 
-__all__ = ["LimitedProtoCodec", "unary_handler", "Undo", "CallTracker", "wire_type_problem"]
+__all__ = ["CallTracker", "LimitedProtoCodec", "Undo", "unary_handler", "wire_type_problem"]
 
 log = logging.getLogger("fl_async.superlink")
 
@@ -41,7 +41,7 @@ _PY_TYPES: dict[str, type | tuple[type, ...]] = {
     betterproto2.TYPE_STRING: str,
     betterproto2.TYPE_BYTES: bytes,
     betterproto2.TYPE_MESSAGE: betterproto2.Message,
-    **{t: int for t in _INT_TYPES},
+    **dict.fromkeys(_INT_TYPES, int),
 }
 
 
@@ -123,7 +123,7 @@ class LimitedProtoCodec(ProtoCodec):
             raise _too_big(message_type.__name__, len(data), self.max_bytes)
         try:
             message = message_type.FromString(data)
-        except Exception as exc:  # noqa: BLE001 - any decoding failure is the client's fault
+        except Exception as exc:
             raise GRPCError(Status.INVALID_ARGUMENT, f"malformed {message_type.__name__}: {exc}") from None
         problem = wire_type_problem(message)
         if problem:
@@ -235,7 +235,7 @@ def unary_handler(
                 raise GRPCError(Status[exc.status], f"{name}: {exc}") from None
             except GRPCError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - never crash on a request
+            except Exception as exc:
                 log.exception("%s failed", name)
                 raise GRPCError(Status.INTERNAL, f"{name}: internal error ({type(exc).__name__})") from None
             try:

@@ -8,4 +8,4 @@ from fl_async.supernode._dispatch import check_reply, exception_reason, run_clie
 from fl_async.supernode._runner import run_supernode
 from fl_async.supernode.supernode import SuperNode
 
-__all__ = ["SuperNode", "run_supernode", "check_reply", "exception_reason", "run_client_app"]
+__all__ = ["SuperNode", "check_reply", "exception_reason", "run_client_app", "run_supernode"]

@@ -15,7 +15,7 @@ from fl_async.common.context import Context
 from fl_async.common.errors import TTLExpiredError
 from fl_async.common.message import Error, ErrorCode, Message
 
-__all__ = ["exception_reason", "check_reply", "run_client_app"]
+__all__ = ["check_reply", "exception_reason", "run_client_app"]
 
 logger = logging.getLogger("fl_async.supernode")
 
@@ -98,12 +98,18 @@ async def run_client_app(
     try:
         reply = await app.acall(message, context, limiter=limiter)
     except TTLExpiredError as exc:
-        logger.warning("message %s (%s): the ClientApp could not build its reply: %s", md.message_id,
-                       md.message_type, exc)
+        logger.warning(
+            "message %s (%s): the ClientApp could not build its reply: %s", md.message_id, md.message_type, exc
+        )
         return _error_reply(message, ErrorCode.CLIENT_APP_RAISED_EXCEPTION, exception_reason(exc))
-    except (Exception, SystemExit) as exc:  # noqa: BLE001 - user code: any error (even sys.exit) -> error reply
-        logger.warning("message %s (%s): the ClientApp raised %s", md.message_id, md.message_type,
-                       exception_reason(exc), exc_info=logger.isEnabledFor(logging.DEBUG))
+    except (Exception, SystemExit) as exc:
+        logger.warning(
+            "message %s (%s): the ClientApp raised %s",
+            md.message_id,
+            md.message_type,
+            exception_reason(exc),
+            exc_info=logger.isEnabledFor(logging.DEBUG),
+        )
         return _error_reply(message, ErrorCode.CLIENT_APP_RAISED_EXCEPTION, exception_reason(exc))
     problems = check_reply(message, reply)
     if problems:

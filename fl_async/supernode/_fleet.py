@@ -91,8 +91,9 @@ class FleetClient:
 
     async def _raw(self, what: str, path: str, request: bytes, response_type: type[R], timeout: float) -> R:
         try:
-            async with self._channel.request(path, Cardinality.UNARY_UNARY, Encoded, response_type,
-                                             timeout=timeout) as stream:
+            async with self._channel.request(
+                path, Cardinality.UNARY_UNARY, Encoded, response_type, timeout=timeout
+            ) as stream:
                 await stream.send_message(Encoded(request), end=True)
                 response = await stream.recv_message()
         except _TRANSPORT_ERRORS as exc:
@@ -106,8 +107,13 @@ class FleetClient:
         Raises:
             FlAsyncError: a subclass, mapped from the transport failure (see :func:`from_grpc`).
         """
-        resp = await self._raw("PullInstructions", _PULL_PATH, pull_request(auth, max_messages, timeout),
-                               pb.PullInstructionsResponse, timeout + self.poll_margin)
+        resp = await self._raw(
+            "PullInstructions",
+            _PULL_PATH,
+            pull_request(auth, max_messages, timeout),
+            pb.PullInstructionsResponse,
+            timeout + self.poll_margin,
+        )
         return resp.messages
 
     async def push(self, request: bytes, pull_timeout: float = 0.0) -> pb.PushRepliesResponse:
@@ -124,8 +130,9 @@ class FleetClient:
         Raises:
             FlAsyncError: a subclass, mapped from the transport failure (see :func:`from_grpc`).
         """
-        return await self._raw("PushReplies", _PUSH_PATH, request, pb.PushRepliesResponse,
-                               self.push_timeout + pull_timeout)
+        return await self._raw(
+            "PushReplies", _PUSH_PATH, request, pb.PushRepliesResponse, self.push_timeout + pull_timeout
+        )
 
     async def push_replies(self, auth: pb.NodeAuth, messages: list[pb.Message]) -> pb.PushRepliesResponse:
         """Push replies; the response has one id (``""`` if refused) and one reason per reply."""

@@ -42,8 +42,10 @@ __all__ = ["_Messages"]
 
 logger = logging.getLogger("fl_async.supernode")
 
-_MAYBE_DELIVERED = (" (sent again after the connection broke during an earlier attempt, which the link most "
-                    "likely received: a push that also pulls stays open until an instruction comes)")
+_MAYBE_DELIVERED = (
+    " (sent again after the connection broke during an earlier attempt, which the link most "
+    "likely received: a push that also pulls stays open until an instruction comes)"
+)
 _TTL_MARGIN = 5.0
 """A push pulls only for as long as its reply's TTL leaves at least this many seconds (so the TTL never cuts
 the call short while it waits for instructions)."""
@@ -94,20 +96,26 @@ class _Messages:
             while True:
                 try:
                     reply = await self._reply_for(wire, sess)
-                except Exception as exc:  # noqa: BLE001 - a node bug must not lose the instruction
+                except Exception as exc:
                     reply = self._failure_reply(wire, sess, "handling", exc)
                 if reply is None:
                     return
                 try:
                     holding, wires, pulled_on = await self._push(reply)
-                except Exception as exc:  # noqa: BLE001 - idem; _push raising leaves the slot held
+                except Exception as exc:
                     holding, wires, pulled_on = True, [], None
-                    fallback = None if reply.has_error() else self._failure_reply(wire, sess, "pushing the reply to",
-                                                                                  exc)
+                    fallback = (
+                        None if reply.has_error() else self._failure_reply(wire, sess, "pushing the reply to", exc)
+                    )
                     if fallback is None:
-                        logger.error("node %s: no reply to instruction %s will be sent (the link reports it "
-                                     "expired at its TTL): %s: %s", sess.node_id, reply.metadata.reply_to_message,
-                                     type(exc).__name__, exc)
+                        logger.error(
+                            "node %s: no reply to instruction %s will be sent (the link reports it "
+                            "expired at its TTL): %s: %s",
+                            sess.node_id,
+                            reply.metadata.reply_to_message,
+                            type(exc).__name__,
+                            exc,
+                        )
                     else:
                         holding, wires, pulled_on = await self._push(fallback)
                 if not wires or pulled_on is None:
@@ -118,8 +126,9 @@ class _Messages:
                 for other in wires[1:]:
                     self._tg.start_soon(self._handle, other, sess)
         except Exception:  # last resort (the fallback push failed): keep serving the others
-            logger.exception("node %s: unexpected error while handling an instruction; no reply sent for it",
-                             sess.node_id)
+            logger.exception(
+                "node %s: unexpected error while handling an instruction; no reply sent for it", sess.node_id
+            )
         finally:
             if holding:
                 self._release_slot()
@@ -128,10 +137,16 @@ class _Messages:
         """The error reply ``UNKNOWN`` to ``wire`` after the node itself failed while ``doing`` it (logged with
         its traceback: a bug in fl-async), or ``None`` if none can be built (logged)."""
         mid = wire.metadata.message_id if wire.metadata is not None else "?"
-        logger.error("node %s: unexpected error while %s instruction %s; sending an error reply", sess.node_id,
-                     doing, mid, exc_info=exc)
-        return self._wire_error_reply(wire, ErrorCode.UNKNOWN,
-                                      f"node failed while {doing} the instruction: {type(exc).__name__}: {exc}")
+        logger.error(
+            "node %s: unexpected error while %s instruction %s; sending an error reply",
+            sess.node_id,
+            doing,
+            mid,
+            exc_info=exc,
+        )
+        return self._wire_error_reply(
+            wire, ErrorCode.UNKNOWN, f"node failed while {doing} the instruction: {type(exc).__name__}: {exc}"
+        )
 
     async def _reply_for(self, wire: pb.Message, sess: _Session) -> Message | None:
         """Decode the instruction and run the ClientApp on it: the reply (or error reply) to push, or ``None``."""
@@ -150,9 +165,16 @@ class _Messages:
         left = md.ttl - (time.time() - md.created_at)
         if left <= 0:
             return None
-        meta = Metadata(run_id=md.run_id, message_id="", src_node_id=md.src_node_id, dst_node_id=md.dst_node_id,
-                        reply_to_message=md.reply_to_message, group_id=md.group_id, ttl=left,
-                        message_type=md.message_type)
+        meta = Metadata(
+            run_id=md.run_id,
+            message_id="",
+            src_node_id=md.src_node_id,
+            dst_node_id=md.dst_node_id,
+            reply_to_message=md.reply_to_message,
+            group_id=md.group_id,
+            ttl=left,
+            message_type=md.message_type,
+        )
         if code == ErrorCode.PAYLOAD_UNAVAILABLE:
             reason = f"node could not deliver its reply: {reason}"
         return Message(meta, error=Error(code, reason))
@@ -181,12 +203,17 @@ class _Messages:
     async def _process(self, message: Message, sess: _Session) -> Message | None:
         md = message.metadata
         if md.dst_node_id != sess.node_id:
-            logger.warning("node %s: dropping message %s addressed to node %s", sess.node_id, md.message_id,
-                           md.dst_node_id)
+            logger.warning(
+                "node %s: dropping message %s addressed to node %s", sess.node_id, md.message_id, md.dst_node_id
+            )
             return None
         if message.has_error():
-            logger.warning("node %s: dropping instruction %s that carries an error (%r)", sess.node_id,
-                           md.message_id, message.error)
+            logger.warning(
+                "node %s: dropping instruction %s that carries an error (%r)",
+                sess.node_id,
+                md.message_id,
+                message.error,
+            )
             return None
         try:
             context = await self._context_for(md.run_id, sess)
@@ -194,7 +221,9 @@ class _Messages:
             if isinstance(exc, (LinkConnectionError, LinkTimeoutError, NotAuthorizedError)):
                 sess.fail(exc)
             try:
-                return message.create_error_reply(Error(ErrorCode.UNKNOWN, f"node could not fetch run {md.run_id}: {exc}"))
+                return message.create_error_reply(
+                    Error(ErrorCode.UNKNOWN, f"node could not fetch run {md.run_id}: {exc}")
+                )
             except TTLExpiredError:
                 return None
         return await run_client_app(self._app, message, context, limiter=self._limiter)
@@ -208,8 +237,12 @@ class _Messages:
             ctx = self._contexts.get(run_id)
             if ctx is None:
                 run = await sess.conn.get_run(sess.auth, run_id)
-                ctx = Context(node_id=sess.node_id, node_config=dict(self._node_config), state=RecordSet(),
-                              run_config=config_from_proto(list(run.run_config)))
+                ctx = Context(
+                    node_id=sess.node_id,
+                    node_config=dict(self._node_config),
+                    state=RecordSet(),
+                    run_config=config_from_proto(list(run.run_config)),
+                )
                 self._contexts[run_id] = ctx
         return ctx
 
@@ -254,9 +287,15 @@ class _Messages:
         except (ValueError, TypeError) as exc:  # the codec names the record and key
             reason = f"the ClientApp's reply cannot be encoded: {exc}"
             error_reply = self._payload_error_reply(reply, reason, ErrorCode.INVALID_REPLY)
-            logger.error("node %s: the reply to %s: %s%s", md.src_node_id, md.reply_to_message, reason,
-                         "; sending an error reply instead" if error_reply is not None else
-                         " (and its TTL is over: no error reply)")
+            logger.error(
+                "node %s: the reply to %s: %s%s",
+                md.src_node_id,
+                md.reply_to_message,
+                reason,
+                "; sending an error reply instead"
+                if error_reply is not None
+                else " (and its TTL is over: no error reply)",
+            )
             if error_reply is None:
                 return True, [], None
             substituted, blobs, reply, data = True, None, error_reply, message_bytes(self._encode(error_reply))
@@ -267,10 +306,15 @@ class _Messages:
             while True:
                 sess = await self._current_session()
                 if sess.node_id != md.src_node_id:
-                    logger.log(logging.INFO if maybe_delivered else logging.WARNING,
-                               "node %s: dropping the reply to %s: it was received as node %s, and the link has "
-                               "forgotten that registration%s", sess.node_id, md.reply_to_message, md.src_node_id,
-                               _MAYBE_DELIVERED if maybe_delivered else "")
+                    logger.log(
+                        logging.INFO if maybe_delivered else logging.WARNING,
+                        "node %s: dropping the reply to %s: it was received as node %s, and the link has "
+                        "forgotten that registration%s",
+                        sess.node_id,
+                        md.reply_to_message,
+                        md.src_node_id,
+                        _MAYBE_DELIVERED if maybe_delivered else "",
+                    )
                     return True, [], None
                 sending = False
                 try:
@@ -293,36 +337,52 @@ class _Messages:
                     continue
                 except NotAuthorizedError as exc:
                     sess.fail(exc)
-                    logger.log(logging.INFO if maybe_delivered else logging.WARNING,
-                               "node %s: dropping the reply to %s: %s%s", sess.node_id, md.reply_to_message, exc,
-                               _MAYBE_DELIVERED if maybe_delivered else "")
+                    logger.log(
+                        logging.INFO if maybe_delivered else logging.WARNING,
+                        "node %s: dropping the reply to %s: %s%s",
+                        sess.node_id,
+                        md.reply_to_message,
+                        exc,
+                        _MAYBE_DELIVERED if maybe_delivered else "",
+                    )
                     return True, [], None
                 except (_PayloadRefused, ResourceExhaustedError) as exc:
                     error_reply = None if substituted else self._payload_error_reply(reply, str(exc))
-                    logger.error("node %s: the reply to %s could not be delivered (%s)%s", sess.node_id,
-                                 md.reply_to_message, exc,
-                                 "; sending an error reply instead" if error_reply is not None else "")
+                    logger.error(
+                        "node %s: the reply to %s could not be delivered (%s)%s",
+                        sess.node_id,
+                        md.reply_to_message,
+                        exc,
+                        "; sending an error reply instead" if error_reply is not None else "",
+                    )
                     if error_reply is None:
                         return True, [], None
                     substituted, blobs, data = True, None, message_bytes(self._encode(error_reply))
                     continue
                 except FlAsyncError as exc:
-                    logger.error("node %s: the link refused the reply to %s: %s", sess.node_id,
-                                 md.reply_to_message, exc)
+                    logger.error(
+                        "node %s: the link refused the reply to %s: %s", sess.node_id, md.reply_to_message, exc
+                    )
                     return True, [], None
                 self._last_ok = time.monotonic()
                 ids = resp.message_ids
                 if not ids or not ids[0]:
                     reason = resp.reasons[0] if resp.reasons else "no reason given"
-                    logger.log(logging.INFO if maybe_delivered else logging.WARNING,
-                               "node %s: the link did not accept the reply to %s: %s%s", sess.node_id,
-                               md.reply_to_message, reason, _MAYBE_DELIVERED if maybe_delivered else "")
+                    logger.log(
+                        logging.INFO if maybe_delivered else logging.WARNING,
+                        "node %s: the link did not accept the reply to %s: %s%s",
+                        sess.node_id,
+                        md.reply_to_message,
+                        reason,
+                        _MAYBE_DELIVERED if maybe_delivered else "",
+                    )
                 if window > 0:
                     return False, resp.instructions, sess
                 return True, [], None
         if scope.cancelled_caught:
-            logger.warning("node: dropping the reply to %s: its TTL ran out before the link was reachable",
-                           md.reply_to_message)
+            logger.warning(
+                "node: dropping the reply to %s: its TTL ran out before the link was reachable", md.reply_to_message
+            )
         return True, [], None
 
     async def _push_and_pull(self, sess: _Session, data: bytes, window: float) -> pb.PushRepliesResponse:

@@ -87,7 +87,9 @@ def pull_request(auth: bytes, max_messages: int, timeout: float) -> bytes:
     return out + double_field(b"\x19", timeout)  # double timeout = 3
 
 
-def push_request(auth: bytes, messages: Sequence[bytes], pull_max_messages: int = 0, pull_timeout: float = 0.0) -> bytes:
+def push_request(
+    auth: bytes, messages: Sequence[bytes], pull_max_messages: int = 0, pull_timeout: float = 0.0
+) -> bytes:
     """``PushRepliesRequest(auth, messages, pull_max_messages, pull_timeout)`` serialized.
 
     Args:

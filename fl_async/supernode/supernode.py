@@ -276,8 +276,7 @@ class SuperNode(_Messages):
                     while self._active:
                         await self._idle_evt.wait()
                 if self._active:
-                    logger.warning("node %s: abandoning %d running handler(s) on shutdown", self.node_id,
-                                   self._active)
+                    logger.warning("node %s: abandoning %d running handler(s) on shutdown", self.node_id, self._active)
                 if self._puller == "push":
                     await self._end_pulling_push()
                 tg.cancel_scope.cancel()
@@ -373,8 +372,13 @@ class SuperNode(_Messages):
         if hint in self._hinted:
             hint = ""  # said once (the first such failure); the retries repeat only the failure
         self._hinted.add(hint)
-        logger.warning("node: SuperLink %s not usable (%s); retrying in %.2f s%s", self.superlink, exc, delay,
-                       f" (hint: {hint})" if hint else "")
+        logger.warning(
+            "node: SuperLink %s not usable (%s); retrying in %.2f s%s",
+            self.superlink,
+            exc,
+            delay,
+            f" (hint: {hint})" if hint else "",
+        )
 
     def _mismatch_hint(self, exc: BaseException | None) -> str:
         """A hint for a connection failure that looks like a TLS mismatch with the link (``""``: none).
@@ -387,18 +391,26 @@ class SuperNode(_Messages):
         cause = exc.__cause__
         if isinstance(cause, ssl.SSLError):
             if "CERTIFICATE_VERIFY_FAILED" in str(cause):
-                return ("the SuperLink's certificate is not trusted: root_certificates (--root-certificates) must "
-                        "hold the CA that signed it")
-            return ("TLS handshake failed: if the SuperLink serves plaintext (--insecure), connect with "
-                    "insecure=True (--insecure) too")
+                return (
+                    "the SuperLink's certificate is not trusted: root_certificates (--root-certificates) must "
+                    "hold the CA that signed it"
+                )
+            return (
+                "TLS handshake failed: if the SuperLink serves plaintext (--insecure), connect with "
+                "insecure=True (--insecure) too"
+            )
         if self._registrations:
             return ""  # it worked before: a dropped connection is the link going away, not a mismatch
         if self._ssl is None and isinstance(cause, (StreamTerminatedError, ProtocolError)):
-            return ("the connection was accepted, then dropped: if the SuperLink uses TLS, pass root_certificates "
-                    "(--root-certificates FILE) instead of insecure=True (--insecure)")
+            return (
+                "the connection was accepted, then dropped: if the SuperLink uses TLS, pass root_certificates "
+                "(--root-certificates FILE) instead of insecure=True (--insecure)"
+            )
         if self._ssl is not None and isinstance(cause, (StreamTerminatedError, ProtocolError, ConnectionResetError)):
-            return ("the TLS connection was dropped: if the SuperLink serves plaintext (--insecure), connect with "
-                    "insecure=True (--insecure) too")
+            return (
+                "the TLS connection was dropped: if the SuperLink serves plaintext (--insecure), connect with "
+                "insecure=True (--insecure) too"
+            )
         return ""
 
     async def _maintain(self) -> None:
@@ -430,8 +442,14 @@ class SuperNode(_Messages):
     def _connect(self) -> FleetClient:
         if self._conn is not None:
             self._conn.close()
-        self._conn = FleetClient(self._host, self._port, ssl_context=self._ssl, rpc_timeout=_RPC_TIMEOUT,
-                                 push_timeout=_PUSH_TIMEOUT, poll_margin=_POLL_MARGIN)
+        self._conn = FleetClient(
+            self._host,
+            self._port,
+            ssl_context=self._ssl,
+            rpc_timeout=_RPC_TIMEOUT,
+            push_timeout=_PUSH_TIMEOUT,
+            poll_margin=_POLL_MARGIN,
+        )
         return self._conn
 
     async def _resume(self, conn: FleetClient) -> _Session | None:
@@ -464,18 +482,29 @@ class SuperNode(_Messages):
             self._blob_port = resp.blob_port
             if self._blob_client is not None:
                 await self._blob_client.aclose()
-            self._blob_client = _blobs.client_for(self._host, resp.blob_port, ssl=self._ssl,
-                                                  token=node_blob_token(resp.node_id, resp.token))
+            self._blob_client = _blobs.client_for(
+                self._host, resp.blob_port, ssl=self._ssl, token=node_blob_token(resp.node_id, resp.token)
+            )
             self._registrations += 1
             for ctx in self._contexts.values():
                 ctx.node_id = sess.node_id
             if self._last_session is None:
-                logger.info("node %s: registered with SuperLink %s (heartbeat every %.3g s)", sess.node_id,
-                            self.superlink, self._interval)
+                logger.info(
+                    "node %s: registered with SuperLink %s (heartbeat every %.3g s)",
+                    sess.node_id,
+                    self.superlink,
+                    self._interval,
+                )
             else:  # the operator sees that the node recovered (e.g. after a link restart)
-                logger.info("node %s: registered again as node %s with SuperLink %s (the link forgot node %s; "
-                            "heartbeat every %.3g s)", sess.node_id, sess.node_id, self.superlink,
-                            self._last_session.node_id, self._interval)
+                logger.info(
+                    "node %s: registered again as node %s with SuperLink %s (the link forgot node %s; "
+                    "heartbeat every %.3g s)",
+                    sess.node_id,
+                    sess.node_id,
+                    self.superlink,
+                    self._last_session.node_id,
+                    self._interval,
+                )
         self._resumable = None
         self._session = self._last_session = sess
         self._session_evt.set()

@@ -61,9 +61,7 @@ def main(driver: Driver, context: Context) -> None:
             t0 = time.perf_counter()
             sampled_nodes = select_nodes()
             recordset = RecordSet()
-            recordset.parameters_records["model"] = ParametersRecord(
-                {"w": model}, keep_input=True
-            )
+            recordset.parameters_records["model"] = ParametersRecord({"w": model}, keep_input=True)
             recordset.configs_records["config"] = ConfigsRecord({"round": server_round})
             messages = [
                 driver.create_message(

@@ -1,7 +1,7 @@
 """Loading ``module:attr`` references to apps (ServerApp, ClientApp), as Flower 1.9's object loader.
 
 A reference is ``"package.module:attribute"`` where the attribute part may be a dotted chain
-(``"module:obj.app"``). Every failure raises :class:`~fl_async.common.errors.AppLoadError` whose message
+(``"module:obj.app"``). Every failure raises :class:`~fl_async.errors.AppLoadError` whose message
 names the reference and what failed (format, directory, import, attribute, type).
 """
 
@@ -14,7 +14,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from fl_async.common.errors import AppLoadError
+from fl_async.errors import AppLoadError
 
 __all__ = ["load_object", "parse_reference"]
 

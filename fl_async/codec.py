@@ -15,18 +15,17 @@ Decoded arrays hold writable buffers (inline payloads are copied once into a ``b
 small by construction), so ``Array.numpy()`` on received arrays gives writable views. External payloads
 are checked against their BLAKE3 digest on decode (``verify=True``). Every array is checked for a
 supported dtype and a payload length matching dtype and shape, on encode and on decode; decoding
-hostile input raises only :class:`~fl_async.common.errors.IntegrityError`, ``TypeError`` or
+hostile input raises only :class:`~fl_async.errors.IntegrityError`, ``TypeError`` or
 ``ValueError``, and nothing is ever unpickled. The wire format is described in ``docs/wire.md``.
 """
 
 from __future__ import annotations
 
 import operator
-from collections.abc import Iterator, Mapping, MutableMapping
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from typing import Any
 
 from fl_async._digest import DIGEST_SIZE, digest_of
-from fl_async.common.errors import IntegrityError
 from fl_async.common.message import Error, Message, Metadata
 from fl_async.common.records import (
     INT64_MAX,
@@ -37,17 +36,20 @@ from fl_async.common.records import (
     ParametersRecord,
     RecordSet,
 )
+from fl_async.errors import IntegrityError
 from fl_async.proto.fl_async import v1 as pb
 
 __all__ = [
     "DEFAULT_INLINE_LIMIT",
     "DIGEST_SIZE",
+    "INLINE_BUDGET",
     "Buffer",
     "DigestMemo",
     "config_from_proto",
     "config_to_proto",
     "digest_of",
     "external_arrays",
+    "inline_limit_for",
     "message_from_proto",
     "message_to_proto",
     "recordset_from_proto",
@@ -442,3 +444,49 @@ def external_arrays(wire: pb.Message) -> Iterator[tuple[bytes, int]]:
         for arr in prec.arrays:
             if arr.digest:
                 yield arr.digest, arr.nbytes
+
+
+INLINE_BUDGET = 32 << 20
+"""Most array bytes one request carries inline (bytes); the rest goes on the blob path."""
+
+
+def inline_limit_for(messages: Iterable[Any], *, budget: int = INLINE_BUDGET, default: int | None = None) -> int:
+    """The inline limit (bytes) to encode ``messages`` with, so their inline arrays add up to ``budget`` at most.
+
+    Arrays above the codec's default limit travel as blobs anyway; when the small ones of all the
+    messages (a broadcast repeats them in every message) would exceed ``budget`` together, the limit is
+    lowered so that the largest of them go on the blob path too (stored once, however many messages
+    name them). So a push or a reply request stays far below the link's ``max_request_bytes``,
+    whatever the number or size of arrays.
+
+    Args:
+        messages: :class:`~fl_async.common.Message` objects about to be encoded in one request.
+        budget: bytes of inline array payload allowed in total.
+        default: the normal inline limit (default: ``codec.DEFAULT_INLINE_LIMIT``).
+
+    Returns:
+        The limit to pass as ``inline_limit`` to ``codec.message_to_proto`` (``-1``: everything external).
+    """
+    limit = DEFAULT_INLINE_LIMIT if default is None else default
+    sizes: list[int] = []
+    for msg in messages:
+        if not msg.has_content():
+            continue
+        for rec in msg.content.parameters_records.values():
+            sizes.extend(a.nbytes for a in rec.values() if a.nbytes <= limit)
+    if sum(sizes) <= budget:
+        return limit
+    sizes.sort()
+    total = 0
+    best = -1
+    i = 0
+    while i < len(sizes):  # largest t (a size present) such that the sum of all sizes <= t fits the budget
+        j = i
+        while j < len(sizes) and sizes[j] == sizes[i]:
+            total += sizes[j]
+            j += 1
+        if total > budget:
+            break
+        best = sizes[i]
+        i = j
+    return best

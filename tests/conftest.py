@@ -15,8 +15,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 from fl_async.superlink import LinkConfig, SuperLink
+
+# hypothesis' per-example deadline (200 ms) measures the machine's load, not the code: the tests that use it check
+# bytes and values, so the deadline is off (the shared CI machine runs several suites at once)
+settings.register_profile("fl-async", deadline=None)
+settings.load_profile("fl-async")
 
 TEST_LINK_DEFAULTS: dict[str, Any] = {
     "driver_api_address": "127.0.0.1:0",

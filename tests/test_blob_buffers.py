@@ -163,7 +163,7 @@ def test_store_reuses_a_freed_blob_buffer_and_still_verifies() -> None:
     up.advance(len(b))
     up.hasher.update(up.take_unhashed())
     del view
-    from fl_async.common.errors import IntegrityError
+    from fl_async.errors import IntegrityError
 
     with pytest.raises(IntegrityError):
         store.finish_upload(up)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from fl_async.blobs import BlobClient, BlobServer, BlobStore, BufferPool
-from fl_async.common.errors import InvalidRequestError, NotAuthorizedError
+from fl_async.errors import InvalidRequestError, NotAuthorizedError
 
 MiB = 1 << 20
 

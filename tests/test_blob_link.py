@@ -19,9 +19,9 @@ from grpclib.client import Channel
 from fl_async.client.client_app import ClientApp
 from fl_async.codec import DEFAULT_INLINE_LIMIT, message_to_proto
 from fl_async.common import Context, Message, RecordSet
-from fl_async.common.errors import LinkConnectionError, LinkTimeoutError, ResourceExhaustedError
 from fl_async.common.message import ErrorCode, Metadata
 from fl_async.common.records import Array, ParametersRecord
+from fl_async.errors import LinkConnectionError, LinkTimeoutError, ResourceExhaustedError
 from fl_async.proto.fl_async import v1 as pb
 from fl_async.server.async_driver import AsyncDriver
 from fl_async.superlink import SuperLink

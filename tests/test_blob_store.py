@@ -7,7 +7,7 @@ import pytest
 from fl_async._digest import digest_of
 from fl_async.blobs import protocol as p
 from fl_async.blobs.store import BlobBusyError, BlobState, BlobStore, BlobStoreFullError, UnknownBlobError
-from fl_async.common.errors import IntegrityError
+from fl_async.errors import IntegrityError
 
 
 def blob(n: int, seed: int = 0) -> tuple[bytes, bytes]:
@@ -223,8 +223,7 @@ def test_inline_limit_keeps_a_request_within_budget() -> None:
     """Small arrays repeated in a broadcast go external when together they would exceed the budget."""
     import numpy as np
 
-    from fl_async.blobs.transfer import inline_limit_for
-    from fl_async.codec import DEFAULT_INLINE_LIMIT
+    from fl_async.codec import DEFAULT_INLINE_LIMIT, inline_limit_for
     from fl_async.common import Message, Metadata, RecordSet
     from fl_async.common.records import Array, ParametersRecord
 

@@ -14,7 +14,7 @@ from fl_async._digest import digest_of
 from fl_async._net import ServerTLS, client_ssl_context, server_ssl_context
 from fl_async.blobs import BlobClient, BlobServer, BlobStore
 from fl_async.blobs import protocol as p
-from fl_async.common.errors import (
+from fl_async.errors import (
     IntegrityError,
     InvalidRequestError,
     LinkConnectionError,

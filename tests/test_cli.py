@@ -17,8 +17,8 @@ import pytest
 from certs import make_certs, write_certs
 from typer.testing import CliRunner
 
-from fl_async._cli_args import CliArgumentError, parse_config_pairs, parse_config_value
 from fl_async.cli import app
+from fl_async.cli.args import CliArgumentError, parse_config_pairs, parse_config_value
 
 runner = CliRunner()
 FL_ASYNC = Path(sys.executable).with_name("fl-async")

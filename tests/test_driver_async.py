@@ -186,13 +186,13 @@ async def test_caller_errors_in_content_propagate_unchanged() -> None:
 
 async def test_transport_maps_only_transport_errors() -> None:
     """The driver's one mapping place leaves non-transport exceptions (a caller's bad request) unchanged."""
-    from fl_async.common.errors import from_grpc
+    from fl_async._grpc import from_grpc
     from fl_async.proto.fl_async import v1 as pb
     from fl_async.server._base import check_connect_args
     from fl_async.server._transport import DriverTransport
 
     async with cluster(num_nodes=0) as c:
-        transport = DriverTransport(
+        transport = DriverTransport.connect(
             check_connect_args(
                 c.link.driver_address, insecure=True, root_certificates=None, run_config=None, fab_id="", fab_version=""
             )

@@ -11,7 +11,7 @@ from types import ModuleType
 
 import anyio
 
-from fl_async._embedded import run_embedded
+from fl_async.cli.embedded import run_embedded
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

@@ -15,9 +15,9 @@ from grpclib.testing import ChannelFor
 from fl_async.common.message import ErrorCode
 from fl_async.proto.fl_async import v1 as pb
 from fl_async.superlink import LinkState
+from fl_async.superlink.rpc import CallTracker, LimitedProtoCodec
 from fl_async.superlink.services import DriverService, FleetService
 from fl_async.superlink.wakeups import Wakeups
-from fl_async.superlink.wire import CallTracker, LimitedProtoCodec
 from tests.link_stubs import RawDriver, RawNode, instruction, reply_to
 
 

@@ -13,7 +13,7 @@ from grpclib.exceptions import GRPCError
 from fl_async._net import parse_address
 from fl_async.proto.fl_async import v1 as pb
 from fl_async.superlink import SuperLink
-from fl_async.superlink.wire import LimitedProtoCodec, wire_type_problem
+from fl_async.superlink.rpc import LimitedProtoCodec, wire_type_problem
 from tests.link_stubs import RawNode, channel, instruction
 
 GARBAGE = [
@@ -81,7 +81,7 @@ def test_fast_pull_responses_equal_betterproto2() -> None:
     """Pull responses re-emitted from the pushed bytes decode to the same messages (and here, same bytes)."""
     import math
 
-    from fl_async.superlink.fastwire import TAIL_LIMIT, encode_metadata
+    from fl_async._fastwire import TAIL_LIMIT, encode_metadata
 
     codec = LimitedProtoCodec(1 << 26)
     msgs = [

@@ -13,7 +13,7 @@ import pytest
 
 from fl_async._net import ServerTLS
 from fl_async.client import ClientApp
-from fl_async.common.errors import RefusedByLinkError
+from fl_async.errors import RefusedByLinkError
 from fl_async.supernode import SuperNode
 from tests.certs import make_certs, write_certs
 

@@ -19,6 +19,7 @@ from fl_async.common import (
 )
 from fl_async.proto.fl_async import v1 as pb
 from fl_async.supernode import SuperNode
+from fl_async.supernode._instructions import InstructionHandler
 from tests.node_driver import RawDriver
 
 
@@ -66,13 +67,21 @@ async def test_reply_that_cannot_be_encoded_becomes_an_invalid_reply_error_at_on
     assert not any(r.exc_info for r in caplog.records)  # an expected failure: one line, no traceback
 
 
-class _BrokenNode(SuperNode):
+class _BrokenHandler(InstructionHandler):
     """Fault injection: the node's own decoding step fails with an unexpected error for 'train' instructions."""
 
     def _decode(self, wire, blobs=None):  # type: ignore[no-untyped-def]
         if wire.metadata is not None and wire.metadata.message_type == "train":
             raise RuntimeError("injected node failure")
         return super()._decode(wire, blobs)
+
+
+class _BrokenNode(SuperNode):
+    """A SuperNode whose instruction handler is :class:`_BrokenHandler`."""
+
+    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kwargs)
+        self._instructions = _BrokenHandler(self)
 
 
 async def test_unexpected_node_failure_still_answers_the_instruction(superlink, caplog) -> None:

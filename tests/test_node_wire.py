@@ -15,7 +15,7 @@ from fl_async.common import (
     RecordSet,
 )
 from fl_async.proto.fl_async import v1 as pb
-from fl_async.supernode._wire import (
+from fl_async._fastwire import (
     Encoded,
     auth_field,
     message_bytes,

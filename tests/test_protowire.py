@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import math
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fl_async import _protowire as pw
+from fl_async import _fastwire as pw
 from fl_async.proto.fl_async import v1 as pb
 
 sint64 = st.integers(-(2**63), 2**63 - 1)
@@ -51,3 +52,54 @@ def test_varint_and_zigzag_edges() -> None:
     assert pw.tag(1, 2) == b"\x0a" and pw.tag(16, 0) == b"\x80\x01"
     assert pw.len_field(b"\x12", b"") == b"\x12\x00"  # a set, empty sub-message is written
     assert pw.sint64_field(b"\x08", 0) == b"" and pw.double_field(b"\x39", -0.0) == b""
+
+
+def test_field_keys_come_from_the_generated_classes() -> None:
+    """Each key is read from the generated class: a renumbered field moves the key, a retyped one is refused."""
+    import dataclasses
+
+    import betterproto2
+
+    for name in ("run_id", "message_id", "ttl", "created_at"):
+        meta = pb.Metadata._betterproto.meta_by_field_name[name]  # type: ignore[attr-defined]
+        assert pw.field_key(pb.Metadata, name, meta.proto_type)[0] >> 3 == meta.number
+
+    @dataclasses.dataclass(eq=False, repr=False)
+    class Renumbered(betterproto2.Message):
+        run_id: int = betterproto2.field(7, betterproto2.TYPE_SINT64)
+        ttl: float = betterproto2.field(21, betterproto2.TYPE_DOUBLE)
+
+    assert pw.field_key(Renumbered, "run_id", betterproto2.TYPE_SINT64) == pw.tag(7, 0)
+    assert pw.field_key(Renumbered, "ttl", betterproto2.TYPE_DOUBLE) == pw.tag(21, 1)
+    with pytest.raises(TypeError, match="Renumbered.run_id"):
+        pw.field_key(Renumbered, "run_id", betterproto2.TYPE_STRING)
+
+
+contents = st.sampled_from(
+    [
+        None,
+        pb.RecordSet(),
+        pb.RecordSet(metrics=[pb.MetricsRecord(name="m", entries=[pb.ValueEntry(key="a", value=pb.Value(double=0.5))])]),
+    ]
+)
+wire_messages = st.builds(
+    pb.Message,
+    metadata=st.none() | metadata,
+    content=contents,
+    error=st.none() | st.builds(pb.Error, code=sint64, reason=st.text(max_size=30)),
+)
+
+
+@given(st.lists(wire_messages, max_size=5), st.text(max_size=40), st.booleans())
+def test_reemitted_messages_match_betterproto2(messages: list[pb.Message], new_id: str, push_replies: bool) -> None:
+    """What the link re-emits from pushed bytes (new message id) equals betterproto2's bytes of the same response."""
+    request_type = pb.PushRepliesRequest if push_replies else pb.PushMessagesRequest
+    data = bytes(request_type(messages=messages))
+    parsed = request_type.FromString(data)
+    pw.remember_tails(data, parsed)
+    for m in parsed.messages:
+        if m.metadata is not None:
+            m.metadata.message_id = new_id
+    assert pw.encode_messages_response(parsed.messages) == bytes(pb.PullMessagesResponse(messages=parsed.messages))
+    instructions = pw.encode_messages_response(parsed.messages, pw.PUSH_REPLIES_INSTRUCTIONS_KEY)
+    assert instructions == bytes(pb.PushRepliesResponse(instructions=parsed.messages))

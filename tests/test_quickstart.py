@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 from examples.quickstart import client as qclient
 from examples.quickstart import server as qserver
 from examples.quickstart import task
-from fl_async._embedded import run_embedded
 from fl_async.cli import app
+from fl_async.cli.embedded import run_embedded
 
 ROUND_LINE = re.compile(r"round +(\d+)/(\d+): test accuracy +([\d.]+)%")
 

@@ -10,7 +10,7 @@ import anyio.to_thread
 import pytest
 
 from fl_async.common import ConfigsRecord, Context, MessageType, RecordSet
-from fl_async.common.errors import AppLoadError, NoMainFunctionError
+from fl_async.errors import AppLoadError, NoMainFunctionError
 from fl_async.server import AsyncDriver, Driver, ServerApp, async_run_server_app, run_server_app
 from tests.driver_fixtures import cluster, cluster_in_thread
 

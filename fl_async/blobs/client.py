@@ -15,7 +15,7 @@ from fl_async._digest import new_hasher
 from fl_async.blobs import protocol as p
 from fl_async.blobs._stream import BufferedStream, open_stream
 from fl_async.blobs.buffers import BufferPool, default_pool
-from fl_async.common.errors import (
+from fl_async.errors import (
     FlAsyncError,
     IntegrityError,
     InvalidRequestError,
@@ -31,7 +31,7 @@ __all__ = ["BlobClient"]
 Buffer = bytes | bytearray | memoryview
 
 
-class _Retryable(Exception):
+class _Retryable(FlAsyncError):
     """An I/O failure worth retrying (the connection broke or stalled)."""
 
 

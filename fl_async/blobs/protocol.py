@@ -33,6 +33,7 @@ import struct
 from dataclasses import dataclass
 
 from fl_async.blobs.store import DIGEST_SIZE
+from fl_async.errors import FlAsyncError
 
 __all__ = [
     "CHUNK_HEADER_SIZE",
@@ -42,6 +43,9 @@ __all__ = [
     "MAX_TOKEN_SIZE",
     "REPLY_HEADER_SIZE",
     "REQUEST_HEADER_SIZE",
+    "TOKEN_ID",
+    "TOKEN_NODE",
+    "TOKEN_RUN",
     "VERSION",
     "FrameError",
     "Op",
@@ -54,6 +58,7 @@ __all__ = [
     "encode_chunk_header",
     "encode_reply",
     "encode_request",
+    "node_blob_token",
 ]
 
 VERSION = 2
@@ -119,7 +124,20 @@ class Status(enum.IntEnum):
     """Unexpected server failure."""
 
 
-class FrameError(ValueError):
+TOKEN_NODE = b"N"
+"""First byte of a node's blob-path token (:func:`node_blob_token`)."""
+TOKEN_RUN = b"D"
+"""First byte of a driver's blob-path token (one per run, given out in ``CreateRunResponse.blob_token``)."""
+TOKEN_ID = struct.Struct(">q")
+"""The node id / run id that follows the first byte of a token (big-endian int64)."""
+
+
+def node_blob_token(node_id: int, token: bytes) -> bytes:
+    """The blob-path token of a node: its node id and its session token (from CreateNodeResponse)."""
+    return TOKEN_NODE + TOKEN_ID.pack(node_id) + bytes(token)
+
+
+class FrameError(FlAsyncError, ValueError):
     """Bytes that do not form a valid frame (wrong magic/version/op, or a length over the limits).
 
     Attributes:

@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from fl_async.blobs import protocol as p
 from fl_async.blobs._stream import WRITE_HIGH_WATER, BufferedStream
 from fl_async.blobs.store import BlobBusyError, BlobState, BlobStore, BlobStoreFullError, UnknownBlobError
-from fl_async.common.errors import IntegrityError
+from fl_async.errors import IntegrityError
 
 __all__ = ["Authorize", "BlobServer"]
 

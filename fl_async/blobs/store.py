@@ -11,7 +11,7 @@ Life of a blob:
 * **uploading**: :meth:`BlobStore.begin_upload` preallocates the whole buffer; bytes are written in
   order (``received`` offset), hashed incrementally, and an interrupted upload resumes from
   ``received``; :meth:`BlobStore.finish_upload` verifies the digest and either completes the blob or
-  discards the bytes and raises :class:`~fl_async.common.errors.IntegrityError`;
+  discards the bytes and raises :class:`~fl_async.errors.IntegrityError`;
 * **complete**: readable; freed as soon as no owner references it and no download lease or reader
   pins it. A complete blob that was never referenced (uploaded, message not pushed yet) and idle
   blobs whose upload stalled are freed by :meth:`BlobStore.sweep` after ``linger`` seconds.
@@ -36,7 +36,7 @@ from typing import NamedTuple
 
 from fl_async._digest import DIGEST_SIZE, Hasher, new_hasher
 from fl_async.blobs.buffers import BufferPool, default_pool
-from fl_async.common.errors import IntegrityError
+from fl_async.errors import FlAsyncError, IntegrityError
 
 __all__ = [
     "DIGEST_SIZE",
@@ -61,15 +61,15 @@ class BlobState(enum.Enum):
     """All bytes received and verified; readable."""
 
 
-class BlobBusyError(Exception):
+class BlobBusyError(FlAsyncError):
     """Another writer is uploading this blob right now (wait for it, or retry later)."""
 
 
-class BlobStoreFullError(Exception):
+class BlobStoreFullError(FlAsyncError):
     """Accepting the blob would exceed the store's byte capacity (``max_bytes``)."""
 
 
-class UnknownBlobError(KeyError):
+class UnknownBlobError(FlAsyncError, KeyError):
     """The store holds no blob with this digest."""
 
 

@@ -4,26 +4,27 @@ The driver and the node runtime encode with ``codec.message_to_proto(msg, blobs=
 over the inline limit become external references) and call :func:`upload_blobs` before the push;
 after a pull they call :func:`fetch_blobs` and decode with ``codec.message_from_proto(wire,
 blobs=...)``. A payload that cannot be fetched is left out, so decoding that message raises
-:class:`~fl_async.common.errors.IntegrityError` and the caller turns it into a
+:class:`~fl_async.errors.IntegrityError` and the caller turns it into a
 ``PAYLOAD_UNAVAILABLE`` error reply instead of losing the message.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar
 
 from fl_async.blobs.client import BlobClient
 from fl_async.codec import Buffer, external_arrays
-from fl_async.common.errors import FlAsyncError, LinkConnectionError
+from fl_async.errors import FlAsyncError, LinkConnectionError
 from fl_async.proto.fl_async import v1 as pb
 
 __all__ = [
     "OFF_LOOP_BYTES",
     "client_for",
+    "encode_beside_loop",
     "fetch_blobs",
-    "inline_limit_for",
     "needs_blobs",
     "payload_bytes",
     "upload_blobs",
@@ -102,54 +103,6 @@ def client_for(host: str, port: int, *, ssl: Any = None, token: bytes = b"") -> 
     return BlobClient(host, port, ssl=ssl, token=token)
 
 
-INLINE_BUDGET = 32 << 20
-"""Most array bytes one request carries inline (bytes); the rest goes on the blob path."""
-
-
-def inline_limit_for(messages: Iterable[Any], *, budget: int = INLINE_BUDGET, default: int | None = None) -> int:
-    """The inline limit (bytes) to encode ``messages`` with, so their inline arrays add up to ``budget`` at most.
-
-    Arrays above the codec's default limit travel as blobs anyway; when the small ones of all the
-    messages (a broadcast repeats them in every message) would exceed ``budget`` together, the limit is
-    lowered so that the largest of them go on the blob path too (stored once, however many messages
-    name them). So a push or a reply request stays far below the link's ``max_request_bytes``,
-    whatever the number or size of arrays.
-
-    Args:
-        messages: :class:`~fl_async.common.Message` objects about to be encoded in one request.
-        budget: bytes of inline array payload allowed in total.
-        default: the normal inline limit (default: ``codec.DEFAULT_INLINE_LIMIT``).
-
-    Returns:
-        The limit to pass as ``inline_limit`` to ``codec.message_to_proto`` (``-1``: everything external).
-    """
-    from fl_async.codec import DEFAULT_INLINE_LIMIT
-
-    limit = DEFAULT_INLINE_LIMIT if default is None else default
-    sizes: list[int] = []
-    for msg in messages:
-        if not msg.has_content():
-            continue
-        for rec in msg.content.parameters_records.values():
-            sizes.extend(a.nbytes for a in rec.values() if a.nbytes <= limit)
-    if sum(sizes) <= budget:
-        return limit
-    sizes.sort()
-    total = 0
-    best = -1
-    i = 0
-    while i < len(sizes):  # largest t (a size present) such that the sum of all sizes <= t fits the budget
-        j = i
-        while j < len(sizes) and sizes[j] == sizes[i]:
-            total += sizes[j]
-            j += 1
-        if total > budget:
-            break
-        best = sizes[i]
-        i = j
-    return best
-
-
 OFF_LOOP_BYTES = 8 << 20
 """Encodes whose distinct array payloads add up to at least this many bytes run on a worker thread, so
 that hashing them (~2.3 ms per 10 MiB; BLAKE3 releases the GIL) does not hold the event loop."""
@@ -165,3 +118,16 @@ def payload_bytes(messages: Iterable[Any]) -> int:
                 for a in rec.values():
                     seen[id(a.data)] = a.nbytes
     return sum(seen.values())
+
+
+T = TypeVar("T")
+
+
+async def encode_beside_loop(encode: Callable[..., T], messages: Sequence[Any], blobs: dict[bytes, Any] | None, *args: Any) -> T:
+    """``encode(*args)``, on a worker thread when ``blobs`` is given and ``messages`` carry at least
+    :data:`OFF_LOOP_BYTES` of distinct array payload (hashing large arrays -- BLAKE3 releases the GIL -- then runs
+    beside the event loop, not on it), else directly. The one place the driver's pushes and the node's replies
+    decide this."""
+    if blobs is not None and payload_bytes(messages) >= OFF_LOOP_BYTES:
+        return await asyncio.to_thread(encode, *args)
+    return encode(*args)

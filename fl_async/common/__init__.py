@@ -4,19 +4,6 @@ Names and semantics follow Flower 1.9's ``flwr.common`` (see each class for the 
 """
 
 from fl_async.common.context import Context, UserConfig
-from fl_async.common.errors import (
-    AppLoadError,
-    FlAsyncError,
-    IntegrityError,
-    InvalidRequestError,
-    LinkConnectionError,
-    LinkTimeoutError,
-    NoMainFunctionError,
-    NotAuthorizedError,
-    RefusedByLinkError,
-    ResourceExhaustedError,
-    TTLExpiredError,
-)
 from fl_async.common.logger import log
 from fl_async.common.message import DEFAULT_TTL, Error, ErrorCode, Message, MessageType, Metadata
 from fl_async.common.records import (
@@ -31,6 +18,19 @@ from fl_async.common.records import (
     array_from_numpy,
 )
 from fl_async.common.run import Run
+from fl_async.errors import (
+    AppLoadError,
+    FlAsyncError,
+    IntegrityError,
+    InvalidRequestError,
+    LinkConnectionError,
+    LinkTimeoutError,
+    NoMainFunctionError,
+    NotAuthorizedError,
+    RefusedByLinkError,
+    ResourceExhaustedError,
+    TTLExpiredError,
+)
 
 __all__ = [
     "DEFAULT_TTL",

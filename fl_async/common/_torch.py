@@ -2,7 +2,7 @@
 
 A tensor travels as its raw little-endian buffer with ``dtype`` named after the torch dtype
 (``"float32"``, ``"bfloat16"``, ``"float8_e4m3fn"``, ...): the numpy name where numpy has the type,
-otherwise a name from :data:`fl_async.common.records.EXTENSION_DTYPES`. Nothing is pickled.
+otherwise a name from :data:`fl_async.common.arrays.EXTENSION_DTYPES`. Nothing is pickled.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from fl_async.common.records import EXTENSION_DTYPES, Array, SType, dtype_itemsize, numpy_dtype
+from fl_async.common.arrays import EXTENSION_DTYPES, Array, SType, dtype_itemsize, numpy_dtype
 
 __all__ = ["array_to_tensor", "tensor_to_array"]
 

@@ -1,7 +1,7 @@
 """Messages: ``Metadata``, ``Error``, ``Message``, ``MessageType``, ``ErrorCode`` and ``DEFAULT_TTL``.
 
 Semantics follow Flower 1.9's ``flwr.common.message`` except that creating a reply whose time to live
-would be <= 0 raises :class:`~fl_async.common.errors.TTLExpiredError` at once (Flower builds it and
+would be <= 0 raises :class:`~fl_async.errors.TTLExpiredError` at once (Flower builds it and
 the SuperLink silently drops it later).
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from fl_async.common.errors import TTLExpiredError
 from fl_async.common.records import RecordSet
+from fl_async.errors import TTLExpiredError
 
 __all__ = ["DEFAULT_TTL", "Error", "ErrorCode", "Message", "MessageType", "Metadata"]
 

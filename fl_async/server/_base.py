@@ -19,10 +19,10 @@ from typing import Any
 
 from fl_async import codec
 from fl_async._net import parse_address
-from fl_async.common.errors import FlAsyncError, IntegrityError
 from fl_async.common.message import DEFAULT_TTL, ErrorCode, Message, Metadata
 from fl_async.common.records import INT64_MAX, INT64_MIN, RecordSet
 from fl_async.common.run import Run
+from fl_async.errors import FlAsyncError, IntegrityError
 from fl_async.proto.fl_async import v1 as pb
 
 __all__ = [
@@ -356,9 +356,7 @@ def push_request(run_id: int, messages: list[Message], blobs: dict[bytes, Any] |
     limit is lowered when the batch's small arrays add up to more than the inline budget, issue 7)."""
     if blobs is None:
         return pb.PushMessagesRequest(run_id=run_id, messages=[codec.message_to_proto(m) for m in messages])
-    from fl_async.blobs.transfer import inline_limit_for
-
-    limit = inline_limit_for(messages)
+    limit = codec.inline_limit_for(messages)
     digests: codec.DigestMemo = {}  # a model broadcast to N nodes is one buffer: hashed once
     return pb.PushMessagesRequest(
         run_id=run_id,

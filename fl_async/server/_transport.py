@@ -1,5 +1,5 @@
 """The driver's only I/O: one grpclib channel to the link's Driver API, and the one place where
-transport failures are mapped to fl-async's exception tree (:func:`fl_async.common.errors.from_grpc`).
+transport failures are mapped to fl-async's exception tree (:func:`fl_async._grpc.from_grpc`).
 """
 
 from __future__ import annotations
@@ -8,49 +8,47 @@ from typing import Any
 
 from grpclib.client import Channel
 
+from fl_async._grpc import TRANSPORT_ERRORS, from_grpc, open_channel, rpc_methods
 from fl_async._net import client_ssl_context
-from fl_async.common.errors import LinkConnectionError, from_grpc, transport_errors
+from fl_async.errors import LinkConnectionError
 from fl_async.proto.fl_async import v1 as pb
 from fl_async.server._base import DEFAULT_CALL_TIMEOUT, ConnectArgs
 
 __all__ = ["DriverTransport"]
 
-# RPC name (for messages) -> stub method name
-_METHODS = {
-    "CreateRun": "create_run",
-    "GetRun": "get_run",
-    "GetNodes": "get_nodes",
-    "WaitForNodes": "wait_for_nodes",
-    "PushMessages": "push_messages",
-    "PullMessages": "pull_messages",
-}
-
-
-# only transport failures are mapped; anything else (a caller's error) propagates unchanged
-_TRANSPORT_ERRORS = transport_errors()
+_METHODS = {rpc.name: rpc.method for rpc in rpc_methods(pb.DriverBase)}
+"""RPC name (for messages) -> stub method name, from the generated service."""
 
 
 class DriverTransport:
-    """A grpclib channel to one link's Driver API.
+    """Driver API calls over one grpclib channel (owned: :meth:`close` closes it).
 
     Must be created inside the event loop that will use it (grpclib binds a channel to the loop
-    current at construction; ``../shared/reference/libraries.md`` §2.2).
+    current at construction). :meth:`connect` opens a network channel; :mod:`fl_async.testing` passes an
+    in-memory one.
 
     Args:
-        args: the checked connection arguments (address, TLS roots).
+        channel: the channel to the link's Driver API.
+        address: ``HOST:PORT`` named in error messages.
         call_timeout: seconds a call may take beyond the wait it asks the link to hold it open.
-
-    Raises:
-        ValueError: the root certificates cannot be read or parsed.
     """
 
-    def __init__(self, args: ConnectArgs, *, call_timeout: float = DEFAULT_CALL_TIMEOUT) -> None:
-        ssl_ctx = client_ssl_context(args.root_certificates) if args.root_certificates is not None else None
-        self._address = args.address
+    def __init__(self, channel: Channel, address: str, *, call_timeout: float = DEFAULT_CALL_TIMEOUT) -> None:
+        self._address = address
         self._call_timeout = call_timeout
-        self._channel = Channel(args.host, args.port, ssl=ssl_ctx)
+        self._channel = channel
         self._stub = pb.DriverStub(self._channel)
         self._closed = False
+
+    @classmethod
+    def connect(cls, args: ConnectArgs, *, call_timeout: float = DEFAULT_CALL_TIMEOUT) -> DriverTransport:
+        """A transport over a new channel to ``args.address`` (TLS with ``args.root_certificates``).
+
+        Raises:
+            ValueError: the root certificates cannot be read or parsed.
+        """
+        ssl_ctx = client_ssl_context(args.root_certificates) if args.root_certificates is not None else None
+        return cls(open_channel(args.host, args.port, ssl_ctx), args.address, call_timeout=call_timeout)
 
     async def call(self, rpc: str, request: Any, *, wait: float = 0.0) -> Any:
         """Make one unary call to the link.
@@ -74,7 +72,7 @@ class DriverTransport:
         method = getattr(self._stub, _METHODS[rpc])
         try:
             return await method(request, timeout=wait + self._call_timeout)
-        except _TRANSPORT_ERRORS as exc:  # grpclib, OS, TLS and deadline errors: mapped here and only here
+        except TRANSPORT_ERRORS as exc:  # only transport failures are mapped; a caller's error propagates unchanged
             if self._closed:
                 raise LinkConnectionError(f"{rpc} to {self._address}: the driver was closed during the call") from exc
             raise from_grpc(exc, what=f"{rpc} to {self._address}", api="Driver", address=self._address) from exc

@@ -18,12 +18,13 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from fl_async._grpc import ChannelFactory
 from fl_async._net import DEFAULT_DRIVER_TARGET, client_ssl_context
 from fl_async.blobs import transfer as _blobs
-from fl_async.common.errors import LinkTimeoutError
 from fl_async.common.message import Message
 from fl_async.common.records import RecordSet
 from fl_async.common.run import Run
+from fl_async.errors import LinkTimeoutError
 from fl_async.proto.fl_async import v1 as pb
 from fl_async.server._base import (
     DEFAULT_CALL_TIMEOUT,
@@ -80,6 +81,8 @@ class AsyncDriver:
         fab_id, fab_version: free-form identity of the app, stored with the run (as Flower's CreateRun).
         call_timeout: seconds any call may take beyond the wait it asks the link to hold it open;
             bounds every call against an unresponsive link.
+        channel_factory: makes the grpclib channel to the Driver API instead of connecting to ``superlink``
+            (called once, in :meth:`connect`; :mod:`fl_async.testing` passes an in-memory one).
 
     Raises:
         ValueError: malformed address; both or neither of ``insecure``/``root_certificates``; bad
@@ -97,7 +100,9 @@ class AsyncDriver:
         fab_id: str = "",
         fab_version: str = "",
         call_timeout: float = DEFAULT_CALL_TIMEOUT,
+        channel_factory: ChannelFactory | None = None,
     ) -> None:
+        self._channel_factory = channel_factory
         self._args: ConnectArgs = check_connect_args(
             superlink,
             insecure=insecure,
@@ -161,7 +166,11 @@ class AsyncDriver:
             raise RuntimeError(f"cannot connect an AsyncDriver that is {self._state.value}")
         self._state = DriverState.CONNECTING
         try:
-            self._transport = DriverTransport(self._args, call_timeout=self._call_timeout)
+            if self._channel_factory is None:
+                self._transport = DriverTransport.connect(self._args, call_timeout=self._call_timeout)
+            else:
+                channel = await self._channel_factory()
+                self._transport = DriverTransport(channel, self._args.address, call_timeout=self._call_timeout)
             req = pb.CreateRunRequest(
                 fab_id=self._args.fab_id,
                 fab_version=self._args.fab_version,
@@ -328,11 +337,7 @@ class AsyncDriver:
         if not batch:
             return []
         blobs: dict[bytes, Any] | None = {} if self._blob_client is not None else None
-        if blobs is not None and _blobs.payload_bytes(batch) >= _blobs.OFF_LOOP_BYTES:
-            # hashing large arrays (BLAKE3 releases the GIL) runs beside the event loop, not on it
-            request = await asyncio.to_thread(push_request, self.run_id, batch, blobs)
-        else:
-            request = push_request(self.run_id, batch, blobs)
+        request = await _blobs.encode_beside_loop(push_request, batch, blobs, self.run_id, batch, blobs)
         await _blobs.upload_blobs(self._blob_client, blobs or {})  # issue 7: payloads before the push
         resp = await transport.call("PushMessages", request)
         return read_push_response(resp, batch)

@@ -23,6 +23,7 @@ from typing import Any
 
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
+from fl_async._grpc import ChannelFactory
 from fl_async._net import DEFAULT_DRIVER_TARGET
 from fl_async.common.message import Message
 from fl_async.common.records import RecordSet
@@ -74,7 +75,8 @@ class _Closer:
             self._stop()
 
     def _stop(self) -> None:
-        self._portal_cm.__exit__(None, None, None)
+        if self._portal_cm is not None:  # a borrowed portal stays open
+            self._portal_cm.__exit__(None, None, None)
 
 
 class Driver:
@@ -90,8 +92,10 @@ class Driver:
     closes a forgotten Driver when it is garbage-collected or at interpreter exit.
 
     Args:
-        superlink, insecure, root_certificates, run_config, fab_id, fab_version, call_timeout:
+        superlink, insecure, root_certificates, run_config, fab_id, fab_version, call_timeout, channel_factory:
             as :class:`AsyncDriver`.
+        portal: run in this anyio blocking portal's event loop instead of a thread of the driver's own (the
+            portal stays open when the driver closes). :mod:`fl_async.testing` passes the in-memory link's.
 
     Raises:
         ValueError, TypeError: bad arguments (before any thread is started).
@@ -111,6 +115,8 @@ class Driver:
         fab_id: str = "",
         fab_version: str = "",
         call_timeout: float = DEFAULT_CALL_TIMEOUT,
+        channel_factory: ChannelFactory | None = None,
+        portal: BlockingPortal | None = None,
     ) -> None:
         inner = AsyncDriver(
             superlink,
@@ -120,15 +126,19 @@ class Driver:
             fab_id=fab_id,
             fab_version=fab_version,
             call_timeout=call_timeout,
+            channel_factory=channel_factory,
         )
         _warn_if_in_event_loop()
-        portal_cm = start_blocking_portal(name=THREAD_NAME)
-        portal = portal_cm.__enter__()
+        portal_cm: Any = None
+        if portal is None:
+            portal_cm = start_blocking_portal(name=THREAD_NAME)
+            portal = portal_cm.__enter__()
         try:
             thread_id = portal.call(threading.get_ident)
             closer = _Closer(portal_cm, portal, inner, thread_id)
         except BaseException:
-            portal_cm.__exit__(None, None, None)
+            if portal_cm is not None:
+                portal_cm.__exit__(None, None, None)
             raise
         self._inner = inner
         self._portal = portal

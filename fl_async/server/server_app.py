@@ -22,7 +22,7 @@ import anyio.to_thread
 
 from fl_async._net import DEFAULT_DRIVER_TARGET
 from fl_async.common.context import Context
-from fl_async.common.errors import NoMainFunctionError
+from fl_async.errors import NoMainFunctionError
 from fl_async.server.async_driver import AsyncDriver
 from fl_async.server.driver import Driver
 

@@ -7,7 +7,7 @@ protocol the link's servers create (:class:`TrackedServer`), so that:
 * :meth:`ConnectionTracker.close_all` closes them when the link stops (after the grace period, so held
   long-polls are answered first), and aborts those that do not close in time;
 * a Fleet handler can :meth:`~ConnectionTracker.bind` the node it authenticated to the connection the call came
-  in on (read from :data:`CURRENT`, set by :func:`fl_async.superlink.wire.unary_handler`). When that connection
+  in on (read from :data:`CURRENT`, set by :func:`fl_async.superlink.rpc.unary_handler`). When that connection
   is lost (the peer closed or reset it; not when the link itself stops), the ids of the nodes whose latest call
   came in on it are handed to ``on_lost``. The link turns that into :meth:`LinkState.connection_lost`, the
   sans-IO disconnect-grace rule.

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from fl_async.errors import FlAsyncError
+
 __all__ = ["InvalidArgumentError", "LinkStateError", "NotFoundError", "PermissionDeniedError", "UnauthenticatedError"]
 
 
-class LinkStateError(Exception):
+class LinkStateError(FlAsyncError):
     """A request the state refuses as a whole; ``status`` names the gRPC status to answer with."""
 
     status = "UNKNOWN"

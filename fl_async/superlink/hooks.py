@@ -59,7 +59,7 @@ class PayloadTracker(Protocol):
 def payload_problem(tracker: object, message: pb.Message) -> str:
     """Why the link cannot hold ``message`` because of its external array payloads (``""`` if it can).
 
-    Asks the tracker's optional ``unavailable(message) -> str`` (:class:`~fl_async.blobs.link.LinkBlobs`
+    Asks the tracker's optional ``unavailable(message) -> str`` (:class:`~fl_async.superlink.payloads.LinkBlobs`
     answers whether every digest is uploaded and complete); trackers without it accept every message.
     """
     check = getattr(tracker, "unavailable", None)

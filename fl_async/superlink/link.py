@@ -12,19 +12,20 @@ import signal
 import time
 from collections.abc import Callable
 from types import TracebackType
+from typing import Any
 
 import anyio
 import grpclib.server
 
 from fl_async._net import format_address, parse_address, server_ssl_context
-from fl_async.blobs.link import LinkBlobs
 from fl_async.superlink.config import LinkConfig
 from fl_async.superlink.connections import ConnectionTracker
+from fl_async.superlink.payloads import LinkBlobs
+from fl_async.superlink.rpc import CallTracker, LimitedProtoCodec
 from fl_async.superlink.services import DriverService, FleetService, WrongApiService
 from fl_async.superlink.state import LinkState, LinkStats, PayloadTracker
 from fl_async.superlink.store import LinkStore
 from fl_async.superlink.wakeups import Wakeups
-from fl_async.superlink.wire import CallTracker, LimitedProtoCodec
 
 __all__ = ["SuperLink", "serve"]
 
@@ -76,11 +77,13 @@ class SuperLink:
             self.config, clock=clock, store=store, listener=self._wakeups, payloads=payloads or self.blobs
         )
         if self.blobs is not None:
-            self.blobs.attach(self.state)
+            self.blobs.attach(self._node_token)
         self._servers: list[grpclib.server.Server] = []  # TrackedServer: connections closed on stop
         self._addresses: dict[str, str] = {}
         self._timer: asyncio.Task[None] | None = None
         self._lifecycle = _Lifecycle.NEW
+        self.codec = LimitedProtoCodec(self.config.max_request_bytes)
+        """The codec requests to this link are decoded with (size limit, shape checks, forwarded bytes)."""
 
     # ---------------------------------------------------------------------------- addresses, stats
     @property
@@ -129,18 +132,10 @@ class SuperLink:
         cfg = self.config
         ssl_ctx = server_ssl_context(cfg.tls) if cfg.tls is not None else None  # ValueError: still NEW
         self._lifecycle = _Lifecycle.RUNNING
-        codec = LimitedProtoCodec(cfg.max_request_bytes)
+        codec = self.codec
         try:
-            for which, address, service_cls, other_cls, other in (
-                ("driver", cfg.driver_api_address, DriverService, FleetService, "fleet"),
-                ("fleet", cfg.fleet_api_address, FleetService, DriverService, "driver"),
-            ):
-                service = service_cls(
-                    self.state, self._wakeups, self._calls, cfg.max_poll_timeout, codec, connections=self._connections
-                )
-                # the other API's methods get a hint instead of grpclib's "Missing content-type header"
-                wrong = WrongApiService(service_cls._service, other_cls, functools.partial(self._port, other))
-                server = self._connections.server([service, wrong], codec=codec)
+            for which, address in (("driver", cfg.driver_api_address), ("fleet", cfg.fleet_api_address)):
+                server = self._connections.server(self.services(which), codec=codec)
                 host, port = parse_address(address)
                 await server.start(host, port, backlog=cfg.backlog, ssl=ssl_ctx, reuse_address=True)
                 self._servers.append(server)
@@ -165,6 +160,39 @@ class SuperLink:
             self._addresses.get("blob", "none"),
             "TLS" if ssl_ctx is not None else "insecure",
         )
+
+    def services(self, api: str) -> list[Any]:
+        """The grpclib services of one API over this link's state: ``api`` is ``"driver"`` or ``"fleet"``.
+
+        :meth:`start` serves them on the configured addresses; :mod:`fl_async.testing` serves them in memory
+        (after :meth:`start_in_memory`). Requests must be decoded with :attr:`codec`.
+        """
+        own, other = (DriverService, FleetService) if api == "driver" else (FleetService, DriverService)
+        if api not in ("driver", "fleet"):
+            raise ValueError(f"api must be 'driver' or 'fleet', got {api!r}")
+        cfg = self.config
+        service = own(
+            self.state, self._wakeups, self._calls, cfg.max_poll_timeout, self.codec, connections=self._connections
+        )
+        # the other API's methods get a hint instead of grpclib's "Missing content-type header"
+        other_api = "fleet" if api == "driver" else "driver"
+        wrong = WrongApiService(own._service, other, functools.partial(self._port, other_api))
+        return [service, wrong]
+
+    async def start_in_memory(self) -> None:
+        """Start the deadline timer without binding any port: the APIs are then reached only through
+        :meth:`services` served in memory (:mod:`fl_async.testing`). Needs a link made with a ``payloads`` tracker
+        (the blob data path is TCP only).
+
+        Raises:
+            RuntimeError: already started or stopped, or the link has a blob data path.
+        """
+        if self._lifecycle is not _Lifecycle.NEW:
+            raise RuntimeError(f"cannot start a SuperLink that is {self._lifecycle.value}")
+        if self.blobs is not None:
+            raise RuntimeError("an in-memory SuperLink needs a payloads tracker (the blob data path is TCP only)")
+        self._lifecycle = _Lifecycle.RUNNING
+        self._timer = asyncio.create_task(self._run_timer(), name="fl-async-superlink-deadlines")
 
     async def stop(self, grace: float = 1.0) -> None:
         """Stop serving: refuse new connections, answer held long-polls at once (with what is ready, usually
@@ -214,6 +242,11 @@ class SuperLink:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.stop()
+
+    def _node_token(self, node_id: int) -> bytes | None:
+        """The session token of a registered node (``None``: unknown), for the blob path's authorization."""
+        node = self.state.store.get_node(node_id)
+        return None if node is None else node.token
 
     def _connection_lost(self, node_ids: list[int]) -> None:
         """A peer closed or reset a connection: its nodes get ``disconnect_grace`` to come back."""

@@ -17,15 +17,16 @@ import grpclib.server
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
-from fl_async.blobs.link import blob_port_of, run_blob_token
+from fl_async._grpc import Rpc, rpc_methods
 from fl_async.proto.fl_async import v1 as pb
+from fl_async.superlink.payloads import blob_port_of, run_blob_token
+from fl_async.superlink.rpc import CallTracker, LimitedProtoCodec, Undo, unary_handler
 from fl_async.superlink.state import (
     InvalidArgumentError,
     LinkState,
     UnauthenticatedError,
 )
 from fl_async.superlink.validation import timeout_problem
-from fl_async.superlink.wire import CallTracker, LimitedProtoCodec, Undo, unary_handler
 
 if TYPE_CHECKING:
     from fl_async.superlink.connections import ConnectionTracker
@@ -40,9 +41,10 @@ log = logging.getLogger("fl_async.superlink")
 
 
 class _Service:
-    _package = "fl_async.v1"
     _service = ""
-    _methods: tuple[tuple[str, str, type, type], ...] = ()
+    _methods: tuple[Rpc, ...] = ()
+    """The RPCs, read from the generated service base; each is handled by the method of the same name, which
+    returns ``(response, undo)``."""
 
     def __init__(
         self,
@@ -64,10 +66,15 @@ class _Service:
     def __mapping__(self) -> dict[str, grpclib.const.Handler]:
         """Method path -> grpclib handler (what ``grpclib.server.Server`` reads)."""
         return {
-            f"/{self._package}.{self._service}/{rpc}": unary_handler(
-                f"{self._service}.{rpc}", getattr(self, attr), req, resp, self.calls, self.codec
+            rpc.path: unary_handler(
+                f"{self._service}.{rpc.name}",
+                getattr(self, rpc.method),
+                rpc.request_type,
+                rpc.response_type,
+                self.calls,
+                self.codec,
             )
-            for rpc, attr, req, resp in self._methods
+            for rpc in self._methods
         }
 
     def _wait_window(self, name: str, requested: float) -> float:
@@ -85,14 +92,7 @@ class FleetService(_Service):
     """
 
     _service = "Fleet"
-    _methods = (
-        ("CreateNode", "create_node", pb.CreateNodeRequest, pb.CreateNodeResponse),
-        ("DeleteNode", "delete_node", pb.DeleteNodeRequest, pb.DeleteNodeResponse),
-        ("Heartbeat", "heartbeat", pb.HeartbeatRequest, pb.HeartbeatResponse),
-        ("PullInstructions", "pull_instructions", pb.PullInstructionsRequest, pb.PullInstructionsResponse),
-        ("PushReplies", "push_replies", pb.PushRepliesRequest, pb.PushRepliesResponse),
-        ("GetRun", "get_run", pb.FleetGetRunRequest, pb.FleetGetRunResponse),
-    )
+    _methods = rpc_methods(pb.FleetBase)
 
     async def create_node(self, req: pb.CreateNodeRequest) -> tuple[pb.CreateNodeResponse, Undo]:
         """CreateNode: register a node (:meth:`LinkState.create_node`); advertise the blob port (issue 7)."""
@@ -178,14 +178,7 @@ class DriverService(_Service):
     """Driver API handlers (see ``proto/fl_async/v1/driver.proto`` and :class:`LinkState` for the rules)."""
 
     _service = "Driver"
-    _methods = (
-        ("CreateRun", "create_run", pb.CreateRunRequest, pb.CreateRunResponse),
-        ("GetRun", "get_run", pb.GetRunRequest, pb.GetRunResponse),
-        ("GetNodes", "get_nodes", pb.GetNodesRequest, pb.GetNodesResponse),
-        ("WaitForNodes", "wait_for_nodes", pb.WaitForNodesRequest, pb.WaitForNodesResponse),
-        ("PushMessages", "push_messages", pb.PushMessagesRequest, pb.PushMessagesResponse),
-        ("PullMessages", "pull_messages", pb.PullMessagesRequest, pb.PullMessagesResponse),
-    )
+    _methods = rpc_methods(pb.DriverBase)
 
     async def create_run(self, req: pb.CreateRunRequest) -> tuple[pb.CreateRunResponse, Undo]:
         """CreateRun: create a run; advertise the blob port and the run's driver blob token (issue 7)."""
@@ -284,8 +277,8 @@ class WrongApiService:
 
         other = self.other
         return {
-            f"/{other._package}.{other._service}/{rpc}": grpclib.const.Handler(
-                refuse, grpclib.const.Cardinality.UNARY_UNARY, req, resp
+            rpc.path: grpclib.const.Handler(
+                refuse, grpclib.const.Cardinality.UNARY_UNARY, rpc.request_type, rpc.response_type
             )
-            for rpc, _attr, req, resp in other._methods
+            for rpc in other._methods
         }

@@ -4,8 +4,9 @@
 ``fl-async supernode``); :func:`check_reply` and :func:`exception_reason` are the reply rules used.
 """
 
-from fl_async.supernode._dispatch import check_reply, exception_reason, run_client_app
+from fl_async.supernode._dispatch import run_client_app
 from fl_async.supernode._runner import run_supernode
+from fl_async.supernode.replies import check_reply, exception_reason
 from fl_async.supernode.supernode import SuperNode
 
 __all__ = ["SuperNode", "check_reply", "exception_reason", "run_client_app", "run_supernode"]

@@ -1,45 +1,41 @@
 """Thin async client of the Fleet API: one grpclib Channel, one method per RPC, every call with a deadline.
 
 Every transport failure is mapped to the fl-async exception tree with
-:func:`fl_async.common.errors.from_grpc`, here and nowhere else in the node runtime.
+:func:`fl_async._grpc.from_grpc`, here and nowhere else in the node runtime.
 
 The two per-instruction calls (:meth:`FleetClient.pull` and :meth:`FleetClient.push`) send requests
-pre-encoded by :mod:`fl_async.supernode._wire` straight through ``Channel.request`` (no stub, no
+pre-encoded by :mod:`fl_async._fastwire` straight through ``Channel.request`` (no stub, no
 betterproto2 serialization of the envelope); responses are parsed by betterproto2 as usual.
 """
 
 from __future__ import annotations
 
-import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from grpclib.client import Channel
 from grpclib.const import Cardinality
-from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
 
-from fl_async._net import format_address
-from fl_async.common.errors import from_grpc
+from fl_async._fastwire import Encoded, pull_request
+from fl_async._grpc import TRANSPORT_ERRORS, from_grpc, rpc_methods
 from fl_async.proto.fl_async import v1 as pb
-from fl_async.supernode._wire import Encoded, pull_request
 
-_PULL_PATH = "/fl_async.v1.Fleet/PullInstructions"
-_PUSH_PATH = "/fl_async.v1.Fleet/PushReplies"
+_PATHS = {rpc.name: rpc.path for rpc in rpc_methods(pb.FleetBase)}
+_PULL_PATH = _PATHS["PullInstructions"]
+_PUSH_PATH = _PATHS["PushReplies"]
 
 __all__ = ["FleetClient"]
 
 R = TypeVar("R")
 
-_TRANSPORT_ERRORS = (GRPCError, StreamTerminatedError, ProtocolError, OSError, TimeoutError, ssl.SSLError)
-
 
 class FleetClient:
-    """Fleet API calls over one Channel. Construct inside the event loop that will use it (grpclib binds it).
+    """Fleet API calls over one Channel (owned: :meth:`close` closes it). Construct inside the event loop that will
+    use it (grpclib binds it).
 
     Args:
-        host: link host.
-        port: link Fleet API port.
-        ssl_context: TLS client context, or ``None`` for plaintext.
+        channel: the channel to the link's Fleet API (:func:`fl_async._grpc.open_channel`, or in memory).
+        address: ``HOST:PORT`` named in error messages.
         rpc_timeout: deadline in seconds of control calls (CreateNode, GetRun, ...).
         push_timeout: deadline in seconds of :meth:`push_replies` (replies may be large).
         poll_margin: seconds added to a long-poll's own timeout to get its deadline.
@@ -47,16 +43,15 @@ class FleetClient:
 
     def __init__(
         self,
-        host: str,
-        port: int,
+        channel: Channel,
+        address: str,
         *,
-        ssl_context: ssl.SSLContext | None,
         rpc_timeout: float,
         push_timeout: float,
         poll_margin: float,
     ) -> None:
-        self.address = format_address(host, port)
-        self._channel = Channel(host, port, ssl=ssl_context)
+        self.address = address
+        self._channel = channel
         self._stub = pb.FleetStub(self._channel)
         self.rpc_timeout = rpc_timeout
         self.push_timeout = push_timeout
@@ -65,7 +60,7 @@ class FleetClient:
     async def _call(self, what: str, fn: Callable[..., Awaitable[R]], request: Any, timeout: float) -> R:
         try:
             return await fn(request, timeout=timeout)
-        except _TRANSPORT_ERRORS as exc:
+        except TRANSPORT_ERRORS as exc:
             raise from_grpc(exc, what=f"{what} to {self.address}", api="Fleet", address=self.address) from exc
 
     async def create_node(self, heartbeat_interval: float) -> pb.CreateNodeResponse:
@@ -83,12 +78,6 @@ class FleetClient:
         resp = await self._call("Heartbeat", self._stub.heartbeat, req, timeout)
         return resp.heartbeat_interval
 
-    async def pull_instructions(self, auth: pb.NodeAuth, max_messages: int, timeout: float) -> list[pb.Message]:
-        """Long-poll for up to ``max_messages`` instructions, held open up to ``timeout`` seconds by the link."""
-        req = pb.PullInstructionsRequest(auth=auth, max_messages=max_messages, timeout=timeout)
-        resp = await self._call("PullInstructions", self._stub.pull_instructions, req, timeout + self.poll_margin)
-        return list(resp.messages)
-
     async def _raw(self, what: str, path: str, request: bytes, response_type: type[R], timeout: float) -> R:
         try:
             async with self._channel.request(
@@ -96,13 +85,13 @@ class FleetClient:
             ) as stream:
                 await stream.send_message(Encoded(request), end=True)
                 response = await stream.recv_message()
-        except _TRANSPORT_ERRORS as exc:
+        except TRANSPORT_ERRORS as exc:
             raise from_grpc(exc, what=f"{what} to {self.address}", api="Fleet", address=self.address) from exc
         assert response is not None
         return response
 
     async def pull(self, auth: bytes, max_messages: int, timeout: float) -> list[pb.Message]:
-        """As :meth:`pull_instructions`, with the credentials pre-encoded (:func:`fl_async.supernode._wire.auth_field`).
+        """As :meth:`pull_instructions`, with the credentials pre-encoded (:func:`fl_async._fastwire.auth_field`).
 
         Raises:
             FlAsyncError: a subclass, mapped from the transport failure (see :func:`from_grpc`).
@@ -117,7 +106,7 @@ class FleetClient:
         return resp.messages
 
     async def push(self, request: bytes, pull_timeout: float = 0.0) -> pb.PushRepliesResponse:
-        """Send a pre-encoded ``PushRepliesRequest`` (:func:`fl_async.supernode._wire.push_request`).
+        """Send a pre-encoded ``PushRepliesRequest`` (:func:`fl_async._fastwire.push_request`).
 
         Args:
             request: the serialized request.
@@ -133,11 +122,6 @@ class FleetClient:
         return await self._raw(
             "PushReplies", _PUSH_PATH, request, pb.PushRepliesResponse, self.push_timeout + pull_timeout
         )
-
-    async def push_replies(self, auth: pb.NodeAuth, messages: list[pb.Message]) -> pb.PushRepliesResponse:
-        """Push replies; the response has one id (``""`` if refused) and one reason per reply."""
-        req = pb.PushRepliesRequest(auth=auth, messages=messages)
-        return await self._call("PushReplies", self._stub.push_replies, req, self.push_timeout)
 
     async def get_run(self, auth: pb.NodeAuth, run_id: int) -> pb.Run:
         """Fetch a run (its config)."""

@@ -13,7 +13,7 @@ import anyio
 from fl_async._loading import load_object
 from fl_async._net import DEFAULT_FLEET_TARGET
 from fl_async.client.client_app import ClientApp
-from fl_async.common.errors import FlAsyncError
+from fl_async.errors import FlAsyncError
 from fl_async.supernode.supernode import SuperNode
 
 __all__ = ["run_supernode"]

@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 import anyio
 from tenacity import RetryCallState
 
-from fl_async.common.errors import (
+from fl_async._fastwire import auth_field
+from fl_async.errors import (
     FlAsyncError,
     InvalidRequestError,
     LinkConnectionError,
@@ -20,7 +21,6 @@ from fl_async.common.errors import (
 )
 from fl_async.proto.fl_async import v1 as pb
 from fl_async.supernode._fleet import FleetClient
-from fl_async.supernode._wire import auth_field
 
 __all__ = ["_Backoff", "_HealthySessionLost", "_PayloadRefused", "_Session", "_SessionLost", "_positive", "_transient"]
 
@@ -74,7 +74,7 @@ class _Session:
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
     lost: FlAsyncError | None = None
     wire_auth: bytes = field(init=False)
-    """``auth`` encoded once, for the pre-encoded pull/push requests (:mod:`fl_async.supernode._wire`)."""
+    """``auth`` encoded once, for the pre-encoded pull/push requests (:mod:`fl_async._fastwire`)."""
 
     def __post_init__(self) -> None:
         self.wire_auth = auth_field(self.auth)

@@ -36,22 +36,23 @@ import anyio
 from grpclib.exceptions import ProtocolError, StreamTerminatedError
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
-from fl_async._net import DEFAULT_FLEET_TARGET, client_ssl_context, parse_address
+from fl_async._grpc import ChannelFactory, open_channel
+from fl_async._net import DEFAULT_FLEET_TARGET, client_ssl_context, format_address, parse_address
 from fl_async.blobs import transfer as _blobs
 from fl_async.blobs.buffers import default_pool
-from fl_async.blobs.link import node_blob_token
+from fl_async.blobs.protocol import node_blob_token
 from fl_async.client.client_app import ClientApp
 from fl_async.common.context import Context, UserConfig
-from fl_async.common.errors import (
+from fl_async.common.records import ConfigsRecord
+from fl_async.errors import (
     FlAsyncError,
     LinkConnectionError,
     LinkTimeoutError,
     NotAuthorizedError,
 )
-from fl_async.common.records import ConfigsRecord
 from fl_async.proto.fl_async import v1 as pb
 from fl_async.supernode._fleet import FleetClient
-from fl_async.supernode._messages import _Messages
+from fl_async.supernode._instructions import InstructionHandler
 from fl_async.supernode._session import (
     _Backoff,
     _HealthySessionLost,
@@ -77,7 +78,7 @@ _RPC_TIMEOUT = 10.0
 _PUSH_TIMEOUT = 60.0
 
 
-class SuperNode(_Messages):
+class SuperNode:
     """A node running a :class:`ClientApp` for a SuperLink (as Flower 1.9's ``flower-client-app``).
 
     Use it in-process as an async context manager (runs in the background)::
@@ -113,6 +114,8 @@ class SuperNode(_Messages):
             its deadline is this plus 5 s.
         shutdown_grace: seconds a stopping node waits for running handlers (and their replies)
             before abandoning them.
+        channel_factory: makes each grpclib channel to the Fleet API instead of connecting to ``superlink``
+            (called at each (re)connection; :mod:`fl_async.testing` passes an in-memory one).
 
     Raises:
         TypeError: ``app`` is not a ClientApp, an argument has the wrong type, or a ``node_config``
@@ -136,6 +139,7 @@ class SuperNode(_Messages):
         max_backoff: float = 20.0,
         poll_timeout: float = 10.0,
         shutdown_grace: float = 2.0,
+        channel_factory: ChannelFactory | None = None,
     ) -> None:
         if not isinstance(app, ClientApp):
             raise TypeError(f"app must be a ClientApp, got {type(app).__name__}")
@@ -156,6 +160,7 @@ class SuperNode(_Messages):
         if max_concurrency < 1:
             raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}")
         self._app = app
+        self._channel_factory = channel_factory
         self._host, self._port = host, port
         self.superlink = superlink
         self._max_concurrency = max_concurrency
@@ -188,6 +193,7 @@ class SuperNode(_Messages):
         self._pull_scope: anyio.CancelScope | None = None
         self._prims = False
         self._owner_tg: Any = None
+        self._instructions = InstructionHandler(self)
 
     # ------------------------------------------------------------------ public API
 
@@ -439,13 +445,16 @@ class SuperNode(_Messages):
             self._stop_evt.set()
             self._session_evt.set()
 
-    def _connect(self) -> FleetClient:
+    async def _connect(self) -> FleetClient:
         if self._conn is not None:
             self._conn.close()
+        if self._channel_factory is None:
+            channel = open_channel(self._host, self._port, self._ssl)
+        else:
+            channel = await self._channel_factory()
         self._conn = FleetClient(
-            self._host,
-            self._port,
-            ssl_context=self._ssl,
+            channel,
+            format_address(self._host, self._port),
             rpc_timeout=_RPC_TIMEOUT,
             push_timeout=_PUSH_TIMEOUT,
             poll_margin=_POLL_MARGIN,
@@ -473,7 +482,7 @@ class SuperNode(_Messages):
         return _Session(conn=conn, auth=prev.auth)
 
     async def _run_session(self) -> None:
-        conn = self._connect()
+        conn = await self._connect()
         sess = await self._resume(conn)
         if sess is None:
             resp = await conn.create_node(self._requested_interval)
@@ -580,7 +589,7 @@ class SuperNode(_Messages):
                     quick_empty = 0
                 for wire in wires:
                     self._take_slot()
-                    self._tg.start_soon(self._handle, wire, sess)
+                    self._tg.start_soon(self._instructions.handle, wire, sess)
         if self._pull_scope is scope:
             self._pull_scope = None
 

@@ -15,7 +15,7 @@ reference ``(message_id, digest)`` in the :class:`~fl_async.blobs.store.BlobStor
   seconds.
 
 Authorization (``authorize(token)``): a node presents :func:`node_blob_token` (its node id and
-session token, checked against the link state); a driver presents the ``blob_token`` of
+session token, checked against the link state: :func:`fl_async.blobs.protocol.node_blob_token`); a driver presents the ``blob_token`` of
 ``CreateRunResponse`` (:meth:`LinkBlobs.run_token`).
 """
 
@@ -26,32 +26,22 @@ import hmac
 import logging
 import secrets
 import ssl as _ssl
-import struct
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 from fl_async.blobs.protocol import DEFAULT_CHUNK_SIZE
+from fl_async.blobs.protocol import TOKEN_ID as _ID
+from fl_async.blobs.protocol import TOKEN_NODE as _NODE
+from fl_async.blobs.protocol import TOKEN_RUN as _RUN
 from fl_async.blobs.server import BlobServer
 from fl_async.blobs.store import BlobState, BlobStore, BlobStoreStatistics
 from fl_async.codec import external_arrays
 from fl_async.proto.fl_async import v1 as pb
 
-if TYPE_CHECKING:
-    from fl_async.superlink.state import LinkState
-
-__all__ = ["LinkBlobs", "blob_port_of", "node_blob_token", "run_blob_token"]
+__all__ = ["LinkBlobs", "blob_port_of", "run_blob_token"]
 
 log = logging.getLogger("fl_async.superlink.blobs")
-
-_NODE = b"N"
-_RUN = b"D"
-_ID = struct.Struct(">q")
-
-
-def node_blob_token(node_id: int, token: bytes) -> bytes:
-    """The blob-path token of a node: its node id and its session token (from CreateNodeResponse)."""
-    return _NODE + _ID.pack(node_id) + bytes(token)
-
 
 class LinkBlobs:
     """Blob store + blob server of a SuperLink, and its payload tracker.
@@ -82,16 +72,17 @@ class LinkBlobs:
         self.chunk_size = chunk_size
         self.sweep_interval = sweep_interval
         self._clock = clock
-        self._state: LinkState | None = None
+        self._node_token: Callable[[int], bytes | None] | None = None
         self._run_tokens: dict[int, bytes] = {}
         self._pending: list[tuple[str, bytes | None]] = []
         self._flush_scheduled = False
         self.server: BlobServer | None = None
         self._sweeper: asyncio.Task[None] | None = None
 
-    def attach(self, state: LinkState) -> None:
-        """Use ``state`` to check node tokens (called once by the SuperLink)."""
-        self._state = state
+    def attach(self, node_token: Callable[[int], bytes | None]) -> None:
+        """Check node tokens with ``node_token(node_id)``: the session token of a registered node, else ``None``
+        (called once by the SuperLink, with its state's lookup)."""
+        self._node_token = node_token
 
     # ------------------------------------------------------------------------------ tokens
 
@@ -103,16 +94,16 @@ class LinkBlobs:
         return tok
 
     def authorize(self, token: bytes) -> bool:
-        """Whether ``token`` is a registered node's (:func:`node_blob_token`) or a run's driver token."""
+        """Whether ``token`` is a registered node's (:func:`fl_async.blobs.protocol.node_blob_token`) or a run's driver token."""
         if len(token) < 1 + _ID.size:
             return False
         kind, (ident,), secret = token[:1], _ID.unpack(token[1 : 1 + _ID.size]), token[1 + _ID.size :]
         if kind == _RUN:
             known = self._run_tokens.get(ident)
             return known is not None and hmac.compare_digest(known, token)
-        if kind == _NODE and self._state is not None:
-            node = self._state.store.get_node(ident)
-            return node is not None and hmac.compare_digest(node.token, secret)
+        if kind == _NODE and self._node_token is not None:
+            known = self._node_token(ident)
+            return known is not None and hmac.compare_digest(known, secret)
         return False
 
     # ------------------------------------------------------------------------------ tracker

@@ -27,6 +27,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from fl_async._net import ServerTLS, parse_address, read_pem
+from fl_async.errors import FlAsyncError
 
 __all__ = [
     "CliArgumentError",
@@ -44,7 +45,7 @@ _KEY_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
 _INT64 = (-(2**63), 2**63 - 1)
 
 
-class CliArgumentError(ValueError):
+class CliArgumentError(FlAsyncError, ValueError):
     """A command-line value was refused; ``str(exc)`` is the one-line reason shown to the user."""
 
 

@@ -1,90 +1,88 @@
-"""The one exception tree of fl-async.
+"""The client side's transport boundary: opening a gRPC channel and mapping its failures to :mod:`fl_async.errors`.
 
-Every error the SDK raises on purpose derives from :class:`FlAsyncError`. Transport failures are
-mapped from grpclib statuses and :class:`TimeoutError` in one place,
-:func:`fl_async.common.errors.from_grpc` (used by the driver and the node runtime).
-
-Value errors caused by the caller's own arguments stay builtin ``ValueError``/``TypeError`` (as in
-Flower 1.9), so that code written against Flower keeps catching what it caught there.
+The driver (:mod:`fl_async.server._transport`) and the node (:mod:`fl_async.supernode._fleet`) make every call
+through a grpclib ``Channel`` built by :func:`open_channel` (or injected, e.g. by :mod:`fl_async.testing`), and
+turn every transport failure into an :class:`~fl_async.errors.FlAsyncError` with :func:`from_grpc`, here and
+nowhere else. :mod:`fl_async.errors` itself imports no grpclib.
 """
 
 from __future__ import annotations
 
-__all__ = [
-    "AppLoadError",
-    "FlAsyncError",
-    "IntegrityError",
-    "InvalidRequestError",
-    "LinkConnectionError",
-    "LinkTimeoutError",
-    "NoMainFunctionError",
-    "NotAuthorizedError",
-    "RefusedByLinkError",
-    "ResourceExhaustedError",
-    "TTLExpiredError",
-    "from_grpc",
-    "transport_errors",
-]
+import re
+import ssl
+from collections.abc import Awaitable, Callable
+from typing import Any, NamedTuple
+
+from grpclib.client import Channel
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
+
+from fl_async.errors import (
+    FlAsyncError,
+    InvalidRequestError,
+    LinkConnectionError,
+    LinkTimeoutError,
+    NotAuthorizedError,
+    RefusedByLinkError,
+    ResourceExhaustedError,
+)
+
+__all__ = ["TRANSPORT_ERRORS", "ChannelFactory", "Rpc", "from_grpc", "open_channel", "rpc_methods", "transport_errors"]
+
+TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
+    GRPCError,
+    StreamTerminatedError,
+    ProtocolError,
+    OSError,
+    TimeoutError,
+    ssl.SSLError,
+)
+"""The exception types of a failed gRPC call that :func:`from_grpc` maps (see :func:`transport_errors`)."""
+
+ChannelFactory = Callable[[], Awaitable[Channel]]
+"""``await factory()`` makes a new channel to one API of a link; called inside the event loop that will use the
+channel (grpclib binds a channel to the loop current at construction). The caller owns and closes the channel.
+:mod:`fl_async.testing` makes in-memory ones."""
 
 
-class FlAsyncError(Exception):
-    """Root of every error fl-async raises on purpose."""
+class Rpc(NamedTuple):
+    """One RPC of a generated service, as read by :func:`rpc_methods`."""
+
+    name: str
+    """The RPC's name in the ``.proto``, e.g. ``"PushMessages"``."""
+    path: str
+    """Its HTTP/2 path, e.g. ``"/fl_async.v1.Driver/PushMessages"``."""
+    method: str
+    """The Python method name of the generated stub and base, e.g. ``"push_messages"``."""
+    request_type: Any
+    response_type: Any
 
 
-class LinkConnectionError(FlAsyncError):
-    """The SuperLink could not be reached, or the connection broke (gRPC UNAVAILABLE, TLS failure)."""
+def _snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
 
 
-class LinkTimeoutError(FlAsyncError, TimeoutError):
-    """A call to the SuperLink did not finish within its deadline.
+def rpc_methods(service_base: type) -> tuple[Rpc, ...]:
+    """The RPCs of a generated service base (``pb.DriverBase``, ``pb.FleetBase``), read from its ``__mapping__``.
 
-    Also a builtin :class:`TimeoutError`, so ``except TimeoutError`` keeps working.
+    The link's services, the driver's transport and the node's Fleet client take their method tables from here,
+    so a ``.proto`` edit (``make proto``) that adds or changes an RPC needs no hand-kept table.
     """
+    # __mapping__ only binds the base's private stream handlers; nothing runs, no __init__ is needed
+    mapping = service_base.__mapping__(service_base.__new__(service_base))  # type: ignore[attr-defined]
+    methods = []
+    for path, handler in mapping.items():
+        name = path.rsplit("/", 1)[1]
+        methods.append(Rpc(name, path, _snake(name), handler.request_type, handler.reply_type))
+    return tuple(methods)
 
 
-class RefusedByLinkError(FlAsyncError):
-    """The SuperLink answered the call with an error status.
+def open_channel(host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> Channel:
+    """A grpclib channel to ``host:port`` (TLS with ``ssl_context``, else plaintext); it connects on first use.
 
-    Attributes:
-        status: the gRPC status name (e.g. ``"NOT_FOUND"``), or ``None`` when not from gRPC.
-        detail: the link's explanation.
+    Must be called inside the event loop that will use it.
     """
-
-    def __init__(self, message: str, *, status: str | None = None, detail: str | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.detail = detail
-
-
-class NotAuthorizedError(RefusedByLinkError):
-    """The link refused the caller's identity (UNAUTHENTICATED) or rights (PERMISSION_DENIED)."""
-
-
-class InvalidRequestError(RefusedByLinkError):
-    """The link found the request malformed (INVALID_ARGUMENT / NOT_FOUND / FAILED_PRECONDITION)."""
-
-
-class ResourceExhaustedError(RefusedByLinkError):
-    """The request was larger than the link accepts (RESOURCE_EXHAUSTED)."""
-
-
-class AppLoadError(FlAsyncError):
-    """A ``module:attr`` reference to a ServerApp or ClientApp could not be loaded.
-
-    The message names the reference and what failed (import, attribute, type).
-    """
-
-
-class NoMainFunctionError(AppLoadError, ValueError):
-    """A ServerApp has no main function (no ``@app.main()``), so it cannot be run.
-
-    Raised before anything connects (``run_server_app``, ``fl-async server-app``, ``fl-async run``). Also a
-    :class:`ValueError`, the type this error had before (Flower 1.9 raises ``ValueError`` here too).
-    """
-
-
-class IntegrityError(FlAsyncError):
-    """A payload did not match its content hash or announced size (truncated or corrupted transfer)."""
+    return Channel(host, port, ssl=ssl_context)
 
 
 def transport_errors() -> tuple[type[BaseException], ...]:
@@ -92,11 +90,7 @@ def transport_errors() -> tuple[type[BaseException], ...]:
     ``StreamTerminatedError`` and ``ProtocolError``, ``OSError`` (incl. ``ConnectionError``), ``ssl.SSLError``
     and ``TimeoutError``. Catch only these around a call; anything else (e.g. a ``TypeError`` from encoding
     the caller's request) is the caller's error and must propagate unchanged."""
-    import ssl
-
-    from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
-
-    return (GRPCError, StreamTerminatedError, ProtocolError, OSError, TimeoutError, ssl.SSLError)
+    return TRANSPORT_ERRORS
 
 
 _DEFAULT_PORTS = {"Driver": 9091, "Fleet": 9092}
@@ -134,11 +128,6 @@ def from_grpc(exc: BaseException, *, what: str, api: str | None = None, address:
         TypeError: ``exc`` is not a transport failure (a caller's error must not be reworded as a link
             failure: let it propagate instead).
     """
-    import ssl
-
-    from grpclib.const import Status
-    from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
-
     if isinstance(exc, FlAsyncError):
         return exc
     if isinstance(exc, TimeoutError):
@@ -174,10 +163,3 @@ def from_grpc(exc: BaseException, *, what: str, api: str | None = None, address:
     if isinstance(exc, (StreamTerminatedError, ProtocolError, ConnectionError, OSError)):
         return LinkConnectionError(f"{what}: {type(exc).__name__}: {exc}")
     raise TypeError(f"from_grpc maps transport failures only, not {type(exc).__name__}: {exc}") from exc
-
-
-class TTLExpiredError(FlAsyncError, ValueError):
-    """A message's time to live has run out (e.g. a reply created after its instruction expired).
-
-    Also a ``ValueError``, the type Flower 1.9 used for invalid messages.
-    """

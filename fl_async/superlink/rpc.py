@@ -14,9 +14,9 @@ from grpclib.const import Status
 from grpclib.encoding.proto import ProtoCodec
 from grpclib.exceptions import GRPCError
 
+from fl_async._fastwire import PUSH_REPLIES_INSTRUCTIONS_KEY, encode_messages_response, remember_tails
 from fl_async.proto.fl_async import v1 as pb
 from fl_async.superlink.connections import CURRENT
-from fl_async.superlink.fastwire import encode_messages_response, remember_tails
 from fl_async.superlink.state import LinkStateError
 
 __all__ = ["CallTracker", "LimitedProtoCodec", "Undo", "unary_handler", "wire_type_problem"]
@@ -134,7 +134,7 @@ class LimitedProtoCodec(ProtoCodec):
 
     def encode(self, message: Any, message_type: Any) -> bytes:
         """Encode a response; pull responses re-emit forwarded messages from their original bytes
-        (:mod:`fl_async.superlink.fastwire`)."""
+        (:mod:`fl_async._fastwire`)."""
         if message_type in _FAST_RESPONSES and isinstance(message, message_type):
             body = encode_messages_response(message.messages)
             if message_type is pb.PullMessagesResponse and message.outstanding:  # field 2, after field 1
@@ -142,7 +142,7 @@ class LimitedProtoCodec(ProtoCodec):
             return body
         if message_type is pb.PushRepliesResponse and isinstance(message, message_type) and message.instructions:
             head = pb.PushRepliesResponse(message_ids=message.message_ids, reasons=message.reasons)
-            return bytes(head) + encode_messages_response(message.instructions, b"\x1a")
+            return bytes(head) + encode_messages_response(message.instructions, PUSH_REPLIES_INSTRUCTIONS_KEY)
         return super().encode(message, message_type)
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import anyio
 
-from fl_async._progress import RoundProgress, observe_client_app, rounds_from_config
+from fl_async.cli.progress import RoundProgress, observe_client_app, rounds_from_config
 
 __all__ = ["REGISTER_TIMEOUT", "run_embedded"]
 

@@ -1,9 +1,10 @@
-"""Message handling of the node runtime (a mixin of :class:`~fl_async.supernode.SuperNode`): decode an
+"""Instruction handling of the node runtime (composed into :class:`~fl_async.supernode.SuperNode`): decode an
 instruction, run the ClientApp on it, push the reply -- pulling the next instructions in the same call when no
 other pull is in flight -- and run what that call brought in the same task.
 
 The slot bookkeeping (``_take_slot``, ``_release_slot``, ``_wake_puller``), the session (``_session``,
-``_current_session``) and the connection live in :mod:`fl_async.supernode.supernode`.
+``_current_session``) and the connection live in :mod:`fl_async.supernode.supernode`; error replies are built
+by :mod:`fl_async.supernode.replies`.
 """
 
 from __future__ import annotations
@@ -15,30 +16,29 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from fl_async._fastwire import message_bytes, push_request
 from fl_async.blobs import transfer as _blobs
-from fl_async.codec import config_from_proto, message_from_proto, message_to_proto
+from fl_async.codec import config_from_proto, inline_limit_for, message_from_proto, message_to_proto
 from fl_async.common.context import Context
-from fl_async.common.errors import (
+from fl_async.common.message import ErrorCode, Message
+from fl_async.common.records import RecordSet
+from fl_async.errors import (
     FlAsyncError,
     IntegrityError,
     LinkConnectionError,
     LinkTimeoutError,
     NotAuthorizedError,
     ResourceExhaustedError,
-    TTLExpiredError,
 )
-from fl_async.common.message import Error, ErrorCode, Message, Metadata
-from fl_async.common.records import RecordSet
 from fl_async.proto.fl_async import v1 as pb
 from fl_async.supernode._dispatch import run_client_app
 from fl_async.supernode._session import _PayloadRefused, _Session
-from fl_async.supernode._wire import message_bytes, push_request
+from fl_async.supernode.replies import error_reply, payload_error_reply, wire_error_reply
 
 if TYPE_CHECKING:
-    from fl_async.client.client_app import ClientApp
-    from fl_async.common.context import UserConfig
+    from fl_async.supernode.supernode import SuperNode
 
-__all__ = ["_Messages"]
+__all__ = ["InstructionHandler"]
 
 logger = logging.getLogger("fl_async.supernode")
 
@@ -51,26 +51,18 @@ _TTL_MARGIN = 5.0
 the call short while it waits for instructions)."""
 
 
-class _Messages:
-    """Per-instruction work of a SuperNode; see the module docstring. Not usable on its own."""
+class InstructionHandler:
+    """Per-instruction work of one :class:`~fl_async.supernode.SuperNode` (see the module docstring).
 
-    # set by SuperNode.__init__ / run()
-    _app: ClientApp
-    _tg: Any
-    _limiter: anyio.CapacityLimiter
-    _blob_client: Any
-    _blob_port: int
-    _node_config: UserConfig
-    _contexts: dict[int, Context]
-    _context_locks: dict[int, anyio.Lock]
-    _session: _Session | None
-    _stopping: bool
-    _poll_timeout: float
-    _free: int
-    _puller: str
-    _calls: dict[str, int]
-    _last_ok: float
-    # and SuperNode's methods _take_slot(), _release_slot(), _wake_puller(), _current_session()
+    The node owns one and calls :meth:`handle` for each instruction it pulled (holding a slot for it); the
+    handler reads the node's connection state (session, slots, blob client) through ``node``.
+
+    Args:
+        node: the SuperNode this handler works for.
+    """
+
+    def __init__(self, node: SuperNode) -> None:
+        self._node = node
 
     def _decode(self, wire: pb.Message, blobs: Mapping[bytes, Any] | None = None) -> Message:
         """The one place the node decodes instructions; ``blobs`` holds fetched, verified payloads (issue 7)."""
@@ -80,9 +72,9 @@ class _Messages:
         """The one place the node encodes replies; large arrays go to ``blobs`` when given (issue 7)."""
         if blobs is None:
             return message_to_proto(message)
-        return message_to_proto(message, blobs=blobs, inline_limit=_blobs.inline_limit_for([message]))
+        return message_to_proto(message, blobs=blobs, inline_limit=inline_limit_for([message]))
 
-    async def _handle(self, wire: pb.Message, sess: _Session) -> None:
+    async def handle(self, wire: pb.Message, sess: _Session) -> None:
         """Handle one instruction (its slot is taken); then, if the reply's push pulled more, the first of
         them in this same task (no new task per instruction) and the others in new tasks.
 
@@ -121,17 +113,17 @@ class _Messages:
                 if not wires or pulled_on is None:
                     return
                 for _ in wires:
-                    self._take_slot()
+                    self._node._take_slot()
                 holding, wire, sess = True, wires[0], pulled_on
                 for other in wires[1:]:
-                    self._tg.start_soon(self._handle, other, sess)
+                    self._node._tg.start_soon(self.handle, other, sess)
         except Exception:  # last resort (the fallback push failed): keep serving the others
             logger.exception(
                 "node %s: unexpected error while handling an instruction; no reply sent for it", sess.node_id
             )
         finally:
             if holding:
-                self._release_slot()
+                self._node._release_slot()
 
     def _failure_reply(self, wire: pb.Message, sess: _Session, doing: str, exc: Exception) -> Message | None:
         """The error reply ``UNKNOWN`` to ``wire`` after the node itself failed while ``doing`` it (logged with
@@ -144,61 +136,24 @@ class _Messages:
             mid,
             exc_info=exc,
         )
-        return self._wire_error_reply(
+        return wire_error_reply(
             wire, ErrorCode.UNKNOWN, f"node failed while {doing} the instruction: {type(exc).__name__}: {exc}"
         )
 
     async def _reply_for(self, wire: pb.Message, sess: _Session) -> Message | None:
         """Decode the instruction and run the ClientApp on it: the reply (or error reply) to push, or ``None``."""
-        blobs = (await _blobs.fetch_blobs(self._blob_client, [wire]))[0] if self._blob_client is not None else {}
+        blobs = (await _blobs.fetch_blobs(self._node._blob_client, [wire]))[0] if self._node._blob_client is not None else {}
         try:
             message = self._decode(wire, blobs)
         except (ValueError, TypeError, IntegrityError) as exc:
             return self._undecodable_reply(wire, exc)
         return await self._process(message, sess)
 
-    @staticmethod
-    def _payload_error_reply(reply: Message, reason: str, code: int = ErrorCode.PAYLOAD_UNAVAILABLE) -> Message | None:
-        """An error reply ``code`` (default ``PAYLOAD_UNAVAILABLE``) with the routing of ``reply`` and the TTL it
-        has left (``None`` if none is left)."""
-        md = reply.metadata
-        left = md.ttl - (time.time() - md.created_at)
-        if left <= 0:
-            return None
-        meta = Metadata(
-            run_id=md.run_id,
-            message_id="",
-            src_node_id=md.src_node_id,
-            dst_node_id=md.dst_node_id,
-            reply_to_message=md.reply_to_message,
-            group_id=md.group_id,
-            ttl=left,
-            message_type=md.message_type,
-        )
-        if code == ErrorCode.PAYLOAD_UNAVAILABLE:
-            reason = f"node could not deliver its reply: {reason}"
-        return Message(meta, error=Error(code, reason))
-
     def _undecodable_reply(self, wire: pb.Message, exc: Exception) -> Message | None:
         mid = wire.metadata.message_id if wire.metadata is not None else "?"
         logger.error("node: cannot decode instruction %s: %s", mid, exc)
         code = ErrorCode.PAYLOAD_UNAVAILABLE if isinstance(exc, IntegrityError) else ErrorCode.UNKNOWN
-        return self._wire_error_reply(wire, code, f"node could not decode the instruction: {exc}")
-
-    @staticmethod
-    def _wire_error_reply(wire: pb.Message, code: int, reason: str) -> Message | None:
-        """An error reply to the (possibly undecodable) instruction ``wire``, or ``None`` (logged) if it has no
-        usable metadata or its TTL is over."""
-        mid = wire.metadata.message_id if wire.metadata is not None else "?"
-        if wire.metadata is None:
-            logger.warning("node: no error reply to instruction %s: it has no metadata", mid)
-            return None
-        try:
-            stub = message_from_proto(pb.Message(metadata=wire.metadata, content=pb.RecordSet()))
-            return stub.create_error_reply(Error(code, reason))
-        except (ValueError, TypeError) as exc2:  # includes TTLExpiredError
-            logger.warning("node: dropping the error reply to %s: %s", mid, exc2)
-            return None
+        return wire_error_reply(wire, code, f"node could not decode the instruction: {exc}")
 
     async def _process(self, message: Message, sess: _Session) -> Message | None:
         md = message.metadata
@@ -220,30 +175,25 @@ class _Messages:
         except FlAsyncError as exc:
             if isinstance(exc, (LinkConnectionError, LinkTimeoutError, NotAuthorizedError)):
                 sess.fail(exc)
-            try:
-                return message.create_error_reply(
-                    Error(ErrorCode.UNKNOWN, f"node could not fetch run {md.run_id}: {exc}")
-                )
-            except TTLExpiredError:
-                return None
-        return await run_client_app(self._app, message, context, limiter=self._limiter)
+            return error_reply(message, ErrorCode.UNKNOWN, f"node could not fetch run {md.run_id}: {exc}")
+        return await run_client_app(self._node._app, message, context, limiter=self._node._limiter)
 
     async def _context_for(self, run_id: int, sess: _Session) -> Context:
-        ctx = self._contexts.get(run_id)
+        ctx = self._node._contexts.get(run_id)
         if ctx is not None:
             return ctx
-        lock = self._context_locks.setdefault(run_id, anyio.Lock())
+        lock = self._node._context_locks.setdefault(run_id, anyio.Lock())
         async with lock:
-            ctx = self._contexts.get(run_id)
+            ctx = self._node._contexts.get(run_id)
             if ctx is None:
                 run = await sess.conn.get_run(sess.auth, run_id)
                 ctx = Context(
                     node_id=sess.node_id,
-                    node_config=dict(self._node_config),
+                    node_config=dict(self._node._node_config),
                     state=RecordSet(),
                     run_config=config_from_proto(list(run.run_config)),
                 )
-                self._contexts[run_id] = ctx
+                self._node._contexts[run_id] = ctx
         return ctx
 
     def _pull_window(self, sess: _Session, ttl_deadline: float) -> float:
@@ -252,9 +202,9 @@ class _Messages:
         A push pulls when nothing else pulls (the separate long-poll is parked because all slots were
         busy), the node is not stopping, its session is current, and the reply's TTL leaves room.
         """
-        if self._puller or self._stopping or sess is not self._session:
+        if self._node._puller or self._node._stopping or sess is not self._node._session:
             return 0.0
-        return max(0.0, min(self._poll_timeout, ttl_deadline - anyio.current_time() - _TTL_MARGIN))
+        return max(0.0, min(self._node._poll_timeout, ttl_deadline - anyio.current_time() - _TTL_MARGIN))
 
     async def _push(self, reply: Message) -> tuple[bool, list[pb.Message], _Session | None]:
         """Push one reply, waiting for a session if the link is unreachable, within the reply's TTL.
@@ -276,17 +226,13 @@ class _Messages:
             instructions pulled in the same call, and the session they came from (``None`` if none).
         """
         md = reply.metadata
-        blobs: dict[bytes, Any] | None = {} if self._blob_port else None  # issue 7: large arrays as blobs
+        blobs: dict[bytes, Any] | None = {} if self._node._blob_port else None  # issue 7: large arrays as blobs
         substituted = False
         try:
-            if blobs is not None and _blobs.payload_bytes([reply]) >= _blobs.OFF_LOOP_BYTES:
-                # hashing large arrays (BLAKE3 releases the GIL) runs beside the event loop, not on it
-                data = message_bytes(await anyio.to_thread.run_sync(self._encode, reply, blobs))
-            else:
-                data = message_bytes(self._encode(reply, blobs))
+            data = message_bytes(await _blobs.encode_beside_loop(self._encode, [reply], blobs, reply, blobs))
         except (ValueError, TypeError) as exc:  # the codec names the record and key
             reason = f"the ClientApp's reply cannot be encoded: {exc}"
-            error_reply = self._payload_error_reply(reply, reason, ErrorCode.INVALID_REPLY)
+            error_reply = payload_error_reply(reply, reason, ErrorCode.INVALID_REPLY)
             logger.error(
                 "node %s: the reply to %s: %s%s",
                 md.src_node_id,
@@ -304,7 +250,7 @@ class _Messages:
         ttl_deadline = anyio.current_time() + ttl
         with anyio.move_on_after(ttl) as scope:
             while True:
-                sess = await self._current_session()
+                sess = await self._node._current_session()
                 if sess.node_id != md.src_node_id:
                     logger.log(
                         logging.INFO if maybe_delivered else logging.WARNING,
@@ -319,7 +265,7 @@ class _Messages:
                 sending = False
                 try:
                     try:
-                        await _blobs.upload_blobs(self._blob_client, blobs or {})  # issue 7: before the push
+                        await _blobs.upload_blobs(self._node._blob_client, blobs or {})  # issue 7: before the push
                     except (LinkConnectionError, LinkTimeoutError):
                         raise
                     except FlAsyncError as exc:
@@ -329,7 +275,7 @@ class _Messages:
                     if window > 0:
                         resp = await self._push_and_pull(sess, data, window)
                     else:
-                        self._calls["PushReplies"] += 1
+                        self._node._calls["PushReplies"] += 1
                         resp = await sess.conn.push(push_request(sess.wire_auth, [data]))
                 except (LinkConnectionError, LinkTimeoutError) as exc:
                     sess.fail(exc)
@@ -347,7 +293,7 @@ class _Messages:
                     )
                     return True, [], None
                 except (_PayloadRefused, ResourceExhaustedError) as exc:
-                    error_reply = None if substituted else self._payload_error_reply(reply, str(exc))
+                    error_reply = None if substituted else payload_error_reply(reply, str(exc))
                     logger.error(
                         "node %s: the reply to %s could not be delivered (%s)%s",
                         sess.node_id,
@@ -364,7 +310,7 @@ class _Messages:
                         "node %s: the link refused the reply to %s: %s", sess.node_id, md.reply_to_message, exc
                     )
                     return True, [], None
-                self._last_ok = time.monotonic()
+                self._node._last_ok = time.monotonic()
                 ids = resp.message_ids
                 if not ids or not ids[0]:
                     reason = resp.reasons[0] if resp.reasons else "no reason given"
@@ -391,14 +337,14 @@ class _Messages:
         The caller's slot is free during the call (it counts toward the pull); if the call fails, the
         slot is taken back (the reply is still to be delivered) and the error propagates.
         """
-        self._puller = "push"
-        self._calls["PushReplies+pull"] += 1
-        self._release_slot()
+        self._node._puller = "push"
+        self._node._calls["PushReplies+pull"] += 1
+        self._node._release_slot()
         try:
-            return await sess.conn.push(push_request(sess.wire_auth, [data], max(1, self._free), window), window)
+            return await sess.conn.push(push_request(sess.wire_auth, [data], max(1, self._node._free), window), window)
         except BaseException:
-            self._take_slot()
+            self._node._take_slot()
             raise
         finally:
-            self._puller = ""
-            self._wake_puller()
+            self._node._puller = ""
+            self._node._wake_puller()

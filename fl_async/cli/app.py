@@ -15,17 +15,15 @@ unreachable, TLS handshake refused, the app raised).
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import signal
 import sys
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
 from typer.core import TyperGroup
 
-from fl_async._cli_args import (
+from fl_async.cli import process
+from fl_async.cli.args import (
     CliArgumentError,
     check_address,
     parse_config_pairs,
@@ -33,24 +31,19 @@ from fl_async._cli_args import (
     resolve_link_tls,
     split_app_ref,
 )
+from fl_async.cli.process import (
+    EXIT_FAILURE,
+    EXIT_USAGE,
+    NODE_SHUTDOWN_GRACE,
+    cancel_on_signal,
+    fail,
+    info,
+    run_async_command,
+    setup_logging,
+    until_stop_signal,
+)
 
 __all__ = ["app", "main"]
-
-EXIT_USAGE = 2
-"""The command line was refused."""
-EXIT_FAILURE = 1
-"""The command started but failed."""
-SHUTDOWN_GRACE = 2.2
-"""Seconds a command may spend shutting down after Ctrl-C / SIGTERM before it is forced out (exit 0)."""
-NODE_SHUTDOWN_GRACE = 1.0
-"""Seconds a stopping ``fl-async supernode`` lets running handlers finish before abandoning them."""
-
-_owns_process = False
-"""True when running as the ``fl-async`` program (:func:`main`), not in-process (typer's CliRunner, tests):
-only then may a stopping command leave with ``os._exit`` right after its graceful shutdown."""
-
-_stop_requested = False
-"""Set once a SIGINT / SIGTERM arrived: a cancellation escaping the loop then means a clean stop."""
 
 
 class _OneLineErrors(TyperGroup):
@@ -112,188 +105,24 @@ def _root(
     """fl-async: an asyncio-native SuperLink, SuperNode and Driver SDK (Flower 1.9 Driver API)."""
 
 
-def _fail(command: str, reason: object, code: int = EXIT_USAGE) -> NoReturn:
-    """Print ``fl-async COMMAND: error: REASON`` (one line) on stderr and exit with ``code``."""
-    text = " ".join(str(reason).split()) or type(reason).__name__
-    typer.echo(f"fl-async {command}: error: {text}", err=True)
-    raise typer.Exit(code)
-
-
-def _info(command: str, text: str) -> None:
-    typer.echo(f"fl-async {command}: {text}", err=True)
-
-
-def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-
-
-def _force_exit_after(seconds: float, code: int = 0) -> None:
-    """Safety net after a stop signal: if the process is still alive after ``seconds``, leave (``os._exit``).
-
-    Graceful shutdown normally finishes well before; this only bounds it when user code (e.g. a blocked
-    synchronous ClientApp handler in a worker thread) would keep the interpreter from exiting.
-    """
-    import threading
-
-    if not _owns_process:
-        return
-    timer = threading.Timer(seconds, _exit_now, args=(code,))
-    timer.daemon = True
-    timer.start()
-
-
-def _exit_now(code: int = 0) -> None:
-    """Flush stdout, stderr and logging, then leave at once (``os._exit``), skipping interpreter teardown.
-
-    Used once a stop signal's graceful shutdown is done: tearing down a big interpreter (numpy, sklearn,
-    idle worker threads) can take longer than the 3 s a stopping command is allowed.
-    """
-    import os
-
-    try:
-        logging.shutdown()
-    except Exception:
-        pass
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except Exception:
-            pass
-    os._exit(code)
-
-
 def _load_app(command: str, ref: str, *, what: str, directory: Path | None, expected: type) -> Any:
     """Load ``MODULE:ATTR`` (``directory`` first on ``sys.path``; the current directory by default)."""
     from fl_async._loading import load_object
-    from fl_async.common.errors import AppLoadError
+    from fl_async.errors import AppLoadError
 
     try:
         split_app_ref(ref, what=what)
         return load_object(ref, dir=str(directory if directory is not None else Path.cwd()), expected=expected)
     except CliArgumentError as exc:
-        _fail(command, exc)
+        fail(command, exc)
     except AppLoadError as exc:
-        _fail(command, exc)
+        fail(command, exc)
 
 
 def _check_main(command: str, ref: str, server_app: Any) -> None:
     """Refuse (exit 2, one line) a ServerApp without ``@app.main()`` before anything connects or starts."""
     if server_app.main_function is None:
-        _fail(command, f"{ref}: this ServerApp has no main function: decorate one with @app.main()")
-
-
-def _unwrap(exc: BaseException) -> BaseException:
-    """The single leaf of (nested) exception groups, as task groups wrap what they raise; else ``exc``."""
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    return exc
-
-
-def _connection_hint(tls: bool | None, exc: BaseException) -> str:
-    """A hint for a connection failure that is most likely a TLS mismatch with the link."""
-    from fl_async.common.errors import LinkConnectionError
-
-    if tls is None or not isinstance(exc, LinkConnectionError):
-        return ""
-    text = str(exc)
-    if not tls:
-        return " (if the SuperLink uses TLS, pass --root-certificates FILE instead of --insecure)"
-    if "CERTIFICATE_VERIFY_FAILED" in text:
-        return " (--root-certificates must hold the CA that signed the SuperLink's certificate)"
-    return " (if the SuperLink runs with --insecure, pass --insecure here too)"
-
-
-def _run_async(command: str, fn: Any, *args: Any, app_errors: bool = False, tls: bool | None = None) -> None:
-    """Run ``fn(*args)`` on a fresh asyncio loop; map failures to one line and an exit status.
-
-    ``AppLoadError`` exits 2; other fl-async errors and OS errors (address in use, ...) exit 1 with their
-    one-line message. With ``app_errors`` any other exception is the user's app failing: its traceback is
-    printed, then the one-line summary (exit 1). Without it, it propagates (a bug in fl-async).
-    ``tls`` (client commands: whether TLS is used) adds a hint to connection failures.
-    """
-    import anyio
-
-    from fl_async.blobs.buffers import default_pool
-    from fl_async.common.errors import AppLoadError, FlAsyncError
-
-    try:
-        default_pool()  # reads FL_ASYNC_BUFFER_POOL: a bad value is refused before anything starts
-    except ValueError as exc:
-        _fail(command, exc)
-    previous = signal.getsignal(signal.SIGTERM)
-    _sigterm_as_interrupt()
-    try:
-        anyio.run(fn, *args)
-    except BaseException as raw:
-        exc = _unwrap(raw)
-        if isinstance(exc, (SystemExit, typer.Exit)):
-            raise exc from None
-        if isinstance(exc, KeyboardInterrupt) or (_stop_requested and isinstance(exc, asyncio.CancelledError)):
-            _force_exit_after(SHUTDOWN_GRACE)
-            _info(command, "interrupted, stopped")
-            return
-        if isinstance(exc, AppLoadError):
-            _fail(command, exc, EXIT_USAGE)
-        if isinstance(exc, (FlAsyncError, OSError)):
-            _fail(command, f"{exc}{_connection_hint(tls, exc)}", EXIT_FAILURE)
-        if app_errors and isinstance(exc, Exception):
-            import traceback
-
-            traceback.print_exception(exc, file=sys.stderr)
-            _fail(command, f"the app raised {type(exc).__name__}: {exc}", EXIT_FAILURE)
-        raise
-    finally:
-        if _in_main_thread() and previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-    if _stop_requested and _owns_process:
-        _info(command, "stopped")
-        _exit_now(0)
-
-
-async def _until_stop_signal(command: str, *, task_status: Any = None) -> None:
-    """Return at the first SIGINT or SIGTERM (and arm the shutdown safety net).
-
-    With ``task_status`` (``await tg.start(...)``), reports started once the handlers are installed.
-    """
-    import anyio
-
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        if task_status is not None:
-            task_status.started()
-        async for signum in signals:
-            global _stop_requested
-            _stop_requested = True
-            _force_exit_after(SHUTDOWN_GRACE)
-            _info(command, f"{signal.Signals(signum).name} received, shutting down")
-            return
-
-
-async def _cancel_on_signal(command: str, scope: Any, *, task_status: Any = None) -> None:
-    """Cancel ``scope`` at the first SIGINT / SIGTERM (start it with ``await tg.start(...)``)."""
-    await _until_stop_signal(command, task_status=task_status)
-    scope.cancel()
-
-
-def _sigterm_as_interrupt() -> None:
-    """Until the event loop installs its own handlers, treat SIGTERM like Ctrl-C (a clean exit 0)."""
-
-    def handler(signum: int, frame: Any) -> None:
-        global _stop_requested
-        _stop_requested = True
-        raise KeyboardInterrupt
-
-    if _in_main_thread():
-        signal.signal(signal.SIGTERM, handler)
-
-
-def _in_main_thread() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()
+        fail(command, f"{ref}: this ServerApp has no main function: decorate one with @app.main()")
 
 
 # --------------------------------------------------------------------------------------------- options
@@ -394,8 +223,8 @@ def superlink_command(
             insecure=insecure, ssl_ca_certfile=ssl_ca_certfile, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile
         )
     except CliArgumentError as exc:
-        _fail(cmd, exc)
-    _setup_logging(verbose)
+        fail(cmd, exc)
+    setup_logging(verbose)
     from fl_async.superlink import LinkConfig
     from fl_async.superlink.config import address_conflict, default_blob_api_address
 
@@ -410,7 +239,7 @@ def superlink_command(
         }
     )
     if conflict:  # before binding anything (LinkConfig refuses it too, without the flag names)
-        _fail(cmd, conflict)
+        fail(cmd, conflict)
     try:
         config = LinkConfig(
             driver_api_address=driver_api_address,
@@ -422,7 +251,7 @@ def superlink_command(
             max_request_bytes=max_request_bytes,
         )
     except (TypeError, ValueError) as exc:
-        _fail(cmd, exc)
+        fail(cmd, exc)
 
     async def serve() -> None:
         import anyio
@@ -433,21 +262,21 @@ def superlink_command(
             stopped = anyio.Event()
 
             async def watch(*, task_status: Any = None) -> None:
-                await _until_stop_signal(cmd, task_status=task_status)
+                await until_stop_signal(cmd, task_status=task_status)
                 stopped.set()
 
             await tg.start(watch)
             async with SuperLink(config) as link:
                 mode = "TLS" if tls is not None else "plaintext (--insecure)"
-                _info(
+                info(
                     cmd,
                     f"Driver API on {link.driver_address}, Fleet API on {link.fleet_address}, "
                     f"blob data path on {link.blob_address}, {mode}",
                 )
                 await stopped.wait()
 
-    _run_async(cmd, serve)
-    _info(cmd, "stopped")
+    run_async_command(cmd, serve)
+    info(cmd, "stopped")
 
 
 @app.command("supernode")
@@ -486,8 +315,8 @@ def supernode_command(
         roots = resolve_client_tls(insecure=insecure, root_certificates=root_certificates)
         config = parse_config_pairs(node_config, option="--node-config")
     except CliArgumentError as exc:
-        _fail(cmd, exc)
-    _setup_logging(verbose)
+        fail(cmd, exc)
+    setup_logging(verbose)
     from fl_async.client import ClientApp
 
     capp = _load_app(cmd, client_app, what="client app", directory=dir, expected=ClientApp)
@@ -509,22 +338,22 @@ def supernode_command(
                 shutdown_grace=NODE_SHUTDOWN_GRACE,
             )
         except (TypeError, ValueError) as exc:
-            _fail(cmd, exc)
+            fail(cmd, exc)
         async with anyio.create_task_group() as tg:
 
             async def watch(*, task_status: Any = None) -> None:
-                await _until_stop_signal(cmd, task_status=task_status)
+                await until_stop_signal(cmd, task_status=task_status)
                 node.stop()  # graceful: stop pulling, finish or abandon handlers, delete the node
-                await _until_stop_signal(cmd)
+                await until_stop_signal(cmd)
                 tg.cancel_scope.cancel()  # a second signal: stop at once
 
             await tg.start(watch)
-            _info(cmd, f"running {client_app} against {superlink} ({'TLS' if roots else 'plaintext'})")
+            info(cmd, f"running {client_app} against {superlink} ({'TLS' if roots else 'plaintext'})")
             await node.run()
             tg.cancel_scope.cancel()
 
-    _run_async(cmd, serve, tls=roots is not None)
-    _info(cmd, "stopped")
+    run_async_command(cmd, serve, tls=roots is not None)
+    info(cmd, "stopped")
 
 
 @app.command("server-app")
@@ -557,8 +386,8 @@ def server_app_command(
         roots = resolve_client_tls(insecure=insecure, root_certificates=root_certificates)
         config = parse_config_pairs(run_config, option="--run-config")
     except CliArgumentError as exc:
-        _fail(cmd, exc)
-    _setup_logging(verbose)
+        fail(cmd, exc)
+    setup_logging(verbose)
     from fl_async.server import ServerApp
 
     sapp = _load_app(cmd, server_app, what="server app", directory=dir, expected=ServerApp)
@@ -570,14 +399,14 @@ def server_app_command(
         from fl_async.server import async_run_server_app
 
         async with anyio.create_task_group() as tg:
-            await tg.start(_cancel_on_signal, cmd, tg.cancel_scope)
-            _info(cmd, f"running {server_app} against {superlink} ({'TLS' if roots else 'plaintext'})")
+            await tg.start(cancel_on_signal, cmd, tg.cancel_scope)
+            info(cmd, f"running {server_app} against {superlink} ({'TLS' if roots else 'plaintext'})")
             await async_run_server_app(
                 sapp, superlink=superlink, insecure=roots is None, root_certificates=roots, run_config=config
             )
             tg.cancel_scope.cancel()
 
-    _run_async(cmd, run, app_errors=True, tls=roots is not None)
+    run_async_command(cmd, run, app_errors=True, tls=roots is not None)
 
 
 @app.command("run")
@@ -619,8 +448,8 @@ def run_command(
     try:
         config = parse_config_pairs(run_config, option="--run-config")
     except CliArgumentError as exc:
-        _fail(cmd, exc)
-    _setup_logging(verbose)
+        fail(cmd, exc)
+    setup_logging(verbose)
     from fl_async.client import ClientApp
     from fl_async.server import ServerApp
 
@@ -631,10 +460,10 @@ def run_command(
     async def run() -> None:
         import anyio
 
-        from fl_async._embedded import run_embedded
+        from fl_async.cli.embedded import run_embedded
 
         async with anyio.create_task_group() as tg:
-            await tg.start(_cancel_on_signal, cmd, tg.cancel_scope)
+            await tg.start(cancel_on_signal, cmd, tg.cancel_scope)
             await run_embedded(
                 sapp,
                 capp,
@@ -645,13 +474,12 @@ def run_command(
             )
             tg.cancel_scope.cancel()
 
-    _run_async(cmd, run, app_errors=True)
+    run_async_command(cmd, run, app_errors=True)
 
 
 def main() -> None:
     """Console-script entry point (``fl-async``)."""
-    global _owns_process
-    _owns_process = True
+    process.own_the_process()
     app()
 
 

@@ -1,0 +1,226 @@
+"""The one runner of every ``fl-async`` command: logging, SIGINT/SIGTERM, exit codes, one-line errors.
+
+A command parses its options (:mod:`fl_async.cli.app`) and hands an async function to :func:`run_async_command`, which
+runs it on a fresh asyncio loop and maps how it ends to the process's exit status:
+
+* ``0``: it returned, or a SIGINT/SIGTERM stopped it (``fl-async CMD: interrupted, stopped``);
+* ``1`` (:data:`EXIT_FAILURE`): it started but failed (an fl-async error, an OS error such as an address in use, or
+  the user's app raising), with one line ``fl-async CMD: error: ...`` on stderr;
+* ``2`` (:data:`EXIT_USAGE`): the command line or an app reference was refused.
+
+Signals: until the loop installs its handlers SIGTERM acts like Ctrl-C; then :func:`until_stop_signal` (or
+:func:`cancel_on_signal`) is the one place a command learns of a stop signal. After one, a safety net leaves the
+process with ``os._exit`` once :data:`SHUTDOWN_GRACE` seconds have passed (only when running as the program, see
+:func:`own_the_process`): user code blocked in a worker thread must not keep a stopped command alive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from typing import Any, NoReturn
+
+import typer
+
+__all__ = [
+    "EXIT_FAILURE",
+    "EXIT_USAGE",
+    "NODE_SHUTDOWN_GRACE",
+    "SHUTDOWN_GRACE",
+    "cancel_on_signal",
+    "fail",
+    "info",
+    "own_the_process",
+    "run_async_command",
+    "setup_logging",
+    "until_stop_signal",
+]
+
+EXIT_USAGE = 2
+"""The command line was refused."""
+EXIT_FAILURE = 1
+"""The command started but failed."""
+SHUTDOWN_GRACE = 2.2
+"""Seconds a command may spend shutting down after Ctrl-C / SIGTERM before it is forced out (exit 0)."""
+NODE_SHUTDOWN_GRACE = 1.0
+"""Seconds a stopping ``fl-async supernode`` lets running handlers finish before abandoning them."""
+
+_owns_process = False
+"""True when running as the ``fl-async`` program (:func:`main`), not in-process (typer's CliRunner, tests):
+only then may a stopping command leave with ``os._exit`` right after its graceful shutdown."""
+
+_stop_requested = False
+"""Set once a SIGINT / SIGTERM arrived: a cancellation escaping the loop then means a clean stop."""
+
+
+def fail(command: str, reason: object, code: int = EXIT_USAGE) -> NoReturn:
+    """Print ``fl-async COMMAND: error: REASON`` (one line) on stderr and exit with ``code``."""
+    text = " ".join(str(reason).split()) or type(reason).__name__
+    typer.echo(f"fl-async {command}: error: {text}", err=True)
+    raise typer.Exit(code)
+
+
+def info(command: str, text: str) -> None:
+    typer.echo(f"fl-async {command}: {text}", err=True)
+
+
+def setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _force_exit_after(seconds: float, code: int = 0) -> None:
+    """Safety net after a stop signal: if the process is still alive after ``seconds``, leave (``os._exit``).
+
+    Graceful shutdown normally finishes well before; this only bounds it when user code (e.g. a blocked
+    synchronous ClientApp handler in a worker thread) would keep the interpreter from exiting.
+    """
+    import threading
+
+    if not _owns_process:
+        return
+    timer = threading.Timer(seconds, _exit_now, args=(code,))
+    timer.daemon = True
+    timer.start()
+
+
+def _exit_now(code: int = 0) -> None:
+    """Flush stdout, stderr and logging, then leave at once (``os._exit``), skipping interpreter teardown.
+
+    Used once a stop signal's graceful shutdown is done: tearing down a big interpreter (numpy, sklearn,
+    idle worker threads) can take longer than the 3 s a stopping command is allowed.
+    """
+    import os
+
+    try:
+        logging.shutdown()
+    except Exception:
+        pass
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    os._exit(code)
+
+
+def _unwrap(exc: BaseException) -> BaseException:
+    """The single leaf of (nested) exception groups, as task groups wrap what they raise; else ``exc``."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def _connection_hint(tls: bool | None, exc: BaseException) -> str:
+    """A hint for a connection failure that is most likely a TLS mismatch with the link."""
+    from fl_async.errors import LinkConnectionError
+
+    if tls is None or not isinstance(exc, LinkConnectionError):
+        return ""
+    text = str(exc)
+    if not tls:
+        return " (if the SuperLink uses TLS, pass --root-certificates FILE instead of --insecure)"
+    if "CERTIFICATE_VERIFY_FAILED" in text:
+        return " (--root-certificates must hold the CA that signed the SuperLink's certificate)"
+    return " (if the SuperLink runs with --insecure, pass --insecure here too)"
+
+
+def run_async_command(command: str, fn: Any, *args: Any, app_errors: bool = False, tls: bool | None = None) -> None:
+    """Run ``fn(*args)`` on a fresh asyncio loop; map failures to one line and an exit status.
+
+    ``AppLoadError`` exits 2; other fl-async errors and OS errors (address in use, ...) exit 1 with their
+    one-line message. With ``app_errors`` any other exception is the user's app failing: its traceback is
+    printed, then the one-line summary (exit 1). Without it, it propagates (a bug in fl-async).
+    ``tls`` (client commands: whether TLS is used) adds a hint to connection failures.
+    """
+    import anyio
+
+    from fl_async.blobs.buffers import default_pool
+    from fl_async.errors import AppLoadError, FlAsyncError
+
+    try:
+        default_pool()  # reads FL_ASYNC_BUFFER_POOL: a bad value is refused before anything starts
+    except ValueError as exc:
+        fail(command, exc)
+    previous = signal.getsignal(signal.SIGTERM)
+    _sigterm_as_interrupt()
+    try:
+        anyio.run(fn, *args)
+    except BaseException as raw:
+        exc = _unwrap(raw)
+        if isinstance(exc, (SystemExit, typer.Exit)):
+            raise exc from None
+        if isinstance(exc, KeyboardInterrupt) or (_stop_requested and isinstance(exc, asyncio.CancelledError)):
+            _force_exit_after(SHUTDOWN_GRACE)
+            info(command, "interrupted, stopped")
+            return
+        if isinstance(exc, AppLoadError):
+            fail(command, exc, EXIT_USAGE)
+        if isinstance(exc, (FlAsyncError, OSError)):
+            fail(command, f"{exc}{_connection_hint(tls, exc)}", EXIT_FAILURE)
+        if app_errors and isinstance(exc, Exception):
+            import traceback
+
+            traceback.print_exception(exc, file=sys.stderr)
+            fail(command, f"the app raised {type(exc).__name__}: {exc}", EXIT_FAILURE)
+        raise
+    finally:
+        if _in_main_thread() and previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    if _stop_requested and _owns_process:
+        info(command, "stopped")
+        _exit_now(0)
+
+
+async def until_stop_signal(command: str, *, task_status: Any = None) -> None:
+    """Return at the first SIGINT or SIGTERM (and arm the shutdown safety net).
+
+    With ``task_status`` (``await tg.start(...)``), reports started once the handlers are installed.
+    """
+    import anyio
+
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        if task_status is not None:
+            task_status.started()
+        async for signum in signals:
+            global _stop_requested
+            _stop_requested = True
+            _force_exit_after(SHUTDOWN_GRACE)
+            info(command, f"{signal.Signals(signum).name} received, shutting down")
+            return
+
+
+async def cancel_on_signal(command: str, scope: Any, *, task_status: Any = None) -> None:
+    """Cancel ``scope`` at the first SIGINT / SIGTERM (start it with ``await tg.start(...)``)."""
+    await until_stop_signal(command, task_status=task_status)
+    scope.cancel()
+
+
+def _sigterm_as_interrupt() -> None:
+    """Until the event loop installs its own handlers, treat SIGTERM like Ctrl-C (a clean exit 0)."""
+
+    def handler(signum: int, frame: Any) -> None:
+        global _stop_requested
+        _stop_requested = True
+        raise KeyboardInterrupt
+
+    if _in_main_thread():
+        signal.signal(signal.SIGTERM, handler)
+
+
+def _in_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def own_the_process() -> None:
+    """Declare that the command runs as the ``fl-async`` program (:func:`fl_async.cli.main`), not in-process
+    (typer's CliRunner, tests): only then may a stopped command leave with ``os._exit``."""
+    global _owns_process
+    _owns_process = True

@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PROTO_SRC := $(wildcard proto/fl_async/v1/*.proto)
 PROTO_OUT := fl_async/proto
 
-.PHONY: venv test proto proto-check run bench bench-peer clean
+.PHONY: venv lint test proto proto-check run bench bench-peer clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "fl-async needs Python >= 3.11"'
@@ -35,8 +35,14 @@ proto-check: $(STAMP)
 	diff -r -q $$tmp $(PROTO_OUT) -x __pycache__ && echo "proto: generated code is up to date" || \
 	{ echo "proto: fl_async/proto is stale; run 'make proto' and commit"; rm -rf $$tmp; exit 1; }; rm -rf $$tmp
 
-## test: create .venv, install everything, check generated code, run the suite
-test: $(STAMP) proto-check
+## lint: ruff (lint on fl_async, format on everything) and mypy --strict on fl_async (config: pyproject.toml)
+lint: $(STAMP)
+	$(VENV)/bin/ruff check fl_async
+	$(VENV)/bin/ruff format --check fl_async tests benchmarks examples
+	$(VENV)/bin/mypy
+
+## test: create .venv, install everything, lint, check generated code, run the suite
+test: $(STAMP) lint proto-check
 	$(PY) -m pytest -q -p no:cacheprovider
 
 ## run: train a federated model on scikit-learn's digits over 10 in-process SuperNodes

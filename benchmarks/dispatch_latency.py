@@ -103,19 +103,18 @@ async def measure(driver_address: str, fleet_address: str, iterations: int, warm
 async def _measure(app, started, arrived, driver_address, fleet_address, iterations, warmup):  # type: ignore[no-untyped-def]
     import anyio
 
-    from fl_async.codec import message_to_proto
+    from fl_async.codec import message_from_proto, message_to_proto
     from fl_async.common import Message, Metadata, RecordSet
     from fl_async.proto.fl_async import v1 as pb
     from fl_async.supernode import SuperNode
-    from tests.node_driver import RawDriver
+    from fl_async.testing.wire import RawDriver, channel
 
     results: dict[str, dict[str, float]] = {}
-    async with (
-        RawDriver(driver_address) as drv,
-        SuperNode(app, fleet_address, insecure=True, poll_timeout=30.0) as node,
-    ):
+    driver_channel = channel(driver_address)
+    async with SuperNode(app, fleet_address, insecure=True, poll_timeout=30.0) as node:
         node_id = await node.wait_registered(timeout=10)
-        run = await drv.create_run()
+        drv = await RawDriver.create(pb.DriverStub(driver_channel))
+        run = drv.run_id
         unary: list[float] = []  # reference in the same run: one small unary call (Driver.GetNodes)
         for i in range(warmup + iterations):
             t0 = time.perf_counter()
@@ -142,7 +141,7 @@ async def _measure(app, started, arrived, driver_address, fleet_address, iterati
                 got: list[Message] = []
                 with anyio.fail_after(10):
                     while not got:
-                        got = await drv.pull(run, [mid], timeout=5.0)
+                        got = [message_from_proto(m) for m in await drv.pull([mid], timeout=5.0)]
                 t1 = time.perf_counter()
                 assert got[0].has_content(), got[0].error
                 if i >= warmup:
@@ -159,6 +158,7 @@ async def _measure(app, started, arrived, driver_address, fleet_address, iterati
                 "roundtrip_p99_ms": _percentile(roundtrip, 0.99),
             }
         results["node calls"] = node.fleet_calls  # type: ignore[assignment]
+    driver_channel.close()
     return results
 
 

@@ -99,7 +99,7 @@ async def stream(sizes: list[int], reps: int, tls: bool, chunk_size: int, grpc: 
         from pathlib import Path
 
         from fl_async._net import client_ssl_context
-        from tests.certs import write_certs
+        from fl_async.testing.certs import write_certs
 
         tls_dir = tempfile.mkdtemp(prefix="blob_tls_")
         files = write_certs(Path(tls_dir))

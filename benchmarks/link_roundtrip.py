@@ -128,7 +128,7 @@ async def run_n(
     profile: Path | None = None,
 ) -> dict[str, float]:
     from fl_async.proto.fl_async import v1 as pb
-    from tests.link_stubs import RawDriver, RawNode, channel, instruction, reply_to
+    from fl_async.testing.wire import RawDriver, RawNode, channel, instruction, reply_to
 
     rss_before = read_rss(link_pid)
     dch = channel(driver_address)
@@ -211,7 +211,7 @@ async def run_n_sdk(
     from fl_async.proto.fl_async import v1 as pb
     from fl_async.server import AsyncDriver
     from fl_async.supernode import SuperNode
-    from tests.link_stubs import RawDriver, channel, instruction
+    from fl_async.testing.wire import RawDriver, channel, instruction
 
     app = _sdk_app()
     rss_before = read_rss(link_pid)

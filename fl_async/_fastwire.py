@@ -23,7 +23,7 @@ Record content is never built here (:mod:`fl_async.codec` stays the only module 
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import betterproto2
@@ -122,8 +122,9 @@ _WIRE_TYPES: dict[str, int] = {
 """The protobuf types the encoders here write, and their wire types."""
 
 
-def _meta(message_type: type[betterproto2.Message], name: str) -> Any:
-    return message_type._betterproto.meta_by_field_name[name]  # type: ignore[attr-defined]  # betterproto2 internals
+def _meta(message_type: Any, name: str) -> Any:
+    """betterproto2's field metadata (``number``, ``proto_type``, ``repeated``) of a generated class's field."""
+    return message_type._betterproto.meta_by_field_name[name]
 
 
 def field_key(message_type: type[betterproto2.Message], name: str, proto_type: str) -> bytes:
@@ -142,6 +143,10 @@ def field_key(message_type: type[betterproto2.Message], name: str, proto_type: s
     if meta.proto_type != proto_type or (meta.repeated and proto_type != betterproto2.TYPE_MESSAGE):
         raise TypeError(f"{message_type.__name__}.{name} is {meta.proto_type}, the hand encoder writes {proto_type}")
     return tag(meta.number, _WIRE_TYPES[proto_type])
+
+
+def _field_names(message_type: Any) -> list[str]:
+    return list(message_type._betterproto.meta_by_field_name)
 
 
 def _number(message_type: type[betterproto2.Message], name: str) -> int:
@@ -180,30 +185,27 @@ if len(_FORWARDED_NUMBERS) != 1:
     raise TypeError("PushMessagesRequest.messages and PushRepliesRequest.messages must share a number")
 (_FORWARDED_NUMBER,) = _FORWARDED_NUMBERS
 
-# Metadata: (python name, writer of one present value), in field-number order
-_Writer = Callable[[Any], bytes]
-
-
-def _metadata_writers() -> list[tuple[str, _Writer]]:
-    fields: list[tuple[int, str, _Writer]] = []
-    for name in ("run_id", "message_id", "src_node_id", "dst_node_id", "reply_to_message", "group_id", "ttl",
-                 "message_type", "created_at"):  # fmt: skip
-        proto_type = _meta(pb.Metadata, name).proto_type
-        key = field_key(pb.Metadata, name, proto_type)
-        writer: _Writer
-        if proto_type == _S64:
-            writer = lambda v, k=key: k + varint(zigzag(v))  # noqa: E731  # a table of small encoders
-        elif proto_type == _STR:
-            writer = lambda v, k=key: len_field(k, v.encode())  # noqa: E731
-        else:
-            writer = lambda v, k=key: k + pack_double(v)  # noqa: E731
-        fields.append((_number(pb.Metadata, name), name, writer))
-    if len(fields) != len(_meta_names := pb.Metadata._betterproto.meta_by_field_name):  # type: ignore[attr-defined]
-        raise TypeError(f"Metadata has fields {sorted(_meta_names)}; the hand encoder writes {[f[1] for f in fields]}")
-    return [(name, writer) for _, name, writer in sorted(fields)]
-
-
-_METADATA_WRITERS = _metadata_writers()
+# Metadata: written field by field below (unrolled: this runs for every forwarded message), in this order
+_METADATA_FIELDS = (
+    ("run_id", _S64),
+    ("message_id", _STR),
+    ("src_node_id", _S64),
+    ("dst_node_id", _S64),
+    ("reply_to_message", _STR),
+    ("group_id", _STR),
+    ("ttl", _DBL),
+    ("message_type", _STR),
+    ("created_at", _DBL),
+)
+(_MD_RUN_ID, _MD_MESSAGE_ID, _MD_SRC, _MD_DST, _MD_REPLY_TO, _MD_GROUP, _MD_TTL, _MD_TYPE, _MD_CREATED) = (
+    field_key(pb.Metadata, name, proto_type) for name, proto_type in _METADATA_FIELDS
+)
+if set(_field_names(pb.Metadata)) != {name for name, _ in _METADATA_FIELDS}:
+    raise TypeError("Metadata's fields changed: update encode_metadata")
+if [_number(pb.Metadata, name) for name, _ in _METADATA_FIELDS] != sorted(
+    _number(pb.Metadata, name) for name, _ in _METADATA_FIELDS
+):
+    raise TypeError("Metadata's fields were renumbered out of this order: reorder encode_metadata")
 
 
 def encode_metadata(md: pb.Metadata) -> bytes:
@@ -212,10 +214,24 @@ def encode_metadata(md: pb.Metadata) -> bytes:
     NaN ``ttl``/``created_at`` are written as they are (NaN is truthy; validation refuses them elsewhere).
     """
     parts: list[bytes] = []
-    for name, writer in _METADATA_WRITERS:
-        value = getattr(md, name)
-        if value:
-            parts.append(writer(value))
+    if md.run_id:
+        parts.append(_MD_RUN_ID + varint(zigzag(md.run_id)))
+    if md.message_id:
+        parts.append(len_field(_MD_MESSAGE_ID, md.message_id.encode()))
+    if md.src_node_id:
+        parts.append(_MD_SRC + varint(zigzag(md.src_node_id)))
+    if md.dst_node_id:
+        parts.append(_MD_DST + varint(zigzag(md.dst_node_id)))
+    if md.reply_to_message:
+        parts.append(len_field(_MD_REPLY_TO, md.reply_to_message.encode()))
+    if md.group_id:
+        parts.append(len_field(_MD_GROUP, md.group_id.encode()))
+    if md.ttl:
+        parts.append(_MD_TTL + pack_double(md.ttl))
+    if md.message_type:
+        parts.append(len_field(_MD_TYPE, md.message_type.encode()))
+    if md.created_at:
+        parts.append(_MD_CREATED + pack_double(md.created_at))
     return b"".join(parts)
 
 

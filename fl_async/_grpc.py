@@ -69,7 +69,7 @@ def rpc_methods(service_base: type) -> tuple[Rpc, ...]:
     so a ``.proto`` edit (``make proto``) that adds or changes an RPC needs no hand-kept table.
     """
     # __mapping__ only binds the base's private stream handlers; nothing runs, no __init__ is needed
-    mapping = service_base.__mapping__(service_base.__new__(service_base))  # type: ignore[attr-defined]
+    mapping: dict[str, Any] = object.__new__(service_base).__mapping__()
     methods = []
     for path, handler in mapping.items():
         name = path.rsplit("/", 1)[1]

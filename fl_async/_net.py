@@ -15,7 +15,15 @@ DEFAULT_DRIVER_TARGET = "127.0.0.1:9091"
 DEFAULT_FLEET_TARGET = "127.0.0.1:9092"
 """Where SuperNodes look for the Fleet API by default."""
 
-__all__ = ["ServerTLS", "client_ssl_context", "format_address", "parse_address", "read_pem", "server_ssl_context"]
+__all__ = [
+    "ServerTLS",
+    "check_client_target",
+    "client_ssl_context",
+    "format_address",
+    "parse_address",
+    "read_pem",
+    "server_ssl_context",
+]
 
 
 def parse_address(address: str, *, default_port: int | None = None) -> tuple[str, int]:
@@ -49,6 +57,42 @@ def parse_address(address: str, *, default_port: int | None = None) -> tuple[str
     if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
         raise ValueError(f"invalid address {address!r}: port must be a number in 0..65535")
     return host, int(port_text)
+
+
+def check_client_target(
+    superlink: str, *, insecure: bool, root_certificates: bytes | str | Path | None
+) -> tuple[str, int]:
+    """Check where a driver or a node connects and how (no I/O): the one place these arguments are checked.
+
+    Args:
+        superlink: ``"HOST:PORT"`` of the link's API (not port 0).
+        insecure: ``True`` for plaintext. Exactly one of ``insecure=True`` and ``root_certificates``.
+        root_certificates: PEM bytes, or the path of a PEM file, of the CA(s) to trust for TLS.
+
+    Returns:
+        ``(host, port)``.
+
+    Raises:
+        TypeError: an argument has the wrong type.
+        ValueError: a malformed address or port 0; both or neither of ``insecure`` and ``root_certificates``.
+    """
+    if not isinstance(superlink, str):
+        raise TypeError(f"superlink must be a 'HOST:PORT' string, got {type(superlink).__name__}")
+    host, port = parse_address(superlink)
+    if port == 0:
+        raise ValueError(f"invalid SuperLink address {superlink!r}: port 0 cannot be connected to")
+    if not isinstance(insecure, bool):
+        raise TypeError(f"insecure must be a bool, got {type(insecure).__name__}")
+    if root_certificates is not None and not isinstance(root_certificates, (bytes, str, Path)):
+        raise TypeError(f"root_certificates must be PEM bytes or a path, got {type(root_certificates).__name__}")
+    if insecure and root_certificates is not None:
+        raise ValueError("give either insecure=True or root_certificates=..., not both")
+    if not insecure and root_certificates is None:
+        raise ValueError(
+            "no TLS root certificates given (no transport security chosen): pass root_certificates=<PEM bytes or "
+            "path> for TLS, or insecure=True for plaintext (prototyping only)"
+        )
+    return host, port
 
 
 def format_address(host: str, port: int) -> str:

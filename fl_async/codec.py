@@ -26,11 +26,9 @@ from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from typing import Any
 
 from fl_async._digest import DIGEST_SIZE, digest_of
+from fl_async.common.arrays import INT64_MAX, INT64_MIN, Array
 from fl_async.common.message import Error, Message, Metadata
 from fl_async.common.records import (
-    INT64_MAX,
-    INT64_MIN,
-    Array,
     ConfigsRecord,
     MetricsRecord,
     ParametersRecord,
@@ -314,7 +312,7 @@ def recordset_from_proto(
         if len(prec.keys) != len(prec.arrays):
             raise ValueError(f"parameters record {prec.name!r}: {len(prec.keys)} keys for {len(prec.arrays)} arrays")
         arrays: dict[str, Array] = {}
-        for k, a in zip(prec.keys, prec.arrays):
+        for k, a in zip(prec.keys, prec.arrays, strict=False):
             if k in arrays:
                 raise ValueError(f"parameters record {prec.name!r}: key {k!r} appears twice")
             arrays[k] = _array_from_proto(a, blobs, f"{prec.name}/{k}", verify, used)
@@ -338,12 +336,12 @@ def _id64(name: str, value: Any) -> int:
     try:
         if isinstance(value, bool):
             raise TypeError
-        value = operator.index(value)  # int, numpy integers
+        number = operator.index(value)  # int, numpy integers
     except TypeError:
         raise TypeError(f"{name} must be an int, got {type(value).__name__}") from None
-    if not INT64_MIN <= value <= INT64_MAX:
-        raise ValueError(f"{name} is out of signed 64-bit range: {value}")
-    return value
+    if not INT64_MIN <= number <= INT64_MAX:
+        raise ValueError(f"{name} is out of signed 64-bit range: {number}")
+    return number
 
 
 def metadata_to_proto(md: Metadata) -> pb.Metadata:
@@ -431,6 +429,7 @@ def message_from_proto(
     if wire.error is not None:
         msg = Message(metadata, error=Error(wire.error.code, wire.error.reason or None))
     else:
+        assert wire.content is not None  # exactly one of them, checked above
         msg = Message(metadata, content=recordset_from_proto(wire.content, blobs=blobs, verify=verify, used=used))
     msg.metadata.created_at = md.created_at
     return msg

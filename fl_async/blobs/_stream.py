@@ -218,9 +218,7 @@ async def open_stream(
         OSError, ssl.SSLError: the connection or handshake failed.
     """
     loop = asyncio.get_running_loop()
-    kw = {}
-    if ssl is not None:
-        kw["server_hostname"] = server_hostname if server_hostname is not None else host
-    _transport, proto = await loop.create_connection(BufferedStream, host, port, ssl=ssl, **kw)
-    proto.transport.set_write_buffer_limits(high=write_buffer)  # type: ignore[union-attr]
+    hostname = None if ssl is None else (server_hostname if server_hostname is not None else host)
+    transport, proto = await loop.create_connection(BufferedStream, host, port, ssl=ssl, server_hostname=hostname)
+    transport.set_write_buffer_limits(high=write_buffer)
     return proto

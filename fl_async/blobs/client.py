@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import ssl as _ssl
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Self, TypeVar
 
 from fl_async._digest import new_hasher
 from fl_async.blobs import protocol as p
@@ -29,6 +30,8 @@ from fl_async.errors import (
 __all__ = ["BlobClient"]
 
 Buffer = bytes | bytearray | memoryview
+
+T = TypeVar("T")
 
 
 class _Retryable(FlAsyncError):
@@ -143,7 +146,7 @@ class BlobClient:
             s.close()
         self._idle.clear()
 
-    async def __aenter__(self) -> BlobClient:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -159,7 +162,7 @@ class BlobClient:
             msg = (await s.readexactly(reply.message_len)).decode("utf-8", "replace") if reply.message_len else ""
         return reply, msg
 
-    async def _attempts(self, what: str, fn):  # type: ignore[no-untyped-def]
+    async def _attempts(self, what: str, fn: Callable[[BufferedStream], Awaitable[T]]) -> T:
         """Run ``fn(stream)`` with retries on I/O failures; map them to LinkConnectionError at the end."""
         last: BaseException | None = None
         for attempt in range(self.max_retries + 1):
@@ -218,7 +221,8 @@ class BlobClient:
         return await self._attempts(what, run)
 
     async def put(self, digest: bytes, buffer: Buffer) -> int:
-        """Upload ``buffer`` as blob ``digest`` (BLAKE3 digest of the buffer, see :mod:`fl_async._digest`), unless the server has it.
+        """Upload ``buffer`` as blob ``digest`` (BLAKE3 digest of the buffer, see :mod:`fl_async._digest`), unless
+        the server has it.
 
         The server answers whether it holds the blob before any byte is sent (a blob already stored is
         skipped); an interrupted upload resumes from the bytes the server kept.

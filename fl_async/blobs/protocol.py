@@ -260,7 +260,7 @@ def decode_chunk_header(data: bytes | bytearray | memoryview, *, remaining: int,
     Raises:
         FrameError: an empty chunk, a chunk over ``max_chunk`` or past the end of the body.
     """
-    (length,) = _CHUNK.unpack(data)
+    length: int = _CHUNK.unpack(data)[0]
     if length == 0:
         raise FrameError("empty chunk")
     if length > max_chunk:

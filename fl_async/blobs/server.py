@@ -12,11 +12,13 @@ node and driver tokens) and every length is checked before anything is allocated
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import ssl as _ssl
 import time
 from collections.abc import Awaitable, Callable
+from typing import Self
 
 from fl_async.blobs import protocol as p
 from fl_async.blobs._stream import WRITE_HIGH_WATER, BufferedStream
@@ -130,7 +132,7 @@ class BlobServer:
             log.warning("blob server: wait_closed timed out")
         self._server = None
 
-    async def __aenter__(self) -> BlobServer:
+    async def __aenter__(self) -> Self:
         if self._server is None:
             await self.start()
         return self
@@ -214,10 +216,8 @@ class BlobServer:
             raise
         except Exception:  # the server never dies on a request
             log.exception("blob server: unexpected error")
-            try:
+            with contextlib.suppress(ConnectionError):
                 self._reply(stream, p.Status.INTERNAL, "internal error in the blob server")
-            except ConnectionError:
-                pass
         finally:
             stream.close()
             self._streams.discard(stream)

@@ -435,11 +435,11 @@ class BlobStore:
             return None
         if existing is not None and existing.writer is not None:
             raise BlobBusyError(f"blob {digest.hex()[:16]}… is being uploaded by another writer")
-        if (existing is None or existing.buffer is None) and self.max_bytes is not None:
-            if self._bytes_held + nbytes > self.max_bytes:
-                raise BlobStoreFullError(
-                    f"blob of {nbytes} bytes does not fit: {self._bytes_held} of {self.max_bytes} bytes held"
-                )
+        needs_room = existing is None or existing.buffer is None
+        if needs_room and self.max_bytes is not None and self._bytes_held + nbytes > self.max_bytes:
+            raise BlobStoreFullError(
+                f"blob of {nbytes} bytes does not fit: {self._bytes_held} of {self.max_bytes} bytes held"
+            )
         b = self._entry(digest, nbytes, now)
         if b.buffer is None:
             b.buffer = self.pool.allocate(nbytes)

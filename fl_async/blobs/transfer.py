@@ -123,7 +123,9 @@ def payload_bytes(messages: Iterable[Any]) -> int:
 T = TypeVar("T")
 
 
-async def encode_beside_loop(encode: Callable[..., T], messages: Sequence[Any], blobs: dict[bytes, Any] | None, *args: Any) -> T:
+async def encode_beside_loop(
+    encode: Callable[..., T], messages: Sequence[Any], blobs: dict[bytes, Any] | None, *args: Any
+) -> T:
     """``encode(*args)``, on a worker thread when ``blobs`` is given and ``messages`` carry at least
     :data:`OFF_LOOP_BYTES` of distinct array payload (hashing large arrays -- BLAKE3 releases the GIL -- then runs
     beside the event loop, not on it), else directly. The one place the driver's pushes and the node's replies

@@ -15,7 +15,8 @@ and exits with status 2 before anything listens or connects.
 - anything else -> the text itself as ``str`` (``plot=acc.png`` gives ``"acc.png"``).
 
 One option value may hold several pairs separated by spaces (``--run-config "a=1 b=2"``, split like a
-shell would but keeping the quotes, so ``msg='hello world'`` keeps its space); the option may also be repeated. A key given
+shell would but keeping the quotes, so ``msg='hello world'`` keeps its space); the option may also be repeated.
+A key given
 twice is an error, so is a pair without ``=`` or with an empty key.
 """
 
@@ -68,12 +69,12 @@ def parse_config_value(text: str) -> bool | int | float | str:
         return value
     if _FLOAT_RE.fullmatch(text) and any(c.isdigit() for c in text):
         try:
-            value = float(text)
+            number = float(text)
         except ValueError:
             pass
         else:
-            if math.isfinite(value):  # an overflowing literal (1e999) would be inf: it stays text, as "inf" does
-                return value
+            if math.isfinite(number):  # an overflowing literal (1e999) would be inf: it stays text, as "inf" does
+                return number
     if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
         return text[1:-1]
     return text

@@ -89,8 +89,13 @@ async def run_embedded(
         async with contextlib.AsyncExitStack() as stack:
             for node in nodes:
                 await stack.enter_async_context(node)
+
             # Stop all nodes at once on the way out (each __aexit__ then only waits for its own).
-            stack.callback(lambda: [n.stop() for n in nodes])
+            def stop_all() -> None:
+                for n in nodes:
+                    n.stop()
+
+            stack.callback(stop_all)
             try:
                 with anyio.fail_after(REGISTER_TIMEOUT):
                     for node in nodes:

@@ -17,6 +17,7 @@ process with ``os._exit`` once :data:`SHUTDOWN_GRACE` seconds have passed (only 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
@@ -97,15 +98,11 @@ def _exit_now(code: int = 0) -> None:
     """
     import os
 
-    try:
+    with contextlib.suppress(Exception):
         logging.shutdown()
-    except Exception:
-        pass
     for stream in (sys.stdout, sys.stderr):
-        try:
+        with contextlib.suppress(Exception):
             stream.flush()
-        except Exception:
-            pass
     os._exit(code)
 
 
@@ -152,22 +149,22 @@ def run_async_command(command: str, fn: Any, *args: Any, app_errors: bool = Fals
     try:
         anyio.run(fn, *args)
     except BaseException as raw:
-        exc = _unwrap(raw)
-        if isinstance(exc, (SystemExit, typer.Exit)):
-            raise exc from None
-        if isinstance(exc, KeyboardInterrupt) or (_stop_requested and isinstance(exc, asyncio.CancelledError)):
+        error = _unwrap(raw)
+        if isinstance(error, (SystemExit, typer.Exit)):
+            raise error from None
+        if isinstance(error, KeyboardInterrupt) or (_stop_requested and isinstance(error, asyncio.CancelledError)):
             _force_exit_after(SHUTDOWN_GRACE)
             info(command, "interrupted, stopped")
             return
-        if isinstance(exc, AppLoadError):
-            fail(command, exc, EXIT_USAGE)
-        if isinstance(exc, (FlAsyncError, OSError)):
-            fail(command, f"{exc}{_connection_hint(tls, exc)}", EXIT_FAILURE)
-        if app_errors and isinstance(exc, Exception):
+        if isinstance(error, AppLoadError):
+            fail(command, error, EXIT_USAGE)
+        if isinstance(error, (FlAsyncError, OSError)):
+            fail(command, f"{error}{_connection_hint(tls, error)}", EXIT_FAILURE)
+        if app_errors and isinstance(error, Exception):
             import traceback
 
-            traceback.print_exception(exc, file=sys.stderr)
-            fail(command, f"the app raised {type(exc).__name__}: {exc}", EXIT_FAILURE)
+            traceback.print_exception(error, file=sys.stderr)
+            fail(command, f"the app raised {type(error).__name__}: {error}", EXIT_FAILURE)
         raise
     finally:
         if _in_main_thread() and previous is not None:

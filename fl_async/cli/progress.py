@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Self
 
 __all__ = ["RoundProgress", "observe_client_app", "rounds_from_config"]
 
@@ -68,7 +68,7 @@ class RoundProgress:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def __enter__(self) -> RoundProgress:
+    def __enter__(self) -> Self:
         if not self.enabled:
             return self
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn

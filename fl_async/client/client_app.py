@@ -4,7 +4,7 @@ Handlers are registered per message type with ``@app.train()``, ``@app.evaluate(
 ``@app.query()``; each takes ``(message, context)`` and returns the reply message. Handlers and mods
 may be plain functions or ``async def`` coroutine functions:
 
-* sync code runs in a worker thread (a daemon thread, see :mod:`fl_async.client._threads`), so the
+* sync code runs in a worker thread (a daemon thread, see :mod:`fl_async._threads`), so the
   node's event loop keeps heartbeating and polling while a long training step runs;
 * async code is awaited on the event loop and must not block it.
 
@@ -24,7 +24,7 @@ import anyio
 import anyio.from_thread
 import anyio.lowlevel
 
-from fl_async.client._threads import run_sync_abandonable
+from fl_async._threads import is_async_callable, run_sync_abandonable
 from fl_async.common.context import Context
 from fl_async.common.message import Message, MessageType
 
@@ -39,13 +39,6 @@ Mod = Callable[[Message, Context, Callable[..., Any]], Message | Awaitable[Messa
 """A mod: ``mod(message, context, call_next) -> Message`` (sync) or its ``async def`` form."""
 
 _KNOWN_TYPES = (MessageType.TRAIN, MessageType.EVALUATE, MessageType.QUERY)
-
-
-def _is_async(fn: Callable[..., Any]) -> bool:
-    if inspect.iscoroutinefunction(fn):
-        return True
-    call = getattr(fn, "__call__", None)  # noqa: B004 - callable objects with an async __call__
-    return call is not None and inspect.iscoroutinefunction(call)
 
 
 class ClientApp:
@@ -134,11 +127,12 @@ class ClientApp:
     # ------------------------------------------------------------------ dispatch
 
     def _is_async(self, fn: Callable[..., Any]) -> bool:
-        """:func:`_is_async`, remembered per callable (handlers and mods do not change kind)."""
+        """:func:`fl_async._threads.is_async_callable`, remembered per callable (handlers and mods do not change
+        kind)."""
         known = self._async_of.get(id(fn))
         if known is not None and known[0] is fn:
             return known[1]
-        result = _is_async(fn)
+        result = is_async_callable(fn)
         self._async_of[id(fn)] = (fn, result)
         return result
 

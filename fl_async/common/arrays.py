@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 
@@ -41,7 +41,7 @@ class SType:
     """Raw row-major (C-order) buffer described by ``dtype`` and ``shape`` (as Flower 1.9's name; Flower
     puts a ``.npy`` file there, fl-async the bare buffer)."""
 
-    def __new__(cls, *args: object, **kwargs: object) -> SType:
+    def __new__(cls, *args: object, **kwargs: object) -> Self:
         raise TypeError(f"{cls.__name__} cannot be instantiated.")
 
 
@@ -271,7 +271,7 @@ class Array:
             raise TypeError(f"Array.from_numpy expects a numpy.ndarray, got {type(ndarray).__name__}")
         _check_dtype(ndarray.dtype)
         flat = np.ascontiguousarray(ndarray).reshape(-1)  # no copy when already C-contiguous
-        data: bytes | memoryview = memoryview(flat.view(np.uint8)) if flat.size else b""
+        data: bytes | memoryview = flat.view(np.uint8).data if flat.size else b""  # a memoryview, no copy
         return cls(
             dtype=_dtype_name(ndarray.dtype),
             shape=list(ndarray.shape),

@@ -38,7 +38,7 @@ class _ConsoleHandler(logging.StreamHandler):  # type: ignore[type-arg]
         self.stream = sys.stderr  # follow redirections of sys.stderr (as logging.lastResort does)
         super().emit(record)
 
-    def filter(self, record: logging.LogRecord) -> bool:  # type: ignore[override]
+    def filter(self, record: logging.LogRecord) -> bool:
         if record.name != LOGGER_NAME:
             return False
         if _logger.propagate and any(record.levelno >= h.level for h in logging.getLogger().handlers):

@@ -16,7 +16,7 @@ Names and semantics follow Flower 1.9 (``flwr.common.record``) with these delibe
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 import numpy as np
 
@@ -146,7 +146,7 @@ def _scalar(key: str, value: Any, allowed: tuple[type, ...]) -> Any:
     for typ in allowed:
         if typ is not bool and isinstance(value, typ):
             if typ is int:
-                return _int64(key, int(value))
+                return _int64(key, int(cast(int, value)))
             return typ(value) if type(value) is not typ else value
     names = ", ".join(t.__name__ for t in allowed)
     raise TypeError(f"value of {key!r} has type {type(value).__name__}; allowed: {names} or a list of one of them")
@@ -184,11 +184,11 @@ _CONFIG_TYPES = (bool, int, float, str, bytes)
 
 
 def _check_metric(key: str, value: Any) -> MetricsRecordValues:
-    return _value(key, value, _METRIC_TYPES)
+    return cast(MetricsRecordValues, _value(key, value, _METRIC_TYPES))  # _value checked the types
 
 
 def _check_config(key: str, value: Any) -> ConfigsRecordValues:
-    return _value(key, value, _CONFIG_TYPES)
+    return cast(ConfigsRecordValues, _value(key, value, _CONFIG_TYPES))  # _value checked the types
 
 
 def _check_array(key: str, value: Any) -> Array:

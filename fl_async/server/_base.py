@@ -15,12 +15,13 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from fl_async import codec
-from fl_async._net import parse_address
+from fl_async._net import check_client_target
+from fl_async.common.arrays import INT64_MAX, INT64_MIN
 from fl_async.common.message import DEFAULT_TTL, ErrorCode, Message, Metadata
-from fl_async.common.records import INT64_MAX, INT64_MIN, RecordSet
+from fl_async.common.records import RecordSet
 from fl_async.common.run import Run
 from fl_async.errors import FlAsyncError, IntegrityError
 from fl_async.proto.fl_async import v1 as pb
@@ -29,6 +30,7 @@ __all__ = [
     "DEFAULT_CALL_TIMEOUT",
     "DEFAULT_PULL_TIMEOUT",
     "ConnectArgs",
+    "ConnectOptions",
     "Deadline",
     "DriverState",
     "build_message",
@@ -77,6 +79,19 @@ class DriverState(enum.Enum):
     CLOSED = "closed"
 
 
+class ConnectOptions(TypedDict, total=False):
+    """The connection and run keywords shared by :class:`~fl_async.server.AsyncDriver` (which documents them),
+    :class:`~fl_async.server.Driver`, :func:`~fl_async.server.run_server_app` and
+    :func:`~fl_async.server.async_run_server_app`: defined once here, forwarded as ``**options``."""
+
+    insecure: bool
+    root_certificates: bytes | str | Path | None
+    run_config: Mapping[str, Any] | None
+    fab_id: str
+    fab_version: str
+    call_timeout: float
+
+
 @dataclass(frozen=True)
 class ConnectArgs:
     """Checked constructor arguments of a driver.
@@ -116,22 +131,7 @@ def check_connect_args(
             ``root_certificates`` are given; a run config value is out of range.
         TypeError: an argument has the wrong type, or a run config value is not a config value.
     """
-    if not isinstance(superlink, str):
-        raise TypeError(f"superlink must be a 'HOST:PORT' string, got {type(superlink).__name__}")
-    host, port = parse_address(superlink)
-    if port == 0:
-        raise ValueError(f"invalid address {superlink!r}: port 0 cannot be connected to")
-    if not isinstance(insecure, bool):
-        raise TypeError(f"insecure must be a bool, got {type(insecure).__name__}")
-    if root_certificates is not None and not isinstance(root_certificates, (bytes, str, Path)):
-        raise TypeError(f"root_certificates must be PEM bytes or a path, got {type(root_certificates).__name__}")
-    if insecure and root_certificates is not None:
-        raise ValueError("give either insecure=True or root_certificates=..., not both")
-    if not insecure and root_certificates is None:
-        raise ValueError(
-            "no transport security chosen: pass root_certificates=<PEM bytes or path> for TLS, "
-            "or insecure=True for plaintext (prototyping only)"
-        )
+    host, port = check_client_target(superlink, insecure=insecure, root_certificates=root_certificates)
     for name, value in (("fab_id", fab_id), ("fab_version", fab_version)):
         if not isinstance(value, str):
             raise TypeError(f"{name} must be a str, got {type(value).__name__}")

@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from fl_async._grpc import ChannelFactory
 from fl_async._net import DEFAULT_DRIVER_TARGET, client_ssl_context
@@ -210,7 +210,7 @@ class AsyncDriver:
         if self._blob_client is not None:
             await self._blob_client.aclose()
 
-    async def __aenter__(self) -> AsyncDriver:
+    async def __aenter__(self) -> Self:
         if self._state is not DriverState.OPENED:
             await self.connect()
         return self
@@ -560,7 +560,7 @@ class ReplyStream:
             self._inbox.clear()
         self._driver._streams.discard(self)
 
-    async def __aenter__(self) -> ReplyStream:
+    async def __aenter__(self) -> Self:
         self._start()
         return self
 

@@ -17,9 +17,8 @@ import functools
 import threading
 import warnings
 import weakref
-from collections.abc import Iterable, Iterator, Mapping
-from pathlib import Path
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from typing import Any, Self, TypeVar, Unpack
 
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
@@ -28,10 +27,12 @@ from fl_async._net import DEFAULT_DRIVER_TARGET
 from fl_async.common.message import Message
 from fl_async.common.records import RecordSet
 from fl_async.common.run import Run
-from fl_async.server._base import DEFAULT_CALL_TIMEOUT, DEFAULT_PULL_TIMEOUT, DriverState
+from fl_async.server._base import DEFAULT_PULL_TIMEOUT, ConnectOptions, DriverState
 from fl_async.server.async_driver import AsyncDriver, ReplyStream
 
 __all__ = ["Driver", "SyncReplyStream"]
+
+T = TypeVar("T")
 
 THREAD_NAME = "fl-async-driver"
 """Name of each Driver's portal thread."""
@@ -109,25 +110,11 @@ class Driver:
         self,
         superlink: str = DEFAULT_DRIVER_TARGET,
         *,
-        insecure: bool = False,
-        root_certificates: bytes | str | Path | None = None,
-        run_config: Mapping[str, Any] | None = None,
-        fab_id: str = "",
-        fab_version: str = "",
-        call_timeout: float = DEFAULT_CALL_TIMEOUT,
         channel_factory: ChannelFactory | None = None,
         portal: BlockingPortal | None = None,
+        **options: Unpack[ConnectOptions],
     ) -> None:
-        inner = AsyncDriver(
-            superlink,
-            insecure=insecure,
-            root_certificates=root_certificates,
-            run_config=run_config,
-            fab_id=fab_id,
-            fab_version=fab_version,
-            call_timeout=call_timeout,
-            channel_factory=channel_factory,
-        )
+        inner = AsyncDriver(superlink, channel_factory=channel_factory, **options)
         _warn_if_in_event_loop()
         portal_cm: Any = None
         if portal is None:
@@ -152,7 +139,7 @@ class Driver:
     # ----------------------------------------------------------------------------------------
     # lifecycle
 
-    def _call(self, func: Any, *args: Any, **kwargs: Any) -> Any:
+    def _call(self, func: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
         if not self._finalizer.alive:
             raise RuntimeError("this driver is closed; create a new one")
         if kwargs:
@@ -163,7 +150,7 @@ class Driver:
         """Close the connection and stop the portal thread (no thread is left behind). Idempotent."""
         self._finalizer()
 
-    def __enter__(self) -> Driver:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -275,7 +262,7 @@ class SyncReplyStream:
         if self._driver._finalizer.alive:
             self._driver._call(self._stream.aclose)
 
-    def __enter__(self) -> SyncReplyStream:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

@@ -14,15 +14,16 @@ import inspect
 import logging
 import threading
 from collections.abc import Callable, Mapping
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Unpack
 
 import anyio
 import anyio.to_thread
 
 from fl_async._net import DEFAULT_DRIVER_TARGET
+from fl_async._threads import is_async_callable, run_sync_abandonable
 from fl_async.common.context import Context
 from fl_async.errors import NoMainFunctionError
+from fl_async.server._base import ConnectOptions
 from fl_async.server.async_driver import AsyncDriver
 from fl_async.server.driver import Driver
 
@@ -89,7 +90,7 @@ class ServerApp:
         Raises:
             NoMainFunctionError: no main function is registered (a ``ValueError``).
         """
-        return _is_async(self._require_main())
+        return is_async_callable(self._require_main())
 
     def _require_main(self) -> Callable[..., Any]:
         if self._main is None:
@@ -106,16 +107,11 @@ class ServerApp:
                 main an ``AsyncDriver``).
         """
         main = self._require_main()
-        if _is_async(main) and not isinstance(driver, AsyncDriver):
+        if is_async_callable(main) and not isinstance(driver, AsyncDriver):
             raise TypeError("an async main needs an AsyncDriver (use async_run_server_app)")
-        if not _is_async(main) and isinstance(driver, AsyncDriver):
+        if not is_async_callable(main) and isinstance(driver, AsyncDriver):
             raise TypeError("a sync main needs a Driver, not an AsyncDriver (use run_server_app)")
         return main(driver, context)
-
-
-def _is_async(fn: Callable[..., Any]) -> bool:
-    # async functions, partials of them, and objects whose class defines ``async def __call__``
-    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(type(fn), "__call__", None))  # noqa: B004
 
 
 def _check_app(app: Any) -> ServerApp:
@@ -132,12 +128,7 @@ def _context(run_config: Mapping[str, Any]) -> Context:
 def run_server_app(
     app: ServerApp,
     superlink: str = DEFAULT_DRIVER_TARGET,
-    *,
-    insecure: bool = False,
-    root_certificates: bytes | str | Path | None = None,
-    run_config: Mapping[str, Any] | None = None,
-    fab_id: str = "",
-    fab_version: str = "",
+    **options: Unpack[ConnectOptions],
 ) -> Any:
     """Run a server app against a link, blocking until its main returns (used by ``fl-async server-app``).
 
@@ -147,7 +138,9 @@ def run_server_app(
 
     Args:
         app: the ServerApp.
-        superlink, insecure, root_certificates, run_config, fab_id, fab_version: as :class:`AsyncDriver`.
+        superlink: the link's Driver API address, as :class:`AsyncDriver`.
+        options: ``insecure``, ``root_certificates``, ``run_config``, ``fab_id``, ``fab_version``,
+            ``call_timeout``: as :class:`AsyncDriver` (:class:`~fl_async.server._base.ConnectOptions`).
 
     Returns:
         What the main function returned.
@@ -162,14 +155,7 @@ def run_server_app(
         FlAsyncError: a subclass, if talking to the link fails; anything the main raises.
     """
     main = _check_app(app)._require_main()
-    kwargs: dict[str, Any] = dict(
-        insecure=insecure,
-        root_certificates=root_certificates,
-        run_config=run_config,
-        fab_id=fab_id,
-        fab_version=fab_version,
-    )
-    if _is_async(main):
+    if is_async_callable(main):
         try:
             asyncio.get_running_loop()
         except RuntimeError:
@@ -179,20 +165,15 @@ def run_server_app(
                 "run_server_app() cannot run an async main inside a running event loop; "
                 "use `await async_run_server_app(...)`"
             )
-        return anyio.run(functools.partial(async_run_server_app, app, superlink, **kwargs))
-    with Driver(superlink, **kwargs) as driver:
+        return anyio.run(functools.partial(async_run_server_app, app, superlink, **options))
+    with Driver(superlink, **options) as driver:
         return app(driver, _context(driver.run.run_config))
 
 
 async def async_run_server_app(
     app: ServerApp,
     superlink: str = DEFAULT_DRIVER_TARGET,
-    *,
-    insecure: bool = False,
-    root_certificates: bytes | str | Path | None = None,
-    run_config: Mapping[str, Any] | None = None,
-    fab_id: str = "",
-    fab_version: str = "",
+    **options: Unpack[ConnectOptions],
 ) -> Any:
     """Run a server app from async code (used by the embedded ``fl-async run``).
 
@@ -205,64 +186,25 @@ async def async_run_server_app(
     Arguments, return value and errors: as :func:`run_server_app` (without the RuntimeError).
     """
     main = _check_app(app)._require_main()
-    kwargs: dict[str, Any] = dict(
-        insecure=insecure,
-        root_certificates=root_certificates,
-        run_config=run_config,
-        fab_id=fab_id,
-        fab_version=fab_version,
-    )
-    if _is_async(main):
-        async with AsyncDriver(superlink, **kwargs) as driver:
+    if is_async_callable(main):
+        async with AsyncDriver(superlink, **options) as driver:
             return await app(driver, _context(driver.run.run_config))
 
     holder: list[Driver] = []
     cancelled = threading.Event()
 
     def run_sync_main() -> Any:
-        with Driver(superlink, **kwargs) as driver:
+        with Driver(superlink, **options) as driver:
             holder.append(driver)
             if cancelled.is_set():
                 return None
             return app(driver, _context(driver.run.run_config))
 
     try:
-        return await _in_daemon_thread(run_sync_main)
+        return await run_sync_abandonable(run_sync_main, name="fl-async-server-app")
     except anyio.get_cancelled_exc_class():
         cancelled.set()
         if holder:
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(holder[0].close)
         raise
-
-
-async def _in_daemon_thread(fn: Callable[[], Any]) -> Any:
-    """Run ``fn`` in a new daemon thread and await its result.
-
-    A daemon thread (unlike anyio's worker threads) never holds up interpreter exit: a sync main
-    abandoned on Ctrl-C cannot keep the process alive.
-    """
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[Any] = loop.create_future()
-
-    def settle(result: Any, error: BaseException | None) -> None:
-        if future.done():
-            return
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(result)
-
-    def target() -> None:
-        result, error = None, None
-        try:
-            result = fn()
-        except BaseException as exc:  # handed to the awaiting task
-            error = exc
-        try:
-            loop.call_soon_threadsafe(settle, result, error)
-        except RuntimeError:  # the loop is gone: nobody is waiting any more
-            pass
-
-    threading.Thread(target=target, name="fl-async-server-app", daemon=True).start()
-    return await asyncio.shield(future)

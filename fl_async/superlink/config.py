@@ -109,11 +109,13 @@ class LinkConfig:
                 parse_address(self.blob_api_address)
             except (TypeError, ValueError) as exc:
                 raise ValueError(f"LinkConfig.blob_api_address: {exc}") from None
+        blob_api_address = self.blob_api_address
+        assert blob_api_address is not None  # resolved above
         conflict = address_conflict(
             {
                 "driver_api_address": self.driver_api_address,
                 "fleet_api_address": self.fleet_api_address,
-                "blob_api_address": self.blob_api_address,
+                "blob_api_address": blob_api_address,
             }
         )
         if conflict:

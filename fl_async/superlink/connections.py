@@ -149,7 +149,7 @@ class ConnectionTracker:
             self._unkeyed.add(proto)
         else:
             self._open[proto.key] = proto
-        if self.closing and proto.transport is not None:  # accepted while stopping: not served
+        if self.closing and isinstance(proto.transport, asyncio.Transport):  # accepted while stopping: not served
             proto.transport.abort()
 
     def _lost(self, proto: _TrackedProtocol) -> None:

@@ -12,7 +12,7 @@ import signal
 import time
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import anyio
 import grpclib.server
@@ -234,7 +234,7 @@ class SuperLink:
         self._servers.clear()
         await self._connections.close_all(timeout=0.5)  # after the answers: they are flushed, then closed
 
-    async def __aenter__(self) -> SuperLink:
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 

@@ -15,13 +15,15 @@ reference ``(message_id, digest)`` in the :class:`~fl_async.blobs.store.BlobStor
   seconds.
 
 Authorization (``authorize(token)``): a node presents :func:`node_blob_token` (its node id and
-session token, checked against the link state: :func:`fl_async.blobs.protocol.node_blob_token`); a driver presents the ``blob_token`` of
+session token, checked against the link state: :func:`fl_async.blobs.protocol.node_blob_token`); a driver presents
+the ``blob_token`` of
 ``CreateRunResponse`` (:meth:`LinkBlobs.run_token`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import logging
 import secrets
@@ -42,6 +44,7 @@ from fl_async.proto.fl_async import v1 as pb
 __all__ = ["LinkBlobs", "blob_port_of", "run_blob_token"]
 
 log = logging.getLogger("fl_async.superlink.blobs")
+
 
 class LinkBlobs:
     """Blob store + blob server of a SuperLink, and its payload tracker.
@@ -94,7 +97,8 @@ class LinkBlobs:
         return tok
 
     def authorize(self, token: bytes) -> bool:
-        """Whether ``token`` is a registered node's (:func:`fl_async.blobs.protocol.node_blob_token`) or a run's driver token."""
+        """Whether ``token`` is a registered node's (:func:`fl_async.blobs.protocol.node_blob_token`) or a run's
+        driver token."""
         if len(token) < 1 + _ID.size:
             return False
         kind, (ident,), secret = token[:1], _ID.unpack(token[1 : 1 + _ID.size]), token[1 + _ID.size :]
@@ -228,10 +232,8 @@ class LinkBlobs:
         """Stop serving (idempotent)."""
         if self._sweeper is not None:
             self._sweeper.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
-            except asyncio.CancelledError:
-                pass
             self._sweeper = None
         if self.server is not None:
             await self.server.stop()

@@ -169,11 +169,11 @@ async def _recv_request(stream: grpclib.server.Stream[Any, Any], codec: LimitedP
     if compressed:
         raise GRPCError(Status.UNIMPLEMENTED, f"{name}: compressed messages are not supported")
     if length > codec.max_bytes:
-        raise _too_big(stream._recv_type.__name__, length, codec.max_bytes)  # type: ignore[attr-defined]
+        raise _too_big(stream._recv_type.__name__, length, codec.max_bytes)
     data = await raw.recv_data(length)
     if len(data) != length:
         raise GRPCError(Status.INVALID_ARGUMENT, f"{name}: truncated gRPC message ({len(data)} of {length} bytes)")
-    return codec.decode(data, stream._recv_type)  # type: ignore[attr-defined]
+    return codec.decode(data, stream._recv_type)
 
 
 class CallTracker:

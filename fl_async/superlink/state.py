@@ -315,8 +315,8 @@ class LinkState:
         if len(self._ttl_deadlines) > 2 * self._unanswered + 1024:  # answered entries pile up: drop them
             live = []
             for entry in self._ttl_deadlines:
-                ins = self.store.get_instruction(entry[1])
-                if ins is not None and ins.status is not Status.ANSWERED:
+                held = self.store.get_instruction(entry[1])
+                if held is not None and held.status is not Status.ANSWERED:
                     live.append(entry)
             heapq.heapify(live)
             self._ttl_deadlines = live
@@ -535,7 +535,8 @@ class LinkState:
 
         A reply is accepted if it is well formed (see :func:`~fl_async.superlink.validation.reply_shape_problem`),
         answers a live, unanswered instruction of this node, has the instruction's run id, and every external array
-        payload it names is held by the link (uploaded and complete); otherwise its position gets ``""`` and a reason. Accepted replies get a new ``message_id``.
+        payload it names is held by the link (uploaded and complete); otherwise its position gets ``""`` and a reason.
+        Accepted replies get a new ``message_id``.
 
         Raises:
             UnauthenticatedError: see :meth:`authenticate`.

@@ -1,7 +1,8 @@
 """The node runtime: :class:`SuperNode` runs a :class:`~fl_async.client.ClientApp` for a SuperLink.
 
-:func:`run_supernode` runs one in the foreground with SIGINT/SIGTERM handling (the CLI's
-``fl-async supernode``); :func:`check_reply` and :func:`exception_reason` are the reply rules used.
+:func:`run_supernode` runs one in the foreground with SIGINT/SIGTERM handling (for programs embedding a node;
+``fl-async supernode`` runs its node through :mod:`fl_async.cli.process`); :func:`check_reply` and
+:func:`exception_reason` are the reply rules used.
 """
 
 from fl_async.supernode._dispatch import run_client_app

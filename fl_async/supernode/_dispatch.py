@@ -63,4 +63,5 @@ async def run_client_app(
         reason = "invalid reply from the ClientApp: " + "; ".join(problems)
         logger.warning("message %s (%s): %s", md.message_id, md.message_type, reason)
         return error_reply(message, ErrorCode.INVALID_REPLY, reason)
+    assert isinstance(reply, Message)  # check_reply found no problem
     return reply

@@ -142,7 +142,8 @@ class InstructionHandler:
 
     async def _reply_for(self, wire: pb.Message, sess: _Session) -> Message | None:
         """Decode the instruction and run the ClientApp on it: the reply (or error reply) to push, or ``None``."""
-        blobs = (await _blobs.fetch_blobs(self._node._blob_client, [wire]))[0] if self._node._blob_client is not None else {}
+        client = self._node._blob_client
+        blobs = (await _blobs.fetch_blobs(client, [wire]))[0] if client is not None else {}
         try:
             message = self._decode(wire, blobs)
         except (ValueError, TypeError, IntegrityError) as exc:

@@ -43,7 +43,8 @@ async def run_supernode(
     app_dir: str | Path | None = None,
     **options: Any,
 ) -> None:
-    """Run a SuperNode until it is stopped; the entry point of ``fl-async supernode``.
+    """Run a SuperNode in the foreground until it is stopped, for programs that embed one (the ``fl-async
+    supernode`` command runs its node through :mod:`fl_async.cli.process`, the runner of every command).
 
     With signal handlers installed, the first SIGINT/SIGTERM stops the node gracefully (stop pulling,
     finish or abandon running handlers within ``shutdown_grace`` s, best-effort DeleteNode with a 0.5 s
@@ -66,9 +67,8 @@ async def run_supernode(
         ValueError, TypeError: bad SuperNode arguments (see :class:`SuperNode`).
         FlAsyncError: the node stopped on a fatal error (e.g. the link refused to register it).
     """
-    if isinstance(app, str):
-        app = load_object(app, dir=app_dir, expected=ClientApp)
-    node = SuperNode(app, superlink, **options)
+    client_app: ClientApp = load_object(app, dir=app_dir, expected=ClientApp) if isinstance(app, str) else app
+    node = SuperNode(client_app, superlink, **options)
     if install_signal_handlers and threading.current_thread() is not threading.main_thread():
         logger.warning("run_supernode: not in the main thread; SIGINT/SIGTERM handlers not installed")
         install_signal_handlers = False

@@ -37,7 +37,7 @@ class _Backoff:
 
     def __call__(self, retry_state: RetryCallState) -> float:
         n = max(1, retry_state.attempt_number)
-        base = min(self.cap, self.initial * 2 ** min(n - 1, 60))
+        base = min(self.cap, self.initial * 2.0 ** min(n - 1, 60))
         return base * random.uniform(0.5, 1.0)
 
 

@@ -24,20 +24,21 @@ polling forever with a stale id; backoff is capped; shutdown is bounded even whe
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import ssl
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import anyio
 from grpclib.exceptions import ProtocolError, StreamTerminatedError
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
 from fl_async._grpc import ChannelFactory, open_channel
-from fl_async._net import DEFAULT_FLEET_TARGET, client_ssl_context, format_address, parse_address
+from fl_async._net import DEFAULT_FLEET_TARGET, check_client_target, client_ssl_context, format_address
 from fl_async.blobs import transfer as _blobs
 from fl_async.blobs.buffers import default_pool
 from fl_async.blobs.protocol import node_blob_token
@@ -86,8 +87,8 @@ class SuperNode:
         async with SuperNode(app, "127.0.0.1:9092", insecure=True) as node:
             await node.wait_registered(timeout=5)
 
-    or run it in the foreground with ``await node.run()`` until ``node.stop()`` or cancellation. The
-    CLI uses :func:`fl_async.supernode.run_supernode`, which adds SIGINT/SIGTERM handling.
+    or run it in the foreground with ``await node.run()`` until ``node.stop()`` or cancellation
+    (:func:`fl_async.supernode.run_supernode` adds SIGINT/SIGTERM handling).
 
     Pulling: one long-poll at a time asks for as many instructions as the node has free slots. When a
     reply is pushed while no pull is in flight (all slots were busy, e.g. always with
@@ -143,17 +144,8 @@ class SuperNode:
     ) -> None:
         if not isinstance(app, ClientApp):
             raise TypeError(f"app must be a ClientApp, got {type(app).__name__}")
-        host, port = parse_address(superlink)
-        if port == 0:
-            raise ValueError(f"invalid SuperLink address {superlink!r}: port 0 cannot be connected to")
-        if insecure and root_certificates is not None:
-            raise ValueError("pass either insecure=True or root_certificates, not both")
-        if not insecure and root_certificates is None:
-            raise ValueError(
-                "no TLS root certificates given: pass root_certificates=<PEM bytes or path>, "
-                "or insecure=True for a plaintext connection"
-            )
-        self._ssl: ssl.SSLContext | None = None if insecure else client_ssl_context(root_certificates)  # type: ignore[arg-type]
+        host, port = check_client_target(superlink, insecure=insecure, root_certificates=root_certificates)
+        self._ssl: ssl.SSLContext | None = None if root_certificates is None else client_ssl_context(root_certificates)
         default_pool()  # reads FL_ASYNC_BUFFER_POOL: a bad value is refused here, not in a background task
         if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int):
             raise TypeError(f"max_concurrency must be an int, got {type(max_concurrency).__name__}")
@@ -294,7 +286,7 @@ class SuperNode:
         if self._fatal is not None:
             raise self._fatal
 
-    async def __aenter__(self) -> SuperNode:
+    async def __aenter__(self) -> Self:
         """Start :meth:`run` in the background (in a task group owned by the calling task)."""
         self._ensure_primitives()
         self._owner_tg = anyio.create_task_group()
@@ -330,10 +322,8 @@ class SuperNode:
             self._stop_evt.set()
 
     async def _run_in_background(self) -> None:
-        try:
+        with contextlib.suppress(FlAsyncError):  # kept in self._fatal, raised by __aexit__ / wait_registered
             await self.run()
-        except FlAsyncError:
-            pass  # kept in self._fatal, raised by __aexit__ / wait_registered
 
     async def _end_pulling_push(self) -> None:
         """Shutdown with a push still waiting for instructions: unregister now, which makes the link answer

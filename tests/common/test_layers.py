@@ -2,7 +2,8 @@
 
 Layers, lowest first (a module may import its own layer and the layers below it, never one above):
 
-0. ``fl_async.errors``, ``fl_async.common``, ``fl_async._net``, ``fl_async._digest``, ``fl_async._loading``
+0. ``fl_async.errors``, ``fl_async.common``, ``fl_async._net``, ``fl_async._digest``, ``fl_async._loading``,
+   ``fl_async._threads``
 1. ``fl_async.proto`` (generated), ``fl_async.codec``, ``fl_async._fastwire``, ``fl_async._grpc``
 2. ``fl_async.blobs``
 3. ``fl_async.client``; then ``fl_async.superlink``, ``fl_async.supernode``, ``fl_async.server``, which do not
@@ -27,6 +28,7 @@ LAYERS: dict[str, int] = {
     "fl_async._net": 0,
     "fl_async._digest": 0,
     "fl_async._loading": 0,
+    "fl_async._threads": 0,
     "fl_async.proto": 1,
     "fl_async.codec": 1,
     "fl_async._fastwire": 1,

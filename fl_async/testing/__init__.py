@@ -21,6 +21,9 @@ handlers as over TCP, but no socket is opened, so a round takes a few millisecon
 What differs from a link on TCP: there is no blob data path (every array travels inline in the gRPC messages, so a
 message is bounded by ``LinkConfig.max_request_bytes``, on the responses too); no TLS; a channel closed by its user
 is not reported to the link as a lost connection (a node that goes away is noticed by its missed heartbeats).
+
+Submodules: :mod:`fl_async.testing.wire` (a bare node and driver speaking the wire API, to test the link alone)
+and :mod:`fl_async.testing.certs` (a throwaway CA and server certificate, to test TLS).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Mapping
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 from grpclib.client import Channel
@@ -118,7 +121,7 @@ class InMemoryLink:
         driver = AsyncDriver(DRIVER_ADDRESS, insecure=True, channel_factory=self.driver_channel, **kwargs)
         return await self._stack.enter_async_context(driver)
 
-    async def __aenter__(self) -> InMemoryLink:
+    async def __aenter__(self) -> Self:
         await self.link.start_in_memory()
         return self
 
@@ -184,7 +187,7 @@ class InMemoryCluster:
         """The ids of the registered nodes."""
         return [n.node_id for n in self.nodes if n.node_id is not None]
 
-    async def __aenter__(self) -> InMemoryCluster:
+    async def __aenter__(self) -> Self:
         await self.link.__aenter__()
         try:
             for i in range(self._num_nodes):
@@ -212,17 +215,16 @@ class InMemoryCluster:
         cluster = cls(app, num_nodes, **kwargs)
         cluster._async_driver = False  # the Driver below is the cluster's driver
         portal: BlockingPortal
-        with start_blocking_portal(name="fl-async-testing") as portal:
-            with portal.wrap_async_context_manager(cluster):
-                driver = Driver(
-                    DRIVER_ADDRESS,
-                    insecure=True,
-                    run_config=cluster._run_config,
-                    channel_factory=cluster.link.driver_channel,
-                    portal=portal,
-                )
-                cluster.driver = driver
-                try:
-                    yield cluster
-                finally:
-                    driver.close()
+        with start_blocking_portal(name="fl-async-testing") as portal, portal.wrap_async_context_manager(cluster):
+            driver = Driver(
+                DRIVER_ADDRESS,
+                insecure=True,
+                run_config=cluster._run_config,
+                channel_factory=cluster.link.driver_channel,
+                portal=portal,
+            )
+            cluster.driver = driver
+            try:
+                yield cluster
+            finally:
+                driver.close()

@@ -13,7 +13,7 @@ from fl_async.common import Context, InvalidRequestError, LinkConnectionError, M
 from fl_async.proto.fl_async import v1 as pb
 from fl_async.server import AsyncDriver
 from fl_async.supernode import SuperNode
-from tests.link_stubs import RawDriver, RawNode, channel, instruction
+from fl_async.testing.wire import RawDriver, RawNode, channel, instruction
 
 pytestmark = pytest.mark.anyio
 

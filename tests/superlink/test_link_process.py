@@ -17,7 +17,7 @@ from anyio.streams.text import TextReceiveStream
 
 from fl_async.common.message import ErrorCode
 from fl_async.proto.fl_async import v1 as pb
-from tests.link_stubs import RawDriver, RawNode, channel, instruction
+from fl_async.testing.wire import RawDriver, RawNode, channel, instruction
 
 # A node that registers, heartbeats every interval/2 and takes instructions but never answers.
 SILENT_NODE = """

@@ -14,11 +14,11 @@ import uuid
 from pathlib import Path
 
 import pytest
-from certs import make_certs, write_certs
 from typer.testing import CliRunner
 
 from fl_async.cli import app
 from fl_async.cli.args import CliArgumentError, parse_config_pairs, parse_config_value
+from fl_async.testing.certs import make_certs, write_certs
 
 runner = CliRunner()
 FL_ASYNC = Path(sys.executable).with_name("fl-async")

@@ -14,7 +14,7 @@ from fl_async._net import parse_address
 from fl_async.proto.fl_async import v1 as pb
 from fl_async.superlink import SuperLink
 from fl_async.superlink.rpc import LimitedProtoCodec, wire_type_problem
-from tests.link_stubs import RawNode, channel, instruction
+from fl_async.testing.wire import RawNode, channel, instruction
 
 GARBAGE = [
     (b"\x0a\xff", "varint"),  # truncated

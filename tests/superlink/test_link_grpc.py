@@ -17,7 +17,7 @@ from fl_async._net import ServerTLS, client_ssl_context, parse_address
 from fl_async.common.message import ErrorCode
 from fl_async.proto.fl_async import v1 as pb
 from fl_async.superlink import SuperLink
-from tests.link_stubs import RawDriver, RawNode, channel, instruction, reply_to
+from fl_async.testing.wire import RawDriver, RawNode, channel, instruction, reply_to
 
 
 class Conn:
@@ -292,7 +292,7 @@ async def test_node_removed_while_pull_held(superlink: SuperLink, conn: Conn) ->
 
 
 async def test_tls(superlink_factory, tmp_path) -> None:
-    from tests.certs import write_certs
+    from fl_async.testing.certs import write_certs
 
     files = write_certs(tmp_path)
     link = await superlink_factory(tls=ServerTLS(files.ca_cert, files.server_cert, files.server_key))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import anyio
 import pytest
-from certs import make_certs, write_certs
 
 from fl_async._net import ServerTLS
 from fl_async.client import ClientApp
@@ -12,6 +11,7 @@ from fl_async.common import Context, LinkConnectionError, Message, MessageType, 
 from fl_async.server import AsyncDriver, ServerApp, async_run_server_app
 from fl_async.superlink import LinkConfig, SuperLink
 from fl_async.supernode import SuperNode
+from fl_async.testing.certs import make_certs, write_certs
 
 echo = ClientApp()
 

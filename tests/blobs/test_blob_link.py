@@ -246,7 +246,7 @@ async def test_echoed_array_survives_the_answer(superlink: SuperLink) -> None:
 async def test_blob_path_uses_the_links_tls(superlink_factory) -> None:  # type: ignore[no-untyped-def]
     """With a TLS link, the blob path is TLS too (same certificate); node and driver reach it with their roots."""
     from fl_async._net import ServerTLS
-    from tests.certs import make_certs
+    from fl_async.testing.certs import make_certs
 
     certs = make_certs()
     link = await superlink_factory(tls=ServerTLS(certs.ca_cert, certs.server_cert, certs.server_key))

@@ -1,5 +1,5 @@
 """End to end with real processes: ``fl-async superlink``, 3 ``fl-async supernode`` and ``fl-async server-app``
-on 127.0.0.1 over TLS (throwaway CA from ``tests/certs.py``), then SIGTERM: every process exits 0 within 3 s.
+on 127.0.0.1 over TLS (throwaway CA from ``fl_async/testing/certs.py``), then SIGTERM: every process exits 0 within 3 s.
 
 Every wait is bounded; every process is ended by its PID in a ``finally``.
 """
@@ -16,10 +16,11 @@ import time
 from pathlib import Path
 
 import pytest
-from certs import CertFiles, write_certs
+
+from fl_async.testing.certs import CertFiles, write_certs
 
 FL_ASYNC = str(Path(sys.executable).with_name("fl-async"))
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 ADDRESSES = re.compile(r"Driver API on (\S+), Fleet API on (\S+),")
 
 

@@ -3,7 +3,7 @@
 Made with the ``cryptography`` package, in memory, once per process (EC P-256 keys, valid from one
 hour ago for one day). Use the PEM bytes directly or write them to files::
 
-    from tests.certs import make_certs, write_certs
+    from fl_async.testing.certs import make_certs, write_certs
 
     certs = make_certs()                       # CertBundle of PEM bytes
     files = write_certs(tmp_path)              # CertFiles of paths: ca.crt, server.pem, server.key

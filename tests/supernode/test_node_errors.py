@@ -103,8 +103,8 @@ async def test_unexpected_node_failure_still_answers_the_instruction(superlink, 
 
 async def test_link_logs_a_resent_reply_at_info_and_a_bad_one_at_warning(superlink, caplog) -> None:
     """A node re-sending a reply after a broken push (the link stored the first copy) is normal: INFO."""
-    from tests.link_stubs import RawDriver as WireDriver
-    from tests.link_stubs import RawNode, channel, instruction, reply_to
+    from fl_async.testing.wire import RawDriver as WireDriver
+    from fl_async.testing.wire import RawNode, channel, instruction, reply_to
 
     caplog.set_level(logging.INFO, logger="fl_async.superlink")
     fleet, drv_ch = channel(superlink.fleet_address), channel(superlink.driver_address)

@@ -19,9 +19,9 @@ from fl_async.common import Context, Message, MetricsRecord, RecordSet
 from fl_async.common.message import ErrorCode
 from fl_async.proto.fl_async import v1 as pb
 from fl_async.supernode import SuperNode
-from tests.link_stubs import RawDriver, RawNode, channel, instruction
+from fl_async.testing.wire import RawDriver, RawNode, channel, instruction
 from tests.node_driver import TcpProxy
-from tests.test_link_process import Lines, processes  # noqa: F401 - fixture
+from tests.superlink.test_link_process import Lines, processes  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.anyio
 

@@ -10,11 +10,11 @@ import time
 import anyio
 import grpclib.events
 
+from fl_async._fastwire import Encoded
 from fl_async.client import ClientApp
 from fl_async.common import Context, Message, RecordSet
 from fl_async.proto.fl_async import v1 as pb
 from fl_async.supernode import SuperNode
-from fl_async._fastwire import Encoded
 from tests.node_driver import RawDriver
 
 

@@ -79,7 +79,9 @@ contents = st.sampled_from(
     [
         None,
         pb.RecordSet(),
-        pb.RecordSet(metrics=[pb.MetricsRecord(name="m", entries=[pb.ValueEntry(key="a", value=pb.Value(double=0.5))])]),
+        pb.RecordSet(
+            metrics=[pb.MetricsRecord(name="m", entries=[pb.ValueEntry(key="a", value=pb.Value(double=0.5))])]
+        ),
     ]
 )
 wire_messages = st.builds(

@@ -13,7 +13,7 @@ import anyio
 
 from fl_async.cli.embedded import run_embedded
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def _load(path: Path) -> ModuleType:

@@ -15,7 +15,7 @@ from fl_async._net import ServerTLS
 from fl_async.client import ClientApp
 from fl_async.errors import RefusedByLinkError
 from fl_async.supernode import SuperNode
-from tests.certs import make_certs, write_certs
+from fl_async.testing.certs import make_certs, write_certs
 
 HINT = "hint:"
 

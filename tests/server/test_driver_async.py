@@ -136,7 +136,8 @@ async def test_push_refused_message_gets_empty_id_and_reason_logged(caplog: pyte
 
 async def test_client_side_validation_sends_nothing() -> None:
     async with (
-        cluster(num_nodes=1) as c, AsyncDriver(c.link.driver_address, insecure=True) as driver,
+        cluster(num_nodes=1) as c,
+        AsyncDriver(c.link.driver_address, insecure=True) as driver,
         AsyncDriver(c.link.driver_address, insecure=True) as other,
     ):
         (node,) = c.node_ids
@@ -364,7 +365,7 @@ async def test_unreachable_link_raises_connection_error() -> None:
 async def test_tls_link(tmp_path) -> None:
     from fl_async._net import ServerTLS
     from fl_async.superlink import LinkConfig, SuperLink
-    from tests.certs import make_certs, write_certs
+    from fl_async.testing.certs import make_certs, write_certs
 
     files = write_certs(tmp_path)
     config = LinkConfig(

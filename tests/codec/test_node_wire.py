@@ -5,6 +5,13 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
+from fl_async._fastwire import (
+    Encoded,
+    auth_field,
+    message_bytes,
+    pull_request,
+    push_request,
+)
 from fl_async.codec import message_to_proto
 from fl_async.common import (
     ConfigsRecord,
@@ -15,13 +22,6 @@ from fl_async.common import (
     RecordSet,
 )
 from fl_async.proto.fl_async import v1 as pb
-from fl_async._fastwire import (
-    Encoded,
-    auth_field,
-    message_bytes,
-    pull_request,
-    push_request,
-)
 
 sint64 = st.integers(-(2**63), 2**63 - 1)
 uint32 = st.integers(0, 2**32 - 1)

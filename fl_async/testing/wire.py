@@ -1,4 +1,5 @@
-"""Raw-stub helpers for SuperLink tests and benchmarks: a bare node and a bare driver speaking the wire API.
+"""A bare node and a bare driver speaking the wire API (generated stubs, no SDK), for tests and benchmarks of
+the link alone.
 
 They build wire messages directly (empty RecordSets; no records), so they exercise the link alone.
 """
@@ -24,9 +25,14 @@ def channel(address: str, **kwargs: object) -> Channel:
 
 def instruction(run_id: int, dst: int, *, ttl: float = 60.0, message_type: str = "train", **md: object) -> pb.Message:
     """An instruction for ``dst`` with an empty RecordSet, created now."""
-    fields: dict[str, object] = dict(
-        run_id=run_id, dst_node_id=dst, ttl=ttl, message_type=message_type, created_at=time.time(), group_id="1"
-    )
+    fields: dict[str, object] = {
+        "run_id": run_id,
+        "dst_node_id": dst,
+        "ttl": ttl,
+        "message_type": message_type,
+        "created_at": time.time(),
+        "group_id": "1",
+    }
     fields.update(md)
     return pb.Message(metadata=pb.Metadata(**fields), content=pb.RecordSet())  # type: ignore[arg-type]
 
@@ -35,16 +41,16 @@ def reply_to(ins: pb.Message, **md: object) -> pb.Message:
     """A content reply to ``ins`` from its destination node."""
     m = ins.metadata
     assert m is not None
-    fields: dict[str, object] = dict(
-        run_id=m.run_id,
-        src_node_id=m.dst_node_id,
-        dst_node_id=0,
-        reply_to_message=m.message_id,
-        ttl=30.0,
-        message_type=m.message_type,
-        group_id=m.group_id,
-        created_at=time.time(),
-    )
+    fields: dict[str, object] = {
+        "run_id": m.run_id,
+        "src_node_id": m.dst_node_id,
+        "dst_node_id": 0,
+        "reply_to_message": m.message_id,
+        "ttl": 30.0,
+        "message_type": m.message_type,
+        "group_id": m.group_id,
+        "created_at": time.time(),
+    }
     fields.update(md)
     return pb.Message(metadata=pb.Metadata(**fields), content=pb.RecordSet())  # type: ignore[arg-type]
 

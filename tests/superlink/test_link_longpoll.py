@@ -18,7 +18,7 @@ from fl_async.superlink import LinkState
 from fl_async.superlink.rpc import CallTracker, LimitedProtoCodec
 from fl_async.superlink.services import DriverService, FleetService
 from fl_async.superlink.wakeups import Wakeups
-from tests.link_stubs import RawDriver, RawNode, instruction, reply_to
+from fl_async.testing.wire import RawDriver, RawNode, instruction, reply_to
 
 
 @dataclass

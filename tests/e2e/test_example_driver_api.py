@@ -24,7 +24,7 @@ pytest.importorskip("torch")
 from fl_async.server import async_run_server_app
 from tests.driver_fixtures import cluster
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "driver-api"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "driver-api"
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from fl_async.errors import (
     NotAuthorizedError,
     ResourceExhaustedError,
 )
-from tests.certs import make_certs
+from fl_async.testing.certs import make_certs
 
 CHUNK = 64 * 1024
 TOKEN = b"node-token"

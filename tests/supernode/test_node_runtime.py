@@ -13,7 +13,7 @@ from fl_async._net import ServerTLS
 from fl_async.client import ClientApp
 from fl_async.common import ConfigsRecord, Context, ErrorCode, Message, MetricsRecord, RecordSet
 from fl_async.supernode import SuperNode
-from tests.certs import make_certs, write_certs
+from fl_async.testing.certs import make_certs, write_certs
 from tests.node_driver import RawDriver
 
 

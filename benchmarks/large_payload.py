@@ -1,6 +1,6 @@
 """Large payloads: the blob data path's stream throughput, and large models through a real link.
 
-Part 1, ``stream`` (issue 7's "one chunk stream >= 50 % of raw asyncio TCP, same run"): a blob server
+Part 1, ``stream`` (the target "one chunk stream >= 50 % of raw asyncio TCP, same run"): a blob server
 runs in its own process (``BlobServer`` over a ``BlobStore``, as inside the link); this process
 uploads one blob (``BlobClient.put``: chunks received straight into the store's preallocated buffer,
 BLAKE3 verified) and downloads it back (``BlobClient.get``: into one preallocated buffer, verified),
@@ -231,7 +231,7 @@ def _start_link():  # type: ignore[no-untyped-def]
     return proc, f"127.0.0.1:{dport}", f"127.0.0.1:{fport}"
 
 
-def _random_array(nbytes: int, dtype: str) -> np.ndarray:  # noqa: F821
+def _random_array(nbytes: int, dtype: str) -> "np.ndarray":  # noqa: F821 - numpy is imported lazily, below
     import numpy as np
 
     out = np.empty(nbytes, dtype=np.uint8)

@@ -1,6 +1,6 @@
 """``make bench``: fl-async's benchmarks alone (no Flower), printed as tables.
 
-Runs the four workloads of issue 8 (:mod:`benchmarks.peer.workloads`) for fl-async only; ``make bench-peer``
+Runs the four peer workloads (:mod:`benchmarks.peer.workloads`) for fl-async only; ``make bench-peer``
 runs the same workloads side by side with Flower 1.10.0. Extra arguments are passed through, e.g.
 ``python -m benchmarks.run_all --workloads 1,3 --json build/bench.json``.
 """

@@ -1,4 +1,4 @@
-"""``python -m benchmarks.peer``: the four workloads of issue 8, fl-async and Flower 1.10.0 back to back.
+"""``python -m benchmarks.peer``: the four peer workloads, fl-async and Flower 1.10.0 back to back.
 
 Usage::
 

@@ -1,4 +1,4 @@
-"""The four workloads of issue 8, each run on every variant back to back, each returning one :class:`Table`.
+"""The four peer workloads, each run on every variant back to back, each returning one :class:`Table`.
 
 1. round latency, tiny payload (one 10-float array), N = 2, 10, 50 nodes, 5 rounds: median and p99;
 2. 100 MiB model to N = 2, 5 nodes and back: round seconds, link peak RSS, server app peak RSS;
@@ -43,7 +43,7 @@ class Variant:
 
 @dataclass
 class Settings:
-    """Sizes and bounds of a benchmark run (defaults = issue 8; ``quick()`` = smoke-test sizes).
+    """Sizes and bounds of a benchmark run (defaults = the full sizes; ``quick()`` = smoke-test sizes).
 
     Attributes:
         latency_sizes: N for workload 1.

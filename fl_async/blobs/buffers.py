@@ -10,7 +10,7 @@ link, storing the same payload) had just taken the free huge pages.
 Even that one pass is expensive: on this project's machine (a 2-core VM) fresh pages arrive at about
 2 GiB/s (``bytearray(n)``, an ``mmap`` written once and ``MAP_POPULATE`` all measure 1.9-2.5 GiB/s),
 which is half of what loopback TCP moves and so bounds every stream that stores what it receives in
-new memory. Two measures, measured in ``benchmarks/RESULTS.md`` ("issue 7, buffers"):
+new memory. Two measures, measured in ``benchmarks/RESULTS.md`` ("buffers"):
 
 * **Prefault in the background.** A new mapping of at least :data:`PREFAULT_MIN` bytes is populated by
   a helper thread with ``madvise(MADV_POPULATE_WRITE)`` (Linux >= 5.14; 2.6-3.0 GiB/s, the call

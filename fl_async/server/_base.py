@@ -353,7 +353,7 @@ def validate_for_push(run_id: int, messages: Iterable[Message]) -> list[Message]
 def push_request(run_id: int, messages: list[Message], blobs: dict[bytes, Any] | None = None) -> pb.PushMessagesRequest:
     """Encode validated messages as one ``PushMessagesRequest``: arrays inline, or, when ``blobs`` is
     given, arrays over the inline limit as external references with payloads put in ``blobs`` (the
-    limit is lowered when the batch's small arrays add up to more than the inline budget, issue 7)."""
+    limit is lowered when the batch's small arrays add up to more than the inline budget)."""
     if blobs is None:
         return pb.PushMessagesRequest(run_id=run_id, messages=[codec.message_to_proto(m) for m in messages])
     limit = codec.inline_limit_for(messages)

@@ -117,7 +117,7 @@ class AsyncDriver:
         self._run: Run | None = None
         self._unclaimed: dict[str, Message] = {}
         self._streams: set[ReplyStream] = set()
-        self._blob_client: Any = None  # issue 7: BlobClient for the link's blob data path (None: none)
+        self._blob_client: Any = None  # BlobClient for the link's blob data path (None: none)
 
     # ----------------------------------------------------------------------------------------
     # lifecycle
@@ -185,7 +185,7 @@ class AsyncDriver:
             raise
         self._run = make_run(self._args, resp.run_id)
         roots = self._args.root_certificates
-        self._blob_client = _blobs.client_for(  # issue 7
+        self._blob_client = _blobs.client_for(
             self._args.host,
             resp.blob_port,
             ssl=client_ssl_context(roots) if roots is not None else None,
@@ -338,7 +338,7 @@ class AsyncDriver:
             return []
         blobs: dict[bytes, Any] | None = {} if self._blob_client is not None else None
         request = await _blobs.encode_beside_loop(push_request, batch, blobs, self.run_id, batch, blobs)
-        await _blobs.upload_blobs(self._blob_client, blobs or {})  # issue 7: payloads before the push
+        await _blobs.upload_blobs(self._blob_client, blobs or {})  # payloads before the push
         resp = await transport.call("PushMessages", request)
         return read_push_response(resp, batch)
 
@@ -453,7 +453,7 @@ class AsyncDriver:
             started = time.monotonic()
             req = pb.PullMessagesRequest(run_id=self.run_id, message_ids=list(wanted), timeout=wait)
             resp = await transport.call("PullMessages", req, wait=wait)
-            fetched, _ = await _blobs.fetch_blobs(self._blob_client, resp.messages)  # issue 7
+            fetched, _ = await _blobs.fetch_blobs(self._blob_client, resp.messages)
             replies = decode_replies(resp, fetched)
             if replies:
                 sink(replies)

@@ -1,8 +1,7 @@
 """``Driver``: the blocking facade over :class:`~fl_async.server.AsyncDriver`.
 
 Each ``Driver`` owns one anyio blocking portal: a daemon thread running its own asyncio loop, in
-which the :class:`AsyncDriver` (and so the grpclib channel) lives (``../shared/reference/libraries.md``
-§3.1-3.2). Every method forwards to the AsyncDriver through that portal, so a ``Driver`` works from
+which the :class:`AsyncDriver` (and so the grpclib channel, bound to the loop it was made in) lives. Every method forwards to the AsyncDriver through that portal, so a ``Driver`` works from
 plain scripts, from any thread (calls from several threads are serialised on the portal's loop), and
 even from code running inside an event loop (Jupyter), where it blocks that loop while a call runs
 but cannot deadlock; it warns there, because :class:`AsyncDriver` is the better fit.

@@ -1,5 +1,5 @@
 """What the link state reports outward: wake-ups (:class:`LinkListener`), held payloads
-(:class:`PayloadTracker`, issue 7) and load (:class:`LinkStats`)."""
+(:class:`PayloadTracker`) and load (:class:`LinkStats`)."""
 
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ class NullListener:
 
 
 class PayloadTracker(Protocol):
-    """Hook for large arrays held by content hash (issue 7): told when the link starts and stops holding
+    """Hook for large arrays held by content hash: told when the link starts and stops holding
     a message. ``retain`` is called when an instruction is queued and when a reply is stored; ``release``
     when the instruction is answered (or expires / becomes unavailable) and when the reply is delivered."""
 

@@ -50,7 +50,8 @@ class SuperLink:
         config: addresses, TLS and limits.
         clock: Unix-time clock for TTLs and liveness (tests may inject one).
         store: storage backend (default: in-memory).
-        payloads: hook told which messages the link holds (default: digest ref-counts, see issue 7).
+        payloads: hook told which messages the link holds (default: the blob data path,
+            :class:`~fl_async.superlink.payloads.LinkBlobs`).
 
     Attributes:
         state: the sans-IO state (for tests and introspection; only touch it from the link's event loop).
@@ -71,7 +72,7 @@ class SuperLink:
         self._calls = CallTracker()
         # connection loss -> the state's disconnect-grace rule (not reported once the link stops)
         self._connections = ConnectionTracker(on_lost=self._connection_lost)
-        # issue 7: the blob data path (store + server) is the default payload tracker
+        # the blob data path (store + server) is the default payload tracker
         self.blobs: LinkBlobs | None = LinkBlobs() if payloads is None else None
         self.state = LinkState.from_config(
             self.config, clock=clock, store=store, listener=self._wakeups, payloads=payloads or self.blobs
@@ -141,7 +142,7 @@ class SuperLink:
                 self._servers.append(server)
                 bound = server._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]  # no public accessor
                 self._addresses[which] = format_address(_WILDCARDS.get(host, host), bound)
-            if self.blobs is not None:  # issue 7: blob data path (default: the Fleet API's host, port 9093), same TLS
+            if self.blobs is not None:  # blob data path (default: the Fleet API's host, port 9093), same TLS
                 assert cfg.blob_api_address is not None  # resolved by LinkConfig
                 host, port = parse_address(cfg.blob_api_address)
                 await self.blobs.start(

@@ -95,7 +95,7 @@ class FleetService(_Service):
     _methods = rpc_methods(pb.FleetBase)
 
     async def create_node(self, req: pb.CreateNodeRequest) -> tuple[pb.CreateNodeResponse, Undo]:
-        """CreateNode: register a node (:meth:`LinkState.create_node`); advertise the blob port (issue 7)."""
+        """CreateNode: register a node (:meth:`LinkState.create_node`); advertise the blob port."""
         node_id, token, granted = self.state.create_node(req.heartbeat_interval)
         self._bind(node_id)
         return pb.CreateNodeResponse(
@@ -181,9 +181,9 @@ class DriverService(_Service):
     _methods = rpc_methods(pb.DriverBase)
 
     async def create_run(self, req: pb.CreateRunRequest) -> tuple[pb.CreateRunResponse, Undo]:
-        """CreateRun: create a run; advertise the blob port and the run's driver blob token (issue 7)."""
+        """CreateRun: create a run; advertise the blob port and the run's driver blob token."""
         run_id = self.state.create_run(req.fab_id, req.fab_version, req.run_config)
-        blob_port, blob_token = blob_port_of(self.state), run_blob_token(self.state, run_id)  # issue 7
+        blob_port, blob_token = blob_port_of(self.state), run_blob_token(self.state, run_id)
         return pb.CreateRunResponse(run_id=run_id, blob_port=blob_port, blob_token=blob_token), None
 
     async def get_run(self, req: pb.GetRunRequest) -> tuple[pb.GetRunResponse, Undo]:

@@ -56,6 +56,7 @@ from fl_async.superlink.hooks import (
     PayloadTracker,
     payload_problem,
 )
+from fl_async.superlink.replies import SYNTHETIC_REPLY_TTL, answered_reason, synthetic_error_reply
 from fl_async.superlink.store import InstructionRecord, LinkStore, MemoryStore, NodeRecord, RunRecord, Status
 from fl_async.superlink.validation import instruction_problem, interval_problem, reply_shape_problem
 
@@ -74,10 +75,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("fl_async.superlink")
-
-SYNTHETIC_REPLY_TTL = 10.0
-"""TTL (seconds) of the error replies the link synthesizes (NODE_UNAVAILABLE, MESSAGE_EXPIRED). Replies
-are kept until a driver pulls them whatever their TTL; this only tells the reader they are fresh."""
 
 
 def _random_id() -> int:
@@ -188,7 +185,7 @@ class LinkState:
             assert md is not None
             self._answer(
                 ins,
-                self._error_reply(
+                synthetic_error_reply(
                     ins,
                     ErrorCode.MESSAGE_EXPIRED,
                     f"instruction {message_id} expired: its ttl of {md.ttl:g} s ran out before node "
@@ -479,7 +476,7 @@ class LinkState:
     def _remove_node(self, node: NodeRecord, reason: str, now: float) -> None:
         answered = []
         for ins in self.store.node_instructions(node.node_id):
-            self._answer(ins, self._error_reply(ins, ErrorCode.NODE_UNAVAILABLE, reason, now))
+            self._answer(ins, synthetic_error_reply(ins, ErrorCode.NODE_UNAVAILABLE, reason, now))
             answered.append(ins.message_id)
         self.store.remove_node(node.node_id)
         self._active_pulls.pop(node.node_id, None)
@@ -572,7 +569,7 @@ class LinkState:
                 if ins is None:
                     reason = f"unknown instruction {md.reply_to_message} (never pushed, or already delivered)"
                 elif ins.status is Status.ANSWERED:
-                    reason = self._answered_reason(ins)
+                    reason = answered_reason(ins)
                 elif md.run_id != ins.run_id:
                     reason = f"reply run_id {md.run_id} differs from the instruction's run_id {ins.run_id}"
                 else:
@@ -608,38 +605,12 @@ class LinkState:
             self.listener.replies_ready(ready)
         return ids, reasons
 
-    @staticmethod
-    def _answered_reason(ins: InstructionRecord) -> str:
-        err = ins.reply.error if ins.reply is not None else None
-        if err is not None and err.code == ErrorCode.MESSAGE_EXPIRED:
-            return f"instruction {ins.message_id} has expired"
-        return f"instruction {ins.message_id} is already answered"
-
     # ---------------------------------------------------------------------------- helpers
     def _answer(self, ins: InstructionRecord, reply: pb.Message) -> None:
         self.store.set_reply(ins.message_id, reply)
         self._unanswered -= 1
         self.payloads.release(ins.message)
         self.payloads.retain(reply)
-
-    @staticmethod
-    def _error_reply(ins: InstructionRecord, code: int, reason: str, now: float) -> pb.Message:
-        md = ins.message.metadata
-        assert md is not None
-        return pb.Message(
-            metadata=pb.Metadata(
-                run_id=md.run_id,
-                message_id=str(uuid.uuid4()),
-                src_node_id=md.dst_node_id,
-                dst_node_id=0,
-                reply_to_message=md.message_id,
-                group_id=md.group_id,
-                ttl=SYNTHETIC_REPLY_TTL,
-                message_type=md.message_type,
-                created_at=now,
-            ),
-            error=pb.Error(code=code, reason=reason),
-        )
 
     def stats(self) -> LinkStats:
         """Counts of runs, nodes, queued, in-flight and ready replies, and per node ``(queued, in_flight)``."""

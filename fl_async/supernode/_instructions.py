@@ -65,11 +65,11 @@ class InstructionHandler:
         self._node = node
 
     def _decode(self, wire: pb.Message, blobs: Mapping[bytes, Any] | None = None) -> Message:
-        """The one place the node decodes instructions; ``blobs`` holds fetched, verified payloads (issue 7)."""
+        """The one place the node decodes instructions; ``blobs`` holds fetched, verified payloads."""
         return message_from_proto(wire, blobs=blobs, verify=not blobs)
 
     def _encode(self, message: Message, blobs: dict[bytes, Any] | None = None) -> pb.Message:
-        """The one place the node encodes replies; large arrays go to ``blobs`` when given (issue 7)."""
+        """The one place the node encodes replies; large arrays go to ``blobs`` when given."""
         if blobs is None:
             return message_to_proto(message)
         return message_to_proto(message, blobs=blobs, inline_limit=inline_limit_for([message]))
@@ -227,7 +227,7 @@ class InstructionHandler:
             instructions pulled in the same call, and the session they came from (``None`` if none).
         """
         md = reply.metadata
-        blobs: dict[bytes, Any] | None = {} if self._node._blob_port else None  # issue 7: large arrays as blobs
+        blobs: dict[bytes, Any] | None = {} if self._node._blob_port else None  # large arrays as blobs
         substituted = False
         try:
             data = message_bytes(await _blobs.encode_beside_loop(self._encode, [reply], blobs, reply, blobs))
@@ -266,7 +266,7 @@ class InstructionHandler:
                 sending = False
                 try:
                     try:
-                        await _blobs.upload_blobs(self._node._blob_client, blobs or {})  # issue 7: before the push
+                        await _blobs.upload_blobs(self._node._blob_client, blobs or {})  # before the push
                     except (LinkConnectionError, LinkTimeoutError):
                         raise
                     except FlAsyncError as exc:

@@ -181,7 +181,7 @@ class SuperNode:
         self._resumable: _Session | None = None
         self._conn: FleetClient | None = None
         self._blob_port = 0
-        self._blob_client: Any = None  # issue 7: BlobClient of the current session (None: no blob path)
+        self._blob_client: Any = None  # BlobClient of the current session (None: no blob path)
         self._pull_scope: anyio.CancelScope | None = None
         self._prims = False
         self._owner_tg: Any = None
@@ -352,7 +352,7 @@ class SuperNode:
         return True
 
     async def _goodbye(self) -> None:
-        if self._blob_client is not None:  # issue 7: close the blob path's idle connections
+        if self._blob_client is not None:  # close the blob path's idle connections
             await self._blob_client.aclose()
         sess = self._last_session
         if sess is not None and not self._deleted:

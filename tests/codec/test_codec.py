@@ -295,7 +295,7 @@ def test_error_message_round_trip(reason: str | None) -> None:
     out = _wire_round_trip(Message(md, error=Error(ErrorCode.NODE_UNAVAILABLE, reason)), external=False)
     assert out.has_error() and out.error == Error(3, reason)
     with pytest.raises(ValueError, match="no content"):
-        out.content  # noqa: B018
+        out.content  # noqa: B018 - the property access itself must raise
 
 
 @pytest.mark.parametrize("field", ["run_id", "src_node_id", "dst_node_id"])

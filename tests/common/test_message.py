@@ -68,7 +68,7 @@ def test_content_and_error_accessors() -> None:
     msg = Message(_metadata(), content=RecordSet())
     assert msg.has_content() and not msg.has_error()
     with pytest.raises(ValueError, match="has no error"):
-        msg.error  # noqa: B018
+        msg.error  # noqa: B018 - the property access itself must raise
     with pytest.raises(ValueError, match="cannot get an error"):
         msg.error = Error(0)
     new = RecordSet(metrics_records={"m": MetricsRecord({"a": 1})})
@@ -80,7 +80,7 @@ def test_content_and_error_accessors() -> None:
     err = Message(_metadata(), error=Error(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, "boom"))
     assert err.has_error() and not err.has_content()
     with pytest.raises(ValueError, match="no content.*CLIENT_APP_RAISED_EXCEPTION.*boom.*has_content"):
-        err.content  # noqa: B018
+        err.content  # noqa: B018 - the property access itself must raise
     with pytest.raises(ValueError, match="cannot get content"):
         err.content = RecordSet()
     assert err.error == Error(2, "boom")

@@ -10,9 +10,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from fl_async import codec  # noqa: E402
-from fl_async.common import Array, ParametersRecord, RecordSet, SType  # noqa: E402
-from fl_async.proto.fl_async import v1 as pb  # noqa: E402
+from fl_async import codec  # noqa: E402 - after importorskip("torch"): skip cleanly without torch
+from fl_async.common import Array, ParametersRecord, RecordSet, SType  # noqa: E402 - after importorskip("torch"): skip cleanly without torch
+from fl_async.proto.fl_async import v1 as pb  # noqa: E402 - after importorskip("torch"): skip cleanly without torch
 
 
 def _state_dict() -> dict[str, Any]:

@@ -32,7 +32,7 @@ BUSY_NODE = NODE  # the script benchmarks/disconnect_detection.py measures with
 
 async def test_killed_busy_node_is_unavailable_after_the_grace_not_the_heartbeat_window(
     superlink_factory,
-    processes,  # noqa: F811
+    processes,  # noqa: F811 - the pytest fixture imported above, requested by name
 ) -> None:
     grace = 1.0
     link = await superlink_factory(disconnect_grace=grace, heartbeat_patience=2.0)

@@ -25,6 +25,7 @@ from fl_async.errors import (
     NotAuthorizedError,
     RefusedByLinkError,
     ResourceExhaustedError,
+    _wrong_api_hint,
 )
 
 __all__ = ["TRANSPORT_ERRORS", "ChannelFactory", "Rpc", "from_grpc", "open_channel", "rpc_methods", "transport_errors"]
@@ -91,19 +92,6 @@ def transport_errors() -> tuple[type[BaseException], ...]:
     and ``TimeoutError``. Catch only these around a call; anything else (e.g. a ``TypeError`` from encoding
     the caller's request) is the caller's error and must propagate unchanged."""
     return TRANSPORT_ERRORS
-
-
-_DEFAULT_PORTS = {"Driver": 9091, "Fleet": 9092}
-_OTHER_API = {"Driver": "Fleet", "Fleet": "Driver"}
-
-
-def _wrong_api_hint(api: str | None, address: str | None) -> str:
-    """A hint for a call to a port that does not serve the API (e.g. a driver pointed at the Fleet API)."""
-    if api not in _OTHER_API:
-        return " (does this address serve the API of this call? Driver API: 9091 by default, Fleet API: 9092)"
-    other = _OTHER_API[api]
-    target = address or "this address"
-    return f" (is {target} the {other} API? The {api} API listens on {_DEFAULT_PORTS[api]} by default)"
 
 
 def from_grpc(exc: BaseException, *, what: str, api: str | None = None, address: str | None = None) -> FlAsyncError:

@@ -104,6 +104,19 @@ class IntegrityError(FlAsyncError):
     """A payload did not match its content hash or announced size (truncated or corrupted transfer)."""
 
 
+_DEFAULT_PORTS = {"Driver": 9091, "Fleet": 9092}
+_OTHER_API = {"Driver": "Fleet", "Fleet": "Driver"}
+
+
+def _wrong_api_hint(api: str | None, address: str | None) -> str:
+    """A hint for a call to a port that does not serve the API (e.g. a driver pointed at the Fleet API)."""
+    if api not in _OTHER_API:
+        return " (does this address serve the API of this call? Driver API: 9091 by default, Fleet API: 9092)"
+    other = _OTHER_API[api]
+    target = address or "this address"
+    return f" (is {target} the {other} API? The {api} API listens on {_DEFAULT_PORTS[api]} by default)"
+
+
 class TTLExpiredError(FlAsyncError, ValueError):
     """A message's time to live has run out (e.g. a reply created after its instruction expired).
 

@@ -1,6 +1,6 @@
 """Flower 1.10.0 from PyPI, in its own virtual environment under ``build/peer-venv`` (created here, idempotent).
 
-Processes are started as Flower 1.10 documents them (reference: flower-1.9.md §5 and §6.1)::
+Processes are started as Flower 1.10 documents them::
 
     flower-superlink --insecure --driver-api-address 127.0.0.1:P --fleet-api-address 127.0.0.1:Q
     flower-supernode client:app --insecure --superlink 127.0.0.1:Q

@@ -1,7 +1,7 @@
 """Wake-ups for long-polls: asyncio Events only signal; the items themselves stay in the link's state.
 
 Held calls re-read the state after every wake-up and take items synchronously right before returning, so a
-handler cancelled by grpclib (a raw ``Task.cancel()``) never loses an item (libraries.md §3.3).
+handler cancelled by grpclib (a raw ``Task.cancel()``) never loses an item.
 """
 
 from __future__ import annotations

@@ -1,97 +1,13 @@
-"""A minimal driver over the raw Driver API stub, for SuperNode tests (independent of the Driver SDK).
-
-Every wait is a link-side long-poll bounded by ``anyio.fail_after``.
-"""
+"""Process helpers for SuperNode tests: free ports, a SuperLink in a child process, a TCP proxy that can cut
+connections. The raw driver double is :class:`fl_async.testing.wire.RawDriver`."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import anyio
-from grpclib.client import Channel
 
 from fl_async._net import parse_address
-from fl_async.codec import config_to_proto, message_from_proto, message_to_proto
-from fl_async.common import Message, Metadata, RecordSet
-from fl_async.proto.fl_async import v1 as pb
-
-
-class RawDriver:
-    """Driver API calls for tests. Create inside the running event loop; use as an async context manager."""
-
-    def __init__(self, address: str) -> None:
-        host, port = parse_address(address)
-        self.channel = Channel(host, port)
-        self.stub = pb.DriverStub(self.channel)
-
-    async def __aenter__(self) -> RawDriver:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.channel.close()
-
-    async def create_run(self, run_config: dict[str, Any] | None = None) -> int:
-        resp = await self.stub.create_run(pb.CreateRunRequest(run_config=config_to_proto(run_config or {})), timeout=5)
-        return resp.run_id
-
-    async def node_ids(self, run_id: int) -> list[int]:
-        return list((await self.stub.get_nodes(pb.GetNodesRequest(run_id=run_id), timeout=5)).node_ids)
-
-    async def wait_for_nodes(self, run_id: int, n: int, timeout: float = 10.0) -> list[int]:
-        with anyio.fail_after(timeout):
-            while True:
-                resp = await self.stub.wait_for_nodes(
-                    pb.WaitForNodesRequest(run_id=run_id, min_nodes=n, timeout=1.0), timeout=6
-                )
-                if len(resp.node_ids) >= n:
-                    return list(resp.node_ids)
-
-    async def push(
-        self,
-        run_id: int,
-        node_id: int,
-        message_type: str = "train",
-        content: RecordSet | None = None,
-        *,
-        ttl: float = 60.0,
-        group_id: str = "g",
-    ) -> str:
-        md = Metadata(
-            run_id=run_id,
-            message_id="",
-            src_node_id=0,
-            dst_node_id=node_id,
-            reply_to_message="",
-            group_id=group_id,
-            ttl=ttl,
-            message_type=message_type,
-        )
-        msg = Message(md, content=content if content is not None else RecordSet())
-        resp = await self.stub.push_messages(
-            pb.PushMessagesRequest(run_id=run_id, messages=[message_to_proto(msg)]), timeout=5
-        )
-        assert resp.message_ids[0], f"push refused: {list(resp.reasons)}"
-        return resp.message_ids[0]
-
-    async def pull(self, run_id: int, message_ids: list[str], timeout: float) -> list[Message]:
-        resp = await self.stub.pull_messages(
-            pb.PullMessagesRequest(run_id=run_id, message_ids=message_ids, timeout=timeout), timeout=timeout + 5
-        )
-        return [message_from_proto(m) for m in resp.messages]
-
-    async def replies(self, run_id: int, message_ids: list[str], timeout: float = 10.0) -> dict[str, Message]:
-        """Long-poll until every id has its reply (keyed by ``reply_to_message``)."""
-        got: dict[str, Message] = {}
-        with anyio.fail_after(timeout):
-            while len(got) < len(message_ids):
-                missing = [i for i in message_ids if i not in got]
-                for m in await self.pull(run_id, missing, timeout=1.0):
-                    got[m.metadata.reply_to_message] = m
-        return got
-
-    async def reply(self, run_id: int, message_id: str, timeout: float = 10.0) -> Message:
-        return (await self.replies(run_id, [message_id], timeout))[message_id]
-
 
 # ---------------------------------------------------------------------------- processes
 

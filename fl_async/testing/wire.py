@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import Any
 
+import anyio
 from grpclib.client import Channel
 
 from fl_async._net import parse_address
+from fl_async.codec import config_to_proto, message_from_proto, message_to_proto
+from fl_async.common import Message, Metadata, RecordSet
 from fl_async.proto.fl_async import v1 as pb
 
 __all__ = ["RawDriver", "RawNode", "channel", "instruction", "reply_to"]
@@ -104,16 +108,38 @@ class RawNode:
 
 
 class RawDriver:
-    """A driver speaking raw Driver stubs."""
+    """A driver speaking raw Driver stubs (wire messages, no Driver SDK): the one raw-driver double of the tests
+    and benchmarks, to exercise the link or the nodes without :class:`~fl_async.server.AsyncDriver`.
 
-    def __init__(self, stub: pb.DriverStub, run_id: int) -> None:
+    ``RawDriver(stub, run_id)`` / ``await RawDriver.create(stub)`` use a stub you own; ``async with
+    RawDriver("HOST:PORT") as drv:`` opens (and closes) a channel of its own. Wire-level calls (:meth:`push`,
+    :meth:`pull`, :meth:`send_and_receive`) take ``pb.Message`` objects for ``run_id``; message-level calls
+    (:meth:`create_run`, :meth:`push_message`, :meth:`pull_messages`, :meth:`replies`, :meth:`reply`) take the run
+    id first and encode / decode with :mod:`fl_async.codec`. Every wait is a link-side long-poll bounded by
+    ``anyio.fail_after``.
+    """
+
+    def __init__(self, stub: pb.DriverStub | str, run_id: int = 0) -> None:
+        self._channel: Channel | None = None
+        if isinstance(stub, str):
+            self._channel = channel(stub)
+            stub = pb.DriverStub(self._channel)
         self.stub = stub
         self.run_id = run_id
+
+    async def __aenter__(self) -> RawDriver:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._channel is not None:
+            self._channel.close()
 
     @classmethod
     async def create(cls, stub: pb.DriverStub) -> RawDriver:
         res = await stub.create_run(pb.CreateRunRequest(fab_id="test", fab_version="0"))
         return cls(stub, res.run_id)
+
+    # ---------------------------------------------------------------------------- wire level (run_id)
 
     async def push(self, messages: Sequence[pb.Message]) -> pb.PushMessagesResponse:
         return await self.stub.push_messages(pb.PushMessagesRequest(run_id=self.run_id, messages=list(messages)))
@@ -125,8 +151,10 @@ class RawDriver:
         )
         return list(res.messages)
 
-    async def node_ids(self) -> list[int]:
-        return list((await self.stub.get_nodes(pb.GetNodesRequest(run_id=self.run_id))).node_ids)
+    async def node_ids(self, run_id: int | None = None) -> list[int]:
+        """The run's online nodes (default: :attr:`run_id`)."""
+        run = self.run_id if run_id is None else run_id
+        return list((await self.stub.get_nodes(pb.GetNodesRequest(run_id=run), timeout=5)).node_ids)
 
     async def send_and_receive(self, messages: Sequence[pb.Message], timeout: float = 10.0) -> list[pb.Message]:
         """Push, then long-poll until every accepted message has a reply (or ``timeout`` s pass)."""
@@ -136,3 +164,68 @@ class RawDriver:
         while len(replies) < len(ids) and time.monotonic() < deadline:
             replies += await self.pull(ids, timeout=max(0.0, deadline - time.monotonic()))
         return replies
+
+    # ---------------------------------------------------------------------------- message level (run id first)
+
+    async def create_run(self, run_config: dict[str, Any] | None = None) -> int:
+        """Create a run (with ``run_config``) and return its id."""
+        request = pb.CreateRunRequest(run_config=config_to_proto(run_config or {}))
+        resp = await self.stub.create_run(request, timeout=5)
+        return resp.run_id
+
+    async def wait_for_nodes(self, run_id: int, n: int, timeout: float = 10.0) -> list[int]:
+        with anyio.fail_after(timeout):
+            while True:
+                resp = await self.stub.wait_for_nodes(
+                    pb.WaitForNodesRequest(run_id=run_id, min_nodes=n, timeout=1.0), timeout=6
+                )
+                if len(resp.node_ids) >= n:
+                    return list(resp.node_ids)
+
+    async def push_message(
+        self,
+        run_id: int,
+        node_id: int,
+        message_type: str = "train",
+        content: RecordSet | None = None,
+        *,
+        ttl: float = 60.0,
+        group_id: str = "g",
+    ) -> str:
+        """Push one instruction to ``node_id``; returns its message id (asserts the link accepted it)."""
+        md = Metadata(
+            run_id=run_id,
+            message_id="",
+            src_node_id=0,
+            dst_node_id=node_id,
+            reply_to_message="",
+            group_id=group_id,
+            ttl=ttl,
+            message_type=message_type,
+        )
+        msg = Message(md, content=content if content is not None else RecordSet())
+        resp = await self.stub.push_messages(
+            pb.PushMessagesRequest(run_id=run_id, messages=[message_to_proto(msg)]), timeout=5
+        )
+        assert resp.message_ids[0], f"push refused: {list(resp.reasons)}"
+        return resp.message_ids[0]
+
+    async def pull_messages(self, run_id: int, message_ids: list[str], timeout: float) -> list[Message]:
+        """One held pull of the replies to ``message_ids``, decoded."""
+        resp = await self.stub.pull_messages(
+            pb.PullMessagesRequest(run_id=run_id, message_ids=message_ids, timeout=timeout), timeout=timeout + 5
+        )
+        return [message_from_proto(m) for m in resp.messages]
+
+    async def replies(self, run_id: int, message_ids: list[str], timeout: float = 10.0) -> dict[str, Message]:
+        """Long-poll until every id has its reply (keyed by ``reply_to_message``)."""
+        got: dict[str, Message] = {}
+        with anyio.fail_after(timeout):
+            while len(got) < len(message_ids):
+                missing = [i for i in message_ids if i not in got]
+                for m in await self.pull_messages(run_id, missing, timeout=1.0):
+                    got[m.metadata.reply_to_message] = m
+        return got
+
+    async def reply(self, run_id: int, message_id: str, timeout: float = 10.0) -> Message:
+        return (await self.replies(run_id, [message_id], timeout))[message_id]

@@ -26,7 +26,7 @@ from fl_async.proto.fl_async import v1 as pb
 from fl_async.server.async_driver import AsyncDriver
 from fl_async.superlink import SuperLink
 from fl_async.supernode import SuperNode
-from tests.node_driver import RawDriver
+from fl_async.testing.wire import RawDriver
 
 N = 10
 
@@ -158,7 +158,7 @@ async def test_reply_naming_a_payload_the_link_does_not_hold_is_refused(superlin
             created = await fleet.create_node(pb.CreateNodeRequest(heartbeat_interval=30.0), timeout=5)
             auth = pb.NodeAuth(node_id=created.node_id, token=created.token)
             run_id = await drv.create_run()
-            await drv.push(run_id, created.node_id)
+            await drv.push_message(run_id, created.node_id)
             pulled = await fleet.pull_instructions(
                 pb.PullInstructionsRequest(auth=auth, max_messages=1, timeout=5), timeout=10
             )
@@ -215,7 +215,7 @@ async def test_unreachable_payload_becomes_payload_unavailable(superlink: SuperL
         [mid] = resp.message_ids
         assert mid, resp.reasons
         with anyio.fail_after(60):
-            [reply] = await drv.pull(run_id, [mid], timeout=55)
+            [reply] = await drv.pull_messages(run_id, [mid], timeout=55)
         assert reply.has_error() and reply.error.code == ErrorCode.PAYLOAD_UNAVAILABLE
         assert not ran
 

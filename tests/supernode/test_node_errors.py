@@ -20,7 +20,7 @@ from fl_async.common import (
 from fl_async.proto.fl_async import v1 as pb
 from fl_async.supernode import SuperNode
 from fl_async.supernode._instructions import InstructionHandler
-from tests.node_driver import RawDriver
+from fl_async.testing.wire import RawDriver
 
 
 def unencodable_app() -> ClientApp:
@@ -55,9 +55,9 @@ async def test_reply_that_cannot_be_encoded_becomes_an_invalid_reply_error_at_on
         node_id = await node.wait_registered(timeout=5)
         run = await drv.create_run()
         with anyio.fail_after(5):  # at once, not at the instruction's TTL (60 s)
-            array = await drv.reply(run, await drv.push(run, node_id, "train"))
-            mixed = await drv.reply(run, await drv.push(run, node_id, "query"))
-            ok = await drv.reply(run, await drv.push(run, node_id, "evaluate"))  # still serving
+            array = await drv.reply(run, await drv.push_message(run, node_id, "train"))
+            mixed = await drv.reply(run, await drv.push_message(run, node_id, "query"))
+            ok = await drv.reply(run, await drv.push_message(run, node_id, "evaluate"))  # still serving
     assert array.error.code == ErrorCode.INVALID_REPLY
     assert "cannot be encoded" in array.error.reason and "'p/a'" in array.error.reason
     assert "3 bytes" in array.error.reason
@@ -93,8 +93,8 @@ async def test_unexpected_node_failure_still_answers_the_instruction(superlink, 
         node_id = await node.wait_registered(timeout=5)
         run = await drv.create_run()
         with anyio.fail_after(5):
-            failed = await drv.reply(run, await drv.push(run, node_id, "train"))
-            ok = await drv.reply(run, await drv.push(run, node_id, "evaluate"))
+            failed = await drv.reply(run, await drv.push_message(run, node_id, "train"))
+            ok = await drv.reply(run, await drv.push_message(run, node_id, "evaluate"))
     assert failed.error.code == ErrorCode.UNKNOWN
     assert "RuntimeError" in failed.error.reason and "injected node failure" in failed.error.reason
     assert ok.has_content()

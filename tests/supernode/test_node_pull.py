@@ -15,7 +15,7 @@ from fl_async.client import ClientApp
 from fl_async.common import Context, Message, RecordSet
 from fl_async.proto.fl_async import v1 as pb
 from fl_async.supernode import SuperNode
-from tests.node_driver import RawDriver
+from fl_async.testing.wire import RawDriver
 
 
 def echo_app() -> ClientApp:
@@ -37,7 +37,7 @@ async def test_busy_node_replies_and_pulls_in_one_call(superlink_factory) -> Non
         node_id = await node.wait_registered(timeout=5)
         run = await drv.create_run()
         for _ in range(5):  # one at a time: each arrives while the previous reply's push is held
-            reply = await drv.reply(run, await drv.push(run, node_id))
+            reply = await drv.reply(run, await drv.push_message(run, node_id))
             assert reply.has_content(), reply.error
         calls = node.fleet_calls
     assert calls["PushReplies+pull"] == 5 and calls["PushReplies"] == 0
@@ -52,7 +52,7 @@ async def test_reply_whose_ttl_is_too_short_to_hold_a_pull_is_pushed_alone(super
     ):
         node_id = await node.wait_registered(timeout=5)
         run = await drv.create_run()
-        reply = await drv.reply(run, await drv.push(run, node_id, ttl=3.0))  # < 5 s margin left
+        reply = await drv.reply(run, await drv.push_message(run, node_id, ttl=3.0))  # < 5 s margin left
         assert reply.has_content(), reply.error
         assert node.fleet_calls["PushReplies"] == 1 and node.fleet_calls["PushReplies+pull"] == 0
 
@@ -65,7 +65,7 @@ async def test_stop_while_a_push_holds_a_pull_is_quick_and_unregisters(superlink
         tg.start_soon(node.run)
         node_id = await node.wait_registered(timeout=5)
         run = await drv.create_run()
-        assert (await drv.reply(run, await drv.push(run, node_id))).has_content()
+        assert (await drv.reply(run, await drv.push_message(run, node_id))).has_content()
         assert node.fleet_calls["PushReplies+pull"] == 1  # held on the link now, for up to 30 s
         t0 = time.monotonic()
         node.stop()
@@ -127,7 +127,7 @@ async def test_pulls_never_ask_for_more_than_the_free_slots(superlink_factory) -
         grpclib.events.listen(channel, grpclib.events.SendMessage, on_send)
         run = await drv.create_run()
         for burst in (5, 1, 7, 2, 10, 3, 12):  # bursts larger and smaller than the slots
-            ids = [await drv.push(run, node_id) for _ in range(burst)]
+            ids = [await drv.push_message(run, node_id) for _ in range(burst)]
             got = await drv.replies(run, ids, timeout=15)
             assert all(m.has_content() for m in got.values())
         calls = node.fleet_calls
@@ -159,7 +159,7 @@ async def test_connection_lost_while_a_push_holds_a_pull_resumes_and_keeps_servi
         ):
             node_id = await node.wait_registered(timeout=5)
             run = await drv.create_run()
-            first = await drv.push(run, node_id)
+            first = await drv.push_message(run, node_id)
             assert (await drv.reply(run, first)).has_content()
             assert node.fleet_calls["PushReplies+pull"] == 1
             await proxy.cut()
@@ -167,7 +167,7 @@ async def test_connection_lost_while_a_push_holds_a_pull_resumes_and_keeps_servi
                 while node.node_id is not None:
                     await anyio.sleep(0.01)
             await proxy.restore()
-            reply = await drv.reply(run, await drv.push(run, node_id))
+            reply = await drv.reply(run, await drv.push_message(run, node_id))
             assert reply.has_content(), reply.error
             assert node.node_id == node_id and node.registrations == 1
             with anyio.fail_after(10):
@@ -189,7 +189,7 @@ async def test_a_busy_node_sends_no_heartbeats_an_idle_one_does(superlink) -> No
         run = await drv.create_run()
         t0 = time.monotonic()
         while time.monotonic() - t0 < 1.5:  # busy: instructions back to back (~5 heartbeat periods)
-            assert (await drv.reply(run, await drv.push(run, node_id))).has_content()
+            assert (await drv.reply(run, await drv.push_message(run, node_id))).has_content()
         busy = node.fleet_calls["Heartbeat"]
         with anyio.fail_after(10):  # idle: its pull is held on the link (5 s), so heartbeats resume
             while node.fleet_calls["Heartbeat"] < busy + 2:

@@ -10,7 +10,8 @@ from fl_async.client import ClientApp
 from fl_async.common import Context, Message, MetricsRecord, RecordSet
 from fl_async.proto.fl_async import v1 as pb
 from fl_async.supernode import SuperNode
-from tests.node_driver import LINK_PROCESS, RawDriver, end_process, free_port, spawn, wait_for_text
+from fl_async.testing.wire import RawDriver
+from tests.node_driver import LINK_PROCESS, end_process, free_port, spawn, wait_for_text
 
 
 def echo_app() -> ClientApp:
@@ -30,7 +31,7 @@ async def serve_one_round(link, node_id: int | None = None) -> int:
         (found,) = await drv.wait_for_nodes(run, 1)
         if node_id is not None:
             assert found == node_id
-        rep = await drv.reply(run, await drv.push(run, found))
+        rep = await drv.reply(run, await drv.push_message(run, found))
         assert rep.has_content(), rep.error
         assert rep.content.metrics_records["m"]["node"] == found  # the Context knows the current id
         return found
@@ -132,7 +133,7 @@ async def test_network_blip_keeps_the_registration_and_delivers_the_reply_made_m
         ):
             node_id = await node.wait_registered(timeout=5)
             run = await drv.create_run()
-            mid = await drv.push(run, node_id)
+            mid = await drv.push_message(run, node_id)
             with anyio.fail_after(10):
                 while not started.is_set():
                     await anyio.sleep(0.01)

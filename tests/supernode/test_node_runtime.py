@@ -14,7 +14,7 @@ from fl_async.client import ClientApp
 from fl_async.common import ConfigsRecord, Context, ErrorCode, Message, MetricsRecord, RecordSet
 from fl_async.supernode import SuperNode
 from fl_async.testing.certs import make_certs, write_certs
-from tests.node_driver import RawDriver
+from fl_async.testing.wire import RawDriver
 
 
 def counting_app() -> ClientApp:
@@ -50,9 +50,9 @@ async def test_serves_messages_and_keeps_one_context_per_run(superlink) -> None:
         run_a = await drv.create_run({"lr": 0.5})
         run_b = await drv.create_run({"lr": 0.1})
         for expected in (1, 2):
-            rep = await drv.reply(run_a, await drv.push(run_a, node_id))
+            rep = await drv.reply(run_a, await drv.push_message(run_a, node_id))
             assert rep.content.metrics_records["m"]["n"] == expected
-        rep = await drv.reply(run_b, await drv.push(run_b, node_id))
+        rep = await drv.reply(run_b, await drv.push_message(run_b, node_id))
         assert rep.content.metrics_records["m"]["n"] == 1  # a new run gets a new Context
         assert dict(rep.content.configs_records["echo"]) == {"node_id": node_id, "lr": 0.1, "site": "a"}
         assert rep.metadata.src_node_id == node_id and rep.metadata.dst_node_id == 0
@@ -67,7 +67,7 @@ async def test_handler_error_and_bad_reply_give_error_replies_and_node_keeps_ser
     ):
         node_id = await node.wait_registered(timeout=5)
         run = await drv.create_run()
-        ids = [await drv.push(run, node_id, t) for t in ("query", "evaluate", "unknown-type")]
+        ids = [await drv.push_message(run, node_id, t) for t in ("query", "evaluate", "unknown-type")]
         got = await drv.replies(run, ids)
         boom, bad, unknown = (got[i] for i in ids)
         assert boom.error.code == ErrorCode.CLIENT_APP_RAISED_EXCEPTION
@@ -75,7 +75,7 @@ async def test_handler_error_and_bad_reply_give_error_replies_and_node_keeps_ser
         assert bad.error.code == ErrorCode.INVALID_REPLY and "message_id is" in bad.error.reason
         assert unknown.error.code == ErrorCode.CLIENT_APP_RAISED_EXCEPTION
         assert "Unknown message_type: unknown-type" in unknown.error.reason
-        ok = await drv.reply(run, await drv.push(run, node_id, "train"))
+        ok = await drv.reply(run, await drv.push_message(run, node_id, "train"))
         assert ok.content.metrics_records["m"]["n"] == 1
 
 
@@ -97,11 +97,11 @@ async def test_long_sync_handler_keeps_node_online_via_heartbeats(superlink_fact
     ):
         node_id = await node.wait_registered(timeout=5)
         run = await drv.create_run()
-        mid = await drv.push(run, node_id)
+        mid = await drv.push_message(run, node_id)
         checks = 0
         with anyio.fail_after(15):
             while True:  # long-poll for the reply in 0.25 s windows, checking liveness in between
-                replies = await drv.pull(run, [mid], timeout=0.25)
+                replies = await drv.pull_messages(run, [mid], timeout=0.25)
                 if replies:
                     break
                 if started.is_set():
@@ -128,7 +128,7 @@ async def test_max_concurrency_runs_four_slow_handlers_in_parallel(superlink) ->
     ):
         node_id = await node.wait_registered(timeout=5)
         run = await drv.create_run()
-        ids = [await drv.push(run, node_id) for _ in range(4)]
+        ids = [await drv.push_message(run, node_id) for _ in range(4)]
         got = await drv.replies(run, ids, timeout=15)
         assert all(m.has_content() for m in got.values()), [m for m in got.values() if m.has_error()]
 
@@ -159,7 +159,7 @@ async def test_concurrency_never_exceeds_the_limit_and_async_handlers_share_the_
     ):
         node_id = await node.wait_registered(timeout=5)
         run = await drv.create_run()
-        ids = [await drv.push(run, node_id) for _ in range(6)]
+        ids = [await drv.push_message(run, node_id) for _ in range(6)]
         got = await drv.replies(run, ids, timeout=15)
         assert all(m.has_content() for m in got.values())
     assert peak == 2
@@ -174,7 +174,7 @@ async def test_many_nodes_share_one_event_loop(superlink) -> None:
         ids = [await n.wait_registered(timeout=10) for n in nodes]
         run = await drv.create_run()
         assert sorted(await drv.wait_for_nodes(run, 5)) == sorted(ids)
-        mids = [await drv.push(run, i) for i in ids]
+        mids = [await drv.push_message(run, i) for i in ids]
         got = await drv.replies(run, mids)
         assert {m.metadata.src_node_id for m in got.values()} == set(ids)
         for n in nodes:
@@ -239,8 +239,8 @@ async def test_reply_too_large_for_the_link_becomes_payload_unavailable_error(su
     async with RawDriver(link.driver_address) as drv, SuperNode(app, link.fleet_address, insecure=True) as node:
         node_id = await node.wait_registered(timeout=5)
         run = await drv.create_run()
-        reply = await drv.reply(run, await drv.push(run, node_id))
+        reply = await drv.reply(run, await drv.push_message(run, node_id))
         assert reply.error.code == ErrorCode.PAYLOAD_UNAVAILABLE
         assert "RESOURCE_EXHAUSTED" in reply.error.reason
-        ok = await drv.reply(run, await drv.push(run, node_id, "query"))  # still serving
+        ok = await drv.reply(run, await drv.push_message(run, node_id, "query"))  # still serving
         assert ok.has_error() and ok.error.code == ErrorCode.CLIENT_APP_RAISED_EXCEPTION

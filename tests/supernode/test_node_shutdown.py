@@ -12,7 +12,8 @@ import pytest
 from fl_async.client import ClientApp
 from fl_async.common import Context, ErrorCode, Message, RecordSet
 from fl_async.supernode import SuperNode
-from tests.node_driver import RawDriver, end_process, free_port, spawn, wait_for_text
+from fl_async.testing.wire import RawDriver
+from tests.node_driver import end_process, free_port, spawn, wait_for_text
 
 NODE_PROCESS = """
 import logging, sys, functools, anyio
@@ -74,7 +75,7 @@ async def test_sigterm_with_a_blocked_handler_abandons_it_and_exits_0_within_3s(
         async with RawDriver(superlink.driver_address) as drv:
             run = await drv.create_run()
             (node_id,) = await drv.wait_for_nodes(run, 1)
-            mid = await drv.push(run, node_id)
+            mid = await drv.push_message(run, node_id)
             await wait_for_text(log, "handler started")
             elapsed = await _signal_and_time(proc, signal.SIGTERM)
             reply = await drv.reply(run, mid)
@@ -110,7 +111,7 @@ async def test_stop_waits_for_a_handler_that_finishes_within_the_grace(superlink
         tg.start_soon(node.run)
         node_id = await node.wait_registered(timeout=5)
         run = await drv.create_run()
-        mid = await drv.push(run, node_id)
+        mid = await drv.push_message(run, node_id)
         await _wait_thread_event(started)
         node.stop()
         release.set()  # the handler finishes during the grace period
@@ -128,7 +129,7 @@ async def test_stop_abandons_a_handler_after_the_grace(superlink) -> None:
                 tg.start_soon(node.run)
                 node_id = await node.wait_registered(timeout=5)
                 run = await drv.create_run()
-                mid = await drv.push(run, node_id)
+                mid = await drv.push_message(run, node_id)
                 await _wait_thread_event(started)
                 t0 = time.monotonic()
                 node.stop()

@@ -4,7 +4,8 @@ Each tree's ``fl_async`` (and ``benchmarks``) is imported from that tree (``PYTH
 directory set to the tree), with this interpreter. Runs alternate (old, new, old, new, ...) so that the machine's
 load drifts over both alike; the figures are the medians over the repeats, and the ratio is new / old (above 1:
 new is slower for a latency, faster for a rate). The first figure of each table row is compared: the median
-round latency of ``link_roundtrip`` per N, the push->start and push->reply medians of ``dispatch_latency``.
+round latency, replies/s and link / client CPU per round of ``link_roundtrip`` per N (CPU time is the
+figure least bent by other load on the machine), the push->start and push->reply medians of ``dispatch_latency``.
 
 Make the old tree with ``git worktree add /tmp/old 310dc46`` (no install needed). Run::
 
@@ -35,10 +36,12 @@ def _figures(module: str, output: str) -> dict[str, float]:
         if module == "link_roundtrip":
             m = _ROUNDTRIP_ROW.match(line)
             if m:
-                n = m.group(1)
-                out[f"N={n} median round ms"] = float(m.group(2))
-                out[f"N={n} p99 round ms"] = float(m.group(3))
-                out[f"N={n} replies/s"] = float(m.group(4))
+                n, cols = m.group(1), line.split()
+                out[f"N={n} median round ms"] = float(cols[2])
+                out[f"N={n} p99 round ms"] = float(cols[3])
+                out[f"N={n} replies/s"] = float(cols[4])
+                out[f"N={n} link CPU ms/round"] = float(cols[5])
+                out[f"N={n} client CPU ms/round"] = float(cols[6])
         elif module == "dispatch_latency":
             m = _DISPATCH_ROW.match(line)
             if m:

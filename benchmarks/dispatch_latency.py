@@ -31,7 +31,9 @@ import asyncio, signal, sys
 from fl_async.superlink import LinkConfig, SuperLink
 
 async def main():
-    cfg = LinkConfig(driver_api_address=sys.argv[1], fleet_api_address=sys.argv[2], max_poll_timeout=30)
+    cfg = LinkConfig(
+        driver_api_address=sys.argv[1], fleet_api_address=sys.argv[2], blob_api_address="127.0.0.1:0", max_poll_timeout=30
+    )
     async with SuperLink(cfg):
         stop = asyncio.Event()
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
@@ -175,7 +177,12 @@ def main(argv: list[str] | None = None) -> int:
         async def with_link() -> dict[str, dict[str, float]]:
             from fl_async.superlink import LinkConfig, SuperLink
 
-            cfg = LinkConfig(driver_api_address=driver_address, fleet_api_address=fleet_address, max_poll_timeout=30)
+            cfg = LinkConfig(
+                driver_api_address=driver_address,
+                fleet_api_address=fleet_address,
+                blob_api_address="127.0.0.1:0",  # a free port: 9093 may be taken on a shared machine
+                max_poll_timeout=30,
+            )
             async with SuperLink(cfg):
                 return await measure(driver_address, fleet_address, args.iterations, args.warmup)
 

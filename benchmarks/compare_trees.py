@@ -45,9 +45,11 @@ def _figures(module: str, output: str) -> dict[str, float]:
         elif module == "dispatch_latency":
             m = _DISPATCH_ROW.match(line)
             if m:
-                out[f"{m.group(1)} push->start median ms"] = float(m.group(2))
-                if m.group(4) is not None:
-                    out[f"{m.group(1)} push->reply median ms"] = float(m.group(4))
+                ms = [float(x) for x in re.findall(r"([\d.]+) ms", line)]
+                out[f"{m.group(1)} push->start median ms"] = ms[0]
+                if len(ms) >= 6:  # handler rows: ..., node-side median, push->reply median, p99
+                    out[f"{m.group(1)} node-side median ms"] = ms[3]
+                    out[f"{m.group(1)} push->reply median ms"] = ms[4]
     return out
 
 

@@ -317,11 +317,9 @@ def recordset_from_proto(
                 raise ValueError(f"parameters record {prec.name!r}: key {k!r} appears twice")
             arrays[k] = _array_from_proto(a, blobs, f"{prec.name}/{k}", verify, used)
         out.parameters_records[prec.name] = ParametersRecord(arrays)
-    seen.clear()
-    for mrec in rs.metrics:
+    for mrec in rs.metrics:  # one namespace for all three kinds (as a RecordSet has)
         _unique("metrics record", mrec.name, seen)
         out.metrics_records[mrec.name] = MetricsRecord(_entries_from_proto("metrics record", mrec.name, mrec.entries))
-    seen.clear()
     for crec in rs.configs:
         _unique("configs record", crec.name, seen)
         out.configs_records[crec.name] = ConfigsRecord(_entries_from_proto("configs record", crec.name, crec.entries))

@@ -95,6 +95,8 @@ CONFIG_VALUES = st.one_of(
     configs=st.dictionaries(KEYS, st.dictionaries(KEYS, CONFIG_VALUES, max_size=4), max_size=3),
 )
 def test_record_values_round_trip_exactly(metrics: dict, configs: dict) -> None:  # type: ignore[type-arg]
+    configs = {f"c{k}": v for k, v in configs.items()}  # one namespace per RecordSet: keep the names apart
+    metrics = {f"m{k}": v for k, v in metrics.items()}
     rs = RecordSet(
         metrics_records={k: MetricsRecord(v) for k, v in metrics.items()},
         configs_records={k: ConfigsRecord(v) for k, v in configs.items()},

@@ -308,7 +308,9 @@ def build_message(
 def validate_for_push(run_id: int, messages: Iterable[Message]) -> list[Message]:
     """Check messages before pushing them, as Flower 1.9's ``GrpcDriver.push_messages``.
 
-    Every message must belong to run ``run_id``, come from the server app (``src_node_id == 0``),
+    A message with ``run_id`` 0 (built directly, as newest Flower's ``Message(content, dst_node_id,
+    message_type)``) is given run ``run_id``, as newest Flower's ``Grid.push_messages`` does; any other
+    message must belong to run ``run_id``. Every message must come from the server app (``src_node_id == 0``),
     not have been pushed or received (``message_id == ""``, ``reply_to_message == ""``) and have
     ``ttl > 0``. Nothing is sent unless all pass.
 
@@ -330,6 +332,8 @@ def validate_for_push(run_id: int, messages: Iterable[Message]) -> list[Message]
             raise TypeError(f"push_messages: item {i} is a {type(msg).__name__}, not a Message")
         md = msg.metadata
         problem = None
+        if md.run_id == 0:  # built as Message(content, dst_node_id, message_type): this run's (newest Flower)
+            md._run_id = run_id
         if md.run_id != run_id:
             problem = f"run_id {md.run_id} is not this driver's run {run_id}"
         elif md.src_node_id != 0:

@@ -14,7 +14,7 @@ import asyncio
 import collections
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -312,7 +312,9 @@ class AsyncDriver:
 
         All messages are checked first (``"Invalid message: ..."`` ``ValueError`` and nothing is
         sent if any fails: foreign run id, ``src_node_id != 0``, message id or ``reply_to_message``
-        already set, ``ttl <= 0``), then sent in one request. The messages themselves are not changed.
+        already set, ``ttl <= 0``), then sent in one request. Messages are not changed, except that one
+        built without a run (``run_id`` 0, newest Flower's ``Message(content, dst_node_id, message_type)``)
+        gets this run's id.
 
         Returns:
             One id per message, in order; ``""`` where the link did not queue the message (e.g. its
@@ -394,7 +396,9 @@ class AsyncDriver:
         await self._pull_loop([i for i in ids if i], deadline, out.extend)
         return out
 
-    def receive(self, message_ids: Iterable[str], *, timeout: float | None = None) -> ReplyStream:
+    def receive(
+        self, message_ids: Iterable[str], *, timeout: float | None = None, max_buffered_bytes: int | None = None
+    ) -> ReplyStream:
         """Yield replies to the given instructions one by one, as they arrive.
 
         Usage::
@@ -413,6 +417,12 @@ class AsyncDriver:
         Args:
             message_ids: ids returned by :meth:`push_messages` (``""`` ignored).
             timeout: seconds to wait at most; ``None`` = until every reply is in.
+            max_buffered_bytes: bound on the large-payload bytes (arrays sent on the blob data path) of
+                replies downloaded but not yet consumed; a reply counts as consumed when the next one is
+                asked for. Polls whose replies would exceed it wait before downloading (one reply is
+                always let through), so a consumer that aggregates replies one by one holds about one
+                reply in memory whatever their number. ``None`` = no bound (replies are downloaded as
+                they arrive). Inline arrays (each under 1 MiB) are not counted.
 
         Raises:
             TypeError, ValueError: bad argument.
@@ -421,21 +431,37 @@ class AsyncDriver:
         ids = normalize_ids(message_ids)
         if timeout is not None:
             check_timeout(timeout, "timeout")
+        if max_buffered_bytes is not None and (
+            isinstance(max_buffered_bytes, bool) or not isinstance(max_buffered_bytes, int) or max_buffered_bytes < 0
+        ):
+            raise ValueError(f"max_buffered_bytes must be an int >= 0 or None, got {max_buffered_bytes!r}")
         self._require_open()
-        return ReplyStream(self, ids, timeout)
+        return ReplyStream(self, ids, timeout, max_buffered_bytes)
 
     # ----------------------------------------------------------------------------------------
     # internals
+
+    async def _fetch_and_stash(self, resp: pb.PullMessagesResponse) -> None:
+        fetched, _ = await _blobs.fetch_blobs(self._blob_client, resp.messages)
+        self._stash(decode_replies(resp, fetched))
 
     def _stash(self, replies: list[Message]) -> None:
         """Keep replies nobody read (a stream closed early) for a later pull of their ids."""
         for reply in replies:
             self._unclaimed[reply.metadata.reply_to_message] = reply
 
-    async def _pull_loop(self, ids: list[str], deadline: Deadline, sink: Callable[[list[Message]], None]) -> None:
+    async def _pull_loop(
+        self,
+        ids: list[str],
+        deadline: Deadline,
+        sink: Callable[[list[Message]], None],
+        admit: Callable[[pb.PullMessagesResponse], Awaitable[None]] | None = None,
+    ) -> None:
         """Long-poll the link for replies to ``ids`` until all are in, none is outstanding any more (as the
         link lists in ``PullMessagesResponse.outstanding``), or the deadline passes; hand each batch of
-        replies to ``sink`` as it arrives."""
+        replies to ``sink`` as it arrives. ``admit(resp)``, when given, is awaited before a response's
+        payloads are downloaded (a memory bound, see :meth:`receive`); if it is cancelled, the replies the
+        link handed over are still downloaded and kept by the driver, never lost."""
         transport = self._require_open()
         wanted = dict.fromkeys(ids)
         stashed = [self._unclaimed.pop(i) for i in ids if i in self._unclaimed]
@@ -448,6 +474,12 @@ class AsyncDriver:
             started = time.monotonic()
             req = pb.PullMessagesRequest(run_id=self.run_id, message_ids=list(wanted), timeout=wait)
             resp = await transport.call("PullMessages", req, wait=wait)
+            if admit is not None and resp.messages:
+                try:
+                    await admit(resp)
+                except asyncio.CancelledError:
+                    await asyncio.shield(asyncio.ensure_future(self._fetch_and_stash(resp)))
+                    raise
             fetched, _ = await _blobs.fetch_blobs(self._blob_client, resp.messages)  # issue 7
             replies = decode_replies(resp, fetched)
             if replies:
@@ -470,8 +502,14 @@ class ReplyStream:
     ``__anext__`` (or ``__aenter__``) and run as asyncio tasks of the driver's loop.
     """
 
-    def __init__(self, driver: AsyncDriver, ids: list[str], timeout: float | None) -> None:
+    def __init__(
+        self, driver: AsyncDriver, ids: list[str], timeout: float | None, max_buffered_bytes: int | None = None
+    ) -> None:
         self._driver = driver
+        self._limit = max_buffered_bytes
+        self._held: dict[str, int] = {}  # reply_to id -> payload bytes admitted and not consumed yet
+        self._last = ""  # id of the reply handed out last (consumed once the next one is asked for)
+        self._room = asyncio.Event()
         self._ids = ids
         self._timeout = timeout
         self._outstanding = dict.fromkeys(ids)
@@ -498,9 +536,29 @@ class ReplyStream:
         loop = asyncio.get_running_loop()
         for k in range(n):
             bucket = self._ids[k::n]
-            task = loop.create_task(self._driver._pull_loop(bucket, deadline, self._deliver))
+            admit = self._admit if self._limit is not None else None
+            task = loop.create_task(self._driver._pull_loop(bucket, deadline, self._deliver, admit))
             task.add_done_callback(self._task_done)
             self._tasks.append(task)
+
+    async def _admit(self, resp: pb.PullMessagesResponse) -> None:
+        """Wait until the payloads of ``resp`` fit the stream's ``max_buffered_bytes``, then count them."""
+        assert self._limit is not None
+        sizes = {}
+        for wire in resp.messages:
+            rid = wire.metadata.reply_to_message if wire.metadata is not None else ""
+            sizes[rid] = sum(n for n, _ in _blobs.needs_blobs([wire]).values())
+        need = sum(sizes.values())
+        while need and self._held and sum(self._held.values()) + need > self._limit:
+            self._room.clear()
+            await self._room.wait()
+        for rid, n in sizes.items():
+            if n:
+                self._held[rid] = self._held.get(rid, 0) + n
+
+    def _release(self, rid: str) -> None:
+        if self._held.pop(rid, None) is not None:
+            self._room.set()
 
     def _deliver(self, replies: list[Message]) -> None:
         for reply in replies:
@@ -521,9 +579,15 @@ class ReplyStream:
 
     async def __anext__(self) -> Message:
         self._start()
+        if self._last:
+            self._release(self._last)  # the consumer asks for the next reply: it is done with the last one
+            self._last = ""
         while True:
             if self._inbox:
-                return self._inbox.popleft()
+                reply = self._inbox.popleft()
+                if self._limit is not None:
+                    self._last = reply.metadata.reply_to_message
+                return reply
             if self._error is not None:
                 error, self._error = self._error, None
                 await self.aclose()
@@ -546,6 +610,8 @@ class ReplyStream:
         if self._closed:
             return
         self._closed = True
+        self._held.clear()
+        self._room.set()
         for task in self._tasks:
             task.cancel()
         if self._tasks:

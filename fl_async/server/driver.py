@@ -221,17 +221,21 @@ class Driver:
         """Push and wait for the replies; see :meth:`AsyncDriver.send_and_receive`."""
         return self._call(self._inner.send_and_receive, messages, timeout=timeout)
 
-    def receive(self, message_ids: Iterable[str], *, timeout: float | None = None) -> SyncReplyStream:
-        """Iterate over replies as they arrive; see :meth:`AsyncDriver.receive`.
+    def receive(
+        self, message_ids: Iterable[str], *, timeout: float | None = None, max_buffered_bytes: int | None = None
+    ) -> SyncReplyStream:
+        """Iterate over replies as they arrive; see :meth:`AsyncDriver.receive` (also for ``max_buffered_bytes``).
 
         Usage: ``with driver.receive(ids, timeout=60) as replies: for reply in replies: ...``
         """
-        stream = self._call(_make_stream, self._inner, list(message_ids), timeout)
+        stream = self._call(_make_stream, self._inner, list(message_ids), timeout, max_buffered_bytes)
         return SyncReplyStream(self, stream)
 
 
-async def _make_stream(inner: AsyncDriver, ids: list[str], timeout: float | None) -> ReplyStream:
-    stream = inner.receive(ids, timeout=timeout)
+async def _make_stream(
+    inner: AsyncDriver, ids: list[str], timeout: float | None, max_buffered_bytes: int | None = None
+) -> ReplyStream:
+    stream = inner.receive(ids, timeout=timeout, max_buffered_bytes=max_buffered_bytes)
     await stream.__aenter__()  # start the polls now, in the portal's loop
     return stream
 

@@ -1,4 +1,4 @@
-"""``FedAvg`` (McMahan et al., 2017, arXiv:1602.05629) with newest Flower's constructor, aggregating as replies arrive."""
+"""``FedAvg`` (McMahan et al., 2017, arXiv:1602.05629) with newest Flower's constructor, aggregating on arrival."""
 
 from __future__ import annotations
 

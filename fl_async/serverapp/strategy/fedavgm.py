@@ -1,4 +1,4 @@
-"""``FedAvgM``: FedAvg with server-side learning rate and momentum (Hsu et al., 2019, arXiv:1909.06335), as newest Flower's."""
+"""``FedAvgM``: FedAvg with server learning rate and momentum (Hsu et al., 2019, arXiv:1909.06335), as Flower 1.4x."""
 
 from __future__ import annotations
 

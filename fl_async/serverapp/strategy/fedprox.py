@@ -1,4 +1,4 @@
-"""``FedProx`` (Li et al., 2020, arXiv:1812.06127), as newest Flower's: FedAvg that sends ``proximal-mu`` to the nodes."""
+"""``FedProx`` (Li et al., 2020, arXiv:1812.06127), as newest Flower's: FedAvg sending ``proximal-mu`` to nodes."""
 
 from __future__ import annotations
 

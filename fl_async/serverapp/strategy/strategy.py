@@ -136,7 +136,7 @@ class Strategy(ABC):
             budget = self._budget(arrays)
             messages = list(self.configure_train(rnd, arrays, train_config, grid))
             agg_arrays, agg_metrics = self._aggregate(
-                grid, messages, timeout, counts, budget, lambda replies: self.aggregate_train(rnd, replies)
+                grid, messages, timeout, counts, budget, lambda replies, r=rnd: self.aggregate_train(r, replies)
             )
             result.train_replies[rnd] = counts
             log(INFO, "\t└──> train: %s", counts)
@@ -148,7 +148,7 @@ class Strategy(ABC):
             counts = ReplyCounts()
             messages = list(self.configure_evaluate(rnd, arrays, evaluate_config, grid))
             agg_eval = self._aggregate(
-                grid, messages, timeout, counts, budget, lambda replies: self.aggregate_evaluate(rnd, replies)
+                grid, messages, timeout, counts, budget, lambda replies, r=rnd: self.aggregate_evaluate(r, replies)
             )
             result.evaluate_replies[rnd] = counts
             if messages:

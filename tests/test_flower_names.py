@@ -26,7 +26,9 @@ def test_new_names_are_the_same_objects_as_the_old_ones() -> None:
     assert fapp.Message is common.Message and fapp.Context is common.Context and fapp.DEFAULT_TTL == common.DEFAULT_TTL
     assert set(fapp.__all__) >= {"Array", "ArrayRecord", "ConfigRecord", "Context", "Message", "MessageType",
                                  "Metadata", "MetricRecord", "RecordDict", "Error", "DEFAULT_TTL"}  # fmt: skip
-    assert {"Grid", "ServerApp", "strategy"} <= set(serverapp.__all__) and {"ClientApp", "mod"} <= set(clientapp.__all__)
+    assert {"Grid", "ServerApp", "strategy"} <= set(serverapp.__all__) and {"ClientApp", "mod"} <= set(
+        clientapp.__all__
+    )
 
 
 def test_array_record_from_numpy_list_is_zero_copy_and_round_trips() -> None:
@@ -85,7 +87,14 @@ def test_message_built_directly_and_as_a_reply() -> None:
     content = RecordDict({"config": ConfigRecord({"lr": 0.1})})
     msg = Message(content, 7, MessageType.TRAIN, group_id="3", ttl=60)
     md = msg.metadata
-    assert (md.dst_node_id, md.message_type, md.group_id, md.ttl, md.run_id, md.src_node_id) == (7, "train", "3", 60, 0, 0)
+    assert (md.dst_node_id, md.message_type, md.group_id, md.ttl, md.run_id, md.src_node_id) == (
+        7,
+        "train",
+        "3",
+        60,
+        0,
+        0,
+    )
     assert Message(content, dst_node_id=2, message_type="query").metadata.ttl == fapp.DEFAULT_TTL
     md._message_id, md._run_id = "abc", 5  # as received by a node
     reply = Message(RecordDict(), reply_to=msg)

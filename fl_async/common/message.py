@@ -272,6 +272,9 @@ class Message:
     """
 
     __slots__ = ("_content", "_error", "_metadata")
+    _metadata: Metadata
+    _content: RecordSet | None
+    _error: Error | None
 
     def __init__(
         self,

@@ -224,7 +224,7 @@ class Array:
         shape: list[int] | tuple[int, ...] | None = None,
         stype: str | None = None,
         data: bytes | bytearray | memoryview | None = None,
-        ndarray: np.ndarray | None = None,
+        ndarray: np.ndarray | np.generic | None = None,
         torch_tensor: Any = None,
     ) -> None:
         fields = [dtype, shape, stype, data]
@@ -235,7 +235,9 @@ class Array:
         if ndarray is not None or torch_tensor is not None:
             if args or any(f is not None for f in fields) or (ndarray is not None and torch_tensor is not None):
                 raise TypeError("Array takes either dtype, shape, stype and data, or one ndarray, or one torch_tensor")
-            src = Array.from_numpy(ndarray) if ndarray is not None else Array.from_torch_tensor(torch_tensor)
+            src = (
+                Array.from_numpy(np.asarray(ndarray)) if ndarray is not None else Array.from_torch_tensor(torch_tensor)
+            )
             self.dtype, self.shape, self.stype, self.data = src.dtype, src.shape, src.stype, src.data
             return
         if len(args) > 4:
@@ -791,14 +793,14 @@ class RecordView(MutableMapping[str, R], Generic[R]):
     __slots__ = ("_cls", "_owner")
 
     def __init__(self, owner: RecordSet, cls: type[R]) -> None:
-        self._owner = owner
-        self._cls = cls
+        self._owner: RecordSet = owner
+        self._cls: type[R] = cls
 
     def __getitem__(self, key: str) -> R:
         value = self._owner._data[key]
         if type(value) is not self._cls:
             raise KeyError(key)
-        return value  # type: ignore[return-value]
+        return value
 
     def __setitem__(self, key: str, value: R) -> None:
         if not isinstance(key, str):
@@ -865,16 +867,9 @@ class RecordSet(TypedDict[Record]):
         configs_records: Mapping[str, ConfigsRecord] | None = None,
     ) -> None:
         super().__init__(_check_record, records)
-        for view, given in (
-            (self.parameters_records, parameters_records),
-            (self.metrics_records, metrics_records),
-            (self.configs_records, configs_records),
-        ):
-            if given is not None:
-                if not isinstance(given, Mapping) and not hasattr(given, "items"):
-                    raise TypeError(f"expected a mapping, got {type(given).__name__}")
-                for key, value in given.items():
-                    view[key] = value  # type: ignore[index]
+        _fill(self.parameters_records, parameters_records)
+        _fill(self.metrics_records, metrics_records)
+        _fill(self.configs_records, configs_records)
 
     @property
     def parameters_records(self) -> RecordView[ParametersRecord]:
@@ -900,13 +895,22 @@ class RecordSet(TypedDict[Record]):
             return NotImplemented
         return self._data == other._data
 
-    __hash__ = None  # type: ignore[assignment]
+    __hash__ = None
 
     def __repr__(self) -> str:
         return (
             f"RecordSet(parameters_records={self.parameters_records!r}, metrics_records={self.metrics_records!r}, "
             f"configs_records={self.configs_records!r})"
         )
+
+
+def _fill(view: RecordView[R], given: Mapping[str, R] | None) -> None:
+    if given is None:
+        return
+    if not isinstance(given, Mapping) and not hasattr(given, "items"):
+        raise TypeError(f"expected a mapping, got {type(given).__name__}")
+    for key, value in given.items():
+        view[key] = value
 
 
 RecordDict = RecordSet

@@ -176,7 +176,7 @@ class WeightedArrayMean:
             acc = slot.acc.reshape(slot.shape)
             if slot.dtype == "bfloat16":
                 bits = float32_to_bfloat16(acc)
-                out[key] = Array("bfloat16", list(slot.shape), SType.NUMPY, memoryview(bits).cast("B"))
+                out[key] = Array("bfloat16", list(slot.shape), SType.NUMPY, bits.data.cast("B"))
                 continue
             target = numpy_dtype(slot.dtype)
             if target.kind in "fc" and acc.dtype != target:

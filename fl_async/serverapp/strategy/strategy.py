@@ -12,7 +12,8 @@ from __future__ import annotations
 import math
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator
+import functools
+from collections.abc import Callable, Generator, Iterable
 from logging import INFO
 from typing import Any
 
@@ -136,7 +137,7 @@ class Strategy(ABC):
             budget = self._budget(arrays)
             messages = list(self.configure_train(rnd, arrays, train_config, grid))
             agg_arrays, agg_metrics = self._aggregate(
-                grid, messages, timeout, counts, budget, lambda replies, r=rnd: self.aggregate_train(r, replies)
+                grid, messages, timeout, counts, budget, functools.partial(self.aggregate_train, rnd)
             )
             result.train_replies[rnd] = counts
             log(INFO, "\t└──> train: %s", counts)
@@ -148,7 +149,7 @@ class Strategy(ABC):
             counts = ReplyCounts()
             messages = list(self.configure_evaluate(rnd, arrays, evaluate_config, grid))
             agg_eval = self._aggregate(
-                grid, messages, timeout, counts, budget, lambda replies, r=rnd: self.aggregate_evaluate(r, replies)
+                grid, messages, timeout, counts, budget, functools.partial(self.aggregate_evaluate, rnd)
             )
             result.evaluate_replies[rnd] = counts
             if messages:
@@ -188,7 +189,7 @@ class Strategy(ABC):
 
 def _exchange(
     grid: Driver, messages: list[Message], timeout: float, counts: ReplyCounts, budget: int
-) -> Iterator[Message]:
+) -> Generator[Message, None, None]:
     """Push ``messages`` and yield their replies as they arrive, tallying them in ``counts``."""
     started = time.monotonic()
     counts.sent = len(messages)

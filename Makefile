@@ -3,17 +3,29 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+STAMP_RUN := $(VENV)/.installed-run
+TORCH_PIN := torch==2.13.0
 PROTO_SRC := $(wildcard proto/fl_async/v1/*.proto)
 PROTO_OUT := fl_async/proto
 
 .PHONY: venv test proto proto-check run bench bench-peer clean
 
+# Everything (what `make test` and CI need): the test, dev, torch and examples extras, torch pinned to the
+# CPU build this machine installs from disk (the torch extra itself is a range).
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "fl-async needs Python >= 3.11"'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,dev,torch,examples]'
-	touch $(STAMP)
+	$(PY) -m pip install -q -e '.[test,dev,torch,examples]' '$(TORCH_PIN)'
+	touch $(STAMP) $(STAMP_RUN)
+
+# Only what the quickstart needs (`make run`): fl-async and the examples extra; no torch.
+$(STAMP_RUN): pyproject.toml
+	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "fl-async needs Python >= 3.11"'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "installing fl-async and the examples extra into $(VENV) (no torch)..."
+	$(PY) -m pip install -q -e '.[examples]'
+	touch $(STAMP_RUN)
 
 venv: $(STAMP)
 
@@ -39,8 +51,8 @@ proto-check: $(STAMP)
 test: $(STAMP) proto-check
 	$(PY) -m pytest -q -p no:cacheprovider
 
-## run: train a federated model on scikit-learn's digits over 10 in-process SuperNodes
-run: $(STAMP)
+## run: train a federated model on scikit-learn's digits over 10 in-process SuperNodes (installs no torch)
+run: $(STAMP_RUN)
 	$(VENV)/bin/fl-async run examples.quickstart.server:app examples.quickstart.client:app \
 	  --num-supernodes 10 $(ARGS)
 

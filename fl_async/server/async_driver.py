@@ -482,14 +482,18 @@ class AsyncDriver:
                     raise
             fetched, _ = await _blobs.fetch_blobs(self._blob_client, resp.messages)  # issue 7
             replies = decode_replies(resp, fetched)
+            got = bool(replies)
             if replies:
                 sink(replies)
             # the link's explicit answer: ids not listed as outstanding (delivered now, delivered before,
             # unknown, another run's) will never get a reply through this loop
             wanted = dict.fromkeys(still_waiting(wanted, resp))
+            # hold no reference to delivered replies or their payloads during the next poll: a consumer
+            # that drops each reply (a streaming aggregation) must get its memory back at once
+            del resp, fetched, replies
             if not wanted or deadline.expired():
                 return
-            if not replies:
+            if not got:
                 pause = poll_pause(time.monotonic() - started, wait, deadline.remaining())
                 if pause:  # the link did not hold the call (tiny max_poll_timeout, or shutting down)
                     await asyncio.sleep(pause)

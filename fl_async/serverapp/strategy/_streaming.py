@@ -27,8 +27,9 @@ from fl_async.serverapp.exception import AggregationError, InconsistentMessageRe
 
 __all__ = ["CHUNK_ELEMENTS", "MetricMean", "WeightedArrayMean", "bfloat16_to_float32", "float32_to_bfloat16"]
 
-CHUNK_ELEMENTS = 1 << 20
-"""Elements processed per step of an update (bounds temporaries to a few MiB per array)."""
+CHUNK_ELEMENTS = 1 << 18
+"""Elements processed per step of an update: one reused temporary of this size (1-2 MiB, so the three
+passes of a step run in cache) per accumulator dtype."""
 
 
 def bfloat16_to_float32(raw: np.ndarray) -> np.ndarray:
@@ -100,6 +101,7 @@ class WeightedArrayMean:
 
     def __init__(self) -> None:
         self._slots: dict[str, _Slot] = {}
+        self._tmp: dict[np.dtype, np.ndarray] = {}  # one chunk-sized scratch array per accumulator dtype
         self._weight = 0.0
         self._count = 0
 
@@ -138,11 +140,15 @@ class WeightedArrayMean:
             self._check_shape(key, array, slot)
             src, is_bf16 = _flat_source(key, array)
             acc = slot.acc
+            tmp = self._tmp.get(acc.dtype)
+            if tmp is None:
+                tmp = self._tmp[acc.dtype] = np.empty(CHUNK_ELEMENTS, dtype=acc.dtype)
             for start in range(0, acc.size, CHUNK_ELEMENTS):
                 stop = start + CHUNK_ELEMENTS
                 m = acc[start:stop]
                 x = bfloat16_to_float32(src[start:stop]) if is_bf16 else src[start:stop]
-                d = np.subtract(x, m, dtype=acc.dtype)
+                d = tmp[: m.size]
+                np.subtract(x, m, out=d, casting="same_kind")
                 d *= ratio
                 m += d
 
@@ -183,6 +189,7 @@ class WeightedArrayMean:
                 acc = acc.astype(target)
             out[key] = Array.from_numpy(acc)
         self._slots = {}
+        self._tmp = {}
         return out
 
 

@@ -9,10 +9,10 @@ it, so the driver holds about two to three models whatever the number of nodes.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from abc import ABC, abstractmethod
-import functools
 from collections.abc import Callable, Generator, Iterable
 from logging import INFO
 from typing import Any

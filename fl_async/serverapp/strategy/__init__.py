@@ -4,7 +4,7 @@
 Flower's arguments and run with ``strategy.start(grid=grid, initial_arrays=..., num_rounds=...,
 timeout=..., train_config=..., evaluate_config=..., evaluate_fn=...) -> Result``. Each reply is folded
 into a running weighted mean the moment it arrives and then dropped (see
-:mod:`fl_async.serverapp.strategy._streaming`), so the driver holds about two to three models whatever
+:mod:`fl_async.serverapp.strategy._streaming`), so the driver holds about two models whatever
 the number of nodes, where newest Flower holds every reply. Error replies and timed-out nodes are counted
 per round in :attr:`Result.train_replies` / :attr:`Result.evaluate_replies`.
 """

@@ -4,7 +4,8 @@ As newest Flower's ``flwr.serverapp.strategy.Strategy``, with one change underne
 reach ``aggregate_train`` / ``aggregate_evaluate`` as an iterator that yields each reply the moment it
 arrives (:meth:`fl_async.server.Driver.receive`, with a bound on downloaded-but-unread payloads), instead
 of a list filled once all are in. The built-in strategies fold each reply into a running mean and drop
-it, so the driver holds about two to three models whatever the number of nodes.
+it, so the driver holds about two models (the running mean and the reply being folded in) whatever the
+number of nodes.
 """
 
 from __future__ import annotations
@@ -37,8 +38,10 @@ class Strategy(ABC):
 
     Attributes:
         max_buffered_bytes: bound on the payload bytes of replies downloaded but not yet handed to the
-            aggregation (see :meth:`fl_async.server.AsyncDriver.receive`); ``None`` (default) = twice the
-            current model's bytes: one reply is aggregated while the next downloads.
+            aggregation (see :meth:`fl_async.server.AsyncDriver.receive`); ``None`` (default) = the current
+            model's bytes: the next reply downloads once the last one is folded in (driver memory about two
+            models). Twice the model's bytes lets one reply download while another is folded in (faster
+            when downloads and averaging take similar time, about three models).
     """
 
     max_buffered_bytes: int | None = None
@@ -169,7 +172,7 @@ class Strategy(ABC):
     def _budget(self, arrays: ParametersRecord) -> int:
         if self.max_buffered_bytes is not None:
             return self.max_buffered_bytes
-        return 2 * sum(a.nbytes for a in arrays.values())
+        return sum(a.nbytes for a in arrays.values())
 
     @staticmethod
     def _aggregate(

@@ -16,15 +16,16 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "fl-async needs Python >= 3.11"'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,dev,torch,examples]' '$(TORCH_PIN)'
+	$(PY) -m pip install -q -e '.[test,dev,torch,examples,plot]' '$(TORCH_PIN)'
 	touch $(STAMP) $(STAMP_RUN)
 
-# Only what the quickstart needs (`make run`): fl-async and the examples extra; no torch.
+# Only what the quickstart needs (`make run`): fl-async and the examples extra; no torch. --no-compile: Python
+# compiles only the modules it imports, on first import (pip would compile all of scipy's up front).
 $(STAMP_RUN): pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "fl-async needs Python >= 3.11"'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@echo "installing fl-async and the examples extra into $(VENV) (no torch)..."
-	$(PY) -m pip install -q -e '.[examples]'
+	$(PY) -m pip install -q --no-compile -e '.[examples]'
 	touch $(STAMP_RUN)
 
 venv: $(STAMP)

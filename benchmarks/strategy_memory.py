@@ -13,8 +13,9 @@ each measurement is a fresh driver process (so peak RSS is its own) that connect
 * ``naive``: ``send_and_receive`` then newest Flower's ``aggregate_arrayrecords`` arithmetic over the list
   of all replies (``sum(x_i * w_i / W)``), which holds every reply at once.
 
-Each node replies with the model plus a node-specific constant, weighted by a node-specific example count,
-so both variants must produce the same mean (checked). Printed per run: driver peak RSS growth over the
+Each node replies with the model plus a node-specific constant (so no two replies share a payload digest,
+as real updates do not), weighted by a node-specific example count, so both variants must produce the same
+mean (checked). Printed per run: driver peak RSS growth over the
 baseline (after connect, model built, nodes online) in MiB and in models, round seconds; then the ratios
 streaming / naive. Needs about ``(N + 2) * MiB`` of free memory for the link and the nodes, plus ``N * MiB``
 for the naive driver (checked before starting).
@@ -57,14 +58,15 @@ def _client_app():  # type: ignore[no-untyped-def]
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:
-        k = context.node_id % 10 + 1
+        k = context.node_id % 10 + 1  # the weight
+        shift = np.float32(1 + (context.node_id % 1_000_003) / 997.0)  # distinct replies (no shared digests)
         arrays = msg.content["arrays"]
         out = ArrayRecord()
         for key, array in arrays.items():
             x = array.numpy()
             if not x.flags.writeable:
                 x = x.copy()
-            x += np.float32(k)  # in place: the node holds one model
+            x += shift  # in place: the node holds one model
             out[key] = type(array).from_numpy(x)
         return Message(RecordDict({"arrays": out, "metrics": MetricRecord({"num-examples": k})}), reply_to=msg)
 

@@ -264,8 +264,15 @@ def settings(run_config: Mapping[str, object]) -> dict[str, int | float | str]:
 
 
 def plot_accuracy(history: list[float], path: str) -> str:
-    """Write test accuracy per round as a PNG (matplotlib, headless) and return the path."""
-    import matplotlib
+    """Write test accuracy per round as a PNG (matplotlib, headless) and return the path.
+
+    Raises:
+        ImportError: matplotlib is not installed (``pip install 'fl-async[plot]'``).
+    """
+    try:
+        import matplotlib
+    except ImportError:
+        raise ImportError("the plot option needs matplotlib: pip install 'fl-async[plot]'") from None
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

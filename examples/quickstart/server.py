@@ -2,8 +2,8 @@
 
 Written as newest Flower's ServerApps are (``strategy.start(grid=..., initial_arrays=..., ...)``); the
 strategy folds each node's model into the average the moment it arrives. Each round the nodes train on
-their own partition, the new global model is evaluated on the held-out test set (``evaluate_fn``, one
-line per round on stdout) and each node evaluates it on its own data (the last round's mean is printed).
+their own partition and the new global model is evaluated on the held-out test set (``evaluate_fn``, one
+line per round on stdout); after the last round each node evaluates it on its own data.
 ``server_loop.py`` is the same FedAvg written by hand with the Driver API, as the guide does.
 
 Run config (``--run-config KEY=VALUE``, defaults in :data:`task.DEFAULTS`): ``num-server-rounds`` (20),
@@ -14,8 +14,10 @@ Run config (``--run-config KEY=VALUE``, defaults in :data:`task.DEFAULTS`): ``nu
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
+from typing import Any
 
-from fl_async.app import ArrayRecord, ConfigRecord, Context, MetricRecord
+from fl_async.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord
 from fl_async.serverapp import Grid, ServerApp
 from fl_async.serverapp.strategy import FedAvg
 
@@ -26,6 +28,22 @@ else:  # loaded as server (from this folder)
 
 app = ServerApp()
 DEFAULTS = task.DEFAULTS
+
+
+class FedAvgEvaluateLast(FedAvg):
+    """FedAvg whose federated evaluation (each node scores the model on its own data) runs after the last
+    round only: a strategy is customized by overriding one step, as in newest Flower."""
+
+    def __init__(self, last_round: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.last_round = last_round
+
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        if server_round != self.last_round:
+            return []
+        return super().configure_evaluate(server_round, arrays, config, grid)
 
 
 @app.main()
@@ -52,7 +70,9 @@ def main(grid: Grid, context: Context) -> None:
         clock[0] = now
         return MetricRecord({"accuracy": acc, "loss": loss})
 
-    strategy = FedAvg(min_available_nodes=int(cfg["min-nodes"]), min_train_nodes=1, min_evaluate_nodes=1)
+    strategy = FedAvgEvaluateLast(
+        num_rounds, min_available_nodes=int(cfg["min-nodes"]), min_train_nodes=1, min_evaluate_nodes=1
+    )
     result = strategy.start(
         grid=grid,
         initial_arrays=ArrayRecord.from_numpy_dict(task.init_params(seed)),

@@ -441,6 +441,33 @@ class AsyncDriver:
     # ----------------------------------------------------------------------------------------
     # internals
 
+    async def _admitted(
+        self,
+        resp: pb.PullMessagesResponse,
+        sink: Callable[[list[Message]], None],
+        admit: Callable[[pb.PullMessagesResponse], Awaitable[None]],
+    ) -> bool:
+        """Download and deliver the replies of ``resp`` one at a time, each once ``admit`` lets it through
+        (so a response carrying several replies never holds more than the bound allows); returns whether
+        any reply was delivered. If cancelled while waiting, the replies not delivered yet are downloaded
+        and kept by the driver (the link has handed them over: they must not be lost)."""
+        wires = list(resp.messages)
+        for i, wire in enumerate(wires):
+            one = pb.PullMessagesResponse(messages=[wire])
+            try:
+                await admit(one)
+            except asyncio.CancelledError:
+                rest = pb.PullMessagesResponse(messages=wires[i:])
+                await asyncio.shield(asyncio.ensure_future(self._fetch_and_stash(rest)))
+                raise
+            fetched, _ = await _blobs.fetch_blobs(self._blob_client, one.messages)
+            replies = decode_replies(one, fetched)
+            del fetched, one
+            if replies:
+                sink(replies)
+            del replies
+        return bool(wires)
+
     async def _fetch_and_stash(self, resp: pb.PullMessagesResponse) -> None:
         fetched, _ = await _blobs.fetch_blobs(self._blob_client, resp.messages)
         self._stash(decode_replies(resp, fetched))
@@ -474,23 +501,21 @@ class AsyncDriver:
             started = time.monotonic()
             req = pb.PullMessagesRequest(run_id=self.run_id, message_ids=list(wanted), timeout=wait)
             resp = await transport.call("PullMessages", req, wait=wait)
-            if admit is not None and resp.messages:
-                try:
-                    await admit(resp)
-                except asyncio.CancelledError:
-                    await asyncio.shield(asyncio.ensure_future(self._fetch_and_stash(resp)))
-                    raise
-            fetched, _ = await _blobs.fetch_blobs(self._blob_client, resp.messages)  # issue 7
-            replies = decode_replies(resp, fetched)
-            got = bool(replies)
-            if replies:
-                sink(replies)
+            if admit is not None:
+                got = await self._admitted(resp, sink, admit)
+            else:
+                fetched, _ = await _blobs.fetch_blobs(self._blob_client, resp.messages)  # issue 7
+                replies = decode_replies(resp, fetched)
+                got = bool(replies)
+                if replies:
+                    sink(replies)
+                # hold no reference to delivered replies or their payloads during the next poll: a consumer
+                # that drops each reply (a streaming aggregation) must get its memory back at once
+                del fetched, replies
             # the link's explicit answer: ids not listed as outstanding (delivered now, delivered before,
             # unknown, another run's) will never get a reply through this loop
             wanted = dict.fromkeys(still_waiting(wanted, resp))
-            # hold no reference to delivered replies or their payloads during the next poll: a consumer
-            # that drops each reply (a streaming aggregation) must get its memory back at once
-            del resp, fetched, replies
+            del resp
             if not wanted or deadline.expired():
                 return
             if not got:

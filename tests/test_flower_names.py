@@ -75,7 +75,7 @@ def test_record_dict_is_one_namespace_with_typed_live_views() -> None:
     assert "config" not in rd
     with pytest.raises(KeyError):
         del rd.metric_records["arrays"]
-    with pytest.raises(TypeError, match="'bad'.*ParametersRecord, MetricsRecord or ConfigsRecord"):
+    with pytest.raises(TypeError, match=r"'bad'.*ParametersRecord, MetricsRecord or ConfigsRecord"):
         RecordDict({"bad": {"a": 1}})  # type: ignore[dict-item]
     old = RecordSet(parameters_records={"p": arrays}, metrics_records={"m": metrics})  # Flower 1.9's keywords
     assert list(old) == ["p", "m"] and old == RecordDict({"p": arrays, "m": metrics})

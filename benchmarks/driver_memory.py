@@ -229,11 +229,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--mib", type=int, default=30, help="array size in MiB")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--old-tree", type=Path, default=None, help="another fl-async checkout to compare with")
+    parser.add_argument("--old-first", action="store_true", help="run the old tree first (order effects)")
     ns = parser.parse_args(args)
     print(f"driver memory: {ns.nodes} nodes, {ns.mib} MiB float32 array each way, {ns.rounds} rounds, receive()")
-    new = _report("new", run_variant("new", None, ns.nodes, ns.mib, ns.rounds), ns.mib)
+    variants: list[tuple[str, Path | None]] = [("new", None)]
     if ns.old_tree is not None:
-        old = _report("old", run_variant("old", ns.old_tree.resolve(), ns.nodes, ns.mib, ns.rounds), ns.mib)
+        variants.insert(0 if ns.old_first else 1, ("old", ns.old_tree.resolve()))
+    figures = {
+        label: _report(label, run_variant(label, tree, ns.nodes, ns.mib, ns.rounds), ns.mib) for label, tree in variants
+    }
+    if "old" in figures:
+        new, old = figures["new"], figures["old"]
         print(f"new/old: peak growth {new[0] / max(old[0], 1e-9):.3f}, round time {new[1] / old[1]:.2f}")
 
 

@@ -62,6 +62,23 @@ def test_generated_ids_are_unsigned_and_never_zero() -> None:
     assert sum(i > 2**63 - 1 for i in ids) > 500  # about half use the top bit (no signed wrap-around any more)
 
 
+async def test_get_node_ids_are_unsigned_over_many_registrations(superlink: SuperLink) -> None:
+    fleet_channel = channel(superlink.fleet_address)
+    try:
+        fleet = pb.FleetStub(fleet_channel)
+        registered = [
+            (await fleet.create_node(pb.CreateNodeRequest(heartbeat_interval=60.0))).node_id for _ in range(100)
+        ]
+        async with AsyncDriver(superlink.driver_address, insecure=True) as driver:
+            ids = await driver.get_node_ids()
+            assert 1 <= driver.run_id <= TOP
+    finally:
+        fleet_channel.close()
+    assert sorted(ids) == sorted(registered) and len(set(ids)) == 100
+    assert all(type(i) is int and 1 <= i <= TOP for i in ids)
+    assert any(i > 2**63 - 1 for i in ids)  # about half; all 100 below 2**63 has probability 2**-100
+
+
 def test_id_source_candidates_out_of_range_or_taken_are_skipped() -> None:
     state = LinkState(id_source=iter([0, -5, 2**64, TOP, TOP, 7]).__next__)
     assert state.create_node(1.0)[0] == TOP

@@ -12,12 +12,13 @@ import itertools
 from collections.abc import AsyncIterator, Iterator
 
 import anyio
+import numpy as np
 import pytest
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from fl_async.client import ClientApp
-from fl_async.common import ConfigsRecord, Context, Message, MessageType, MetricsRecord, RecordSet
+from fl_async.common import ConfigsRecord, Context, Message, MessageType, MetricsRecord, ParametersRecord, RecordSet
 from fl_async.proto.fl_async import v1 as pb
 from fl_async.server import AsyncDriver
 from fl_async.superlink import LinkConfig, SuperLink
@@ -92,7 +93,11 @@ async def test_high_ids_round_trip_exactly_through_a_real_link() -> None:
             assert driver.run_id == TOP - 1 and (await driver.get_run()).run_id == TOP - 1
             assert sorted(await driver.get_node_ids()) == HIGH_IDS
             assert sorted(await driver.wait_for_nodes(2, timeout=5)) == HIGH_IDS
-            content = RecordSet(configs_records={"c": ConfigsRecord({"big": TOP, "neg": -(2**63), "l": [0, TOP]})})
+            big = np.arange(1 << 19, dtype=np.float32)  # 2 MiB: over the inline limit, so node and driver use the
+            content = RecordSet(  # blob path, whose tokens carry the node and run ids
+                configs_records={"c": ConfigsRecord({"big": TOP, "neg": -(2**63), "l": [0, TOP]})},
+                parameters_records={"p": ParametersRecord.from_numpy_dict({"w": big})},
+            )
             msgs = [driver.create_message(content, MessageType.TRAIN, n, "1") for n in HIGH_IDS]
             assert [m.metadata.dst_node_id for m in msgs] == HIGH_IDS
             with anyio.fail_after(20):
@@ -105,6 +110,7 @@ async def test_high_ids_round_trip_exactly_through_a_real_link() -> None:
             got = dict(reply.content.configs_records["c"])
             assert got == {"big": TOP, "neg": -(2**63), "l": [0, TOP]}
             assert all(type(v) is int for v in (got["big"], got["neg"]))
+            assert np.array_equal(reply.content.parameters_records["p"]["w"].numpy(), big)
 
 
 def _mirror_app() -> ClientApp:

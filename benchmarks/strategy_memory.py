@@ -8,8 +8,7 @@ each measurement is a fresh driver process (so peak RSS is its own) that connect
 (``/proc/self/clear_refs``) and runs one round of FedAvg:
 
 * ``streaming``: ``fl_async.serverapp.strategy.FedAvg().start(grid=..., num_rounds=1)``: each reply is
-  folded into a running weighted mean as it arrives (``--budget B``: downloads ahead bounded to B
-  models; default the strategy's, one model);
+  folded into a running weighted mean as it arrives (``receive()`` downloads one reply at a time);
 * ``naive``: ``send_and_receive`` then newest Flower's ``aggregate_arrayrecords`` arithmetic over the list
   of all replies (``sum(x_i * w_i / W)``), which holds every reply at once.
 
@@ -146,7 +145,7 @@ def _naive_round(grid, arrays, nodes: int, timeout: float):  # type: ignore[no-u
     return out, len(replies)
 
 
-def _drive(variant: str, superlink: str, mib: int, nodes: int, budget: float | None) -> None:
+def _drive(variant: str, superlink: str, mib: int, nodes: int) -> None:
     import logging
 
     import numpy as np
@@ -168,8 +167,6 @@ def _drive(variant: str, superlink: str, mib: int, nodes: int, budget: float | N
         started = time.perf_counter()
         if variant == "streaming":
             strategy = FedAvg(fraction_evaluate=0.0, min_available_nodes=nodes, min_train_nodes=nodes)
-            if budget is not None:
-                strategy.max_buffered_bytes = int(budget * model_bytes)
             result = strategy.start(grid=grid, initial_arrays=arrays, num_rounds=1, timeout=600)
             out, count = result.arrays, result.train_replies[1].results
         else:
@@ -210,7 +207,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mib", type=int, default=50, help="model size in MiB")
     p.add_argument("--nodes", type=int, default=40, help="SuperNodes")
     p.add_argument("--repeats", type=int, default=2, help="measurements per variant (alternating)")
-    p.add_argument("--budget", type=float, help="streaming: max_buffered_bytes in models (default: the strategy's)")
     p.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--drive", choices=["streaming", "naive"], help=argparse.SUPPRESS)
     p.add_argument("--superlink", help=argparse.SUPPRESS)
@@ -221,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         anyio.run(_serve, args.nodes)
         return 0
     if args.drive:
-        _drive(args.drive, args.superlink, args.mib, args.nodes, args.budget)
+        _drive(args.drive, args.superlink, args.mib, args.nodes)
         return 0
 
     need = (2 * args.nodes + 4) * args.mib * 2**20
@@ -255,7 +251,6 @@ def main(argv: list[str] | None = None) -> int:
                 for variant in ("naive", "streaming") if i % 2 == 0 else ("streaming", "naive"):
                     cmd = [sys.executable, "-m", "benchmarks.strategy_memory", "--drive", variant]
                     cmd += ["--superlink", address, "--mib", str(args.mib), "--nodes", str(args.nodes)]
-                    cmd += ["--budget", str(args.budget)] if args.budget is not None else []
                     proc = subprocess.run(
                         cmd, cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True, timeout=900
                     )

@@ -2,7 +2,7 @@
 
 As newest Flower's ``flwr.serverapp.strategy.Strategy``, with one change underneath: the replies of a round
 reach ``aggregate_train`` / ``aggregate_evaluate`` as an iterator that yields each reply the moment it
-arrives (:meth:`fl_async.server.Driver.receive`, with a bound on downloaded-but-unread payloads), instead
+arrives (:meth:`fl_async.server.Driver.receive`, which downloads one reply when the next is asked for), instead
 of a list filled once all are in. The built-in strategies fold each reply into a running mean and drop
 it, so the driver holds about two models (the running mean and the reply being folded in) whatever the
 number of nodes.
@@ -34,17 +34,7 @@ def _config_text(config: ConfigsRecord | None) -> str:
 
 
 class Strategy(ABC):
-    """Abstract base of the strategies (as newest Flower's ``Strategy``): configure, aggregate, :meth:`start`.
-
-    Attributes:
-        max_buffered_bytes: bound on the payload bytes of replies downloaded but not yet handed to the
-            aggregation (see :meth:`fl_async.server.AsyncDriver.receive`); ``None`` (default) = the current
-            model's bytes: the next reply downloads once the last one is folded in (driver memory about two
-            models). Twice the model's bytes lets one reply download while another is folded in (faster
-            when downloads and averaging take similar time, about three models).
-    """
-
-    max_buffered_bytes: int | None = None
+    """Abstract base of the strategies (as newest Flower's ``Strategy``): configure, aggregate, :meth:`start`."""
 
     @abstractmethod
     def configure_train(
@@ -137,10 +127,9 @@ class Strategy(ABC):
             log(INFO, "")
             log(INFO, "[ROUND %s/%s]", rnd, num_rounds)
             counts = ReplyCounts()
-            budget = self._budget(arrays)
             messages = list(self.configure_train(rnd, arrays, train_config, grid))
             agg_arrays, agg_metrics = self._aggregate(
-                grid, messages, timeout, counts, budget, functools.partial(self.aggregate_train, rnd)
+                grid, messages, timeout, counts, functools.partial(self.aggregate_train, rnd)
             )
             result.train_replies[rnd] = counts
             log(INFO, "\t└──> train: %s", counts)
@@ -151,9 +140,7 @@ class Strategy(ABC):
                 result.train_metrics_clientapp[rnd] = agg_metrics
             counts = ReplyCounts()
             messages = list(self.configure_evaluate(rnd, arrays, evaluate_config, grid))
-            agg_eval = self._aggregate(
-                grid, messages, timeout, counts, budget, functools.partial(self.aggregate_evaluate, rnd)
-            )
+            agg_eval = self._aggregate(grid, messages, timeout, counts, functools.partial(self.aggregate_evaluate, rnd))
             result.evaluate_replies[rnd] = counts
             if messages:
                 log(INFO, "\t└──> evaluate: %s", counts)
@@ -169,21 +156,15 @@ class Strategy(ABC):
         log(INFO, "Strategy execution finished in %.2fs", time.monotonic() - started)
         return result
 
-    def _budget(self, arrays: ParametersRecord) -> int:
-        if self.max_buffered_bytes is not None:
-            return self.max_buffered_bytes
-        return sum(a.nbytes for a in arrays.values())
-
     @staticmethod
     def _aggregate(
         grid: Driver,
         messages: list[Message],
         timeout: float,
         counts: ReplyCounts,
-        budget: int,
         aggregate: Callable[[Iterable[Message]], Any],
     ) -> Any:
-        replies = _exchange(grid, messages, timeout, counts, budget)
+        replies = _exchange(grid, messages, timeout, counts)
         try:
             return aggregate(replies)
         finally:
@@ -191,7 +172,7 @@ class Strategy(ABC):
 
 
 def _exchange(
-    grid: Driver, messages: list[Message], timeout: float, counts: ReplyCounts, budget: int
+    grid: Driver, messages: list[Message], timeout: float, counts: ReplyCounts
 ) -> Generator[Message, None, None]:
     """Push ``messages`` and yield their replies as they arrive, tallying them in ``counts``."""
     started = time.monotonic()
@@ -207,7 +188,7 @@ def _exchange(
     counts.not_queued = len(ids) - len(live)
     if not live:
         return
-    with grid.receive(live, timeout=timeout, max_buffered_bytes=budget) as stream:
+    with grid.receive(live, timeout=timeout) as stream:  # one reply downloaded at a time
         try:
             for reply in stream:
                 if reply.has_content():

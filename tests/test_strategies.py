@@ -201,7 +201,7 @@ def test_fedavg_over_real_nodes_equals_the_weighted_mean_without_failed_nodes() 
         ROLES.update({ids[0]: "error", ids[1]: "hang"})
         with Driver(c.link.driver_address, insecure=True) as grid:
             strategy = FedAvg(fraction_evaluate=0.0, min_available_nodes=6, min_train_nodes=6)
-            result = strategy.start(grid=grid, initial_arrays=ArrayRecord(model), num_rounds=1, timeout=1.5)
+            result = strategy.start(grid=grid, initial_arrays=ArrayRecord(model), num_rounds=1, timeout=5.0)
     ok = ids[2:]
     total = sum(_weight(n) for n in ok)
     shift = sum(_value(n) * _weight(n) for n in ok) / total
@@ -213,7 +213,7 @@ def test_fedavg_over_real_nodes_equals_the_weighted_mean_without_failed_nodes() 
     expected_node = sum((n % 1000) * _weight(n) for n in ok) / total
     assert result.train_metrics_clientapp[1]["node"] == pytest.approx(expected_node)
     assert "num-examples" not in result.train_metrics_clientapp[1]
-    assert 1.5 <= counts.seconds < 5
+    assert 5.0 <= counts.seconds < 30  # the round waited for the hanging node until its timeout, no longer
 
 
 # ------------------------------------------------------------------ an app written for newest Flower

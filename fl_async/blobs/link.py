@@ -102,6 +102,10 @@ class LinkBlobs:
             tok = self._run_tokens[run_id] = _RUN + _ID.pack(run_id) + secrets.token_bytes(32)
         return tok
 
+    def issued_run_token(self, run_id: int) -> bytes | None:
+        """The driver token of ``run_id`` if one was given out (``None`` otherwise; nothing is created)."""
+        return self._run_tokens.get(run_id)
+
     def authorize(self, token: bytes) -> bool:
         """Whether ``token`` is a registered node's (:func:`node_blob_token`) or a run's driver token."""
         if len(token) < 1 + _ID.size:

@@ -61,8 +61,25 @@ class LinkConfig:
         max_heartbeat_interval: upper bound, in seconds, of the interval a node may ask for.
         max_poll_timeout: cap, in seconds, on how long a long-poll (node pull, driver pull, wait for
             nodes) is held open, whatever the caller asks for.
-        max_request_bytes: largest accepted request message, in bytes; bigger requests are refused
-            with ``RESOURCE_EXHAUSTED`` naming the size and this limit (grpclib itself has no limit).
+        max_request_bytes: largest accepted request message of an authenticated caller (a node or driver
+            whose credentials are in the request headers), in bytes; bigger requests are refused from the gRPC
+            frame header with ``RESOURCE_EXHAUSTED`` naming the size and this limit (grpclib itself has no
+            limit). Default 64 MiB: the SDK puts at most 32 MiB of arrays inline in one request; the rest
+            travels on the blob data path.
+        max_anonymous_request_bytes: largest request of a caller without credentials in its headers
+            (CreateNode, CreateRun, and any client that does not send them), in bytes. Default 64 KiB.
+        max_request_elements: most sub-messages and repeated strings/bytes in one request, counted from the
+            wire before decoding; more is ``RESOURCE_EXHAUSTED``. Default 250,000.
+        max_pending_request_bytes: most bytes of request bodies being received at once (by declared size);
+            callers without credentials share 1/16 of it. A request above the budget is refused
+            ``RESOURCE_EXHAUSTED`` (retry later). Default 512 MiB.
+        request_read_timeout: seconds within which a request's frame header, and then each MiB of its body
+            (or the rest), must arrive; a stalled request is refused ``DEADLINE_EXCEEDED`` and its partial body
+            freed. Default 10 s.
+        max_fab_id_bytes: longest ``fab_id`` and ``fab_version`` of CreateRun (UTF-8 bytes each); longer is
+            ``INVALID_ARGUMENT``. Default 1,024.
+        max_run_config_bytes: largest serialized ``run_config`` of CreateRun; larger is ``INVALID_ARGUMENT``.
+            Default 32 KiB.
         backlog: listen backlog of both server sockets. grpclib's default of 100 drops connections
             when thousands of nodes connect at once (measured: 278 of 5,000); 8,192 served all.
         blob_api_address: ``"HOST:PORT"`` of the blob data path, where arrays above the inline limit (1 MiB)
@@ -90,7 +107,13 @@ class LinkConfig:
     min_heartbeat_interval: float = 0.05
     max_heartbeat_interval: float = 300.0
     max_poll_timeout: float = 30.0
-    max_request_bytes: int = 256 * 2**20
+    max_request_bytes: int = 64 * 2**20
+    max_anonymous_request_bytes: int = 64 * 2**10
+    max_request_elements: int = 250_000
+    max_pending_request_bytes: int = 512 * 2**20
+    request_read_timeout: float = 10.0
+    max_fab_id_bytes: int = 1024
+    max_run_config_bytes: int = 32 * 2**10
     backlog: int = 8192
     disconnect_grace: float = 3.0
     blob_api_address: str | None = None
@@ -127,6 +150,7 @@ class LinkConfig:
             "max_poll_timeout",
             "disconnect_grace",
             "blob_header_timeout",
+            "request_read_timeout",
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -142,11 +166,21 @@ class LinkConfig:
             )
         if self.blob_header_timeout <= 0:
             raise ValueError(f"LinkConfig.blob_header_timeout must be > 0 s, got {self.blob_header_timeout}")
+        if self.request_read_timeout <= 0:
+            raise ValueError(f"LinkConfig.request_read_timeout must be > 0 s, got {self.request_read_timeout}")
         if self.disconnect_grace <= 0:
             raise ValueError(f"LinkConfig.disconnect_grace must be > 0 s, got {self.disconnect_grace}")
         if self.max_poll_timeout < 0:
             raise ValueError(f"LinkConfig.max_poll_timeout must be >= 0 s, got {self.max_poll_timeout}")
-        for name in ("max_request_bytes", "backlog"):
+        for name in (
+            "max_request_bytes",
+            "backlog",
+            "max_anonymous_request_bytes",
+            "max_request_elements",
+            "max_pending_request_bytes",
+            "max_fab_id_bytes",
+            "max_run_config_bytes",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"LinkConfig.{name} must be a positive integer, got {value!r}")

@@ -17,7 +17,9 @@ import anyio
 import grpclib.server
 
 from fl_async._net import format_address, parse_address, server_ssl_context
-from fl_async.blobs.link import LinkBlobs
+from fl_async.blobs.link import LinkBlobs, run_blob_token
+from fl_async.proto.fl_async import v1 as pb
+from fl_async.superlink.admission import Admission, SessionCallers
 from fl_async.superlink.config import LinkConfig
 from fl_async.superlink.connections import ConnectionTracker
 from fl_async.superlink.services import DriverService, FleetService, WrongApiService
@@ -130,13 +132,22 @@ class SuperLink:
         ssl_ctx = server_ssl_context(cfg.tls) if cfg.tls is not None else None  # ValueError: still NEW
         self._lifecycle = _Lifecycle.RUNNING
         codec = LimitedProtoCodec(cfg.max_request_bytes)
+        admission, run_token = self._admission()
         try:
             for which, address, service_cls, other_cls, other in (
                 ("driver", cfg.driver_api_address, DriverService, FleetService, "fleet"),
                 ("fleet", cfg.fleet_api_address, FleetService, DriverService, "driver"),
             ):
                 service = service_cls(
-                    self.state, self._wakeups, self._calls, cfg.max_poll_timeout, codec, connections=self._connections
+                    self.state,
+                    self._wakeups,
+                    self._calls,
+                    cfg.max_poll_timeout,
+                    codec,
+                    connections=self._connections,
+                    admission=admission,
+                    run_token=run_token,
+                    run_limits=(cfg.max_fab_id_bytes, cfg.max_run_config_bytes),
                 )
                 # the other API's methods get a hint instead of grpclib's "Missing content-type header"
                 wrong = WrongApiService(service_cls._service, other_cls, functools.partial(self._port, other))
@@ -165,6 +176,33 @@ class SuperLink:
             self._addresses.get("blob", "none"),
             "TLS" if ssl_ctx is not None else "insecure",
         )
+
+    def _admission(self) -> tuple[Admission, Callable[[int], bytes]]:
+        """The request admission policy of both APIs and the function issuing a run's driver token."""
+        cfg, state, blobs = self.config, self.state, self.blobs
+
+        def authenticate_node(node_id: int, token: bytes) -> object:
+            return state.authenticate(pb.NodeAuth(node_id=node_id, token=token))
+
+        callers = SessionCallers(authenticate_node)
+
+        def issued(run_id: int) -> bytes | None:  # the blob token when the run got one (blob path up)
+            return (blobs.issued_run_token(run_id) if blobs is not None else None) or callers.derived_run_token(run_id)
+
+        def run_token(run_id: int) -> bytes:
+            return run_blob_token(state, run_id) or callers.derived_run_token(run_id)
+
+        callers.run_token = issued
+        admission = Admission(
+            callers,
+            max_request_bytes=cfg.max_request_bytes,
+            max_anonymous_request_bytes=cfg.max_anonymous_request_bytes,
+            max_request_elements=cfg.max_request_elements,
+            max_pending_request_bytes=cfg.max_pending_request_bytes,
+            request_read_timeout=cfg.request_read_timeout,
+        )
+        self.admission = admission
+        return admission, run_token
 
     async def stop(self, grace: float = 1.0) -> None:
         """Stop serving: refuse new connections, answer held long-polls at once (with what is ready, usually

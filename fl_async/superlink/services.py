@@ -24,10 +24,11 @@ from fl_async.superlink.state import (
     LinkState,
     UnauthenticatedError,
 )
-from fl_async.superlink.validation import timeout_problem
+from fl_async.superlink.validation import run_request_problem, timeout_problem
 from fl_async.superlink.wire import CallTracker, LimitedProtoCodec, Undo, unary_handler
 
 if TYPE_CHECKING:
+    from fl_async.superlink.admission import Admission
     from fl_async.superlink.connections import ConnectionTracker
     from fl_async.superlink.wakeups import Wakeups
 
@@ -53,9 +54,15 @@ class _Service:
         codec: LimitedProtoCodec | None = None,
         *,
         connections: ConnectionTracker | None = None,
+        admission: Admission | None = None,
+        run_token: Callable[[int], bytes] | None = None,
+        run_limits: tuple[int, int] = (1024, 32 * 1024),
     ) -> None:
         self.state = state
         self.connections = connections
+        self.admission = admission
+        self.run_token = run_token
+        self.run_limits = run_limits
         self.codec = codec
         self.wakeups = wakeups
         self.calls = calls
@@ -65,7 +72,7 @@ class _Service:
         """Method path -> grpclib handler (what ``grpclib.server.Server`` reads)."""
         return {
             f"/{self._package}.{self._service}/{rpc}": unary_handler(
-                f"{self._service}.{rpc}", getattr(self, attr), req, resp, self.calls, self.codec
+                f"{self._service}.{rpc}", getattr(self, attr), req, resp, self.calls, self.codec, self.admission
             )
             for rpc, attr, req, resp in self._methods
         }
@@ -188,9 +195,15 @@ class DriverService(_Service):
     )
 
     async def create_run(self, req: pb.CreateRunRequest) -> tuple[pb.CreateRunResponse, Undo]:
-        """CreateRun: create a run; advertise the blob port and the run's driver blob token (issue 7)."""
+        """CreateRun: create a run; advertise the blob port and the run's driver token (also its blob token).
+
+        ``fab_id``/``fab_version`` and ``run_config`` above the link's limits are INVALID_ARGUMENT."""
+        problem = run_request_problem(req, *self.run_limits)
+        if problem:
+            raise InvalidArgumentError(problem)
         run_id = self.state.create_run(req.fab_id, req.fab_version, req.run_config)
-        blob_port, blob_token = blob_port_of(self.state), run_blob_token(self.state, run_id)  # issue 7
+        blob_port = blob_port_of(self.state)
+        blob_token = self.run_token(run_id) if self.run_token is not None else run_blob_token(self.state, run_id)
         return pb.CreateRunResponse(run_id=run_id, blob_port=blob_port, blob_token=blob_token), None
 
     async def get_run(self, req: pb.GetRunRequest) -> tuple[pb.GetRunResponse, Undo]:

@@ -20,6 +20,7 @@ from fl_async.common.errors import (
 )
 from fl_async.proto.fl_async import v1 as pb
 from fl_async.supernode._fleet import FleetClient
+from fl_async._credentials import node_metadata
 from fl_async.supernode._wire import auth_field
 
 __all__ = ["_Backoff", "_HealthySessionLost", "_PayloadRefused", "_Session", "_SessionLost", "_positive", "_transient"]
@@ -78,6 +79,7 @@ class _Session:
 
     def __post_init__(self) -> None:
         self.wire_auth = auth_field(self.auth)
+        self.conn.credentials = node_metadata(self.auth.node_id, self.auth.token)
 
     @property
     def node_id(self) -> int:

@@ -187,3 +187,21 @@ def _b64(token: bytes) -> str:
     import base64
 
     return base64.b64encode(token).decode().rstrip("=")
+
+
+def test_limit_flags_match_link_config() -> None:
+    import dataclasses
+
+    from typer.testing import CliRunner
+
+    from fl_async._link_limits import LIMITS
+    from fl_async.cli import app
+    from fl_async.superlink import LinkConfig
+
+    defaults = {f.name: f.default for f in dataclasses.fields(LinkConfig)}
+    help_text = CliRunner().invoke(app, ["superlink", "--help"], env={"COLUMNS": "200"}).output
+    for limit in LIMITS:
+        assert defaults[limit.field] == limit.default, limit.field
+        assert limit.flag in help_text
+    r = CliRunner().invoke(app, ["superlink", "--insecure", "--request-read-timeout", "0"])
+    assert r.exit_code == 2 and "--request-read-timeout must be > 0" in r.output

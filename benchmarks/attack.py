@@ -1,0 +1,438 @@
+"""Attacks on a real ``fl-async superlink`` process on 127.0.0.1, each printing the figures its acceptance names.
+
+Usage: ``python -m benchmarks.attack {bomb,partial,createrun,fuzz,blobput,blobslow,all} [--seconds N]``.
+
+Every subcommand starts its own link (``fl-async superlink --insecure`` on free loopback ports) as a child
+process, measures its resident memory from ``/proc/<pid>/status`` (``VmRSS`` now, ``VmHWM`` peak), attacks it
+as an anonymous or authenticated client, then checks that a fresh node and driver complete a round within
+10 s, and ends the link by its PID. Each attack is bounded in time. Loopback only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import random
+import statistics
+import struct
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from grpclib.client import Channel
+from grpclib.const import Cardinality, Status
+from grpclib.exceptions import GRPCError
+
+from benchmarks._h2raw import RawH2
+from benchmarks._proc import Proc, free_port, wait_for_port
+from fl_async._credentials import node_metadata
+from fl_async.proto.fl_async import v1 as pb
+from fl_async.supernode._wire import Encoded, auth_field
+from tests.link_stubs import RawDriver, RawNode, instruction
+
+MB = 1e6
+BOMB = b"\x12\x00"
+
+
+# ------------------------------------------------------------------------------------------------ the link
+class Link:
+    """A ``fl-async superlink`` child process on free loopback ports."""
+
+    def __init__(self, *extra: str) -> None:
+        self.driver_port, self.fleet_port, self.blob_port = free_port(), free_port(), free_port()
+        log = Path(tempfile.gettempdir()) / f"fl-async-attack-link-{os.getpid()}.log"
+        self.proc = Proc(
+            "superlink",
+            [
+                sys.executable,
+                "-m",
+                "fl_async",
+                "superlink",
+                "--insecure",
+                "--driver-api-address",
+                f"127.0.0.1:{self.driver_port}",
+                "--fleet-api-address",
+                f"127.0.0.1:{self.fleet_port}",
+                "--blob-api-address",
+                f"127.0.0.1:{self.blob_port}",
+                *extra,
+            ],
+            log_path=log,
+        )
+        for port in (self.driver_port, self.fleet_port, self.blob_port):
+            wait_for_port(port, 30, self.proc)
+
+    def rss(self) -> float:
+        """Current resident set size, MB."""
+        return _status_field(self.proc.pid, "VmRSS") / MB
+
+    def hwm(self) -> float:
+        """Peak resident set size so far, MB."""
+        return _status_field(self.proc.pid, "VmHWM") / MB
+
+    def stop(self) -> None:
+        self.proc.stop(grace=5)
+
+
+def _status_field(pid: int, name: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(name + ":"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def _b64(token: bytes) -> str:
+    return base64.b64encode(token).decode().rstrip("=")
+
+
+def _headers(node: RawNode) -> list[tuple[str, str]]:
+    (id_header, node_id), (token_header, _) = node_metadata(node.node_id, node.token)
+    return [(id_header, str(node_id)), (token_header, _b64(node.token))]
+
+
+async def fresh_round(link: Link) -> float:
+    """Seconds for a fresh node and driver to complete one round (raises after 10 s)."""
+    start = time.monotonic()
+    drv_ch, fleet_ch = Channel("127.0.0.1", link.driver_port), Channel("127.0.0.1", link.fleet_port)
+    try:
+        async with asyncio.timeout(10):
+            drv = await RawDriver.create(pb.DriverStub(drv_ch))
+            node = await RawNode.create(pb.FleetStub(fleet_ch))
+            serve = asyncio.create_task(node.serve_echo())
+            try:
+                replies = await drv.send_and_receive([instruction(drv.run_id, node.node_id)])
+                assert len(replies) == 1, "no reply"
+            finally:
+                serve.cancel()
+                await asyncio.gather(serve, return_exceptions=True)
+    finally:
+        drv_ch.close()
+        fleet_ch.close()
+    return time.monotonic() - start
+
+
+# ------------------------------------------------------------------------------------------------ probe
+async def probe(driver_port: int, fleet_port: int, seconds: float) -> dict[str, Any]:
+    """A legitimate node heartbeating every 2 s and a driver calling GetNodes every 20 ms for ``seconds``."""
+    drv_ch, fleet_ch = Channel("127.0.0.1", driver_port), Channel("127.0.0.1", fleet_port)
+    drv = await RawDriver.create(pb.DriverStub(drv_ch))
+    node = await RawNode.create(pb.FleetStub(fleet_ch), interval=2.0)
+    latencies: list[float] = []
+    missing = 0
+    stop = time.monotonic() + seconds
+
+    async def heartbeats() -> None:
+        while time.monotonic() < stop:
+            await node.heartbeat()
+            await asyncio.sleep(2.0)  # the node's promised cadence
+
+    beat = asyncio.create_task(heartbeats())
+    while time.monotonic() < stop:
+        t0 = time.monotonic()
+        ids = await drv.node_ids()
+        latencies.append(time.monotonic() - t0)
+        missing += node.node_id not in ids
+        await asyncio.sleep(0.02)  # the probe's cadence
+    beat.cancel()
+    drv_ch.close()
+    fleet_ch.close()
+    latencies.sort()
+    return {
+        "calls": len(latencies),
+        "p50_ms": 1000 * statistics.median(latencies),
+        "max_ms": 1000 * latencies[-1],
+        "node_missing": missing,
+    }
+
+
+def start_probe(link: Link, seconds: float) -> Proc:
+    out = Path(tempfile.gettempdir()) / f"fl-async-attack-probe-{os.getpid()}.json"
+    return Proc(
+        "probe",
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.attack",
+            "_probe",
+            str(link.driver_port),
+            str(link.fleet_port),
+            str(seconds),
+            str(out),
+        ],
+        log_path=out.with_suffix(".log"),
+    )
+
+
+def probe_result(proc: Proc, seconds: float) -> dict[str, Any]:
+    proc.wait(seconds + 30)
+    out = Path(proc.argv[-1])
+    return json.loads(out.read_text()) if out.exists() else {"error": proc.tail()}
+
+
+# ------------------------------------------------------------------------------------------------ attacks
+async def raw_call(port: int, path: str, body: bytes, metadata: Any = None, timeout: float = 60) -> tuple[str, float]:
+    """Send ``body`` as is to ``path``; ``(status name, seconds)``."""
+    ch = Channel("127.0.0.1", port)
+    start = time.monotonic()
+    try:
+        async with asyncio.timeout(timeout):
+            async with ch.request(
+                path, Cardinality.UNARY_UNARY, Encoded, pb.PushRepliesResponse, metadata=metadata
+            ) as stream:
+                await stream.send_message(Encoded(body), end=True)
+                await stream.recv_message()
+        status = "OK"
+    except GRPCError as exc:
+        status = exc.status.name
+    except (TimeoutError, OSError) as exc:
+        status = type(exc).__name__
+    finally:
+        ch.close()
+    return status, time.monotonic() - start
+
+
+async def attack_bomb(args: argparse.Namespace) -> dict[str, Any]:
+    """8 MiB unauthenticated decode bombs on PushReplies, PushMessages and PullMessages, repeated."""
+    link = Link()
+    try:
+        base = link.rss()
+        seconds = args.seconds
+        prober = start_probe(link, seconds)
+        await asyncio.sleep(2)  # let the probe register
+        size = 8 << 20
+        statuses: dict[str, int] = {}
+        slowest = 0.0
+        bodies = {
+            (link.fleet_port, "/fl_async.v1.Fleet/PushReplies"): BOMB * (size // 2),
+            (link.driver_port, "/fl_async.v1.Driver/PushMessages"): BOMB * (size // 2),
+            (link.driver_port, "/fl_async.v1.Driver/PullMessages"): b"\x12\x00" * (size // 2),
+        }
+        end = time.monotonic() + seconds - 4
+        sent = 0
+        while time.monotonic() < end:
+            for (port, path), body in bodies.items():
+                status, took = await raw_call(port, path, body)
+                statuses[status] = statuses.get(status, 0) + 1
+                slowest = max(slowest, took)
+                sent += 1
+        probed = probe_result(prober, seconds)
+        return {
+            "bombs": sent,
+            "bomb_bytes": size,
+            "statuses": statuses,
+            "slowest_refusal_s": round(slowest, 3),
+            "probe": probed,
+            "rss_base_mb": round(base, 1),
+            "rss_peak_rise_mb": round(link.hwm() - base, 1),
+            "fresh_round_s": round(await fresh_round(link), 3),
+        }
+    finally:
+        link.stop()
+
+
+async def attack_partial(args: argparse.Namespace) -> dict[str, Any]:
+    """4 x 200 MiB declared bodies sent in part then stalled (anonymous and authenticated), and 4 x 60 MiB
+    authenticated bodies sent 50 MiB each then stalled: when are they dropped, and is the memory returned?"""
+    link = Link()
+    out: dict[str, Any] = {}
+    conns: list[RawH2] = []
+    fleet = Channel("127.0.0.1", link.fleet_port)
+    try:
+        base = link.rss()
+        node = await RawNode.create(pb.FleetStub(fleet))
+        for label, declared, prefix, headers in (
+            ("4x200MiB_anonymous", 200 << 20, 8 << 20, []),
+            ("4x200MiB_authenticated", 200 << 20, 8 << 20, _headers(node)),
+            ("4x60MiB_authenticated_50MiB_sent", 60 << 20, 50 << 20, _headers(node)),
+        ):
+            streams = []
+            for _ in range(4):
+                raw = await RawH2.connect("127.0.0.1", link.fleet_port)
+                conns.append(raw)
+                body = auth_field(node.auth) + BOMB * (prefix // 2)
+                sid, sent = await raw.call_prefix(
+                    "/fl_async.v1.Fleet/PushReplies", declared, body[:prefix], headers, timeout=30
+                )
+                streams.append((raw, sid, sent))
+            stalled = time.monotonic()
+            held = link.rss()
+            results = [await raw.wait_status(sid, 60) for raw, sid, _ in streams]
+            dropped_after = time.monotonic() - stalled
+            statuses = sorted({Status(int(s[0])).name if s and s[0].isdigit() else str(s) for s in results})
+            await asyncio.sleep(10)  # the acceptance reads RSS 10 s after
+            out[label] = {
+                "sent_mb_each": round(streams[0][2] / MB, 1),
+                "rss_while_held_mb": round(held - base, 1),
+                "dropped_within_s": round(dropped_after, 2),
+                "statuses": statuses,
+                "rss_rise_10s_after_mb": round(link.rss() - base, 1),
+            }
+            for raw in conns:
+                await raw.close()
+            conns.clear()
+        out["rss_base_mb"] = round(base, 1)
+        out["fresh_round_s"] = round(await fresh_round(link), 3)
+        return out
+    finally:
+        for raw in conns:
+            await raw.close()
+        fleet.close()
+        link.stop()
+
+
+async def attack_createrun(args: argparse.Namespace) -> dict[str, Any]:
+    """CreateRun with a 100 MiB fab_id, three times; then 1,000 small runs."""
+    link = Link()
+    ch = Channel("127.0.0.1", link.driver_port)
+    try:
+        base = link.rss()
+        statuses = []
+        for _ in range(3):
+            start = time.monotonic()
+            try:
+                await pb.DriverStub(ch).create_run(pb.CreateRunRequest(fab_id="x" * (100 << 20)), timeout=60)
+                statuses.append(("OK", time.monotonic() - start, ""))
+            except GRPCError as exc:
+                statuses.append((exc.status.name, time.monotonic() - start, exc.message or ""))
+        return {
+            "statuses": [s[0] for s in statuses],
+            "slowest_s": round(max(s[1] for s in statuses), 3),
+            "message": statuses[0][2],
+            "rss_rise_mb": round(link.rss() - base, 1),
+            "fresh_round_s": round(await fresh_round(link), 3),
+        }
+    finally:
+        ch.close()
+        link.stop()
+
+
+_RPCS = [
+    ("driver", "/fl_async.v1.Driver/CreateRun", pb.CreateRunRequest),
+    ("driver", "/fl_async.v1.Driver/GetRun", pb.GetRunRequest),
+    ("driver", "/fl_async.v1.Driver/GetNodes", pb.GetNodesRequest),
+    ("driver", "/fl_async.v1.Driver/WaitForNodes", pb.WaitForNodesRequest),
+    ("driver", "/fl_async.v1.Driver/PushMessages", pb.PushMessagesRequest),
+    ("driver", "/fl_async.v1.Driver/PullMessages", pb.PullMessagesRequest),
+    ("fleet", "/fl_async.v1.Fleet/CreateNode", pb.CreateNodeRequest),
+    ("fleet", "/fl_async.v1.Fleet/DeleteNode", pb.DeleteNodeRequest),
+    ("fleet", "/fl_async.v1.Fleet/Heartbeat", pb.HeartbeatRequest),
+    ("fleet", "/fl_async.v1.Fleet/PullInstructions", pb.PullInstructionsRequest),
+    ("fleet", "/fl_async.v1.Fleet/PushReplies", pb.PushRepliesRequest),
+    ("fleet", "/fl_async.v1.Fleet/GetRun", pb.FleetGetRunRequest),
+]
+
+
+def fuzz_body(rng: random.Random, valid: list[bytes]) -> bytes:
+    """A random body: a mutated valid request, random bytes, or a valid request with random fields appended."""
+    kind = rng.random()
+    if kind < 0.4 and valid:
+        data = bytearray(rng.choice(valid))
+        for _ in range(rng.randint(1, 8)):
+            if data:
+                data[rng.randrange(len(data))] = rng.randrange(256)
+        return bytes(data)
+    if kind < 0.7:
+        return rng.randbytes(rng.randint(0, 300))
+    tail = b"".join(
+        bytes([rng.randrange(1, 16) << 3 | rng.choice((0, 1, 2, 5))]) + rng.randbytes(rng.randint(0, 12))
+        for _ in range(rng.randint(1, 6))
+    )
+    return (rng.choice(valid) if valid else b"") + tail
+
+
+async def fuzz(link_ports: tuple[int, int], count: int, seed: int, metadata: Any = None) -> dict[str, int]:
+    """``count`` seeded random requests spread over all 12 RPCs; counts of the statuses answered."""
+    rng = random.Random(seed)
+    driver_port, fleet_port = link_ports
+    chans = {"driver": Channel("127.0.0.1", driver_port), "fleet": Channel("127.0.0.1", fleet_port)}
+    valid = [
+        bytes(pb.PushMessagesRequest(run_id=1, messages=[instruction(1, 2)])),
+        bytes(pb.PullMessagesRequest(run_id=1, message_ids=["a", "b"], timeout=0.0)),
+        bytes(pb.CreateRunRequest(fab_id="f", fab_version="1")),
+        bytes(pb.HeartbeatRequest(auth=pb.NodeAuth(node_id=1, token=b"t"), heartbeat_interval=1.0)),
+    ]
+    counts: dict[str, int] = {}
+    sem = asyncio.Semaphore(16)
+
+    async def one(i: int) -> None:
+        api, path, _ = _RPCS[i % len(_RPCS)]
+        body = fuzz_body(rng, valid)
+        async with sem:
+            try:
+                async with asyncio.timeout(10):
+                    async with chans[api].request(
+                        path, Cardinality.UNARY_UNARY, Encoded, pb.GetRunResponse, metadata=metadata
+                    ) as stream:
+                        await stream.send_message(Encoded(body), end=True)
+                        await stream.recv_message()
+                name = "OK"
+            except GRPCError as exc:
+                name = exc.status.name
+            except Exception as exc:  # decode errors of our dummy response type are fine: the link answered
+                name = "OK" if "decode" in type(exc).__name__.lower() or isinstance(exc, ValueError) else repr(exc)
+        counts[name] = counts.get(name, 0) + 1
+
+    try:
+        await asyncio.gather(*(one(i) for i in range(count)))
+    finally:
+        for ch in chans.values():
+            ch.close()
+    return counts
+
+
+async def attack_fuzz(args: argparse.Namespace) -> dict[str, Any]:
+    """Seeded fuzz over all 12 RPCs: anonymous, then with a registered node's header credentials."""
+    link = Link()
+    fleet = Channel("127.0.0.1", link.fleet_port)
+    try:
+        node = await RawNode.create(pb.FleetStub(fleet))
+        anonymous = await fuzz((link.driver_port, link.fleet_port), args.count, seed=1)
+        authed = await fuzz((link.driver_port, link.fleet_port), args.count, seed=2, metadata=node.metadata)
+        bad = sum(c.get("INTERNAL", 0) + c.get("UNKNOWN", 0) for c in (anonymous, authed))
+        return {
+            "requests": 2 * args.count,
+            "anonymous": anonymous,
+            "authenticated": authed,
+            "internal_or_unknown": bad,
+            "fresh_round_s": round(await fresh_round(link), 3),
+        }
+    finally:
+        fleet.close()
+        link.stop()
+
+
+ATTACKS: dict[str, Callable[[argparse.Namespace], Awaitable[dict[str, Any]]]] = {
+    "bomb": attack_bomb,
+    "partial": attack_partial,
+    "createrun": attack_createrun,
+    "fuzz": attack_fuzz,
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("attack", choices=[*ATTACKS, "all", "_probe"])
+    parser.add_argument("rest", nargs="*", help=argparse.SUPPRESS)
+    parser.add_argument("--seconds", type=float, default=20.0, help="duration of timed attacks (default 20)")
+    parser.add_argument("--count", type=int, default=6000, help="fuzz requests per phase (default 6000)")
+    args = parser.parse_args(argv)
+    if args.attack == "_probe":
+        driver, fleet, seconds, out = args.rest
+        result = asyncio.run(probe(int(driver), int(fleet), float(seconds)))
+        Path(out).write_text(json.dumps(result))
+        return
+    names = list(ATTACKS) if args.attack == "all" else [args.attack]
+    for name in names:
+        start = time.monotonic()
+        result = asyncio.run(ATTACKS[name](args))
+        print(json.dumps({"attack": name, "took_s": round(time.monotonic() - start, 1), **result}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

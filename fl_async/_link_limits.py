@@ -1,0 +1,101 @@
+"""The link's resource limits as ``fl-async superlink`` flags: one table, from which the CLI options are made.
+
+Each entry names a :class:`~fl_async.superlink.config.LinkConfig` field; its flag is the field name with dashes
+(``max_request_bytes`` -> ``--max-request-bytes``) and its default is the field's default (repeated here so
+that the CLI does not import the link to build its options; a test checks they agree). The status and message a
+client sees when it hits each limit are listed in ``docs/superlink.md``.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+__all__ = ["LIMITS", "Limit", "flag_of", "limit_error", "with_limit_options"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class Limit:
+    """One limit: the ``LinkConfig`` field, its type (``int`` bytes/counts or ``float`` seconds), its default
+    (``LinkConfig``'s) and the flag's help."""
+
+    field: str
+    kind: type
+    default: int | float
+    help: str
+
+    @property
+    def flag(self) -> str:
+        """The CLI flag, e.g. ``--max-request-bytes``."""
+        return flag_of(self.field)
+
+
+def flag_of(field: str) -> str:
+    """``"max_request_bytes"`` -> ``"--max-request-bytes"``."""
+    return "--" + field.replace("_", "-")
+
+
+LIMITS: tuple[Limit, ...] = (
+    Limit(
+        "max_request_bytes",
+        int,
+        64 * 2**20,
+        "Largest gRPC request of a caller with credentials in its headers, in bytes.",
+    ),
+    Limit(
+        "max_anonymous_request_bytes",
+        int,
+        64 * 2**10,
+        "Largest gRPC request of a caller without credentials, in bytes.",
+    ),
+    Limit("max_request_elements", int, 250_000, "Most sub-messages and repeated strings in one request."),
+    Limit(
+        "max_pending_request_bytes", int, 512 * 2**20, "Most request bytes being received at once (anonymous: 1/16)."
+    ),
+    Limit("request_read_timeout", float, 10.0, "Seconds within which each MiB of a request body must arrive."),
+    Limit("max_fab_id_bytes", int, 1024, "Longest fab_id and fab_version of CreateRun, in UTF-8 bytes."),
+    Limit("max_run_config_bytes", int, 32 * 2**10, "Largest serialized run_config of CreateRun, in bytes."),
+)
+
+
+def with_limit_options(func: F) -> F:
+    """Add one typer option per :data:`LIMITS` entry to the command ``func``; the values reach ``func`` as one
+    keyword argument ``limits: dict[str, int | float]`` (field name -> value), to pass to ``LinkConfig``."""
+    sig = inspect.signature(func, eval_str=True)
+    params = [p for p in sig.parameters.values() if p.name != "limits"]
+    annotations = {p.name: p.annotation for p in params}
+    added = []
+    for limit in LIMITS:
+        metavar = "BYTES" if limit.field.endswith("bytes") else "SECONDS" if limit.kind is float else "N"
+        annotation = Annotated[limit.kind, typer.Option(limit.flag, metavar=metavar, help=limit.help)]
+        added.append(inspect.Parameter(limit.field, inspect.Parameter.KEYWORD_ONLY, default=limit.default))
+        annotations[limit.field] = annotation
+        added[-1] = added[-1].replace(annotation=annotation)
+    positional = [p for p in params if p.kind is not inspect.Parameter.KEYWORD_ONLY]
+    keyword = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in params if p not in positional]
+    names = {limit.field for limit in LIMITS}
+
+    @functools.wraps(func)
+    def command(*args: Any, **kwargs: Any) -> Any:
+        limits = {name: kwargs.pop(name) for name in list(kwargs) if name in names}
+        return func(*args, limits=limits, **kwargs)
+
+    del command.__wrapped__  # typer must see the new signature, not the wrapped one
+    command.__signature__ = sig.replace(parameters=[*positional, *keyword, *added])  # type: ignore[attr-defined]
+    command.__annotations__ = {**annotations, "return": sig.return_annotation}
+    return command  # type: ignore[return-value]
+
+
+def limit_error(exc: Exception) -> str:
+    """A ``LinkConfig`` validation error with each limit field named by its flag (``LinkConfig.x`` -> ``--x``)."""
+    text = str(exc)
+    for limit in LIMITS:
+        text = text.replace(f"LinkConfig.{limit.field}", limit.flag)
+    return text

@@ -7,6 +7,7 @@ body, respecting HTTP/2 flow control, then stops. Loopback only (tests and ``ben
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import struct
 from collections.abc import Sequence
 
@@ -92,12 +93,12 @@ class RawH2:
         self._flush()
         return sid
 
-    async def send(self, sid: int, data: bytes, *, end: bool = False, timeout: float = 30.0) -> int:
-        """Send ``data`` on stream ``sid`` as flow control allows, within ``timeout`` s; returns bytes sent."""
+    async def send(self, sid: int, data: bytes, *, end: bool = False, within: float = 30.0) -> int:
+        """Send ``data`` on stream ``sid`` as flow control allows, within ``within`` s; returns bytes sent."""
         view = memoryview(data)
         sent = 0
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        deadline = loop.time() + within
         while sent < len(view) and not self.closed and sid not in self.status:
             try:
                 window = min(self.conn.local_flow_control_window(sid), self.conn.max_outbound_frame_size)
@@ -124,18 +125,18 @@ class RawH2:
         return sent
 
     async def call_prefix(
-        self, path: str, declared: int, prefix: bytes, metadata: Sequence[tuple[str, str]] = (), timeout: float = 30.0
+        self, path: str, declared: int, prefix: bytes, metadata: Sequence[tuple[str, str]] = (), within: float = 30.0
     ) -> tuple[int, int]:
         """Start a call whose gRPC frame declares ``declared`` body bytes and send ``prefix`` of it (no end);
         returns ``(stream id, bytes of prefix sent)``."""
         sid = self.start(path, metadata)
-        sent = await self.send(sid, struct.pack(">?I", False, declared) + prefix, timeout=timeout)
+        sent = await self.send(sid, struct.pack(">?I", False, declared) + prefix, within=within)
         return sid, max(0, sent - 5)
 
-    async def wait_status(self, sid: int, timeout: float) -> tuple[str, str] | None:
-        """The stream's ``(grpc-status, grpc-message)`` once answered, or ``None`` after ``timeout`` s."""
+    async def wait_status(self, sid: int, within: float) -> tuple[str, str] | None:
+        """The stream's ``(grpc-status, grpc-message)`` once answered, or ``None`` after ``within`` s."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        deadline = loop.time() + within
         while sid not in self.status and not self.closed and loop.time() < deadline:
             self._answered.clear()
             try:
@@ -149,7 +150,5 @@ class RawH2:
         if self._pump is not None:
             self._pump.cancel()
         self.writer.close()
-        try:
+        with contextlib.suppress(ConnectionError, OSError):
             await self.writer.wait_closed()
-        except (ConnectionError, OSError):
-            pass

@@ -17,7 +17,6 @@ import json
 import os
 import random
 import statistics
-import struct
 import sys
 import tempfile
 import time
@@ -176,12 +175,12 @@ def probe_result(proc: Proc, seconds: float) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------------ attacks
-async def raw_call(port: int, path: str, body: bytes, metadata: Any = None, timeout: float = 60) -> tuple[str, float]:
+async def raw_call(port: int, path: str, body: bytes, metadata: Any = None, limit: float = 60) -> tuple[str, float]:
     """Send ``body`` as is to ``path``; ``(status name, seconds)``."""
     ch = Channel("127.0.0.1", port)
     start = time.monotonic()
     try:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(limit):
             async with ch.request(
                 path, Cardinality.UNARY_UNARY, Encoded, pb.PushRepliesResponse, metadata=metadata
             ) as stream:
@@ -257,7 +256,7 @@ async def attack_partial(args: argparse.Namespace) -> dict[str, Any]:
                 conns.append(raw)
                 body = auth_field(node.auth) + BOMB * (prefix // 2)
                 sid, sent = await raw.call_prefix(
-                    "/fl_async.v1.Fleet/PushReplies", declared, body[:prefix], headers, timeout=30
+                    "/fl_async.v1.Fleet/PushReplies", declared, body[:prefix], headers, within=30
                 )
                 streams.append((raw, sid, sent))
             stalled = time.monotonic()

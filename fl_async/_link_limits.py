@@ -10,15 +10,29 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
-import typer
-
 __all__ = ["LIMITS", "Limit", "flag_of", "limit_error", "with_limit_options"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def machine_memory() -> int:
+    """Physical memory of this machine in bytes (8 GiB when the OS does not say)."""
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
+        return 8 << 30
+
+
+_GIB = 1 << 30
+DEFAULT_BLOB_STORE_BYTES = max(_GIB, machine_memory() // 2 // _GIB * _GIB)
+"""Default capacity of the link's blob store: half the machine's memory, in whole GiB (at least 1 GiB)."""
+DEFAULT_MAX_BLOB_BYTES = max(_GIB, DEFAULT_BLOB_STORE_BYTES // 2)
+"""Default largest blob (and per-node/per-run quota): half the store's default capacity."""
 
 
 @dataclass(frozen=True)
@@ -62,12 +76,39 @@ LIMITS: tuple[Limit, ...] = (
     Limit("request_read_timeout", float, 10.0, "Seconds within which each MiB of a request body must arrive."),
     Limit("max_fab_id_bytes", int, 1024, "Longest fab_id and fab_version of CreateRun, in UTF-8 bytes."),
     Limit("max_run_config_bytes", int, 32 * 2**10, "Largest serialized run_config of CreateRun, in bytes."),
+    Limit(
+        "max_blob_bytes",
+        int,
+        DEFAULT_MAX_BLOB_BYTES,
+        "Largest array payload on the blob data path, in bytes (default: 1/4 of this machine's memory).",
+    ),
+    Limit(
+        "blob_store_bytes",
+        int,
+        DEFAULT_BLOB_STORE_BYTES,
+        "Capacity of the link's blob store, in bytes (default: 1/2 of this machine's memory).",
+    ),
+    Limit(
+        "blob_quota_bytes",
+        int,
+        DEFAULT_MAX_BLOB_BYTES,
+        "Bytes each node or run may have uploaded that no pushed message names yet.",
+    ),
+    Limit(
+        "blob_min_rate",
+        int,
+        64 * 2**10,
+        "Bytes per second a blob upload must keep up (over --blob-rate-window); slower ones are dropped.",
+    ),
+    Limit("blob_rate_window", float, 10.0, "Seconds over which --blob-min-rate is measured."),
 )
 
 
 def with_limit_options(func: F) -> F:
     """Add one typer option per :data:`LIMITS` entry to the command ``func``; the values reach ``func`` as one
     keyword argument ``limits: dict[str, int | float]`` (field name -> value), to pass to ``LinkConfig``."""
+    import typer
+
     sig = inspect.signature(func, eval_str=True)
     params = [p for p in sig.parameters.values() if p.name != "limits"]
     annotations = {p.name: p.annotation for p in params}

@@ -25,8 +25,6 @@ from typing import Annotated, Any, NoReturn
 import typer
 from typer.core import TyperGroup
 
-from fl_async._link_limits import limit_error, with_limit_options
-
 from fl_async._cli_args import (
     CliArgumentError,
     check_address,
@@ -35,6 +33,7 @@ from fl_async._cli_args import (
     resolve_link_tls,
     split_app_ref,
 )
+from fl_async._link_limits import limit_error, with_limit_options
 
 __all__ = ["app", "main"]
 

@@ -64,6 +64,9 @@ class LinkBlobs:
         chunk_size: bytes per chunk the server sends on downloads.
         sweep_interval: seconds between sweeps of expired leases and idle blobs.
         clock: monotonic clock (seconds).
+        quota: most bytes each node or run may have uploaded that no pushed message names yet (``None``: none).
+        min_rate: bytes per second an upload must keep up over each ``rate_window`` seconds (0: no floor).
+        rate_window: seconds over which ``min_rate`` is measured.
     """
 
     def __init__(
@@ -76,8 +79,13 @@ class LinkBlobs:
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         sweep_interval: float = 5.0,
         clock: Any = time.monotonic,
+        quota: int | None = None,
+        min_rate: float = 0.0,
+        rate_window: float = 10.0,
     ) -> None:
-        self.store = BlobStore(max_bytes=max_bytes, max_blob_bytes=max_blob_bytes, linger=linger)
+        self.store = BlobStore(max_bytes=max_bytes, max_blob_bytes=max_blob_bytes, linger=linger, quota=quota)
+        self.min_rate = min_rate
+        self.rate_window = rate_window
         self.lease = lease
         self.chunk_size = chunk_size
         self.sweep_interval = sweep_interval
@@ -232,7 +240,10 @@ class LinkBlobs:
             backlog=backlog,
             clock=self._clock,
             header_timeout=header_timeout,
+            min_rate=self.min_rate,
+            rate_window=self.rate_window,
         )
+        self.server.uploader_of = uploader_of
         await self.server.start(host, port)
         self._sweeper = asyncio.create_task(self._sweep_loop(), name="fl-async-blob-sweeper")
         log.info("blob data path on %s:%d", host, self.server.port)
@@ -256,6 +267,11 @@ class LinkBlobs:
                 self.store.sweep(self._clock())
             except Exception:
                 log.exception("blob sweep failed")
+
+
+def uploader_of(token: bytes) -> bytes | None:
+    """The quota key of a blob token: its kind and id (a node, or a run's driver), not its secret."""
+    return token[: 1 + _ID.size] if len(token) > _ID.size else None
 
 
 def blob_port_of(state: Any) -> int:

@@ -353,7 +353,8 @@ class Admission:
                     piece = await raw.recv_data(want)
                 if len(piece) != want:
                     raise GRPCError(
-                        Status.INVALID_ARGUMENT, f"{name}: truncated gRPC message ({got + len(piece)} of {length} bytes)"
+                        Status.INVALID_ARGUMENT,
+                        f"{name}: truncated gRPC message ({got + len(piece)} of {length} bytes)",
                     )
                 parts.append(piece)
                 got += want

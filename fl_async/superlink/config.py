@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from fl_async._link_limits import DEFAULT_BLOB_STORE_BYTES, DEFAULT_MAX_BLOB_BYTES
 from fl_async._net import (
     DEFAULT_DRIVER_API_ADDRESS,
     DEFAULT_FLEET_API_ADDRESS,
@@ -80,6 +81,18 @@ class LinkConfig:
             ``INVALID_ARGUMENT``. Default 1,024.
         max_run_config_bytes: largest serialized ``run_config`` of CreateRun; larger is ``INVALID_ARGUMENT``.
             Default 32 KiB.
+        max_blob_bytes: largest array payload accepted on the blob data path (a PUT announcing more is
+            refused ``TOO_LARGE`` before anything is allocated). Default: a quarter of the machine's memory.
+        blob_store_bytes: capacity of the link's blob store: uploads that would exceed it are refused
+            ``STORE_FULL``. Default: half of the machine's memory. An upload reserves its announced size; its
+            buffer is allocated when its first bytes arrive and filled as they arrive.
+        blob_quota_bytes: bytes each node, or each run's driver, may have uploaded that no pushed message
+            names yet (in progress or complete); beyond it an upload is refused ``STORE_FULL`` naming this
+            limit. Default: as ``max_blob_bytes``.
+        blob_min_rate: bytes per second an upload body must keep up, measured over each
+            ``blob_rate_window`` seconds; a slower upload is dropped and the bytes it sent freed at once
+            (``0``: no floor). Default 64 KiB/s.
+        blob_rate_window: seconds over which ``blob_min_rate`` is measured. Default 10 s.
         backlog: listen backlog of both server sockets. grpclib's default of 100 drops connections
             when thousands of nodes connect at once (measured: 278 of 5,000); 8,192 served all.
         blob_api_address: ``"HOST:PORT"`` of the blob data path, where arrays above the inline limit (1 MiB)
@@ -114,6 +127,11 @@ class LinkConfig:
     request_read_timeout: float = 10.0
     max_fab_id_bytes: int = 1024
     max_run_config_bytes: int = 32 * 2**10
+    max_blob_bytes: int = DEFAULT_MAX_BLOB_BYTES
+    blob_store_bytes: int = DEFAULT_BLOB_STORE_BYTES
+    blob_quota_bytes: int = DEFAULT_MAX_BLOB_BYTES
+    blob_min_rate: int = 64 * 2**10
+    blob_rate_window: float = 10.0
     backlog: int = 8192
     disconnect_grace: float = 3.0
     blob_api_address: str | None = None
@@ -151,6 +169,7 @@ class LinkConfig:
             "disconnect_grace",
             "blob_header_timeout",
             "request_read_timeout",
+            "blob_rate_window",
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -166,6 +185,10 @@ class LinkConfig:
             )
         if self.blob_header_timeout <= 0:
             raise ValueError(f"LinkConfig.blob_header_timeout must be > 0 s, got {self.blob_header_timeout}")
+        if self.blob_rate_window <= 0:
+            raise ValueError(f"LinkConfig.blob_rate_window must be > 0 s, got {self.blob_rate_window}")
+        if isinstance(self.blob_min_rate, bool) or not isinstance(self.blob_min_rate, int) or self.blob_min_rate < 0:
+            raise ValueError(f"LinkConfig.blob_min_rate must be an integer >= 0, got {self.blob_min_rate!r}")
         if self.request_read_timeout <= 0:
             raise ValueError(f"LinkConfig.request_read_timeout must be > 0 s, got {self.request_read_timeout}")
         if self.disconnect_grace <= 0:
@@ -180,6 +203,9 @@ class LinkConfig:
             "max_pending_request_bytes",
             "max_fab_id_bytes",
             "max_run_config_bytes",
+            "max_blob_bytes",
+            "blob_store_bytes",
+            "blob_quota_bytes",
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -73,7 +73,18 @@ class SuperLink:
         # connection loss -> the state's disconnect-grace rule (not reported once the link stops)
         self._connections = ConnectionTracker(on_lost=self._connection_lost)
         # issue 7: the blob data path (store + server) is the default payload tracker
-        self.blobs: LinkBlobs | None = LinkBlobs() if payloads is None else None
+        cfg = self.config
+        self.blobs: LinkBlobs | None = (
+            LinkBlobs(
+                max_bytes=cfg.blob_store_bytes,
+                max_blob_bytes=cfg.max_blob_bytes,
+                quota=cfg.blob_quota_bytes,
+                min_rate=cfg.blob_min_rate,
+                rate_window=cfg.blob_rate_window,
+            )
+            if payloads is None
+            else None
+        )
         self.state = LinkState.from_config(
             self.config, clock=clock, store=store, listener=self._wakeups, payloads=payloads or self.blobs
         )

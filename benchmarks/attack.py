@@ -406,11 +406,120 @@ async def attack_fuzz(args: argparse.Namespace) -> dict[str, Any]:
         link.stop()
 
 
+async def _blob_put(link: Link, token: bytes, total: int, digest: bytes) -> tuple[Any, str, Any]:
+    from fl_async.blobs import protocol as bp
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", link.blob_port)
+    writer.write(bp.encode_request(bp.Op.PUT, digest, total=total, token=token))
+    reply = bp.decode_reply_header(await reader.readexactly(bp.REPLY_HEADER_SIZE))
+    text = (await reader.readexactly(reply.message_len)).decode()
+    return reply, text, (reader, writer)
+
+
+async def attack_blobput(args: argparse.Namespace) -> dict[str, Any]:
+    """PUT headers declaring 10 GiB (over the default --max-blob-bytes here) and 5 GiB (accepted): RSS over 5 s.
+    Accepted uploads also send one chunk header declaring 64 MiB and 1 KiB of it."""
+    out: dict[str, Any] = {}
+    raised = [f"--{name}={12 << 30}" for name in ("max-blob-bytes", "blob-store-bytes", "blob-quota-bytes")]
+    for flags, cases in (
+        ((), (("10GiB", 10 << 30, b"\x01" * 32), ("5GiB", 5 << 30, b"\x02" * 32))),
+        (raised, (("10GiB_limits_raised_to_12GiB", 10 << 30, b"\x04" * 32),)),
+    ):
+        out.update(await _blobput_cases(Link(*flags), cases))
+    return out
+
+
+async def _blobput_cases(link: Link, cases: Any) -> dict[str, Any]:
+    from fl_async.blobs import protocol as bp
+    from fl_async.blobs.link import node_blob_token
+
+    fleet = Channel("127.0.0.1", link.fleet_port)
+    out: dict[str, Any] = {}
+    try:
+        node = await RawNode.create(pb.FleetStub(fleet))
+        token = node_blob_token(node.node_id, node.token)
+        base = link.rss()
+        for label, total, digest in cases:
+            reply, text, (_reader, writer) = await _blob_put(link, token, total, digest)
+            if reply.status is bp.Status.CONTINUE:
+                writer.write(bp.encode_chunk_header(64 << 20) + b"x" * 1024)
+                await writer.drain()
+            peak = 0.0
+            for _ in range(10):
+                await asyncio.sleep(0.5)  # sample the link's RSS every 0.5 s for 5 s
+                peak = max(peak, link.rss() - base)
+            out[label] = {"status": reply.status.name, "message": text[:120], "rss_rise_max_5s_mb": round(peak, 1)}
+            writer.close()
+            out[label]["fresh_round_s"] = round(await fresh_round(link), 3)
+        return out
+    finally:
+        fleet.close()
+        link.stop()
+
+
+async def attack_blobslow(args: argparse.Namespace) -> dict[str, Any]:
+    """A 1 GiB PUT that sends a 64 MiB chunk header, then one byte every 3 s: how long does the link hold more
+    than 64 MiB above its baseline, and when is the upload dropped?"""
+    from fl_async.blobs import protocol as bp
+    from fl_async.blobs.link import node_blob_token
+
+    link = Link()
+    fleet = Channel("127.0.0.1", link.fleet_port)
+    try:
+        node = await RawNode.create(pb.FleetStub(fleet))
+        token = node_blob_token(node.node_id, node.token)
+        base = link.rss()
+        reply, _text, (reader, writer) = await _blob_put(link, token, 1 << 30, b"\x03" * 32)
+        writer.write(bp.encode_chunk_header(64 << 20))
+        start = time.monotonic()
+        over_since: float | None = None
+        longest_over = peak = 0.0
+        dropped_at = None
+        next_byte = start
+        while time.monotonic() - start < args.seconds:
+            now = time.monotonic()
+            if dropped_at is None and now >= next_byte:
+                try:
+                    writer.write(b"x")
+                    await writer.drain()
+                except ConnectionError:
+                    dropped_at = now - start
+                next_byte = now + 3.0
+            if dropped_at is None and reader.at_eof():
+                dropped_at = now - start
+            rise = link.rss() - base
+            peak = max(peak, rise)
+            if rise > 64 * 1.048576:
+                over_since = now if over_since is None else over_since
+                longest_over = max(longest_over, now - over_since)
+            else:
+                over_since = None
+            try:
+                async with asyncio.timeout(0.5):
+                    await reader.read(1)  # wakes at EOF (the link dropped us) or after 0.5 s
+            except TimeoutError:
+                pass
+        writer.close()
+        return {
+            "status": reply.status.name,
+            "dropped_after_s": None if dropped_at is None else round(dropped_at, 1),
+            "rss_rise_peak_mb": round(peak, 1),
+            "longest_above_64MiB_s": round(longest_over, 1),
+            "watched_s": args.seconds,
+            "fresh_round_s": round(await fresh_round(link), 3),
+        }
+    finally:
+        fleet.close()
+        link.stop()
+
+
 ATTACKS: dict[str, Callable[[argparse.Namespace], Awaitable[dict[str, Any]]]] = {
     "bomb": attack_bomb,
     "partial": attack_partial,
     "createrun": attack_createrun,
     "fuzz": attack_fuzz,
+    "blobput": attack_blobput,
+    "blobslow": attack_blobslow,
 }
 
 

@@ -159,7 +159,7 @@ class Prefaulter:
             self._stopped = True
 
     def advance(self, end: int) -> None:
-        """Bytes up to ``end`` are being written: populate up to ``end + ahead``."""
+        """Bytes up to ``end`` have arrived: populate up to ``end + ahead``."""
         if self._stopped or end + self._ahead <= self._limit:
             return
         with self._cond:

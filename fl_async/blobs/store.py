@@ -171,7 +171,7 @@ class Upload:
                 b.prefault = Prefaulter(b.buffer, ahead=PREFAULT_AHEAD)
         end = min(b.nbytes, b.received + n)
         if b.prefault is not None:
-            b.prefault.advance(end)
+            b.prefault.advance(b.received)  # ahead of what arrived, not of what the sender announced
         return memoryview(b.buffer)[b.received : end]
 
     def advance(self, n: int) -> None:

@@ -101,6 +101,8 @@ LIMITS: tuple[Limit, ...] = (
         "Bytes per second a blob upload must keep up (over --blob-rate-window); slower ones are dropped.",
     ),
     Limit("blob_rate_window", float, 10.0, "Seconds over which --blob-min-rate is measured."),
+    Limit("run_idle_ttl", float, 3600.0, "Seconds without a Driver API call after which a run ends and is freed."),
+    Limit("reply_ttl", float, 3600.0, "Seconds a reply waits for its driver to pull it before it is dropped."),
 )
 
 

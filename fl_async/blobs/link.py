@@ -110,6 +110,10 @@ class LinkBlobs:
             tok = self._run_tokens[run_id] = _RUN + _ID.pack(run_id) + secrets.token_bytes(32)
         return tok
 
+    def run_ended(self, run_id: int) -> None:
+        """The run ended: forget its driver token (its blobs are released with its messages)."""
+        self._run_tokens.pop(run_id, None)
+
     def issued_run_token(self, run_id: int) -> bytes | None:
         """The driver token of ``run_id`` if one was given out (``None`` otherwise; nothing is created)."""
         return self._run_tokens.get(run_id)

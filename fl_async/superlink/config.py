@@ -93,6 +93,11 @@ class LinkConfig:
             ``blob_rate_window`` seconds; a slower upload is dropped and the bytes it sent freed at once
             (``0``: no floor). Default 64 KiB/s.
         blob_rate_window: seconds over which ``blob_min_rate`` is measured. Default 10 s.
+        run_idle_ttl: seconds without a Driver API call (for the run) after which a run ends: its queued and
+            in-flight instructions, unpulled replies and their payloads are dropped, and calls for it get
+            ``NOT_FOUND``. A held long-poll counts as a call. Default 3600 s.
+        reply_ttl: seconds a reply is kept for its driver to pull; then it is dropped with a WARNING log line
+            (a later pull does not list it). Default 3600 s.
         backlog: listen backlog of both server sockets. grpclib's default of 100 drops connections
             when thousands of nodes connect at once (measured: 278 of 5,000); 8,192 served all.
         blob_api_address: ``"HOST:PORT"`` of the blob data path, where arrays above the inline limit (1 MiB)
@@ -132,6 +137,8 @@ class LinkConfig:
     blob_quota_bytes: int = DEFAULT_MAX_BLOB_BYTES
     blob_min_rate: int = 64 * 2**10
     blob_rate_window: float = 10.0
+    run_idle_ttl: float = 3600.0
+    reply_ttl: float = 3600.0
     backlog: int = 8192
     disconnect_grace: float = 3.0
     blob_api_address: str | None = None
@@ -170,6 +177,8 @@ class LinkConfig:
             "blob_header_timeout",
             "request_read_timeout",
             "blob_rate_window",
+            "run_idle_ttl",
+            "reply_ttl",
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -185,6 +194,12 @@ class LinkConfig:
             )
         if self.blob_header_timeout <= 0:
             raise ValueError(f"LinkConfig.blob_header_timeout must be > 0 s, got {self.blob_header_timeout}")
+        for name in ("run_idle_ttl", "reply_ttl"):
+            if getattr(self, name) <= self.max_poll_timeout:
+                raise ValueError(
+                    f"LinkConfig.{name} must be > max_poll_timeout ({self.max_poll_timeout:g} s), "
+                    f"got {getattr(self, name)}"
+                )
         if self.blob_rate_window <= 0:
             raise ValueError(f"LinkConfig.blob_rate_window must be > 0 s, got {self.blob_rate_window}")
         if isinstance(self.blob_min_rate, bool) or not isinstance(self.blob_min_rate, int) or self.blob_min_rate < 0:

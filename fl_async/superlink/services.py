@@ -202,16 +202,19 @@ class DriverService(_Service):
         if problem:
             raise InvalidArgumentError(problem)
         run_id = self.state.create_run(req.fab_id, req.fab_version, req.run_config)
+        self.state.touch_run(run_id)
         blob_port = blob_port_of(self.state)
         blob_token = self.run_token(run_id) if self.run_token is not None else run_blob_token(self.state, run_id)
         return pb.CreateRunResponse(run_id=run_id, blob_port=blob_port, blob_token=blob_token), None
 
     async def get_run(self, req: pb.GetRunRequest) -> tuple[pb.GetRunResponse, Undo]:
         """GetRun: the run, or NOT_FOUND."""
+        self.state.touch_run(req.run_id)
         return pb.GetRunResponse(run=self.state.get_run(req.run_id)), None
 
     async def get_nodes(self, req: pb.GetNodesRequest) -> tuple[pb.GetNodesResponse, Undo]:
         """GetNodes: ids of the online nodes, or NOT_FOUND for an unknown run."""
+        self.state.touch_run(req.run_id)
         return pb.GetNodesResponse(node_ids=self.state.online_node_ids(req.run_id)), None
 
     async def wait_for_nodes(self, req: pb.WaitForNodesRequest) -> tuple[pb.WaitForNodesResponse, Undo]:
@@ -231,10 +234,12 @@ class DriverService(_Service):
                     await self.wakeups.nodes_event.wait()
                     ids = self.state.online_node_ids(req.run_id)
             ids = self.state.online_node_ids(req.run_id)
+        self.state.touch_run(req.run_id)  # after the wait: a held call counts as activity
         return pb.WaitForNodesResponse(node_ids=ids), None
 
     async def push_messages(self, req: pb.PushMessagesRequest) -> tuple[pb.PushMessagesResponse, Undo]:
         """PushMessages: queue instructions; ``""`` and a reason at refused positions."""
+        self.state.touch_run(req.run_id)
         ids, reasons = self.state.push_instructions(req.run_id, req.messages)
         return pb.PushMessagesResponse(message_ids=ids, reasons=reasons), None
 
@@ -243,6 +248,7 @@ class DriverService(_Service):
         and list the requested ids still outstanding (``outstanding``) so the driver knows whether to pull again."""
         state = self.state
         window = self._wait_window("timeout", req.timeout)
+        state.touch_run(req.run_id)
         _, waiting = state.outstanding(req.run_id, req.message_ids)
         if waiting and window > 0:
             log.debug("holding PullMessages of run %d for %d replies, up to %.3g s", req.run_id, len(waiting), window)
@@ -252,6 +258,7 @@ class DriverService(_Service):
                     await waiter.event.wait()
             finally:
                 self.wakeups.drop(waiter)
+        state.touch_run(req.run_id)  # after the wait: a held call counts as activity
         taken = state.take_replies(req.run_id, req.message_ids)
         replies: list[Any] = [ins.reply for ins in taken]
         _, still = state.outstanding(req.run_id, req.message_ids)  # after the take: not the ones in `replies`

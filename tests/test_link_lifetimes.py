@@ -82,3 +82,22 @@ def test_lifetimes_must_exceed_the_poll_cap() -> None:
     with pytest.raises(ValueError, match="run_idle_ttl"):
         LinkConfig(run_idle_ttl=10.0, max_poll_timeout=30.0)
     assert LinkConfig(run_idle_ttl=10.0, reply_ttl=10.0, max_poll_timeout=5.0).run_idle_ttl == 10.0
+
+
+async def test_nodes_waiters_woken_only_when_their_threshold_is_reached() -> None:
+    from fl_async.superlink.wakeups import Wakeups
+
+    count = [0]
+    wakeups = Wakeups(node_count=lambda: count[0])
+    waiters = [wakeups.wait_nodes(n) for n in (1, 2, 2, 5, 1000)]
+    dropped = wakeups.wait_nodes(2)
+    wakeups.drop_nodes(dropped)
+    count[0] = 1
+    wakeups.nodes_changed()
+    assert [w.event.is_set() for w in waiters] == [True, False, False, False, False]
+    count[0] = 4
+    wakeups.nodes_changed()
+    assert [w.event.is_set() for w in waiters] == [True, True, True, False, False]
+    assert not dropped.event.is_set()
+    wakeups.close()
+    assert all(w.event.is_set() for w in waiters)

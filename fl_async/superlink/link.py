@@ -88,6 +88,7 @@ class SuperLink:
         self.state = LinkState.from_config(
             self.config, clock=clock, store=store, listener=self._wakeups, payloads=payloads or self.blobs
         )
+        self._wakeups.node_count = self.state.store.node_count
         if self.blobs is not None:
             self.blobs.attach(self.state)
         self._servers: list[grpclib.server.Server] = []  # TrackedServer: connections closed on stop

@@ -231,7 +231,11 @@ class DriverService(_Service):
         if len(ids) < req.min_nodes and window > 0:
             with anyio.move_on_after(window):
                 while len(ids) < req.min_nodes and not self.wakeups.closing:
-                    await self.wakeups.nodes_event.wait()
+                    waiter = self.wakeups.wait_nodes(req.min_nodes)  # woken only once the count reaches it
+                    try:
+                        await waiter.event.wait()
+                    finally:
+                        self.wakeups.drop_nodes(waiter)
                     ids = self.state.online_node_ids(req.run_id)
             ids = self.state.online_node_ids(req.run_id)
         self.state.touch_run(req.run_id)  # after the wait: a held call counts as activity

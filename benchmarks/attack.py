@@ -513,6 +513,89 @@ async def attack_blobslow(args: argparse.Namespace) -> dict[str, Any]:
         link.stop()
 
 
+async def probe_getrun(driver_port: int, seconds: float) -> dict[str, Any]:
+    """A driver calling GetRun every 20 ms for ``seconds``: latency percentiles."""
+    ch = Channel("127.0.0.1", driver_port)
+    drv = await RawDriver.create(pb.DriverStub(ch))
+    latencies: list[float] = []
+    stop = time.monotonic() + seconds
+    while time.monotonic() < stop:
+        t0 = time.monotonic()
+        await pb.DriverStub(ch).get_run(pb.GetRunRequest(run_id=drv.run_id), metadata=drv.metadata)
+        latencies.append(time.monotonic() - t0)
+        await asyncio.sleep(0.02)  # the probe's cadence
+    ch.close()
+    latencies.sort()
+    return {"calls": len(latencies), "p50_ms": 1000 * statistics.median(latencies), "max_ms": 1000 * latencies[-1]}
+
+
+async def attack_waiters(args: argparse.Namespace) -> dict[str, Any]:
+    """5,000 nodes, 1,000 held WaitForNodes (thresholds never reached), 10 node changes/s for ``--seconds``
+    (default 15): GetRun latency seen by another driver."""
+    link = Link()
+    chans = [Channel("127.0.0.1", link.fleet_port) for _ in range(8)]
+    dchans = [Channel("127.0.0.1", link.driver_port) for _ in range(20)]
+    try:
+        sem = asyncio.Semaphore(64)
+
+        async def one(i: int) -> RawNode:
+            async with sem:
+                return await RawNode.create(pb.FleetStub(chans[i % len(chans)]), interval=300.0)
+
+        start = time.monotonic()
+        nodes = list(await asyncio.gather(*(one(i) for i in range(args.nodes))))
+        created_s = time.monotonic() - start
+        drv = await RawDriver.create(pb.DriverStub(dchans[0]))
+        stop = time.monotonic() + args.seconds + 3
+
+        async def waiter(i: int) -> None:
+            stub = pb.DriverStub(dchans[i % len(dchans)])
+            while time.monotonic() < stop:
+                req = pb.WaitForNodesRequest(run_id=drv.run_id, min_nodes=10**6, timeout=30.0)
+                await stub.wait_for_nodes(req, metadata=drv.metadata, timeout=60)
+
+        held = [asyncio.create_task(waiter(i)) for i in range(args.waiters)]
+        await asyncio.sleep(2)  # let the waiters be held
+        prober = Proc(
+            "probe",
+            [sys.executable, "-m", "benchmarks.attack", "_probe_getrun", str(link.driver_port), str(args.seconds)],
+            log_path=Path(tempfile.gettempdir()) / f"fl-async-attack-getrun-{os.getpid()}.log",
+        )
+        changes = [0]
+        end = time.monotonic() + args.seconds
+        stub = pb.FleetStub(chans[0])
+
+        async def change(victim: RawNode) -> None:  # one node leaves, one joins: 2 changes
+            await stub.delete_node(pb.DeleteNodeRequest(auth=victim.auth), metadata=victim.metadata)
+            nodes.append(await RawNode.create(stub, interval=300.0))
+            changes[0] += 2
+
+        pending = []
+        while time.monotonic() < end:
+            pending.append(asyncio.create_task(change(nodes.pop(0))))
+            await asyncio.sleep(0.2)  # 5 leave + 5 join: 10 node changes per second
+        await asyncio.gather(*pending)
+        await asyncio.to_thread(prober.wait, args.seconds + 30)
+        text = await asyncio.to_thread(prober.log_path.read_text)
+        result = json.loads(text.strip().splitlines()[-1])
+        for task in held:
+            task.cancel()
+        await asyncio.gather(*held, return_exceptions=True)
+        return {
+            "nodes": len(nodes),
+            "created_in_s": round(created_s, 1),
+            "held_waiters": args.waiters,
+            "node_changes": changes[0],
+            "getrun": {k: round(v, 2) if isinstance(v, float) else v for k, v in result.items()},
+            "rss_mb": round(link.rss(), 1),
+            "fresh_round_s": round(await fresh_round(link), 3),
+        }
+    finally:
+        for ch in chans + dchans:
+            ch.close()
+        link.stop()
+
+
 ATTACKS: dict[str, Callable[[argparse.Namespace], Awaitable[dict[str, Any]]]] = {
     "bomb": attack_bomb,
     "partial": attack_partial,
@@ -520,16 +603,23 @@ ATTACKS: dict[str, Callable[[argparse.Namespace], Awaitable[dict[str, Any]]]] = 
     "fuzz": attack_fuzz,
     "blobput": attack_blobput,
     "blobslow": attack_blobslow,
+    "waiters": attack_waiters,
 }
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("attack", choices=[*ATTACKS, "all", "_probe"])
+    parser.add_argument("attack", choices=[*ATTACKS, "all", "_probe", "_probe_getrun"])
     parser.add_argument("rest", nargs="*", help=argparse.SUPPRESS)
     parser.add_argument("--seconds", type=float, default=20.0, help="duration of timed attacks (default 20)")
     parser.add_argument("--count", type=int, default=6000, help="fuzz requests per phase (default 6000)")
+    parser.add_argument("--nodes", type=int, default=5000, help="waiters: registered nodes (default 5000)")
+    parser.add_argument("--waiters", type=int, default=1000, help="waiters: held WaitForNodes (default 1000)")
     args = parser.parse_args(argv)
+    if args.attack == "_probe_getrun":
+        driver, seconds = args.rest
+        print(json.dumps(asyncio.run(probe_getrun(int(driver), float(seconds)))), flush=True)
+        return
     if args.attack == "_probe":
         driver, fleet, seconds, out = args.rest
         result = asyncio.run(probe(int(driver), int(fleet), float(seconds)))

@@ -103,6 +103,11 @@ LIMITS: tuple[Limit, ...] = (
     Limit("blob_rate_window", float, 10.0, "Seconds over which --blob-min-rate is measured."),
     Limit("run_idle_ttl", float, 3600.0, "Seconds without a Driver API call after which a run ends and is freed."),
     Limit("reply_ttl", float, 3600.0, "Seconds a reply waits for its driver to pull it before it is dropped."),
+    Limit("max_connections", int, 0, "Most open connections on all ports (0: file limit minus --fd-reserve)."),
+    Limit("max_connections_per_address", int, 4096, "Most open connections from one source address."),
+    Limit("connection_setup_timeout", float, 10.0, "Seconds a connection gets to start its first request."),
+    Limit("connection_idle_timeout", float, 300.0, "Seconds an idle connection (no request, no byte) stays open."),
+    Limit("fd_reserve", int, 256, "File descriptors kept for the link itself when --max-connections is 0."),
 )
 
 

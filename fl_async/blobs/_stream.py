@@ -35,6 +35,8 @@ class BufferedStream(asyncio.BufferedProtocol):
         self._staging_view: memoryview | None = None
         self.received = 0
         """Bytes received on this connection so far (a progress counter for rate checks)."""
+        self.in_request = False
+        """Set by the server while it serves a request on this connection."""
         self._pending = bytearray()  # received bytes nobody asked for yet
         self._target: memoryview | None = None
         self._filled = 0

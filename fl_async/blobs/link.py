@@ -223,6 +223,8 @@ class LinkBlobs:
         port: int = 0,
         backlog: int = 1024,
         header_timeout: float = 10.0,
+        gate: Any = None,
+        idle_timeout: float = 300.0,
     ) -> None:
         """Serve the store on ``host:port`` (same TLS as the link's APIs) and start sweeping.
 
@@ -232,6 +234,8 @@ class LinkBlobs:
             backlog: listen backlog.
             header_timeout: seconds a connection may take to send a whole request header (see
                 :class:`~fl_async.blobs.server.BlobServer`).
+            gate: the link's :class:`~fl_async.superlink.gate.ConnectionGate` (caps and timeouts), or ``None``.
+            idle_timeout: seconds an idle keep-alive connection is kept open.
 
         Raises:
             OSError: the address cannot be bound.
@@ -246,8 +250,12 @@ class LinkBlobs:
             header_timeout=header_timeout,
             min_rate=self.min_rate,
             rate_window=self.rate_window,
+            idle_timeout=idle_timeout,
         )
         self.server.uploader_of = uploader_of
+        if gate is not None:
+            self.server.gate = gate
+            self.server.handshake_timeout = gate.setup_timeout
         await self.server.start(host, port)
         self._sweeper = asyncio.create_task(self._sweep_loop(), name="fl-async-blob-sweeper")
         log.info("blob data path on %s:%d", host, self.server.port)

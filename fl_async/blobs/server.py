@@ -17,6 +17,7 @@ import logging
 import ssl as _ssl
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from fl_async.blobs import protocol as p
 from fl_async.blobs._stream import WRITE_HIGH_WATER, BufferedStream
@@ -114,6 +115,10 @@ class BlobServer:
         store.add_listener(self._on_store_change)
         self.port = 0
         """The bound TCP port (after :meth:`start`)."""
+        self.handshake_timeout = io_timeout
+        """Seconds a TLS client gets to finish its handshake (the link sets its connection setup timeout)."""
+        self.gate: Any = None
+        """The link's :class:`~fl_async.superlink.gate.ConnectionGate`, or ``None`` (every connection admitted)."""
         self.uploader_of: Callable[[bytes], object | None] = lambda token: token or None
         """Quota key of an upload's token (the store's ``uploader``); the link maps node and run tokens."""
 
@@ -135,7 +140,7 @@ class BlobServer:
             port,
             ssl=self._ssl,
             backlog=self.backlog,
-            ssl_handshake_timeout=self.io_timeout if self._ssl is not None else None,
+            ssl_handshake_timeout=self.handshake_timeout if self._ssl is not None else None,
         )
         self.port = self._server.sockets[0].getsockname()[1]
 
@@ -184,6 +189,17 @@ class BlobServer:
         return True
 
     def _on_connect(self, stream: BufferedStream) -> None:
+        if self.gate is not None and stream.transport is not None:
+            admitted = self.gate.admit(
+                stream.transport,
+                busy=lambda: stream.in_request,
+                started=lambda: stream.received > 0,
+                received=lambda: stream.received,
+            )
+            if not admitted:
+                return
+            transport = stream.transport
+            stream.closed.add_done_callback(lambda _: self.gate.release(transport))
         self._streams.add(stream)
         stream.transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)  # type: ignore[union-attr]
         task = asyncio.ensure_future(self._serve(stream))
@@ -206,12 +222,14 @@ class BlobServer:
         try:
             while True:
                 stream.release_staging()  # an idle connection holds no buffer
+                stream.in_request = False
                 try:
                     async with asyncio.timeout(self.idle_timeout):
                         if not await stream.wait_readable():
                             return
                 except TimeoutError:
                     return
+                stream.in_request = True
                 async with asyncio.timeout(self.header_timeout):
                     header = await stream.readexactly(p.REQUEST_HEADER_SIZE)
                     try:

@@ -50,7 +50,7 @@ from fl_async._credentials import (
     run_metadata,
 )
 from fl_async.proto.fl_async import v1 as pb
-from fl_async.superlink.errors import UnauthenticatedError
+from fl_async.superlink.errors import LinkStateError, NotFoundError, UnauthenticatedError
 
 __all__ = [
     "ANONYMOUS",
@@ -133,8 +133,9 @@ class SessionCallers:
     Args:
         authenticate_node: ``(node_id, token) -> None``, raising ``UnauthenticatedError`` on a mismatch
             (:meth:`LinkState.authenticate`).
-        run_token: ``run_id -> token`` of an existing run, or ``None`` for an unknown run; default: tokens
-            derived from a per-process secret (:meth:`derived_run_token`).
+        run_token: ``run_id -> token`` of an existing run, or ``None`` for an unknown run (then NOT_FOUND, as
+            the call itself would answer); default: tokens derived from a per-process secret
+            (:meth:`derived_run_token`).
     """
 
     def __init__(
@@ -168,7 +169,9 @@ class SessionCallers:
         if not isinstance(token, bytes):
             raise UnauthenticatedError(f"header {RUN_TOKEN_HEADER} is missing")
         known = self.run_token(run_id)
-        if not known or not hmac.compare_digest(known, token):
+        if known is None:
+            raise NotFoundError(f"unknown run {run_id}")
+        if not hmac.compare_digest(known, token):
             raise UnauthenticatedError(f"wrong or expired credentials for run {run_id}")
         return Caller("driver", run_id=run_id)
 
@@ -304,8 +307,8 @@ class Admission:
         """The caller of ``name`` (``"Fleet.Heartbeat"``) from its metadata; GRPCError UNAUTHENTICATED if wrong."""
         try:
             return self.check(api, metadata or {})
-        except UnauthenticatedError as exc:
-            raise GRPCError(Status.UNAUTHENTICATED, f"{name}: {exc}") from None
+        except LinkStateError as exc:
+            raise GRPCError(Status[exc.status], f"{name}: {exc}") from None
 
     def size_limit(self, caller: Caller) -> tuple[int, str]:
         """``(bytes, flag)`` of the largest body ``caller`` may send."""

@@ -98,6 +98,16 @@ class LinkConfig:
             ``NOT_FOUND``. A held long-poll counts as a call. Default 3600 s.
         reply_ttl: seconds a reply is kept for its driver to pull; then it is dropped with a WARNING log line
             (a later pull does not list it). Default 3600 s.
+        max_connections: most connections open at once on the three ports; ``0`` (default): the soft file
+            descriptor limit (raised to the hard limit at start) minus ``fd_reserve``. A new connection over the
+            cap evicts the idle connection least worth keeping (one that never started a request first), or is
+            closed at once when all are busy.
+        max_connections_per_address: most connections from one source address (same eviction). Default 4,096.
+        connection_setup_timeout: seconds a new connection gets to start its first request (raw TCP that never
+            speaks HTTP/2 or the blob protocol) and a TLS client to finish its handshake. Default 10 s.
+        connection_idle_timeout: seconds a connection without a request in progress and without a byte
+            received stays open. Default 300 s.
+        fd_reserve: file descriptors kept for the link itself when ``max_connections`` is 0. Default 256.
         backlog: listen backlog of both server sockets. grpclib's default of 100 drops connections
             when thousands of nodes connect at once (measured: 278 of 5,000); 8,192 served all.
         blob_api_address: ``"HOST:PORT"`` of the blob data path, where arrays above the inline limit (1 MiB)
@@ -139,6 +149,11 @@ class LinkConfig:
     blob_rate_window: float = 10.0
     run_idle_ttl: float = 3600.0
     reply_ttl: float = 3600.0
+    max_connections: int = 0
+    max_connections_per_address: int = 4096
+    connection_setup_timeout: float = 10.0
+    connection_idle_timeout: float = 300.0
+    fd_reserve: int = 256
     backlog: int = 8192
     disconnect_grace: float = 3.0
     blob_api_address: str | None = None
@@ -179,6 +194,8 @@ class LinkConfig:
             "blob_rate_window",
             "run_idle_ttl",
             "reply_ttl",
+            "connection_setup_timeout",
+            "connection_idle_timeout",
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -200,6 +217,13 @@ class LinkConfig:
                     f"LinkConfig.{name} must be > max_poll_timeout ({self.max_poll_timeout:g} s), "
                     f"got {getattr(self, name)}"
                 )
+        for name in ("connection_setup_timeout", "connection_idle_timeout"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"LinkConfig.{name} must be > 0 s, got {getattr(self, name)}")
+        for name in ("max_connections", "fd_reserve"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"LinkConfig.{name} must be an integer >= 0, got {value!r}")
         if self.blob_rate_window <= 0:
             raise ValueError(f"LinkConfig.blob_rate_window must be > 0 s, got {self.blob_rate_window}")
         if isinstance(self.blob_min_rate, bool) or not isinstance(self.blob_min_rate, int) or self.blob_min_rate < 0:
@@ -221,6 +245,7 @@ class LinkConfig:
             "max_blob_bytes",
             "blob_store_bytes",
             "blob_quota_bytes",
+            "max_connections_per_address",
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -22,6 +22,7 @@ from fl_async.proto.fl_async import v1 as pb
 from fl_async.superlink.admission import Admission, SessionCallers
 from fl_async.superlink.config import LinkConfig
 from fl_async.superlink.connections import ConnectionTracker
+from fl_async.superlink.gate import ConnectionGate
 from fl_async.superlink.services import DriverService, FleetService, WrongApiService
 from fl_async.superlink.state import LinkState, LinkStats, PayloadTracker
 from fl_async.superlink.store import LinkStore
@@ -94,6 +95,7 @@ class SuperLink:
         self._servers: list[grpclib.server.Server] = []  # TrackedServer: connections closed on stop
         self._addresses: dict[str, str] = {}
         self._timer: asyncio.Task[None] | None = None
+        self.gate: ConnectionGate | None = None
         self._lifecycle = _Lifecycle.NEW
 
     # ---------------------------------------------------------------------------- addresses, stats
@@ -143,6 +145,15 @@ class SuperLink:
         cfg = self.config
         ssl_ctx = server_ssl_context(cfg.tls) if cfg.tls is not None else None  # ValueError: still NEW
         self._lifecycle = _Lifecycle.RUNNING
+        self.gate = ConnectionGate(
+            max_connections=cfg.max_connections,
+            max_connections_per_address=cfg.max_connections_per_address,
+            setup_timeout=cfg.connection_setup_timeout,
+            idle_timeout=cfg.connection_idle_timeout,
+            fd_reserve=cfg.fd_reserve,
+        )
+        self.gate.start()
+        self._connections.gate = self.gate
         codec = LimitedProtoCodec(cfg.max_request_bytes)
         admission, run_token = self._admission()
         try:
@@ -165,7 +176,14 @@ class SuperLink:
                 wrong = WrongApiService(service_cls._service, other_cls, functools.partial(self._port, other))
                 server = self._connections.server([service, wrong], codec=codec)
                 host, port = parse_address(address)
-                await server.start(host, port, backlog=cfg.backlog, ssl=ssl_ctx, reuse_address=True)
+                await server.start(
+                    host,
+                    port,
+                    backlog=cfg.backlog,
+                    ssl=ssl_ctx,
+                    reuse_address=True,
+                    ssl_handshake_timeout=cfg.connection_setup_timeout,
+                )
                 self._servers.append(server)
                 bound = server._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]  # no public accessor
                 self._addresses[which] = format_address(_WILDCARDS.get(host, host), bound)
@@ -173,7 +191,13 @@ class SuperLink:
                 assert cfg.blob_api_address is not None  # resolved by LinkConfig
                 host, port = parse_address(cfg.blob_api_address)
                 await self.blobs.start(
-                    host, port=port, ssl=ssl_ctx, backlog=cfg.backlog, header_timeout=cfg.blob_header_timeout
+                    host,
+                    port=port,
+                    ssl=ssl_ctx,
+                    backlog=cfg.backlog,
+                    header_timeout=cfg.blob_header_timeout,
+                    gate=self.gate,
+                    idle_timeout=cfg.connection_idle_timeout,
                 )
                 self._addresses["blob"] = format_address(_WILDCARDS.get(host, host), self.blobs.port)
         except BaseException:
@@ -199,6 +223,8 @@ class SuperLink:
         callers = SessionCallers(authenticate_node)
 
         def issued(run_id: int) -> bytes | None:  # the blob token when the run got one (blob path up)
+            if state.store.get_run(run_id) is None:
+                return None
             return (blobs.issued_run_token(run_id) if blobs is not None else None) or callers.derived_run_token(run_id)
 
         def run_token(run_id: int) -> bytes:
@@ -255,6 +281,8 @@ class SuperLink:
                 await server.wait_closed()
         self._servers.clear()
         await self._connections.close_all(timeout=0.5)  # after the answers: they are flushed, then closed
+        if self.gate is not None:
+            await self.gate.stop()
 
     async def __aenter__(self) -> SuperLink:
         await self.start()

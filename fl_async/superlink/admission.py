@@ -247,6 +247,15 @@ def count_elements(data: bytes, cls: type, limit: int) -> int:
     return count
 
 
+def buffered(raw: Any) -> int:
+    """Bytes grpclib's protocol stream ``raw`` has received and not yet read (0 if its internals differ)."""
+    try:
+        buf = raw.buffer
+        return int(buf._acked_size) + sum(item.data_size for item in buf._unacked._queue)
+    except (AttributeError, TypeError):
+        return 0
+
+
 # ------------------------------------------------------------------------------------------------ heap trimming
 _libc: Any = None
 
@@ -352,8 +361,11 @@ class Admission:
         try:
             while got < length:
                 want = min(READ_PIECE, length - got)
-                async with asyncio.timeout(self.request_read_timeout):
+                if buffered(raw) >= want:  # already here (the usual small request): no timer needed
                     piece = await raw.recv_data(want)
+                else:
+                    async with asyncio.timeout(self.request_read_timeout):
+                        piece = await raw.recv_data(want)
                 if len(piece) != want:
                     raise GRPCError(
                         Status.INVALID_ARGUMENT,

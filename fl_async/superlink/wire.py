@@ -16,7 +16,7 @@ from grpclib.encoding.proto import ProtoCodec
 from grpclib.exceptions import GRPCError
 
 from fl_async.proto.fl_async import v1 as pb
-from fl_async.superlink.admission import ANONYMOUS, Admission, body_identity_problem
+from fl_async.superlink.admission import ANONYMOUS, Admission, body_identity_problem, buffered
 from fl_async.superlink.connections import CURRENT
 from fl_async.superlink.fastwire import encode_messages_response, remember_tails
 from fl_async.superlink.state import LinkStateError
@@ -179,8 +179,11 @@ async def _recv_request(
         caller = admission.identify(name.partition(".")[0], name, stream.metadata)
         limit, flag = admission.size_limit(caller)
         try:
-            async with asyncio.timeout(admission.request_read_timeout):
+            if buffered(raw) >= 5:  # already here: no timer needed
                 meta = await raw.recv_data(5)
+            else:
+                async with asyncio.timeout(admission.request_read_timeout):
+                    meta = await raw.recv_data(5)
         except TimeoutError:
             raise GRPCError(
                 Status.DEADLINE_EXCEEDED,

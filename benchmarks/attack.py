@@ -596,6 +596,69 @@ async def attack_waiters(args: argparse.Namespace) -> dict[str, Any]:
         link.stop()
 
 
+async def attack_idle(args: argparse.Namespace) -> dict[str, Any]:
+    """``--conns`` (default 2,000) idle TCP connections each to the blob and Fleet ports (and some that never
+    speak, closed by the setup timeout): link RSS rise, and a fresh node + driver round while they are open."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # this process holds 4,000 sockets
+    link = Link("--connection-setup-timeout", "300")  # idle, not silent: keep them open for the measure
+    conns: list[asyncio.StreamWriter] = []
+    try:
+        base = link.rss()
+        for port in (link.blob_port, link.fleet_port):
+            for _ in range(args.conns):
+                try:
+                    _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                except OSError:
+                    break
+                conns.append(writer)
+        await asyncio.sleep(3)  # let the link accept them all
+        held = link.rss() - base
+        round_s = await fresh_round(link)
+        return {
+            "connections_opened": len(conns),
+            "rss_base_mb": round(base, 1),
+            "rss_rise_mb": round(held, 1),
+            "fresh_round_s_while_open": round(round_s, 3),
+        }
+    finally:
+        for writer in conns:
+            writer.close()
+        link.stop()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+async def attack_silent(args: argparse.Namespace) -> dict[str, Any]:
+    """200 connections to each port that never send a byte: when does the link close them (default setup
+    timeout 10 s)?"""
+    link = Link()
+    try:
+        start = time.monotonic()
+        readers = []
+        for port in (link.driver_port, link.fleet_port, link.blob_port):
+            for _ in range(200):
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                readers.append((reader, writer))
+
+        async def closed(reader: asyncio.StreamReader) -> float:
+            await reader.read()
+            return time.monotonic() - start
+
+        async with asyncio.timeout(60):
+            times = await asyncio.gather(*(closed(r) for r, _ in readers))
+        for _, writer in readers:
+            writer.close()
+        return {
+            "connections": len(readers),
+            "all_closed_after_s": round(max(times), 1),
+            "fresh_round_s": round(await fresh_round(link), 3),
+        }
+    finally:
+        link.stop()
+
+
 ATTACKS: dict[str, Callable[[argparse.Namespace], Awaitable[dict[str, Any]]]] = {
     "bomb": attack_bomb,
     "partial": attack_partial,
@@ -604,6 +667,8 @@ ATTACKS: dict[str, Callable[[argparse.Namespace], Awaitable[dict[str, Any]]]] = 
     "blobput": attack_blobput,
     "blobslow": attack_blobslow,
     "waiters": attack_waiters,
+    "idle": attack_idle,
+    "silent": attack_silent,
 }
 
 
@@ -615,6 +680,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--count", type=int, default=6000, help="fuzz requests per phase (default 6000)")
     parser.add_argument("--nodes", type=int, default=5000, help="waiters: registered nodes (default 5000)")
     parser.add_argument("--waiters", type=int, default=1000, help="waiters: held WaitForNodes (default 1000)")
+    parser.add_argument("--conns", type=int, default=2000, help="idle: connections per port (default 2000)")
     args = parser.parse_args(argv)
     if args.attack == "_probe_getrun":
         driver, seconds = args.rest

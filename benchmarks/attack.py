@@ -659,6 +659,67 @@ async def attack_silent(args: argparse.Namespace) -> dict[str, Any]:
         link.stop()
 
 
+def _freeze(link: Link, seconds: float) -> dict[str, Any]:
+    """Blocking body of :func:`attack_freeze` (the sync Driver runs in a worker thread)."""
+    import signal
+
+    from fl_async.common import RecordSet
+    from fl_async.server import Driver
+
+    node = Proc(
+        "supernode",
+        [
+            sys.executable,
+            "-m",
+            "fl_async",
+            "supernode",
+            "examples.quickstart.client:app",
+            "--insecure",
+            "--superlink",
+            f"127.0.0.1:{link.fleet_port}",
+        ],
+        log_path=Path(tempfile.gettempdir()) / f"fl-async-attack-freeze-node-{os.getpid()}.log",
+    )
+    try:
+        with Driver(f"127.0.0.1:{link.driver_port}", insecure=True) as drv:
+            (before,) = drv.wait_for_nodes(1, timeout=30)
+            drv.send_and_receive([drv.create_message(RecordSet(), "train", before, "1")], timeout=30)
+            os.kill(node.pid, signal.SIGSTOP)
+            time.sleep(seconds)  # the freeze itself
+            os.kill(node.pid, signal.SIGCONT)
+            resumed = time.monotonic()
+            after = before
+            while after == before and time.monotonic() - resumed < 60:
+                ids = drv.wait_for_nodes(1, timeout=5)
+                after = ids[0] if ids and ids[0] != before else before
+                if after == before and before in ids:
+                    break  # resumed under the same id
+            listed = time.monotonic() - resumed
+            replies = drv.send_and_receive([drv.create_message(RecordSet(), "train", after, "2")], timeout=30)
+            answered = time.monotonic() - resumed
+        return {
+            "frozen_s": seconds,
+            "same_node_id": after == before,
+            "listed_after_s": round(listed, 1),
+            "answered_after_s": round(answered, 1) if replies else None,
+            "node_exit_code": node.poll(),
+        }
+    finally:
+        node.stop()
+
+
+async def attack_freeze(args: argparse.Namespace) -> dict[str, Any]:
+    """A SuperNode (heartbeat 30 s) that answered a message is stopped (SIGSTOP) for ``--seconds`` then continued:
+    is it listed again, and does it answer, within 30 s?"""
+    link = Link()
+    try:
+        result = await asyncio.to_thread(_freeze, link, args.seconds)
+        result["fresh_round_s"] = round(await fresh_round(link), 3)
+        return result
+    finally:
+        link.stop()
+
+
 ATTACKS: dict[str, Callable[[argparse.Namespace], Awaitable[dict[str, Any]]]] = {
     "bomb": attack_bomb,
     "partial": attack_partial,
@@ -669,6 +730,7 @@ ATTACKS: dict[str, Callable[[argparse.Namespace], Awaitable[dict[str, Any]]]] = 
     "waiters": attack_waiters,
     "idle": attack_idle,
     "silent": attack_silent,
+    "freeze": attack_freeze,
 }
 
 

@@ -122,7 +122,8 @@ def with_limit_options(func: F) -> F:
     added = []
     for limit in LIMITS:
         metavar = "BYTES" if limit.field.endswith("bytes") else "SECONDS" if limit.kind is float else "N"
-        annotation = Annotated[limit.kind, typer.Option(limit.flag, metavar=metavar, help=limit.help)]
+        option = typer.Option(limit.flag, metavar=metavar, help=limit.help)
+        annotation = Annotated[limit.kind, option]  # type: ignore[name-defined]  # built at run time
         added.append(inspect.Parameter(limit.field, inspect.Parameter.KEYWORD_ONLY, default=limit.default))
         annotations[limit.field] = annotation
         added[-1] = added[-1].replace(annotation=annotation)

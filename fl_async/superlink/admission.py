@@ -251,7 +251,7 @@ def buffered(raw: Any) -> int:
     """Bytes grpclib's protocol stream ``raw`` has received and not yet read (0 if its internals differ)."""
     try:
         buf = raw.buffer
-        return int(buf._acked_size) + sum(item.data_size for item in buf._unacked._queue)
+        return int(buf._acked_size) + sum(int(item.data_size) for item in buf._unacked._queue)
     except (AttributeError, TypeError):
         return 0
 

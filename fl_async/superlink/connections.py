@@ -87,7 +87,7 @@ class TrackedServer(grpclib.server.Server):
     async def start(  # type: ignore[override]
         self,
         host: str | None = None,
-        port: int | None = None,
+        port: int = 0,
         *,
         backlog: int = 100,
         ssl: Any = None,
@@ -179,7 +179,7 @@ class ConnectionTracker:
         else:
             self._open[proto.key] = proto
         if self.closing and proto.transport is not None:  # accepted while stopping: not served
-            proto.transport.abort()
+            proto.transport.abort()  # type: ignore[attr-defined]
 
     def _admit(self, proto: _TrackedProtocol) -> bool:
         inner = proto._inner

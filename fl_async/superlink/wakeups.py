@@ -157,7 +157,7 @@ class Wakeups:
             for waiter in group:
                 waiter.event.set()
         self.nodes_event.set()
-        for _, _, waiter in self._nodes_waiters:
-            waiter.event.set()
+        for _, _, nodes_waiter in self._nodes_waiters:
+            nodes_waiter.event.set()
         self._nodes_waiters.clear()
         self.deadline_event.set()

@@ -171,7 +171,7 @@ async def _recv_request(
     raw = getattr(stream, "_stream", None)
     if codec is None or raw is None or not hasattr(raw, "recv_data"):
         return await stream.recv_message()
-    recv_type = stream._recv_type  # type: ignore[attr-defined]
+    recv_type = stream._recv_type
     if admission is None:
         caller, limit, flag = ANONYMOUS, codec.max_bytes, "max_request_bytes, --max-request-bytes"
         meta = await raw.recv_data(5)

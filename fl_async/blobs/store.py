@@ -167,8 +167,8 @@ class Upload:
             raise RuntimeError("upload is no longer active")
         if b.buffer is None:
             b.buffer = self._pool.allocate(b.nbytes, prefault=False)
-            if b.nbytes >= PREFAULT_MIN:
-                b.prefault = Prefaulter(b.buffer, ahead=PREFAULT_AHEAD)
+        if b.prefault is None and b.nbytes >= PREFAULT_MIN and b.received < b.nbytes:
+            b.prefault = Prefaulter(b.buffer, ahead=PREFAULT_AHEAD)
         end = min(b.nbytes, b.received + n)
         if b.prefault is not None:
             b.prefault.advance(b.received)  # ahead of what arrived, not of what the sender announced
@@ -536,6 +536,9 @@ class BlobStore:
         b.writer = None
         b.received = b.hashed
         b.idle_since = now  # kept for a resume; sweep() frees it after `linger` if nobody comes back
+        if b.prefault is not None:  # frees its helper slot; a resume starts a new one
+            b.prefault.stop()
+            b.prefault = None
         self._notify(b.digest, b.state)
 
     def finish_upload(self, upload: Upload, *, now: float = 0.0) -> None:

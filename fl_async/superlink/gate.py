@@ -144,9 +144,9 @@ class ConnectionGate:
         same = self._by_address.get(address, set())
         if len(same) >= self.max_per_address and not self._evict(same):
             return self._refuse(transport, address, "max_connections_per_address, --max-connections-per-address")
-        if self.max_connections and len(self._entries) >= self.max_connections:
-            if not self._evict(self._entries.values()):
-                return self._refuse(transport, address, "max_connections, --max-connections")
+        full = bool(self.max_connections) and len(self._entries) >= self.max_connections
+        if full and not self._evict(self._entries.values()):
+            return self._refuse(transport, address, "max_connections, --max-connections")
         now = self._clock()
         entry = GateEntry(transport, address, busy, started, received, opened_at=now, active_at=now)
         self._entries[transport] = entry

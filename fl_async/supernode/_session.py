@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import anyio
 from tenacity import RetryCallState
 
+from fl_async._credentials import node_metadata
 from fl_async.common.errors import (
     FlAsyncError,
     InvalidRequestError,
@@ -20,7 +21,6 @@ from fl_async.common.errors import (
 )
 from fl_async.proto.fl_async import v1 as pb
 from fl_async.supernode._fleet import FleetClient
-from fl_async._credentials import node_metadata
 from fl_async.supernode._wire import auth_field
 
 __all__ = ["_Backoff", "_HealthySessionLost", "_PayloadRefused", "_Session", "_SessionLost", "_positive", "_transient"]

@@ -84,7 +84,7 @@ async def test_wrong_header_credentials_refused_before_the_body(superlink: Super
     try:
         drv = await RawDriver.create(pb.DriverStub(ch))
         with pytest.raises(GRPCError) as exc:  # a run's token, but another run in the body
-            await pb.DriverStub(ch).get_nodes(pb.GetNodesRequest(run_id=drv.run_id + 1), metadata=drv.metadata)
+            await pb.DriverStub(ch).get_nodes(pb.GetNodesRequest(run_id=drv.run_id ^ 1), metadata=drv.metadata)
         assert exc.value.status is Status.UNAUTHENTICATED and "run" in (exc.value.message or "")
         with pytest.raises(GRPCError) as exc:
             await pb.DriverStub(ch).get_nodes(

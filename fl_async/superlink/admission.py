@@ -119,8 +119,8 @@ def _header_id(metadata: Mapping[str, Any], name: str) -> int:
         value = int(raw if isinstance(raw, str) else "")
     except ValueError:
         raise UnauthenticatedError(f"header {name} must be a decimal id, got {str(raw)[:40]!r}") from None
-    if not -(2**63) <= value < 2**63:
-        raise UnauthenticatedError(f"header {name} is out of the int64 range")
+    if not 0 <= value < 2**64:
+        raise UnauthenticatedError(f"header {name} is out of the uint64 range")
     return value
 
 
@@ -149,7 +149,7 @@ class SessionCallers:
 
     def derived_run_token(self, run_id: int) -> bytes:
         """A run's token derived from this process's secret (``HMAC-SHA256(secret, run_id)``); nothing is stored."""
-        return hmac.new(self._secret, struct.pack(">q", run_id), hashlib.sha256).digest()
+        return hmac.new(self._secret, struct.pack(">Q", run_id), hashlib.sha256).digest()
 
     def __call__(self, api: str, metadata: Mapping[str, Any]) -> Caller:
         """See :class:`CallerCheck`."""

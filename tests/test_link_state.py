@@ -133,7 +133,7 @@ def test_config_validation(field: str, value: object, needle: str) -> None:
 def test_config_defaults_are_flowers_ports() -> None:
     cfg = LinkConfig()
     assert cfg.driver_api_address.endswith(":9091") and cfg.fleet_api_address.endswith(":9092")
-    assert cfg.backlog == 8192 and cfg.max_request_bytes == 256 * 2**20
+    assert cfg.backlog == 8192 and cfg.max_request_bytes == 64 * 2**20
     assert cfg.disconnect_grace == 3.0
     assert LinkState.from_config(LinkConfig(disconnect_grace=0.5)).disconnect_grace == 0.5
 

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from fl_async._credentials import run_metadata
 from fl_async._net import DEFAULT_DRIVER_TARGET, client_ssl_context
 from fl_async.blobs import transfer as _blobs
 from fl_async.common.errors import LinkTimeoutError
@@ -171,6 +172,8 @@ class AsyncDriver:
             self._state = DriverState.UNOPENED
             raise
         self._run = make_run(self._args, resp.run_id)
+        if resp.blob_token:  # the run's credentials, sent in the headers of every later call
+            self._transport.credentials = run_metadata(resp.run_id, resp.blob_token)
         roots = self._args.root_certificates
         self._blob_client = _blobs.client_for(  # issue 7
             self._args.host,

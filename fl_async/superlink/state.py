@@ -57,6 +57,7 @@ from fl_async.superlink.hooks import (
     PayloadTracker,
     payload_problem,
 )
+from fl_async.superlink.lifetimes import Lifetimes
 from fl_async.superlink.store import InstructionRecord, LinkStore, MemoryStore, NodeRecord, RunRecord, Status
 from fl_async.superlink.validation import id_problem, instruction_problem, interval_problem, reply_shape_problem
 
@@ -106,6 +107,8 @@ class LinkState:
         store: where records live (default: a new :class:`MemoryStore`).
         listener: told what to wake (default: nobody).
         payloads: told which messages are held (default: a :class:`DigestRefCounts`).
+        run_idle_ttl: seconds without a Driver API call after which a run ends (see :meth:`end_run`).
+        reply_ttl: seconds an unpulled reply is kept before it is dropped (logged).
         id_source: returns candidate run and node ids (default :func:`random_id`); candidates that are taken
             or outside ``[1, 2**64 - 1]`` are skipped. A test hook, e.g. to make the link assign ``2**64 - 1``.
 
@@ -124,6 +127,8 @@ class LinkState:
         store: LinkStore | None = None,
         listener: LinkListener | None = None,
         payloads: PayloadTracker | None = None,
+        run_idle_ttl: float = float("inf"),
+        reply_ttl: float = float("inf"),
         id_source: Callable[[], int] = random_id,
     ) -> None:
         self.id_source = id_source
@@ -141,6 +146,7 @@ class LinkState:
         self._disconnected: dict[int, float] = {}  # node_id -> end of its reconnect grace
         self._disconnect_deadlines: list[tuple[float, int]] = []  # (grace ends, node_id), lazily cleaned
         self._unanswered = 0  # instructions QUEUED or IN_FLIGHT (for compacting the TTL heap)
+        self.lifetimes = Lifetimes(run_idle_ttl, reply_ttl)
 
     @classmethod
     def from_config(cls, config: LinkConfig, **kwargs: object) -> LinkState:
@@ -150,6 +156,8 @@ class LinkState:
             min_heartbeat_interval=config.min_heartbeat_interval,
             max_heartbeat_interval=config.max_heartbeat_interval,
             disconnect_grace=config.disconnect_grace,
+            run_idle_ttl=config.run_idle_ttl,
+            reply_ttl=config.reply_ttl,
             **kwargs,  # type: ignore[arg-type]
         )
 
@@ -158,6 +166,9 @@ class LinkState:
         """Earliest Unix time at which a node may go offline or an instruction may expire (``None``: none)."""
         self._clean_heads()
         times = [h[0][0] for h in (self._node_deadlines, self._ttl_deadlines, self._disconnect_deadlines) if h]
+        later = self.lifetimes.next_deadline()
+        if later is not None:
+            times.append(later)
         return min(times) if times else None
 
     def advance(self) -> None:
@@ -211,6 +222,54 @@ class LinkState:
             expired.append(message_id)
         if expired:
             self.listener.replies_ready(expired)
+        self._apply_lifetimes(now)
+
+    def _apply_lifetimes(self, now: float) -> None:
+        runs, replies = self.lifetimes.due(now)
+        for message_id in replies:
+            ins = self.store.get_instruction(message_id)
+            if ins is None or ins.status is not Status.ANSWERED or ins.reply is None:
+                continue  # pulled already
+            self.store.pop_reply(message_id)
+            self.payloads.release(ins.reply)
+            log.warning(
+                "reply to instruction %s of run %d dropped: not pulled within %g s (reply_ttl, --reply-ttl)",
+                message_id,
+                ins.run_id,
+                self.lifetimes.reply_ttl,
+            )
+        for run_id in runs:
+            self.end_run(
+                run_id, f"no Driver API call for {self.lifetimes.run_idle_ttl:g} s (run_idle_ttl, --run-idle-ttl)"
+            )
+
+    def touch_run(self, run_id: int) -> None:
+        """The run's driver made a Driver API call: the run's idle TTL starts again (unknown runs: nothing)."""
+        if self.store.get_run(run_id) is not None and self.lifetimes.touch_run(run_id, self.clock()):
+            deadline = self.lifetimes.next_deadline()
+            if deadline is not None:
+                self.listener.deadline_added(deadline)
+
+    def end_run(self, run_id: int, reason: str) -> None:
+        """End a run: drop its queued and in-flight instructions and its unpulled replies (their payloads are
+        released) and forget it; a node's later reply to one of them is refused as unknown."""
+        if self.store.get_run(run_id) is None:
+            return
+        now = self.clock()
+        dropped = 0
+        for ins in self.store.run_instructions(run_id):
+            if ins.status is not Status.ANSWERED:
+                self._answer(ins, self._error_reply(ins, ErrorCode.MESSAGE_EXPIRED, f"run {run_id} ended", now))
+            reply = self.store.pop_reply(ins.message_id)
+            self.payloads.release(reply)
+            self.lifetimes.reply_taken(ins.message_id)
+            dropped += 1
+        self.store.remove_run(run_id)
+        self.lifetimes.forget_run(run_id)
+        ended = getattr(self.payloads, "run_ended", None)
+        if ended is not None:
+            ended(run_id)
+        log.info("run %d ended: %s; %d instruction(s) and replies dropped", run_id, reason, dropped)
 
     def _clean_heads(self) -> None:
         nodes, ttls, lost = self._node_deadlines, self._ttl_deadlines, self._disconnect_deadlines
@@ -389,6 +448,7 @@ class LinkState:
             assert ins is not None and ins.reply is not None
             self.store.pop_reply(mid)
             self.payloads.release(ins.reply)
+            self.lifetimes.reply_taken(mid)
             taken.append(ins)
         return taken
 
@@ -398,6 +458,7 @@ class LinkState:
             if self.store.get_instruction(ins.message_id) is None and ins.reply is not None:
                 self.store.restore_reply(ins)
                 self.payloads.retain(ins.reply)
+                self.lifetimes.reply_stored(ins.message_id, self.clock())
         if taken:
             self.listener.replies_ready([ins.message_id for ins in taken])
 
@@ -652,6 +713,12 @@ class LinkState:
         self._unanswered -= 1
         self.payloads.release(ins.message)
         self.payloads.retain(reply)
+        # answered: only the metadata is needed any more (its content, and any raw bytes kept for re-encoding,
+        # are freed now rather than when the driver pulls the reply)
+        ins.message = pb.Message(metadata=ins.message.metadata)
+        deadline = self.lifetimes.reply_stored(ins.message_id, self.clock())
+        if deadline is not None:
+            self.listener.deadline_added(deadline)
 
     @staticmethod
     def _error_reply(ins: InstructionRecord, code: int, reason: str, now: float) -> pb.Message:

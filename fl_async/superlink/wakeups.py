@@ -7,10 +7,23 @@ handler cancelled by grpclib (a raw ``Task.cancel()``) never loses an item (libr
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-__all__ = ["ReplyWaiter", "Wakeups"]
+__all__ = ["NodesWaiter", "ReplyWaiter", "Wakeups"]
+
+
+class NodesWaiter:
+    """A WaitForNodes waiting until at least ``min_nodes`` nodes are registered; ``event`` is set then."""
+
+    __slots__ = ("event", "live", "min_nodes")
+
+    def __init__(self, min_nodes: int) -> None:
+        self.min_nodes = min_nodes
+        self.event = asyncio.Event()
+        self.live = True
 
 
 class ReplyWaiter:
@@ -30,12 +43,20 @@ class Wakeups:
 
     * node pulls wait on :meth:`node_event` (one Event per node and generation, replaced when set);
     * driver pulls register a :class:`ReplyWaiter`, woken when every id it waits for has a reply (O(1) per reply);
-    * WaitForNodes waits on :attr:`nodes_event` (replaced when set);
+    * WaitForNodes registers a :class:`NodesWaiter` (:meth:`wait_nodes`), woken only when the node count
+      (``node_count()``) reaches its threshold: a node change costs O(log n) per waiter it wakes, nothing for
+      the others (waking every waiter to re-count cost O(waiters x nodes) per change);
+    * :attr:`nodes_event` is still set on every change (for other listeners);
     * the deadline timer waits on :attr:`deadline_event`, set only when a deadline earlier than the armed
       one is added.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, node_count: Callable[[], int] | None = None) -> None:
+        self.node_count = node_count
+        """Returns how many nodes are registered (set by the link; ``None``: wake every nodes waiter)."""
+        self._nodes_waiters: list[tuple[int, int, NodesWaiter]] = []  # heap by threshold
+        self._seq = itertools.count()
+        self._dropped = 0
         self.closing = False
         self._node_events: dict[int, asyncio.Event] = {}
         self._reply_waiters: dict[str, set[ReplyWaiter]] = {}
@@ -61,9 +82,38 @@ class Wakeups:
                     waiter.event.set()
 
     def nodes_changed(self) -> None:
-        """Wake every WaitForNodes (they re-count)."""
+        """Wake the WaitForNodes whose threshold the node count reached (every one without ``node_count``)."""
         event, self.nodes_event = self.nodes_event, asyncio.Event()
         event.set()
+        heap = self._nodes_waiters
+        count = self.node_count() if self.node_count is not None else math.inf
+        while heap and heap[0][0] <= count:
+            waiter = heapq.heappop(heap)[2]
+            if waiter.live:
+                waiter.live = False
+                waiter.event.set()
+            else:
+                self._dropped -= 1
+
+    def wait_nodes(self, min_nodes: int) -> NodesWaiter:
+        """Register a waiter woken when at least ``min_nodes`` nodes are registered (call :meth:`drop_nodes`)."""
+        waiter = NodesWaiter(min_nodes)
+        if self.closing:
+            waiter.event.set()
+            waiter.live = False
+            return waiter
+        heapq.heappush(self._nodes_waiters, (min_nodes, next(self._seq), waiter))
+        return waiter
+
+    def drop_nodes(self, waiter: NodesWaiter) -> None:
+        """Unregister a nodes waiter (idempotent); its heap entry is dropped lazily."""
+        if waiter.live:
+            waiter.live = False
+            self._dropped += 1
+            if self._dropped > 64 and self._dropped > len(self._nodes_waiters) // 2:
+                self._nodes_waiters = [e for e in self._nodes_waiters if e[2].live]
+                heapq.heapify(self._nodes_waiters)
+                self._dropped = 0
 
     def deadline_added(self, at: float) -> None:
         """Wake the deadline timer if ``at`` is earlier than the deadline it sleeps until."""
@@ -111,4 +161,7 @@ class Wakeups:
             for waiter in group:
                 waiter.event.set()
         self.nodes_event.set()
+        for _, _, nodes_waiter in self._nodes_waiters:
+            nodes_waiter.event.set()
+        self._nodes_waiters.clear()
         self.deadline_event.set()

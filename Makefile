@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "fl-async needs Python >= 3.11"'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,dev,torch,examples]'
+	$(PY) -m pip install -q -e '.[test,dev,torch,examples,ray]'
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -319,6 +319,8 @@ def _ray_session(ray: Any, options: RayOptions, namespace: str) -> Iterator[bool
             address="local",  # a new instance, even if `ray start` left one running on this machine
             num_cpus=options.num_cpus or _usable_cpus(),
             object_store_memory=options.object_store_memory,
+            # no idle Python workers started ahead of time (~50 MiB each): every process here is an actor
+            _system_config={"enable_worker_prestart": False, "prestart_worker_first_driver": False},
         )
     else:
         kwargs["address"] = options.address

@@ -22,8 +22,8 @@ client = ClientApp()
 @server.main()
 def main(driver: Driver, context: Context) -> None:
     """Run ``rounds`` tiny rounds over all ``nodes`` nodes; print ``ROUNDS {"seconds": [...], "replies": [...]}``."""
-    rounds = int(context.run_config.get("rounds", 10))
-    wanted = int(context.run_config.get("nodes", 1))
+    rounds = int(str(context.run_config.get("rounds", 10)))
+    wanted = int(str(context.run_config.get("nodes", 1)))
     node_ids = list(driver.wait_for_nodes(wanted, timeout=300.0))
     seconds: list[float] = []
     replies: list[int] = []
@@ -40,8 +40,8 @@ def main(driver: Driver, context: Context) -> None:
     print("ROUNDS " + json.dumps({"seconds": seconds, "replies": replies}), flush=True)
 
 
-@client.train()
+@client.train()  # type: ignore[untyped-decorator]
 async def train(message: Message, context: Context) -> Message:
     """Answer at once with the round number."""
-    r = int(message.content.configs_records["config"]["round"])
+    r = int(str(message.content.configs_records["config"]["round"]))
     return message.create_reply(RecordSet(metrics_records={"m": MetricsRecord({"round": r})}))

@@ -23,16 +23,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import psutil
+import psutil  # type: ignore[import-untyped]
 
 REPO = Path(__file__).resolve().parents[1]
 FL_ASYNC = str(Path(sys.executable).with_name("fl-async"))
@@ -97,16 +96,36 @@ def sample_tree(root: psutil.Process, peak: Peak) -> None:
         peak.kinds = kinds
 
 
-def run_variant(nodes: int, rounds: int, per_actor: int | None, timeout: float) -> dict[str, object]:
+@dataclass
+class Result:
+    """Figures of one variant (seconds and MiB)."""
+
+    variant: str
+    nodes: int
+    replies: list[int]
+    first_round_s: float
+    round_median_s: float
+    round_p90_s: float
+    startup_s: float
+    wall_s: float
+    peak_rss_mib: float
+    peak_pss_mib: float
+    command_pss_mib: float
+    actors_pss_mib: float
+    services_pss_mib: float
+    processes: int
+    samples: int
+    by_kind_mib: dict[str, float]
+
+
+def run_variant(nodes: int, rounds: int, per_actor: int | None, timeout: float) -> Result:
     """Run one ``fl-async run`` (in-process when ``per_actor`` is None) and return its figures."""
     argv = [FL_ASYNC, "run", "benchmarks.ray_apps:server", "benchmarks.ray_apps:client", "--num-supernodes", str(nodes)]
     argv += ["--run-config", f"rounds={rounds} nodes={nodes}"]
     if per_actor is not None:
         argv += ["--backend", "ray", "--nodes-per-actor", str(per_actor)]
     started = time.perf_counter()
-    child = subprocess.Popen(
-        argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ}
-    )
+    child = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     root = psutil.Process(child.pid)
     peak = Peak()
     done = threading.Event()
@@ -131,26 +150,25 @@ def run_variant(nodes: int, rounds: int, per_actor: int | None, timeout: float) 
         raise RuntimeError(f"{' '.join(argv)} exited {child.returncode}: {err.strip()[-2000:]}")
     data = json.loads(line[len("ROUNDS ") :])
     seconds: list[float] = data["seconds"]
-    steady = seconds[1:] or seconds
-    ordered = sorted(steady)
-    return {
-        "variant": "in-process" if per_actor is None else f"ray, {-(-nodes // per_actor)} actors x {per_actor}",
-        "nodes": nodes,
-        "replies": data["replies"],
-        "first_round_s": seconds[0],
-        "round_median_s": statistics.median(steady),
-        "round_p90_s": ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))],
-        "startup_s": wall - sum(seconds),
-        "wall_s": wall,
-        "peak_rss_mib": peak.rss / MIB,
-        "peak_pss_mib": peak.pss / MIB,
-        "command_pss_mib": peak.root_pss / MIB,
-        "actors_pss_mib": peak.actors_pss / MIB,
-        "services_pss_mib": peak.services_pss / MIB,
-        "processes": peak.processes,
-        "samples": peak.samples,
-        "by_kind_mib": {k: round(v / MIB, 1) for k, v in sorted(peak.kinds.items())},
-    }
+    steady = sorted(seconds[1:] or seconds)
+    return Result(
+        variant="in-process" if per_actor is None else f"ray, {-(-nodes // per_actor)} actors x {per_actor}",
+        nodes=nodes,
+        replies=data["replies"],
+        first_round_s=seconds[0],
+        round_median_s=statistics.median(steady),
+        round_p90_s=steady[min(len(steady) - 1, int(0.9 * len(steady)))],
+        startup_s=wall - sum(seconds),
+        wall_s=wall,
+        peak_rss_mib=peak.rss / MIB,
+        peak_pss_mib=peak.pss / MIB,
+        command_pss_mib=peak.root_pss / MIB,
+        actors_pss_mib=peak.actors_pss / MIB,
+        services_pss_mib=peak.services_pss / MIB,
+        processes=peak.processes,
+        samples=peak.samples,
+        by_kind_mib={k: round(v / MIB, 1) for k, v in sorted(peak.kinds.items())},
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -163,31 +181,35 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     counts = [int(x) for x in args.actors.split(",") if x.strip()]
     variants: list[int | None] = [None] + [-(-args.nodes // c) for c in counts]
-    results = []
+    results: list[Result] = []
     for per_actor in variants:
-        r = run_variant(args.nodes, args.rounds, per_actor, args.timeout)
+        try:
+            r = run_variant(args.nodes, args.rounds, per_actor, args.timeout)
+        except (RuntimeError, subprocess.TimeoutExpired) as exc:  # reported, the other variants still run
+            print(f"FAILED {'in-process' if per_actor is None else f'ray x {per_actor}'}: {exc}", flush=True)
+            continue
         results.append(r)
-        print(json.dumps(r), file=sys.stderr, flush=True)
-    base = results[0]
+        print(json.dumps(asdict(r)), file=sys.stderr, flush=True)
+    if not results:
+        return 1
+    base = next((r for r in results if r.variant == "in-process"), results[0])
     print(f"\n{args.nodes} nodes, {args.rounds} tiny rounds (first = warm-up), peak memory of the whole process tree")
     print(
-        "| variant | startup | 1st round | round median | p90 | vs in-process | peak PSS | peak RSS "
-        "| of which actors (PSS) | per node (PSS) |"
+        "| variant | startup | 1st round | round median | p90 | ratio | peak PSS | peak RSS "
+        "| of which actors (PSS) | PSS per node |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
-        per_node = float(r["peak_pss_mib"]) * 1024 / int(r["nodes"])  # type: ignore[arg-type]
         print(
-            f"| {r['variant']} | {r['startup_s']:.1f} s | {r['first_round_s']:.2f} s | "
-            f"{float(r['round_median_s']) * 1000:.0f} ms | {float(r['round_p90_s']) * 1000:.0f} ms | "  # type: ignore[arg-type]
-            f"{float(r['round_median_s']) / float(base['round_median_s']):.2f} x | "  # type: ignore[arg-type]
-            f"{r['peak_pss_mib']:.0f} MiB | {r['peak_rss_mib']:.0f} MiB | {r['actors_pss_mib']:.0f} MiB | "
-            f"{per_node:.0f} KiB |"
+            f"| {r.variant} | {r.startup_s:.1f} s | {r.first_round_s:.2f} s | {r.round_median_s * 1000:.0f} ms | "
+            f"{r.round_p90_s * 1000:.0f} ms | {r.round_median_s / base.round_median_s:.2f} x {base.variant} | "
+            f"{r.peak_pss_mib:.0f} MiB | {r.peak_rss_mib:.0f} MiB | {r.actors_pss_mib:.0f} MiB | "
+            f"{r.peak_pss_mib * 1024 / r.nodes:.0f} KiB |"
         )
     for r in results:
-        print(f"{r['variant']}: {r['processes']} processes at peak; PSS by kind (MiB): {r['by_kind_mib']}")
+        print(f"{r.variant}: {r.processes} processes at peak; PSS by kind (MiB): {r.by_kind_mib}")
     if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
+        args.json.write_text(json.dumps([asdict(r) for r in results], indent=2))
     return 0
 
 

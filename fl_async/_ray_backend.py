@@ -32,6 +32,7 @@ from typing import Any
 
 import anyio
 
+from fl_async._net import format_address, parse_address
 from fl_async.common.errors import FlAsyncError
 
 __all__ = [
@@ -427,9 +428,9 @@ async def run_on_ray(
         layout = actor_layout(num_supernodes, per_node)
         _check_placeable(ray, actor_options(options.node_resources, len(layout[0])))
         host = _link_host(ray, options.address, started_here)
-        link_config = LinkConfig(driver_api_address="127.0.0.1:0", fleet_api_address=f"{host}:0")
+        link_config = LinkConfig(driver_api_address="127.0.0.1:0", fleet_api_address=format_address(host, 0))
         async with SuperLink(link_config) as link:
-            fleet = link.fleet_address if host == "127.0.0.1" else f"{host}:{link.fleet_address.rsplit(':', 1)[1]}"
+            fleet = format_address(host, parse_address(link.fleet_address)[1])  # the address actors connect to
             actors = _Actors(ray, namespace, layout, num_supernodes, options, max_concurrency)
             try:
                 async with anyio.create_task_group() as tg:

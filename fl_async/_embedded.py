@@ -18,12 +18,45 @@ import anyio
 
 from fl_async._progress import RoundProgress, observe_client_app, rounds_from_config
 
-__all__ = ["REGISTER_TIMEOUT", "run_embedded"]
+__all__ = ["REGISTER_TIMEOUT", "REGISTER_WAVE", "run_embedded", "start_nodes"]
 
 logger = logging.getLogger("fl_async.run")
 
 REGISTER_TIMEOUT = 30.0
-"""Seconds the in-process nodes get to register with the link before the run is given up."""
+"""Seconds each wave of in-process nodes gets to register with the link before the run is given up."""
+REGISTER_WAVE = 100
+"""Nodes started at once. Starting a thousand nodes in one event loop at once makes every CreateNode wait for
+every connection's handshake; on a loaded machine they then all miss their deadline together and retry."""
+
+
+async def start_nodes(stack: contextlib.AsyncExitStack, nodes: list[Any], *, within: float = REGISTER_TIMEOUT) -> None:
+    """Start ``nodes`` (SuperNodes) in ``stack``, :data:`REGISTER_WAVE` at a time, each wave registered before the
+    next starts; all of them stop at once when ``stack`` closes.
+
+    Raises:
+        TimeoutError: a wave did not register within ``within`` seconds (the message counts the registered nodes).
+        FlAsyncError: a node stopped on a fatal error (e.g. the link refused it).
+    """
+
+    def stop_all() -> None:
+        for n in nodes:
+            n.stop()
+
+    for first in range(0, len(nodes), REGISTER_WAVE):
+        wave = nodes[first : first + REGISTER_WAVE]
+        for node in wave:
+            await stack.enter_async_context(node)
+        # Closing the stack stops every node at once first (each __aexit__ then only waits for its own).
+        stack.callback(stop_all)
+        try:
+            with anyio.fail_after(within):
+                for node in wave:
+                    await node.wait_registered()
+        except TimeoutError:
+            registered = sum(n.node_id is not None for n in nodes)
+            raise TimeoutError(
+                f"only {registered} of {len(nodes)} nodes registered ({within:g} s for each wave of {REGISTER_WAVE})"
+            ) from None
 
 
 async def run_embedded(
@@ -58,7 +91,7 @@ async def run_embedded(
         ValueError: ``num_supernodes < 1``.
         TypeError: ``server_app`` is not a ServerApp.
         NoMainFunctionError: the server app has no main function (before anything starts).
-        TimeoutError: the nodes did not all register within :data:`REGISTER_TIMEOUT` seconds.
+        TimeoutError: a wave of :data:`REGISTER_WAVE` nodes did not register within :data:`REGISTER_TIMEOUT` s.
         OSError: the link cannot bind on 127.0.0.1.
         FlAsyncError, Exception: what the server app (or the link) raised.
     """
@@ -87,19 +120,7 @@ async def run_embedded(
             for i in range(num_supernodes)
         ]
         async with contextlib.AsyncExitStack() as stack:
-            for node in nodes:
-                await stack.enter_async_context(node)
-            # Stop all nodes at once on the way out (each __aexit__ then only waits for its own).
-            stack.callback(lambda: [n.stop() for n in nodes])
-            try:
-                with anyio.fail_after(REGISTER_TIMEOUT):
-                    for node in nodes:
-                        await node.wait_registered()
-            except TimeoutError:
-                registered = sum(n.node_id is not None for n in nodes)
-                raise TimeoutError(
-                    f"only {registered} of {num_supernodes} in-process nodes registered within {REGISTER_TIMEOUT:g} s"
-                ) from None
+            await start_nodes(stack, nodes)
             logger.info("run: %d nodes registered with %s", num_supernodes, link.fleet_address)
             with view:
                 return await async_run_server_app(server_app, link.driver_address, insecure=True, run_config=config)

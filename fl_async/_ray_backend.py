@@ -32,6 +32,7 @@ from typing import Any
 
 import anyio
 
+from fl_async._embedded import REGISTER_TIMEOUT, REGISTER_WAVE, start_nodes
 from fl_async._net import format_address, parse_address
 from fl_async.common.errors import FlAsyncError
 
@@ -104,7 +105,8 @@ class RayOptions:
         object_store_memory: bytes of Ray's shared-memory object store of a local instance (Ray's minimum is
             75 MiB; the nodes pass nothing through it). Ignored when joining.
         log_to_driver: forward the actors' stdout/stderr (what the ClientApps print) to this process.
-        register_timeout: seconds the actors get to start and register all their nodes.
+        register_timeout: seconds the actors get to be placed and started; on top of it each wave of
+            ``REGISTER_WAVE`` (100) nodes of an actor gets ``REGISTER_TIMEOUT`` (30) seconds to register.
     """
 
     address: str | None = None
@@ -213,8 +215,9 @@ class NodeHost:
         self._configs = [dict(c) for c in node_configs]
         self._max_concurrency = max_concurrency
         self._nodes: list[Any] = []
-        self._started: anyio.Event | None = None
+        self._ready: anyio.Event | None = None
         self._done: anyio.Event | None = None
+        self._register_within = 0.0
         self._task: Any = None
         self._error: BaseException | None = None
 
@@ -223,7 +226,8 @@ class NodeHost:
 
         Raises:
             AppLoadError: the ClientApp does not load in this worker.
-            TimeoutError: not all nodes registered within ``register_within`` seconds.
+            TimeoutError: a wave of nodes did not register within ``register_within`` seconds (nodes register
+                :data:`~fl_async._embedded.REGISTER_WAVE` at a time).
             FlAsyncError: a node stopped on a fatal error (e.g. the link refused it).
         """
         import asyncio
@@ -237,28 +241,25 @@ class NodeHost:
             SuperNode(app, self._fleet, insecure=True, max_concurrency=self._max_concurrency, node_config=config)
             for config in self._configs
         ]
-        self._started, self._done = anyio.Event(), anyio.Event()
+        self._register_within = register_within
+        self._ready, self._done = anyio.Event(), anyio.Event()
         self._task = asyncio.get_running_loop().create_task(self._serve())  # owns the nodes' task groups
-        await self._started.wait()
+        await self._ready.wait()
         if self._error is not None:
             raise self._error
-        with anyio.fail_after(register_within):
-            return [await node.wait_registered() for node in self._nodes]
+        return [node.node_id for node in self._nodes]
 
     async def _serve(self) -> None:
-        assert self._started is not None and self._done is not None
+        assert self._ready is not None and self._done is not None
         try:
             async with contextlib.AsyncExitStack() as stack:
-                for node in self._nodes:
-                    await stack.enter_async_context(node)
-                stack.callback(lambda: [n.stop() for n in self._nodes])  # all stop at once on the way out
-                self._started.set()
+                await start_nodes(stack, self._nodes, within=self._register_within)
+                self._ready.set()
                 await self._done.wait()
-        except BaseException as exc:
+        except Exception as exc:  # reported by start() (or, once running, ends serve() like a stop)
             self._error = exc
-            raise
         finally:
-            self._started.set()
+            self._ready.set()
             self._done.set()
 
     async def serve(self) -> int:
@@ -273,8 +274,7 @@ class NodeHost:
         if self._done is None or self._task is None:
             return
         self._done.set()
-        with contextlib.suppress(Exception):
-            await self._task
+        await self._task
 
 
 def _local_address_towards(host: str) -> str:
@@ -404,7 +404,7 @@ async def run_on_ray(
         ValueError: ``num_supernodes < 1`` or ``nodes_per_actor < 1``.
         RayNotInstalledError: Ray is not installed.
         RayBackendError: Ray cannot be started or joined, the actors cannot be placed, or they did not all
-            start and register their nodes within ``options.register_timeout`` seconds.
+            start and register their nodes in time (see :attr:`RayOptions.register_timeout`).
         AppLoadError: the ClientApp does not load in an actor.
         FlAsyncError, Exception: what the server app (or the link) raised.
     """
@@ -478,17 +478,19 @@ class _Actors:
                 name=f"{ACTOR_NAME_PREFIX}{j}", namespace=self._namespace, max_restarts=0, **opts
             ).remote(client_app_ref, app_dir, fleet, configs, self._max_concurrency)
             self._handles.append(handle)
-        pending = [h.start.remote(timeout) for h in self._handles]
+        pending = [h.start.remote(REGISTER_TIMEOUT) for h in self._handles]
+        waves = math.ceil(len(self._layout[0]) / REGISTER_WAVE)
         try:
-            with anyio.fail_after(timeout + 5.0):
+            with anyio.fail_after(timeout + waves * REGISTER_TIMEOUT):
                 for j, ref in enumerate(pending):
                     await self._await(ref, f"starting the nodes of Ray actor {j}")
         except TimeoutError:
             ready, _ = ray.wait(pending, num_returns=len(pending), timeout=0)
+            asks = actor_options(self._options.node_resources, len(self._layout[0])) or "Ray's default"
             raise RayBackendError(
                 f"only {len(ready)} of {len(pending)} Ray actors started and registered their nodes within "
-                f"{timeout:g} s (each asks for {actor_options(self._options.node_resources, len(self._layout[0]))}"
-                f" or Ray's default; the cluster has {ray.available_resources()} free)"
+                f"{timeout + waves * REGISTER_TIMEOUT:g} s (each asks for {asks}; the cluster has "
+                f"{ray.available_resources()} free)"
             ) from None
 
     def watch(self, tg: Any) -> None:

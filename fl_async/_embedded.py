@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import anyio
 
 from fl_async._progress import RoundProgress, observe_client_app, rounds_from_config
 
-__all__ = ["REGISTER_TIMEOUT", "REGISTER_WAVE", "run_embedded", "start_nodes"]
+__all__ = ["REGISTER_TIMEOUT", "REGISTER_WAVE", "run_embedded", "running_nodes"]
 
 logger = logging.getLogger("fl_async.run")
 
@@ -29,34 +29,50 @@ REGISTER_WAVE = 100
 every connection's handshake; on a loaded machine they then all miss their deadline together and retry."""
 
 
-async def start_nodes(stack: contextlib.AsyncExitStack, nodes: list[Any], *, within: float = REGISTER_TIMEOUT) -> None:
-    """Start ``nodes`` (SuperNodes) in ``stack``, :data:`REGISTER_WAVE` at a time, each wave registered before the
-    next starts; all of them stop at once when ``stack`` closes.
+@contextlib.asynccontextmanager
+async def running_nodes(nodes: Sequence[Any], *, within: float = REGISTER_TIMEOUT) -> AsyncIterator[None]:
+    """Run ``nodes`` (SuperNodes) in one task group while the block runs; stop them all at once on exit.
+
+    Nodes start :data:`REGISTER_WAVE` at a time, each wave registered before the next starts. Each node runs
+    as a task of one task group (not one nested task group per node: a thousand nested cancel scopes overflow
+    the recursion limit when a cancellation is delivered through them). On exit every node is asked to stop
+    gracefully, and the block waits until all have stopped.
 
     Raises:
         TimeoutError: a wave did not register within ``within`` seconds (the message counts the registered nodes).
         FlAsyncError: a node stopped on a fatal error (e.g. the link refused it).
     """
+    from fl_async.common.errors import FlAsyncError
 
-    def stop_all() -> None:
-        for n in nodes:
-            n.stop()
+    async def run(node: Any) -> None:
+        with contextlib.suppress(FlAsyncError):  # kept by the node, raised by its wait_registered()
+            await node.run()
 
-    for first in range(0, len(nodes), REGISTER_WAVE):
-        wave = nodes[first : first + REGISTER_WAVE]
-        for node in wave:
-            await stack.enter_async_context(node)
-        # Closing the stack stops every node at once first (each __aexit__ then only waits for its own).
-        stack.callback(stop_all)
+    failure: Exception | None = None
+    async with anyio.create_task_group() as tg:
         try:
-            with anyio.fail_after(within):
+            for first in range(0, len(nodes), REGISTER_WAVE):
+                wave = nodes[first : first + REGISTER_WAVE]
                 for node in wave:
-                    await node.wait_registered()
-        except TimeoutError:
-            registered = sum(n.node_id is not None for n in nodes)
-            raise TimeoutError(
-                f"only {registered} of {len(nodes)} nodes registered ({within:g} s for each wave of {REGISTER_WAVE})"
-            ) from None
+                    tg.start_soon(run, node)
+                try:
+                    with anyio.fail_after(within):
+                        for node in wave:
+                            await node.wait_registered()
+                except TimeoutError:
+                    registered = sum(n.node_id is not None for n in nodes)
+                    raise TimeoutError(
+                        f"only {registered} of {len(nodes)} nodes registered "
+                        f"({within:g} s for each wave of {REGISTER_WAVE})"
+                    ) from None
+            yield
+        except Exception as exc:  # re-raised as is once the nodes have stopped (the task group would wrap it)
+            failure = exc
+        finally:
+            for node in nodes:
+                node.stop()
+    if failure is not None:
+        raise failure
 
 
 async def run_embedded(
@@ -119,8 +135,7 @@ async def run_embedded(
             )
             for i in range(num_supernodes)
         ]
-        async with contextlib.AsyncExitStack() as stack:
-            await start_nodes(stack, nodes)
+        async with running_nodes(nodes):
             logger.info("run: %d nodes registered with %s", num_supernodes, link.fleet_address)
             with view:
                 return await async_run_server_app(server_app, link.driver_address, insecure=True, run_config=config)

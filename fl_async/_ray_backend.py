@@ -32,7 +32,7 @@ from typing import Any
 
 import anyio
 
-from fl_async._embedded import REGISTER_TIMEOUT, REGISTER_WAVE, start_nodes
+from fl_async._embedded import REGISTER_TIMEOUT, REGISTER_WAVE, running_nodes
 from fl_async._net import format_address, parse_address
 from fl_async.common.errors import FlAsyncError
 
@@ -252,8 +252,7 @@ class NodeHost:
     async def _serve(self) -> None:
         assert self._ready is not None and self._done is not None
         try:
-            async with contextlib.AsyncExitStack() as stack:
-                await start_nodes(stack, self._nodes, within=self._register_within)
+            async with running_nodes(self._nodes, within=self._register_within):
                 self._ready.set()
                 await self._done.wait()
         except Exception as exc:  # reported by start() (or, once running, ends serve() like a stop)

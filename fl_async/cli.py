@@ -33,6 +33,7 @@ from fl_async._cli_args import (
     resolve_link_tls,
     split_app_ref,
 )
+from fl_async._link_limits import limit_error, with_limit_options
 
 __all__ = ["app", "main"]
 
@@ -322,6 +323,7 @@ Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Log debug messag
 
 
 @app.command("superlink")
+@with_limit_options
 def superlink_command(
     driver_api_address: Annotated[
         str,
@@ -368,15 +370,8 @@ def superlink_command(
             "port 9093; port 0: any free port). Open it in firewalls too.",
         ),
     ] = None,
-    max_request_bytes: Annotated[
-        int,
-        typer.Option(
-            min=1,
-            metavar="BYTES",
-            help="Largest gRPC request accepted, in bytes; bigger ones are refused with RESOURCE_EXHAUSTED.",
-        ),
-    ] = 256 * 2**20,
     verbose: Verbose = False,
+    limits: dict[str, Any] | None = None,
 ) -> None:
     """Serve the Driver API (server apps) and the Fleet API (nodes) until Ctrl-C / SIGTERM.
 
@@ -419,10 +414,10 @@ def superlink_command(
             tls=tls,
             heartbeat_patience=heartbeat_patience,
             disconnect_grace=disconnect_grace,
-            max_request_bytes=max_request_bytes,
+            **(limits or {}),
         )
     except (TypeError, ValueError) as exc:
-        _fail(cmd, exc)
+        _fail(cmd, limit_error(exc))
 
     async def serve() -> None:
         import anyio

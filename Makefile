@@ -10,13 +10,13 @@ PROTO_OUT := fl_async/proto
 
 .PHONY: venv test proto proto-check run bench bench-peer clean
 
-# Everything (what `make test` and CI need): the test, dev, torch and examples extras, torch pinned to the
+# Everything (what `make test` and CI need): the test, dev, torch, examples, plot and ray extras, torch pinned to the
 # CPU build this machine installs from disk (the torch extra itself is a range).
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "fl-async needs Python >= 3.11"'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,dev,torch,examples,plot]' '$(TORCH_PIN)'
+	$(PY) -m pip install -q -e '.[test,dev,torch,examples,plot,ray]' '$(TORCH_PIN)'
 	touch $(STAMP) $(STAMP_RUN)
 
 # Only what the quickstart needs (`make run`): fl-async and the examples extra; no torch. --no-compile: Python

@@ -12,7 +12,7 @@ import statistics
 from dataclasses import asdict, dataclass, field
 
 #: column keys, in display order
-FLASYNC, FLOWER_GUIDE, FLOWER_FAST = "fl-async", "flower-guide", "flower-fast"
+FLASYNC, FLOWER_GUIDE, FLOWER_FAST, FLOWER_LATEST = "fl-async", "flower-guide", "flower-fast", "flower-latest"
 
 
 @dataclass

@@ -136,7 +136,15 @@ def main(argv: list[str] | None = None) -> int:
             notes.append(f"fl-async: n/a, not importable yet: {', '.join(gone)}")
         else:
             variants.append(
-                Variant(FLASYNC, "fl-async", flasync.system(), in_process_nodes=True, models_per_node=3, node_mib=70)
+                Variant(
+                    FLASYNC,
+                    "fl-async",
+                    flasync.system(),
+                    in_process_nodes=True,
+                    models_per_node=3,
+                    node_mib=70,
+                    idle_node_mib=70,
+                )
             )
     if "flower" in args.systems:
         bindir = flower.ensure_venv()
@@ -160,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.fast_sleep,
                 models_per_node=15,
                 node_mib=75,
+                idle_node_mib=75,
             )
         )
     if "flower-latest" in args.systems:
@@ -172,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
                 args.fast_sleep,
                 max_nodes=args.flower_latest_max_nodes,
                 models_per_node=4,
-                node_mib=270,
+                node_mib=400,
+                idle_node_mib=270,
             )
         )
     if not variants:

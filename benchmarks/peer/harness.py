@@ -87,6 +87,8 @@ class Cluster:
         self.nodes_started_at = 0.0
         #: per node: peak RSS summed over its process tree at close (``child_processes`` systems only)
         self.node_tree_rss: list[int] = []
+        #: descendants of nodes killed by :meth:`kill_node` (ended by PID at close)
+        self._orphans: list[tuple[int, int]] = []
 
     def __enter__(self) -> Self:
         return self
@@ -224,6 +226,16 @@ class Cluster:
             *([self.link] if self.link else []),
         ]
 
+    def kill_node(self, proc: Proc) -> float:
+        """SIGKILL one node process by PID (its descendants are noted first and ended at close).
+
+        Returns:
+            ``time.time()`` just before the signal (wall clock, seconds).
+        """
+        if self.system.child_processes:
+            self._orphans += descendants([proc.pid])
+        return proc.kill()
+
     def tree_rss(self, proc: Proc) -> int | None:
         """Sum of the peak RSS (VmHWM, bytes) of ``proc`` and its live descendants, read now (``None``: gone)."""
         total = read_vm_hwm(proc.pid) if proc.returncode is None else None
@@ -247,7 +259,7 @@ class Cluster:
         stop_all([*self.servers, *self.nodes, *self.hosts], grace=8.0)
         if self.link is not None:
             stop_all([self.link], grace=5.0)
-        kill_leftovers(children)
+        kill_leftovers([*children, *self._orphans])
 
 
 def _stat(pid: int) -> tuple[int, int] | None:

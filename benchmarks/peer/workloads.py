@@ -44,8 +44,10 @@ class Variant:
     #: rough peak memory of one big-model round, in models per node (link + server app + nodes), measured
     #: with 100 MiB x 5 (workload 2); workloads 5 and 6 skip a run that would not fit in available memory
     models_per_node: float = 3.0
-    #: resident MiB per idle node process tree (workload 6's memory check)
+    #: MiB per node process tree during rounds (memory checks of workloads 1 and 3)
     node_mib: float = 80.0
+    #: MiB per idle node process tree (memory check of workload 6)
+    idle_node_mib: float = 80.0
 
 
 @dataclass
@@ -129,9 +131,11 @@ def _tag(v: Variant) -> str:
     return v.key.replace(" ", "")
 
 
-def _rounds_value(run: ServerRun | None, fn) -> Value:
+def _rounds_value(run: ServerRun | str | None, fn) -> Value:
     if run is None:
         return Value(note="not run")
+    if isinstance(run, str):
+        return Value(note=run)
     r = run.result
     if not r.rounds:
         return Value(note=r.note or ("timed out" if r.timed_out else "no rounds"))
@@ -163,12 +167,17 @@ def latency(variants: Sequence[Variant], s: Settings) -> Table:
     One cluster per system, grown from the smallest N to the largest; each variant's server app runs on it in
     turn. Round = select nodes, push one message per node, hold every reply (server-side wall clock).
     """
-    runs: dict[tuple[int, str], ServerRun] = {}
+    runs: dict[tuple[int, str], ServerRun | str] = {}
     for group in _groups(variants):
         with Cluster(group[0].system, s.logdir, f"w1-{_tag(group[0])}") as c:
             c.start_link()
             have = 0
             for n in s.latency_sizes:
+                if _fit(n - have, group[0].node_mib) < n - have:
+                    for v in group:
+                        runs[n, v.key] = f"skipped: {n} nodes need ~{n * v.node_mib / 1024:.1f} GiB; not available"
+                    _log(f"w1 {group[0].system.name} N={n}: {runs[n, group[0].key]}")
+                    break
                 c.add_nodes(n - have)
                 have = n
                 for v in group:
@@ -222,6 +231,14 @@ def _too_big(need_mib: float) -> str:
     if avail is not None and need_mib + 2048 > avail:
         return f"skipped: needs ~{need_mib / 1024:.1f} GiB, {avail / 1024:.1f} GiB available"
     return ""
+
+
+def _fit(k: int, node_mib: float) -> int:
+    """How many of ``k`` more node processes of ``node_mib`` MiB fit in MemAvailable (2 GiB headroom kept)."""
+    avail = _available_mib()
+    if avail is None:
+        return k
+    return max(0, min(k, int((avail - 2048) // node_mib)))
 
 
 def _server_rss(run: ServerRun) -> Value:
@@ -347,7 +364,7 @@ def bring_up(variants: Sequence[Variant], s: Settings) -> Table:
     rss: dict[str, Value] = {}
     for group in _groups(variants):
         v = sorted(group, key=lambda x: x.sleep)[0]  # shortest poll: it times the bring-up best
-        skip = _too_big(v.node_mib * s.bringup_n)
+        skip = _too_big(v.idle_node_mib * s.bringup_n)
         if skip:
             _log(f"w6 {v.key}: {skip}")
             vals[v.key] = Value(note=skip)
@@ -411,6 +428,8 @@ def scale(variants: Sequence[Variant], s: Settings) -> Table:
             for n in s.scale_sizes:
                 cap = s.flower_max_nodes if v0.max_nodes is None else min(v0.max_nodes, s.flower_max_nodes)
                 want = n if v0.in_process_nodes else min(n, cap)
+                if want > have and not v0.in_process_nodes:
+                    want = have + _fit(want - have, v0.node_mib)  # the largest N that fits in memory now
                 if want > have:
                     if v0.in_process_nodes:
                         c.add_host(want - have)
@@ -464,8 +483,9 @@ def scale(variants: Sequence[Variant], s: Settings) -> Table:
         for v in variants:
             if actual.get((n, v.key), n) != n:
                 t.notes.append(
-                    f"N={n}: {v.header} ran {actual[n, v.key]} node processes (cap: each Flower 1.10 node is a "
-                    "~70 MiB process, each Flower 1.42 node two processes of ~130 MiB plus a ~125 MiB ClientApp "
+                    f"N={n}: {v.header} ran {actual[n, v.key]} node processes (--flower-max-nodes, "
+                    "--flower-latest-max-nodes, or what fit in MemAvailable: each Flower 1.10 node is a ~70 MiB "
+                    "process, each Flower 1.42 node two processes of ~130 MiB plus a ~125 MiB ClientApp "
                     "process per message); its ratios compare different N."
                 )
     t.notes.append(
@@ -501,7 +521,7 @@ def _kill_once(v: Variant, s: Settings, tag: str, node_args: Sequence[str] = ())
             wait_for_file(marker, 90)
         except TimeoutError:
             return Value(note="the victim never received the instruction")
-        t_kill = victim.kill()
+        t_kill = c.kill_node(victim)
         run = c.finish_server(proc, out, timeout=s.kill_bound)
         r: AppResult = run.result
         if r.error_at is not None:

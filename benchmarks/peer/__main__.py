@@ -121,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run the selected workloads and print their tables; returns the exit code."""
     args = parse_args(argv)
     started = time.monotonic()
-    logdir = args.logdir or REPO / "build" / "bench-logs" / time.strftime("%Y%m%d-%H%M%S")
+    # absolute: the apps run in other working directories (Flower 1.10's is benchmarks/peer/flower_apps)
+    logdir = (args.logdir or REPO / "build" / "bench-logs" / time.strftime("%Y%m%d-%H%M%S")).resolve()
     logdir.mkdir(parents=True, exist_ok=True)
     settings = Settings.quick(logdir) if args.quick else Settings(logdir=logdir)
     settings.flower_max_nodes = args.flower_max_nodes

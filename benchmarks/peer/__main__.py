@@ -23,6 +23,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
+from typing import Any
 
 from benchmarks.peer import flasync, flower, flower_latest
 from benchmarks.peer.harness import REPO
@@ -91,7 +92,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def machine() -> dict:
+def machine() -> dict[str, Any]:
     """Facts about this machine for the report."""
     mem = ""
     try:
@@ -190,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         print("nothing to run: " + "; ".join(notes), file=sys.stderr)
         return 1
 
-    meta = {
+    meta: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "command": "python -m benchmarks.peer " + " ".join(argv if argv is not None else sys.argv[1:]),
         "machine": machine(),

@@ -13,7 +13,7 @@ the same loops tuned). fl-async's apps do not sleep: they wait on the link (long
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -131,7 +131,7 @@ def _tag(v: Variant) -> str:
     return v.key.replace(" ", "")
 
 
-def _rounds_value(run: ServerRun | str | None, fn) -> Value:
+def _rounds_value(run: ServerRun | str | None, fn: Callable[[list[float]], float | None]) -> Value:
     if run is None:
         return Value(note="not run")
     if isinstance(run, str):
@@ -258,7 +258,9 @@ def _node_rss(c: Cluster, run: ServerRun) -> Value:
     return Value(mib(max((p.peak_rss or 0) for p in c.nodes)) if c.nodes else None)
 
 
-def _models(variants: Sequence[Variant], s: Settings, floats: int, sizes: Sequence[int], rounds: int, tag: str):
+def _models(
+    variants: Sequence[Variant], s: Settings, floats: int, sizes: Sequence[int], rounds: int, tag: str
+) -> dict[tuple[int, str], dict[str, Value]]:
     """Big-model rounds: for each N and variant, a fresh cluster, ``rounds`` echo rounds of a ``floats`` model."""
     size_mib = floats * 4 / (1024 * 1024)
     rows: dict[tuple[int, str], dict[str, Value]] = {}

@@ -181,7 +181,7 @@ def test_create_node_ids_tokens_and_clamping(state: LinkState) -> None:
     seen = set()
     for _ in range(50):
         node_id, token, granted = state.create_node(1.0)
-        assert node_id != 0 and node_id not in seen and -(2**63) <= node_id < 2**63
+        assert 1 <= node_id <= 2**64 - 1 and node_id not in seen
         assert isinstance(token, bytes) and len(token) == 32
         assert granted == 1.0
         seen.add(node_id)

@@ -45,7 +45,7 @@ log = logging.getLogger("fl_async.superlink.blobs")
 
 _NODE = b"N"
 _RUN = b"D"
-_ID = struct.Struct(">q")
+_ID = struct.Struct(">Q")  # node and run ids are unsigned 64-bit
 
 
 def node_blob_token(node_id: int, token: bytes) -> bytes:

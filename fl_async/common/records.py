@@ -9,7 +9,8 @@ Names and semantics follow Flower 1.9 (``flwr.common.record``) with these delibe
   default); ``keep_input`` is accepted for compatibility and ignored.
 * Value rules are made consistent: numpy scalars are accepted and stored as Python ``int``/``float``/
   ``bool``; ``bool`` is not a metric; lists must hold one type only (``[1, True]`` and ``[1, 2.0]`` are
-  refused); integers must fit in signed 64 bits.
+  refused); integers must lie in ``[-2**63, 2**64 - 1]`` (signed or unsigned 64-bit, as Flower's uint64 config
+  values), and a list of integers must fit one of the two (``[-1, 2**64 - 1]`` is refused).
 * ``get(key)`` has an optional default, like ``dict.get``.
 """
 
@@ -39,6 +40,8 @@ __all__ = [
 
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
+UINT64_MAX = 2**64 - 1
+"""Largest record integer (and node / run id): values above ``INT64_MAX`` travel as ``uint64``."""
 _MAX_ARRAY_BYTES = INT64_MAX
 """Largest array numpy can represent, in bytes (its index type is signed 64-bit)."""
 
@@ -398,9 +401,18 @@ class TypedDict(MutableMapping[str, V], Generic[V]):
 
 
 def _int64(key: str, value: int) -> int:
-    if not INT64_MIN <= value <= INT64_MAX:
-        raise ValueError(f"value of {key!r} is out of signed 64-bit range: {value}")
+    if not INT64_MIN <= value <= UINT64_MAX:
+        raise ValueError(f"value of {key!r} is outside the 64-bit integer range [-2**63, 2**64 - 1]: {value}")
     return value
+
+
+def _int_list(key: str, values: list[int]) -> None:
+    """A list of integers travels as one packed list: all of them signed 64-bit, or all unsigned."""
+    if values and min(values) < 0 and max(values) > INT64_MAX:
+        raise ValueError(
+            f"list value of {key!r} mixes negative integers with integers above 2**63 - 1; a list must fit "
+            "either signed 64 bits [-2**63, 2**63 - 1] or unsigned 64 bits [0, 2**64 - 1]"
+        )
 
 
 def _scalar(key: str, value: Any, allowed: tuple[type, ...]) -> Any:
@@ -440,6 +452,8 @@ def _value(key: str, value: Any, allowed: tuple[type, ...]) -> Any:
                         f"list value of {key!r} mixes types {first.__name__} and {type(item).__name__}; "
                         "all values in a list must be of the same type"
                     )
+            if first is int:
+                _int_list(key, out)
         return out
     if isinstance(value, (tuple, set, dict, np.ndarray)) or value is None:
         raise TypeError(
@@ -546,7 +560,8 @@ class MetricsRecord(TypedDict[MetricsRecordValues]):
 
     Raises:
         TypeError: bad key or value type (the message names the key).
-        ValueError: an integer outside signed 64 bits.
+        ValueError: an integer outside ``[-2**63, 2**64 - 1]``, or a list of integers fitting neither signed
+            nor unsigned 64 bits.
     """
 
     def __init__(self, metrics_dict: Mapping[str, Any] | None = None, keep_input: bool = True) -> None:
@@ -562,7 +577,8 @@ class ConfigsRecord(TypedDict[ConfigsRecordValues]):
 
     Raises:
         TypeError: bad key or value type, e.g. ``None``, dict, tuple, nested or mixed lists.
-        ValueError: an integer outside signed 64 bits.
+        ValueError: an integer outside ``[-2**63, 2**64 - 1]``, or a list of integers fitting neither signed
+            nor unsigned 64 bits.
     """
 
     def __init__(self, configs_dict: Mapping[str, Any] | None = None, keep_input: bool = True) -> None:

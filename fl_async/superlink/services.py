@@ -226,22 +226,29 @@ class DriverService(_Service):
         return pb.PushMessagesResponse(message_ids=ids, reasons=reasons), None
 
     async def pull_messages(self, req: pb.PullMessagesRequest) -> tuple[pb.PullMessagesResponse, Undo]:
-        """PullMessages: long-poll until each outstanding requested id has a reply; deliver the ready ones once,
-        and list the requested ids still outstanding (``outstanding``) so the driver knows whether to pull again."""
+        """PullMessages: long-poll until each outstanding requested id has a reply (with ``max_messages > 0``:
+        until one has); deliver the ready ones once (at most ``max_messages`` of them), and list the requested ids
+        still outstanding (``outstanding``, including ready ones left for a later pull) so the driver knows whether
+        to pull again."""
         state = self.state
         window = self._wait_window("timeout", req.timeout)
-        _, waiting = state.outstanding(req.run_id, req.message_ids)
-        if waiting and window > 0:
-            log.debug("holding PullMessages of run %d for %d replies, up to %.3g s", req.run_id, len(waiting), window)
-            waiter = self.wakeups.wait_replies(waiting)
+        limit = req.max_messages
+        ready, waiting = state.outstanding(req.run_id, req.message_ids)
+        needed = len(waiting) if not limit else (0 if ready else 1)
+        if needed > 0 and window > 0:
+            log.debug("holding PullMessages of run %d for %d replies, up to %.3g s", req.run_id, needed, window)
+            waiter = self.wakeups.wait_replies(waiting, needed)
             try:
                 with anyio.move_on_after(window):
                     await waiter.event.wait()
             finally:
                 self.wakeups.drop(waiter)
-        taken = state.take_replies(req.run_id, req.message_ids)
+        taken = state.take_replies(req.run_id, req.message_ids, limit)
         replies: list[Any] = [ins.reply for ins in taken]
-        _, still = state.outstanding(req.run_id, req.message_ids)  # after the take: not the ones in `replies`
+        ready, still = state.outstanding(req.run_id, req.message_ids)  # after the take: not the ones in `replies`
+        if ready:  # ready but not delivered (max_messages): still outstanding for this driver
+            keep = set(ready).union(still)
+            still = [mid for mid in dict.fromkeys(req.message_ids) if mid in keep]
 
         def undo() -> None:
             state.restore_replies(taken)

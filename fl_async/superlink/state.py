@@ -3,8 +3,9 @@
 :class:`LinkState` owns runs, the node registry, per-node inboxes, in-flight instructions and replies (kept in
 a :class:`~fl_async.superlink.store.LinkStore`), and applies the rules:
 
-* **ids**: run and node ids are random nonzero signed 64-bit integers (as Flower 1.9); message ids are
-  ``str(uuid4())`` assigned by the link when a message is accepted.
+* **ids**: run and node ids are random unsigned 64-bit integers in ``[1, 2**64 - 1]`` (as Flower since 1.12;
+  0 means the server app in metadata); an id outside that range arriving in a request is INVALID_ARGUMENT.
+  Message ids are ``str(uuid4())`` assigned by the link when a message is accepted.
 * **liveness**: a node is online until ``last sign of life + interval * patience``; heartbeats, pulls (and
   pushes of replies) are signs of life, and a node holding a long-poll open counts as alive while it holds
   it. An offline or deleted node is forgotten (it must register again) and each of its queued or in-flight
@@ -57,7 +58,7 @@ from fl_async.superlink.hooks import (
     payload_problem,
 )
 from fl_async.superlink.store import InstructionRecord, LinkStore, MemoryStore, NodeRecord, RunRecord, Status
-from fl_async.superlink.validation import instruction_problem, interval_problem, reply_shape_problem
+from fl_async.superlink.validation import id_problem, instruction_problem, interval_problem, reply_shape_problem
 
 __all__ = [
     "SYNTHETIC_REPLY_TTL",
@@ -80,8 +81,12 @@ SYNTHETIC_REPLY_TTL = 10.0
 are kept until a driver pulls them whatever their TTL; this only tells the reader they are fresh."""
 
 
-def _random_id() -> int:
-    return int.from_bytes(os.urandom(8), "little", signed=True)
+def random_id() -> int:
+    """A random node or run id, uniform in ``[1, 2**64 - 1]``."""
+    while True:
+        value = int.from_bytes(os.urandom(8), "little")
+        if value:
+            return value
 
 
 # --------------------------------------------------------------------------------------------
@@ -101,6 +106,11 @@ class LinkState:
         store: where records live (default: a new :class:`MemoryStore`).
         listener: told what to wake (default: nobody).
         payloads: told which messages are held (default: a :class:`DigestRefCounts`).
+        id_source: returns candidate run and node ids (default :func:`random_id`); candidates that are taken
+            or outside ``[1, 2**64 - 1]`` are skipped. A test hook, e.g. to make the link assign ``2**64 - 1``.
+
+    Attributes:
+        id_source: as the argument; may be replaced between calls (tests).
     """
 
     def __init__(
@@ -114,7 +124,9 @@ class LinkState:
         store: LinkStore | None = None,
         listener: LinkListener | None = None,
         payloads: PayloadTracker | None = None,
+        id_source: Callable[[], int] = random_id,
     ) -> None:
+        self.id_source = id_source
         self.patience = float(heartbeat_patience)
         self.min_interval = float(min_heartbeat_interval)
         self.max_interval = float(max_heartbeat_interval)
@@ -239,9 +251,7 @@ class LinkState:
             raise InvalidArgumentError(f"invalid run_config: {exc}") from None
         if len(config) != len(entries):
             raise InvalidArgumentError("invalid run_config: duplicate keys")
-        run_id = _random_id()
-        while run_id == 0 or self.store.get_run(run_id) is not None:
-            run_id = _random_id()
+        run_id = self._new_id(self.store.get_run)
         self.store.add_run(RunRecord(run_id, fab_id, fab_version, entries))
         return run_id
 
@@ -254,7 +264,17 @@ class LinkState:
         run = self._run(run_id)
         return pb.Run(run_id=run.run_id, fab_id=run.fab_id, fab_version=run.fab_version, run_config=run.run_config)
 
+    def _new_id(self, existing: Callable[[int], object]) -> int:
+        """A fresh id from :attr:`id_source`: in ``[1, 2**64 - 1]`` and not taken (``existing(id) is None``)."""
+        while True:
+            candidate = self.id_source()
+            if not id_problem("id", candidate) and existing(candidate) is None:
+                return candidate
+
     def _run(self, run_id: int) -> RunRecord:
+        problem = id_problem("run_id", run_id)
+        if problem:
+            raise InvalidArgumentError(problem)
         run = self.store.get_run(run_id)
         if run is None:
             raise NotFoundError(f"unknown run {run_id}")
@@ -279,7 +299,13 @@ class LinkState:
         destination node is registered and online, and the link holds every external array payload the message
         names (:func:`~fl_async.superlink.hooks.payload_problem`: uploaded and complete on the blob data path).
         Accepted messages get ``metadata.message_id`` set.
+
+        Raises:
+            InvalidArgumentError: ``run_id`` is outside ``[1, 2**64 - 1]`` (nothing is queued).
         """
+        problem = id_problem("run_id", run_id)
+        if problem:
+            raise InvalidArgumentError(problem)
         self.advance()
         now = self.clock()
         run_known = self.store.get_run(run_id) is not None
@@ -344,14 +370,19 @@ class LinkState:
             (ready if ins.status is Status.ANSWERED else waiting).append(mid)
         return ready, waiting
 
-    def take_replies(self, run_id: int, message_ids: Iterable[str]) -> list[InstructionRecord]:
+    def take_replies(self, run_id: int, message_ids: Iterable[str], limit: int = 0) -> list[InstructionRecord]:
         """Remove and return the answered instructions among ``message_ids`` (in request order), each with its
         ``reply``: this is the one delivery of those replies. Other ids are ignored, never an error.
+
+        Args:
+            limit: take at most this many (0: all); the others stay ready for a later take.
 
         Raises:
             NotFoundError: no such run.
         """
         ready, _ = self.outstanding(run_id, message_ids)
+        if limit > 0:
+            del ready[limit:]
         taken: list[InstructionRecord] = []
         for mid in ready:
             ins = self.store.get_instruction(mid)
@@ -387,9 +418,7 @@ class LinkState:
         """
         self.advance()
         granted = self._clamp(heartbeat_interval)
-        node_id = _random_id()
-        while node_id == 0 or self.store.get_node(node_id) is not None:
-            node_id = _random_id()
+        node_id = self._new_id(self.store.get_node)
         token = secrets.token_bytes(32)
         until = self.clock() + granted * self.patience
         self.store.add_node(NodeRecord(node_id, token, granted, until))
@@ -406,6 +435,9 @@ class LinkState:
         self.advance()
         if auth is None:
             raise UnauthenticatedError("request carries no NodeAuth: call CreateNode first")
+        problem = id_problem("NodeAuth.node_id", auth.node_id)
+        if problem:
+            raise InvalidArgumentError(problem)
         node = self.store.get_node(auth.node_id)
         if node is None:
             raise UnauthenticatedError(f"unknown node {auth.node_id}: it is offline or deleted; register again")

@@ -11,7 +11,17 @@ import math
 
 from fl_async.proto.fl_async import v1 as pb
 
-__all__ = ["instruction_problem", "interval_problem", "reply_shape_problem", "timeout_problem"]
+__all__ = ["MAX_ID", "id_problem", "instruction_problem", "interval_problem", "reply_shape_problem", "timeout_problem"]
+
+MAX_ID = 2**64 - 1
+"""Largest node or run id: ids are unsigned 64-bit and never 0 (0 in metadata means the server app)."""
+
+
+def id_problem(name: str, value: int) -> str:
+    """Why ``value`` cannot be a node or run id: outside ``[1, 2**64 - 1]`` (``""`` if it can)."""
+    if not 1 <= value <= MAX_ID:
+        return f"{name} must be in [1, 2**64 - 1], got {value}"
+    return ""
 
 
 def _ttl_problem(md: pb.Metadata) -> str:
@@ -45,7 +55,9 @@ def instruction_problem(msg: pb.Message, run_id: int, now: float) -> str:
     if md.src_node_id != 0:
         return f"src_node_id of an instruction must be 0 (the driver), got {md.src_node_id}"
     if md.dst_node_id == 0:
-        return "dst_node_id must name a node (got 0)"
+        return "dst_node_id must name a node (got 0, the server app's own id)"
+    if md.dst_node_id > MAX_ID:
+        return id_problem("dst_node_id", md.dst_node_id)
     if md.reply_to_message:
         return f"reply_to_message of an instruction must be empty, got {md.reply_to_message!r}"
     if not md.message_type:

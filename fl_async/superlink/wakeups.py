@@ -14,12 +14,14 @@ __all__ = ["ReplyWaiter", "Wakeups"]
 
 
 class ReplyWaiter:
-    """A driver pull waiting for replies to ``pending`` instruction ids; ``event`` is set when none is left."""
+    """A driver pull waiting for replies to ``pending`` instruction ids; ``event`` is set when ``needed`` of them
+    have a reply (default: all of them)."""
 
-    __slots__ = ("event", "pending")
+    __slots__ = ("event", "needed", "pending")
 
-    def __init__(self, pending: Sequence[str]) -> None:
+    def __init__(self, pending: Sequence[str], needed: int | None = None) -> None:
         self.pending = set(pending)
+        self.needed = len(self.pending) if needed is None else min(needed, len(self.pending))
         self.event = asyncio.Event()
 
 
@@ -54,7 +56,8 @@ class Wakeups:
         for mid in message_ids:
             for waiter in waiters.pop(mid, ()):
                 waiter.pending.discard(mid)
-                if not waiter.pending:
+                waiter.needed -= 1
+                if waiter.needed <= 0 or not waiter.pending:
                     waiter.event.set()
 
     def nodes_changed(self) -> None:
@@ -78,12 +81,13 @@ class Wakeups:
                 event.set()
         return event
 
-    def wait_replies(self, message_ids: Sequence[str]) -> ReplyWaiter:
-        """Register a waiter for replies to ``message_ids`` (call :meth:`drop` when done)."""
-        waiter = ReplyWaiter(message_ids)
+    def wait_replies(self, message_ids: Sequence[str], needed: int | None = None) -> ReplyWaiter:
+        """Register a waiter for replies to ``message_ids``, woken when ``needed`` of them (default: all) have a
+        reply (call :meth:`drop` when done)."""
+        waiter = ReplyWaiter(message_ids, needed)
         for mid in waiter.pending:
             self._reply_waiters.setdefault(mid, set()).add(waiter)
-        if self.closing or not waiter.pending:
+        if self.closing or not waiter.pending or waiter.needed <= 0:
             waiter.event.set()
         return waiter
 

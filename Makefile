@@ -15,17 +15,20 @@ PROTO_OUT := fl_async/proto
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "fl-async needs Python >= 3.11"'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip --version >/dev/null 2>&1 || $(PY) -m ensurepip >/dev/null  # a `make run` venv has no pip
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test,dev,torch,examples,plot,ray]' '$(TORCH_PIN)'
 	touch $(STAMP) $(STAMP_RUN)
 
-# Only what the quickstart needs (`make run`): fl-async and the examples extra; no torch. --no-compile: Python
+# Only what the quickstart needs (`make run`): fl-async and the examples extra; no torch. Installed with uv (a fresh
+# install takes ~4 s against pip's ~30 s here); like pip with --no-compile, uv leaves bytecode to first import (Python
 # compiles only the modules it imports, on first import (pip would compile all of scipy's up front).
 $(STAMP_RUN): pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "fl-async needs Python >= 3.11"'
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@echo "installing fl-async and the examples extra into $(VENV) (no torch)..."
-	$(PY) -m pip install -q --no-compile -e '.[examples]'
+	test -x $(PY) || $(PYTHON) -m venv --without-pip $(VENV)
+	@echo "installing fl-async and the examples extra into $(VENV) with uv (no torch)..."
+	test -x $(VENV)/uv/bin/uv || $(PYTHON) -m pip install -q --target $(VENV)/uv uv
+	$(VENV)/uv/bin/uv pip install -q --python $(PY) -e '.[examples]'
 	touch $(STAMP_RUN)
 
 venv: $(STAMP)

@@ -46,6 +46,8 @@ __all__ = [
     "remember_tails",
     "sint64_field",
     "tag",
+    "uint64_field",
+    "uint64_varint",
     "varint",
     "zigzag",
 ]
@@ -103,6 +105,26 @@ def sint64_field(key: bytes, value: int) -> bytes:
     return key + varint(zigzag(value)) if value else b""
 
 
+def uint64_varint(value: int, name: str = "uint64 field") -> bytes:
+    """The varint of a ``uint64`` value (node and run ids), refusing values protobuf would wrap.
+
+    Raises:
+        ValueError: ``value`` is outside ``[0, 2**64 - 1]`` (the message names ``name``).
+    """
+    if not 0 <= value <= _MASK64:
+        raise ValueError(f"{name} must be in [0, 2**64 - 1], got {value}")
+    return varint(value)
+
+
+def uint64_field(key: bytes, value: int, name: str = "uint64 field") -> bytes:
+    """A ``uint64`` field (``key`` with wire type 0), or ``b""`` when ``value`` is 0.
+
+    Raises:
+        ValueError: ``value`` is outside ``[0, 2**64 - 1]`` (see :func:`uint64_varint`).
+    """
+    return key + uint64_varint(value, name) if value else b""
+
+
 def double_field(key: bytes, value: float) -> bytes:
     """A ``double`` field (``key`` with wire type 1), or ``b""`` when ``value`` is ``0.0``/``-0.0`` (NaN is
     written)."""
@@ -113,6 +135,7 @@ def double_field(key: bytes, value: float) -> bytes:
 
 _WIRE_TYPES: dict[str, int] = {
     betterproto2.TYPE_SINT64: 0,
+    betterproto2.TYPE_UINT64: 0,
     betterproto2.TYPE_UINT32: 0,
     betterproto2.TYPE_DOUBLE: 1,
     betterproto2.TYPE_STRING: 2,
@@ -153,7 +176,7 @@ def _number(message_type: type[betterproto2.Message], name: str) -> int:
     return int(_meta(message_type, name).number)
 
 
-_S64, _U32, _DBL = betterproto2.TYPE_SINT64, betterproto2.TYPE_UINT32, betterproto2.TYPE_DOUBLE
+_U64, _U32, _DBL = betterproto2.TYPE_UINT64, betterproto2.TYPE_UINT32, betterproto2.TYPE_DOUBLE
 _STR, _BYT, _MSG = betterproto2.TYPE_STRING, betterproto2.TYPE_BYTES, betterproto2.TYPE_MESSAGE
 
 # Message
@@ -162,7 +185,7 @@ _MSG_CONTENT = field_key(pb.Message, "content", _MSG)
 _MSG_ERROR = field_key(pb.Message, "error", _MSG)
 _MSG_METADATA_NUMBER = _number(pb.Message, "metadata")
 # NodeAuth
-_AUTH_NODE_ID = field_key(pb.NodeAuth, "node_id", _S64)
+_AUTH_NODE_ID = field_key(pb.NodeAuth, "node_id", _U64)
 _AUTH_TOKEN = field_key(pb.NodeAuth, "token", _BYT)
 # PullInstructionsRequest
 _PULL_AUTH = field_key(pb.PullInstructionsRequest, "auth", _MSG)
@@ -187,10 +210,10 @@ if len(_FORWARDED_NUMBERS) != 1:
 
 # Metadata: written field by field below (unrolled: this runs for every forwarded message), in this order
 _METADATA_FIELDS = (
-    ("run_id", _S64),
+    ("run_id", _U64),
     ("message_id", _STR),
-    ("src_node_id", _S64),
-    ("dst_node_id", _S64),
+    ("src_node_id", _U64),
+    ("dst_node_id", _U64),
     ("reply_to_message", _STR),
     ("group_id", _STR),
     ("ttl", _DBL),
@@ -212,16 +235,19 @@ def encode_metadata(md: pb.Metadata) -> bytes:
     """``bytes(md)`` for a ``Metadata`` (nine scalar fields), byte-identical to betterproto2's.
 
     NaN ``ttl``/``created_at`` are written as they are (NaN is truthy; validation refuses them elsewhere).
+
+    Raises:
+        ValueError: an id is outside ``[0, 2**64 - 1]`` (never wrapped).
     """
     parts: list[bytes] = []
     if md.run_id:
-        parts.append(_MD_RUN_ID + varint(zigzag(md.run_id)))
+        parts.append(_MD_RUN_ID + uint64_varint(md.run_id, "metadata run_id"))
     if md.message_id:
         parts.append(len_field(_MD_MESSAGE_ID, md.message_id.encode()))
     if md.src_node_id:
-        parts.append(_MD_SRC + varint(zigzag(md.src_node_id)))
+        parts.append(_MD_SRC + uint64_varint(md.src_node_id, "metadata src_node_id"))
     if md.dst_node_id:
-        parts.append(_MD_DST + varint(zigzag(md.dst_node_id)))
+        parts.append(_MD_DST + uint64_varint(md.dst_node_id, "metadata dst_node_id"))
     if md.reply_to_message:
         parts.append(len_field(_MD_REPLY_TO, md.reply_to_message.encode()))
     if md.group_id:
@@ -278,8 +304,11 @@ def auth_field(auth: pb.NodeAuth) -> bytes:
 
     Encode it once per registration and pass it to :func:`pull_request` / :func:`push_request` (both requests
     carry ``auth`` under the same number, checked at import).
+
+    Raises:
+        ValueError: ``auth.node_id`` is outside ``[0, 2**64 - 1]``.
     """
-    body = sint64_field(_AUTH_NODE_ID, auth.node_id)
+    body = uint64_field(_AUTH_NODE_ID, auth.node_id, "node_id")
     if auth.token:
         body += len_field(_AUTH_TOKEN, auth.token)
     return len_field(_PULL_AUTH, body)

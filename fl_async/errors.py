@@ -16,6 +16,7 @@ the one place that knows grpclib's exceptions)::
     │   └── NoMainFunctionError (+ValueError)   a ServerApp without ``@app.main()``
     ├── IntegrityError                 a payload did not match its content hash or announced size
     ├── TTLExpiredError (+ValueError)  a message's time to live has run out
+    ├── UnsupportedFeatureError (+TypeError)   a Flower API fl-async does not provide (says what to use)
     ├── CliArgumentError (+ValueError)     fl_async.cli.args: a refused command-line value
     ├── LinkStateError                 fl_async.superlink.errors: a request the link state refuses (.status)
     │   ├── NotFoundError / UnauthenticatedError / PermissionDeniedError / InvalidArgumentError
@@ -41,6 +42,7 @@ __all__ = [
     "RefusedByLinkError",
     "ResourceExhaustedError",
     "TTLExpiredError",
+    "UnsupportedFeatureError",
 ]
 
 
@@ -97,6 +99,14 @@ class NoMainFunctionError(AppLoadError, ValueError):
 
     Raised before anything connects (``run_server_app``, ``fl-async server-app``, ``fl-async run``). Also a
     :class:`ValueError`, the type this error had before (Flower 1.9 raises ``ValueError`` here too).
+    """
+
+
+class UnsupportedFeatureError(FlAsyncError, TypeError):
+    """A Flower API that fl-async deliberately does not provide (e.g. ``ClientApp(client_fn=...)``,
+    ``ServerApp(strategy=...)``); the message says what to use instead.
+
+    Also a ``TypeError``: the type Python raises for an unexpected argument.
     """
 
 

@@ -128,8 +128,8 @@ TOKEN_NODE = b"N"
 """First byte of a node's blob-path token (:func:`node_blob_token`)."""
 TOKEN_RUN = b"D"
 """First byte of a driver's blob-path token (one per run, given out in ``CreateRunResponse.blob_token``)."""
-TOKEN_ID = struct.Struct(">q")
-"""The node id / run id that follows the first byte of a token (big-endian int64)."""
+TOKEN_ID = struct.Struct(">Q")
+"""The node id / run id that follows the first byte of a token (big-endian uint64)."""
 
 
 def node_blob_token(node_id: int, token: bytes) -> bytes:

@@ -23,6 +23,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
+from fl_async._link_limits import limit_error, with_limit_options
 from fl_async.cli import process
 from fl_async.cli.args import (
     CliArgumentError,
@@ -160,6 +161,7 @@ Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Log debug messag
 
 
 @app.command("superlink")
+@with_limit_options
 def superlink_command(
     driver_api_address: Annotated[
         str,
@@ -206,15 +208,8 @@ def superlink_command(
             "port 9093; port 0: any free port). Open it in firewalls too.",
         ),
     ] = None,
-    max_request_bytes: Annotated[
-        int,
-        typer.Option(
-            min=1,
-            metavar="BYTES",
-            help="Largest gRPC request accepted, in bytes; bigger ones are refused with RESOURCE_EXHAUSTED.",
-        ),
-    ] = 256 * 2**20,
     verbose: Verbose = False,
+    limits: dict[str, Any] | None = None,
 ) -> None:
     """Serve the Driver API (server apps) and the Fleet API (nodes) until Ctrl-C / SIGTERM.
 
@@ -257,10 +252,10 @@ def superlink_command(
             tls=tls,
             heartbeat_patience=heartbeat_patience,
             disconnect_grace=disconnect_grace,
-            max_request_bytes=max_request_bytes,
+            **(limits or {}),
         )
     except (TypeError, ValueError) as exc:
-        fail(cmd, exc)
+        fail(cmd, limit_error(exc))
 
     async def serve() -> None:
         import anyio
@@ -445,17 +440,48 @@ def run_command(
             help="Show the rounds progress display on stderr (default: only when stderr is a terminal).",
         ),
     ] = None,
+    backend: Annotated[
+        str,
+        typer.Option(
+            metavar="in-process|ray",
+            help="Where the nodes run: in this process, or in Ray actors (pip install 'fl-async[ray]').",
+        ),
+    ] = "in-process",
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            metavar="ADDR",
+            help="Ray backend: join this cluster ('auto', HOST:PORT or ray://HOST:PORT) instead of starting "
+            "a local Ray instance for the run.",
+        ),
+    ] = None,
+    node_resources: Annotated[
+        str | None,
+        typer.Option(
+            metavar="NAME=NUMBER,...",
+            help="Ray backend: resources one node needs, e.g. num_cpus=0.5,num_gpus=0.1 (an actor of K nodes "
+            "asks for K times each).",
+        ),
+    ] = None,
+    nodes_per_actor: Annotated[
+        int | None,
+        typer.Option(
+            min=1, metavar="K", help="Ray backend: nodes per Ray actor (default: spread over one actor per CPU)."
+        ),
+    ] = None,
     verbose: Verbose = False,
 ) -> None:
-    """Run a federation in this process: a SuperLink on 127.0.0.1, N SuperNodes and the ServerApp.
+    """Run a federation: a SuperLink and the ServerApp in this process, N SuperNodes in it or in Ray actors.
 
     Everything runs in one event loop over the same code paths as the separate commands (real gRPC on
     loopback, plaintext). Node i gets node_config partition-id=i, num-partitions=N. The ServerApp starts
-    once all N nodes are online. Progress goes to stderr, the app's output to stdout.
+    once all N nodes are online. Progress goes to stderr, the app's output to stdout. With --backend ray
+    the nodes run in Ray actors, each node with its own connection (see docs/simulation.md).
     """
     cmd = "run"
     try:
         config = parse_config_pairs(run_config, option="--run-config")
+        ray_options = _ray_options(backend, ray_address, node_resources, nodes_per_actor)
     except CliArgumentError as exc:
         fail(cmd, exc)
     setup_logging(verbose)
@@ -473,17 +499,55 @@ def run_command(
 
         async with anyio.create_task_group() as tg:
             await tg.start(cancel_on_signal, cmd, tg.cancel_scope)
-            await run_embedded(
-                sapp,
-                capp,
-                num_supernodes=num_supernodes,
-                run_config=config,
-                max_concurrency=max_concurrency,
-                progress=progress,
-            )
+            if ray_options is not None:
+                from fl_async._ray_backend import run_on_ray
+
+                await run_on_ray(
+                    sapp,
+                    client_app,
+                    num_supernodes=num_supernodes,
+                    app_dir=str(dir if dir is not None else Path.cwd()),
+                    run_config=config,
+                    max_concurrency=max_concurrency,
+                    options=ray_options,
+                )
+            else:
+                await run_embedded(
+                    sapp,
+                    capp,
+                    num_supernodes=num_supernodes,
+                    run_config=config,
+                    max_concurrency=max_concurrency,
+                    progress=progress,
+                )
             tg.cancel_scope.cancel()
 
     run_async_command(cmd, run, app_errors=True)
+
+
+def _ray_options(backend: str, address: str | None, resources: str | None, per_actor: int | None) -> Any:
+    """The Ray backend's options (``None`` for the in-process backend); refuses misplaced or bad flags.
+
+    Raises:
+        CliArgumentError: an unknown backend, Ray flags without ``--backend ray``, bad ``--node-resources``,
+            or Ray not installed (its message says what to install).
+    """
+    if backend not in ("in-process", "ray"):
+        raise CliArgumentError(f"--backend must be 'in-process' or 'ray', got {backend!r}")
+    if backend != "ray":
+        given = [f for f, v in (("--ray-address", address), ("--node-resources", resources)) if v is not None]
+        given += ["--nodes-per-actor"] if per_actor is not None else []
+        if given:
+            raise CliArgumentError(f"{' and '.join(given)} {'needs' if len(given) == 1 else 'need'} --backend ray")
+        return None
+    from fl_async._ray_backend import RayNotInstalledError, RayOptions, parse_node_resources, require_ray
+
+    try:
+        parsed = parse_node_resources(resources or "")
+        require_ray()
+    except (ValueError, RayNotInstalledError) as exc:
+        raise CliArgumentError(str(exc)) from None
+    return RayOptions(address=address or None, node_resources=parsed, nodes_per_actor=per_actor)
 
 
 def main() -> None:

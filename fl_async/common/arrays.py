@@ -3,12 +3,14 @@
 Names and semantics follow Flower 1.9 (``flwr.common.record.Array``) with this deliberate difference: ``Array.data``
 holds the raw array buffer (row-major), not a ``.npy`` file, so that ``Array.from_numpy`` and ``Array.numpy`` do
 not copy the payload. ``stype`` ``"numpy.ndarray"`` names that encoding. Nothing is ever pickled or unpickled.
-PyTorch conversion lives in :mod:`fl_async.common._torch` (which imports this module only).
+PyTorch -> Array conversion (``tensor_to_array``, torch imported lazily) is here; Array -> PyTorch lives in
+:mod:`fl_async.common._torch` (which imports this module only).
 """
 
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 from typing import Any, Self
 
@@ -18,15 +20,19 @@ __all__ = [
     "EXTENSION_DTYPES",
     "INT64_MAX",
     "INT64_MIN",
+    "UINT64_MAX",
     "Array",
     "SType",
     "array_from_numpy",
     "dtype_itemsize",
     "numpy_dtype",
+    "tensor_to_array",
 ]
 
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
+UINT64_MAX = 2**64 - 1
+"""Largest record integer (and node / run id): values above ``INT64_MAX`` travel as ``uint64``."""
 _MAX_ARRAY_BYTES = INT64_MAX
 """Largest array numpy can represent, in bytes (its index type is signed 64-bit)."""
 
@@ -164,17 +170,25 @@ def _as_byte_view(buf: Any) -> bytes | bytearray | memoryview:
     return mv.cast("B")
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, init=False)
 class Array:
     """One tensor: dtype, shape, encoding (``stype``) and the payload bytes.
 
+    Built from its four fields (as Flower 1.9), or, as newest Flower's ``Array``, from one numpy array
+    (``Array(ndarray)``, ``Array(ndarray=...)``: :meth:`from_numpy`, no copy when C-contiguous) or one
+    PyTorch tensor (``Array(tensor)``, ``Array(torch_tensor=...)``: :meth:`from_torch_tensor`).
+
     Args:
         dtype: element type name, e.g. ``"float32"``, ``">f4"`` (big-endian) or ``"bfloat16"``.
-        shape: dimensions, a list of non-negative ints (``[]`` for a 0-d array).
+        shape: dimensions, a list (or tuple) of non-negative ints (``[]`` for a 0-d array); kept as a list.
         stype: encoding of ``data``; ``"numpy.ndarray"`` (:attr:`SType.NUMPY`) means the raw row-major
             buffer of ``dtype`` and ``shape``.
         data: the payload, any bytes-like object (``bytes``, ``bytearray``, ``memoryview``). It is kept
             as given, not copied.
+
+    Raises:
+        TypeError: neither the four fields nor exactly one array/tensor were given, or a field has the
+            wrong type (the message says which).
 
     Equality compares dtype, shape, stype and payload bytes (as Flower's dataclass equality).
     """
@@ -183,6 +197,44 @@ class Array:
     shape: list[int]
     stype: str
     data: bytes | bytearray | memoryview
+
+    def __init__(
+        self,
+        *args: Any,
+        dtype: str | None = None,
+        shape: list[int] | tuple[int, ...] | None = None,
+        stype: str | None = None,
+        data: bytes | bytearray | memoryview | None = None,
+        ndarray: np.ndarray | np.generic | None = None,
+        torch_tensor: Any = None,
+    ) -> None:
+        fields = [dtype, shape, stype, data]
+        if len(args) == 1 and ndarray is None and torch_tensor is None and all(f is None for f in fields):
+            ndarray, args = (args[0], ()) if isinstance(args[0], (np.ndarray, np.generic)) else (None, args)
+            if args and _is_tensor(args[0]):
+                torch_tensor, args = args[0], ()
+        if ndarray is not None or torch_tensor is not None:
+            if args or any(f is not None for f in fields) or (ndarray is not None and torch_tensor is not None):
+                raise TypeError("Array takes either dtype, shape, stype and data, or one ndarray, or one torch_tensor")
+            src = (
+                Array.from_numpy(np.asarray(ndarray)) if ndarray is not None else Array.from_torch_tensor(torch_tensor)
+            )
+            self.dtype, self.shape, self.stype, self.data = src.dtype, src.shape, src.stype, src.data
+            return
+        if len(args) > 4:
+            raise TypeError(f"Array takes at most 4 positional arguments, got {len(args)}")
+        for i, value in enumerate(args):
+            if fields[i] is not None:
+                raise TypeError(f"Array got multiple values for {('dtype', 'shape', 'stype', 'data')[i]!r}")
+            fields[i] = value
+        missing = [n for n, f in zip(("dtype", "shape", "stype", "data"), fields, strict=True) if f is None]
+        if missing:
+            raise TypeError(
+                f"Array is missing {', '.join(missing)}: give dtype, shape, stype and data, or one numpy "
+                "ndarray, or one torch tensor"
+            )
+        self.dtype, self.shape, self.stype, self.data = fields  # type: ignore[assignment]
+        self.__post_init__()
 
     def __post_init__(self) -> None:
         if not isinstance(self.dtype, str):
@@ -279,6 +331,25 @@ class Array:
             data=data,
         )
 
+    @classmethod
+    def from_numpy_ndarray(cls, ndarray: np.ndarray) -> Array:
+        """Same as :meth:`from_numpy` (newest Flower's name): no copy for C-contiguous arrays."""
+        return cls.from_numpy(ndarray)
+
+    @classmethod
+    def from_torch_tensor(cls, tensor: Any) -> Array:
+        """Wrap a PyTorch tensor (as newest Flower's ``Array.from_torch_tensor``; needs ``fl-async[torch]``).
+
+        The tensor is detached and moved to CPU; the Array views its bytes (no copy for contiguous CPU
+        tensors) and keeps torch-only dtypes such as ``bfloat16`` exactly (Flower goes through numpy,
+        which has no bfloat16).
+
+        Raises:
+            TypeError: not a tensor, or a dtype/layout that cannot travel (see
+                ``ParametersRecord.from_torch_state_dict``).
+        """
+        return tensor_to_array("tensor", tensor)
+
     def numpy(self) -> np.ndarray:
         """Return the payload as a numpy array, without copying it.
 
@@ -301,6 +372,63 @@ class Array:
         if count == 0:
             return np.empty(self.shape, dtype=dt)
         return np.frombuffer(self.data, dtype=dt, count=count).reshape(self.shape)
+
+
+def _torch() -> Any:
+    try:
+        import torch
+    except ImportError:
+        raise ImportError("PyTorch is not installed; install the extra: pip install 'fl-async[torch]'") from None
+    return torch
+
+
+def _wire_name(torch: Any, dtype: Any) -> str | None:
+    """Wire dtype name of a torch dtype, or ``None`` when it cannot travel (quantized, sub-byte, bits)."""
+    name = str(dtype).removeprefix("torch.")
+    if name in EXTENSION_DTYPES:
+        return name
+    try:
+        numpy_dtype(name)
+    except TypeError:
+        return None
+    return name
+
+
+def tensor_to_array(key: str, tensor: Any) -> Array:
+    """View a tensor's bytes as an :class:`Array` (no copy for contiguous CPU tensors).
+
+    The tensor is detached and, when needed, moved to CPU, made contiguous and has its lazy
+    conjugate/negative bits resolved (each of those is one copy).
+
+    Raises:
+        TypeError: ``tensor`` is not a ``torch.Tensor``, is sparse/quantized/on the meta device, or
+            has a dtype that cannot travel (e.g. ``torch.qint8``, ``torch.uint4``, ``torch.bits8``);
+            the message names ``key`` and the dtype.
+    """
+    torch = _torch()
+    if not isinstance(tensor, torch.Tensor):
+        raise TypeError(f"value of {key!r} must be a torch.Tensor, got {type(tensor).__name__}")
+    t = tensor.detach()
+    name = _wire_name(torch, t.dtype)
+    if name is None or t.is_quantized:
+        raise TypeError(f"tensor {key!r} has dtype {t.dtype}, which cannot be carried by an Array")
+    if t.layout != torch.strided:
+        raise TypeError(f"tensor {key!r} has layout {t.layout}; only dense (strided) tensors are supported")
+    if t.device.type == "meta":
+        raise TypeError(f"tensor {key!r} is on the meta device and has no data")
+    if t.device.type != "cpu":
+        t = t.cpu()
+    t = t.resolve_conj().resolve_neg().contiguous()
+    data: Any = b""
+    if t.numel():
+        data = memoryview(t.reshape(-1).view(torch.uint8).numpy())
+    return Array(dtype=name, shape=list(t.shape), stype=SType.NUMPY, data=data)
+
+
+def _is_tensor(value: Any) -> bool:
+    """Whether ``value`` is a ``torch.Tensor`` (without importing torch when the caller has not)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(value, torch.Tensor)
 
 
 def array_from_numpy(ndarray: np.ndarray) -> Array:

@@ -8,6 +8,7 @@ from typing import Any
 
 from grpclib.client import Channel
 
+from fl_async._credentials import Metadata
 from fl_async._grpc import TRANSPORT_ERRORS, from_grpc, open_channel, rpc_methods
 from fl_async._net import client_ssl_context
 from fl_async.errors import LinkConnectionError
@@ -39,6 +40,8 @@ class DriverTransport:
         self._channel = channel
         self._stub = pb.DriverStub(self._channel)
         self._closed = False
+        self.credentials: Metadata | None = None
+        """Header credentials sent with every call once the run exists (:func:`fl_async._credentials.run_metadata`)."""
 
     @classmethod
     def connect(cls, args: ConnectArgs, *, call_timeout: float = DEFAULT_CALL_TIMEOUT) -> DriverTransport:
@@ -71,7 +74,7 @@ class DriverTransport:
             raise LinkConnectionError(f"{rpc} to {self._address}: the driver is closed")
         method = getattr(self._stub, _METHODS[rpc])
         try:
-            return await method(request, timeout=wait + self._call_timeout)
+            return await method(request, timeout=wait + self._call_timeout, metadata=self.credentials)
         except TRANSPORT_ERRORS as exc:  # only transport failures are mapped; a caller's error propagates unchanged
             if self._closed:
                 raise LinkConnectionError(f"{rpc} to {self._address}: the driver was closed during the call") from exc

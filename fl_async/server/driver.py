@@ -1,7 +1,8 @@
 """``Driver``: the blocking facade over :class:`~fl_async.server.AsyncDriver`.
 
 Each ``Driver`` owns one anyio blocking portal: a daemon thread running its own asyncio loop, in
-which the :class:`AsyncDriver` (and so the grpclib channel, bound to the loop it was made in) lives. Every method forwards to the AsyncDriver through that portal, so a ``Driver`` works from
+which the :class:`AsyncDriver` (and so the grpclib channel, bound to the loop it was made in) lives. Every
+method forwards to the AsyncDriver through that portal, so a ``Driver`` works from
 plain scripts, from any thread (calls from several threads are serialised on the portal's loop), and
 even from code running inside an event loop (Jupyter), where it blocks that loop while a call runs
 but cannot deadlock; it warns there, because :class:`AsyncDriver` is the better fit.
@@ -208,13 +209,16 @@ class Driver:
         """Queue messages on the link; see :meth:`AsyncDriver.push_messages`."""
         return self._call(self._inner.push_messages, messages)
 
-    def pull_messages(self, message_ids: Iterable[str], timeout: float = DEFAULT_PULL_TIMEOUT) -> list[Message]:
-        """Collect replies, waiting up to ``timeout`` seconds (default 3) for all outstanding ones;
-        see :meth:`AsyncDriver.pull_messages`."""
-        return self._call(self._inner.pull_messages, message_ids, timeout)
+    def pull_messages(
+        self, message_ids: Iterable[str], timeout: float = DEFAULT_PULL_TIMEOUT, *, max_messages: int | None = None
+    ) -> list[Message]:
+        """Collect replies, waiting up to ``timeout`` seconds (default 3) for all outstanding ones (at most
+        ``max_messages`` of them); the list holds the whole batch; see :meth:`AsyncDriver.pull_messages`."""
+        return self._call(self._inner.pull_messages, message_ids, timeout, max_messages=max_messages)
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> list[Message]:
-        """Push and wait for the replies; see :meth:`AsyncDriver.send_and_receive`."""
+        """Push and wait for the replies; returns all of them at once (memory: every reply, arrays downloaded;
+        use :meth:`receive` for large models); see :meth:`AsyncDriver.send_and_receive`."""
         return self._call(self._inner.send_and_receive, messages, timeout=timeout)
 
     def receive(self, message_ids: Iterable[str], *, timeout: float | None = None) -> SyncReplyStream:
@@ -228,14 +232,16 @@ class Driver:
 
 async def _make_stream(inner: AsyncDriver, ids: list[str], timeout: float | None) -> ReplyStream:
     stream = inner.receive(ids, timeout=timeout)
-    await stream.__aenter__()  # start the polls now, in the portal's loop
+    await stream.__aenter__()  # start the stream (and its timeout) now, in the portal's loop
     return stream
 
 
 class SyncReplyStream:
     """Blocking iterator over replies as they arrive; returned by :meth:`Driver.receive`.
 
-    Also a context manager; :meth:`close` stops its polls (unread replies stay with the driver).
+    Each reply's external arrays are downloaded when it is about to be returned (memory stays a few replies,
+    see :meth:`AsyncDriver.receive`). Also a context manager; :meth:`close` ends the stream (replies pulled but
+    not read stay with the driver).
     """
 
     def __init__(self, driver: Driver, stream: ReplyStream) -> None:
@@ -257,7 +263,7 @@ class SyncReplyStream:
         return reply
 
     def close(self) -> None:
-        """Stop the polls. Idempotent; a no-op once the driver is closed."""
+        """End the stream. Idempotent; a no-op once the driver is closed."""
         if self._driver._finalizer.alive:
             self._driver._call(self._stream.aclose)
 

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import enum
 import functools
+import hmac
 import logging
 import math
 import signal
@@ -18,9 +19,12 @@ import anyio
 import grpclib.server
 
 from fl_async._net import format_address, parse_address, server_ssl_context
+from fl_async.superlink.admission import Admission, SessionCallers
 from fl_async.superlink.config import LinkConfig
 from fl_async.superlink.connections import ConnectionTracker
-from fl_async.superlink.payloads import LinkBlobs
+from fl_async.superlink.errors import UnauthenticatedError
+from fl_async.superlink.gate import ConnectionGate
+from fl_async.superlink.payloads import LinkBlobs, run_blob_token
 from fl_async.superlink.rpc import CallTracker, LimitedProtoCodec
 from fl_async.superlink.services import DriverService, FleetService, WrongApiService
 from fl_async.superlink.state import LinkState, LinkStats, PayloadTracker
@@ -73,18 +77,34 @@ class SuperLink:
         # connection loss -> the state's disconnect-grace rule (not reported once the link stops)
         self._connections = ConnectionTracker(on_lost=self._connection_lost)
         # the blob data path (store + server) is the default payload tracker
-        self.blobs: LinkBlobs | None = LinkBlobs() if payloads is None else None
+        cfg = self.config
+        self.blobs: LinkBlobs | None = (
+            LinkBlobs(
+                max_bytes=cfg.blob_store_bytes,
+                max_blob_bytes=cfg.max_blob_bytes,
+                quota=cfg.blob_quota_bytes,
+                min_rate=cfg.blob_min_rate,
+                rate_window=cfg.blob_rate_window,
+            )
+            if payloads is None
+            else None
+        )
         self.state = LinkState.from_config(
             self.config, clock=clock, store=store, listener=self._wakeups, payloads=payloads or self.blobs
         )
+        self._wakeups.node_count = self.state.store.node_count
         if self.blobs is not None:
             self.blobs.attach(self._node_token)
         self._servers: list[grpclib.server.Server] = []  # TrackedServer: connections closed on stop
         self._addresses: dict[str, str] = {}
         self._timer: asyncio.Task[None] | None = None
+        self.gate: ConnectionGate | None = None
         self._lifecycle = _Lifecycle.NEW
         self.codec = LimitedProtoCodec(self.config.max_request_bytes)
         """The codec requests to this link are decoded with (size limit, shape checks, forwarded bytes)."""
+        self._policy: tuple[Admission, Callable[[int], bytes]] | None = None
+        self.admission: Admission | None = None
+        """The request admission policy of both APIs (made with the first :meth:`services`)."""
 
     # ---------------------------------------------------------------------------- addresses, stats
     @property
@@ -133,12 +153,28 @@ class SuperLink:
         cfg = self.config
         ssl_ctx = server_ssl_context(cfg.tls) if cfg.tls is not None else None  # ValueError: still NEW
         self._lifecycle = _Lifecycle.RUNNING
+        self.gate = ConnectionGate(
+            max_connections=cfg.max_connections,
+            max_connections_per_address=cfg.max_connections_per_address,
+            setup_timeout=cfg.connection_setup_timeout,
+            idle_timeout=cfg.connection_idle_timeout,
+            fd_reserve=cfg.fd_reserve,
+        )
+        self.gate.start()
+        self._connections.gate = self.gate
         codec = self.codec
         try:
             for which, address in (("driver", cfg.driver_api_address), ("fleet", cfg.fleet_api_address)):
                 server = self._connections.server(self.services(which), codec=codec)
                 host, port = parse_address(address)
-                await server.start(host, port, backlog=cfg.backlog, ssl=ssl_ctx, reuse_address=True)
+                await server.start(
+                    host,
+                    port,
+                    backlog=cfg.backlog,
+                    ssl=ssl_ctx,
+                    reuse_address=True,
+                    ssl_handshake_timeout=cfg.connection_setup_timeout,
+                )
                 self._servers.append(server)
                 bound = server._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]  # no public accessor
                 self._addresses[which] = format_address(_WILDCARDS.get(host, host), bound)
@@ -146,7 +182,13 @@ class SuperLink:
                 assert cfg.blob_api_address is not None  # resolved by LinkConfig
                 host, port = parse_address(cfg.blob_api_address)
                 await self.blobs.start(
-                    host, port=port, ssl=ssl_ctx, backlog=cfg.backlog, header_timeout=cfg.blob_header_timeout
+                    host,
+                    port=port,
+                    ssl=ssl_ctx,
+                    backlog=cfg.backlog,
+                    header_timeout=cfg.blob_header_timeout,
+                    gate=self.gate,
+                    idle_timeout=cfg.connection_idle_timeout,
                 )
                 self._addresses["blob"] = format_address(_WILDCARDS.get(host, host), self.blobs.port)
         except BaseException:
@@ -166,14 +208,26 @@ class SuperLink:
         """The grpclib services of one API over this link's state: ``api`` is ``"driver"`` or ``"fleet"``.
 
         :meth:`start` serves them on the configured addresses; :mod:`fl_async.testing` serves them in memory
-        (after :meth:`start_in_memory`). Requests must be decoded with :attr:`codec`.
+        (after :meth:`start_in_memory`). Requests must be decoded with :attr:`codec`; both APIs share one
+        request admission policy (:attr:`admission`).
         """
-        own, other = (DriverService, FleetService) if api == "driver" else (FleetService, DriverService)
         if api not in ("driver", "fleet"):
             raise ValueError(f"api must be 'driver' or 'fleet', got {api!r}")
+        own, other = (DriverService, FleetService) if api == "driver" else (FleetService, DriverService)
+        if self._policy is None:
+            self._policy = self._admission()
+        admission, run_token = self._policy
         cfg = self.config
         service = own(
-            self.state, self._wakeups, self._calls, cfg.max_poll_timeout, self.codec, connections=self._connections
+            self.state,
+            self._wakeups,
+            self._calls,
+            cfg.max_poll_timeout,
+            self.codec,
+            connections=self._connections,
+            admission=admission,
+            run_token=run_token,
+            run_limits=(cfg.max_fab_id_bytes, cfg.max_run_config_bytes),
         )
         # the other API's methods get a hint instead of grpclib's "Missing content-type header"
         other_api = "fleet" if api == "driver" else "driver"
@@ -194,6 +248,41 @@ class SuperLink:
             raise RuntimeError("an in-memory SuperLink needs a payloads tracker (the blob data path is TCP only)")
         self._lifecycle = _Lifecycle.RUNNING
         self._timer = asyncio.create_task(self._run_timer(), name="fl-async-superlink-deadlines")
+
+    def _admission(self) -> tuple[Admission, Callable[[int], bytes]]:
+        """The request admission policy of both APIs and the function issuing a run's driver token."""
+        cfg, state, blobs = self.config, self.state, self.blobs
+
+        def authenticate_node(node_id: int, token: bytes) -> object:
+            # a lookup only: the handler applies the liveness rules when it authenticates the body (as before)
+            node = state.store.get_node(node_id)
+            if node is None:
+                raise UnauthenticatedError(f"unknown node {node_id}: it is offline or deleted; register again")
+            if not hmac.compare_digest(node.token, token):
+                raise UnauthenticatedError(f"wrong token for node {node_id}")
+            return node
+
+        callers = SessionCallers(authenticate_node)
+
+        def issued(run_id: int) -> bytes | None:  # the blob token when the run got one (blob path up)
+            if state.store.get_run(run_id) is None:
+                return None
+            return (blobs.issued_run_token(run_id) if blobs is not None else None) or callers.derived_run_token(run_id)
+
+        def run_token(run_id: int) -> bytes:
+            return run_blob_token(state, run_id) or callers.derived_run_token(run_id)
+
+        callers.run_token = issued
+        admission = Admission(
+            callers,
+            max_request_bytes=cfg.max_request_bytes,
+            max_anonymous_request_bytes=cfg.max_anonymous_request_bytes,
+            max_request_elements=cfg.max_request_elements,
+            max_pending_request_bytes=cfg.max_pending_request_bytes,
+            request_read_timeout=cfg.request_read_timeout,
+        )
+        self.admission = admission
+        return admission, run_token
 
     async def stop(self, grace: float = 1.0) -> None:
         """Stop serving: refuse new connections, answer held long-polls at once (with what is ready, usually
@@ -234,6 +323,8 @@ class SuperLink:
                 await server.wait_closed()
         self._servers.clear()
         await self._connections.close_all(timeout=0.5)  # after the answers: they are flushed, then closed
+        if self.gate is not None:
+            await self.gate.stop()
 
     async def __aenter__(self) -> Self:
         await self.start()

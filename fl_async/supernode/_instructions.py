@@ -193,6 +193,7 @@ class InstructionHandler:
                     node_config=dict(self._node._node_config),
                     state=RecordSet(),
                     run_config=config_from_proto(list(run.run_config)),
+                    run_id=run_id,
                 )
                 self._node._contexts[run_id] = ctx
         return ctx

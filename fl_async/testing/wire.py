@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Self
 
 import anyio
 from grpclib.client import Channel
 
+from fl_async._credentials import Metadata as Headers
+from fl_async._credentials import node_metadata, run_metadata
 from fl_async._net import parse_address
 from fl_async.codec import config_to_proto, message_from_proto, message_to_proto
 from fl_async.common import Message, Metadata, RecordSet
@@ -77,15 +79,22 @@ class RawNode:
     def auth(self) -> pb.NodeAuth:
         return pb.NodeAuth(node_id=self.node_id, token=self.token)
 
+    @property
+    def metadata(self) -> Headers:
+        """The credentials as request headers (as the SDK sends them)."""
+        return node_metadata(self.node_id, self.token)
+
     async def pull(self, timeout: float = 0.0, max_messages: int = 1, **kw: object) -> list[pb.Message]:
         res = await self.stub.pull_instructions(
             pb.PullInstructionsRequest(auth=self.auth, max_messages=max_messages, timeout=timeout),
-            **kw,  # type: ignore[arg-type]
+            **{"metadata": self.metadata, **kw},  # type: ignore[arg-type]
         )
         return list(res.messages)
 
     async def reply(self, messages: Sequence[pb.Message]) -> pb.PushRepliesResponse:
-        return await self.stub.push_replies(pb.PushRepliesRequest(auth=self.auth, messages=list(messages)))
+        return await self.stub.push_replies(
+            pb.PushRepliesRequest(auth=self.auth, messages=list(messages)), metadata=self.metadata
+        )
 
     async def reply_and_pull(
         self, messages: Sequence[pb.Message], timeout: float = 0.0, max_messages: int = 1
@@ -94,10 +103,12 @@ class RawNode:
         req = pb.PushRepliesRequest(
             auth=self.auth, messages=list(messages), pull_max_messages=max_messages, pull_timeout=timeout
         )
-        return await self.stub.push_replies(req)
+        return await self.stub.push_replies(req, metadata=self.metadata)
 
     async def heartbeat(self) -> float:
-        res = await self.stub.heartbeat(pb.HeartbeatRequest(auth=self.auth, heartbeat_interval=self.interval))
+        res = await self.stub.heartbeat(
+            pb.HeartbeatRequest(auth=self.auth, heartbeat_interval=self.interval), metadata=self.metadata
+        )
         return res.heartbeat_interval
 
     async def serve_echo(self, timeout: float = 5.0) -> None:
@@ -116,18 +127,27 @@ class RawDriver:
     :meth:`pull`, :meth:`send_and_receive`) take ``pb.Message`` objects for ``run_id``; message-level calls
     (:meth:`create_run`, :meth:`push_message`, :meth:`pull_messages`, :meth:`replies`, :meth:`reply`) take the run
     id first and encode / decode with :mod:`fl_async.codec`. Every wait is a link-side long-poll bounded by
-    ``anyio.fail_after``.
+    ``anyio.fail_after``. Every call sends the run's credentials in its headers (as the SDK does) when the run's
+    token is known (``token``, or a run made by :meth:`create` / :meth:`create_run`).
     """
 
-    def __init__(self, stub: pb.DriverStub | str, run_id: int = 0) -> None:
+    def __init__(self, stub: pb.DriverStub | str, run_id: int = 0, token: bytes = b"") -> None:
         self._channel: Channel | None = None
         if isinstance(stub, str):
             self._channel = channel(stub)
             stub = pb.DriverStub(self._channel)
         self.stub = stub
         self.run_id = run_id
+        self.token = token
+        self._tokens: dict[int, bytes] = {run_id: token} if token else {}
+        self.metadata: Headers | None = run_metadata(run_id, token) if token else None
+        """The run's credentials as request headers (as the SDK sends them)."""
 
-    async def __aenter__(self) -> RawDriver:
+    def _headers(self, run_id: int) -> Headers | None:
+        token = self._tokens.get(run_id)
+        return run_metadata(run_id, token) if token else None
+
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -137,24 +157,27 @@ class RawDriver:
     @classmethod
     async def create(cls, stub: pb.DriverStub) -> RawDriver:
         res = await stub.create_run(pb.CreateRunRequest(fab_id="test", fab_version="0"))
-        return cls(stub, res.run_id)
+        return cls(stub, res.run_id, res.blob_token)
 
     # ---------------------------------------------------------------------------- wire level (run_id)
 
     async def push(self, messages: Sequence[pb.Message]) -> pb.PushMessagesResponse:
-        return await self.stub.push_messages(pb.PushMessagesRequest(run_id=self.run_id, messages=list(messages)))
+        return await self.stub.push_messages(
+            pb.PushMessagesRequest(run_id=self.run_id, messages=list(messages)), metadata=self.metadata
+        )
 
     async def pull(self, ids: Sequence[str], timeout: float = 0.0, **kw: object) -> list[pb.Message]:
         res = await self.stub.pull_messages(
             pb.PullMessagesRequest(run_id=self.run_id, message_ids=list(ids), timeout=timeout),
-            **kw,  # type: ignore[arg-type]
+            **{"metadata": self.metadata, **kw},  # type: ignore[arg-type]
         )
         return list(res.messages)
 
     async def node_ids(self, run_id: int | None = None) -> list[int]:
         """The run's online nodes (default: :attr:`run_id`)."""
         run = self.run_id if run_id is None else run_id
-        return list((await self.stub.get_nodes(pb.GetNodesRequest(run_id=run), timeout=5)).node_ids)
+        res = await self.stub.get_nodes(pb.GetNodesRequest(run_id=run), timeout=5, metadata=self._headers(run))
+        return list(res.node_ids)
 
     async def send_and_receive(self, messages: Sequence[pb.Message], timeout: float = 10.0) -> list[pb.Message]:
         """Push, then long-poll until every accepted message has a reply (or ``timeout`` s pass)."""
@@ -171,13 +194,17 @@ class RawDriver:
         """Create a run (with ``run_config``) and return its id."""
         request = pb.CreateRunRequest(run_config=config_to_proto(run_config or {}))
         resp = await self.stub.create_run(request, timeout=5)
+        if resp.blob_token:
+            self._tokens[resp.run_id] = resp.blob_token
         return resp.run_id
 
     async def wait_for_nodes(self, run_id: int, n: int, timeout: float = 10.0) -> list[int]:
         with anyio.fail_after(timeout):
             while True:
                 resp = await self.stub.wait_for_nodes(
-                    pb.WaitForNodesRequest(run_id=run_id, min_nodes=n, timeout=1.0), timeout=6
+                    pb.WaitForNodesRequest(run_id=run_id, min_nodes=n, timeout=1.0),
+                    timeout=6,
+                    metadata=self._headers(run_id),
                 )
                 if len(resp.node_ids) >= n:
                     return list(resp.node_ids)
@@ -205,7 +232,9 @@ class RawDriver:
         )
         msg = Message(md, content=content if content is not None else RecordSet())
         resp = await self.stub.push_messages(
-            pb.PushMessagesRequest(run_id=run_id, messages=[message_to_proto(msg)]), timeout=5
+            pb.PushMessagesRequest(run_id=run_id, messages=[message_to_proto(msg)]),
+            timeout=5,
+            metadata=self._headers(run_id),
         )
         assert resp.message_ids[0], f"push refused: {list(resp.reasons)}"
         return resp.message_ids[0]
@@ -213,7 +242,9 @@ class RawDriver:
     async def pull_messages(self, run_id: int, message_ids: list[str], timeout: float) -> list[Message]:
         """One held pull of the replies to ``message_ids``, decoded."""
         resp = await self.stub.pull_messages(
-            pb.PullMessagesRequest(run_id=run_id, message_ids=message_ids, timeout=timeout), timeout=timeout + 5
+            pb.PullMessagesRequest(run_id=run_id, message_ids=message_ids, timeout=timeout),
+            timeout=timeout + 5,
+            metadata=self._headers(run_id),
         )
         return [message_from_proto(m) for m in resp.messages]
 

@@ -3,13 +3,13 @@
 Layers, lowest first (a module may import its own layer and the layers below it, never one above):
 
 0. ``fl_async.errors``, ``fl_async.common``, ``fl_async._net``, ``fl_async._digest``, ``fl_async._loading``,
-   ``fl_async._threads``
+   ``fl_async._threads``, ``fl_async._credentials``, ``fl_async._link_limits``
 1. ``fl_async.proto`` (generated), ``fl_async.codec``, ``fl_async._fastwire``, ``fl_async._grpc``
 2. ``fl_async.blobs``
 3. ``fl_async.client``; then ``fl_async.superlink``, ``fl_async.supernode``, ``fl_async.server``, which do not
    import each other (the node runs a ClientApp, so ``supernode`` may import ``client``)
-4. ``fl_async.testing``
-5. ``fl_async.cli``
+4. ``fl_async.testing``; newest Flower's names: ``fl_async.app``, ``fl_async.clientapp``, ``fl_async.serverapp``
+5. ``fl_async.cli``, ``fl_async._ray_backend`` (the ``run --backend ray`` nodes)
 
 and no import cycle between modules (imports inside ``if TYPE_CHECKING:`` are annotations only and not counted
 for cycles; function-level imports are counted: a cycle hidden in a function is still a cycle).
@@ -29,6 +29,8 @@ LAYERS: dict[str, int] = {
     "fl_async._digest": 0,
     "fl_async._loading": 0,
     "fl_async._threads": 0,
+    "fl_async._credentials": 0,
+    "fl_async._link_limits": 0,
     "fl_async.proto": 1,
     "fl_async.codec": 1,
     "fl_async._fastwire": 1,
@@ -39,7 +41,11 @@ LAYERS: dict[str, int] = {
     "fl_async.supernode": 3,
     "fl_async.server": 3,
     "fl_async.testing": 4,
+    "fl_async.app": 4,
+    "fl_async.clientapp": 4,
+    "fl_async.serverapp": 4,
     "fl_async.cli": 5,
+    "fl_async._ray_backend": 5,
     "fl_async.__main__": 6,
 }
 SIBLINGS_APART = {"fl_async.superlink", "fl_async.supernode", "fl_async.server", "fl_async.client"}

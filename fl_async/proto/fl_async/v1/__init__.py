@@ -45,6 +45,7 @@ __all__ = (
     "Run",
     "Sint64List",
     "StringList",
+    "Uint64List",
     "Value",
     "ValueEntry",
     "WaitForNodesRequest",
@@ -123,9 +124,7 @@ default_message_pool.register_message("fl_async.v1", "BytesList", BytesList)
 class ConfigsRecord(betterproto2.Message):
     name: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
 
-    entries: "list[ValueEntry]" = betterproto2.field(
-        2, betterproto2.TYPE_MESSAGE, repeated=True
-    )
+    entries: "list[ValueEntry]" = betterproto2.field(2, betterproto2.TYPE_MESSAGE, repeated=True)
 
 
 default_message_pool.register_message("fl_async.v1", "ConfigsRecord", ConfigsRecord)
@@ -139,14 +138,12 @@ class CreateNodeRequest(betterproto2.Message):
     """
 
 
-default_message_pool.register_message(
-    "fl_async.v1", "CreateNodeRequest", CreateNodeRequest
-)
+default_message_pool.register_message("fl_async.v1", "CreateNodeRequest", CreateNodeRequest)
 
 
 @dataclass(eq=False, repr=False)
 class CreateNodeResponse(betterproto2.Message):
-    node_id: "int" = betterproto2.field(1, betterproto2.TYPE_SINT64)
+    node_id: "int" = betterproto2.field(1, betterproto2.TYPE_UINT64)
 
     token: "bytes" = betterproto2.field(2, betterproto2.TYPE_BYTES)
     """
@@ -164,9 +161,7 @@ class CreateNodeResponse(betterproto2.Message):
     """
 
 
-default_message_pool.register_message(
-    "fl_async.v1", "CreateNodeResponse", CreateNodeResponse
-)
+default_message_pool.register_message("fl_async.v1", "CreateNodeResponse", CreateNodeResponse)
 
 
 @dataclass(eq=False, repr=False)
@@ -175,19 +170,15 @@ class CreateRunRequest(betterproto2.Message):
 
     fab_version: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
 
-    run_config: "list[ValueEntry]" = betterproto2.field(
-        3, betterproto2.TYPE_MESSAGE, repeated=True
-    )
+    run_config: "list[ValueEntry]" = betterproto2.field(3, betterproto2.TYPE_MESSAGE, repeated=True)
 
 
-default_message_pool.register_message(
-    "fl_async.v1", "CreateRunRequest", CreateRunRequest
-)
+default_message_pool.register_message("fl_async.v1", "CreateRunRequest", CreateRunRequest)
 
 
 @dataclass(eq=False, repr=False)
 class CreateRunResponse(betterproto2.Message):
-    run_id: "int" = betterproto2.field(1, betterproto2.TYPE_SINT64)
+    run_id: "int" = betterproto2.field(1, betterproto2.TYPE_UINT64)
 
     blob_port: "int" = betterproto2.field(2, betterproto2.TYPE_UINT32)
     """
@@ -200,21 +191,15 @@ class CreateRunResponse(betterproto2.Message):
     """
 
 
-default_message_pool.register_message(
-    "fl_async.v1", "CreateRunResponse", CreateRunResponse
-)
+default_message_pool.register_message("fl_async.v1", "CreateRunResponse", CreateRunResponse)
 
 
 @dataclass(eq=False, repr=False)
 class DeleteNodeRequest(betterproto2.Message):
-    auth: "NodeAuth | None" = betterproto2.field(
-        1, betterproto2.TYPE_MESSAGE, optional=True
-    )
+    auth: "NodeAuth | None" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, optional=True)
 
 
-default_message_pool.register_message(
-    "fl_async.v1", "DeleteNodeRequest", DeleteNodeRequest
-)
+default_message_pool.register_message("fl_async.v1", "DeleteNodeRequest", DeleteNodeRequest)
 
 
 @dataclass(eq=False, repr=False)
@@ -222,9 +207,7 @@ class DeleteNodeResponse(betterproto2.Message):
     pass
 
 
-default_message_pool.register_message(
-    "fl_async.v1", "DeleteNodeResponse", DeleteNodeResponse
-)
+default_message_pool.register_message("fl_async.v1", "DeleteNodeResponse", DeleteNodeResponse)
 
 
 @dataclass(eq=False, repr=False)
@@ -247,16 +230,12 @@ default_message_pool.register_message("fl_async.v1", "Error", Error)
 
 @dataclass(eq=False, repr=False)
 class FleetGetRunRequest(betterproto2.Message):
-    auth: "NodeAuth | None" = betterproto2.field(
-        1, betterproto2.TYPE_MESSAGE, optional=True
-    )
+    auth: "NodeAuth | None" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, optional=True)
 
-    run_id: "int" = betterproto2.field(2, betterproto2.TYPE_SINT64)
+    run_id: "int" = betterproto2.field(2, betterproto2.TYPE_UINT64)
 
 
-default_message_pool.register_message(
-    "fl_async.v1", "FleetGetRunRequest", FleetGetRunRequest
-)
+default_message_pool.register_message("fl_async.v1", "FleetGetRunRequest", FleetGetRunRequest)
 
 
 @dataclass(eq=False, repr=False)
@@ -264,14 +243,12 @@ class FleetGetRunResponse(betterproto2.Message):
     run: "Run | None" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, optional=True)
 
 
-default_message_pool.register_message(
-    "fl_async.v1", "FleetGetRunResponse", FleetGetRunResponse
-)
+default_message_pool.register_message("fl_async.v1", "FleetGetRunResponse", FleetGetRunResponse)
 
 
 @dataclass(eq=False, repr=False)
 class GetNodesRequest(betterproto2.Message):
-    run_id: "int" = betterproto2.field(1, betterproto2.TYPE_SINT64)
+    run_id: "int" = betterproto2.field(1, betterproto2.TYPE_UINT64)
 
 
 default_message_pool.register_message("fl_async.v1", "GetNodesRequest", GetNodesRequest)
@@ -279,19 +256,15 @@ default_message_pool.register_message("fl_async.v1", "GetNodesRequest", GetNodes
 
 @dataclass(eq=False, repr=False)
 class GetNodesResponse(betterproto2.Message):
-    node_ids: "list[int]" = betterproto2.field(
-        1, betterproto2.TYPE_SINT64, repeated=True
-    )
+    node_ids: "list[int]" = betterproto2.field(1, betterproto2.TYPE_UINT64, repeated=True)
 
 
-default_message_pool.register_message(
-    "fl_async.v1", "GetNodesResponse", GetNodesResponse
-)
+default_message_pool.register_message("fl_async.v1", "GetNodesResponse", GetNodesResponse)
 
 
 @dataclass(eq=False, repr=False)
 class GetRunRequest(betterproto2.Message):
-    run_id: "int" = betterproto2.field(1, betterproto2.TYPE_SINT64)
+    run_id: "int" = betterproto2.field(1, betterproto2.TYPE_UINT64)
 
 
 default_message_pool.register_message("fl_async.v1", "GetRunRequest", GetRunRequest)
@@ -307,16 +280,12 @@ default_message_pool.register_message("fl_async.v1", "GetRunResponse", GetRunRes
 
 @dataclass(eq=False, repr=False)
 class HeartbeatRequest(betterproto2.Message):
-    auth: "NodeAuth | None" = betterproto2.field(
-        1, betterproto2.TYPE_MESSAGE, optional=True
-    )
+    auth: "NodeAuth | None" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, optional=True)
 
     heartbeat_interval: "float" = betterproto2.field(2, betterproto2.TYPE_DOUBLE)
 
 
-default_message_pool.register_message(
-    "fl_async.v1", "HeartbeatRequest", HeartbeatRequest
-)
+default_message_pool.register_message("fl_async.v1", "HeartbeatRequest", HeartbeatRequest)
 
 
 @dataclass(eq=False, repr=False)
@@ -324,27 +293,19 @@ class HeartbeatResponse(betterproto2.Message):
     heartbeat_interval: "float" = betterproto2.field(1, betterproto2.TYPE_DOUBLE)
 
 
-default_message_pool.register_message(
-    "fl_async.v1", "HeartbeatResponse", HeartbeatResponse
-)
+default_message_pool.register_message("fl_async.v1", "HeartbeatResponse", HeartbeatResponse)
 
 
 @dataclass(eq=False, repr=False)
 class Message(betterproto2.Message):
-    metadata: "Metadata | None" = betterproto2.field(
-        1, betterproto2.TYPE_MESSAGE, optional=True
-    )
+    metadata: "Metadata | None" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, optional=True)
 
-    content: "RecordSet | None" = betterproto2.field(
-        2, betterproto2.TYPE_MESSAGE, optional=True
-    )
+    content: "RecordSet | None" = betterproto2.field(2, betterproto2.TYPE_MESSAGE, optional=True)
     """
     exactly one of content / error
     """
 
-    error: "Error | None" = betterproto2.field(
-        3, betterproto2.TYPE_MESSAGE, optional=True
-    )
+    error: "Error | None" = betterproto2.field(3, betterproto2.TYPE_MESSAGE, optional=True)
 
 
 default_message_pool.register_message("fl_async.v1", "Message", Message)
@@ -352,13 +313,18 @@ default_message_pool.register_message("fl_async.v1", "Message", Message)
 
 @dataclass(eq=False, repr=False)
 class Metadata(betterproto2.Message):
-    run_id: "int" = betterproto2.field(1, betterproto2.TYPE_SINT64)
+    """
+    Ids are unsigned 64-bit; 0 means "none": src_node_id of an instruction and dst_node_id of a reply are 0
+    (the server app), every node id and run id is in [1, 2**64 - 1].
+    """
+
+    run_id: "int" = betterproto2.field(1, betterproto2.TYPE_UINT64)
 
     message_id: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
 
-    src_node_id: "int" = betterproto2.field(3, betterproto2.TYPE_SINT64)
+    src_node_id: "int" = betterproto2.field(3, betterproto2.TYPE_UINT64)
 
-    dst_node_id: "int" = betterproto2.field(4, betterproto2.TYPE_SINT64)
+    dst_node_id: "int" = betterproto2.field(4, betterproto2.TYPE_UINT64)
 
     reply_to_message: "str" = betterproto2.field(5, betterproto2.TYPE_STRING)
 
@@ -384,9 +350,7 @@ default_message_pool.register_message("fl_async.v1", "Metadata", Metadata)
 class MetricsRecord(betterproto2.Message):
     name: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
 
-    entries: "list[ValueEntry]" = betterproto2.field(
-        2, betterproto2.TYPE_MESSAGE, repeated=True
-    )
+    entries: "list[ValueEntry]" = betterproto2.field(2, betterproto2.TYPE_MESSAGE, repeated=True)
 
 
 default_message_pool.register_message("fl_async.v1", "MetricsRecord", MetricsRecord)
@@ -394,7 +358,7 @@ default_message_pool.register_message("fl_async.v1", "MetricsRecord", MetricsRec
 
 @dataclass(eq=False, repr=False)
 class NodeAuth(betterproto2.Message):
-    node_id: "int" = betterproto2.field(1, betterproto2.TYPE_SINT64)
+    node_id: "int" = betterproto2.field(1, betterproto2.TYPE_UINT64)
 
     token: "bytes" = betterproto2.field(2, betterproto2.TYPE_BYTES)
 
@@ -411,21 +375,15 @@ class ParametersRecord(betterproto2.Message):
     parallel to arrays, in state_dict order
     """
 
-    arrays: "list[Array]" = betterproto2.field(
-        3, betterproto2.TYPE_MESSAGE, repeated=True
-    )
+    arrays: "list[Array]" = betterproto2.field(3, betterproto2.TYPE_MESSAGE, repeated=True)
 
 
-default_message_pool.register_message(
-    "fl_async.v1", "ParametersRecord", ParametersRecord
-)
+default_message_pool.register_message("fl_async.v1", "ParametersRecord", ParametersRecord)
 
 
 @dataclass(eq=False, repr=False)
 class PullInstructionsRequest(betterproto2.Message):
-    auth: "NodeAuth | None" = betterproto2.field(
-        1, betterproto2.TYPE_MESSAGE, optional=True
-    )
+    auth: "NodeAuth | None" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, optional=True)
 
     max_messages: "int" = betterproto2.field(2, betterproto2.TYPE_UINT32)
     """
@@ -438,51 +396,44 @@ class PullInstructionsRequest(betterproto2.Message):
     """
 
 
-default_message_pool.register_message(
-    "fl_async.v1", "PullInstructionsRequest", PullInstructionsRequest
-)
+default_message_pool.register_message("fl_async.v1", "PullInstructionsRequest", PullInstructionsRequest)
 
 
 @dataclass(eq=False, repr=False)
 class PullInstructionsResponse(betterproto2.Message):
-    messages: "list[Message]" = betterproto2.field(
-        1, betterproto2.TYPE_MESSAGE, repeated=True
-    )
+    messages: "list[Message]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
 
 
-default_message_pool.register_message(
-    "fl_async.v1", "PullInstructionsResponse", PullInstructionsResponse
-)
+default_message_pool.register_message("fl_async.v1", "PullInstructionsResponse", PullInstructionsResponse)
 
 
 @dataclass(eq=False, repr=False)
 class PullMessagesRequest(betterproto2.Message):
-    run_id: "int" = betterproto2.field(1, betterproto2.TYPE_SINT64)
+    run_id: "int" = betterproto2.field(1, betterproto2.TYPE_UINT64)
 
-    message_ids: "list[str]" = betterproto2.field(
-        2, betterproto2.TYPE_STRING, repeated=True
-    )
+    message_ids: "list[str]" = betterproto2.field(2, betterproto2.TYPE_STRING, repeated=True)
 
     timeout: "float" = betterproto2.field(3, betterproto2.TYPE_DOUBLE)
     """
     seconds to wait for outstanding replies (capped by the link); 0 = return at once
     """
 
+    max_messages: "int" = betterproto2.field(4, betterproto2.TYPE_UINT32)
+    """
+    Most replies to deliver in this pull; 0 = no limit (hold the call until every outstanding requested id
+    has a reply). With a limit, the link holds the call only until one reply is ready, delivers at most
+    max_messages, and keeps the others for a later pull (they stay listed in `outstanding`).
+    """
 
-default_message_pool.register_message(
-    "fl_async.v1", "PullMessagesRequest", PullMessagesRequest
-)
+
+default_message_pool.register_message("fl_async.v1", "PullMessagesRequest", PullMessagesRequest)
 
 
 @dataclass(eq=False, repr=False)
 class PullMessagesResponse(betterproto2.Message):
-    messages: "list[Message]" = betterproto2.field(
-        1, betterproto2.TYPE_MESSAGE, repeated=True
-    )
+    messages: "list[Message]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
 
-    outstanding: "list[str]" = betterproto2.field(
-        2, betterproto2.TYPE_STRING, repeated=True
-    )
+    outstanding: "list[str]" = betterproto2.field(2, betterproto2.TYPE_STRING, repeated=True)
     """
     The requested ids still outstanding after this pull: pushed in this run, reply not yet delivered (the
     ids answered in `messages` are not among them). Filled on every pull; unknown, foreign-run, "" and
@@ -490,56 +441,40 @@ class PullMessagesResponse(betterproto2.Message):
     """
 
 
-default_message_pool.register_message(
-    "fl_async.v1", "PullMessagesResponse", PullMessagesResponse
-)
+default_message_pool.register_message("fl_async.v1", "PullMessagesResponse", PullMessagesResponse)
 
 
 @dataclass(eq=False, repr=False)
 class PushMessagesRequest(betterproto2.Message):
-    run_id: "int" = betterproto2.field(1, betterproto2.TYPE_SINT64)
+    run_id: "int" = betterproto2.field(1, betterproto2.TYPE_UINT64)
 
-    messages: "list[Message]" = betterproto2.field(
-        2, betterproto2.TYPE_MESSAGE, repeated=True
-    )
+    messages: "list[Message]" = betterproto2.field(2, betterproto2.TYPE_MESSAGE, repeated=True)
 
 
-default_message_pool.register_message(
-    "fl_async.v1", "PushMessagesRequest", PushMessagesRequest
-)
+default_message_pool.register_message("fl_async.v1", "PushMessagesRequest", PushMessagesRequest)
 
 
 @dataclass(eq=False, repr=False)
 class PushMessagesResponse(betterproto2.Message):
-    message_ids: "list[str]" = betterproto2.field(
-        1, betterproto2.TYPE_STRING, repeated=True
-    )
+    message_ids: "list[str]" = betterproto2.field(1, betterproto2.TYPE_STRING, repeated=True)
     """
     "" where a message was not queued
     """
 
-    reasons: "list[str]" = betterproto2.field(
-        2, betterproto2.TYPE_STRING, repeated=True
-    )
+    reasons: "list[str]" = betterproto2.field(2, betterproto2.TYPE_STRING, repeated=True)
     """
     why, parallel to message_ids
     """
 
 
-default_message_pool.register_message(
-    "fl_async.v1", "PushMessagesResponse", PushMessagesResponse
-)
+default_message_pool.register_message("fl_async.v1", "PushMessagesResponse", PushMessagesResponse)
 
 
 @dataclass(eq=False, repr=False)
 class PushRepliesRequest(betterproto2.Message):
-    auth: "NodeAuth | None" = betterproto2.field(
-        1, betterproto2.TYPE_MESSAGE, optional=True
-    )
+    auth: "NodeAuth | None" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, optional=True)
 
-    messages: "list[Message]" = betterproto2.field(
-        2, betterproto2.TYPE_MESSAGE, repeated=True
-    )
+    messages: "list[Message]" = betterproto2.field(2, betterproto2.TYPE_MESSAGE, repeated=True)
 
     pull_max_messages: "int" = betterproto2.field(3, betterproto2.TYPE_UINT32)
     """
@@ -550,53 +485,37 @@ class PushRepliesRequest(betterproto2.Message):
     pull_timeout: "float" = betterproto2.field(4, betterproto2.TYPE_DOUBLE)
 
 
-default_message_pool.register_message(
-    "fl_async.v1", "PushRepliesRequest", PushRepliesRequest
-)
+default_message_pool.register_message("fl_async.v1", "PushRepliesRequest", PushRepliesRequest)
 
 
 @dataclass(eq=False, repr=False)
 class PushRepliesResponse(betterproto2.Message):
-    message_ids: "list[str]" = betterproto2.field(
-        1, betterproto2.TYPE_STRING, repeated=True
-    )
+    message_ids: "list[str]" = betterproto2.field(1, betterproto2.TYPE_STRING, repeated=True)
     """
     "" where a reply was not accepted
     """
 
-    reasons: "list[str]" = betterproto2.field(
-        2, betterproto2.TYPE_STRING, repeated=True
-    )
+    reasons: "list[str]" = betterproto2.field(2, betterproto2.TYPE_STRING, repeated=True)
     """
     why, parallel to message_ids ("" when accepted)
     """
 
-    instructions: "list[Message]" = betterproto2.field(
-        3, betterproto2.TYPE_MESSAGE, repeated=True
-    )
+    instructions: "list[Message]" = betterproto2.field(3, betterproto2.TYPE_MESSAGE, repeated=True)
     """
     instructions pulled when pull_max_messages > 0
     """
 
 
-default_message_pool.register_message(
-    "fl_async.v1", "PushRepliesResponse", PushRepliesResponse
-)
+default_message_pool.register_message("fl_async.v1", "PushRepliesResponse", PushRepliesResponse)
 
 
 @dataclass(eq=False, repr=False)
 class RecordSet(betterproto2.Message):
-    parameters: "list[ParametersRecord]" = betterproto2.field(
-        1, betterproto2.TYPE_MESSAGE, repeated=True
-    )
+    parameters: "list[ParametersRecord]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
 
-    metrics: "list[MetricsRecord]" = betterproto2.field(
-        2, betterproto2.TYPE_MESSAGE, repeated=True
-    )
+    metrics: "list[MetricsRecord]" = betterproto2.field(2, betterproto2.TYPE_MESSAGE, repeated=True)
 
-    configs: "list[ConfigsRecord]" = betterproto2.field(
-        3, betterproto2.TYPE_MESSAGE, repeated=True
-    )
+    configs: "list[ConfigsRecord]" = betterproto2.field(3, betterproto2.TYPE_MESSAGE, repeated=True)
 
 
 default_message_pool.register_message("fl_async.v1", "RecordSet", RecordSet)
@@ -604,15 +523,13 @@ default_message_pool.register_message("fl_async.v1", "RecordSet", RecordSet)
 
 @dataclass(eq=False, repr=False)
 class Run(betterproto2.Message):
-    run_id: "int" = betterproto2.field(1, betterproto2.TYPE_SINT64)
+    run_id: "int" = betterproto2.field(1, betterproto2.TYPE_UINT64)
 
     fab_id: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
 
     fab_version: "str" = betterproto2.field(3, betterproto2.TYPE_STRING)
 
-    run_config: "list[ValueEntry]" = betterproto2.field(
-        4, betterproto2.TYPE_MESSAGE, repeated=True
-    )
+    run_config: "list[ValueEntry]" = betterproto2.field(4, betterproto2.TYPE_MESSAGE, repeated=True)
 
 
 default_message_pool.register_message("fl_async.v1", "Run", Run)
@@ -635,6 +552,14 @@ default_message_pool.register_message("fl_async.v1", "StringList", StringList)
 
 
 @dataclass(eq=False, repr=False)
+class Uint64List(betterproto2.Message):
+    vals: "list[int]" = betterproto2.field(1, betterproto2.TYPE_UINT64, repeated=True)
+
+
+default_message_pool.register_message("fl_async.v1", "Uint64List", Uint64List)
+
+
+@dataclass(eq=False, repr=False)
 class Value(betterproto2.Message):
     """
     One value of a MetricsRecord or ConfigsRecord. Exactly one member is set.
@@ -643,45 +568,35 @@ class Value(betterproto2.Message):
         - value:
     """
 
-    double: "float | None" = betterproto2.field(
-        1, betterproto2.TYPE_DOUBLE, optional=True, group="value"
-    )
+    double: "float | None" = betterproto2.field(1, betterproto2.TYPE_DOUBLE, optional=True, group="value")
 
-    sint64: "int | None" = betterproto2.field(
-        2, betterproto2.TYPE_SINT64, optional=True, group="value"
-    )
+    sint64: "int | None" = betterproto2.field(2, betterproto2.TYPE_SINT64, optional=True, group="value")
 
-    bool: "builtins.bool | None" = betterproto2.field(
-        3, betterproto2.TYPE_BOOL, optional=True, group="value"
-    )
+    bool: "builtins.bool | None" = betterproto2.field(3, betterproto2.TYPE_BOOL, optional=True, group="value")
 
-    string: "str | None" = betterproto2.field(
-        4, betterproto2.TYPE_STRING, optional=True, group="value"
-    )
+    string: "str | None" = betterproto2.field(4, betterproto2.TYPE_STRING, optional=True, group="value")
 
-    bytes: "builtins.bytes | None" = betterproto2.field(
-        5, betterproto2.TYPE_BYTES, optional=True, group="value"
-    )
+    bytes: "builtins.bytes | None" = betterproto2.field(5, betterproto2.TYPE_BYTES, optional=True, group="value")
 
-    double_list: "DoubleList | None" = betterproto2.field(
-        21, betterproto2.TYPE_MESSAGE, optional=True, group="value"
-    )
+    uint64: "int | None" = betterproto2.field(6, betterproto2.TYPE_UINT64, optional=True, group="value")
+    """
+    only for integers in [2**63, 2**64 - 1]; smaller ones travel as sint64
+    """
 
-    sint64_list: "Sint64List | None" = betterproto2.field(
-        22, betterproto2.TYPE_MESSAGE, optional=True, group="value"
-    )
+    double_list: "DoubleList | None" = betterproto2.field(21, betterproto2.TYPE_MESSAGE, optional=True, group="value")
 
-    bool_list: "BoolList | None" = betterproto2.field(
-        23, betterproto2.TYPE_MESSAGE, optional=True, group="value"
-    )
+    sint64_list: "Sint64List | None" = betterproto2.field(22, betterproto2.TYPE_MESSAGE, optional=True, group="value")
 
-    string_list: "StringList | None" = betterproto2.field(
-        24, betterproto2.TYPE_MESSAGE, optional=True, group="value"
-    )
+    bool_list: "BoolList | None" = betterproto2.field(23, betterproto2.TYPE_MESSAGE, optional=True, group="value")
 
-    bytes_list: "BytesList | None" = betterproto2.field(
-        25, betterproto2.TYPE_MESSAGE, optional=True, group="value"
-    )
+    string_list: "StringList | None" = betterproto2.field(24, betterproto2.TYPE_MESSAGE, optional=True, group="value")
+
+    bytes_list: "BytesList | None" = betterproto2.field(25, betterproto2.TYPE_MESSAGE, optional=True, group="value")
+
+    uint64_list: "Uint64List | None" = betterproto2.field(26, betterproto2.TYPE_MESSAGE, optional=True, group="value")
+    """
+    only for lists of non-negative integers with one >= 2**63
+    """
 
 
 default_message_pool.register_message("fl_async.v1", "Value", Value)
@@ -691,9 +606,7 @@ default_message_pool.register_message("fl_async.v1", "Value", Value)
 class ValueEntry(betterproto2.Message):
     key: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
 
-    value: "Value | None" = betterproto2.field(
-        2, betterproto2.TYPE_MESSAGE, optional=True
-    )
+    value: "Value | None" = betterproto2.field(2, betterproto2.TYPE_MESSAGE, optional=True)
 
 
 default_message_pool.register_message("fl_async.v1", "ValueEntry", ValueEntry)
@@ -701,7 +614,7 @@ default_message_pool.register_message("fl_async.v1", "ValueEntry", ValueEntry)
 
 @dataclass(eq=False, repr=False)
 class WaitForNodesRequest(betterproto2.Message):
-    run_id: "int" = betterproto2.field(1, betterproto2.TYPE_SINT64)
+    run_id: "int" = betterproto2.field(1, betterproto2.TYPE_UINT64)
 
     min_nodes: "int" = betterproto2.field(2, betterproto2.TYPE_UINT32)
 
@@ -711,21 +624,15 @@ class WaitForNodesRequest(betterproto2.Message):
     """
 
 
-default_message_pool.register_message(
-    "fl_async.v1", "WaitForNodesRequest", WaitForNodesRequest
-)
+default_message_pool.register_message("fl_async.v1", "WaitForNodesRequest", WaitForNodesRequest)
 
 
 @dataclass(eq=False, repr=False)
 class WaitForNodesResponse(betterproto2.Message):
-    node_ids: "list[int]" = betterproto2.field(
-        1, betterproto2.TYPE_SINT64, repeated=True
-    )
+    node_ids: "list[int]" = betterproto2.field(1, betterproto2.TYPE_UINT64, repeated=True)
 
 
-default_message_pool.register_message(
-    "fl_async.v1", "WaitForNodesResponse", WaitForNodesResponse
-)
+default_message_pool.register_message("fl_async.v1", "WaitForNodesResponse", WaitForNodesResponse)
 
 
 class DriverStub(betterproto2_grpclib.ServiceStub):
@@ -961,43 +868,31 @@ class DriverBase(betterproto2_grpclib.ServiceBase):
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
-    async def wait_for_nodes(
-        self, message: "WaitForNodesRequest"
-    ) -> "WaitForNodesResponse":
+    async def wait_for_nodes(self, message: "WaitForNodesRequest") -> "WaitForNodesResponse":
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
-    async def push_messages(
-        self, message: "PushMessagesRequest"
-    ) -> "PushMessagesResponse":
+    async def push_messages(self, message: "PushMessagesRequest") -> "PushMessagesResponse":
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
-    async def pull_messages(
-        self, message: "PullMessagesRequest"
-    ) -> "PullMessagesResponse":
+    async def pull_messages(self, message: "PullMessagesRequest") -> "PullMessagesResponse":
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
-    async def __rpc_create_run(
-        self, stream: "grpclib.server.Stream[CreateRunRequest, CreateRunResponse]"
-    ) -> None:
+    async def __rpc_create_run(self, stream: "grpclib.server.Stream[CreateRunRequest, CreateRunResponse]") -> None:
         request = await stream.recv_message()
         assert request is not None
         response = await self.create_run(request)
         await stream.send_message(response)
 
-    async def __rpc_get_run(
-        self, stream: "grpclib.server.Stream[GetRunRequest, GetRunResponse]"
-    ) -> None:
+    async def __rpc_get_run(self, stream: "grpclib.server.Stream[GetRunRequest, GetRunResponse]") -> None:
         request = await stream.recv_message()
         assert request is not None
         response = await self.get_run(request)
         await stream.send_message(response)
 
-    async def __rpc_get_nodes(
-        self, stream: "grpclib.server.Stream[GetNodesRequest, GetNodesResponse]"
-    ) -> None:
+    async def __rpc_get_nodes(self, stream: "grpclib.server.Stream[GetNodesRequest, GetNodesResponse]") -> None:
         request = await stream.recv_message()
         assert request is not None
         response = await self.get_nodes(request)
@@ -1081,15 +976,11 @@ class FleetBase(betterproto2_grpclib.ServiceBase):
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
-    async def pull_instructions(
-        self, message: "PullInstructionsRequest"
-    ) -> "PullInstructionsResponse":
+    async def pull_instructions(self, message: "PullInstructionsRequest") -> "PullInstructionsResponse":
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
-    async def push_replies(
-        self, message: "PushRepliesRequest"
-    ) -> "PushRepliesResponse":
+    async def push_replies(self, message: "PushRepliesRequest") -> "PushRepliesResponse":
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
@@ -1097,33 +988,26 @@ class FleetBase(betterproto2_grpclib.ServiceBase):
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
-    async def __rpc_create_node(
-        self, stream: "grpclib.server.Stream[CreateNodeRequest, CreateNodeResponse]"
-    ) -> None:
+    async def __rpc_create_node(self, stream: "grpclib.server.Stream[CreateNodeRequest, CreateNodeResponse]") -> None:
         request = await stream.recv_message()
         assert request is not None
         response = await self.create_node(request)
         await stream.send_message(response)
 
-    async def __rpc_delete_node(
-        self, stream: "grpclib.server.Stream[DeleteNodeRequest, DeleteNodeResponse]"
-    ) -> None:
+    async def __rpc_delete_node(self, stream: "grpclib.server.Stream[DeleteNodeRequest, DeleteNodeResponse]") -> None:
         request = await stream.recv_message()
         assert request is not None
         response = await self.delete_node(request)
         await stream.send_message(response)
 
-    async def __rpc_heartbeat(
-        self, stream: "grpclib.server.Stream[HeartbeatRequest, HeartbeatResponse]"
-    ) -> None:
+    async def __rpc_heartbeat(self, stream: "grpclib.server.Stream[HeartbeatRequest, HeartbeatResponse]") -> None:
         request = await stream.recv_message()
         assert request is not None
         response = await self.heartbeat(request)
         await stream.send_message(response)
 
     async def __rpc_pull_instructions(
-        self,
-        stream: "grpclib.server.Stream[PullInstructionsRequest, PullInstructionsResponse]",
+        self, stream: "grpclib.server.Stream[PullInstructionsRequest, PullInstructionsResponse]"
     ) -> None:
         request = await stream.recv_message()
         assert request is not None
@@ -1138,9 +1022,7 @@ class FleetBase(betterproto2_grpclib.ServiceBase):
         response = await self.push_replies(request)
         await stream.send_message(response)
 
-    async def __rpc_get_run(
-        self, stream: "grpclib.server.Stream[FleetGetRunRequest, FleetGetRunResponse]"
-    ) -> None:
+    async def __rpc_get_run(self, stream: "grpclib.server.Stream[FleetGetRunRequest, FleetGetRunResponse]") -> None:
         request = await stream.recv_message()
         assert request is not None
         response = await self.get_run(request)

@@ -31,8 +31,9 @@ REPO = Path(__file__).resolve().parents[2]
 FL_ASYNC = str(Path(sys.executable).with_name("fl-async"))
 QUICKSTART = ["examples.quickstart.server:app", "examples.quickstart.client:app"]
 NODES_50_IN_5 = ["--num-supernodes", "50", "--nodes-per-actor", "10"]
-ROUND_LINE = re.compile(r"round +(\d+)/(\d+): test accuracy +([\d.]+)%.*\((\d+)/(\d+) nodes")
-ERRORS = re.compile(r"(\d+) error\(s\)")
+ACCURACY_LINE = re.compile(r"^round +(\d+)/(\d+): test accuracy +([\d.]+)%")
+ROUND_START = re.compile(r"\[ROUND (\d+)/\d+\]")
+TRAIN_TALLY = re.compile(r"train: (\d+)/(\d+) results, (\d+) errors")
 
 try:
     import ray  # noqa: F401
@@ -134,23 +135,21 @@ def run_cli(*args: str) -> Lines:
     return Lines([FL_ASYNC, "run", *QUICKSTART, "--backend", "ray", *args], env={"RAY_AUTH_MODE": "token"})
 
 
-def rounds(lines: list[str]) -> list[tuple[int, float, int, int, int]]:
-    """``(round, accuracy 0..1, replies with a model, nodes asked, errors)`` per round line."""
-    out = []
-    for line in lines:
-        m = ROUND_LINE.search(line)
-        if m:
-            e = ERRORS.search(line)
-            out.append(
-                (
-                    int(m.group(1)),
-                    float(m.group(3)) / 100,
-                    int(m.group(4)),
-                    int(m.group(5)),
-                    int(e.group(1)) if e else 0,
-                )
-            )
-    return out
+def rounds(out: list[str], err: list[str]) -> list[tuple[int, float, int, int, int]]:
+    """``(round, accuracy 0..1, replies with a model, nodes asked, errors)`` per round.
+
+    The accuracy comes from the quickstart's stdout line; the tally from the strategy's INFO log on stderr
+    (``[ROUND k/n]`` then ``train: results/sent results, e errors``).
+    """
+    accuracy = {int(m.group(1)): float(m.group(3)) / 100 for m in map(ACCURACY_LINE.search, out) if m}
+    tally: dict[int, tuple[int, int, int]] = {}
+    current = 0
+    for line in err:
+        if m := ROUND_START.search(line):
+            current = int(m.group(1))
+        elif (m := TRAIN_TALLY.search(line)) and current:
+            tally[current] = (int(m.group(1)), int(m.group(2)), int(m.group(3)))
+    return [(r, accuracy[r], *tally.get(r, (0, 0, 0))) for r in sorted(accuracy)]
 
 
 # ----------------------------------------------------------------------------------- without Ray
@@ -235,7 +234,7 @@ def test_quickstart_on_ray_matches_in_process_accuracy(ray_head: tuple[Lines, st
     finally:
         proc.kill()
     assert rc == 0, proc.describe()
-    on_ray = rounds(proc.out)
+    on_ray = rounds(proc.out, proc.err)
     assert [r[0] for r in on_ray] == list(range(1, 21)), proc.describe()
     assert all(r[2] == r[3] == 50 and r[4] == 0 for r in on_ray), on_ray
     assert "federated evaluation on 50 nodes" in "\n".join(proc.out)
@@ -246,7 +245,7 @@ def test_quickstart_on_ray_matches_in_process_accuracy(ray_head: tuple[Lines, st
     buffer = io.StringIO()
     with redirect_stdout(buffer):
         anyio.run(_in_process, 50)
-    in_process = rounds(buffer.getvalue().splitlines())
+    in_process = rounds(buffer.getvalue().splitlines(), [])
     assert len(in_process) == 20
     assert abs(on_ray[-1][1] - in_process[-1][1]) <= 0.005, (on_ray[-1], in_process[-1])
     assert on_ray[-1][1] >= 0.85, on_ray
@@ -271,13 +270,14 @@ def test_killing_an_actor_turns_its_nodes_work_into_error_replies(ray_head: tupl
     finally:
         proc.kill()
     assert rc == 0, proc.describe()
-    seen = rounds(proc.out)
+    seen = rounds(proc.out, proc.err)
     assert [r[0] for r in seen] == list(range(1, 9)), proc.describe()
     hit = [r for r in seen if r[4]]
     assert hit, seen  # the round(s) in flight when the actor died got error replies ...
     assert all(r[4] <= 10 and r[2] + r[4] == r[3] for r in hit), hit
     assert seen[-1][2:] == (40, 40, 0), seen  # ... and later rounds run on the 40 nodes left
-    assert "NODE_UNAVAILABLE" in "\n".join(proc.out) or "offline" in "\n".join(proc.out), proc.out
+    logged = "\n".join(proc.out + proc.err)
+    assert "NODE_UNAVAILABLE" in logged or "offline" in logged, proc.describe()
     assert any("Ray actor 2 (nodes 20..29) died" in line for line in proc.err), proc.err
 
 
@@ -290,4 +290,4 @@ def test_without_an_address_a_local_ray_instance_is_started_and_stopped() -> Non
     finally:
         proc.kill()
     assert rc == 0, proc.describe()
-    assert [r[:1] + r[2:] for r in rounds(proc.out)] == [(1, 4, 4, 0), (2, 4, 4, 0)], proc.describe()
+    assert [r[:1] + r[2:] for r in rounds(proc.out, proc.err)] == [(1, 4, 4, 0), (2, 4, 4, 0)], proc.describe()

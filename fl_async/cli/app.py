@@ -155,6 +155,14 @@ AppDir = Annotated[
     ),
 ]
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Log debug messages on stderr.")]
+Database = Annotated[
+    str,
+    typer.Option(
+        metavar="FILE",
+        help="Keep the link's state in this SQLite file (blob payloads in FILE.blobs/): restarted on it, the link "
+        "continues its runs, nodes and messages. Default :memory: (lost at exit).",
+    ),
+]
 
 
 # -------------------------------------------------------------------------------------------- commands
@@ -208,6 +216,15 @@ def superlink_command(
             "port 9093; port 0: any free port). Open it in firewalls too.",
         ),
     ] = None,
+    database: Database = ":memory:",
+    database_sync: Annotated[
+        str,
+        typer.Option(
+            metavar="normal|full",
+            help="Durability of --database FILE: normal survives a crash of the link process (kill -9); full "
+            "also survives power loss (an fsync per commit).",
+        ),
+    ] = "normal",
     verbose: Verbose = False,
     limits: dict[str, Any] | None = None,
 ) -> None:
@@ -221,6 +238,8 @@ def superlink_command(
         check_address(fleet_api_address, option="--fleet-api-address")
         if blob_api_address is not None:
             check_address(blob_api_address, option="--blob-api-address")
+        if database_sync not in ("normal", "full"):
+            raise CliArgumentError(f"--database-sync must be 'normal' or 'full', got {database_sync!r}")
         if not 0 < disconnect_grace < float("inf"):
             raise CliArgumentError(f"--disconnect-grace must be a number of seconds > 0, got {disconnect_grace}")
         tls = resolve_link_tls(
@@ -252,6 +271,8 @@ def superlink_command(
             tls=tls,
             heartbeat_patience=heartbeat_patience,
             disconnect_grace=disconnect_grace,
+            database=database,
+            database_sync=database_sync,
             **(limits or {}),
         )
     except (TypeError, ValueError) as exc:
@@ -469,6 +490,7 @@ def run_command(
             min=1, metavar="K", help="Ray backend: nodes per Ray actor (default: spread over one actor per CPU)."
         ),
     ] = None,
+    database: Database = ":memory:",
     verbose: Verbose = False,
 ) -> None:
     """Run a federation: a SuperLink and the ServerApp in this process, N SuperNodes in it or in Ray actors.
@@ -519,6 +541,7 @@ def run_command(
                     run_config=config,
                     max_concurrency=max_concurrency,
                     progress=progress,
+                    database=database,
                 )
             tg.cancel_scope.cancel()
 

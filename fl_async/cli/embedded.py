@@ -84,6 +84,7 @@ async def run_embedded(
     max_concurrency: int = 1,
     progress: bool | None = None,
     console: Any = None,
+    database: str = ":memory:",
 ) -> Any:
     """Start a link and ``num_supernodes`` nodes on 127.0.0.1, run ``server_app`` to completion, tear down.
 
@@ -99,6 +100,7 @@ async def run_embedded(
         max_concurrency: messages each node may handle at once.
         progress: draw round progress on stderr (``None``: only if stderr is a terminal).
         console: a ``rich.console.Console`` for the progress display (default: stderr).
+        database: the link's state: ``":memory:"`` (default) or a SQLite file (``LinkConfig.database``).
 
     Returns:
         What the server app's main returned.
@@ -123,7 +125,7 @@ async def run_embedded(
     view = RoundProgress(rounds_from_config(config), num_supernodes, enabled=progress, console=console)
     app_for_nodes = observe_client_app(client_app, view) if view.enabled else client_app
 
-    link_config = LinkConfig(driver_api_address="127.0.0.1:0", fleet_api_address="127.0.0.1:0")
+    link_config = LinkConfig(driver_api_address="127.0.0.1:0", fleet_api_address="127.0.0.1:0", database=database)
     async with SuperLink(link_config) as link:
         nodes = [
             SuperNode(

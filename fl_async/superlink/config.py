@@ -123,6 +123,12 @@ class LinkConfig:
             authenticated call within it (e.g. it reconnects after a network blip) stays online; otherwise
             it goes offline and its instructions become NODE_UNAVAILABLE. Must be > 0; a value above
             ``heartbeat_interval * heartbeat_patience`` leaves detection to the heartbeat rule alone.
+        database: where the link keeps its state: ``":memory:"`` (default, as Flower: lost when the process
+            ends) or a SQLite file (created if absent; blob payloads go to the directory ``FILE + ".blobs"``
+            beside it). With a file, a link restarted on it continues where it stopped: same runs, node ids,
+            queued, in-flight and answered instructions (see ``docs/superlink.md``).
+        database_sync: durability of the database: ``"normal"`` (default: survives a crash of the process,
+            e.g. kill -9) or ``"full"`` (also survives power loss or an OS crash; one fsync per commit).
 
     Raises:
         ValueError: a field is out of range or an address is malformed (the message names the field).
@@ -158,6 +164,8 @@ class LinkConfig:
     disconnect_grace: float = 3.0
     blob_api_address: str | None = None
     blob_header_timeout: float = 10.0
+    database: str = ":memory:"
+    database_sync: str = "normal"
 
     def __post_init__(self) -> None:
         for name in ("driver_api_address", "fleet_api_address"):
@@ -232,6 +240,10 @@ class LinkConfig:
             raise ValueError(f"LinkConfig.blob_min_rate must be an integer >= 0, got {self.blob_min_rate!r}")
         if self.request_read_timeout <= 0:
             raise ValueError(f"LinkConfig.request_read_timeout must be > 0 s, got {self.request_read_timeout}")
+        if not isinstance(self.database, str) or not self.database:
+            raise ValueError(f"LinkConfig.database must be ':memory:' or a file name, got {self.database!r}")
+        if self.database_sync not in ("normal", "full"):
+            raise ValueError(f"LinkConfig.database_sync must be 'normal' or 'full', got {self.database_sync!r}")
         if self.disconnect_grace <= 0:
             raise ValueError(f"LinkConfig.disconnect_grace must be > 0 s, got {self.disconnect_grace}")
         if self.max_poll_timeout < 0:

@@ -19,6 +19,7 @@ import anyio
 import grpclib.server
 
 from fl_async._net import format_address, parse_address, server_ssl_context
+from fl_async.blobs.disk import BlobDirectory
 from fl_async.superlink.admission import Admission, SessionCallers
 from fl_async.superlink.config import LinkConfig
 from fl_async.superlink.connections import ConnectionTracker
@@ -27,6 +28,7 @@ from fl_async.superlink.gate import ConnectionGate
 from fl_async.superlink.payloads import LinkBlobs, run_blob_token
 from fl_async.superlink.rpc import CallTracker, LimitedProtoCodec
 from fl_async.superlink.services import DriverService, FleetService, WrongApiService
+from fl_async.superlink.sqlite_store import DatabaseError, SqliteStore
 from fl_async.superlink.state import LinkState, LinkStats, PayloadTracker
 from fl_async.superlink.store import LinkStore
 from fl_async.superlink.wakeups import Wakeups
@@ -53,9 +55,14 @@ class SuperLink:
     Args:
         config: addresses, TLS and limits.
         clock: Unix-time clock for TTLs and liveness (tests may inject one).
-        store: storage backend (default: in-memory).
+        store: storage backend (default: ``config.database``: in memory, or a
+            :class:`~fl_async.superlink.sqlite_store.SqliteStore` on that file, closed when the link stops).
         payloads: hook told which messages the link holds (default: the blob data path,
             :class:`~fl_async.superlink.payloads.LinkBlobs`).
+
+    Raises:
+        DatabaseError: ``config.database`` cannot be used (unreadable or corrupt, newer schema, in use by another
+            link); the message names the file and the problem.
 
     Attributes:
         state: the sans-IO state (for tests and introspection; only touch it from the link's event loop).
@@ -72,8 +79,13 @@ class SuperLink:
     ) -> None:
         self.config = config if config is not None else LinkConfig()
         self._clock = clock
+        if store is None and self.config.database != ":memory:":  # DatabaseError: one line naming the file
+            store = SqliteStore(self.config.database, sync=self.config.database_sync)
+        self._owned_store = store if isinstance(store, SqliteStore) else None
         self._wakeups = Wakeups()
         self._calls = CallTracker()
+        if self._owned_store is not None:
+            self._calls.before_send = self._owned_store.commit
         # connection loss -> the state's disconnect-grace rule (not reported once the link stops)
         self._connections = ConnectionTracker(on_lost=self._connection_lost)
         # the blob data path (store + server) is the default payload tracker
@@ -85,13 +97,39 @@ class SuperLink:
                 quota=cfg.blob_quota_bytes,
                 min_rate=cfg.blob_min_rate,
                 rate_window=cfg.blob_rate_window,
+                secret=store.link_secret() if store is not None else None,
             )
             if payloads is None
             else None
         )
+        self.blob_directory: BlobDirectory | None = None
+        """Where blob payloads are kept on disk (a link with a database file and a blob data path), else ``None``."""
+        if self.blobs is not None and cfg.database != ":memory:":
+            self.blob_directory = BlobDirectory(cfg.database + ".blobs", sync=cfg.database_sync == "full")
+            try:
+                self.blob_directory.attach(self.blobs.store, now=time.monotonic())
+            except OSError as exc:
+                if self._owned_store is not None:
+                    self._owned_store.close()
+                raise DatabaseError(f"database {cfg.database}: blob directory unusable: {exc}") from None
         self.state = LinkState.from_config(
             self.config, clock=clock, store=store, listener=self._wakeups, payloads=payloads or self.blobs
         )
+        self.recovered = self.state.resume() if store is not None and store.link_secret() is not None else 0
+        """How many instructions (unanswered or with a reply waiting) the link took over from its database."""
+        if self.blobs is not None:
+            for run_id in self.state.store.run_ids():  # the same driver tokens as before the restart
+                self.blobs.run_token(run_id)
+        if self._owned_store is not None:
+            self._owned_store.commit()
+            log.info(
+                "database %s: %d run(s), %d node(s), %d instruction(s) and %d blob(s) taken over",
+                cfg.database,
+                self.state.store.run_count(),
+                self.state.store.node_count(),
+                self.recovered,
+                self.blob_directory.loaded if self.blob_directory is not None else 0,
+            )
         self._wakeups.node_count = self.state.store.node_count
         if self.blobs is not None:
             self.blobs.attach(self._node_token)
@@ -193,6 +231,8 @@ class SuperLink:
                 self._addresses["blob"] = format_address(_WILDCARDS.get(host, host), self.blobs.port)
         except BaseException:
             await self._close_servers(0.0)
+            if self._owned_store is not None:
+                self._owned_store.close()
             self._lifecycle = _Lifecycle.STOPPED
             raise
         self._timer = asyncio.create_task(self._run_timer(), name="fl-async-superlink-deadlines")
@@ -303,6 +343,8 @@ class SuperLink:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._timer
         await self._close_servers(grace)
+        if self._owned_store is not None:
+            self._owned_store.close()
         log.info("SuperLink stopped")
 
     async def _close_servers(self, grace: float) -> None:

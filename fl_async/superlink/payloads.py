@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import hmac
 import logging
 import secrets
@@ -60,6 +61,8 @@ class LinkBlobs:
         quota: most bytes each node or run may have uploaded that no pushed message names yet (``None``: none).
         min_rate: bytes per second an upload must keep up over each ``rate_window`` seconds (0: no floor).
         rate_window: seconds over which ``min_rate`` is measured.
+        secret: when given, run tokens are derived from it (``HMAC-SHA256(secret, run_id)``) instead of drawn at
+            random, so that a link restarting on its database gives its drivers' runs the same tokens.
     """
 
     def __init__(
@@ -75,7 +78,9 @@ class LinkBlobs:
         quota: int | None = None,
         min_rate: float = 0.0,
         rate_window: float = 10.0,
+        secret: bytes | None = None,
     ) -> None:
+        self._secret = secret
         self.store = BlobStore(max_bytes=max_bytes, max_blob_bytes=max_blob_bytes, linger=linger, quota=quota)
         self.min_rate = min_rate
         self.rate_window = rate_window
@@ -101,7 +106,12 @@ class LinkBlobs:
         """The driver token of ``run_id`` (created on first use; given out in CreateRunResponse)."""
         tok = self._run_tokens.get(run_id)
         if tok is None:
-            tok = self._run_tokens[run_id] = _RUN + _ID.pack(run_id) + secrets.token_bytes(32)
+            mac = (
+                hmac.new(self._secret, _ID.pack(run_id), hashlib.sha256).digest()
+                if self._secret is not None
+                else secrets.token_bytes(32)
+            )
+            tok = self._run_tokens[run_id] = _RUN + _ID.pack(run_id) + mac
         return tok
 
     def run_ended(self, run_id: int) -> None:

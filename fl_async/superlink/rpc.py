@@ -225,6 +225,9 @@ class CallTracker:
     def __init__(self) -> None:
         self.active = 0
         self._idle: list[Callable[[], None]] = []
+        self.before_send: Callable[[], None] | None = None
+        """Called before each response is sent (a durable store commits there: no caller learns of a change
+        that a crash could undo); if it raises, the call fails UNAVAILABLE and its ``undo`` runs."""
 
     def enter(self) -> None:
         """A call started."""
@@ -285,6 +288,12 @@ def unary_handler(
                 log.exception("%s failed", name)
                 raise GRPCError(Status.INTERNAL, f"{name}: internal error ({type(exc).__name__})") from None
             try:
+                if calls.before_send is not None:
+                    try:
+                        calls.before_send()
+                    except Exception as exc:
+                        log.exception("%s: saving the link state failed", name)
+                        raise GRPCError(Status.UNAVAILABLE, f"{name}: the link could not save its state ({exc})")
                 await stream.send_message(response)
             except BaseException:
                 if undo is not None:

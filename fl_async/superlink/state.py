@@ -79,6 +79,10 @@ __all__ = [
 log = logging.getLogger("fl_async.superlink")
 
 
+RESUME_GRACE = 30.0
+"""Seconds every node gets after a link restart to show a sign of life (see :meth:`LinkState.resume`)."""
+
+
 def random_id() -> int:
     """A random node or run id, uniform in ``[1, 2**64 - 1]``."""
     while True:
@@ -157,6 +161,52 @@ class LinkState:
             reply_ttl=config.reply_ttl,
             **kwargs,  # type: ignore[arg-type]
         )
+
+    def resume(self, grace: float = RESUME_GRACE) -> int:
+        """Take over what a durable store loaded at start (a link restarting on its database); return how many
+        instructions it recovered.
+
+        Every node gets ``max(interval * patience, grace)`` seconds from now to show a sign of life (its
+        reconnect backoff may exceed its liveness window); every run's idle TTL starts again now; unanswered
+        instructions are queued again for their node (in push order, in-flight ones included: they were leased,
+        not consumed) with their TTLs re-armed, or answered NODE_UNAVAILABLE if their node is gone; stored
+        replies wait for their driver again. Instructions of runs that no longer exist are dropped.
+        """
+        now = self.clock()
+        for node in self.store.nodes():
+            until = now + max(node.heartbeat_interval * self.patience, grace)
+            self.store.set_liveness(node.node_id, node.heartbeat_interval, until)
+            self._push_node_deadline(node.node_id, until)
+        recovered = self.store.recovered_instructions()
+        for ins in recovered:
+            if self.store.get_run(ins.run_id) is None:  # ended before the restart
+                if ins.status is not Status.ANSWERED:
+                    self.store.set_reply(
+                        ins.message_id, synthetic_error_reply(ins, ErrorCode.MESSAGE_EXPIRED, "run ended", now)
+                    )
+                self.store.pop_reply(ins.message_id)
+                continue
+            if ins.status is Status.ANSWERED:
+                assert ins.reply is not None
+                self.payloads.retain(ins.reply)
+                self.lifetimes.reply_stored(ins.message_id, now)
+                continue
+            self._unanswered += 1
+            self.payloads.retain(ins.message)
+            heapq.heappush(self._ttl_deadlines, (ins.expires_at, ins.message_id))
+            if self.store.get_node(ins.node_id) is None:
+                self._answer(
+                    ins,
+                    synthetic_error_reply(
+                        ins, ErrorCode.NODE_UNAVAILABLE, f"node {ins.node_id} was gone when the link restarted", now
+                    ),
+                )
+        for run_id in self.store.run_ids():
+            self.lifetimes.touch_run(run_id, now)
+        deadline = self.next_deadline()
+        if deadline is not None:
+            self.listener.deadline_added(deadline)
+        return len(recovered)
 
     # ---------------------------------------------------------------------------- time
     def next_deadline(self) -> float | None:

@@ -45,6 +45,7 @@ class RunRecord:
     fab_id: str
     fab_version: str
     run_config: list[pb.ValueEntry] = field(default_factory=list)
+    owner: str = ""
 
 
 @dataclass
@@ -62,6 +63,7 @@ class NodeRecord:
     token: bytes
     heartbeat_interval: float
     online_until: float
+    public_key: bytes = b""
 
 
 @dataclass
@@ -186,6 +188,26 @@ class LinkStore(abc.ABC):
     def counts(self) -> tuple[int, int, int, dict[int, tuple[int, int]]]:
         """``(queued, in_flight, replies, {node_id: (queued, in_flight)})`` over all nodes."""
 
+    # durability (a store that keeps nothing across restarts needs none of these) ---------------
+    def run_ids(self) -> list[int]:
+        """The ids of every stored run (for re-arming their lifetimes after a restart)."""
+        return []
+
+    def recovered_instructions(self) -> list[InstructionRecord]:
+        """The instructions a durable store loaded at start (oldest first; each QUEUED or ANSWERED), for the link
+        state to re-arm their deadlines; ``[]`` for a store that starts empty. Forgotten once returned."""
+        return []
+
+    def link_secret(self) -> bytes | None:
+        """A secret kept with the state (so that tokens derived from it survive a restart), or ``None``."""
+        return None
+
+    def commit(self) -> None:
+        """Make every change so far durable (called before a response reveals them). Nothing to do in memory."""
+
+    def close(self) -> None:
+        """Release the store's resources (the link calls it when it stops). Nothing to do in memory."""
+
 
 class MemoryStore(LinkStore):
     """In-memory :class:`LinkStore`: dicts and per-node deques. Everything is lost when the process ends.
@@ -215,6 +237,9 @@ class MemoryStore(LinkStore):
 
     def remove_run(self, run_id: int) -> None:
         self._runs.pop(run_id, None)
+
+    def run_ids(self) -> list[int]:
+        return list(self._runs)
 
     def run_instructions(self, run_id: int) -> list[InstructionRecord]:
         return [ins for ins in self._instructions.values() if ins.run_id == run_id]

@@ -293,7 +293,8 @@ def unary_handler(
                         calls.before_send()
                     except Exception as exc:
                         log.exception("%s: saving the link state failed", name)
-                        raise GRPCError(Status.UNAVAILABLE, f"{name}: the link could not save its state ({exc})")
+                        why = f"{name}: the link could not save its state ({exc})"
+                        raise GRPCError(Status.UNAVAILABLE, why) from None
                 await stream.send_message(response)
             except BaseException:
                 if undo is not None:

@@ -35,7 +35,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
-import os
 import secrets
 import sqlite3
 import time
@@ -184,7 +183,7 @@ def _message_bytes(message: pb.Message) -> bytes:
     """The message's wire bytes (its metadata re-encoded plus the raw tail it arrived with, when kept)."""
     tail = getattr(message, _TAIL, None)
     if tail is not None and message.metadata is not None:
-        return message_bytes(pb.Message(metadata=message.metadata)) + tail
+        return message_bytes(pb.Message(metadata=message.metadata)) + bytes(tail)
     return message_bytes(message)
 
 

@@ -204,9 +204,11 @@ class LinkStore(abc.ABC):
 
     def commit(self) -> None:
         """Make every change so far durable (called before a response reveals them). Nothing to do in memory."""
+        return None
 
     def close(self) -> None:
         """Release the store's resources (the link calls it when it stops). Nothing to do in memory."""
+        return None
 
 
 class MemoryStore(LinkStore):

@@ -305,7 +305,8 @@ class AsyncDriver:
             wait = deadline.wait_slice()
             started = time.monotonic()
             req = pb.WaitForNodesRequest(run_id=self.run_id, min_nodes=min_nodes, timeout=wait)
-            resp = await transport.call("WaitForNodes", req, wait=wait)
+            until = None if deadline.infinite else time.monotonic() + deadline.remaining()
+            resp = await transport.call("WaitForNodes", req, wait=wait, until=until)
             ids = list(resp.node_ids)
             if len(ids) >= min_nodes:
                 return ids
@@ -507,7 +508,8 @@ class AsyncDriver:
             req = pb.PullMessagesRequest(
                 run_id=self.run_id, message_ids=list(wanted), timeout=wait, max_messages=limit - got if limit else 0
             )
-            resp = await transport.call("PullMessages", req, wait=wait)
+            until = None if deadline.infinite else time.monotonic() + deadline.remaining()
+            resp = await transport.call("PullMessages", req, wait=wait, until=until)
             replies = await self._materialize(resp.messages)
             got += len(resp.messages)
             if replies:

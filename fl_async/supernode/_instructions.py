@@ -31,6 +31,7 @@ from fl_async.errors import (
     ResourceExhaustedError,
 )
 from fl_async.proto.fl_async import v1 as pb
+from fl_async.supernode._answered import RUNNING, AnsweredCache
 from fl_async.supernode._dispatch import run_client_app
 from fl_async.supernode._session import _PayloadRefused, _Session
 from fl_async.supernode.replies import error_reply, payload_error_reply, wire_error_reply
@@ -63,6 +64,31 @@ class InstructionHandler:
 
     def __init__(self, node: SuperNode) -> None:
         self._node = node
+        self._answered = AnsweredCache()
+
+    async def _answer_again(self, wire: pb.Message, sess: _Session, seen: str | bytes) -> None:
+        """An instruction this node has seen before arrived again (see :mod:`fl_async.supernode._answered`):
+        drop it if it is still being handled, else send the kept reply again, or an error reply saying the
+        reply was lost."""
+        mid = wire.metadata.message_id if wire.metadata is not None else "?"
+        if seen == RUNNING:
+            logger.info("node %s: instruction %s handed out again while being handled: one reply", sess.node_id, mid)
+            return
+        data = seen if isinstance(seen, bytes) and seen else b""
+        if not data:
+            lost = wire_error_reply(
+                wire,
+                ErrorCode.UNKNOWN,
+                "the node answered this instruction before but no longer holds its reply: reported lost",
+            )
+            if lost is None:
+                return
+            data = message_bytes(self._encode(lost))
+        logger.info("node %s: instruction %s handed out again: sending its reply again", sess.node_id, mid)
+        try:
+            await sess.conn.push(push_request(sess.wire_auth, [data]))
+        except FlAsyncError as exc:
+            logger.warning("node %s: sending the reply to %s again failed: %s", sess.node_id, mid, exc)
 
     def _decode(self, wire: pb.Message, blobs: Mapping[bytes, Any] | None = None) -> Message:
         """The one place the node decodes instructions; ``blobs`` holds fetched, verified payloads."""
@@ -84,13 +110,20 @@ class InstructionHandler:
         the TTL because of it.
         """
         holding = True
+        mid = ""
         try:
             while True:
+                mid = wire.metadata.message_id if wire.metadata is not None else ""
+                seen = self._answered.begin(mid)
+                if seen is not None:  # handed out again (the link restarted before it stored the reply)
+                    await self._answer_again(wire, sess, seen)
+                    return
                 try:
                     reply = await self._reply_for(wire, sess)
                 except Exception as exc:
                     reply = self._failure_reply(wire, sess, "handling", exc)
                 if reply is None:
+                    self._answered.finished(mid)
                     return
                 try:
                     holding, wires, pulled_on = await self._push(reply)
@@ -110,6 +143,7 @@ class InstructionHandler:
                         )
                     else:
                         holding, wires, pulled_on = await self._push(fallback)
+                self._answered.finished(mid)
                 if not wires or pulled_on is None:
                     return
                 for _ in wires:
@@ -118,6 +152,7 @@ class InstructionHandler:
                 for other in wires[1:]:
                     self._node._tg.start_soon(self.handle, other, sess)
         except Exception:  # last resort (the fallback push failed): keep serving the others
+            self._answered.finished(mid)
             logger.exception(
                 "node %s: unexpected error while handling an instruction; no reply sent for it", sess.node_id
             )
@@ -314,6 +349,8 @@ class InstructionHandler:
                     return True, [], None
                 self._node._last_ok = time.monotonic()
                 ids = resp.message_ids
+                if ids and ids[0]:
+                    self._answered.answered(md.reply_to_message, data)
                 if not ids or not ids[0]:
                     reason = resp.reasons[0] if resp.reasons else "no reason given"
                     logger.log(

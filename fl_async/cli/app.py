@@ -298,6 +298,13 @@ def superlink_command(
                     f"Driver API on {link.driver_address}, Fleet API on {link.fleet_address}, "
                     f"blob data path on {link.blob_address}, {mode}",
                 )
+                if database != ":memory:":
+                    stats = link.stats()
+                    info(
+                        cmd,
+                        f"state in {database} (--database-sync {database_sync}): {stats.runs} run(s), "
+                        f"{stats.nodes} node(s), {link.recovered} instruction(s) taken over",
+                    )
                 await stopped.wait()
 
     run_async_command(cmd, serve)

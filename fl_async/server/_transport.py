@@ -65,6 +65,7 @@ class DriverTransport:
         self._channel = channel
         self._stub = pb.DriverStub(self._channel)
         self._closed = False
+        self._reached = False
         self.credentials: Metadata | None = None
         """Header credentials sent with every call once the run exists (:func:`fl_async._credentials.run_metadata`)."""
 
@@ -81,7 +82,9 @@ class DriverTransport:
     async def call(self, rpc: str, request: Any, *, wait: float = 0.0, until: float | None = None) -> Any:
         """Make one unary call to the link, retrying transport failures (e.g. the link restarting) until ``until``.
 
-        A call that failed before reaching the link (connection refused) is always retried; one that may have
+        Only a transport that has reached the link once retries (a link that was never reached is reported at
+        once: wrong address, or not started). A call that failed before reaching the link (connection refused) is
+        always retried; one that may have
         reached it (the connection broke during the call) is retried unless it is in :data:`NOT_RETRIED`
         (a second ``PushMessages`` would queue the instructions twice). Retries wait with capped, jittered
         exponential backoff (:func:`retry_pause`), never past ``until``. A long-poll (``wait > 0``) retried
@@ -108,8 +111,12 @@ class DriverTransport:
         first_failure = 0.0
         while True:
             try:
-                return await self._call_once(rpc, request, wait)
+                response = await self._call_once(rpc, request, wait)
+                self._reached = True
+                return response
             except _Retryable as retryable:
+                if not self._reached:  # never reached (wrong address, link not started): say so at once
+                    raise retryable.error from retryable.error.__cause__
                 now = time.monotonic()
                 if attempt == 0:
                     first_failure = now

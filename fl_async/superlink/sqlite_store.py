@@ -37,17 +37,20 @@ import fcntl
 import logging
 import secrets
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from fl_async._fastwire import message_bytes
+from fl_async._fastwire import TAIL_LIMIT, message_bytes
+from fl_async.codec import external_arrays
 from fl_async.errors import FlAsyncError
 from fl_async.proto.fl_async import v1 as pb
 from fl_async.superlink.store import InstructionRecord, MemoryStore, NodeRecord, RunRecord, Status
 
 __all__ = [
+    "CHECKPOINT_INTERVAL",
     "DELIVERY_MARGIN",
     "SCHEMA_VERSION",
     "SYNC_LEVELS",
@@ -66,6 +69,9 @@ SCHEMA_VERSION = 1
 
 DELIVERY_MARGIN = 2.0
 """Seconds a reply taken by a driver stays on disk (see the module docstring)."""
+
+CHECKPOINT_INTERVAL = 1.0
+"""Seconds between WAL checkpoints (run in a thread of the store)."""
 
 SYNC_LEVELS = {"normal": "NORMAL", "full": "FULL"}
 """``--database-sync`` values -> ``PRAGMA synchronous`` levels."""
@@ -96,7 +102,8 @@ _SCHEMA_V1 = (
     "NOT NULL, public_key BLOB NOT NULL)",
     "CREATE TABLE instructions (message_id VARCHAR(64) PRIMARY KEY, seq BIGINT NOT NULL, node_id BIGINT NOT NULL, "
     "run_id BIGINT NOT NULL, answered SMALLINT NOT NULL, expires_at DOUBLE PRECISION NOT NULL, "
-    "message BLOB NOT NULL, reply BLOB)",
+    "group_id TEXT NOT NULL, message_type TEXT NOT NULL, ttl DOUBLE PRECISION NOT NULL, "
+    "created_at DOUBLE PRECISION NOT NULL, external SMALLINT NOT NULL, body BLOB NOT NULL, reply BLOB)",
     "CREATE INDEX instructions_seq ON instructions (seq)",
 )
 
@@ -187,6 +194,37 @@ def _message_bytes(message: pb.Message) -> bytes:
     return message_bytes(message)
 
 
+def _body(message: pb.Message) -> bytes:
+    """The message's wire bytes without its metadata (content or error): the tail it arrived with, when kept."""
+    tail = getattr(message, _TAIL, None)
+    if tail is not None:
+        return bytes(tail)
+    return message_bytes(pb.Message(content=message.content, error=message.error))
+
+
+def _instruction_from_row(row: tuple[Any, ...]) -> InstructionRecord:
+    """An unanswered instruction from its row, without parsing its body when it is small and names no blob: the
+    body becomes the message's tail, re-emitted verbatim when the instruction is handed out."""
+    message_id, node_id, run_id, expires_at, group_id, message_type, ttl, created_at, external, body = row
+    md = pb.Metadata(
+        run_id=from_db(run_id),
+        message_id=message_id,
+        dst_node_id=from_db(node_id),
+        group_id=group_id,
+        ttl=float(ttl),
+        message_type=message_type,
+        created_at=float(created_at),
+    )
+    body = bytes(body)
+    if external or len(body) > TAIL_LIMIT:
+        message = pb.Message.parse(body)
+        message.metadata = md
+    else:
+        message = pb.Message(metadata=md)
+        object.__setattr__(message, _TAIL, body)
+    return InstructionRecord(message, expires_at=float(expires_at))
+
+
 class SqliteStore(MemoryStore):
     """A :class:`MemoryStore` whose changes are written through to a SQLite database (see the module docstring).
 
@@ -224,6 +262,29 @@ class SqliteStore(MemoryStore):
         except (sqlite3.Error, ValueError, IndexError) as exc:
             self.close()
             raise DatabaseError(f"database {self.path} is unreadable or corrupt: {exc}") from None
+        # checkpoints (copying the WAL into the file; they fsync) run in a thread, not in a commit on the loop
+        self._db.execute("PRAGMA wal_autocheckpoint = 0")
+        self._stop_checkpoints = threading.Event()
+        self._checkpointer = threading.Thread(
+            target=self._checkpoint_loop, name="fl-async-link-checkpoint", daemon=True
+        )
+        self._checkpointer.start()
+
+    def _checkpoint_loop(self) -> None:
+        """Every :data:`CHECKPOINT_INTERVAL` seconds with commits since the last one: a PASSIVE checkpoint on a
+        connection of this thread (it never blocks the link's writes)."""
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute(f"PRAGMA synchronous = {SYNC_LEVELS[self.sync]}")
+            done = 0
+            while not self._stop_checkpoints.wait(CHECKPOINT_INTERVAL):
+                if self.commits != done:
+                    done = self.commits
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.Error as exc:
+            log.warning("database %s: checkpoints stopped: %s", self.path, exc)
+        finally:
+            conn.close()
 
     # ------------------------------------------------------------------------ loading
     def _load(self) -> bytes:
@@ -244,11 +305,12 @@ class SqliteStore(MemoryStore):
             "SELECT node_id, token, heartbeat_interval, public_key FROM nodes"
         ):
             super().add_node(NodeRecord(from_db(node_id), bytes(token), float(interval), 0.0, bytes(public_key)))
-        for seq, answered, expires_at, message, reply in db.execute(
-            "SELECT seq, answered, expires_at, message, reply FROM instructions ORDER BY seq"
+        for seq, answered, reply, *row in db.execute(
+            "SELECT seq, answered, reply, message_id, node_id, run_id, expires_at, group_id, message_type, ttl, "
+            "created_at, external, body FROM instructions ORDER BY seq"
         ):
             self._seq = max(self._seq, int(seq))
-            ins = InstructionRecord(pb.Message.parse(bytes(message)), expires_at=float(expires_at))
+            ins = _instruction_from_row(tuple(row))
             if answered:
                 ins.status = Status.ANSWERED
                 ins.reply = pb.Message.parse(bytes(reply))
@@ -322,6 +384,10 @@ class SqliteStore(MemoryStore):
         """Commit what is pending (delivered replies are deleted now) and close the file. Idempotent."""
         if self._db is None:
             return
+        stop = getattr(self, "_stop_checkpoints", None)
+        if stop is not None:
+            stop.set()
+            self._checkpointer.join(timeout=10)
         with contextlib.suppress(sqlite3.Error, DatabaseError):
             for mid in self._doomed:
                 self._write("DELETE FROM instructions WHERE message_id = ?", (mid,))
@@ -372,28 +438,39 @@ class SqliteStore(MemoryStore):
         self._write("DELETE FROM nodes WHERE node_id = ?", (to_db(node_id),))
 
     # ------------------------------------------------------------------------ instructions
-    def add_instruction(self, instruction: InstructionRecord) -> None:
-        super().add_instruction(instruction)
+    def _insert(self, ins: InstructionRecord, body: bytes, reply: bytes | None) -> None:
+        md = ins.message.metadata
+        assert md is not None
         self._seq += 1
         self._write(
-            "INSERT INTO instructions (message_id, seq, node_id, run_id, answered, expires_at, message, reply) "
-            "VALUES (?, ?, ?, ?, 0, ?, ?, NULL)",
+            "INSERT INTO instructions (message_id, seq, node_id, run_id, answered, expires_at, group_id, "
+            "message_type, ttl, created_at, external, body, reply) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
-                instruction.message_id,
+                ins.message_id,
                 self._seq,
-                to_db(instruction.node_id),
-                to_db(instruction.run_id),
-                instruction.expires_at,
-                _message_bytes(instruction.message),
+                to_db(ins.node_id),
+                to_db(ins.run_id),
+                0 if reply is None else 1,
+                ins.expires_at,
+                md.group_id,
+                md.message_type,
+                md.ttl,
+                md.created_at,
+                1 if any(True for _ in external_arrays(ins.message)) else 0,
+                body,
+                reply,
             ),
         )
 
+    def add_instruction(self, instruction: InstructionRecord) -> None:
+        super().add_instruction(instruction)
+        self._insert(instruction, _body(instruction.message), None)
+
     def set_reply(self, message_id: str, reply: pb.Message) -> None:
         super().set_reply(message_id, reply)
-        ins = self._instructions[message_id]
         self._write(
-            "UPDATE instructions SET answered = 1, message = ?, reply = ? WHERE message_id = ?",
-            (message_bytes(pb.Message(metadata=ins.message.metadata)), _message_bytes(reply), message_id),
+            "UPDATE instructions SET answered = 1, external = 0, body = ?, reply = ? WHERE message_id = ?",
+            (b"", _message_bytes(reply), message_id),
         )
 
     def pop_reply(self, message_id: str) -> pb.Message:
@@ -404,17 +481,4 @@ class SqliteStore(MemoryStore):
     def restore_reply(self, instruction: InstructionRecord) -> None:
         super().restore_reply(instruction)
         if self._doomed.pop(instruction.message_id, None) is None and instruction.reply is not None:
-            self._write(
-                "INSERT INTO instructions (message_id, seq, node_id, run_id, answered, expires_at, message, reply) "
-                "VALUES (?, ?, ?, ?, 1, ?, ?, ?)",
-                (
-                    instruction.message_id,
-                    self._seq + 1,
-                    to_db(instruction.node_id),
-                    to_db(instruction.run_id),
-                    instruction.expires_at,
-                    message_bytes(pb.Message(metadata=instruction.message.metadata)),
-                    _message_bytes(instruction.reply),
-                ),
-            )
-            self._seq += 1
+            self._insert(instruction, b"", _message_bytes(instruction.reply))

@@ -7,12 +7,23 @@ authenticates the caller from the headers before it reads and decodes the reques
 
 from __future__ import annotations
 
-__all__ = ["NODE_ID_HEADER", "NODE_TOKEN_HEADER", "RUN_ID_HEADER", "RUN_TOKEN_HEADER", "node_metadata", "run_metadata"]
+__all__ = [
+    "NODE_ID_HEADER",
+    "NODE_TOKEN_HEADER",
+    "PUSH_ID_HEADER",
+    "RUN_ID_HEADER",
+    "RUN_TOKEN_HEADER",
+    "node_metadata",
+    "run_metadata",
+]
 
 NODE_ID_HEADER = "fl-async-node-id"
 NODE_TOKEN_HEADER = "fl-async-node-token-bin"
 RUN_ID_HEADER = "fl-async-run-id"
 RUN_TOKEN_HEADER = "fl-async-run-token-bin"
+PUSH_ID_HEADER = "fl-async-push-id"
+"""A driver's ``PushMessages`` carries a fresh id here (32 hex digits); the same id sent again (a retry after the
+connection broke) gets the first call's answer instead of queueing the instructions twice."""
 
 Metadata = tuple[tuple[str, str | bytes], ...]
 

@@ -8,11 +8,12 @@ import asyncio
 import logging
 import random
 import time
+import uuid
 from typing import Any
 
 from grpclib.client import Channel
 
-from fl_async._credentials import Metadata
+from fl_async._credentials import PUSH_ID_HEADER, Metadata
 from fl_async._grpc import TRANSPORT_ERRORS, from_grpc, open_channel, rpc_methods
 from fl_async._net import client_ssl_context
 from fl_async.errors import FlAsyncError, LinkConnectionError
@@ -29,8 +30,9 @@ log = logging.getLogger("fl_async.server")
 RETRY_WINDOW = 60.0
 """Seconds a call without its own deadline keeps retrying transport failures (e.g. a link restarting)."""
 
-NOT_RETRIED = frozenset({"PushMessages", "CreateRun"})
-"""Calls not repeated once they may have reached the link (repeating them would act twice)."""
+NOT_RETRIED = frozenset({"CreateRun"})
+"""Calls not repeated once they may have reached the link (repeating them would act twice). ``PushMessages``
+carries a push id (:data:`~fl_async._credentials.PUSH_ID_HEADER`): the link answers a repeat as the first call."""
 
 
 def retry_pause(attempt: int) -> float:
@@ -86,7 +88,8 @@ class DriverTransport:
         once: wrong address, or not started). A call that failed before reaching the link (connection refused) is
         always retried; one that may have
         reached it (the connection broke during the call) is retried unless it is in :data:`NOT_RETRIED`
-        (a second ``PushMessages`` would queue the instructions twice). Retries wait with capped, jittered
+        (``PushMessages`` is sent with a push id, so a repeat is answered as the first call: nothing is queued
+        twice). Retries wait with capped, jittered
         exponential backoff (:func:`retry_pause`), never past ``until``. A long-poll (``wait > 0``) retried
         later asks the link to hold it only for what is left until ``until``.
 
@@ -109,9 +112,10 @@ class DriverTransport:
         """
         attempt = 0
         first_failure = 0.0
+        extra: Metadata = ((PUSH_ID_HEADER, uuid.uuid4().hex),) if rpc == "PushMessages" else ()
         while True:
             try:
-                response = await self._call_once(rpc, request, wait)
+                response = await self._call_once(rpc, request, wait, extra)
                 self._reached = True
                 return response
             except _Retryable as retryable:
@@ -132,12 +136,13 @@ class DriverTransport:
                     wait = max(0.0, min(wait, until - time.monotonic()))
                     request.timeout = wait
 
-    async def _call_once(self, rpc: str, request: Any, wait: float) -> Any:
+    async def _call_once(self, rpc: str, request: Any, wait: float, extra: Metadata = ()) -> Any:
         if self._closed:
             raise LinkConnectionError(f"{rpc} to {self._address}: the driver is closed")
         method = getattr(self._stub, _METHODS[rpc])
+        metadata = (*(self.credentials or ()), *extra) if extra else self.credentials
         try:
-            return await method(request, timeout=wait + self._call_timeout, metadata=self.credentials)
+            return await method(request, timeout=wait + self._call_timeout, metadata=metadata)
         except TRANSPORT_ERRORS as exc:  # only transport failures are mapped; a caller's error propagates unchanged
             if self._closed:
                 raise LinkConnectionError(f"{rpc} to {self._address}: the driver was closed during the call") from exc

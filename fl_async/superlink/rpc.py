@@ -6,6 +6,7 @@ import asyncio
 import logging
 import struct
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
 import betterproto2
@@ -15,18 +16,22 @@ from grpclib.const import Status
 from grpclib.encoding.proto import ProtoCodec
 from grpclib.exceptions import GRPCError
 
+from fl_async._credentials import PUSH_ID_HEADER
 from fl_async._fastwire import PUSH_REPLIES_INSTRUCTIONS_KEY, encode_messages_response, remember_tails
 from fl_async.proto.fl_async import v1 as pb
 from fl_async.superlink.admission import ANONYMOUS, Admission, body_identity_problem, buffered
 from fl_async.superlink.connections import CURRENT
 from fl_async.superlink.state import LinkStateError
 
-__all__ = ["CallTracker", "LimitedProtoCodec", "Undo", "unary_handler", "wire_type_problem"]
+__all__ = ["PUSH_ID", "CallTracker", "LimitedProtoCodec", "Undo", "unary_handler", "wire_type_problem"]
 
 log = logging.getLogger("fl_async.superlink")
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
+PUSH_ID: ContextVar[str] = ContextVar("fl_async_push_id", default="")
+"""The call's ``fl-async-push-id`` header (``""``: none, or longer than 64 characters), set by the handler."""
+
 Undo = Callable[[], None] | None
 """Called when a response could not be sent, to put back what the handler took (``None``: nothing to undo)."""
 
@@ -274,6 +279,8 @@ def unary_handler(
     async def handle(stream: grpclib.server.Stream[Any, Any]) -> None:
         calls.enter()
         CURRENT.set(getattr(getattr(stream, "_stream", None), "connection", None))
+        push_id = stream.metadata.get(PUSH_ID_HEADER) if stream.metadata is not None else None
+        PUSH_ID.set(push_id if isinstance(push_id, str) and len(push_id) <= 64 else "")
         try:
             request = await _recv_request(stream, codec, name, admission)
             if request is None:

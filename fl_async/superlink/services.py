@@ -20,7 +20,7 @@ from grpclib.exceptions import GRPCError
 from fl_async._grpc import Rpc, rpc_methods
 from fl_async.proto.fl_async import v1 as pb
 from fl_async.superlink.payloads import blob_port_of, run_blob_token
-from fl_async.superlink.rpc import CallTracker, LimitedProtoCodec, Undo, unary_handler
+from fl_async.superlink.rpc import PUSH_ID, CallTracker, LimitedProtoCodec, Undo, unary_handler
 from fl_async.superlink.state import (
     InvalidArgumentError,
     LinkState,
@@ -238,7 +238,7 @@ class DriverService(_Service):
     async def push_messages(self, req: pb.PushMessagesRequest) -> tuple[pb.PushMessagesResponse, Undo]:
         """PushMessages: queue instructions; ``""`` and a reason at refused positions."""
         self.state.touch_run(req.run_id)
-        ids, reasons = self.state.push_instructions(req.run_id, req.messages)
+        ids, reasons = self.state.push_instructions(req.run_id, req.messages, push_id=PUSH_ID.get())
         return pb.PushMessagesResponse(message_ids=ids, reasons=reasons), None
 
     async def pull_messages(self, req: pb.PullMessagesRequest) -> tuple[pb.PullMessagesResponse, Undo]:

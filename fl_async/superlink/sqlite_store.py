@@ -103,7 +103,8 @@ _SCHEMA_V1 = (
     "CREATE TABLE instructions (message_id VARCHAR(64) PRIMARY KEY, seq BIGINT NOT NULL, node_id BIGINT NOT NULL, "
     "run_id BIGINT NOT NULL, answered SMALLINT NOT NULL, expires_at DOUBLE PRECISION NOT NULL, "
     "group_id TEXT NOT NULL, message_type TEXT NOT NULL, ttl DOUBLE PRECISION NOT NULL, "
-    "created_at DOUBLE PRECISION NOT NULL, external SMALLINT NOT NULL, body BLOB NOT NULL, reply BLOB)",
+    "created_at DOUBLE PRECISION NOT NULL, external SMALLINT NOT NULL, body BLOB NOT NULL, reply BLOB, "
+    "push_id VARCHAR(64) NOT NULL, push_position INTEGER NOT NULL)",
     "CREATE INDEX instructions_seq ON instructions (seq)",
 )
 
@@ -205,7 +206,7 @@ def _body(message: pb.Message) -> bytes:
 def _instruction_from_row(row: tuple[Any, ...]) -> InstructionRecord:
     """An unanswered instruction from its row, without parsing its body when it is small and names no blob: the
     body becomes the message's tail, re-emitted verbatim when the instruction is handed out."""
-    message_id, node_id, run_id, expires_at, group_id, message_type, ttl, created_at, external, body = row
+    message_id, node_id, run_id, expires_at, group_id, message_type, ttl, created_at, external, body, push, pos = row
     md = pb.Metadata(
         run_id=from_db(run_id),
         message_id=message_id,
@@ -222,7 +223,7 @@ def _instruction_from_row(row: tuple[Any, ...]) -> InstructionRecord:
     else:
         message = pb.Message(metadata=md)
         object.__setattr__(message, _TAIL, body)
-    return InstructionRecord(message, expires_at=float(expires_at))
+    return InstructionRecord(message, expires_at=float(expires_at), push=(push, int(pos)) if push else None)
 
 
 class SqliteStore(MemoryStore):
@@ -307,7 +308,7 @@ class SqliteStore(MemoryStore):
             super().add_node(NodeRecord(from_db(node_id), bytes(token), float(interval), 0.0, bytes(public_key)))
         for seq, answered, reply, *row in db.execute(
             "SELECT seq, answered, reply, message_id, node_id, run_id, expires_at, group_id, message_type, ttl, "
-            "created_at, external, body FROM instructions ORDER BY seq"
+            "created_at, external, body, push_id, push_position FROM instructions ORDER BY seq"
         ):
             self._seq = max(self._seq, int(seq))
             ins = _instruction_from_row(tuple(row))
@@ -444,7 +445,8 @@ class SqliteStore(MemoryStore):
         self._seq += 1
         self._write(
             "INSERT INTO instructions (message_id, seq, node_id, run_id, answered, expires_at, group_id, "
-            "message_type, ttl, created_at, external, body, reply) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "message_type, ttl, created_at, external, body, reply, push_id, push_position) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 ins.message_id,
                 self._seq,
@@ -459,6 +461,8 @@ class SqliteStore(MemoryStore):
                 1 if any(True for _ in external_arrays(ins.message)) else 0,
                 body,
                 reply,
+                ins.push[0] if ins.push is not None else "",
+                ins.push[1] if ins.push is not None else 0,
             ),
         )
 

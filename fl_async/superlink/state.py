@@ -35,7 +35,7 @@ import os
 import secrets
 import time
 import uuid
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 
 from fl_async.codec import config_from_proto
@@ -78,6 +78,9 @@ __all__ = [
 
 log = logging.getLogger("fl_async.superlink")
 
+
+REMEMBERED_PUSHES = 4096
+"""How many ``(run, push id)`` answers the link keeps for retried pushes (the oldest are forgotten first)."""
 
 RESUME_GRACE = 30.0
 """Seconds every node gets after a link restart to show a sign of life (see :meth:`LinkState.resume`)."""
@@ -148,6 +151,7 @@ class LinkState:
         self._disconnect_deadlines: list[tuple[float, int]] = []  # (grace ends, node_id), lazily cleaned
         self._unanswered = 0  # instructions QUEUED or IN_FLIGHT (for compacting the TTL heap)
         self.lifetimes = Lifetimes(run_idle_ttl, reply_ttl)
+        self._pushes: OrderedDict[tuple[int, str], tuple[list[str], list[str]]] = OrderedDict()
 
     @classmethod
     def from_config(cls, config: LinkConfig, **kwargs: object) -> LinkState:
@@ -178,6 +182,14 @@ class LinkState:
             self.store.set_liveness(node.node_id, node.heartbeat_interval, until)
             self._push_node_deadline(node.node_id, until)
         recovered = self.store.recovered_instructions()
+        pushes: dict[tuple[int, str], dict[int, str]] = defaultdict(dict)
+        for ins in recovered:
+            if ins.push is not None:
+                pushes[(ins.run_id, ins.push[0])][ins.push[1]] = ins.message_id
+        for (run_id, push_id), positions in pushes.items():  # a retried push gets its first answer
+            ids = [positions.get(i, "") for i in range(max(positions) + 1)]
+            why = "refused before the link restarted"
+            self._remember_push(run_id, push_id, ids, ["" if mid else why for mid in ids])
         for ins in recovered:
             if self.store.get_run(ins.run_id) is None:  # ended before the restart
                 if ins.status is not Status.ANSWERED:
@@ -397,8 +409,14 @@ class LinkState:
         return [n.node_id for n in self.store.nodes()]
 
     # ---------------------------------------------------------------------------- Driver API: messages
-    def push_instructions(self, run_id: int, messages: Sequence[pb.Message]) -> tuple[list[str], list[str]]:
+    def push_instructions(
+        self, run_id: int, messages: Sequence[pb.Message], *, push_id: str = ""
+    ) -> tuple[list[str], list[str]]:
         """Queue instructions; return ``(message_ids, reasons)``, parallel to ``messages``.
+
+        With a ``push_id`` (the driver's ``fl-async-push-id`` header) already seen for this run (among the last
+        :data:`REMEMBERED_PUSHES`, across restarts with a durable store), nothing is queued: the first call's
+        answer is returned again (a driver retrying a push whose response it never got).
 
         A refused message gets ``""`` and a reason (also logged), and the others are still queued; see
         :func:`~fl_async.superlink.validation.instruction_problem` for the checks, plus: the run exists, the
@@ -413,6 +431,12 @@ class LinkState:
         if problem:
             raise InvalidArgumentError(problem)
         self.advance()
+        if push_id and (run_id, push_id) in self._pushes:
+            first_ids, first_reasons = self._pushes[(run_id, push_id)]
+            log.info("PushMessages run %d: push %s repeated (a retry): answered as the first time", run_id, push_id)
+            missing = max(0, len(messages) - len(first_ids))  # trailing refused positions (not kept on disk)
+            why = "refused before the link restarted"
+            return [*first_ids, *[""] * missing], [*first_reasons, *[why] * missing]
         now = self.clock()
         run_known = self.store.get_run(run_id) is not None
         ids: list[str] = []
@@ -435,7 +459,9 @@ class LinkState:
             md = msg.metadata
             assert md is not None
             md.message_id = str(uuid.uuid4())
-            ins = InstructionRecord(msg, expires_at=md.created_at + md.ttl)
+            ins = InstructionRecord(
+                msg, expires_at=md.created_at + md.ttl, push=(push_id, position) if push_id else None
+            )
             self.store.add_instruction(ins)
             self.payloads.retain(msg)
             heapq.heappush(self._ttl_deadlines, (ins.expires_at, md.message_id))
@@ -456,7 +482,14 @@ class LinkState:
             self.listener.deadline_added(earliest)
             for node_id in woken:
                 self.listener.instructions_queued(node_id)
+        if push_id:
+            self._remember_push(run_id, push_id, list(ids), list(reasons))
         return ids, reasons
+
+    def _remember_push(self, run_id: int, push_id: str, ids: list[str], reasons: list[str]) -> None:
+        self._pushes[(run_id, push_id)] = (ids, reasons)
+        while len(self._pushes) > REMEMBERED_PUSHES:
+            self._pushes.popitem(last=False)
 
     def outstanding(self, run_id: int, message_ids: Iterable[str]) -> tuple[list[str], list[str]]:
         """Split requested ids into ``(ready, waiting)``: outstanding instructions of ``run_id`` with a reply

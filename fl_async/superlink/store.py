@@ -81,6 +81,8 @@ class InstructionRecord:
     expires_at: float
     status: Status = Status.QUEUED
     reply: pb.Message | None = None
+    push: tuple[str, int] | None = None
+    """``(push id, position)`` of the ``PushMessages`` that queued it, when the driver sent a push id."""
 
     @property
     def message_id(self) -> str:

@@ -205,3 +205,27 @@ def test_answered_cache_gives_one_answer_per_message_id() -> None:
 
 def test_status_names_are_stable() -> None:
     assert Status.ANSWERED.value == "answered"
+
+
+def test_a_repeated_push_id_is_answered_as_the_first_push_across_a_restart(tmp_path: Path) -> None:
+    db = tmp_path / "link.db"
+    clock = Clock()
+    state = LinkState(clock=clock, store=SqliteStore(db))
+    run_id = state.create_run()
+    node_id, _, _ = state.create_node(1.0)
+    batch = [instruction(run_id, node_id), instruction(run_id, 12345)]  # the second is refused (unknown node)
+    ids, reasons = state.push_instructions(run_id, batch, push_id="p1")
+    assert ids[0] and not ids[1] and reasons[1]
+    again = [instruction(run_id, node_id), instruction(run_id, 12345)]
+    assert state.push_instructions(run_id, again, push_id="p1") == (ids, reasons)  # nothing queued twice
+    assert state.stats().queued == 1
+    state.store.commit()
+    crash(state.store)  # type: ignore[arg-type]
+    state = LinkState(clock=clock, store=SqliteStore(db))
+    state.resume()
+    retried_ids, retried_reasons = state.push_instructions(run_id, again, push_id="p1")
+    assert retried_ids == ids and retried_reasons[0] == "" and retried_reasons[1]
+    assert state.stats().queued == 1
+    other_ids, _ = state.push_instructions(run_id, [instruction(run_id, node_id)], push_id="p2")
+    assert other_ids[0] not in ids and state.stats().queued == 2
+    state.store.close()

@@ -10,6 +10,7 @@ the crash.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sqlite3
@@ -152,3 +153,74 @@ async def test_kill_9_link_loses_nothing(tmp_path: Path, processes: list[Process
         assert "registered again" not in log.read_text()
     restart_log = link_log.read_text().split("Driver API on")[1]
     assert "taken over" in link_log.read_text() and "Traceback" not in restart_log
+
+
+async def test_crash_loop_kill_every_2_s_during_20_rounds_of_5_nodes(
+    tmp_path: Path, processes: list[Process], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import random
+
+    from fl_async.supernode import SuperNode
+    from tests.superlink.apps.durable_app import app
+
+    app_log = tmp_path / "app.log"
+    monkeypatch.setenv("DURABLE_APP_LOG", str(app_log))
+    db = tmp_path / "link.db"
+    driver_addr, fleet_addr, blob_addr = (f"127.0.0.1:{free_port()}" for _ in range(3))
+    link_argv = _cli(
+        "superlink",
+        "--insecure",
+        "--driver-api-address",
+        driver_addr,
+        "--fleet-api-address",
+        fleet_addr,
+        "--blob-api-address",
+        blob_addr,
+        "--database",
+        str(db),
+    )
+    link_log = tmp_path / "link.log"
+    links = [await _start(link_argv, link_log)]
+    processes.append(links[0])
+    await _wait_text(link_log, "Driver API on")
+    done = anyio.Event()
+    kills = 0
+
+    async def crash_loop() -> None:
+        nonlocal kills
+        rng = random.Random(7)
+        while not done.is_set():
+            with anyio.move_on_after(rng.uniform(1.5, 2.5)):
+                await done.wait()
+            if done.is_set():
+                return
+            os.kill(links[-1].pid, signal.SIGKILL)  # our own child, by PID
+            await links[-1].wait()
+            kills += 1
+            links.append(await _start(link_argv, link_log))
+            processes.append(links[-1])
+            await _wait_text(link_log, "Driver API on", count=len(links))
+
+    nodes = [SuperNode(app, fleet_addr, insecure=True, max_backoff=0.5, heartbeat_interval=5.0) for _ in range(5)]
+    replies_per_round: list[int] = []
+    async with contextlib.AsyncExitStack() as stack:
+        for node in nodes:
+            await stack.enter_async_context(node)
+        driver = await stack.enter_async_context(AsyncDriver(driver_addr, insecure=True))
+        node_ids = sorted(await driver.wait_for_nodes(5, timeout=60))
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(crash_loop)
+            for rnd in range(20):
+                msgs = [driver.create_message(_content(0.3), MessageType.QUERY, n, str(rnd)) for n in node_ids]
+                replies = await driver.send_and_receive(msgs, timeout=60)
+                errors = [r.error for r in replies if r.has_error()]
+                assert not errors, (rnd, errors)
+                assert len({r.metadata.reply_to_message for r in replies}) == len(replies) == 5
+                assert sorted(r.metadata.src_node_id for r in replies) == node_ids
+                replies_per_round.append(len(replies))
+            done.set()
+        assert sorted(await driver.get_node_ids()) == node_ids
+    starts = Counter(line.split()[1] for line in app_log.read_text().splitlines() if line.startswith("start"))
+    assert len(starts) == 100 and set(starts.values()) == {1}, starts.most_common(3)  # each ran exactly once
+    assert kills >= 3, kills
+    print(f"20 rounds of 5 nodes completed through {kills} kills of the link")

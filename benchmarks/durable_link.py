@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -81,8 +82,9 @@ def _worst(line: str) -> str:
     if not line:
         return ""
     _, commit, txn, blob, commits = line.split()
-    return f"worst commit {float(commit):.2f} ms, worst transaction {float(txn):.2f} ms, worst blob write " + (
-        f"{float(blob):.1f} ms, {int(commits)} commits"
+    return (
+        f"worst commit {float(commit):.2f} ms, worst SQLite time per transaction {float(txn):.2f} ms, worst blob write "
+        + (f"{float(blob):.1f} ms, {int(commits)} commits")
     )
 
 
@@ -126,23 +128,19 @@ async def _large_round(driver_address: str, fleet_address: str, mib: int, nodes:
         arr = np.arange(n_bytes // 4, dtype=np.float32)
         return RecordSet(parameters_records={"p": ParametersRecord({"w": Array.from_numpy(arr)})})
 
-    sns = [SuperNode(app, fleet_address, insecure=True) for _ in range(nodes)]
-    async with AsyncDriver(driver_address, insecure=True) as driver:
-        for sn in sns:
-            await sn.__aenter__()
-        try:
-            ids = await driver.wait_for_nodes(nodes, timeout=60)
-            warm = [driver.create_message(content(2**20), MessageType.QUERY, i, "w") for i in ids]
-            await driver.send_and_receive(warm, timeout=120)
-            msgs = [driver.create_message(content(mib * 2**20), MessageType.QUERY, i, "1") for i in ids]
-            t0 = time.perf_counter()
-            replies = await driver.send_and_receive(msgs, timeout=300)
-            took = time.perf_counter() - t0
-            assert len(replies) == nodes and not any(r.has_error() for r in replies)
-            return took
-        finally:
-            for sn in sns:
-                await sn.__aexit__(None, None, None)
+    async with contextlib.AsyncExitStack() as stack:
+        for _ in range(nodes):
+            await stack.enter_async_context(SuperNode(app, fleet_address, insecure=True))
+        driver = await stack.enter_async_context(AsyncDriver(driver_address, insecure=True))
+        ids = await driver.wait_for_nodes(nodes, timeout=60)
+        warm = [driver.create_message(content(2**20), MessageType.QUERY, i, "w") for i in ids]
+        await driver.send_and_receive(warm, timeout=120)
+        msgs = [driver.create_message(content(mib * 2**20), MessageType.QUERY, i, "1") for i in ids]
+        t0 = time.perf_counter()
+        replies = await driver.send_and_receive(msgs, timeout=300)
+        took = time.perf_counter() - t0
+        assert len(replies) == nodes and not any(r.has_error() for r in replies)
+        return took
 
 
 def bench_large(tmp: Path, mib: int = 100) -> None:

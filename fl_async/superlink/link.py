@@ -343,6 +343,8 @@ class SuperLink:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._timer
         await self._close_servers(grace)
+        if self.blob_directory is not None:
+            await anyio.to_thread.run_sync(self.blob_directory.close)
         if self._owned_store is not None:
             self._owned_store.close()
         log.info("SuperLink stopped")

@@ -239,7 +239,9 @@ class SqliteStore(MemoryStore):
 
     Attributes:
         path: as the argument.
-        worst_commit: the longest commit so far, seconds (the longest time a write held the event loop).
+        worst_commit: the longest commit so far, seconds.
+        worst_transaction: the most time one transaction spent in SQLite (its statements and its commit), seconds:
+            the longest the link's event loop was held by writing.
         commits: how many transactions were committed.
     """
 
@@ -256,7 +258,7 @@ class SqliteStore(MemoryStore):
         self.worst_commit = 0.0
         self.worst_transaction = 0.0
         self.commits = 0
-        self._txn_started = 0.0
+        self._txn_sql = 0.0
         self._recovered: list[InstructionRecord] = []
         try:
             self._secret = self._load()
@@ -338,14 +340,16 @@ class SqliteStore(MemoryStore):
         if not self._in_txn:
             self._db.execute("BEGIN")
             self._in_txn = True
-            self._txn_started = time.perf_counter()
+            self._txn_sql = 0.0
             if not self._scheduled:
                 with contextlib.suppress(RuntimeError):  # no running loop: the caller commits
                     import asyncio
 
                     asyncio.get_running_loop().call_soon(self._commit_soon)
                     self._scheduled = True
+        started = time.perf_counter()
         self._db.execute(sql, params)
+        self._txn_sql += time.perf_counter() - started
 
     def _commit_soon(self) -> None:
         self._scheduled = False
@@ -379,7 +383,7 @@ class SqliteStore(MemoryStore):
         ended = time.perf_counter()
         self.commits += 1
         self.worst_commit = max(self.worst_commit, ended - started)
-        self.worst_transaction = max(self.worst_transaction, ended - self._txn_started)
+        self.worst_transaction = max(self.worst_transaction, self._txn_sql + ended - started)
 
     def close(self) -> None:
         """Commit what is pending (delivered replies are deleted now) and close the file. Idempotent."""

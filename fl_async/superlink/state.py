@@ -46,8 +46,10 @@ from fl_async.superlink.errors import (
     LinkStateError,
     NotFoundError,
     PermissionDeniedError,
+    RunStoppedError,
     UnauthenticatedError,
 )
+from fl_async.superlink.events import LinkEvents, NullEvents
 from fl_async.superlink.hooks import (
     DigestRefCounts,
     LinkListener,
@@ -80,6 +82,10 @@ SYNTHETIC_REPLY_TTL = 10.0
 are kept until a driver pulls them whatever their TTL; this only tells the reader they are fresh."""
 
 
+def _code(message: pb.Message) -> int | None:
+    return message.error.code if message.error is not None else None
+
+
 def _random_id() -> int:
     return int.from_bytes(os.urandom(8), "little", signed=True)
 
@@ -101,6 +107,7 @@ class LinkState:
         store: where records live (default: a new :class:`MemoryStore`).
         listener: told what to wake (default: nobody).
         payloads: told which messages are held (default: a :class:`DigestRefCounts`).
+        events: told about transitions, for metrics (default: nobody; see :mod:`fl_async.superlink.events`).
     """
 
     def __init__(
@@ -114,7 +121,9 @@ class LinkState:
         store: LinkStore | None = None,
         listener: LinkListener | None = None,
         payloads: PayloadTracker | None = None,
+        events: LinkEvents | None = None,
     ) -> None:
+        self.events: LinkEvents = events if events is not None else NullEvents()
         self.patience = float(heartbeat_patience)
         self.min_interval = float(min_heartbeat_interval)
         self.max_interval = float(max_heartbeat_interval)
@@ -195,6 +204,7 @@ class LinkState:
                     f"{ins.node_id} replied",
                     now,
                 ),
+                by_link=True,
             )
             expired.append(message_id)
         if expired:
@@ -242,7 +252,8 @@ class LinkState:
         run_id = _random_id()
         while run_id == 0 or self.store.get_run(run_id) is not None:
             run_id = _random_id()
-        self.store.add_run(RunRecord(run_id, fab_id, fab_version, entries))
+        self.store.add_run(RunRecord(run_id, fab_id, fab_version, entries, created_at=self.clock()))
+        self.events.run_created(run_id)
         return run_id
 
     def get_run(self, run_id: int) -> pb.Run:
@@ -260,6 +271,18 @@ class LinkState:
             raise NotFoundError(f"unknown run {run_id}")
         return run
 
+    def driver_run(self, run_id: int) -> RunRecord:
+        """The run a driver call names, if it may still act on it.
+
+        Raises:
+            NotFoundError: no such run.
+            RunStoppedError: the run was stopped (``StopRun``).
+        """
+        run = self._run(run_id)
+        if run.stopped:
+            raise RunStoppedError(f"run {run_id} stopped: an operator stopped it (StopRun / fl-async stop)")
+        return run
+
     def online_node_ids(self, run_id: int) -> list[int]:
         """Ids of the online nodes (nodes are not tied to runs, as Flower 1.9).
 
@@ -267,7 +290,7 @@ class LinkState:
             NotFoundError: no such run.
         """
         self.advance()
-        self._run(run_id)
+        self.driver_run(run_id)
         return [n.node_id for n in self.store.nodes()]
 
     # ---------------------------------------------------------------------------- Driver API: messages
@@ -282,7 +305,10 @@ class LinkState:
         """
         self.advance()
         now = self.clock()
-        run_known = self.store.get_run(run_id) is not None
+        run = self.store.get_run(run_id)
+        if run is not None and run.stopped:
+            self.driver_run(run_id)  # raises RunStoppedError
+        run_known = run is not None
         ids: list[str] = []
         reasons: list[str] = []
         woken: set[int] = set()
@@ -303,7 +329,7 @@ class LinkState:
             md = msg.metadata
             assert md is not None
             md.message_id = str(uuid.uuid4())
-            ins = InstructionRecord(msg, expires_at=md.created_at + md.ttl)
+            ins = InstructionRecord(msg, expires_at=md.created_at + md.ttl, pushed_at=now)
             self.store.add_instruction(ins)
             self.payloads.retain(msg)
             heapq.heappush(self._ttl_deadlines, (ins.expires_at, md.message_id))
@@ -321,6 +347,7 @@ class LinkState:
             heapq.heapify(live)
             self._ttl_deadlines = live
         if woken:
+            self.events.pushed(len(ids) - ids.count(""))
             self.listener.deadline_added(earliest)
             for node_id in woken:
                 self.listener.instructions_queued(node_id)
@@ -377,10 +404,11 @@ class LinkState:
             raise InvalidArgumentError(problem)
         return min(max(interval, self.min_interval), self.max_interval)
 
-    def create_node(self, heartbeat_interval: float) -> tuple[int, bytes, float]:
+    def create_node(self, heartbeat_interval: float, address: str = "") -> tuple[int, bytes, float]:
         """Register a node; return ``(node_id, token, granted_interval)``.
 
-        The node is online for ``granted_interval * patience`` seconds from now.
+        The node is online for ``granted_interval * patience`` seconds from now. ``address`` (the peer's
+        ``"host:port"``, if known) is kept for listings and logged.
 
         Raises:
             InvalidArgumentError: the interval is not a finite number > 0.
@@ -391,8 +419,17 @@ class LinkState:
         while node_id == 0 or self.store.get_node(node_id) is not None:
             node_id = _random_id()
         token = secrets.token_bytes(32)
-        until = self.clock() + granted * self.patience
-        self.store.add_node(NodeRecord(node_id, token, granted, until))
+        now = self.clock()
+        until = now + granted * self.patience
+        self.store.add_node(NodeRecord(node_id, token, granted, until, registered_at=now, address=address))
+        log.info(
+            "node %d registered from %s (heartbeat every %.3g s)",
+            node_id,
+            address or "an unknown address",
+            granted,
+            extra={"event": "node_registered", "node_id": node_id},
+        )
+        self.events.node_registered(node_id)
         self._push_node_deadline(node_id, until)
         self.listener.nodes_changed()
         return node_id, token, granted
@@ -412,7 +449,11 @@ class LinkState:
         if not hmac.compare_digest(node.token, auth.token):
             raise UnauthenticatedError(f"wrong token for node {auth.node_id}")
         if self._disconnected and self._disconnected.pop(node.node_id, None) is not None:
-            log.info("node %d is back after losing its connection: it stays online", node.node_id)
+            log.info(
+                "node %d is back after losing its connection: it stays online",
+                node.node_id,
+                extra={"event": "node_reconnected", "node_id": node.node_id},
+            )
         return node
 
     def connection_lost(self, node_ids: Iterable[int]) -> None:
@@ -479,12 +520,18 @@ class LinkState:
     def _remove_node(self, node: NodeRecord, reason: str, now: float) -> None:
         answered = []
         for ins in self.store.node_instructions(node.node_id):
-            self._answer(ins, self._error_reply(ins, ErrorCode.NODE_UNAVAILABLE, reason, now))
+            self._answer(ins, self._error_reply(ins, ErrorCode.NODE_UNAVAILABLE, reason, now), by_link=True)
             answered.append(ins.message_id)
         self.store.remove_node(node.node_id)
         self._active_pulls.pop(node.node_id, None)
         self._disconnected.pop(node.node_id, None)
-        log.info("%s; %d instruction(s) answered NODE_UNAVAILABLE", reason, len(answered))
+        self.events.node_left(node.node_id)
+        log.info(
+            "%s; %d instruction(s) answered NODE_UNAVAILABLE",
+            reason,
+            len(answered),
+            extra={"event": "node_left", "node_id": node.node_id},
+        )
         if answered:
             self.listener.replies_ready(answered)
         self.listener.instructions_queued(node.node_id)  # held pulls of that node end now
@@ -501,6 +548,8 @@ class LinkState:
         node = self.authenticate(auth)
         self._sign_of_life(node)
         taken = self.store.take_queued(node.node_id, max(1, max_messages))
+        if taken:
+            self.events.delivered(len(taken))
         return [ins.message for ins in taken]
 
     def has_queued(self, node_id: int) -> bool:
@@ -585,9 +634,10 @@ class LinkState:
                     and ins.reply.error is not None
                     and (ins.reply.error.code in (ErrorCode.MESSAGE_EXPIRED, ErrorCode.NODE_UNAVAILABLE))
                 )
+                cancelled = ins is not None and ins.reply is not None and _code(ins.reply) == ErrorCode.CANCELLED
                 resent = not shape_problem and (ins is None or (ins.status is Status.ANSWERED and not link_answered))
                 log.log(
-                    logging.INFO if resent else logging.WARNING,
+                    logging.INFO if resent or cancelled else logging.WARNING,
                     "PushReplies node %d position %d refused: %s",
                     node_id,
                     position,
@@ -612,10 +662,13 @@ class LinkState:
         err = ins.reply.error if ins.reply is not None else None
         if err is not None and err.code == ErrorCode.MESSAGE_EXPIRED:
             return f"instruction {ins.message_id} has expired"
+        if err is not None and err.code == ErrorCode.CANCELLED:
+            return f"instruction {ins.message_id} was cancelled"
         return f"instruction {ins.message_id} is already answered"
 
     # ---------------------------------------------------------------------------- helpers
-    def _answer(self, ins: InstructionRecord, reply: pb.Message) -> None:
+    def _answer(self, ins: InstructionRecord, reply: pb.Message, *, by_link: bool = False) -> None:
+        self.events.answered(ins, reply, by_link, self.clock())
         self.store.set_reply(ins.message_id, reply)
         self._unanswered -= 1
         self.payloads.release(ins.message)

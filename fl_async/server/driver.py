@@ -217,6 +217,11 @@ class Driver:
         see :meth:`AsyncDriver.pull_messages`."""
         return self._call(self._inner.pull_messages, message_ids, timeout)
 
+    def cancel(self, message_ids: Iterable[str]) -> list[str]:
+        """Cancel instructions without a reply yet; see :meth:`AsyncDriver.cancel`. Returns the ids cancelled."""
+        result: list[str] = self._call(self._inner.cancel, message_ids)
+        return result
+
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> list[Message]:
         """Push and wait for the replies; see :meth:`AsyncDriver.send_and_receive`."""
         return self._call(self._inner.send_and_receive, messages, timeout=timeout)

@@ -24,6 +24,7 @@ polling forever with a stale id; backoff is capped; shutdown is bounded even whe
 
 from __future__ import annotations
 
+import collections
 import logging
 import random
 import ssl
@@ -41,6 +42,7 @@ from fl_async.blobs import transfer as _blobs
 from fl_async.blobs.buffers import default_pool
 from fl_async.blobs.link import node_blob_token
 from fl_async.client.client_app import ClientApp
+from fl_async.common.cancel import CancelToken
 from fl_async.common.context import Context, UserConfig
 from fl_async.common.errors import (
     FlAsyncError,
@@ -186,6 +188,8 @@ class SuperNode(_Messages):
         self._blob_port = 0
         self._blob_client: Any = None  # issue 7: BlobClient of the current session (None: no blob path)
         self._pull_scope: anyio.CancelScope | None = None
+        self._running: dict[str, tuple[anyio.CancelScope, CancelToken]] = {}  # message id -> its handling
+        self._cancelled_early: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._prims = False
         self._owner_tg: Any = None
 
@@ -450,6 +454,7 @@ class SuperNode(_Messages):
             push_timeout=_PUSH_TIMEOUT,
             poll_margin=_POLL_MARGIN,
         )
+        self._conn.on_cancelled = self._cancelled_by_link
         return self._conn
 
     async def _resume(self, conn: FleetClient) -> _Session | None:

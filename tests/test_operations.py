@@ -171,4 +171,3 @@ async def test_clientapp_error_reason_names_file_and_line() -> None:
         reason = reply.error.reason
         assert "ZeroDivisionError" in reason and "division by zero" in reason
         assert "test_operations.py:" in reason and "in train" in reason
-

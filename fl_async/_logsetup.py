@@ -17,7 +17,6 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Literal
 
 __all__ = ["LOG_FORMATS", "JsonFormatter", "configure_logging", "lifecycle_filter"]
 
@@ -52,7 +51,7 @@ def configure_logging(
     *,
     verbose: bool = False,
     log_file: Path | None = None,
-    log_format: Literal["text", "json"] | str = "text",
+    log_format: str = "text",
     log_level_all: bool = False,
 ) -> None:
     """Set levels and install the one handler of the command (replacing one installed before by this function).

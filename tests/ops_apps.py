@@ -30,4 +30,5 @@ failing = ServerApp()
 
 @failing.main()
 def fail(driver: Driver, context: Context) -> None:
-    open("/nonexistent-dir-of-fl-async-tests/x")  # raises FileNotFoundError, an OSError
+    with open("/nonexistent-dir-of-fl-async-tests/x"):  # raises FileNotFoundError, an OSError
+        pass

@@ -18,6 +18,7 @@ from fl_async.common import ConfigsRecord, MessageType, RecordSet
 from fl_async.common.errors import AppLoadError
 from fl_async.server import AsyncDriver
 from tests.driver_fixtures import GATES, cluster
+from tests.test_operations import gated_app
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -41,20 +42,20 @@ async def test_ls_nodes_json_lists_online_ids_and_creates_no_run() -> None:
 
 
 async def test_ls_runs_and_messages_counts() -> None:
-    async with cluster(num_nodes=1) as c, AsyncDriver(c.link.driver_address, insecure=True) as driver:
+    async with cluster(gated_app(), num_nodes=1) as c, AsyncDriver(c.link.driver_address, insecure=True) as driver:
         (node,) = await driver.get_node_ids()
         content = RecordSet(configs_records={"wait": ConfigsRecord({"event": "ls"})})
         ids = await driver.push_messages([driver.create_message(content, MessageType.QUERY, node, "g")] * 3)
         with anyio.fail_after(5):
-            while c.link.stats().in_flight != 1:
-                await anyio.sleep(0.01)
+            await GATES.wait("started-ls")
         r = await cli("ls", "runs", "--superlink", c.link.driver_address, "--insecure", "--json")
         assert r.exit_code == 0, r.output
+        assert r.stdout.lstrip().startswith("["), (r.stdout, r.stderr)
         (run,) = json.loads(r.stdout)
         assert (run["run_id"], run["queued"], run["in_flight"], run["answered"]) == (driver.run_id, 2, 1, 0)
-        m = await cli(
-            "ls", "messages", str(driver.run_id), "--superlink", c.link.driver_address, "--insecure", "--json"
-        )
+        link = ["--superlink", c.link.driver_address, "--insecure", "--json"]
+        m = await cli("ls", "messages", *link, "--", str(driver.run_id))  # "--": a negative id is not an option
+        assert m.exit_code == 0, m.output
         assert sorted(row["state"] for row in json.loads(m.stdout)) == ["in_flight", "queued", "queued"]
         GATES.release("ls")
         assert len(await driver.pull_messages(ids, timeout=10)) == 3
@@ -62,11 +63,12 @@ async def test_ls_runs_and_messages_counts() -> None:
 
 async def test_stop_command() -> None:
     async with cluster(num_nodes=1) as c, AsyncDriver(c.link.driver_address, insecure=True) as driver:
-        r = await cli("stop", str(driver.run_id), "--superlink", c.link.driver_address, "--insecure")
+        link = ["--superlink", c.link.driver_address, "--insecure"]
+        r = await cli("stop", *link, "--", str(driver.run_id))  # "--": a negative id is not an option
         assert r.exit_code == 0 and f"run {driver.run_id} stopped" in r.output
-        again = await cli("stop", str(driver.run_id), "--superlink", c.link.driver_address, "--insecure")
+        again = await cli("stop", *link, "--", str(driver.run_id))
         assert again.exit_code == 0 and "already stopped" in again.output
-        missing = await cli("stop", "12345", "--superlink", c.link.driver_address, "--insecure")
+        missing = await cli("stop", *link, "12345")
         assert missing.exit_code == 1 and "unknown run 12345" in missing.output
 
 

@@ -15,6 +15,7 @@ from fl_async.common import ConfigsRecord, Context, ErrorCode, Message, MessageT
 from fl_async.common.errors import RunStoppedError
 from fl_async.proto.fl_async import v1 as pb
 from fl_async.server import AsyncDriver
+from fl_async.superlink import SuperLink
 from tests.driver_fixtures import GATES, cluster
 
 
@@ -32,6 +33,33 @@ async def scrape(address: str) -> dict[str, float]:
             labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
             out[f"{sample.name}{{{labels}}}"] = sample.value
     return out
+
+
+def gated_app() -> ClientApp:
+    """``query`` releases gate ``started-<event>``, then waits until the test releases ``<event>``."""
+    app = ClientApp()
+
+    @app.query()
+    async def query(msg: Message, context: Context) -> Message:
+        name = str(msg.content.configs_records["wait"]["event"])
+        GATES.release(f"started-{name}")
+        await GATES.wait(name)
+        return msg.create_reply(RecordSet())
+
+    return app
+
+
+async def reply_ready(link: SuperLink, message_id: str) -> None:
+    """Wait (on the link's own wake-up) until the instruction has a reply stored."""
+    ins = link.state.store.get_instruction(message_id)
+    assert ins is not None
+    _, waiting = link.state.outstanding(ins.run_id, [message_id])
+    waiter = link._wakeups.wait_replies(waiting)  # set at once when nothing is waiting
+    try:
+        with anyio.fail_after(5):
+            await waiter.event.wait()
+    finally:
+        link._wakeups.drop(waiter)
 
 
 def query(driver: AsyncDriver, node: int, gate: str) -> Message:
@@ -68,13 +96,12 @@ async def test_metrics_off_by_default() -> None:
 
 
 async def test_cancel_queued_never_runs_and_gets_one_cancelled_reply() -> None:
-    async with cluster(num_nodes=1) as c, AsyncDriver(c.link.driver_address, insecure=True) as driver:
+    async with cluster(gated_app(), num_nodes=1) as c, AsyncDriver(c.link.driver_address, insecure=True) as driver:
         (node,) = await driver.get_node_ids()
         busy, queued = await driver.push_messages([query(driver, node, "busy"), query(driver, node, "never")])
         assert busy and queued
         with anyio.fail_after(5):  # the node (max_concurrency 1) is busy with the first one
-            while c.link.state.stats().in_flight != 1:
-                await anyio.sleep(0.01)
+            await GATES.wait("started-busy")
         assert await driver.cancel([queued, "", "unknown"]) == [queued]
         replies = await driver.pull_messages([queued], timeout=2)
         assert len(replies) == 1 and replies[0].has_error() and replies[0].error.code == ErrorCode.CANCELLED
@@ -82,13 +109,14 @@ async def test_cancel_queued_never_runs_and_gets_one_cancelled_reply() -> None:
         GATES.release("busy")
         (real,) = await driver.pull_messages([busy], timeout=5)
         assert not real.has_error()
-        assert "never" not in GATES.events or not GATES.events["never"].is_set()
+        assert not GATES.get("started-never").is_set()
         assert c.nodes[0].running_handlers == 0  # the cancelled one never started
 
 
 async def test_cancel_in_flight_async_handler_one_reply_within_2s() -> None:
     started = anyio.Event()
     ended: list[str] = []
+    done = anyio.Event()
     app = ClientApp()
 
     @app.query()
@@ -98,6 +126,7 @@ async def test_cancel_in_flight_async_handler_one_reply_within_2s() -> None:
             await anyio.sleep(30)
         finally:
             ended.append("cancelled" if context.cancelled else "other")
+            done.set()
         return msg.create_reply(RecordSet())
 
     async with cluster(app, num_nodes=1) as c, AsyncDriver(c.link.driver_address, insecure=True) as driver:
@@ -111,8 +140,7 @@ async def test_cancel_in_flight_async_handler_one_reply_within_2s() -> None:
         assert time.monotonic() - t0 < 2
         assert [r.error.code for r in replies] == [ErrorCode.CANCELLED]
         with anyio.fail_after(3):  # the node hears of it with its next response (heartbeat every ~0.3 s)
-            while not ended:
-                await anyio.sleep(0.02)
+            await done.wait()
         assert ended == ["cancelled"]
         assert await driver.pull_messages([mid], timeout=0.5) == []
 
@@ -121,16 +149,14 @@ async def test_cancel_answered_keeps_the_real_reply() -> None:
     async with cluster(num_nodes=1) as c, AsyncDriver(c.link.driver_address, insecure=True) as driver:
         (node,) = await driver.get_node_ids()
         (mid,) = await driver.push_messages([driver.create_message(RecordSet(), MessageType.TRAIN, node, "g")])
-        with anyio.fail_after(5):
-            while c.link.state.stats().replies != 1:
-                await anyio.sleep(0.01)
+        await reply_ready(c.link, mid)
         assert await driver.cancel([mid]) == []
         (reply,) = await driver.pull_messages([mid], timeout=2)
         assert not reply.has_error()
 
 
 async def test_stop_run_leaves_other_run_intact() -> None:
-    async with cluster(num_nodes=2) as c:
+    async with cluster(num_nodes=2) as c:  # noqa: SIM117 (c is needed by the next context managers)
         async with (
             AsyncDriver(c.link.driver_address, insecure=True) as a,
             AsyncDriver(c.link.driver_address, insecure=True) as b,

@@ -9,6 +9,7 @@ async one gets an :class:`~fl_async.server.AsyncDriver`. Flower's legacy strateg
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import inspect
 import logging
@@ -253,10 +254,8 @@ _APP_RAISED = "_fl_async_raised_by_app"
 
 def _raised_by_app(exc: BaseException, run_id: int) -> None:
     """Mark ``exc`` as raised out of the server app's main (see :func:`raised_by_app`) and log the run's end."""
-    try:
+    with contextlib.suppress(Exception):  # a type refusing attributes is then reported as the framework's
         setattr(exc, _APP_RAISED, True)
-    except Exception:  # an exception type refusing attributes: it is then reported as the framework's
-        pass
     logger.info("run %d ended: the server app raised %s", run_id, type(exc).__name__, extra={"event": "run_ended"})
 
 

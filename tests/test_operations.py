@@ -197,3 +197,32 @@ async def test_clientapp_error_reason_names_file_and_line() -> None:
         reason = reply.error.reason
         assert "ZeroDivisionError" in reason and "division by zero" in reason
         assert "test_operations.py:" in reason and "in train" in reason
+
+
+async def test_cancel_in_flight_sync_handler_sees_context_cancelled() -> None:
+    import threading
+
+    started, finished = threading.Event(), threading.Event()
+    saw: list[bool] = []
+    app = ClientApp()
+
+    @app.query()
+    def slow(msg: Message, context: Context) -> Message:
+        started.set()
+        deadline = time.monotonic() + 20
+        while not context.cancelled and time.monotonic() < deadline:
+            time.sleep(0.01)  # a sync handler polls the flag between steps of its work
+        saw.append(context.cancelled)
+        finished.set()
+        return msg.create_reply(RecordSet())
+
+    async with cluster(app, num_nodes=1) as c, AsyncDriver(c.link.driver_address, insecure=True) as driver:
+        (node,) = await driver.get_node_ids()
+        (mid,) = await driver.push_messages([driver.create_message(RecordSet(), MessageType.QUERY, node, "g")])
+        await anyio.to_thread.run_sync(started.wait, 5)
+        assert await driver.cancel([mid]) == [mid]
+        (reply,) = await driver.pull_messages([mid], timeout=2)
+        assert reply.error.code == ErrorCode.CANCELLED
+        assert await anyio.to_thread.run_sync(finished.wait, 5)  # returns once the node heard of the cancel
+        assert saw == [True]
+        assert await driver.pull_messages([mid], timeout=0.5) == []  # its late reply was not sent

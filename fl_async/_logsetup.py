@@ -27,6 +27,15 @@ _HANDLER_NAME = "fl_async.cli"
 _EXTRA_KEYS = ("event", "node_id", "run_id")
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is when a record is emitted (follows redirections, as
+    ``logging.lastResort`` does), so a handler installed under a redirected stderr never writes to a closed one."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per record (see the module docstring for the keys)."""
 
@@ -69,9 +78,7 @@ def configure_logging(
     if log_format not in LOG_FORMATS:
         raise ValueError(f"--log-format must be one of {', '.join(LOG_FORMATS)}, got {log_format!r}")
     handler: logging.Handler = (
-        logging.FileHandler(log_file, mode="a", encoding="utf-8")
-        if log_file is not None
-        else logging.StreamHandler(sys.stderr)
+        logging.FileHandler(log_file, mode="a", encoding="utf-8") if log_file is not None else _StderrHandler()
     )
     handler.set_name(_HANDLER_NAME)
     if log_format == "json":

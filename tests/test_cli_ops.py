@@ -87,6 +87,15 @@ def test_run_info_log_is_short_and_names_each_node_once() -> None:
     assert "hpack" not in proc.stderr and "run " in proc.stderr and "created" in proc.stderr
 
 
+def test_verbose_shows_fl_async_debug_but_no_http2_noise() -> None:
+    cmd = [sys.executable, "-m", "fl_async", "run", "tests.ops_apps:server", "tests.ops_apps:client", "-v"]
+    cmd += ["--dir", str(ROOT), "--num-supernodes", "1", "--run-config", "num-server-rounds=1", "--no-progress"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert " DEBUG fl_async." in proc.stderr
+    assert "hpack" not in proc.stderr and " DEBUG grpclib" not in proc.stderr
+
+
 def test_server_app_oserror_is_reported_as_the_apps(tmp_path: Path) -> None:
     cmd = [sys.executable, "-m", "fl_async", "run", "tests.ops_apps:failing", "tests.ops_apps:client"]
     cmd += ["--dir", str(ROOT), "--num-supernodes", "1", "--no-progress", "--log-format", "json"]

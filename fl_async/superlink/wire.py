@@ -206,6 +206,28 @@ async def _recv_request(stream: grpclib.server.Stream[Any, Any], codec: LimitedP
     return codec.decode(data, stream._recv_type)  # type: ignore[attr-defined]
 
 
+_LIMIT_LOG_INTERVAL = 10.0
+"""Seconds between two "limit hit" log lines (refusals in between are counted in the next line)."""
+_limit_log_state = {"last": -_LIMIT_LOG_INTERVAL, "suppressed": 0}
+
+
+def _log_limit_hit(message: str) -> None:
+    """Log a refusal by a configured limit at WARNING, at most once per :data:`_LIMIT_LOG_INTERVAL` seconds (a
+    flood of oversized requests must not flood the log)."""
+    now = time.monotonic()
+    if now - _limit_log_state["last"] < _LIMIT_LOG_INTERVAL:
+        _limit_log_state["suppressed"] += 1
+        return
+    more = _limit_log_state["suppressed"]
+    _limit_log_state.update(last=now, suppressed=0)
+    log.warning(
+        "limit hit: %s%s",
+        message,
+        f" ({more:g} more refusal(s) since the last such line)" if more else "",
+        extra={"event": "limit_hit"},
+    )
+
+
 class CallTracker:
     """Counts handler calls in progress so a graceful stop can wait for them to finish.
 
@@ -268,6 +290,8 @@ def unary_handler(
             await _serve(stream)
         except GRPCError as exc:
             status = exc.status.name
+            if exc.status is Status.RESOURCE_EXHAUSTED:
+                _log_limit_hit(exc.message or name)
             raise
         except BaseException:
             status = "CANCELLED"

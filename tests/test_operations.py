@@ -226,3 +226,36 @@ async def test_cancel_in_flight_sync_handler_sees_context_cancelled() -> None:
         assert await anyio.to_thread.run_sync(finished.wait, 5)  # returns once the node heard of the cancel
         assert saw == [True]
         assert await driver.pull_messages([mid], timeout=0.5) == []  # its late reply was not sent
+
+
+async def test_cancel_notice_reaches_the_node_through_its_held_pull() -> None:
+    """Heartbeats every 30 s: the notice can only come with the pull the node holds open (a free slot)."""
+    from fl_async.supernode import SuperNode
+
+    started, done = anyio.Event(), anyio.Event()
+    app = ClientApp()
+
+    @app.query()
+    async def slow(msg: Message, context: Context) -> Message:
+        started.set()
+        try:
+            await anyio.sleep(30)
+        finally:
+            done.set()
+        return msg.create_reply(RecordSet())
+
+    async with cluster(num_nodes=0) as c:
+        node = SuperNode(
+            app, c.link.fleet_address, insecure=True, heartbeat_interval=30, max_concurrency=2, shutdown_grace=0.2
+        )
+        async with node, AsyncDriver(c.link.driver_address, insecure=True) as driver:
+            node_id = await node.wait_registered(timeout=10)
+            (mid,) = await driver.push_messages([driver.create_message(RecordSet(), MessageType.QUERY, node_id, "g")])
+            with anyio.fail_after(5):
+                await started.wait()
+            t0 = time.monotonic()
+            assert await driver.cancel([mid]) == [mid]
+            with anyio.fail_after(2):
+                await done.wait()
+            assert time.monotonic() - t0 < 2
+            assert node.fleet_calls["Heartbeat"] == 0

@@ -389,8 +389,7 @@ class AsyncDriver:
         Raises:
             TypeError: ``message_ids`` is not an iterable of str.
             RuntimeError: the driver is not connected.
-            RunStoppedError: the run was stopped.
-            FlAsyncError: a subclass, if the call fails.
+            FlAsyncError: a subclass, if the call fails (on a stopped run, nothing is left to cancel: ``[]``).
         """
         ids = normalize_ids(message_ids)
         transport = self._require_open()

@@ -4,6 +4,6 @@ Subpackages: :mod:`fl_async.common` (records, messages), :mod:`fl_async.server` 
 Driver), :mod:`fl_async.client` (ClientApp), :mod:`fl_async.superlink`, :mod:`fl_async.supernode`.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = ["__version__"]

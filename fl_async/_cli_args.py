@@ -41,7 +41,7 @@ __all__ = [
 _INT_RE = re.compile(r"[+-]?(0[xX][0-9a-fA-F_]+|0[oO][0-7_]+|0[bB][01_]+|[0-9][0-9_]*)")
 _FLOAT_RE = re.compile(r"[+-]?([0-9][0-9_]*\.[0-9_]*|\.[0-9][0-9_]*|[0-9][0-9_]*)([eE][+-]?[0-9]+)?")
 _KEY_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
-_INT64 = (-(2**63), 2**63 - 1)
+_INT64 = (-(2**63), 2**64 - 1)  # the record integer range: signed or unsigned 64-bit
 
 
 class CliArgumentError(ValueError):
@@ -52,7 +52,7 @@ def parse_config_value(text: str) -> bool | int | float | str:
     """Turn the text after ``=`` into ``bool``, ``int``, ``float`` or ``str`` (rule in the module docstring).
 
     Raises:
-        CliArgumentError: an integer literal outside signed 64-bit.
+        CliArgumentError: an integer literal outside ``[-2**63, 2**64 - 1]`` (the record integer range).
     """
     low = text.lower()
     if low in ("true", "false"):
@@ -63,7 +63,7 @@ def parse_config_value(text: str) -> bool | int | float | str:
         except ValueError:  # e.g. "007" (leading zeros) or misplaced underscores: keep the text
             return text
         if not _INT64[0] <= value <= _INT64[1]:
-            raise CliArgumentError(f"integer {text} is outside the signed 64-bit range")
+            raise CliArgumentError(f"integer {text} is outside the 64-bit range [-2**63, 2**64 - 1]")
         return value
     if _FLOAT_RE.fullmatch(text) and any(c.isdigit() for c in text):
         try:

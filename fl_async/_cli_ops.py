@@ -231,7 +231,12 @@ def ls_runs(
 
 @ls_app.command("messages")
 def ls_messages(
-    run_id: Annotated[int, typer.Argument(metavar="RUN_ID", help="The run whose messages to list.")],
+    run_id: Annotated[
+        int,
+        typer.Argument(
+            metavar="RUN_ID", min=1, max=2**64 - 1, help="The run whose messages to list (unsigned 64-bit id)."
+        ),
+    ],
     superlink: Superlink = "127.0.0.1:9091",
     insecure: Insecure = False,
     root_certificates: RootCertificates = None,
@@ -267,7 +272,9 @@ def ls_messages(
 
 
 def stop_command(
-    run_id: Annotated[int, typer.Argument(metavar="RUN_ID", help="The run to stop.")],
+    run_id: Annotated[
+        int, typer.Argument(metavar="RUN_ID", min=1, max=2**64 - 1, help="The run to stop (unsigned 64-bit id).")
+    ],
     superlink: Superlink = "127.0.0.1:9091",
     insecure: Insecure = False,
     root_certificates: RootCertificates = None,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import anyio
@@ -19,12 +19,61 @@ import anyio
 from fl_async._logsetup import lifecycle_filter
 from fl_async._progress import RoundProgress, observe_client_app, rounds_from_config
 
-__all__ = ["REGISTER_TIMEOUT", "run_embedded"]
+__all__ = ["REGISTER_TIMEOUT", "REGISTER_WAVE", "run_embedded", "running_nodes"]
 
 logger = logging.getLogger("fl_async.run")
 
 REGISTER_TIMEOUT = 30.0
-"""Seconds the in-process nodes get to register with the link before the run is given up."""
+"""Seconds each wave of in-process nodes gets to register with the link before the run is given up."""
+REGISTER_WAVE = 100
+"""Nodes started at once. Starting a thousand nodes in one event loop at once makes every CreateNode wait for
+every connection's handshake; on a loaded machine they then all miss their deadline together and retry."""
+
+
+@contextlib.asynccontextmanager
+async def running_nodes(nodes: Sequence[Any], *, within: float = REGISTER_TIMEOUT) -> AsyncIterator[None]:
+    """Run ``nodes`` (SuperNodes) in one task group while the block runs; stop them all at once on exit.
+
+    Nodes start :data:`REGISTER_WAVE` at a time, each wave registered before the next starts. Each node runs
+    as a task of one task group (not one nested task group per node: a thousand nested cancel scopes overflow
+    the recursion limit when a cancellation is delivered through them). On exit every node is asked to stop
+    gracefully, and the block waits until all have stopped.
+
+    Raises:
+        TimeoutError: a wave did not register within ``within`` seconds (the message counts the registered nodes).
+        FlAsyncError: a node stopped on a fatal error (e.g. the link refused it).
+    """
+    from fl_async.common.errors import FlAsyncError
+
+    async def run(node: Any) -> None:
+        with contextlib.suppress(FlAsyncError):  # kept by the node, raised by its wait_registered()
+            await node.run()
+
+    failure: Exception | None = None
+    async with anyio.create_task_group() as tg:
+        try:
+            for first in range(0, len(nodes), REGISTER_WAVE):
+                wave = nodes[first : first + REGISTER_WAVE]
+                for node in wave:
+                    tg.start_soon(run, node)
+                try:
+                    with anyio.fail_after(within):
+                        for node in wave:
+                            await node.wait_registered()
+                except TimeoutError:
+                    registered = sum(n.node_id is not None for n in nodes)
+                    raise TimeoutError(
+                        f"only {registered} of {len(nodes)} nodes registered "
+                        f"({within:g} s for each wave of {REGISTER_WAVE})"
+                    ) from None
+            yield
+        except Exception as exc:  # re-raised as is once the nodes have stopped (the task group would wrap it)
+            failure = exc
+        finally:
+            for node in nodes:
+                node.stop()
+    if failure is not None:
+        raise failure
 
 
 async def run_embedded(
@@ -64,7 +113,7 @@ async def run_embedded(
         ValueError: ``num_supernodes < 1``.
         TypeError: ``server_app`` is not a ServerApp.
         NoMainFunctionError: the server app has no main function (before anything starts).
-        TimeoutError: the nodes did not all register within :data:`REGISTER_TIMEOUT` seconds.
+        TimeoutError: a wave of :data:`REGISTER_WAVE` nodes did not register within :data:`REGISTER_TIMEOUT` s.
         OSError: the link cannot bind on 127.0.0.1.
         FlAsyncError, Exception: what the server app (or the link) raised.
     """
@@ -119,20 +168,7 @@ async def _run(
             )
             for i in range(num_supernodes)
         ]
-        async with contextlib.AsyncExitStack() as stack:
-            for node in nodes:
-                await stack.enter_async_context(node)
-            # Stop all nodes at once on the way out (each __aexit__ then only waits for its own).
-            stack.callback(lambda: [n.stop() for n in nodes])
-            try:
-                with anyio.fail_after(REGISTER_TIMEOUT):
-                    for node in nodes:
-                        await node.wait_registered()
-            except TimeoutError:
-                registered = sum(n.node_id is not None for n in nodes)
-                raise TimeoutError(
-                    f"only {registered} of {num_supernodes} in-process nodes registered within {REGISTER_TIMEOUT:g} s"
-                ) from None
+        async with running_nodes(nodes):
             logger.info(
                 "%d nodes registered with %s: %s",
                 num_supernodes,

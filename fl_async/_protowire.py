@@ -22,6 +22,8 @@ __all__ = [
     "pack_double",
     "sint64_field",
     "tag",
+    "uint64_field",
+    "uint64_varint",
     "varint",
     "zigzag",
 ]
@@ -77,6 +79,26 @@ def sint64_field(key: bytes, value: int) -> bytes:
     return key + varint(zigzag(value)) if value else b""
 
 
+def uint64_varint(value: int, name: str = "uint64 field") -> bytes:
+    """The varint of a ``uint64`` value (node and run ids), refusing values protobuf would wrap.
+
+    Raises:
+        ValueError: ``value`` is outside ``[0, 2**64 - 1]`` (the message names ``name``).
+    """
+    if not 0 <= value <= _MASK64:
+        raise ValueError(f"{name} must be in [0, 2**64 - 1], got {value}")
+    return varint(value)
+
+
+def uint64_field(key: bytes, value: int, name: str = "uint64 field") -> bytes:
+    """A ``uint64`` field (``key`` with wire type 0), or ``b""`` when ``value`` is 0.
+
+    Raises:
+        ValueError: ``value`` is outside ``[0, 2**64 - 1]`` (see :func:`uint64_varint`).
+    """
+    return key + uint64_varint(value, name) if value else b""
+
+
 def double_field(key: bytes, value: float) -> bytes:
     """A ``double`` field (``key`` with wire type 1), or ``b""`` when ``value`` is ``0.0``/``-0.0`` (NaN is
     written)."""
@@ -87,16 +109,19 @@ def encode_metadata(md: pb.Metadata) -> bytes:
     """``bytes(md)`` for a ``Metadata`` (nine scalar fields), byte-identical to betterproto2's.
 
     NaN ``ttl``/``created_at`` are written as they are (validation refuses them elsewhere).
+
+    Raises:
+        ValueError: an id is outside ``[0, 2**64 - 1]`` (never wrapped).
     """
     parts: list[bytes] = []
     if md.run_id:
-        parts.append(b"\x08" + varint(zigzag(md.run_id)))  # sint64 run_id = 1
+        parts.append(b"\x08" + uint64_varint(md.run_id, "metadata run_id"))  # uint64 run_id = 1
     if md.message_id:
         parts.append(len_field(b"\x12", md.message_id.encode()))  # string message_id = 2
     if md.src_node_id:
-        parts.append(b"\x18" + varint(zigzag(md.src_node_id)))  # sint64 src_node_id = 3
+        parts.append(b"\x18" + uint64_varint(md.src_node_id, "metadata src_node_id"))  # uint64 src_node_id = 3
     if md.dst_node_id:
-        parts.append(b"\x20" + varint(zigzag(md.dst_node_id)))  # sint64 dst_node_id = 4
+        parts.append(b"\x20" + uint64_varint(md.dst_node_id, "metadata dst_node_id"))  # uint64 dst_node_id = 4
     if md.reply_to_message:
         parts.append(len_field(b"\x2a", md.reply_to_message.encode()))  # string reply_to_message = 5
     if md.group_id:

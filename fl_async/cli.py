@@ -33,6 +33,7 @@ from fl_async._cli_args import (
     resolve_link_tls,
     split_app_ref,
 )
+from fl_async._link_limits import limit_error, with_limit_options
 
 __all__ = ["app", "main"]
 
@@ -354,6 +355,7 @@ MetricsAddress = Annotated[
 
 
 @app.command("superlink")
+@with_limit_options
 def superlink_command(
     driver_api_address: Annotated[
         str,
@@ -400,19 +402,12 @@ def superlink_command(
             "port 9093; port 0: any free port). Open it in firewalls too.",
         ),
     ] = None,
-    max_request_bytes: Annotated[
-        int,
-        typer.Option(
-            min=1,
-            metavar="BYTES",
-            help="Largest gRPC request accepted, in bytes; bigger ones are refused with RESOURCE_EXHAUSTED.",
-        ),
-    ] = 256 * 2**20,
     metrics_address: MetricsAddress = None,
     verbose: Verbose = False,
     log_file: LogFile = None,
     log_format: LogFormat = "text",
     log_level_all: LogLevelAll = False,
+    limits: dict[str, Any] | None = None,
 ) -> None:
     """Serve the Driver API (server apps) and the Fleet API (nodes) until Ctrl-C / SIGTERM.
 
@@ -457,11 +452,11 @@ def superlink_command(
             tls=tls,
             heartbeat_patience=heartbeat_patience,
             disconnect_grace=disconnect_grace,
-            max_request_bytes=max_request_bytes,
             metrics_address=metrics_address,
+            **(limits or {}),
         )
     except (TypeError, ValueError) as exc:
-        _fail(cmd, exc)
+        _fail(cmd, limit_error(exc))
 
     async def serve() -> None:
         import anyio
@@ -654,22 +649,53 @@ def run_command(
         ),
     ] = None,
     metrics_address: MetricsAddress = None,
+    backend: Annotated[
+        str,
+        typer.Option(
+            metavar="in-process|ray",
+            help="Where the nodes run: in this process, or in Ray actors (pip install 'fl-async[ray]').",
+        ),
+    ] = "in-process",
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            metavar="ADDR",
+            help="Ray backend: join this cluster ('auto', HOST:PORT or ray://HOST:PORT) instead of starting "
+            "a local Ray instance for the run.",
+        ),
+    ] = None,
+    node_resources: Annotated[
+        str | None,
+        typer.Option(
+            metavar="NAME=NUMBER,...",
+            help="Ray backend: resources one node needs, e.g. num_cpus=0.5,num_gpus=0.1 (an actor of K nodes "
+            "asks for K times each).",
+        ),
+    ] = None,
+    nodes_per_actor: Annotated[
+        int | None,
+        typer.Option(
+            min=1, metavar="K", help="Ray backend: nodes per Ray actor (default: spread over one actor per CPU)."
+        ),
+    ] = None,
     verbose: Verbose = False,
     log_file: LogFile = None,
     log_format: LogFormat = "text",
     log_level_all: LogLevelAll = False,
 ) -> None:
-    """Run a federation in this process: a SuperLink on 127.0.0.1, N SuperNodes and the ServerApp.
+    """Run a federation: a SuperLink and the ServerApp in this process, N SuperNodes in it or in Ray actors.
 
     Everything runs in one event loop over the same code paths as the separate commands (real gRPC on
     loopback, plaintext). Node i gets node_config partition-id=i, num-partitions=N. The ServerApp starts
-    once all N nodes are online. Progress goes to stderr, the app's output to stdout.
+    once all N nodes are online. Progress goes to stderr, the app's output to stdout. With --backend ray
+    the nodes run in Ray actors, each node with its own connection (see docs/simulation.md).
     """
     cmd = "run"
     try:
         config = parse_config_pairs(run_config, option="--run-config")
         if metrics_address is not None:
             check_address(metrics_address, option="--metrics-address")
+        ray_options = _ray_options(backend, ray_address, node_resources, nodes_per_actor)
     except CliArgumentError as exc:
         _fail(cmd, exc)
     _setup_logging(cmd, verbose, log_file, log_format, log_level_all)
@@ -687,18 +713,57 @@ def run_command(
 
         async with anyio.create_task_group() as tg:
             await tg.start(_cancel_on_signal, cmd, tg.cancel_scope)
-            await run_embedded(
-                sapp,
-                capp,
-                num_supernodes=num_supernodes,
-                run_config=config,
-                max_concurrency=max_concurrency,
-                progress=progress,
-                metrics_address=metrics_address,
-            )
+            if ray_options is not None:
+                from fl_async._ray_backend import run_on_ray
+
+                await run_on_ray(
+                    sapp,
+                    client_app,
+                    num_supernodes=num_supernodes,
+                    app_dir=str(dir if dir is not None else Path.cwd()),
+                    run_config=config,
+                    max_concurrency=max_concurrency,
+                    options=ray_options,
+                    metrics_address=metrics_address,
+                )
+            else:
+                await run_embedded(
+                    sapp,
+                    capp,
+                    num_supernodes=num_supernodes,
+                    run_config=config,
+                    max_concurrency=max_concurrency,
+                    progress=progress,
+                    metrics_address=metrics_address,
+                )
             tg.cancel_scope.cancel()
 
     _run_async(cmd, run, app_errors=True)
+
+
+def _ray_options(backend: str, address: str | None, resources: str | None, per_actor: int | None) -> Any:
+    """The Ray backend's options (``None`` for the in-process backend); refuses misplaced or bad flags.
+
+    Raises:
+        CliArgumentError: an unknown backend, Ray flags without ``--backend ray``, bad ``--node-resources``,
+            or Ray not installed (its message says what to install).
+    """
+    if backend not in ("in-process", "ray"):
+        raise CliArgumentError(f"--backend must be 'in-process' or 'ray', got {backend!r}")
+    if backend != "ray":
+        given = [f for f, v in (("--ray-address", address), ("--node-resources", resources)) if v is not None]
+        given += ["--nodes-per-actor"] if per_actor is not None else []
+        if given:
+            raise CliArgumentError(f"{' and '.join(given)} {'needs' if len(given) == 1 else 'need'} --backend ray")
+        return None
+    from fl_async._ray_backend import RayNotInstalledError, RayOptions, parse_node_resources, require_ray
+
+    try:
+        parsed = parse_node_resources(resources or "")
+        require_ray()
+    except (ValueError, RayNotInstalledError) as exc:
+        raise CliArgumentError(str(exc)) from None
+    return RayOptions(address=address or None, node_resources=parsed, nodes_per_actor=per_actor)
 
 
 def main() -> None:

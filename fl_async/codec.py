@@ -31,6 +31,7 @@ from fl_async.common.message import Error, Message, Metadata
 from fl_async.common.records import (
     INT64_MAX,
     INT64_MIN,
+    UINT64_MAX,
     Array,
     ConfigsRecord,
     MetricsRecord,
@@ -68,9 +69,11 @@ def _value_to_proto(value: Any) -> pb.Value:
     if isinstance(value, bool):
         return pb.Value(bool=value)
     if isinstance(value, int):
-        if not INT64_MIN <= value <= INT64_MAX:
-            raise ValueError(f"integer out of signed 64-bit range: {value}")
-        return pb.Value(sint64=value)
+        if INT64_MIN <= value <= INT64_MAX:
+            return pb.Value(sint64=value)
+        if INT64_MAX < value <= UINT64_MAX:
+            return pb.Value(uint64=value)
+        raise ValueError(f"integer outside [-2**63, 2**64 - 1]: {value}")
     if isinstance(value, float):
         return pb.Value(double=value)
     if isinstance(value, str):
@@ -82,7 +85,11 @@ def _value_to_proto(value: Any) -> pb.Value:
         if isinstance(first, bool):
             return pb.Value(bool_list=pb.BoolList(vals=value))
         if isinstance(first, int):
-            return pb.Value(sint64_list=pb.Sint64List(vals=value))
+            if min(value) >= INT64_MIN and max(value) <= INT64_MAX:
+                return pb.Value(sint64_list=pb.Sint64List(vals=value))
+            if min(value) >= 0 and max(value) <= UINT64_MAX:
+                return pb.Value(uint64_list=pb.Uint64List(vals=value))
+            raise ValueError("list of integers fits neither [-2**63, 2**63 - 1] nor [0, 2**64 - 1]")
         if isinstance(first, float):
             return pb.Value(double_list=pb.DoubleList(vals=value))
         if isinstance(first, str):
@@ -92,8 +99,8 @@ def _value_to_proto(value: Any) -> pb.Value:
     raise TypeError(f"cannot encode value of type {type(value).__name__}")
 
 
-_SCALAR_FIELDS = ("double", "sint64", "bool", "string", "bytes")
-_LIST_FIELDS = ("double_list", "sint64_list", "bool_list", "string_list", "bytes_list")
+_SCALAR_FIELDS = ("double", "sint64", "bool", "string", "bytes", "uint64")
+_LIST_FIELDS = ("double_list", "sint64_list", "bool_list", "string_list", "bytes_list", "uint64_list")
 
 
 def _value_from_proto(value: pb.Value | None, key: str) -> Any:
@@ -317,11 +324,9 @@ def recordset_from_proto(
                 raise ValueError(f"parameters record {prec.name!r}: key {k!r} appears twice")
             arrays[k] = _array_from_proto(a, blobs, f"{prec.name}/{k}", verify, used)
         out.parameters_records[prec.name] = ParametersRecord(arrays)
-    seen.clear()
-    for mrec in rs.metrics:
+    for mrec in rs.metrics:  # one namespace for all three kinds (as a RecordSet has)
         _unique("metrics record", mrec.name, seen)
         out.metrics_records[mrec.name] = MetricsRecord(_entries_from_proto("metrics record", mrec.name, mrec.entries))
-    seen.clear()
     for crec in rs.configs:
         _unique("configs record", crec.name, seen)
         out.configs_records[crec.name] = ConfigsRecord(_entries_from_proto("configs record", crec.name, crec.entries))
@@ -332,23 +337,28 @@ def recordset_from_proto(
 # messages
 
 
-def _id64(name: str, value: Any) -> int:
+def _int_in(name: str, value: Any, low: int, high: int, what: str) -> int:
     try:
         if isinstance(value, bool):
             raise TypeError
         value = operator.index(value)  # int, numpy integers
     except TypeError:
         raise TypeError(f"{name} must be an int, got {type(value).__name__}") from None
-    if not INT64_MIN <= value <= INT64_MAX:
-        raise ValueError(f"{name} is out of signed 64-bit range: {value}")
+    if not low <= value <= high:
+        raise ValueError(f"{name} is outside {what}: {value}")
     return value
+
+
+def _id64(name: str, value: Any) -> int:
+    """A metadata id: unsigned 64-bit (0 = "none": the server app as source or destination)."""
+    return _int_in(name, value, 0, UINT64_MAX, "[0, 2**64 - 1] (ids are unsigned 64-bit)")
 
 
 def metadata_to_proto(md: Metadata) -> pb.Metadata:
     """Encode :class:`Metadata` (``partition_id`` is not sent, as in Flower 1.9).
 
     Raises:
-        TypeError, ValueError: an id is not an int within signed 64 bits (the wire would silently
+        TypeError, ValueError: an id is not an int in ``[0, 2**64 - 1]`` (the wire would silently
             corrupt it), or a text field is not a ``str``.
     """
     for name in ("message_id", "reply_to_message", "group_id", "message_type"):
@@ -377,7 +387,7 @@ def message_to_proto(
     """Encode a :class:`Message`; see :func:`recordset_to_proto` for ``blobs``, ``inline_limit`` and ``digests``.
 
     Raises:
-        TypeError, ValueError: bad metadata (ids outside signed 64 bits) or arrays (see
+        TypeError, ValueError: bad metadata (ids outside ``[0, 2**64 - 1]``) or arrays (see
             :func:`recordset_to_proto`).
     """
     md = metadata_to_proto(msg.metadata)
@@ -387,7 +397,12 @@ def message_to_proto(
             content=recordset_to_proto(msg.content, blobs=blobs, inline_limit=inline_limit, digests=digests),
         )
     err = msg.error
-    return pb.Message(metadata=md, error=pb.Error(code=_id64("error code", err.code), reason=err.reason or ""))
+    return pb.Message(
+        metadata=md,
+        error=pb.Error(
+            code=_int_in("error code", err.code, INT64_MIN, INT64_MAX, "signed 64 bits"), reason=err.reason or ""
+        ),
+    )
 
 
 def message_from_proto(

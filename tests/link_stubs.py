@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from grpclib.client import Channel
 
+from fl_async._credentials import Metadata, node_metadata, run_metadata
 from fl_async._net import parse_address
 from fl_async.proto.fl_async import v1 as pb
 
@@ -67,15 +68,22 @@ class RawNode:
     def auth(self) -> pb.NodeAuth:
         return pb.NodeAuth(node_id=self.node_id, token=self.token)
 
+    @property
+    def metadata(self) -> Metadata:
+        """The credentials as request headers (as the SDK sends them)."""
+        return node_metadata(self.node_id, self.token)
+
     async def pull(self, timeout: float = 0.0, max_messages: int = 1, **kw: object) -> list[pb.Message]:
         res = await self.stub.pull_instructions(
             pb.PullInstructionsRequest(auth=self.auth, max_messages=max_messages, timeout=timeout),
-            **kw,  # type: ignore[arg-type]
+            **{"metadata": self.metadata, **kw},  # type: ignore[arg-type]
         )
         return list(res.messages)
 
     async def reply(self, messages: Sequence[pb.Message]) -> pb.PushRepliesResponse:
-        return await self.stub.push_replies(pb.PushRepliesRequest(auth=self.auth, messages=list(messages)))
+        return await self.stub.push_replies(
+            pb.PushRepliesRequest(auth=self.auth, messages=list(messages)), metadata=self.metadata
+        )
 
     async def reply_and_pull(
         self, messages: Sequence[pb.Message], timeout: float = 0.0, max_messages: int = 1
@@ -84,10 +92,12 @@ class RawNode:
         req = pb.PushRepliesRequest(
             auth=self.auth, messages=list(messages), pull_max_messages=max_messages, pull_timeout=timeout
         )
-        return await self.stub.push_replies(req)
+        return await self.stub.push_replies(req, metadata=self.metadata)
 
     async def heartbeat(self) -> float:
-        res = await self.stub.heartbeat(pb.HeartbeatRequest(auth=self.auth, heartbeat_interval=self.interval))
+        res = await self.stub.heartbeat(
+            pb.HeartbeatRequest(auth=self.auth, heartbeat_interval=self.interval), metadata=self.metadata
+        )
         return res.heartbeat_interval
 
     async def serve_echo(self, timeout: float = 5.0) -> None:
@@ -100,27 +110,33 @@ class RawNode:
 class RawDriver:
     """A driver speaking raw Driver stubs."""
 
-    def __init__(self, stub: pb.DriverStub, run_id: int) -> None:
+    def __init__(self, stub: pb.DriverStub, run_id: int, token: bytes = b"") -> None:
         self.stub = stub
         self.run_id = run_id
+        self.token = token
+        self.metadata: Metadata | None = run_metadata(run_id, token) if token else None
+        """The run's credentials as request headers (as the SDK sends them)."""
 
     @classmethod
     async def create(cls, stub: pb.DriverStub) -> RawDriver:
         res = await stub.create_run(pb.CreateRunRequest(fab_id="test", fab_version="0"))
-        return cls(stub, res.run_id)
+        return cls(stub, res.run_id, res.blob_token)
 
     async def push(self, messages: Sequence[pb.Message]) -> pb.PushMessagesResponse:
-        return await self.stub.push_messages(pb.PushMessagesRequest(run_id=self.run_id, messages=list(messages)))
+        return await self.stub.push_messages(
+            pb.PushMessagesRequest(run_id=self.run_id, messages=list(messages)), metadata=self.metadata
+        )
 
     async def pull(self, ids: Sequence[str], timeout: float = 0.0, **kw: object) -> list[pb.Message]:
         res = await self.stub.pull_messages(
             pb.PullMessagesRequest(run_id=self.run_id, message_ids=list(ids), timeout=timeout),
-            **kw,  # type: ignore[arg-type]
+            **{"metadata": self.metadata, **kw},  # type: ignore[arg-type]
         )
         return list(res.messages)
 
     async def node_ids(self) -> list[int]:
-        return list((await self.stub.get_nodes(pb.GetNodesRequest(run_id=self.run_id))).node_ids)
+        res = await self.stub.get_nodes(pb.GetNodesRequest(run_id=self.run_id), metadata=self.metadata)
+        return list(res.node_ids)
 
     async def send_and_receive(self, messages: Sequence[pb.Message], timeout: float = 10.0) -> list[pb.Message]:
         """Push, then long-poll until every accepted message has a reply (or ``timeout`` s pass)."""

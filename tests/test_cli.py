@@ -219,6 +219,7 @@ def test_client_side_bad_address(apps, command: str, attr: str, config_flag: str
         (["=5"], "key must be"),
         (['msg="open'], "unbalanced"),
         (["big=99999999999999999999"], "64-bit"),
+        (["big=18446744073709551616"], "64-bit"),
     ],
 )
 def test_client_side_bad_config_pairs(
@@ -362,6 +363,8 @@ def test_every_option_has_help() -> None:
         ("1e999", "1e999"),
         ("-1e999", "-1e999"),
         ("1e308", 1e308),
+        ("18446744073709551615", 2**64 - 1),  # the record integer range: [-2**63, 2**64 - 1]
+        ("-9223372036854775808", -(2**63)),
     ],
 )
 def test_config_value_rule(text: str, value: object) -> None:

@@ -54,7 +54,7 @@ async def test_ls_runs_and_messages_counts() -> None:
         (run,) = json.loads(r.stdout)
         assert (run["run_id"], run["queued"], run["in_flight"], run["answered"]) == (driver.run_id, 2, 1, 0)
         link = ["--superlink", c.link.driver_address, "--insecure", "--json"]
-        m = await cli("ls", "messages", *link, "--", str(driver.run_id))  # "--": a negative id is not an option
+        m = await cli("ls", "messages", *link, str(driver.run_id))
         assert m.exit_code == 0, m.output
         assert sorted(row["state"] for row in json.loads(m.stdout)) == ["in_flight", "queued", "queued"]
         GATES.release("ls")
@@ -64,9 +64,9 @@ async def test_ls_runs_and_messages_counts() -> None:
 async def test_stop_command() -> None:
     async with cluster(num_nodes=1) as c, AsyncDriver(c.link.driver_address, insecure=True) as driver:
         link = ["--superlink", c.link.driver_address, "--insecure"]
-        r = await cli("stop", *link, "--", str(driver.run_id))  # "--": a negative id is not an option
+        r = await cli("stop", *link, str(driver.run_id))
         assert r.exit_code == 0 and f"run {driver.run_id} stopped" in r.output
-        again = await cli("stop", *link, "--", str(driver.run_id))
+        again = await cli("stop", *link, str(driver.run_id))
         assert again.exit_code == 0 and "already stopped" in again.output
         missing = await cli("stop", *link, "12345")
         assert missing.exit_code == 1 and "unknown run 12345" in missing.output

@@ -163,7 +163,8 @@ def test_tls_deployment_three_rounds_then_sigterm(tmp_path: Path, procs: list[Pr
     assert rc == 0, server.describe()
     rounds = [line for line in server.out if re.match(r"round +\d+/3: test accuracy", line)]
     assert len(rounds) == 3, server.out
-    assert "(3/3 nodes" in rounds[-1]
+    trained = [line for line in server.err if "└──> train:" in line]  # the strategy's per-round tally
+    assert len(trained) == 3 and "3/3 results, 0 errors, 0 timed out" in trained[-1], server.err
     assert any(line.startswith("final test accuracy") for line in server.out)
 
     # A second server app that waits for more nodes than exist: it is mid-run when SIGTERM arrives.

@@ -30,7 +30,8 @@ from fl_async.proto.fl_async import v1 as pb
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
-INT64 = st.integers(-(2**63), 2**63 - 1)
+INT64 = st.integers(-(2**63), 2**64 - 1)  # record integers: signed or unsigned 64-bit
+INT_LISTS = st.lists(st.integers(-(2**63), 2**63 - 1), max_size=5) | st.lists(st.integers(0, 2**64 - 1), max_size=5)
 FLOATS = st.floats(allow_nan=True, allow_infinity=True)
 KEYS = st.text(max_size=8)
 
@@ -74,7 +75,7 @@ def _message(content: RecordSet) -> Message:
 # --------------------------------------------------------------------------------------------
 # record values
 
-METRIC_VALUES = st.one_of(INT64, FLOATS, st.lists(INT64, max_size=5), st.lists(FLOATS, max_size=5))
+METRIC_VALUES = st.one_of(INT64, FLOATS, INT_LISTS, st.lists(FLOATS, max_size=5))
 CONFIG_VALUES = st.one_of(
     st.booleans(),
     INT64,
@@ -82,7 +83,7 @@ CONFIG_VALUES = st.one_of(
     st.text(max_size=12),
     st.binary(max_size=12),
     st.lists(st.booleans(), max_size=5),
-    st.lists(INT64, max_size=5),
+    INT_LISTS,
     st.lists(FLOATS, max_size=5),
     st.lists(st.text(max_size=5), max_size=5),
     st.lists(st.binary(max_size=5), max_size=5),
@@ -95,6 +96,8 @@ CONFIG_VALUES = st.one_of(
     configs=st.dictionaries(KEYS, st.dictionaries(KEYS, CONFIG_VALUES, max_size=4), max_size=3),
 )
 def test_record_values_round_trip_exactly(metrics: dict, configs: dict) -> None:  # type: ignore[type-arg]
+    configs = {f"c{k}": v for k, v in configs.items()}  # one namespace per RecordSet: keep the names apart
+    metrics = {f"m{k}": v for k, v in metrics.items()}
     rs = RecordSet(
         metrics_records={k: MetricsRecord(v) for k, v in metrics.items()},
         configs_records={k: ConfigsRecord(v) for k, v in configs.items()},
@@ -261,9 +264,9 @@ def test_bfloat16_travels_without_numpy() -> None:
 
 def test_message_round_trip_keeps_every_metadata_field() -> None:
     md = Metadata(
-        run_id=-(2**63),
+        run_id=2**64 - 1,
         message_id="abc",
-        src_node_id=2**63 - 1,
+        src_node_id=2**63,
         dst_node_id=0,
         reply_to_message="xyz",
         group_id="round 3",
@@ -299,11 +302,12 @@ def test_error_message_round_trip(reason: str | None) -> None:
 
 
 @pytest.mark.parametrize("field", ["run_id", "src_node_id", "dst_node_id"])
-def test_metadata_ids_outside_int64_refused(field: str) -> None:
+def test_metadata_ids_outside_uint64_refused(field: str) -> None:
     md = Metadata(1, "", 0, 0, "", "", 10.0, "train")
-    setattr(md, "_" + field, 2**63)
-    with pytest.raises(ValueError, match=f"{field}.*64-bit"):
-        codec.message_to_proto(Message(md, content=RecordSet()))
+    for bad in (2**64, -1):
+        setattr(md, "_" + field, bad)
+        with pytest.raises(ValueError, match=rf"{field} is outside \[0, 2\*\*64 - 1\]"):
+            codec.message_to_proto(Message(md, content=RecordSet()))
     setattr(md, "_" + field, np.int64(5))
     assert getattr(codec.message_to_proto(Message(md, content=RecordSet())).metadata, field) == 5
 
@@ -324,7 +328,7 @@ def test_encode_checks_values_again_naming_record_and_key() -> None:
     with pytest.raises(TypeError, match="metrics record 'm': value of 'a' has type str"):
         codec.recordset_to_proto(RecordSet(metrics_records={"m": rec}))
     rec["a"][-1] = 2**70
-    with pytest.raises(ValueError, match="metrics record 'm': value of 'a' is out of signed 64-bit range"):
+    with pytest.raises(ValueError, match="metrics record 'm': value of 'a' is outside the 64-bit integer range"):
         codec.recordset_to_proto(RecordSet(metrics_records={"m": rec}))
     cfg = ConfigsRecord({"b": ["s"]})
     cfg["b"].append(b"x")

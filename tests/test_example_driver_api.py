@@ -95,7 +95,9 @@ async def test_guide_server_app_rounds_without_sleeping(
     starts = [r for r in caplog.records if r.getMessage().startswith("Commencing server round")]
     assert {r.name for r in starts} == {"fl_async"}  # fl_async.common.log, visible at INFO like Flower's log
     sys.__stderr__.write(f"\n{variant} round durations: {[round(d, 3) for d in durations]}\n")
-    assert max(durations) < 1.0, durations
+    # The guide's loop sleeps 3 s when a pull comes back short: a round under 3 s never slept. (The former 1 s
+    # bound measured the shared machine's load: 1.1-2.2 s rounds under load 20-40, on main too.)
+    assert max(durations) < 3.0, durations
     assert "Pulling messages..." not in out  # the guide's sleep(3) branch was never taken
     assert out.count("Received 3 results") == 3
     assert out.count("train_metrics") == 9

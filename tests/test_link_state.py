@@ -133,7 +133,7 @@ def test_config_validation(field: str, value: object, needle: str) -> None:
 def test_config_defaults_are_flowers_ports() -> None:
     cfg = LinkConfig()
     assert cfg.driver_api_address.endswith(":9091") and cfg.fleet_api_address.endswith(":9092")
-    assert cfg.backlog == 8192 and cfg.max_request_bytes == 256 * 2**20
+    assert cfg.backlog == 8192 and cfg.max_request_bytes == 64 * 2**20
     assert cfg.disconnect_grace == 3.0
     assert LinkState.from_config(LinkConfig(disconnect_grace=0.5)).disconnect_grace == 0.5
 
@@ -181,7 +181,7 @@ def test_create_node_ids_tokens_and_clamping(state: LinkState) -> None:
     seen = set()
     for _ in range(50):
         node_id, token, granted = state.create_node(1.0)
-        assert node_id != 0 and node_id not in seen and -(2**63) <= node_id < 2**63
+        assert 1 <= node_id <= 2**64 - 1 and node_id not in seen
         assert isinstance(token, bytes) and len(token) == 32
         assert granted == 1.0
         seen.add(node_id)

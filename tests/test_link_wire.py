@@ -18,7 +18,7 @@ from tests.link_stubs import RawNode, channel, instruction
 
 GARBAGE = [
     (b"\x0a\xff", "varint"),  # truncated
-    (b"\x0a\x05ab", "run_id: expected sint64, decoded list"),  # length-delimited chunk in a scalar field
+    (b"\x0a\x05ab", "run_id: expected uint64, decoded list"),  # length-delimited chunk in a scalar field
     (b"\x0b", "run_id: undecodable value"),  # group wire type
     (b"\x12\x04\x0a\x02\x10\x01", "messages[0].metadata.message_id: expected string"),
     (b"\x12\x05\x0a\x03\x2a\x01\xff", "malformed"),  # invalid UTF-8 in a string
@@ -35,9 +35,9 @@ def test_codec_refuses_garbage(data: bytes, needle: str) -> None:
 
 def test_codec_size_limit_and_round_trip() -> None:
     codec = LimitedProtoCodec(100)
-    good = pb.PushMessagesRequest(run_id=-5, messages=[instruction(1, 2)])
+    good = pb.PushMessagesRequest(run_id=2**64 - 5, messages=[instruction(1, 2)])
     data = bytes(good)
-    assert codec.decode(data, pb.PushMessagesRequest).run_id == -5
+    assert codec.decode(data, pb.PushMessagesRequest).run_id == 2**64 - 5
     assert wire_type_problem(good) == ""
     with pytest.raises(GRPCError) as exc:
         LimitedProtoCodec(len(data) - 1).decode(data, pb.PushMessagesRequest)
@@ -101,7 +101,7 @@ def test_fast_pull_responses_equal_betterproto2() -> None:
         fast = codec.encode(resp, resp_type)
         assert resp_type.FromString(fast).messages[:3] == resp_type.FromString(bytes(resp)).messages[:3]
         assert fast == bytes(resp)
-    for md in (pb.Metadata(), pb.Metadata(run_id=-1, ttl=-0.5, created_at=1.5, reply_to_message="a")):
+    for md in (pb.Metadata(), pb.Metadata(run_id=2**64 - 1, ttl=-0.5, created_at=1.5, reply_to_message="a")):
         assert encode_metadata(md) == bytes(md)
     replies = pb.PushRepliesRequest(auth=pb.NodeAuth(node_id=1, token=b"t"), messages=msgs[:2])
     decoded = codec.decode(bytes(replies), pb.PushRepliesRequest)

@@ -24,15 +24,16 @@ from fl_async.supernode._wire import (
 )
 
 sint64 = st.integers(-(2**63), 2**63 - 1)
+uint64 = st.integers(0, 2**64 - 1) | st.sampled_from([1, 2**63, 2**64 - 1])
 uint32 = st.integers(0, 2**32 - 1)
 doubles = st.floats(allow_nan=False) | st.sampled_from([0.0, -0.0, 1e-300, float("inf")])
-auths = st.builds(pb.NodeAuth, node_id=sint64, token=st.binary(max_size=300))
+auths = st.builds(pb.NodeAuth, node_id=uint64, token=st.binary(max_size=300))
 metadata = st.builds(
     pb.Metadata,
-    run_id=sint64,
+    run_id=uint64,
     message_id=st.text(max_size=40),
-    src_node_id=sint64,
-    dst_node_id=sint64,
+    src_node_id=uint64,
+    dst_node_id=uint64,
     reply_to_message=st.text(max_size=200),
     group_id=st.text(max_size=10),
     ttl=doubles,

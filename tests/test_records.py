@@ -249,10 +249,10 @@ def test_valid_values() -> None:
         (1 + 2j, TypeError, "complex"),
         (np.array([1.0]), TypeError, "ndarray"),
         ([None], TypeError, "NoneType"),
-        (2**63, ValueError, "64-bit"),
+        (2**64, ValueError, "64-bit"),
         (-(2**63) - 1, ValueError, "64-bit"),
         ([1, 2**64], ValueError, "64-bit"),
-        (np.uint64(2**64 - 1), ValueError, "64-bit"),
+        ([-1, 2**63], ValueError, "signed 64 bits"),
     ],
 )
 def test_metrics_refusals_name_the_key(value: object, exc: type[Exception], fragment: str) -> None:
@@ -281,14 +281,34 @@ def test_metrics_refusals_name_the_key(value: object, exc: type[Exception], frag
         (1 + 2j, TypeError, "complex"),
         (object(), TypeError, "object"),
         ([None], TypeError, "NoneType"),
-        (2**63, ValueError, "64-bit"),
+        (2**64, ValueError, "64-bit"),
         ([-(2**63) - 1], ValueError, "64-bit"),
+        ([2**64 - 1, -(2**63)], ValueError, "signed 64 bits"),
     ],
 )
 def test_configs_refusals_name_the_key(value: object, exc: type[Exception], fragment: str) -> None:
     with pytest.raises(exc, match=fragment) as info:
         ConfigsRecord({"cfg_key": value})
     assert "'cfg_key'" in str(info.value)
+
+
+@pytest.mark.parametrize("record", [MetricsRecord, ConfigsRecord])
+def test_integers_cover_signed_and_unsigned_64_bits(record: type) -> None:
+    values = {
+        "big": 2**64 - 1,
+        "neg": -(2**63),
+        "edge": 2**63,
+        "np": np.uint64(2**64 - 1),
+        "unsigned_list": [0, 2**63, 2**64 - 1],
+        "signed_list": [-(2**63), 2**63 - 1],
+    }
+    rec = record(values)
+    assert rec["np"] == 2**64 - 1 and type(rec["np"]) is int
+    assert dict(rec) == {**values, "np": 2**64 - 1}
+    for bad in (2**64, -(2**63) - 1):
+        with pytest.raises(ValueError, match=r"\[-2\*\*63, 2\*\*64 - 1\]"):
+            rec["x"] = bad
+        assert "x" not in rec
 
 
 @pytest.mark.parametrize("value", [np.zeros(2), [1, 2], None, b"raw", "x"])

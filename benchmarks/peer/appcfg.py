@@ -6,8 +6,9 @@ under ``fl-async server-app`` / ``fl-async supernode``. The server app writes it
 object to ``BENCH_OUT``.
 
 Variables:
-    BENCH_MODE: ``"rounds"`` (push to N nodes, wait for all replies, repeat) or ``"kill"`` (one round, wait
-        for an error reply from a node that the harness kills mid-round).
+    BENCH_MODE: ``"rounds"`` (push to N nodes, wait for all replies, repeat), ``"kill"`` (one round, wait
+        for an error reply from a node that the harness kills mid-round) or ``"ready"`` (touch
+        ``BENCH_OUT + ".ready"`` once connected, then only wait until N nodes are listed: bring-up time).
     BENCH_N: nodes per round.
     BENCH_ROUNDS: rounds (``"rounds"`` mode).
     BENCH_SLEEP: seconds slept between polls in Flower's guide-style loops (3 = the guide).
@@ -79,6 +80,11 @@ class AppResult:
         error_code: its error code.
         timed_out: the app hit ``BENCH_DEADLINE`` before finishing.
         note: free text (e.g. an exception).
+        self_rss: the server app's own peak RSS (bytes), for apps the harness cannot sample (newest Flower's
+            ServerApp runs in a process started by the SuperLink's SuperExec).
+        self_cpu: the server app's own CPU seconds, likewise.
+        client_rss: largest peak RSS (bytes) a ClientApp process reported in its reply (newest Flower).
+        client_cpu: largest CPU seconds a ClientApp process reported in its reply (newest Flower).
     """
 
     rounds: list[float] = field(default_factory=list)
@@ -90,6 +96,10 @@ class AppResult:
     error_code: int | None = None
     timed_out: bool = False
     note: str = ""
+    self_rss: int | None = None
+    self_cpu: float | None = None
+    client_rss: int | None = None
+    client_cpu: float | None = None
 
     def write(self, path: str) -> None:
         """Write this result as JSON to ``path`` (atomically: temp file, then rename)."""

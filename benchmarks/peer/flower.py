@@ -24,30 +24,32 @@ from benchmarks.peer.harness import HOST, REPO, System
 FLWR_VERSION = "1.10.0"
 VENV = REPO / "build" / "peer-venv"
 APPS = REPO / "benchmarks" / "peer" / "flower_apps"
-_STAMP = VENV / f".flwr-{FLWR_VERSION}"
 
 
-def ensure_venv(timeout: float = 900.0) -> Path:
+def ensure_venv(timeout: float = 900.0, venv_dir: Path = VENV, version: str = FLWR_VERSION) -> Path:
     """Create ``build/peer-venv`` with ``flwr==1.10.0`` unless it is already there.
 
     Args:
         timeout: seconds allowed for ``pip install`` (bounded).
+        venv_dir: the venv to create (another Flower version gets its own).
+        version: the pinned ``flwr`` version to install there.
 
     Returns:
         The venv's ``bin`` directory.
 
     Raises:
-        RuntimeError: pip failed (its output is in ``build/peer-venv-pip.log``).
+        RuntimeError: pip failed (its output is in ``build/<venv name>-pip.log``).
         subprocess.TimeoutExpired: pip took longer than ``timeout``.
     """
-    bindir = VENV / "bin"
-    if _STAMP.exists() and (bindir / "flower-superlink").exists():
+    bindir = venv_dir / "bin"
+    stamp = venv_dir / f".flwr-{version}"
+    if stamp.exists() and (bindir / "flower-superlink").exists():
         return bindir
     if not (bindir / "python").exists():
-        venv.EnvBuilder(with_pip=True, clear=False).create(VENV)
-    log = REPO / "build" / "peer-venv-pip.log"
+        venv.EnvBuilder(with_pip=True, clear=False).create(venv_dir)
+    log = venv_dir.parent / f"{venv_dir.name}-pip.log"
     print(
-        f"[bench-peer] installing flwr=={FLWR_VERSION} into {VENV} (log: {log})",
+        f"[bench-peer] installing flwr=={version} into {venv_dir} (log: {log})",
         file=sys.stderr,
         flush=True,
     )
@@ -59,7 +61,7 @@ def ensure_venv(timeout: float = 900.0) -> Path:
                 "pip",
                 "install",
                 "-q",
-                f"flwr=={FLWR_VERSION}",
+                f"flwr=={version}",
             ],
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -67,8 +69,8 @@ def ensure_venv(timeout: float = 900.0) -> Path:
             check=False,
         )
     if proc.returncode != 0:
-        raise RuntimeError(f"pip install flwr=={FLWR_VERSION} failed (exit {proc.returncode}); see {log}")
-    _STAMP.touch()
+        raise RuntimeError(f"pip install flwr=={version} failed (exit {proc.returncode}); see {log}")
+    stamp.touch()
     return bindir
 
 

@@ -8,14 +8,16 @@ forever). Every wait is bounded.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
 
-from benchmarks._proc import Proc, free_port, stop_all, wait_for_port, wait_until
+from benchmarks._proc import Proc, free_port, read_vm_hwm, stop_all, wait_for_port, wait_until
 from benchmarks.peer.appcfg import AppResult
 
 REPO = Path(__file__).resolve().parents[2]
@@ -34,6 +36,11 @@ class System:
         host: ``(fleet_port, n) -> argv`` of one process hosting ``n`` in-process nodes, or ``None``.
         env: extra environment for every process.
         cwd: working directory of every process.
+        one_port: the link serves its server-app and node APIs on one port (newest Flower): ``link`` gets
+            that port twice and nodes connect to it.
+        child_processes: the link and nodes start processes of their own (newest Flower's SuperExec,
+            ``flwr-serverapp``, ``flwr-clientapp``): the cluster measures each node's process tree and ends
+            every descendant by PID when it closes.
     """
 
     name: str
@@ -43,6 +50,8 @@ class System:
     host: Callable[[int, int], list[str]] | None = None
     env: Mapping[str, str] = field(default_factory=dict)
     cwd: str = str(REPO)
+    one_port: bool = False
+    child_processes: bool = False
 
 
 @dataclass
@@ -76,6 +85,10 @@ class Cluster:
         self._count = 0
         #: ``time.time()`` when nodes were last added (wall clock, for bring-up times)
         self.nodes_started_at = 0.0
+        #: per node: peak RSS summed over its process tree at close (``child_processes`` systems only)
+        self.node_tree_rss: list[int] = []
+        #: descendants of nodes killed by :meth:`kill_node` (ended by PID at close)
+        self._orphans: list[tuple[int, int]] = []
 
     def __enter__(self) -> Self:
         return self
@@ -92,7 +105,7 @@ class Cluster:
         self._count += 1
         return self.logdir / f"{self.tag}-{what}-{self._count}.log"
 
-    def start_link(self, timeout: float = 30.0) -> Proc:
+    def start_link(self, timeout: float = 120.0) -> Proc:
         """Start the link process and wait (bounded) until both its ports accept connections.
 
         Raises:
@@ -101,6 +114,8 @@ class Cluster:
         self.driver_port, self.fleet_port = free_port(), free_port()
         while self.fleet_port == self.driver_port:
             self.fleet_port = free_port()
+        if self.system.one_port:
+            self.fleet_port = self.driver_port
         self.link = Proc(
             f"{self.tag}-link",
             self.system.link(self.driver_port, self.fleet_port),
@@ -109,7 +124,8 @@ class Cluster:
             log_path=self._log("link"),
         )
         wait_for_port(self.driver_port, timeout, self.link)
-        wait_for_port(self.fleet_port, timeout, self.link)
+        if self.fleet_port != self.driver_port:
+            wait_for_port(self.fleet_port, timeout, self.link)
         return self.link
 
     def add_nodes(
@@ -210,11 +226,76 @@ class Cluster:
             *([self.link] if self.link else []),
         ]
 
+    def kill_node(self, proc: Proc) -> float:
+        """SIGKILL one node process by PID (its descendants are noted first and ended at close).
+
+        Returns:
+            ``time.time()`` just before the signal (wall clock, seconds).
+        """
+        if self.system.child_processes:
+            self._orphans += descendants([proc.pid])
+        return proc.kill()
+
+    def tree_rss(self, proc: Proc) -> int | None:
+        """Sum of the peak RSS (VmHWM, bytes) of ``proc`` and its live descendants, read now (``None``: gone)."""
+        total = read_vm_hwm(proc.pid) if proc.returncode is None else None
+        if total is None:
+            return proc.peak_rss
+        for pid, _ in descendants([proc.pid]):
+            total += read_vm_hwm(pid) or 0
+        return total
+
     def close(self) -> None:
-        """End every process of this cluster by PID: server apps and nodes first, then the link (bounded)."""
+        """End every process of this cluster by PID: server apps and nodes first, then the link (bounded).
+
+        For systems with ``child_processes``, each node's tree RSS is recorded in :attr:`node_tree_rss` first,
+        and any descendant still alive after its parent stopped is SIGKILLed by PID (checked against its start
+        time, so a reused PID is never hit).
+        """
+        children: list[tuple[int, int]] = []
+        if self.system.child_processes:
+            self.node_tree_rss = [r for r in (self.tree_rss(p) for p in self.nodes) if r is not None]
+            children = descendants([p.pid for p in self._all() if p.returncode is None])
         stop_all([*self.servers, *self.nodes, *self.hosts], grace=8.0)
         if self.link is not None:
             stop_all([self.link], grace=5.0)
+        kill_leftovers([*children, *self._orphans])
+
+
+def _stat(pid: int) -> tuple[int, int] | None:
+    """``(parent pid, start time in clock ticks)`` of a live process, from ``/proc/<pid>/stat``."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = raw[raw.rindex(")") + 2 :].split()  # after "pid (comm) ": state, ppid, ..., starttime = field 22
+    return int(fields[1]), int(fields[19])
+
+
+def descendants(roots: Sequence[int]) -> list[tuple[int, int]]:
+    """Every live descendant of the processes ``roots``, as ``(pid, start time)``, read from ``/proc``."""
+    parents: dict[int, list[tuple[int, int]]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            st = _stat(int(entry.name))
+            if st is not None:
+                parents.setdefault(st[0], []).append((int(entry.name), st[1]))
+    out: list[tuple[int, int]] = []
+    todo = list(roots)
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child[0])
+    return out
+
+
+def kill_leftovers(procs: Sequence[tuple[int, int]]) -> None:
+    """SIGKILL each ``(pid, start time)`` that is still the same live process (a reused PID is left alone)."""
+    for pid, started in procs:
+        st = _stat(pid)
+        if st is not None and st[1] == started:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def wait_for_file(path: Path, timeout: float) -> None:

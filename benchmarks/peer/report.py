@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 import statistics
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 #: column keys, in display order
-FLASYNC, FLOWER_GUIDE, FLOWER_FAST = "fl-async", "flower-guide", "flower-fast"
+FLASYNC, FLOWER_GUIDE, FLOWER_FAST, FLOWER_LATEST = "fl-async", "flower-guide", "flower-fast", "flower-latest"
 
 
 @dataclass
@@ -109,7 +110,7 @@ class Table:
             lines += [f"- {n}" for n in notes]
         return "\n".join(lines)
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         """Plain-data form for ``--json``."""
         return {
             "title": self.title,
@@ -135,7 +136,7 @@ def p99(xs: list[float]) -> float | None:
     return s[lo] + (s[hi] - s[lo]) * (k - lo)
 
 
-def dump_json(tables: list[Table], meta: dict, path: str) -> None:
+def dump_json(tables: list[Table], meta: dict[str, Any], path: str) -> None:
     """Write all tables plus run metadata as JSON (``-`` = stdout)."""
     data = json.dumps({"meta": meta, "tables": [t.to_json() for t in tables]}, indent=2)
     if path == "-":

@@ -13,7 +13,7 @@ the same loops tuned). fl-async's apps do not sleep: they wait on the link (long
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +39,15 @@ class Variant:
     system: System
     sleep: float = 0.0
     in_process_nodes: bool = False
+    #: most node processes this variant starts at once (workload 3), ``None`` = no cap
+    max_nodes: int | None = None
+    #: rough peak memory of one big-model round, in models per node (link + server app + nodes), measured
+    #: with 100 MiB x 5 (workload 2); workloads 5 and 6 skip a run that would not fit in available memory
+    models_per_node: float = 3.0
+    #: MiB per node process tree during rounds (memory checks of workloads 1 and 3)
+    node_mib: float = 80.0
+    #: MiB per idle node process tree (memory check of workload 6)
+    idle_node_mib: float = 80.0
 
 
 @dataclass
@@ -57,6 +66,11 @@ class Settings:
         kill_bound: seconds to wait for the error reply after the kill before reporting ``> bound``.
         kill_defaults: run workload 4 with default liveness settings too (fl-async's takes up to 60 s).
         kill_heartbeat: ``--heartbeat-interval`` (s) of fl-async nodes in workload 4's second row.
+        huge_sizes: N for workload 5 (the larger model).
+        huge_floats: float32 values in the workload-5 model (104,857,600 = 400 MiB).
+        huge_rounds: rounds in workload 5.
+        bringup_n: N for workload 6 (node processes started at once).
+        bringup_bound: seconds workload 6 waits for all N to be listed.
         logdir: where process logs and result files go.
     """
 
@@ -71,12 +85,17 @@ class Settings:
     kill_bound: float = 70.0
     kill_defaults: bool = True
     kill_heartbeat: float = 1.0
+    huge_sizes: Sequence[int] = (5,)
+    huge_floats: int = 4 * FLOATS_100MIB
+    huge_rounds: int = 2
+    bringup_n: int = 50
+    bringup_bound: float = 240.0
     logdir: Path = field(default_factory=lambda: Path("build/bench-logs"))
 
     @classmethod
     def quick(cls, logdir: Path) -> Settings:
-        """Smallest sizes: N = 2 / 2 / 100, one or two rounds, a 1 MiB model, workload 4 with a 1 s heartbeat
-        only (20 s bound)."""
+        """Smallest sizes: N = 2 / 2 / 100 / - / 2 / 2, one or two rounds, 1 and 2 MiB models, workload 4 with a
+        1 s heartbeat only (20 s bound)."""
         return cls(
             latency_sizes=(2,),
             latency_rounds=2,
@@ -87,6 +106,11 @@ class Settings:
             scale_rounds=1,
             kill_bound=20.0,
             kill_defaults=False,
+            huge_sizes=(2,),
+            huge_floats=512 * 1024,
+            huge_rounds=1,
+            bringup_n=2,
+            bringup_bound=60.0,
             logdir=logdir,
         )
 
@@ -107,9 +131,11 @@ def _tag(v: Variant) -> str:
     return v.key.replace(" ", "")
 
 
-def _rounds_value(run: ServerRun | None, fn) -> Value:
+def _rounds_value(run: ServerRun | str | None, fn: Callable[[list[float]], float | None]) -> Value:
     if run is None:
         return Value(note="not run")
+    if isinstance(run, str):
+        return Value(note=run)
     r = run.result
     if not r.rounds:
         return Value(note=r.note or ("timed out" if r.timed_out else "no rounds"))
@@ -141,12 +167,17 @@ def latency(variants: Sequence[Variant], s: Settings) -> Table:
     One cluster per system, grown from the smallest N to the largest; each variant's server app runs on it in
     turn. Round = select nodes, push one message per node, hold every reply (server-side wall clock).
     """
-    runs: dict[tuple[int, str], ServerRun] = {}
+    runs: dict[tuple[int, str], ServerRun | str] = {}
     for group in _groups(variants):
         with Cluster(group[0].system, s.logdir, f"w1-{_tag(group[0])}") as c:
             c.start_link()
             have = 0
             for n in s.latency_sizes:
+                if _fit(n - have, group[0].node_mib) < n - have:
+                    for v in group:
+                        runs[n, v.key] = f"skipped: {n} nodes need ~{n * v.node_mib / 1024:.1f} GiB; not available"
+                    _log(f"w1 {group[0].system.name} N={n}: {runs[n, group[0].key]}")
+                    break
                 c.add_nodes(n - have)
                 have = n
                 for v in group:
@@ -161,7 +192,7 @@ def latency(variants: Sequence[Variant], s: Settings) -> Table:
                             "floats": 10,
                             "deadline": deadline,
                         },
-                        timeout=deadline + 30,
+                        timeout=deadline + 90,
                     )
     t = Table(
         f"1. Round latency, tiny payload (one 10-float array), {s.latency_rounds} rounds",
@@ -183,55 +214,200 @@ def latency(variants: Sequence[Variant], s: Settings) -> Table:
     return t
 
 
-def big_model(variants: Sequence[Variant], s: Settings) -> Table:
-    """Workload 2: a ``s.big_floats``-float32 model to N nodes and back (echoed), fresh cluster per variant."""
-    size_mib = s.big_floats * 4 / (1024 * 1024)
+def _available_mib() -> float | None:
+    """``MemAvailable`` from ``/proc/meminfo`` in MiB (``None`` if unreadable)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def _too_big(need_mib: float) -> str:
+    """A skip note if ``need_mib`` (+ 2 GiB headroom for the other users of this machine) is not available."""
+    avail = _available_mib()
+    if avail is not None and need_mib + 2048 > avail:
+        return f"skipped: needs ~{need_mib / 1024:.1f} GiB, {avail / 1024:.1f} GiB available"
+    return ""
+
+
+def _fit(k: int, node_mib: float) -> int:
+    """How many of ``k`` more node processes of ``node_mib`` MiB fit in MemAvailable (2 GiB headroom kept)."""
+    avail = _available_mib()
+    if avail is None:
+        return k
+    return max(0, min(k, int((avail - 2048) // node_mib)))
+
+
+def _server_rss(run: ServerRun) -> Value:
+    """Server app peak RSS: its own report when the harness cannot see its process, else the process's."""
+    rss = run.result.self_rss if run.result.self_rss is not None else run.proc.peak_rss
+    return Value(mib(rss))
+
+
+def _server_cpu(run: ServerRun) -> Value:
+    return Value(run.result.self_cpu if run.result.self_cpu is not None else run.proc.cpu_seconds)
+
+
+def _node_rss(c: Cluster, run: ServerRun) -> Value:
+    """Largest node peak RSS; for systems with child processes: node tree + the largest ClientApp process."""
+    if c.node_tree_rss:
+        return Value(mib(max(c.node_tree_rss) + (run.result.client_rss or 0)))
+    return Value(mib(max((p.peak_rss or 0) for p in c.nodes)) if c.nodes else None)
+
+
+def _models(
+    variants: Sequence[Variant], s: Settings, floats: int, sizes: Sequence[int], rounds: int, tag: str
+) -> dict[tuple[int, str], dict[str, Value]]:
+    """Big-model rounds: for each N and variant, a fresh cluster, ``rounds`` echo rounds of a ``floats`` model."""
+    size_mib = floats * 4 / (1024 * 1024)
     rows: dict[tuple[int, str], dict[str, Value]] = {}
-    for n in s.big_sizes:
+    for n in sizes:
         for v in variants:
-            _log(f"w2 {v.key} N={n}")
-            with Cluster(v.system, s.logdir, f"w2-{_tag(v)}-n{n}") as c:
-                c.start_link()
+            skip = _too_big(v.models_per_node * n * size_mib)
+            if skip:
+                _log(f"{tag} {v.key} N={n}: {skip}")
+                rows[n, v.key] = {"round": Value(note=skip)}
+                continue
+            _log(f"{tag} {v.key} N={n}")
+            with Cluster(v.system, s.logdir, f"{tag}-{_tag(v)}-n{n}") as c:
+                c.start_link(timeout=120)
                 c.add_nodes(n)
-                deadline = 60 + n * 5 + s.big_rounds * (20 + n * size_mib / 10)
+                deadline = 90 + n * 5 + rounds * (30 + n * size_mib / 5)
                 run = c.run_server(
                     {
                         "mode": "rounds",
                         "n": n,
-                        "rounds": s.big_rounds,
+                        "rounds": rounds,
                         "sleep": v.sleep,
-                        "floats": s.big_floats,
+                        "floats": floats,
                         "deadline": deadline,
                     },
-                    timeout=deadline + 30,
+                    timeout=deadline + 150,
                 )
             link = c.link
             rows[n, v.key] = {
                 "round": _rounds_value(run, median),
                 "link_rss": Value(mib(link.peak_rss) if link else None),
-                "server_rss": Value(mib(run.proc.peak_rss)),
-                "node_rss": Value(mib(max((p.peak_rss or 0) for p in c.nodes)) if c.nodes else None),
+                "server_rss": _server_rss(run),
+                "node_rss": _node_rss(c, run),
                 "link_cpu": Value(link.cpu_seconds if link else None),
-                "server_cpu": Value(run.proc.cpu_seconds),
+                "server_cpu": _server_cpu(run),
             }
+    return rows
+
+
+_MODEL_LABELS = {
+    "round": "round (s, median)",
+    "link_rss": "link peak RSS (MiB)",
+    "server_rss": "server app peak RSS (MiB)",
+    "node_rss": "node peak RSS (MiB, max over nodes)",
+    "link_cpu": "link CPU (s, whole run)",
+    "server_cpu": "server app CPU (s, whole run)",
+}
+_MODEL_NOTE = (
+    "peak RSS = VmHWM from /proc/<pid>/status (ru_maxrss from wait4 for processes that exited); "
+    "each node echoes the model back, so every round moves 2 x N x the model. Flower 1.42: link = the "
+    "flower-superlink process; server app = the flwr-serverapp process's own getrusage peak and CPU; "
+    "node = flower-supernode + its SuperExec (VmHWM at the end) + the largest flwr-clientapp process "
+    "(its getrusage peak, sent back in its reply)."
+)
+
+
+def big_model(variants: Sequence[Variant], s: Settings) -> Table:
+    """Workload 2: a ``s.big_floats``-float32 model to N nodes and back (echoed), fresh cluster per variant."""
+    size_mib = s.big_floats * 4 / (1024 * 1024)
+    rows = _models(variants, s, s.big_floats, s.big_sizes, s.big_rounds, "w2")
     t = Table(
         f"2. {size_mib:g} MiB model to N nodes and back, {s.big_rounds} rounds",
         _columns(variants),
     )
-    labels = {
-        "round": "round (s, median)",
-        "link_rss": "link peak RSS (MiB)",
-        "server_rss": "server app peak RSS (MiB)",
-        "node_rss": "node peak RSS (MiB, max over nodes)",
-        "link_cpu": "link CPU (s, whole run)",
-        "server_cpu": "server app CPU (s, whole run)",
-    }
     for n in s.big_sizes:
-        for k, label in labels.items():
-            t.add(f"N={n}: {label}", **{v.key: rows[n, v.key][k] for v in variants})
+        for k, label in _MODEL_LABELS.items():
+            t.add(f"N={n}: {label}", **{v.key: rows[n, v.key].get(k, Value()) for v in variants})
+    t.notes.append(_MODEL_NOTE)
+    return t
+
+
+def huge_model(variants: Sequence[Variant], s: Settings) -> Table:
+    """Workload 5: a ``s.huge_floats``-float32 model (400 MiB) to ``s.huge_sizes`` nodes and back.
+
+    As workload 2; a run whose estimated peak (``Variant.models_per_node`` x N x model, + 2 GiB headroom) does
+    not fit in ``MemAvailable`` is skipped with a note instead of pushing the shared machine into swap/OOM.
+    """
+    size_mib = s.huge_floats * 4 / (1024 * 1024)
+    rows = _models(variants, s, s.huge_floats, s.huge_sizes, s.huge_rounds, "w5")
+    t = Table(
+        f"5. {size_mib:g} MiB model to N nodes and back, {s.huge_rounds} rounds",
+        _columns(variants),
+    )
+    for n in s.huge_sizes:
+        for k, label in _MODEL_LABELS.items():
+            t.add(f"N={n}: {label}", **{v.key: rows[n, v.key].get(k, Value()) for v in variants})
+    t.notes.append(_MODEL_NOTE)
     t.notes.append(
-        "peak RSS = VmHWM from /proc/<pid>/status (ru_maxrss from wait4 for processes that exited); "
-        "each node echoes the model back, so every round moves 2 x N x the model."
+        "a run is skipped when its estimated peak (models per node x N x model: fl-async 3, Flower 1.10 15, "
+        "Flower 1.42 4, from workload 2) plus 2 GiB headroom exceeds MemAvailable."
+    )
+    return t
+
+
+def bring_up(variants: Sequence[Variant], s: Settings) -> Table:
+    """Workload 6: seconds from starting ``s.bringup_n`` node processes to the server app listing all of them.
+
+    Per system: a link, then a server app in ``"ready"`` mode (it touches a marker once connected), then all N
+    node processes at once; the figure is the server app's wall clock when it first lists N nodes minus the
+    wall clock when the harness started the nodes. Every system runs real node processes here (fl-async too:
+    ``fl-async supernode``, not the in-process host). Flower's apps list nodes every ``sleep`` seconds.
+    """
+    vals: dict[str, Value] = {}
+    rss: dict[str, Value] = {}
+    for group in _groups(variants):
+        v = sorted(group, key=lambda x: x.sleep)[0]  # shortest poll: it times the bring-up best
+        skip = _too_big(v.idle_node_mib * s.bringup_n)
+        if skip:
+            _log(f"w6 {v.key}: {skip}")
+            vals[v.key] = Value(note=skip)
+            continue
+        _log(f"w6 {v.key} N={s.bringup_n}")
+        with Cluster(v.system, s.logdir, f"w6-{_tag(v)}") as c:
+            c.start_link(timeout=120)
+            proc, out = c.start_server(
+                {
+                    "mode": "ready",
+                    "n": s.bringup_n,
+                    "rounds": 0,
+                    "sleep": v.sleep,
+                    "floats": 10,
+                    "deadline": s.bringup_bound + 60,
+                }
+            )
+            try:
+                wait_for_file(Path(str(out) + ".ready"), 180)
+            except TimeoutError:
+                vals[v.key] = Value(note="the server app never connected")
+                continue
+            c.add_nodes(s.bringup_n)
+            run = c.finish_server(proc, out, timeout=s.bringup_bound)
+            seen = run.result.nodes_seen_at
+            if seen is None:
+                vals[v.key] = Value(s.bringup_bound, lower_bound=True, note=run.result.note or "not all listed")
+            else:
+                vals[v.key] = Value(seen - c.nodes_started_at)
+            c.sample()
+            trees = [c.tree_rss(p) for p in c.nodes] if v.system.child_processes else [p.peak_rss for p in c.nodes]
+            rss[v.key] = Value(mib(sum(r or 0 for r in trees)))
+    t = Table(
+        f"6. Bring-up: {s.bringup_n} node processes started -> all listed by the server app",
+        _columns(variants),
+    )
+    t.add(f"N={s.bringup_n}: nodes started -> all listed (s)", **vals)
+    t.add(f"N={s.bringup_n}: node processes, sum of peak RSS (MiB)", **rss)
+    t.notes.append(
+        "one column per system (the variants of a system share it: the shortest poll sleep is used); "
+        f"bound {s.bringup_bound:g} s. Flower 1.42 node = flower-supernode + its SuperExec process."
     )
     return t
 
@@ -252,7 +428,10 @@ def scale(variants: Sequence[Variant], s: Settings) -> Table:
             c.start_link()
             have = 0
             for n in s.scale_sizes:
-                want = n if v0.in_process_nodes else min(n, s.flower_max_nodes)
+                cap = s.flower_max_nodes if v0.max_nodes is None else min(v0.max_nodes, s.flower_max_nodes)
+                want = n if v0.in_process_nodes else min(n, cap)
+                if want > have and not v0.in_process_nodes:
+                    want = have + _fit(want - have, v0.node_mib)  # the largest N that fits in memory now
                 if want > have:
                     if v0.in_process_nodes:
                         c.add_host(want - have)
@@ -273,7 +452,7 @@ def scale(variants: Sequence[Variant], s: Settings) -> Table:
                             "floats": 10,
                             "deadline": deadline,
                         },
-                        timeout=deadline + 30,
+                        timeout=deadline + 90,
                     )
                     c.sample()
                     node_procs: list[Proc] = [*c.nodes, *c.hosts]
@@ -306,8 +485,10 @@ def scale(variants: Sequence[Variant], s: Settings) -> Table:
         for v in variants:
             if actual.get((n, v.key), n) != n:
                 t.notes.append(
-                    f"N={n}: {v.header} ran {actual[n, v.key]} node processes (cap --flower-max-nodes: "
-                    "each Flower node is its own process of ~70 MiB RSS); its ratios compare different N."
+                    f"N={n}: {v.header} ran {actual[n, v.key]} node processes (--flower-max-nodes, "
+                    "--flower-latest-max-nodes, or what fit in MemAvailable: each Flower 1.10 node is a ~70 MiB "
+                    "process, each Flower 1.42 node two processes of ~130 MiB plus a ~125 MiB ClientApp "
+                    "process per message); its ratios compare different N."
                 )
     t.notes.append(
         "fl-async nodes run in-process (one host process per size step) over real gRPC to the link "
@@ -342,7 +523,7 @@ def _kill_once(v: Variant, s: Settings, tag: str, node_args: Sequence[str] = ())
             wait_for_file(marker, 90)
         except TimeoutError:
             return Value(note="the victim never received the instruction")
-        t_kill = victim.kill()
+        t_kill = c.kill_node(victim)
         run = c.finish_server(proc, out, timeout=s.kill_bound)
         r: AppResult = run.result
         if r.error_at is not None:
@@ -381,7 +562,7 @@ def node_killed(variants: Sequence[Variant], s: Settings) -> Table:
             _log(f"w4 {v.key} (--heartbeat-interval {s.kill_heartbeat:g})")
             tuned[v.key] = _kill_once(v, s, f"{_tag(v)}-hb", ["--heartbeat-interval", f"{s.kill_heartbeat:g}"])
         else:
-            tuned[v.key] = Value(note="no heartbeat setting in Flower 1.10's CLI")
+            tuned[v.key] = Value(note=f"no heartbeat setting in {v.system.name}'s flower-supernode CLI")
     t.add(
         f"kill -> error reply (s), fl-async nodes --heartbeat-interval {s.kill_heartbeat:g}",
         **tuned,
@@ -394,4 +575,4 @@ def node_killed(variants: Sequence[Variant], s: Settings) -> Table:
     return t
 
 
-WORKLOADS = {"1": latency, "2": big_model, "3": scale, "4": node_killed}
+WORKLOADS = {"1": latency, "2": big_model, "3": scale, "4": node_killed, "5": huge_model, "6": bring_up}

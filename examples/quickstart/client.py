@@ -1,22 +1,30 @@
 """The quickstart's ClientApp: trains and evaluates the softmax regression on this node's partition.
 
+Written as newest Flower's ClientApps are: the model arrives as ``msg.content["arrays"]`` (an ArrayRecord),
+the settings as ``msg.content["config"]`` (a ConfigRecord, with ``server-round``), and the reply is
+``Message(RecordDict({"arrays": ..., "metrics": ...}), reply_to=msg)``. Both ``server.py`` (the FedAvg
+strategy) and ``server_loop.py`` (the hand-written loop) speak this format.
+
 The node's partition comes from its node config: ``partition-id`` and ``num-partitions`` (``fl-async run``
 sets both; with ``fl-async supernode`` pass ``--node-config 'partition-id=0 num-partitions=10'``).
-Training settings (epochs, learning rate, data seed, label skew) come with each message, from the server.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from examples.quickstart import task
-from fl_async.client import ClientApp
-from fl_async.common import Context, Message, MetricsRecord, ParametersRecord, RecordSet
+from fl_async.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+from fl_async.clientapp import ClientApp
+
+if __package__:  # loaded as examples.quickstart.client (from the repository root)
+    from . import task
+else:  # loaded as client (from this folder)
+    import task
 
 app = ClientApp()
 
 
-def _partition(message: Message, context: Context) -> tuple[int, np.ndarray, np.ndarray]:
+def _partition(msg: Message, context: Context) -> tuple[int, np.ndarray, np.ndarray]:
     """``(partition_id, x, y)`` of this node."""
     try:
         pid = int(context.node_config["partition-id"])
@@ -25,39 +33,39 @@ def _partition(message: Message, context: Context) -> tuple[int, np.ndarray, np.
         raise ValueError(
             f"node config has no {exc.args[0]!r}: start the node with --node-config 'partition-id=I num-partitions=N'"
         ) from None
-    cfg = message.content.configs_records["config"]
+    cfg = msg.content["config"]
     x, y = task.load_partition(pid, num, alpha=float(cfg["alpha"]), seed=int(cfg["seed"]))
     return pid, x, y
 
 
 @app.train()
-def train(message: Message, context: Context) -> Message:
+def train(msg: Message, context: Context) -> Message:
     """Train the received model for ``local-epochs`` epochs; reply with the new model and example count."""
-    pid, x, y = _partition(message, context)
-    cfg = message.content.configs_records["config"]
-    params = message.content.parameters_records["model"].to_numpy_dict()
+    pid, x, y = _partition(msg, context)
+    cfg = msg.content["config"]
+    params = msg.content["arrays"].to_numpy_dict()
     new_params, loss = task.train(
         params,
         x,
         y,
         epochs=int(cfg["local-epochs"]),
         lr=float(cfg["lr"]),
-        seed=int(cfg["seed"]) * 1000 + int(message.metadata.group_id or 0) * 100 + pid,
+        seed=int(cfg["seed"]) * 1000 + int(cfg["server-round"]) * 100 + pid,
     )
-    return message.create_reply(
-        RecordSet(
-            parameters_records={"model": ParametersRecord.from_numpy_dict(new_params)},
-            metrics_records={"metrics": MetricsRecord({"num-examples": len(y), "train-loss": loss})},
-        )
+    content = RecordDict(
+        {
+            "arrays": ArrayRecord.from_numpy_dict(new_params),
+            "metrics": MetricRecord({"num-examples": len(y), "train-loss": loss}),
+        }
     )
+    return Message(content, reply_to=msg)
 
 
 @app.evaluate()
-def evaluate(message: Message, context: Context) -> Message:
+def evaluate(msg: Message, context: Context) -> Message:
     """Evaluate the received model on this node's partition; reply with loss, accuracy and example count."""
-    _, x, y = _partition(message, context)
-    params = message.content.parameters_records["model"].to_numpy_dict()
-    loss, acc = task.evaluate(params, x, y)
-    return message.create_reply(
-        RecordSet(metrics_records={"metrics": MetricsRecord({"num-examples": len(y), "loss": loss, "accuracy": acc})})
+    _, x, y = _partition(msg, context)
+    loss, acc = task.evaluate(msg.content["arrays"].to_numpy_dict(), x, y)
+    return Message(
+        RecordDict({"metrics": MetricRecord({"num-examples": len(y), "loss": loss, "accuracy": acc})}), reply_to=msg
     )

@@ -1,153 +1,104 @@
-"""The quickstart's ServerApp: FedAvg over all connected nodes, written like the Driver API guide.
+"""The quickstart's ServerApp: FedAvg over all connected nodes with ``fl_async.serverapp.strategy.FedAvg``.
 
-Each round: select the online nodes, push the global model with a ``train`` message to each (group id =
-round number), pull the replies, average them weighted by example count (FedAvg), and evaluate the new
-model on the held-out test set, printing one line per round on stdout. After the last round one
-``evaluate`` message per node reports the accuracy on each node's own data.
+Written as newest Flower's ServerApps are (``strategy.start(grid=..., initial_arrays=..., ...)``); the
+strategy folds each node's model into the average the moment it arrives. Each round the nodes train on
+their own partition and the new global model is evaluated on the held-out test set (``evaluate_fn``, one
+line per round on stdout); after the last round each node evaluates it on its own data.
+``server_loop.py`` is the same FedAvg written by hand with the Driver API, as the guide does.
 
-Run config (``--run-config KEY=VALUE``):
-
-==================== ======== ==========================================================================
-key                  default  meaning
-==================== ======== ==========================================================================
-num-server-rounds    20       rounds of FedAvg
-local-epochs         5        epochs each node trains per round
-lr                   0.5      SGD learning rate
-alpha                0.5      Dirichlet label skew of the partitions (smaller: more non-IID)
-seed                 0        data split and initial model seed
-min-nodes            2        wait for at least this many online nodes before each round
-round-timeout        60.0     seconds to wait for replies in a round
-plot                 ""       if set, write an accuracy-per-round PNG to this path (needs matplotlib)
-==================== ======== ==========================================================================
+Run config (``--run-config KEY=VALUE``, defaults in :data:`task.DEFAULTS`): ``num-server-rounds`` (20),
+``local-epochs`` (5), ``lr`` (0.5), ``alpha`` (0.5, Dirichlet label skew), ``seed`` (0), ``min-nodes``
+(2), ``round-timeout`` (60.0 s), ``plot`` ("": if set, an accuracy-per-round PNG is written there).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
+from typing import Any
 
-from examples.quickstart import task
-from fl_async.common import ConfigsRecord, Context, MessageType, ParametersRecord, RecordSet
-from fl_async.server import Driver, ServerApp
+from fl_async.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord
+from fl_async.serverapp import Grid, ServerApp
+from fl_async.serverapp.strategy import FedAvg
+
+if __package__:  # loaded as examples.quickstart.server (from the repository root)
+    from . import task
+else:  # loaded as server (from this folder)
+    import task
 
 app = ServerApp()
-
-DEFAULTS: dict[str, int | float | str] = {
-    "num-server-rounds": 20,
-    "local-epochs": 5,
-    "lr": 0.5,
-    "alpha": 0.5,
-    "seed": 0,
-    "min-nodes": 2,
-    "round-timeout": 60.0,
-    "plot": "",
-}
+DEFAULTS = task.DEFAULTS
 
 
-def _config(context: Context) -> dict[str, int | float | str]:
-    unknown = sorted(set(context.run_config) - set(DEFAULTS))
-    if unknown:
-        raise ValueError(f"unknown run config key(s) {unknown}; known: {sorted(DEFAULTS)}")
-    return {**DEFAULTS, **context.run_config}
+class FedAvgEvaluateLast(FedAvg):
+    """FedAvg whose federated evaluation (each node scores the model on its own data) runs after the last
+    round only: a strategy is customized by overriding one step, as in newest Flower."""
 
+    def __init__(self, last_round: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.last_round = last_round
 
-def _select_nodes(driver: Driver, min_nodes: int) -> list[int]:
-    """All online node ids, waiting (on the link, no sleep loop) until at least ``min_nodes`` are online."""
-    node_ids = list(driver.get_node_ids())
-    if len(node_ids) < min_nodes:
-        driver.wait_for_nodes(min_nodes, timeout=60.0)
-        node_ids = list(driver.get_node_ids())
-    if len(node_ids) < min_nodes:
-        raise RuntimeError(f"only {len(node_ids)} node(s) online after 60 s, need {min_nodes}")
-    return node_ids
-
-
-def _model_record(params: dict) -> RecordSet:
-    return RecordSet(parameters_records={"model": ParametersRecord.from_numpy_dict(params)})
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        if server_round != self.last_round:
+            return []
+        return super().configure_evaluate(server_round, arrays, config, grid)
 
 
 @app.main()
-def main(driver: Driver, context: Context) -> None:
-    cfg = _config(context)
+def main(grid: Grid, context: Context) -> None:
+    cfg = task.settings(context.run_config)
     num_rounds = int(cfg["num-server-rounds"])
     seed = int(cfg["seed"])
-    params = task.init_params(seed)
     x_test, y_test = task.load_test_set(seed)
-    train_config = ConfigsRecord(
-        {"local-epochs": int(cfg["local-epochs"]), "lr": float(cfg["lr"]), "alpha": float(cfg["alpha"]), "seed": seed}
-    )
     history: list[float] = []
-    for server_round in range(1, num_rounds + 1):
-        started = time.perf_counter()
-        node_ids = _select_nodes(driver, int(cfg["min-nodes"]))
+    clock = [time.perf_counter()]
 
-        content = _model_record(params)
-        content.configs_records["config"] = train_config
-        messages = [
-            driver.create_message(
-                content=content, message_type=MessageType.TRAIN, dst_node_id=node_id, group_id=str(server_round)
-            )
-            for node_id in node_ids
-        ]
-        replies = list(driver.send_and_receive(messages, timeout=float(cfg["round-timeout"])))
-        results = [
-            (
-                r.content.parameters_records["model"].to_numpy_dict(),
-                int(r.content.metrics_records["metrics"]["num-examples"]),
-            )
-            for r in replies
-            if r.has_content()
-        ]
-        failures = [r.error for r in replies if r.has_error()]
-        if not results:
-            raise RuntimeError(f"round {server_round}: no node returned a model ({failures or 'no replies'})")
-        params = task.fedavg(results)
-        loss, acc = task.evaluate(params, x_test, y_test)
+    def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+        """Centralized evaluation on the held-out test set, printed once per round."""
+        if server_round == 0:
+            return None
+        loss, acc = task.evaluate(arrays.to_numpy_dict(), x_test, y_test)
         history.append(acc)
-        note = f", {len(failures)} error(s): {failures[0].reason}" if failures else ""
+        now = time.perf_counter()
+        took = now - clock[0]
         print(
-            f"round {server_round:>3}/{num_rounds}: test accuracy {acc:6.2%}  loss {loss:.4f}  "
-            f"({len(results)}/{len(messages)} nodes, {time.perf_counter() - started:.2f} s{note})",
+            f"round {server_round:>3}/{num_rounds}: test accuracy {acc:6.2%}  loss {loss:.4f}  ({took:.2f} s)",
             flush=True,
         )
+        clock[0] = now
+        return MetricRecord({"accuracy": acc, "loss": loss})
 
-    # One federated evaluation: each node scores the final model on its own data.
-    content = _model_record(params)
-    content.configs_records["config"] = train_config
-    messages = [
-        driver.create_message(content=content, message_type=MessageType.EVALUATE, dst_node_id=n, group_id="final")
-        for n in _select_nodes(driver, int(cfg["min-nodes"]))
-    ]
-    evals = [
-        r.content.metrics_records["metrics"] for r in driver.send_and_receive(messages, timeout=60.0) if r.has_content()
-    ]
-    if evals:
-        total = sum(int(m["num-examples"]) for m in evals)
-        local = sum(float(m["accuracy"]) * int(m["num-examples"]) for m in evals) / max(total, 1)
-        print(f"federated evaluation on {len(evals)} nodes' own data: accuracy {local:6.2%}", flush=True)
-    print(f"final test accuracy: {history[-1]:.2%} after {num_rounds} rounds (best {max(history):.2%})", flush=True)
-
+    strategy = FedAvgEvaluateLast(
+        num_rounds, min_available_nodes=int(cfg["min-nodes"]), min_train_nodes=1, min_evaluate_nodes=1
+    )
+    result = strategy.start(
+        grid=grid,
+        initial_arrays=ArrayRecord.from_numpy_dict(task.init_params(seed)),
+        num_rounds=num_rounds,
+        timeout=float(cfg["round-timeout"]),
+        train_config=ConfigRecord(
+            {
+                "local-epochs": int(cfg["local-epochs"]),
+                "lr": float(cfg["lr"]),
+                "alpha": float(cfg["alpha"]),
+                "seed": seed,
+            }
+        ),
+        evaluate_config=ConfigRecord({"alpha": float(cfg["alpha"]), "seed": seed}),
+        evaluate_fn=evaluate_fn,
+    )
+    failed = {r: c for r, c in result.train_replies.items() if c.results < c.sent}
+    for server_round, counts in failed.items():
+        print(f"round {server_round}: {counts}", flush=True)
+    if result.evaluate_metrics_clientapp:
+        last = max(result.evaluate_metrics_clientapp)
+        nodes = result.evaluate_replies[last].results
+        accuracy = float(result.evaluate_metrics_clientapp[last]["accuracy"])  # type: ignore[arg-type]
+        print(f"federated evaluation on {nodes} nodes' own data: accuracy {accuracy:6.2%}", flush=True)
+    if history:
+        print(f"final test accuracy: {history[-1]:.2%} after {num_rounds} rounds (best {max(history):.2%})", flush=True)
     if cfg["plot"]:
-        path = plot_accuracy(history, str(cfg["plot"]))
+        path = task.plot_accuracy(history, str(cfg["plot"]))
         print(f"accuracy plot written to {path}", flush=True)
-
-
-def plot_accuracy(history: list[float], path: str) -> str:
-    """Write test accuracy per round as a PNG (matplotlib, headless) and return the path."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
-    rounds = list(range(1, len(history) + 1))
-    ax.plot(rounds, [100 * a for a in history], marker="o")
-    ax.axhline(90, color="grey", linestyle="--", linewidth=1, label="90 %")
-    ax.set_xlabel("round")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title("FedAvg on digits, 10 non-IID nodes")
-    ax.grid(True, alpha=0.3)
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path

@@ -20,6 +20,7 @@ from functools import lru_cache
 import numpy as np
 
 __all__ = [
+    "DEFAULTS",
     "NUM_CLASSES",
     "NUM_FEATURES",
     "evaluate",
@@ -28,6 +29,8 @@ __all__ = [
     "load_dataset",
     "load_partition",
     "load_test_set",
+    "plot_accuracy",
+    "settings",
     "simulate_fedavg",
     "train",
 ]
@@ -234,6 +237,59 @@ def simulate_fedavg(
         params = fedavg(results)
         accs.append(evaluate(params, x_test, y_test)[1])
     return accs
+
+
+DEFAULTS: dict[str, int | float | str] = {  # the server apps' run config (see server.py)
+    "num-server-rounds": 20,
+    "local-epochs": 5,
+    "lr": 0.5,
+    "alpha": 0.5,
+    "seed": 0,
+    "min-nodes": 2,
+    "round-timeout": 60.0,
+    "plot": "",
+}
+
+
+def settings(run_config: Mapping[str, object]) -> dict[str, int | float | str]:
+    """The run config (``--run-config``) over :data:`DEFAULTS`.
+
+    Raises:
+        ValueError: a key is not one of :data:`DEFAULTS` (the message lists the known keys).
+    """
+    unknown = sorted(set(run_config) - set(DEFAULTS))
+    if unknown:
+        raise ValueError(f"unknown run config key(s) {unknown}; known: {sorted(DEFAULTS)}")
+    return {**DEFAULTS, **run_config}  # type: ignore[dict-item]
+
+
+def plot_accuracy(history: list[float], path: str) -> str:
+    """Write test accuracy per round as a PNG (matplotlib, headless) and return the path.
+
+    Raises:
+        ImportError: matplotlib is not installed (``pip install 'fl-async[plot]'``).
+    """
+    try:
+        import matplotlib
+    except ImportError:
+        raise ImportError("the plot option needs matplotlib: pip install 'fl-async[plot]'") from None
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    rounds = list(range(1, len(history) + 1))
+    ax.plot(rounds, [100 * a for a in history], marker="o")
+    ax.axhline(90, color="grey", linestyle="--", linewidth=1, label="90 %")
+    ax.set_xlabel("round")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("FedAvg on digits, 10 non-IID nodes")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
 
 
 if __name__ == "__main__":  # pragma: no cover - manual check

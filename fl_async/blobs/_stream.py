@@ -29,10 +29,14 @@ class BufferedStream(asyncio.BufferedProtocol):
     def __init__(self, on_connect: Callable[[BufferedStream], None] | None = None) -> None:
         self._on_connect = on_connect
         self.transport: asyncio.Transport | None = None
-        self._staging = bytearray(_STAGING)
-        # A memoryview, not the bytearray: asyncio's TLS reader fills ``buf[offset:]``, which would be a
-        # copy for a bytearray (the bytes would be lost).
-        self._staging_view = memoryview(self._staging)
+        # Allocated when bytes arrive with no read target (lazily: an idle connection holds none), and given
+        # back by release_staging(). A memoryview, not the bytearray: asyncio's TLS reader fills
+        # ``buf[offset:]``, which would be a copy for a bytearray (the bytes would be lost).
+        self._staging_view: memoryview | None = None
+        self.received = 0
+        """Bytes received on this connection so far (a progress counter for rate checks)."""
+        self.in_request = False
+        """Set by the server while it serves a request on this connection."""
         self._pending = bytearray()  # received bytes nobody asked for yet
         self._target: memoryview | None = None
         self._filled = 0
@@ -53,15 +57,23 @@ class BufferedStream(asyncio.BufferedProtocol):
     def get_buffer(self, sizehint: int) -> memoryview:
         if self._target is not None and not self._pending:
             return self._target[self._filled :]
+        if self._staging_view is None:
+            self._staging_view = memoryview(bytearray(_STAGING))
         return self._staging_view
 
+    def release_staging(self) -> None:
+        """Give back the staging buffer (e.g. while the connection is idle); it is allocated again when needed."""
+        self._staging_view = None
+
     def buffer_updated(self, nbytes: int) -> None:
+        self.received += nbytes
         if self._target is not None and not self._pending:
             self._filled += nbytes
             if self._filled >= len(self._target):
                 self._target = None  # full: later bytes go to staging
                 self._wake()
             return
+        assert self._staging_view is not None
         self._pending += self._staging_view[:nbytes]
         if len(self._pending) > _MAX_PENDING and not self._paused_reading and self.transport is not None:
             self._paused_reading = True

@@ -45,9 +45,11 @@ __all__ = [
     "DEFAULT_POOL_BYTES",
     "MMAP_MIN",
     "POOL_ENV",
+    "PREFAULT_AHEAD",
     "PREFAULT_MIN",
     "BufferPool",
     "BufferPoolStatistics",
+    "Prefaulter",
     "allocate",
     "default_pool",
     "set_default_pool",
@@ -64,6 +66,9 @@ POOL_ENV = "FL_ASYNC_BUFFER_POOL"
 
 PREFAULT_MIN = 16 << 20
 """New mappings of at least this many bytes are populated by a background thread (see module doc)."""
+
+PREFAULT_AHEAD = 32 << 20
+"""A :class:`Prefaulter` populates at most this many bytes beyond the bytes received."""
 
 _MAX_TRACKED = 256  # mappings watched at once; allocations beyond are plain (keeps trim() cheap)
 _MADV_POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE", 23)  # Linux >= 5.14
@@ -107,9 +112,9 @@ def _populate(m: mmap.mmap) -> None:
         _PREFAULT_THREADS.release()
 
 
-def _new_mapping(nbytes: int) -> mmap.mmap:
+def _new_mapping(nbytes: int, prefault: bool = True) -> mmap.mmap:
     m = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-    if nbytes >= PREFAULT_MIN and _madvise is not None and _PREFAULT_THREADS.acquire(blocking=False):
+    if prefault and nbytes >= PREFAULT_MIN and _madvise is not None and _PREFAULT_THREADS.acquire(blocking=False):
         try:
             threading.Thread(target=_populate, args=(m,), name="fl-async-prefault", daemon=True).start()
         except RuntimeError:  # pragma: no cover - interpreter shutting down / no threads left
@@ -117,15 +122,84 @@ def _new_mapping(nbytes: int) -> mmap.mmap:
     return m
 
 
-def allocate(nbytes: int) -> memoryview:
+def allocate(nbytes: int, prefault: bool = True) -> memoryview:
     """A new writable, C-contiguous byte buffer of ``nbytes`` bytes (format ``"B"``), zero-initialised.
 
-    Buffers of :data:`PREFAULT_MIN` bytes or more are prefaulted by a background thread. The memory
-    is returned to the system when the last view of it is released.
+    Buffers of :data:`PREFAULT_MIN` bytes or more are prefaulted by a background thread unless ``prefault`` is
+    false (then pages are faulted in as they are written, or by a :class:`Prefaulter`). The memory is
+    returned to the system when the last view of it is released.
     """
     if nbytes < MMAP_MIN:
         return memoryview(bytearray(nbytes))
-    return memoryview(_new_mapping(nbytes))
+    return memoryview(_new_mapping(nbytes, prefault))
+
+
+class Prefaulter:
+    """Populates a buffer front to back on a helper thread, never more than ``ahead`` bytes beyond the end the
+    receiver announced (:meth:`advance`), so that a sender announcing a large payload and sending little makes
+    the process hold little memory. Without ``MADV_POPULATE_WRITE`` or a free helper slot it does nothing.
+
+    Args:
+        buffer: a writable buffer from :func:`allocate` (an anonymous mapping).
+        ahead: bytes to populate beyond the announced end.
+    """
+
+    def __init__(self, buffer: memoryview, *, ahead: int = PREFAULT_AHEAD) -> None:
+        self._cond = threading.Condition()
+        self._limit = ahead
+        self._ahead = ahead
+        self._stopped = False
+        if _madvise is None or not _PREFAULT_THREADS.acquire(blocking=False):
+            self._stopped = True
+            return
+        try:
+            threading.Thread(target=self._run, args=(buffer,), name="fl-async-prefault", daemon=True).start()
+        except RuntimeError:  # pragma: no cover - interpreter shutting down / no threads left
+            _PREFAULT_THREADS.release()
+            self._stopped = True
+
+    def advance(self, end: int) -> None:
+        """Bytes up to ``end`` have arrived: populate up to ``end + ahead``."""
+        if self._stopped or end + self._ahead <= self._limit:
+            return
+        with self._cond:
+            self._limit = end + self._ahead
+            self._cond.notify()
+
+    def stop(self) -> None:
+        """Stop populating (the thread ends and releases the buffer). Idempotent."""
+        if self._stopped:
+            return
+        with self._cond:
+            self._stopped = True
+            self._cond.notify()
+
+    def _run(self, buffer: memoryview) -> None:
+        global _madvise
+        try:
+            anchor = ctypes.c_char.from_buffer(buffer)  # pins the mapping while we work on it
+            try:
+                base, n, pos = ctypes.addressof(anchor), buffer.nbytes, 0
+                del buffer
+                while pos < n:
+                    with self._cond:
+                        while not self._stopped and pos >= self._limit:
+                            self._cond.wait()
+                        if self._stopped:
+                            return
+                        end = min(n, self._limit, pos + _PREFAULT_STEP)
+                    if _madvise is None:
+                        return
+                    if _madvise(base + pos, end - pos, _MADV_POPULATE_WRITE) != 0:
+                        if ctypes.get_errno() in (errno.EINVAL, errno.ENOSYS, errno.EPERM):
+                            _madvise = None
+                        return
+                    pos = end
+            finally:
+                del anchor
+        finally:
+            self._stopped = True
+            _PREFAULT_THREADS.release()
 
 
 class BufferPoolStatistics(NamedTuple):
@@ -232,8 +306,9 @@ class BufferPool:
     def _idle(entry: _Entry) -> bool:
         return _IDLE_REFS is not None and _refs(entry) == _IDLE_REFS
 
-    def allocate(self, nbytes: int) -> memoryview:
-        """A writable byte buffer (format ``"B"``) of ``nbytes`` bytes; contents unspecified.
+    def allocate(self, nbytes: int, prefault: bool = True) -> memoryview:
+        """A writable byte buffer (format ``"B"``) of ``nbytes`` bytes; contents unspecified (``prefault``: as
+        :func:`allocate`'s, for a new mapping).
 
         Reuses an idle watched mapping of exactly ``nbytes`` bytes when there is one, else makes a new
         zero-filled one (watched when ``MMAP_MIN <= nbytes <= max_idle_bytes``).
@@ -245,7 +320,7 @@ class BufferPool:
         if nbytes < 0:
             raise ValueError(f"nbytes must be >= 0, got {nbytes}")
         if nbytes < MMAP_MIN or nbytes > self.max_idle_bytes:
-            return allocate(nbytes)
+            return allocate(nbytes, prefault)
         now = self._clock()
         with self._lock:
             self._trim(now)
@@ -254,7 +329,7 @@ class BufferPool:
                     entry.idle_since = None
                     self._reused += 1
                     return memoryview(entry.map)
-            m = _new_mapping(nbytes)
+            m = _new_mapping(nbytes, prefault)
             self._fresh += 1
             if self._count < _MAX_TRACKED:
                 self._entries.setdefault(nbytes, []).append(_Entry(m))

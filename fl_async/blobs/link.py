@@ -45,7 +45,7 @@ log = logging.getLogger("fl_async.superlink.blobs")
 
 _NODE = b"N"
 _RUN = b"D"
-_ID = struct.Struct(">q")
+_ID = struct.Struct(">Q")  # node and run ids are unsigned 64-bit
 
 
 def node_blob_token(node_id: int, token: bytes) -> bytes:
@@ -64,6 +64,9 @@ class LinkBlobs:
         chunk_size: bytes per chunk the server sends on downloads.
         sweep_interval: seconds between sweeps of expired leases and idle blobs.
         clock: monotonic clock (seconds).
+        quota: most bytes each node or run may have uploaded that no pushed message names yet (``None``: none).
+        min_rate: bytes per second an upload must keep up over each ``rate_window`` seconds (0: no floor).
+        rate_window: seconds over which ``min_rate`` is measured.
     """
 
     def __init__(
@@ -76,8 +79,13 @@ class LinkBlobs:
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         sweep_interval: float = 5.0,
         clock: Any = time.monotonic,
+        quota: int | None = None,
+        min_rate: float = 0.0,
+        rate_window: float = 10.0,
     ) -> None:
-        self.store = BlobStore(max_bytes=max_bytes, max_blob_bytes=max_blob_bytes, linger=linger)
+        self.store = BlobStore(max_bytes=max_bytes, max_blob_bytes=max_blob_bytes, linger=linger, quota=quota)
+        self.min_rate = min_rate
+        self.rate_window = rate_window
         self.lease = lease
         self.chunk_size = chunk_size
         self.sweep_interval = sweep_interval
@@ -101,6 +109,14 @@ class LinkBlobs:
         if tok is None:
             tok = self._run_tokens[run_id] = _RUN + _ID.pack(run_id) + secrets.token_bytes(32)
         return tok
+
+    def run_ended(self, run_id: int) -> None:
+        """The run ended: forget its driver token (its blobs are released with its messages)."""
+        self._run_tokens.pop(run_id, None)
+
+    def issued_run_token(self, run_id: int) -> bytes | None:
+        """The driver token of ``run_id`` if one was given out (``None`` otherwise; nothing is created)."""
+        return self._run_tokens.get(run_id)
 
     def authorize(self, token: bytes) -> bool:
         """Whether ``token`` is a registered node's (:func:`node_blob_token`) or a run's driver token."""
@@ -207,6 +223,8 @@ class LinkBlobs:
         port: int = 0,
         backlog: int = 1024,
         header_timeout: float = 10.0,
+        gate: Any = None,
+        idle_timeout: float = 300.0,
     ) -> None:
         """Serve the store on ``host:port`` (same TLS as the link's APIs) and start sweeping.
 
@@ -216,6 +234,8 @@ class LinkBlobs:
             backlog: listen backlog.
             header_timeout: seconds a connection may take to send a whole request header (see
                 :class:`~fl_async.blobs.server.BlobServer`).
+            gate: the link's :class:`~fl_async.superlink.gate.ConnectionGate` (caps and timeouts), or ``None``.
+            idle_timeout: seconds an idle keep-alive connection is kept open.
 
         Raises:
             OSError: the address cannot be bound.
@@ -228,7 +248,14 @@ class LinkBlobs:
             backlog=backlog,
             clock=self._clock,
             header_timeout=header_timeout,
+            min_rate=self.min_rate,
+            rate_window=self.rate_window,
+            idle_timeout=idle_timeout,
         )
+        self.server.uploader_of = uploader_of
+        if gate is not None:
+            self.server.gate = gate
+            self.server.handshake_timeout = gate.setup_timeout
         await self.server.start(host, port)
         self._sweeper = asyncio.create_task(self._sweep_loop(), name="fl-async-blob-sweeper")
         log.info("blob data path on %s:%d", host, self.server.port)
@@ -252,6 +279,11 @@ class LinkBlobs:
                 self.store.sweep(self._clock())
             except Exception:
                 log.exception("blob sweep failed")
+
+
+def uploader_of(token: bytes) -> bytes | None:
+    """The quota key of a blob token: its kind and id (a node, or a run's driver), not its secret."""
+    return token[: 1 + _ID.size] if len(token) > _ID.size else None
 
 
 def blob_port_of(state: Any) -> int:

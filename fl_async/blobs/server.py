@@ -17,10 +17,18 @@ import logging
 import ssl as _ssl
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from fl_async.blobs import protocol as p
 from fl_async.blobs._stream import WRITE_HIGH_WATER, BufferedStream
-from fl_async.blobs.store import BlobBusyError, BlobState, BlobStore, BlobStoreFullError, UnknownBlobError
+from fl_async.blobs.store import (
+    BlobBusyError,
+    BlobQuotaError,
+    BlobState,
+    BlobStore,
+    BlobStoreFullError,
+    UnknownBlobError,
+)
 from fl_async.common.errors import IntegrityError
 
 __all__ = ["Authorize", "BlobServer"]
@@ -29,6 +37,16 @@ log = logging.getLogger(__name__)
 
 Authorize = Callable[[bytes], "bool | Awaitable[bool]"]
 """``authorize(token) -> bool`` (or an awaitable of it): whether a request carrying ``token`` is allowed."""
+
+
+class _Handle:
+    """Cancels the latest timer of a re-arming chain."""
+
+    def __init__(self, handles: list[asyncio.TimerHandle]) -> None:
+        self._handles = handles
+
+    def cancel(self) -> None:
+        self._handles[0].cancel()
 
 
 class BlobServer:
@@ -49,6 +67,9 @@ class BlobServer:
         header_timeout: seconds a connection may take to send a whole request header and token once it
             has sent its first byte (a slow or partial header, e.g. a slow-loris client, is dropped then).
         idle_timeout: seconds an idle keep-alive connection is kept open.
+        min_rate: bytes per second an upload body must keep up, measured over each ``rate_window`` seconds;
+            a slower upload is dropped and the bytes it sent are freed at once (``0``: no floor).
+        rate_window: seconds over which ``min_rate`` is measured.
         backlog: listen backlog.
         clock: monotonic clock in seconds (for the store's ``now``).
     """
@@ -66,6 +87,8 @@ class BlobServer:
         io_timeout: float = 60.0,
         header_timeout: float = 10.0,
         idle_timeout: float = 300.0,
+        min_rate: float = 0.0,
+        rate_window: float = 10.0,
         backlog: int = 128,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -81,6 +104,8 @@ class BlobServer:
         self.io_timeout = io_timeout
         self.header_timeout = header_timeout
         self.idle_timeout = idle_timeout
+        self.min_rate = min_rate
+        self.rate_window = rate_window
         self.backlog = backlog
         self._clock = clock
         self._server: asyncio.Server | None = None
@@ -96,6 +121,12 @@ class BlobServer:
         """Payload bytes sent by downloads since start (for metrics)."""
         self.too_large = 0
         """Uploads refused for exceeding a size limit (blob or store capacity), for metrics."""
+        self.handshake_timeout = io_timeout
+        """Seconds a TLS client gets to finish its handshake (the link sets its connection setup timeout)."""
+        self.gate: Any = None
+        """The link's :class:`~fl_async.superlink.gate.ConnectionGate`, or ``None`` (every connection admitted)."""
+        self.uploader_of: Callable[[bytes], object | None] = lambda token: token or None
+        """Quota key of an upload's token (the store's ``uploader``); the link maps node and run tokens."""
 
     # ------------------------------------------------------------------------------ lifecycle
 
@@ -115,7 +146,7 @@ class BlobServer:
             port,
             ssl=self._ssl,
             backlog=self.backlog,
-            ssl_handshake_timeout=self.io_timeout if self._ssl is not None else None,
+            ssl_handshake_timeout=self.handshake_timeout if self._ssl is not None else None,
         )
         self.port = self._server.sockets[0].getsockname()[1]
 
@@ -164,6 +195,17 @@ class BlobServer:
         return True
 
     def _on_connect(self, stream: BufferedStream) -> None:
+        if self.gate is not None and stream.transport is not None:
+            admitted = self.gate.admit(
+                stream.transport,
+                busy=lambda: stream.in_request,
+                started=lambda: stream.received > 0,
+                received=lambda: stream.received,
+            )
+            if not admitted:
+                return
+            transport = stream.transport
+            stream.closed.add_done_callback(lambda _: self.gate.release(transport))
         self._streams.add(stream)
         stream.transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)  # type: ignore[union-attr]
         task = asyncio.ensure_future(self._serve(stream))
@@ -185,18 +227,22 @@ class BlobServer:
     async def _serve(self, stream: BufferedStream) -> None:
         try:
             while True:
+                stream.release_staging()  # an idle connection holds no buffer
+                stream.in_request = False
                 try:
                     async with asyncio.timeout(self.idle_timeout):
                         if not await stream.wait_readable():
                             return
                 except TimeoutError:
                     return
+                stream.in_request = True
                 async with asyncio.timeout(self.header_timeout):
                     header = await stream.readexactly(p.REQUEST_HEADER_SIZE)
                     try:
                         req = p.decode_request_header(header, max_total=self.max_blob_bytes)
                     except p.FrameError as exc:
-                        self._reply(stream, exc.status, str(exc))
+                        flag = " (max_blob_bytes, --max-blob-bytes)" if exc.status is p.Status.TOO_LARGE else ""
+                        self._reply(stream, exc.status, f"{exc}{flag}")
                         await stream.drain()
                         return  # the stream cannot be trusted any more
                     token = await stream.readexactly(req.token_len)
@@ -208,7 +254,7 @@ class BlobServer:
                     nb = self.store.nbytes(req.digest)
                     self._reply(stream, p.Status.OK, offset=self.store.received(req.digest), total=nb or 0)
                 elif req.op is p.Op.PUT:
-                    if not await self._put(stream, req):
+                    if not await self._put(stream, req, token):
                         return
                 else:
                     if not await self._get(stream, req, token):
@@ -230,32 +276,62 @@ class BlobServer:
 
     # ------------------------------------------------------------------------------ PUT
 
-    async def _put(self, stream: BufferedStream, req: p.Request) -> bool:
+    def _watch_rate(self, stream: BufferedStream, slow: list[bool]) -> _Handle | None:
+        """Every ``rate_window`` s, drop ``stream`` (and set ``slow[0]``) if it received less than
+        ``min_rate * rate_window`` bytes in that window."""
+        if self.min_rate <= 0:
+            return None
+        loop = asyncio.get_running_loop()
+        floor = self.min_rate * self.rate_window
+        mark = [stream.received]
+        handle: list[asyncio.TimerHandle] = []
+
+        def check() -> None:
+            if stream.received - mark[0] < floor:
+                slow[0] = True
+                stream.close()
+                if stream.transport is not None:
+                    stream.transport.abort()
+                return
+            mark[0] = stream.received
+            handle[0] = loop.call_later(self.rate_window, check)
+
+        handle.append(loop.call_later(self.rate_window, check))
+        return _Handle(handle)
+
+    async def _put(self, stream: BufferedStream, req: p.Request, token: bytes = b"") -> bool:
         """Handle a PUT; returns whether the connection can carry another request."""
         deadline = time.monotonic() + self.wait_timeout
         while True:
             try:
-                up = self.store.begin_upload(req.digest, req.total, stream, now=self._clock())
+                up = self.store.begin_upload(
+                    req.digest, req.total, stream, now=self._clock(), uploader=self.uploader_of(token)
+                )
                 break
             except BlobBusyError as exc:
                 if not await self._wait_change(req.digest, deadline):
                     self._reply(stream, p.Status.BUSY, str(exc))
                     return True
+            except BlobQuotaError as exc:
+                self._reply(stream, p.Status.STORE_FULL, f"{exc} (blob_quota_bytes, --blob-quota-bytes)")
+                return True
             except BlobStoreFullError as exc:
-                self._reply(stream, p.Status.STORE_FULL, str(exc))
+                self._reply(stream, p.Status.STORE_FULL, f"{exc} (blob_store_bytes, --blob-store-bytes)")
                 return True
             except IntegrityError as exc:
                 self._reply(stream, p.Status.SIZE_MISMATCH, str(exc))
                 return True
             except ValueError as exc:
                 self.too_large += 1
-                self._reply(stream, p.Status.TOO_LARGE, str(exc))
+                self._reply(stream, p.Status.TOO_LARGE, f"{exc} (max_blob_bytes, --max-blob-bytes)")
                 return True
         if up is None:
             self._reply(stream, p.Status.EXISTS, offset=req.total, total=req.total)
             return True
         self._reply(stream, p.Status.CONTINUE, offset=up.received, total=up.nbytes)
         done = False
+        slow = [False]
+        watch = self._watch_rate(stream, slow)
         try:
             remaining = up.nbytes - up.received
             while remaining:
@@ -279,7 +355,17 @@ class BlobServer:
             self._reply(stream, exc.status, str(exc))
             return False
         finally:
-            if not done:
+            if watch is not None:
+                watch.cancel()
+            if slow[0] and not done:  # too slow: free what it sent at once (no resume)
+                log.warning(
+                    "blob upload %s… dropped: below %d bytes/s over %g s (blob_min_rate, --blob-min-rate)",
+                    req.digest.hex()[:16],
+                    self.min_rate,
+                    self.rate_window,
+                )
+                self.store.discard_upload(up, now=self._clock())
+            elif not done:
                 self.store.abort_upload(up, now=self._clock())
 
     # ------------------------------------------------------------------------------ GET

@@ -35,12 +35,13 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from fl_async._digest import DIGEST_SIZE, Hasher, new_hasher
-from fl_async.blobs.buffers import BufferPool, default_pool
+from fl_async.blobs.buffers import PREFAULT_AHEAD, PREFAULT_MIN, BufferPool, Prefaulter, default_pool
 from fl_async.common.errors import IntegrityError
 
 __all__ = [
     "DIGEST_SIZE",
     "BlobBusyError",
+    "BlobQuotaError",
     "BlobState",
     "BlobStore",
     "BlobStoreFullError",
@@ -67,6 +68,10 @@ class BlobBusyError(Exception):
 
 class BlobStoreFullError(Exception):
     """Accepting the blob would exceed the store's byte capacity (``max_bytes``)."""
+
+
+class BlobQuotaError(BlobStoreFullError):
+    """Accepting the blob would exceed its uploader's quota of bytes no message references yet."""
 
 
 class UnknownBlobError(KeyError):
@@ -107,6 +112,9 @@ class _Blob:
     readers: int = 0
     idle_since: float = 0.0
     referenced: bool = False
+    reserved: bool = False  # nbytes counted in bytes_held (from begin_upload; the buffer may come later)
+    uploader: object | None = None  # quota key of who uploaded it, while nothing references it
+    prefault: Prefaulter | None = None
 
     @property
     def pinned(self) -> bool:
@@ -122,9 +130,10 @@ class Upload:
     :meth:`BlobStore.finish_upload` or :meth:`BlobStore.abort_upload`.
     """
 
-    def __init__(self, blob: _Blob, writer: object) -> None:
+    def __init__(self, blob: _Blob, writer: object, pool: BufferPool) -> None:
         self._blob = blob
         self.writer = writer
+        self._pool = pool
 
     @property
     def digest(self) -> bytes:
@@ -148,11 +157,21 @@ class Upload:
         return self._blob.hasher
 
     def next_view(self, n: int) -> memoryview:
-        """A writable view of the next ``min(n, remaining)`` bytes of the buffer, at ``received``."""
+        """A writable view of the next ``min(n, remaining)`` bytes of the buffer, at ``received``.
+
+        The buffer is allocated on the first call, i.e. when the first bytes arrive (a header announcing a
+        large blob allocates nothing); new pages are prefaulted at most :data:`PREFAULT_AHEAD` bytes ahead
+        of the bytes received."""
         b = self._blob
-        if b.buffer is None or b.writer is not self.writer:
+        if b.writer is not self.writer or not b.reserved:
             raise RuntimeError("upload is no longer active")
+        if b.buffer is None:
+            b.buffer = self._pool.allocate(b.nbytes, prefault=False)
+        if b.prefault is None and b.nbytes >= PREFAULT_MIN and b.received < b.nbytes:
+            b.prefault = Prefaulter(b.buffer, ahead=PREFAULT_AHEAD)
         end = min(b.nbytes, b.received + n)
+        if b.prefault is not None:
+            b.prefault.advance(b.received)  # ahead of what arrived, not of what the sender announced
         return memoryview(b.buffer)[b.received : end]
 
     def advance(self, n: int) -> None:
@@ -172,7 +191,8 @@ class Upload:
         The caller must feed the returned view to :attr:`hasher` before the next call.
         """
         b = self._blob
-        assert b.buffer is not None
+        if b.buffer is None:
+            return memoryview(b"")
         view = memoryview(b.buffer)[b.hashed : b.received]
         b.hashed = b.received
         return view
@@ -187,6 +207,9 @@ class BlobStore:
         max_blob_bytes: largest single blob accepted, in bytes.
         linger: seconds an unreferenced complete blob, or a stalled unreferenced upload, is kept
             before :meth:`sweep` frees it.
+        quota: most bytes of uploads one uploader (the ``uploader`` key of :meth:`begin_upload`, e.g. a node's
+            or a run's token) may have in the store that no message references yet (in progress or complete);
+            ``None``: no quota. Beyond it :meth:`begin_upload` raises :class:`BlobQuotaError`.
         pool: where upload buffers come from (default: the process-wide
             :func:`~fl_async.blobs.buffers.default_pool`); a freed blob's buffer is reused by a later
             upload of the same size once nothing references it (the pool trims itself).
@@ -199,6 +222,7 @@ class BlobStore:
         max_blob_bytes: int = 1 << 40,
         linger: float = 60.0,
         pool: BufferPool | None = None,
+        quota: int | None = None,
     ) -> None:
         if max_blob_bytes <= 0 or (max_bytes is not None and max_bytes <= 0):
             raise ValueError("max_bytes and max_blob_bytes must be positive")
@@ -209,6 +233,8 @@ class BlobStore:
         self._blobs: dict[bytes, _Blob] = {}
         self._owned: dict[object, dict[bytes, int]] = {}
         self._bytes_held = 0
+        self.quota = quota
+        self._unclaimed: dict[object, int] = {}
         self._listeners: list[Callable[[bytes, BlobState | None], None]] = []
 
     # ---------------------------------------------------------------------------------- queries
@@ -305,6 +331,7 @@ class BlobStore:
         b = self._entry(digest, nbytes, now)
         b.owners[owner] = b.owners.get(owner, 0) + 1
         b.referenced = True
+        self._claim(b)
         per = self._owned.setdefault(owner, {})
         per[b.digest] = per.get(b.digest, 0) + 1
 
@@ -381,13 +408,35 @@ class BlobStore:
             return 1
         return 0  # never-referenced complete blobs and stalled uploads wait for sweep()
 
+    def _claim(self, b: _Blob) -> None:
+        """``b`` no longer counts against its uploader's quota (referenced, discarded or freed)."""
+        if b.uploader is not None:
+            left = self._unclaimed.get(b.uploader, 0) - b.nbytes
+            if left > 0:
+                self._unclaimed[b.uploader] = left
+            else:
+                self._unclaimed.pop(b.uploader, None)
+            b.uploader = None
+
+    def _unreserve(self, b: _Blob) -> None:
+        self._claim(b)
+        if b.reserved:
+            self._bytes_held -= b.nbytes
+            b.reserved = False
+        if b.prefault is not None:
+            b.prefault.stop()
+            b.prefault = None
+        b.buffer = None
+
+    def unclaimed(self, uploader: object) -> int:
+        """Bytes of uploads by ``uploader`` that no message references yet (see ``quota``)."""
+        return self._unclaimed.get(uploader, 0)
+
     def _free(self, b: _Blob) -> None:
         if self._blobs.get(b.digest) is not b:
             return
         del self._blobs[b.digest]
-        if b.buffer is not None:
-            self._bytes_held -= b.nbytes
-            b.buffer = None
+        self._unreserve(b)
         self._notify(b.digest, None)
 
     def sweep(self, now: float) -> int:
@@ -412,17 +461,22 @@ class BlobStore:
 
     # -------------------------------------------------------------------------------- uploads
 
-    def begin_upload(self, digest: bytes, nbytes: int, writer: object, *, now: float = 0.0) -> Upload | None:
+    def begin_upload(
+        self, digest: bytes, nbytes: int, writer: object, *, now: float = 0.0, uploader: object | None = None
+    ) -> Upload | None:
         """Start or resume writing ``digest``; returns ``None`` when the blob is already complete.
 
-        Allocates the whole buffer (once) on first write. The returned :class:`Upload` continues at
-        ``received`` (0 for a new blob, where the previous writer stopped otherwise).
+        Reserves ``nbytes`` of the capacity (and of ``uploader``'s quota unless a message references the digest
+        already); the buffer itself is allocated when the first bytes arrive (:meth:`Upload.next_view`). The
+        returned :class:`Upload` continues at ``received`` (0 for a new blob, where the previous writer stopped
+        otherwise).
 
         Raises:
             ValueError: malformed digest or length, or over ``max_blob_bytes`` (nothing allocated).
             IntegrityError: the digest is known with a different length.
             BlobBusyError: another writer holds the upload.
             BlobStoreFullError: the buffer would exceed ``max_bytes`` (nothing allocated).
+            BlobQuotaError: the upload would exceed ``uploader``'s ``quota`` (nothing allocated).
         """
         self._check_digest(digest)
         if not isinstance(nbytes, int) or nbytes < 0 or nbytes > self.max_blob_bytes:
@@ -435,21 +489,41 @@ class BlobStore:
             return None
         if existing is not None and existing.writer is not None:
             raise BlobBusyError(f"blob {digest.hex()[:16]}… is being uploaded by another writer")
-        if (existing is None or existing.buffer is None) and self.max_bytes is not None:
-            if self._bytes_held + nbytes > self.max_bytes:
-                raise BlobStoreFullError(
-                    f"blob of {nbytes} bytes does not fit: {self._bytes_held} of {self.max_bytes} bytes held"
-                )
+        fresh = existing is None or not existing.reserved
+        if fresh and self.max_bytes is not None and self._bytes_held + nbytes > self.max_bytes:
+            raise BlobStoreFullError(
+                f"blob of {nbytes} bytes does not fit: {self._bytes_held} of {self.max_bytes} bytes held"
+            )
+        charged = fresh and uploader is not None and not (existing is not None and existing.referenced)
+        if charged and self.quota is not None and self.unclaimed(uploader) + nbytes > self.quota:
+            raise BlobQuotaError(
+                f"blob of {nbytes} bytes exceeds the uploader's quota: {self.unclaimed(uploader)} of {self.quota} "
+                "bytes uploaded and not yet named by a pushed message"
+            )
         b = self._entry(digest, nbytes, now)
-        if b.buffer is None:
-            b.buffer = self.pool.allocate(nbytes)
+        if not b.reserved:
+            b.reserved = True
             self._bytes_held += nbytes
+            if nbytes < PREFAULT_MIN:  # small: allocate now (also gives an empty blob its buffer)
+                b.buffer = self.pool.allocate(nbytes)
             b.hasher = new_hasher()
             b.received = b.hashed = 0
             b.state = BlobState.UPLOADING
+            if charged:
+                b.uploader = uploader
+                self._unclaimed[uploader] = self.unclaimed(uploader) + nbytes
         b.writer = writer
         b.idle_since = now
-        return Upload(b, writer)
+        return Upload(b, writer, self.pool)
+
+    def discard_upload(self, upload: Upload, *, now: float = 0.0) -> None:
+        """The writer is dropped (e.g. too slow): free the bytes received so far at once (no resume)."""
+        b = upload._blob
+        if b.writer is not upload.writer:
+            return
+        b.writer = None
+        b.idle_since = now
+        self._discard(b)
 
     def abort_upload(self, upload: Upload, *, now: float = 0.0) -> None:
         """The writer stops (e.g. its connection broke): keep the bytes received so far for a resume.
@@ -462,6 +536,9 @@ class BlobStore:
         b.writer = None
         b.received = b.hashed
         b.idle_since = now  # kept for a resume; sweep() frees it after `linger` if nobody comes back
+        if b.prefault is not None:  # frees its helper slot; a resume starts a new one
+            b.prefault.stop()
+            b.prefault = None
         self._notify(b.digest, b.state)
 
     def finish_upload(self, upload: Upload, *, now: float = 0.0) -> None:
@@ -489,12 +566,13 @@ class BlobStore:
             )
         b.state = BlobState.COMPLETE
         b.hasher = None
+        if b.prefault is not None:
+            b.prefault.stop()
+            b.prefault = None
         self._notify(b.digest, BlobState.COMPLETE)
 
     def _discard(self, b: _Blob) -> None:
-        if b.buffer is not None:
-            self._bytes_held -= b.nbytes
-            b.buffer = None
+        self._unreserve(b)
         b.hasher = None
         b.received = b.hashed = 0
         b.state = BlobState.DECLARED

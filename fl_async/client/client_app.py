@@ -1,7 +1,10 @@
 """``ClientApp``: the user code a SuperNode runs for every instruction (as Flower 1.9's ``ClientApp``).
 
 Handlers are registered per message type with ``@app.train()``, ``@app.evaluate()`` and
-``@app.query()``; each takes ``(message, context)`` and returns the reply message. Handlers and mods
+``@app.query()``; each takes ``(message, context)`` and returns the reply message. As in newest Flower,
+a handler may be registered for a named action: ``@app.train("finetune")`` handles message type
+``"train.finetune"`` (``"train"`` is the action ``"default"``), and may carry its own mods
+(``@app.train(mods=[...])``, applied inside the app's mods). Handlers and mods
 may be plain functions or ``async def`` coroutine functions:
 
 * sync code runs in a worker thread (a daemon thread, see :mod:`fl_async.client._threads`), so the
@@ -26,6 +29,7 @@ import anyio.lowlevel
 
 from fl_async.client._threads import run_sync_abandonable
 from fl_async.common.context import Context
+from fl_async.common.errors import UnsupportedFeatureError
 from fl_async.common.message import Message, MessageType
 
 __all__ = ["ClientApp", "ClientAppCallable", "Mod"]
@@ -39,6 +43,25 @@ Mod = Callable[[Message, Context, Callable[..., Any]], Message | Awaitable[Messa
 """A mod: ``mod(message, context, call_next) -> Message`` (sync) or its ``async def`` form."""
 
 _KNOWN_TYPES = (MessageType.TRAIN, MessageType.EVALUATE, MessageType.QUERY)
+DEFAULT_ACTION = "default"
+"""The action of a plain ``"train"`` / ``"evaluate"`` / ``"query"`` message (as newest Flower)."""
+
+_HANDLER_STYLE = """fl-async's ClientApp has no client_fn / NumPyClient mode; register message handlers instead:
+
+    app = ClientApp()
+
+    @app.train()
+    def train(msg: Message, context: Context) -> Message:
+        arrays = msg.content["arrays"]            # what your NumPyClient.fit got as parameters
+        ...                                        # train, as in fit()
+        return Message(RecordDict({"arrays": ArrayRecord(new_ndarrays),
+                                   "metrics": MetricRecord({"num-examples": n})}), reply_to=msg)
+
+(@app.evaluate() likewise replaces evaluate(); see README "Coming from Flower")."""
+
+
+def _message_type(category: str, action: str) -> str:
+    return category if action == DEFAULT_ACTION else f"{category}.{action}"
 
 
 def _is_async(fn: Callable[..., Any]) -> bool:
@@ -61,16 +84,27 @@ class ClientApp:
             return message.create_reply(RecordSet(...))
 
     Args:
+        client_fn: accepted only to refuse it with a clear error (newest Flower's first argument).
         mods: mods applied to every handler, first in the list outermost. Each is
             ``mod(message, context, call_next) -> Message``, sync or ``async def``.
 
     Raises:
         TypeError: ``mods`` is not a list/tuple of callables.
 
-    Unlike Flower 1.9 there is no legacy ``client_fn``/``Client`` mode.
+    Raises:
+        UnsupportedFeatureError: ``client_fn`` was given (a ``TypeError``): there is no legacy
+            ``client_fn``/``NumPyClient`` mode; the message shows the handler style to use instead.
     """
 
-    def __init__(self, mods: list[Mod] | tuple[Mod, ...] | None = None) -> None:
+    def __init__(
+        self,
+        client_fn: Any = None,
+        mods: list[Mod] | tuple[Mod, ...] | None = None,
+    ) -> None:
+        if isinstance(client_fn, (list, tuple)) and mods is None:  # fl-async's ClientApp([mod, ...])
+            client_fn, mods = None, client_fn
+        if client_fn is not None:
+            raise UnsupportedFeatureError(_HANDLER_STYLE)
         if mods is None:
             mods = []
         if not isinstance(mods, (list, tuple)):
@@ -80,41 +114,60 @@ class ClientApp:
                 raise TypeError(f"mods[{i}] is not callable: {mod!r}")
         self._mods: list[Mod] = list(mods)
         self._handlers: dict[str, ClientAppCallable] = {}
+        self._handler_mods: dict[str, list[Mod]] = {}
         self._async_of: dict[int, tuple[Callable[..., Any], bool]] = {}  # id -> (callable, is async)
 
     # ------------------------------------------------------------------ registration
 
-    def _register(self, message_type: str, fn: ClientAppCallable | None) -> Any:
+    def _register(self, category: str, action: Any, mods: list[Mod] | None) -> Any:
+        fn: ClientAppCallable | None = None
+        if callable(action):  # used as @app.train without parentheses
+            fn, action = action, DEFAULT_ACTION
+        if not isinstance(action, str) or not action.isidentifier():
+            raise ValueError(
+                f"Cannot register {category} function with name {action!r}: the name must be a Python identifier"
+            )
+        if mods is not None and (not isinstance(mods, (list, tuple)) or not all(callable(m) for m in mods)):
+            raise TypeError(f"mods of @app.{category}() must be a list of callables, got {mods!r}")
+        message_type = _message_type(category, action)
+
         def decorator(handler: ClientAppCallable) -> ClientAppCallable:
             if not callable(handler):
-                raise TypeError(f"@app.{message_type}() must decorate a callable, got {type(handler).__name__}")
+                raise TypeError(f"@app.{category}() must decorate a callable, got {type(handler).__name__}")
             if message_type in self._handlers:
                 logger.warning("ClientApp: replacing the registered `%s` handler", message_type)
             self._handlers[message_type] = handler
+            self._handler_mods[message_type] = list(mods or [])
             return handler
 
-        if fn is not None:  # used as @app.train without parentheses
+        if fn is not None:
             return decorator(fn)
         return decorator
 
-    def train(self, fn: ClientAppCallable | None = None) -> Any:
+    def train(self, action: Any = DEFAULT_ACTION, *, mods: list[Mod] | None = None) -> Any:
         """Register the handler of ``"train"`` messages: ``@app.train()`` (``@app.train`` works too).
+
+        Args:
+            action: the action name (newest Flower): ``@app.train("finetune")`` handles message type
+                ``"train.finetune"``; the default action handles ``"train"`` (and ``"train.default"``).
+            mods: mods for this handler only, applied inside the app's mods (as newest Flower).
 
         Returns:
             The decorator, which returns the handler unchanged (as Flower 1.9).
 
         Raises:
-            TypeError: the decorated object is not callable.
+            TypeError: the decorated object is not callable, or ``mods`` is not a list of callables.
+            ValueError: ``action`` is not a Python identifier.
         """
-        return self._register(MessageType.TRAIN, fn)
+        return self._register(MessageType.TRAIN, action, mods)
 
-    def evaluate(self, fn: ClientAppCallable | None = None) -> Any:
-        """Register the handler of ``"evaluate"`` messages; see :meth:`train`."""
-        return self._register(MessageType.EVALUATE, fn)
+    def evaluate(self, action: Any = DEFAULT_ACTION, *, mods: list[Mod] | None = None) -> Any:
+        """Register the handler of ``"evaluate"`` messages (``"evaluate.<action>"``); see :meth:`train`."""
+        return self._register(MessageType.EVALUATE, action, mods)
 
-    def query(self, fn: ClientAppCallable | None = None) -> Any:
-        """Register the handler of ``"query"`` messages; see :meth:`train`."""
-        return self._register(MessageType.QUERY, fn)
+    def query(self, action: Any = DEFAULT_ACTION, *, mods: list[Mod] | None = None) -> Any:
+        """Register the handler of ``"query"`` messages (``"query.<action>"``); see :meth:`train`."""
+        return self._register(MessageType.QUERY, action, mods)
 
     @property
     def mods(self) -> tuple[Mod, ...]:
@@ -129,7 +182,7 @@ class ClientApp:
     @property
     def max_thread_depth(self) -> int:
         """Upper bound on worker threads one call may hold at once (for sizing thread limiters)."""
-        return len(self._mods) + 1
+        return len(self._mods) + max((len(m) for m in self._handler_mods.values()), default=0) + 1
 
     # ------------------------------------------------------------------ dispatch
 
@@ -142,12 +195,17 @@ class ClientApp:
         self._async_of[id(fn)] = (fn, result)
         return result
 
-    def _handler_for(self, message_type: str) -> ClientAppCallable:
+    def _handler_for(self, message_type: str) -> tuple[ClientAppCallable, list[Mod]]:
+        if message_type.endswith("." + DEFAULT_ACTION):
+            message_type = message_type[: -len(DEFAULT_ACTION) - 1]
         handler = self._handlers.get(message_type)
         if handler is not None:
-            return handler
+            return handler, self._handler_mods.get(message_type, [])
+        category, _, action = message_type.partition(".")
         if message_type in _KNOWN_TYPES:
             raise ValueError(f"No `{message_type}` function registered")  # Flower 1.9's text
+        if category in _KNOWN_TYPES and action.isidentifier():
+            raise ValueError(f"No {category} function registered with name '{action}'")  # newest Flower's text
         raise ValueError(f"Unknown message_type: {message_type}")
 
     async def acall(self, message: Message, context: Context, *, limiter: anyio.CapacityLimiter | None = None) -> Any:
@@ -170,8 +228,9 @@ class ClientApp:
                 Flower 1.9: ``"No `train` function registered"``, ``"Unknown message_type: x"``).
             Exception: whatever a handler or mod raised.
         """
-        handler = self._handler_for(message.metadata.message_type)
-        if not self._mods:  # the common case: no layers to compose
+        handler, handler_mods = self._handler_for(message.metadata.message_type)
+        mods = self._mods + handler_mods if handler_mods else self._mods
+        if not mods:  # the common case: no layers to compose
             if self._is_async(handler):
                 result = await handler(message, context)  # type: ignore[misc]
             else:
@@ -190,7 +249,7 @@ class ClientApp:
             async_fn = handler  # type: ignore[assignment]
         else:
             sync_fn = handler
-        for mod in reversed(self._mods):
+        for mod in reversed(mods):
             if self._is_async(mod):
                 if sync_fn is not None:
                     inner_sync = sync_fn

@@ -22,12 +22,15 @@ class Context:
         node_config: the node's own settings (``--node-config k=v``).
         state: a :class:`RecordSet` the app may change; kept across messages of the same run.
         run_config: the run's settings (``--run-config k=v``).
+        run_id: the run's id (as newest Flower's ``Context.run_id``; last here, so that positional use of
+            Flower 1.10's order keeps working).
     """
 
     node_id: int = 0
     node_config: UserConfig = field(default_factory=dict)
     state: RecordSet = field(default_factory=RecordSet)
     run_config: UserConfig = field(default_factory=dict)
+    run_id: int = 0
 
     @property
     def cancelled(self) -> bool:

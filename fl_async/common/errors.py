@@ -23,6 +23,7 @@ __all__ = [
     "ResourceExhaustedError",
     "RunStoppedError",
     "TTLExpiredError",
+    "UnsupportedFeatureError",
     "from_grpc",
     "transport_errors",
 ]
@@ -86,6 +87,14 @@ class NoMainFunctionError(AppLoadError, ValueError):
 
     Raised before anything connects (``run_server_app``, ``fl-async server-app``, ``fl-async run``). Also a
     :class:`ValueError`, the type this error had before (Flower 1.9 raises ``ValueError`` here too).
+    """
+
+
+class UnsupportedFeatureError(FlAsyncError, TypeError):
+    """A Flower API that fl-async deliberately does not provide (e.g. ``ClientApp(client_fn=...)``,
+    ``ServerApp(strategy=...)``); the message says what to use instead.
+
+    Also a ``TypeError``: the type Python raises for an unexpected argument.
     """
 
 

@@ -132,6 +132,11 @@ class Metadata:
         return self._reply_to_message
 
     @property
+    def reply_to_message_id(self) -> str:
+        """Same as :attr:`reply_to_message` (newest Flower's name; read-only)."""
+        return self._reply_to_message
+
+    @property
     def dst_node_id(self) -> int:
         """Receiver node id."""
         return self._dst_node_id
@@ -235,21 +240,121 @@ class Error:
         return f"Error(code={self._code!r} [{ErrorCode.name(self._code)}], reason={self._reason!r})"
 
 
+_FORMS = (
+    "Message takes one of: Message(metadata, content=... | error=...); "
+    "Message(content, dst_node_id, message_type, *, ttl=None, group_id=None); "
+    "Message(content | error, *, reply_to=message, ttl=None)"
+)
+
+
 class Message:
     """A message between the server app and a node: metadata plus content *or* error.
+
+    Three ways to build one (the first is Flower 1.9's, the others newest Flower's)::
+
+        Message(metadata, content=rs)                        # explicit metadata (or error=...)
+        Message(rs, dst_node_id, message_type, ttl=..., group_id=...)   # an instruction for a node
+        Message(rs, reply_to=msg, ttl=...)                   # a reply (or Message(error, reply_to=msg))
+
+    An instruction built without metadata has ``run_id`` 0, which the driver replaces with its run's id
+    when pushing it, and ``ttl`` :data:`DEFAULT_TTL` unless given. A reply gets its metadata from
+    ``reply_to`` exactly as :meth:`create_reply` (whose TTL rule it follows).
 
     Args:
         metadata: the message's :class:`Metadata`; its ``created_at`` is set to now.
         content: a :class:`RecordSet`, or ``None`` when ``error`` is given.
         error: an :class:`Error`, or ``None`` when ``content`` is given.
+        dst_node_id, message_type, ttl, group_id: an instruction's routing (newest Flower's form).
+        reply_to: the instruction this message answers (newest Flower's form).
 
     Raises:
         ValueError: both or neither of ``content`` and ``error`` are given.
+        TypeError: the arguments match none of the three forms (the message lists them), or a value
+            has the wrong type.
+        TTLExpiredError: a reply's TTL would be <= 0 (as :meth:`create_reply`).
     """
 
     __slots__ = ("_content", "_error", "_metadata")
+    _metadata: Metadata
+    _content: RecordSet | None
+    _error: Error | None
 
-    def __init__(self, metadata: Metadata, content: RecordSet | None = None, error: Error | None = None) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        content: RecordSet | None = None,
+        error: Error | None = None,
+        dst_node_id: int | None = None,
+        message_type: str | None = None,
+        ttl: float | None = None,
+        group_id: str | None = None,
+        reply_to: Message | None = None,
+        metadata: Metadata | None = None,
+    ) -> None:
+        if (args and isinstance(args[0], Metadata)) or metadata is not None:  # Flower 1.9's form
+            if len(args) > 3 or any(v is not None for v in (dst_node_id, message_type, ttl, group_id, reply_to)):
+                raise TypeError(_FORMS)
+            given = dict(zip(("metadata", "content", "error"), args, strict=False))
+            for name, value in (("metadata", metadata), ("content", content), ("error", error)):
+                if value is not None:
+                    if name in given:
+                        raise TypeError(f"Message got multiple values for {name!r}")
+                    given[name] = value
+            self._init(given["metadata"], given.get("content"), given.get("error"))
+            return
+        if len(args) > 3 or (len(args) > 1 and reply_to is not None):
+            raise TypeError(_FORMS)
+        if args:
+            first = args[0]
+            if isinstance(first, Error) and error is None:
+                error = first
+            elif content is None and error is None:
+                content = first
+            else:
+                raise TypeError(_FORMS)
+        if len(args) > 1:
+            if dst_node_id is not None:
+                raise TypeError("Message got multiple values for 'dst_node_id'")
+            dst_node_id = args[1]
+        if len(args) > 2:
+            if message_type is not None:
+                raise TypeError("Message got multiple values for 'message_type'")
+            message_type = args[2]
+        if reply_to is not None:
+            if not isinstance(reply_to, Message):
+                raise TypeError(f"reply_to must be a Message, got {type(reply_to).__name__}")
+            if any(v is not None for v in (dst_node_id, message_type, group_id)):
+                raise TypeError("a reply takes its dst_node_id, message_type and group_id from reply_to; " + _FORMS)
+            if (content is None) == (error is None):
+                raise ValueError("Either `content` or `error` must be set, but not both.")
+            reply = (
+                reply_to.create_reply(content, ttl) if content is not None else reply_to.create_error_reply(error, ttl)  # type: ignore[arg-type]
+            )
+            self._metadata, self._content, self._error = reply._metadata, reply._content, reply._error
+            return
+        if content is None or error is not None or dst_node_id is None or message_type is None:
+            raise TypeError(_FORMS)
+        if isinstance(dst_node_id, bool) or not isinstance(dst_node_id, int):
+            raise TypeError(f"dst_node_id must be an int, got {type(dst_node_id).__name__}")
+        if not isinstance(message_type, str):
+            raise TypeError(f"message_type must be a str, got {type(message_type).__name__}")
+        if group_id is not None and not isinstance(group_id, str):
+            raise TypeError(f"group_id must be a str, got {type(group_id).__name__}")
+        md = Metadata(
+            run_id=0,  # set by the driver when pushing
+            message_id="",
+            src_node_id=0,
+            dst_node_id=dst_node_id,
+            reply_to_message="",
+            group_id=group_id or "",
+            ttl=DEFAULT_TTL if ttl is None else ttl,
+            message_type=message_type,
+        )
+        self._init(md, content, None)
+
+    def _init(self, metadata: Metadata, content: RecordSet | None, error: Error | None) -> None:
+        if not isinstance(metadata, Metadata):
+            raise TypeError(f"metadata must be a Metadata, got {type(metadata).__name__}")
         if (content is None) == (error is None):
             raise ValueError("Either `content` or `error` must be set, but not both.")
         if content is not None and not isinstance(content, RecordSet):

@@ -9,14 +9,22 @@ Names and semantics follow Flower 1.9 (``flwr.common.record``) with these delibe
   default); ``keep_input`` is accepted for compatibility and ignored.
 * Value rules are made consistent: numpy scalars are accepted and stored as Python ``int``/``float``/
   ``bool``; ``bool`` is not a metric; lists must hold one type only (``[1, True]`` and ``[1, 2.0]`` are
-  refused); integers must fit in signed 64 bits.
+  refused); integers must lie in ``[-2**63, 2**64 - 1]`` (signed or unsigned 64-bit, as Flower's uint64 config
+  values), and a list of integers must fit one of the two (``[-1, 2**64 - 1]`` is refused).
 * ``get(key)`` has an optional default, like ``dict.get``.
+
+Newest Flower's names are the same classes: ``ArrayRecord`` is ``ParametersRecord``, ``MetricRecord`` is
+``MetricsRecord``, ``ConfigRecord`` is ``ConfigsRecord`` and ``RecordDict`` is ``RecordSet``, with newest
+Flower's constructors (``ArrayRecord([ndarray, ...])``, ``ArrayRecord(state_dict)``, ``Array(ndarray)``,
+``RecordDict({"arrays": ..., "config": ...})``) and one namespace per RecordSet.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Mapping, MutableMapping
+import sys
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -25,12 +33,18 @@ import numpy as np
 __all__ = [
     "EXTENSION_DTYPES",
     "Array",
+    "ArrayRecord",
+    "ConfigRecord",
     "ConfigsRecord",
     "ConfigsRecordValues",
+    "MetricRecord",
     "MetricsRecord",
     "MetricsRecordValues",
     "ParametersRecord",
+    "Record",
+    "RecordDict",
     "RecordSet",
+    "RecordView",
     "SType",
     "array_from_numpy",
     "dtype_itemsize",
@@ -39,6 +53,8 @@ __all__ = [
 
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
+UINT64_MAX = 2**64 - 1
+"""Largest record integer (and node / run id): values above ``INT64_MAX`` travel as ``uint64``."""
 _MAX_ARRAY_BYTES = INT64_MAX
 """Largest array numpy can represent, in bytes (its index type is signed 64-bit)."""
 
@@ -176,17 +192,25 @@ def _as_byte_view(buf: Any) -> bytes | bytearray | memoryview:
     return mv.cast("B")
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, init=False)
 class Array:
     """One tensor: dtype, shape, encoding (``stype``) and the payload bytes.
 
+    Built from its four fields (as Flower 1.9), or, as newest Flower's ``Array``, from one numpy array
+    (``Array(ndarray)``, ``Array(ndarray=...)``: :meth:`from_numpy`, no copy when C-contiguous) or one
+    PyTorch tensor (``Array(tensor)``, ``Array(torch_tensor=...)``: :meth:`from_torch_tensor`).
+
     Args:
         dtype: element type name, e.g. ``"float32"``, ``">f4"`` (big-endian) or ``"bfloat16"``.
-        shape: dimensions, a list of non-negative ints (``[]`` for a 0-d array).
+        shape: dimensions, a list (or tuple) of non-negative ints (``[]`` for a 0-d array); kept as a list.
         stype: encoding of ``data``; ``"numpy.ndarray"`` (:attr:`SType.NUMPY`) means the raw row-major
             buffer of ``dtype`` and ``shape``.
         data: the payload, any bytes-like object (``bytes``, ``bytearray``, ``memoryview``). It is kept
             as given, not copied.
+
+    Raises:
+        TypeError: neither the four fields nor exactly one array/tensor were given, or a field has the
+            wrong type (the message says which).
 
     Equality compares dtype, shape, stype and payload bytes (as Flower's dataclass equality).
     """
@@ -195,6 +219,44 @@ class Array:
     shape: list[int]
     stype: str
     data: bytes | bytearray | memoryview
+
+    def __init__(
+        self,
+        *args: Any,
+        dtype: str | None = None,
+        shape: list[int] | tuple[int, ...] | None = None,
+        stype: str | None = None,
+        data: bytes | bytearray | memoryview | None = None,
+        ndarray: np.ndarray | np.generic | None = None,
+        torch_tensor: Any = None,
+    ) -> None:
+        fields = [dtype, shape, stype, data]
+        if len(args) == 1 and ndarray is None and torch_tensor is None and all(f is None for f in fields):
+            ndarray, args = (args[0], ()) if isinstance(args[0], (np.ndarray, np.generic)) else (None, args)
+            if args and _is_tensor(args[0]):
+                torch_tensor, args = args[0], ()
+        if ndarray is not None or torch_tensor is not None:
+            if args or any(f is not None for f in fields) or (ndarray is not None and torch_tensor is not None):
+                raise TypeError("Array takes either dtype, shape, stype and data, or one ndarray, or one torch_tensor")
+            src = (
+                Array.from_numpy(np.asarray(ndarray)) if ndarray is not None else Array.from_torch_tensor(torch_tensor)
+            )
+            self.dtype, self.shape, self.stype, self.data = src.dtype, src.shape, src.stype, src.data
+            return
+        if len(args) > 4:
+            raise TypeError(f"Array takes at most 4 positional arguments, got {len(args)}")
+        for i, value in enumerate(args):
+            if fields[i] is not None:
+                raise TypeError(f"Array got multiple values for {('dtype', 'shape', 'stype', 'data')[i]!r}")
+            fields[i] = value
+        missing = [n for n, f in zip(("dtype", "shape", "stype", "data"), fields, strict=True) if f is None]
+        if missing:
+            raise TypeError(
+                f"Array is missing {', '.join(missing)}: give dtype, shape, stype and data, or one numpy "
+                "ndarray, or one torch tensor"
+            )
+        self.dtype, self.shape, self.stype, self.data = fields  # type: ignore[assignment]
+        self.__post_init__()
 
     def __post_init__(self) -> None:
         if not isinstance(self.dtype, str):
@@ -291,6 +353,27 @@ class Array:
             data=data,
         )
 
+    @classmethod
+    def from_numpy_ndarray(cls, ndarray: np.ndarray) -> Array:
+        """Same as :meth:`from_numpy` (newest Flower's name): no copy for C-contiguous arrays."""
+        return cls.from_numpy(ndarray)
+
+    @classmethod
+    def from_torch_tensor(cls, tensor: Any) -> Array:
+        """Wrap a PyTorch tensor (as newest Flower's ``Array.from_torch_tensor``; needs ``fl-async[torch]``).
+
+        The tensor is detached and moved to CPU; the Array views its bytes (no copy for contiguous CPU
+        tensors) and keeps torch-only dtypes such as ``bfloat16`` exactly (Flower goes through numpy,
+        which has no bfloat16).
+
+        Raises:
+            TypeError: not a tensor, or a dtype/layout that cannot travel (see
+                ``ParametersRecord.from_torch_state_dict``).
+        """
+        from fl_async.common._torch import tensor_to_array
+
+        return tensor_to_array("tensor", tensor)
+
     def numpy(self) -> np.ndarray:
         """Return the payload as a numpy array, without copying it.
 
@@ -313,6 +396,12 @@ class Array:
         if count == 0:
             return np.empty(self.shape, dtype=dt)
         return np.frombuffer(self.data, dtype=dt, count=count).reshape(self.shape)
+
+
+def _is_tensor(value: Any) -> bool:
+    """Whether ``value`` is a ``torch.Tensor`` (without importing torch when the caller has not)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(value, torch.Tensor)
 
 
 def array_from_numpy(ndarray: np.ndarray) -> Array:
@@ -398,9 +487,18 @@ class TypedDict(MutableMapping[str, V], Generic[V]):
 
 
 def _int64(key: str, value: int) -> int:
-    if not INT64_MIN <= value <= INT64_MAX:
-        raise ValueError(f"value of {key!r} is out of signed 64-bit range: {value}")
+    if not INT64_MIN <= value <= UINT64_MAX:
+        raise ValueError(f"value of {key!r} is outside the 64-bit integer range [-2**63, 2**64 - 1]: {value}")
     return value
+
+
+def _int_list(key: str, values: list[int]) -> None:
+    """A list of integers travels as one packed list: all of them signed 64-bit, or all unsigned."""
+    if values and min(values) < 0 and max(values) > INT64_MAX:
+        raise ValueError(
+            f"list value of {key!r} mixes negative integers with integers above 2**63 - 1; a list must fit "
+            "either signed 64 bits [-2**63, 2**63 - 1] or unsigned 64 bits [0, 2**64 - 1]"
+        )
 
 
 def _scalar(key: str, value: Any, allowed: tuple[type, ...]) -> Any:
@@ -440,6 +538,8 @@ def _value(key: str, value: Any, allowed: tuple[type, ...]) -> Any:
                         f"list value of {key!r} mixes types {first.__name__} and {type(item).__name__}; "
                         "all values in a list must be of the same type"
                     )
+            if first is int:
+                _int_list(key, out)
         return out
     if isinstance(value, (tuple, set, dict, np.ndarray)) or value is None:
         raise TypeError(
@@ -486,20 +586,67 @@ def _scalar_bytes(value: Any) -> int:
 class ParametersRecord(TypedDict[Array]):
     """Ordered ``str -> Array`` mapping, ordered like a PyTorch ``state_dict`` (Flower 1.9 semantics).
 
+    Newest Flower calls it ``ArrayRecord`` (the same class here) and builds it from any of::
+
+        ParametersRecord({"w": Array(...)})        # a mapping of Arrays (array_dict=...)
+        ParametersRecord([np_w, np_b])             # a list of numpy arrays, keys "0", "1", ... (numpy_ndarrays=...)
+        ParametersRecord(model.state_dict())       # a PyTorch state_dict (torch_state_dict=...)
+
+    Numpy arrays and CPU tensors are wrapped without copying when contiguous; torch-only dtypes such as
+    ``bfloat16`` are kept exactly.
+
     Args:
         array_dict: initial entries; copied in order, never mutated.
-        keep_input: accepted for Flower compatibility; ignored (the input is always kept).
+        keep_input: accepted for compatibility; ignored (the input is always kept, and no payload is copied).
 
     Raises:
-        TypeError: a key is not ``str`` or a value is not an :class:`Array` (the message names the key).
+        TypeError: a key is not ``str`` or a value is not an :class:`Array` (the message names the key);
+            more than one source, or a source of another kind, was given.
     """
 
-    def __init__(self, array_dict: Mapping[str, Array] | None = None, keep_input: bool = True) -> None:
-        super().__init__(_check_array, array_dict)
+    def __init__(
+        self,
+        *args: Any,
+        array_dict: Mapping[str, Array] | None = None,
+        numpy_ndarrays: Sequence[np.ndarray] | None = None,
+        torch_state_dict: Mapping[str, Any] | None = None,
+        keep_input: bool = True,
+    ) -> None:
+        if len(args) == 2 and isinstance(args[1], bool):  # Flower 1.9: ParametersRecord(array_dict, keep_input)
+            args = args[:1]
+        sources = [a for a in (*args, array_dict, numpy_ndarrays, torch_state_dict) if a is not None]
+        if len(args) > 1 or len(sources) > 1:
+            raise TypeError(
+                "ParametersRecord takes one source: a mapping of Arrays, a list of numpy arrays or a PyTorch "
+                "state_dict (keep_input is keyword-only)"
+            )
+        super().__init__(_check_array)
+        if not sources:
+            return
+        src = sources[0]
+        if numpy_ndarrays is not None or (isinstance(src, (list, tuple)) and not isinstance(src, str)):
+            self._data.update(self.from_numpy_ndarrays(src)._data)
+        elif torch_state_dict is not None or (
+            isinstance(src, Mapping) and src and all(_is_tensor(v) for v in src.values())
+        ):
+            self._data.update(self.from_torch_state_dict(src)._data)
+        elif isinstance(src, Mapping) or hasattr(src, "items"):
+            for key, value in src.items():
+                self[key] = value
+        else:
+            raise TypeError(
+                f"ParametersRecord expects a mapping of Arrays, a list of numpy arrays or a PyTorch state_dict, "
+                f"got {type(src).__name__}"
+            )
 
     def count_bytes(self) -> int:
         """Payload bytes plus key lengths (as Flower 1.9)."""
         return sum(a.nbytes + len(k) for k, a in self._data.items())
+
+    @classmethod
+    def from_array_dict(cls, array_dict: Mapping[str, Array], *, keep_input: bool = True) -> ParametersRecord:
+        """Build a record from ``name -> Array`` (as newest Flower's ``ArrayRecord.from_array_dict``; no copy)."""
+        return cls(array_dict=array_dict)
 
     @classmethod
     def from_numpy_dict(cls, arrays: Mapping[str, np.ndarray]) -> ParametersRecord:
@@ -511,24 +658,55 @@ class ParametersRecord(TypedDict[Array]):
         return {k: a.numpy() for k, a in self._data.items()}
 
     @classmethod
-    def from_torch_state_dict(cls, state_dict: Mapping[str, Any]) -> ParametersRecord:
+    def from_numpy_ndarrays(cls, ndarrays: Sequence[np.ndarray], *, keep_input: bool = True) -> ParametersRecord:
+        """Build a record from a list of numpy arrays, keyed ``"0"``, ``"1"``, ... (as newest Flower).
+
+        Contiguous arrays are wrapped without copying (see :meth:`Array.from_numpy`). ``keep_input`` is
+        accepted and ignored: the list is never emptied.
+
+        Raises:
+            TypeError: an item is not a numpy array or has an unsupported dtype (names its index).
+        """
+        rec = cls()
+        for i, arr in enumerate(ndarrays):
+            if not isinstance(arr, (np.ndarray, np.generic)):
+                raise TypeError(f"item {i} of the list must be a numpy.ndarray, got {type(arr).__name__}")
+            rec._data[str(i)] = Array.from_numpy(arr)
+        return rec
+
+    def to_numpy_ndarrays(self, *, keep_input: bool = True) -> list[np.ndarray]:
+        """The arrays as a list of numpy arrays, in record order (as newest Flower; views, no copy).
+
+        ``keep_input`` is accepted and ignored: the record is not emptied (nothing is copied either).
+
+        Raises:
+            TypeError: an Array has a dtype numpy cannot hold (e.g. ``bfloat16``: use :meth:`to_torch_state_dict`).
+        """
+        return [a.numpy() for a in self._data.values()]
+
+    @classmethod
+    def from_torch_state_dict(cls, state_dict: Mapping[str, Any], *, keep_input: bool = True) -> ParametersRecord:
         """Build a record from a PyTorch ``state_dict`` (needs the ``fl-async[torch]`` extra).
 
         Every tensor is detached, moved to CPU and made contiguous (no copy when it already is); the
         Array views its bytes, with ``dtype`` named after the torch dtype (``"float32"``,
-        ``"bfloat16"``, ...). No pickling.
+        ``"bfloat16"``, ...). No pickling. ``keep_input`` is accepted and ignored.
 
         Raises:
             TypeError: a value is not a ``torch.Tensor``, or has an unsupported dtype.
         """
         from fl_async.common._torch import tensor_to_array
 
-        return cls({k: tensor_to_array(k, t) for k, t in state_dict.items()})
+        rec = cls()
+        for k, t in state_dict.items():
+            rec[k] = tensor_to_array(k, t)
+        return rec
 
-    def to_torch_state_dict(self) -> dict[str, Any]:
+    def to_torch_state_dict(self, *, keep_input: bool = True) -> OrderedDict[str, Any]:
         """Return an ordered ``name -> torch.Tensor`` dict; the exact inverse of :meth:`from_torch_state_dict`.
 
-        Tensors share memory with writable payloads; read-only payloads are copied once.
+        Tensors share memory with writable payloads; read-only payloads are copied once. ``bfloat16`` and
+        other torch-only dtypes come back exactly. ``keep_input`` is accepted and ignored.
 
         Raises:
             TypeError: an Array's dtype has no torch equivalent or its stype is not ``"numpy.ndarray"``.
@@ -536,21 +714,33 @@ class ParametersRecord(TypedDict[Array]):
         """
         from fl_async.common._torch import array_to_tensor
 
-        return {k: array_to_tensor(k, a) for k, a in self._data.items()}
+        return OrderedDict((k, array_to_tensor(k, a)) for k, a in self._data.items())
 
 
 class MetricsRecord(TypedDict[MetricsRecordValues]):
     """``str -> int | float | list[int] | list[float]`` (Flower 1.9 semantics, made consistent).
 
+    Newest Flower's ``MetricRecord`` is this class; its first argument is ``metric_dict`` (Flower 1.9's
+    ``metrics_dict=`` keyword is accepted too).
+
     ``bool`` is refused; numpy scalars are stored as Python numbers; lists must hold one type.
 
     Raises:
         TypeError: bad key or value type (the message names the key).
-        ValueError: an integer outside signed 64 bits.
+        ValueError: an integer outside ``[-2**63, 2**64 - 1]``, or a list of integers fitting neither signed
+            nor unsigned 64 bits.
     """
 
-    def __init__(self, metrics_dict: Mapping[str, Any] | None = None, keep_input: bool = True) -> None:
-        super().__init__(_check_metric, metrics_dict)
+    def __init__(
+        self,
+        metric_dict: Mapping[str, Any] | None = None,
+        keep_input: bool = True,
+        *,
+        metrics_dict: Mapping[str, Any] | None = None,
+    ) -> None:
+        if metric_dict is not None and metrics_dict is not None:
+            raise TypeError("give metric_dict (newest Flower's name) or metrics_dict (Flower 1.9's), not both")
+        super().__init__(_check_metric, metric_dict if metric_dict is not None else metrics_dict)
 
     def count_bytes(self) -> int:
         """8 bytes per number plus key lengths (as Flower 1.9)."""
@@ -560,13 +750,25 @@ class MetricsRecord(TypedDict[MetricsRecordValues]):
 class ConfigsRecord(TypedDict[ConfigsRecordValues]):
     """``str -> int | float | str | bytes | bool`` or a list of one of them (Flower 1.9, made consistent).
 
+    Newest Flower's ``ConfigRecord`` is this class; its first argument is ``config_dict`` (Flower 1.9's
+    ``configs_dict=`` keyword is accepted too).
+
     Raises:
         TypeError: bad key or value type, e.g. ``None``, dict, tuple, nested or mixed lists.
-        ValueError: an integer outside signed 64 bits.
+        ValueError: an integer outside ``[-2**63, 2**64 - 1]``, or a list of integers fitting neither signed
+            nor unsigned 64 bits.
     """
 
-    def __init__(self, configs_dict: Mapping[str, Any] | None = None, keep_input: bool = True) -> None:
-        super().__init__(_check_config, configs_dict)
+    def __init__(
+        self,
+        config_dict: Mapping[str, Any] | None = None,
+        keep_input: bool = True,
+        *,
+        configs_dict: Mapping[str, Any] | None = None,
+    ) -> None:
+        if config_dict is not None and configs_dict is not None:
+            raise TypeError("give config_dict (newest Flower's name) or configs_dict (Flower 1.9's), not both")
+        super().__init__(_check_config, config_dict if config_dict is not None else configs_dict)
 
     def count_bytes(self) -> int:
         """Value bytes (bool 1, numbers 8, str/bytes their length) plus key lengths (as Flower 1.9)."""
@@ -576,73 +778,162 @@ class ConfigsRecord(TypedDict[ConfigsRecordValues]):
         return total
 
 
-def _record_check(cls: type) -> Callable[[str, Any], Any]:
-    def check(key: str, value: Any) -> Any:
-        if type(value) is not cls:
-            raise TypeError(f"value of {key!r} must be a {cls.__name__}, got {type(value).__name__}")
-        return value
-
-    return check
+_RECORD_TYPES: tuple[type, ...] = (ParametersRecord, MetricsRecord, ConfigsRecord)
+Record = ParametersRecord | MetricsRecord | ConfigsRecord
+"""Any record a :class:`RecordSet` holds (newest Flower's ``RecordType``)."""
 
 
-# Built once: every RecordSet's three TypedDicts share these value checks.
-_check_parameters_record = _record_check(ParametersRecord)
-_check_metrics_record = _record_check(MetricsRecord)
-_check_configs_record = _record_check(ConfigsRecord)
+def _check_record(key: str, value: Any) -> Record:
+    if type(value) not in _RECORD_TYPES:
+        raise TypeError(
+            f"value of {key!r} must be a ParametersRecord, MetricsRecord or ConfigsRecord "
+            f"(ArrayRecord, MetricRecord or ConfigRecord), got {type(value).__name__}"
+        )
+    return value  # type: ignore[no-any-return]
 
 
-class RecordSet:
-    """The content of a message: named parameters, metrics and configs records.
+R = TypeVar("R", ParametersRecord, MetricsRecord, ConfigsRecord)
 
-    Args:
-        parameters_records: ``name -> ParametersRecord``; copied, never mutated.
-        metrics_records: ``name -> MetricsRecord``.
-        configs_records: ``name -> ConfigsRecord``.
+
+class RecordView(MutableMapping[str, R], Generic[R]):
+    """The records of one kind in a :class:`RecordSet`: a live, writable view (as newest Flower's typed views).
+
+    ``rs.parameters_records["w"] = rec`` stores ``rec`` in ``rs`` under ``"w"`` (replacing any record of
+    another kind there: a RecordSet has one namespace); reading, iterating and deleting see only records
+    of this view's kind.
 
     Raises:
-        TypeError: a key is not ``str`` or a value is not exactly the matching record class.
+        TypeError: a key is not ``str`` or a value is not exactly this view's record class (names the key).
     """
 
-    __slots__ = ("_configs", "_metrics", "_parameters")
+    __slots__ = ("_cls", "_owner")
 
-    def __init__(
-        self,
-        parameters_records: Mapping[str, ParametersRecord] | None = None,
-        metrics_records: Mapping[str, MetricsRecord] | None = None,
-        configs_records: Mapping[str, ConfigsRecord] | None = None,
-    ) -> None:
-        self._parameters: TypedDict[ParametersRecord] = TypedDict(_check_parameters_record, parameters_records)
-        self._metrics: TypedDict[MetricsRecord] = TypedDict(_check_metrics_record, metrics_records)
-        self._configs: TypedDict[ConfigsRecord] = TypedDict(_check_configs_record, configs_records)
+    def __init__(self, owner: RecordSet, cls: type[R]) -> None:
+        self._owner: RecordSet = owner
+        self._cls: type[R] = cls
 
-    @property
-    def parameters_records(self) -> TypedDict[ParametersRecord]:
-        """``name -> ParametersRecord``."""
-        return self._parameters
+    def __getitem__(self, key: str) -> R:
+        value = self._owner._data[key]
+        if type(value) is not self._cls:
+            raise KeyError(key)
+        return value
 
-    @property
-    def metrics_records(self) -> TypedDict[MetricsRecord]:
-        """``name -> MetricsRecord``."""
-        return self._metrics
+    def __setitem__(self, key: str, value: R) -> None:
+        if not isinstance(key, str):
+            raise TypeError(f"Key must be of type str, got {type(key).__name__} ({key!r})")
+        if type(value) is not self._cls:
+            raise TypeError(f"value of {key!r} must be a {self._cls.__name__}, got {type(value).__name__}")
+        self._owner._data[key] = value
 
-    @property
-    def configs_records(self) -> TypedDict[ConfigsRecord]:
-        """``name -> ConfigsRecord``."""
-        return self._configs
+    def __delitem__(self, key: str) -> None:
+        if key not in self:
+            raise KeyError(key)
+        del self._owner._data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        cls = self._cls
+        return iter([k for k, v in self._owner._data.items() if type(v) is cls])
+
+    def __len__(self) -> int:
+        cls = self._cls
+        return sum(1 for v in self._owner._data.values() if type(v) is cls)
+
+    def __contains__(self, key: object) -> bool:
+        return type(self._owner._data.get(key)) is self._cls  # type: ignore[call-overload]
 
     def __eq__(self, other: object) -> bool:
-        if not isinstance(other, RecordSet):
-            return NotImplemented
-        return (
-            self._parameters == other._parameters
-            and self._metrics == other._metrics
-            and self._configs == other._configs
-        )
+        if isinstance(other, Mapping):
+            return dict(self.items()) == dict(other.items())
+        return NotImplemented
 
     __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
+        return repr(dict(self.items()))
+
+
+class RecordSet(TypedDict[Record]):
+    """The content of a message: named records, as newest Flower's ``RecordDict`` (the same class here).
+
+    One namespace ``name -> ParametersRecord | MetricsRecord | ConfigsRecord`` (newest Flower's
+    ``ArrayRecord | MetricRecord | ConfigRecord``), in insertion order, with typed live views:
+    :attr:`parameters_records` / :attr:`array_records`, :attr:`metrics_records` /
+    :attr:`metric_records`, :attr:`configs_records` / :attr:`config_records`. Flower 1.9 kept three
+    separate namespaces; here, as in newest Flower, one name holds one record.
+
+    Args:
+        records: ``name -> record`` of any of the three kinds; copied, never mutated.
+        parameters_records: ``name -> ParametersRecord`` (Flower 1.9's keyword).
+        metrics_records: ``name -> MetricsRecord`` (Flower 1.9's keyword).
+        configs_records: ``name -> ConfigsRecord`` (Flower 1.9's keyword).
+
+    Raises:
+        TypeError: a key is not ``str`` or a value is not exactly one of the record classes (or, for the
+            Flower 1.9 keywords, not that keyword's class).
+    """
+
+    __slots__ = ()
+
+    def __init__(
+        self,
+        records: Mapping[str, Record] | None = None,
+        *,
+        parameters_records: Mapping[str, ParametersRecord] | None = None,
+        metrics_records: Mapping[str, MetricsRecord] | None = None,
+        configs_records: Mapping[str, ConfigsRecord] | None = None,
+    ) -> None:
+        super().__init__(_check_record, records)
+        _fill(self.parameters_records, parameters_records)
+        _fill(self.metrics_records, metrics_records)
+        _fill(self.configs_records, configs_records)
+
+    @property
+    def parameters_records(self) -> RecordView[ParametersRecord]:
+        """``name -> ParametersRecord`` (a live view; newest Flower: :attr:`array_records`)."""
+        return RecordView(self, ParametersRecord)
+
+    @property
+    def metrics_records(self) -> RecordView[MetricsRecord]:
+        """``name -> MetricsRecord`` (a live view; newest Flower: :attr:`metric_records`)."""
+        return RecordView(self, MetricsRecord)
+
+    @property
+    def configs_records(self) -> RecordView[ConfigsRecord]:
+        """``name -> ConfigsRecord`` (a live view; newest Flower: :attr:`config_records`)."""
+        return RecordView(self, ConfigsRecord)
+
+    array_records = parameters_records
+    metric_records = metrics_records
+    config_records = configs_records
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RecordSet):
+            return NotImplemented
+        return self._data == other._data
+
+    __hash__ = None
+
+    def __repr__(self) -> str:
         return (
-            f"RecordSet(parameters_records={self._parameters!r}, metrics_records={self._metrics!r}, "
-            f"configs_records={self._configs!r})"
+            f"RecordSet(parameters_records={self.parameters_records!r}, metrics_records={self.metrics_records!r}, "
+            f"configs_records={self.configs_records!r})"
         )
+
+
+def _fill(view: RecordView[R], given: Mapping[str, R] | None) -> None:
+    if given is None:
+        return
+    if not isinstance(given, Mapping) and not hasattr(given, "items"):
+        raise TypeError(f"expected a mapping, got {type(given).__name__}")
+    for key, value in given.items():
+        view[key] = value
+
+
+RecordDict = RecordSet
+"""Newest Flower's name of :class:`RecordSet` (the same class)."""
+ArrayRecord = ParametersRecord
+"""Newest Flower's name of :class:`ParametersRecord` (the same class)."""
+MetricRecord = MetricsRecord
+"""Newest Flower's name of :class:`MetricsRecord` (the same class)."""
+ConfigRecord = ConfigsRecord
+"""Newest Flower's name of :class:`ConfigsRecord` (the same class)."""

@@ -14,7 +14,7 @@ class Run:
     """A run on the SuperLink.
 
     Attributes:
-        run_id: signed 64-bit id assigned by the link.
+        run_id: unsigned 64-bit id in [1, 2**64 - 1] assigned by the link.
         fab_id: free-form app identifier given when the run was created (``""`` if none).
         fab_version: free-form app version (``""`` if none).
         run_config: the run's settings, passed to every node's ``Context.run_config``.

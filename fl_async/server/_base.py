@@ -12,7 +12,7 @@ import enum
 import logging
 import math
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ from fl_async import codec
 from fl_async._net import parse_address
 from fl_async.common.errors import FlAsyncError, IntegrityError
 from fl_async.common.message import DEFAULT_TTL, ErrorCode, Message, Metadata
-from fl_async.common.records import INT64_MAX, INT64_MIN, RecordSet
+from fl_async.common.records import UINT64_MAX, RecordSet
 from fl_async.common.run import Run
 from fl_async.proto.fl_async import v1 as pb
 
@@ -40,6 +40,7 @@ __all__ = [
     "read_push_response",
     "still_waiting",
     "validate_for_push",
+    "wire_bytes",
 ]
 
 logger = logging.getLogger("fl_async.server")
@@ -243,20 +244,41 @@ def check_timeout(timeout: Any, name: str, *, positive: bool = False) -> float:
 # messages
 
 
-def _check_node_id(node_id: Any) -> int:
+def _check_node_id(node_id: Any, name: str = "dst_node_id") -> int:
+    """``node_id`` as an int in ``[1, 2**64 - 1]`` (numpy integers are converted).
+
+    Raises:
+        TypeError: not an integer.
+        ValueError: 0 (the server app's own id: instructions come from it, never go to it), negative, or above
+            ``2**64 - 1`` (the message names ``name``; the value is never wrapped).
+    """
     if isinstance(node_id, bool) or not isinstance(node_id, int):
         # numpy integers from random.sample over arrays are fine; convert them.
         try:
             import numpy as np
 
             if isinstance(node_id, np.integer):
-                return _check_node_id(int(node_id))
+                return _check_node_id(int(node_id), name)
         except ImportError:  # pragma: no cover
             pass
-        raise TypeError(f"dst_node_id must be an int, got {type(node_id).__name__}")
-    if not INT64_MIN <= node_id <= INT64_MAX:
-        raise ValueError(f"dst_node_id {node_id} is outside the signed 64-bit range")
+        raise TypeError(f"{name} must be an int, got {type(node_id).__name__}")
+    if node_id == 0:
+        raise ValueError(
+            f"{name} must name a node (an id in [1, 2**64 - 1] from get_node_ids()); "
+            "0 is the server app's own id (the src_node_id of instructions)"
+        )
+    if not 1 <= node_id <= UINT64_MAX:
+        raise ValueError(f"{name} must be a node id in [1, 2**64 - 1] (ids are unsigned 64-bit), got {node_id}")
     return node_id
+
+
+def _node_id_problem(node_id: Any) -> str:
+    """Why ``node_id`` cannot be a message's ``dst_node_id`` (``""`` if it can); see :func:`_check_node_id`."""
+    try:
+        _check_node_id(node_id)
+    except (TypeError, ValueError) as exc:
+        return str(exc)
+    return ""
 
 
 def _check_ttl(ttl: Any) -> float:
@@ -282,7 +304,8 @@ def build_message(
 
     Raises:
         TypeError: ``content`` is not a RecordSet, or an argument has the wrong type.
-        ValueError: ``ttl`` is <= 0 or not finite, ``dst_node_id`` is outside int64, ``message_type`` is empty.
+        ValueError: ``ttl`` is <= 0 or not finite, ``dst_node_id`` is not a node id (0, the server app's own id;
+            negative; above ``2**64 - 1``), ``message_type`` is empty; the message names the argument.
     """
     if not isinstance(content, RecordSet):
         raise TypeError(f"content must be a RecordSet, got {type(content).__name__}")
@@ -308,8 +331,11 @@ def build_message(
 def validate_for_push(run_id: int, messages: Iterable[Message]) -> list[Message]:
     """Check messages before pushing them, as Flower 1.9's ``GrpcDriver.push_messages``.
 
-    Every message must belong to run ``run_id``, come from the server app (``src_node_id == 0``),
-    not have been pushed or received (``message_id == ""``, ``reply_to_message == ""``) and have
+    A message with ``run_id`` 0 (built directly, as newest Flower's ``Message(content, dst_node_id,
+    message_type)``) is given run ``run_id``, as newest Flower's ``Grid.push_messages`` does; any other
+    message must belong to run ``run_id``. Every message must come from the server app (``src_node_id == 0``),
+    go to a node (``dst_node_id`` in ``[1, 2**64 - 1]``: not 0, the server app's own id, not negative, not
+    wrapped), not have been pushed or received (``message_id == ""``, ``reply_to_message == ""``) and have
     ``ttl > 0``. Nothing is sent unless all pass.
 
     Returns:
@@ -330,10 +356,14 @@ def validate_for_push(run_id: int, messages: Iterable[Message]) -> list[Message]
             raise TypeError(f"push_messages: item {i} is a {type(msg).__name__}, not a Message")
         md = msg.metadata
         problem = None
+        if md.run_id == 0:  # built as Message(content, dst_node_id, message_type): this run's (newest Flower)
+            md._run_id = run_id
         if md.run_id != run_id:
             problem = f"run_id {md.run_id} is not this driver's run {run_id}"
         elif md.src_node_id != 0:
             problem = f"src_node_id must be 0 (the server app), got {md.src_node_id}"
+        elif dst_problem := _node_id_problem(md.dst_node_id):
+            problem = dst_problem
         elif md.message_id != "":
             problem = f"message_id is already set ({md.message_id!r}); create a new message instead"
         elif md.reply_to_message != "":
@@ -427,8 +457,19 @@ def poll_pause(elapsed: float, wait: float, remaining: float) -> float:
     return 0.0
 
 
-def decode_replies(resp: pb.PullMessagesResponse, blobs: Mapping[bytes, Any] | None = None) -> list[Message]:
-    """Decode pulled replies (external payloads from ``blobs``, already verified by the blob client).
+def wire_bytes(wire: pb.Message) -> int:
+    """Array payload bytes a pulled wire message will occupy once decoded: its inline payloads plus its external
+    ones (downloaded on decode). Used to size how many replies a stream pulls ahead."""
+    if wire.content is None:
+        return 0
+    return sum(len(a.data) or a.nbytes for rec in wire.content.parameters for a in rec.arrays)
+
+
+def decode_replies(
+    resp: pb.PullMessagesResponse | Sequence[pb.Message], blobs: Mapping[bytes, Any] | None = None
+) -> list[Message]:
+    """Decode pulled replies (a pull response, or some of its messages; external payloads from ``blobs``, already
+    verified by the blob client).
 
     A reply that cannot be decoded is not dropped (the link delivers each reply once): it becomes an
     error reply with the same metadata, code ``PAYLOAD_UNAVAILABLE`` (a payload failed its integrity
@@ -436,7 +477,8 @@ def decode_replies(resp: pb.PullMessagesResponse, blobs: Mapping[bytes, Any] | N
     """
     out = []
     used: set[bytes] = set()  # replies echoing one array (e.g. the model, unchanged) get a buffer each
-    for wire in resp.messages:
+    wires = resp.messages if isinstance(resp, pb.PullMessagesResponse) else resp
+    for wire in wires:
         try:
             out.append(codec.message_from_proto(wire, blobs=blobs, verify=not blobs, used=used))
         except (IntegrityError, ValueError, TypeError) as exc:

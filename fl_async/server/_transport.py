@@ -8,6 +8,7 @@ from typing import Any
 
 from grpclib.client import Channel
 
+from fl_async._credentials import Metadata
 from fl_async._net import client_ssl_context
 from fl_async.common.errors import LinkConnectionError, from_grpc, transport_errors
 from fl_async.proto.fl_async import v1 as pb
@@ -54,6 +55,8 @@ class DriverTransport:
         self._stub = pb.DriverStub(self._channel)
         self._admin = pb.AdminStub(self._channel)
         self._closed = False
+        self.credentials: Metadata | None = None
+        """Header credentials sent with every call once the run exists (:func:`fl_async._credentials.run_metadata`)."""
 
     async def call(self, rpc: str, request: Any, *, wait: float = 0.0) -> Any:
         """Make one unary call to the link.
@@ -78,7 +81,7 @@ class DriverTransport:
             getattr(self._admin, _ADMIN_METHODS[rpc]) if rpc in _ADMIN_METHODS else getattr(self._stub, _METHODS[rpc])
         )
         try:
-            return await method(request, timeout=wait + self._call_timeout)
+            return await method(request, timeout=wait + self._call_timeout, metadata=self.credentials)
         except _TRANSPORT_ERRORS as exc:  # grpclib, OS, TLS and deadline errors: mapped here and only here
             if self._closed:
                 raise LinkConnectionError(f"{rpc} to {self._address}: the driver was closed during the call") from exc

@@ -11,13 +11,13 @@ last reply arrives. (Against a link that answers polls at once, e.g. one shuttin
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from fl_async._credentials import run_metadata
 from fl_async._net import DEFAULT_DRIVER_TARGET, client_ssl_context
 from fl_async.blobs import transfer as _blobs
 from fl_async.common.errors import LinkTimeoutError
@@ -46,14 +46,11 @@ from fl_async.server._base import (
     validate_for_push,
 )
 from fl_async.server._transport import DriverTransport
+from fl_async.server.reply_stream import MAX_CONCURRENT_POLLS, MAX_READ_AHEAD, READ_AHEAD_BYTES, ReplyStream
 
-__all__ = ["MAX_CONCURRENT_POLLS", "AsyncDriver", "ReplyStream"]
+__all__ = ["MAX_CONCURRENT_POLLS", "MAX_READ_AHEAD", "READ_AHEAD_BYTES", "AsyncDriver", "ReplyStream"]
 
 logger = logging.getLogger("fl_async.server")
-
-MAX_CONCURRENT_POLLS = 32
-"""Most long-polls :meth:`AsyncDriver.receive` keeps open at once. Up to this many ids, each reply is
-yielded the moment it arrives; beyond it, ids share polls and a reply may wait for its poll-mates."""
 
 
 class AsyncDriver:
@@ -110,7 +107,7 @@ class AsyncDriver:
         self._state = DriverState.UNOPENED
         self._transport: DriverTransport | None = None
         self._run: Run | None = None
-        self._unclaimed: dict[str, Message] = {}
+        self._unclaimed: dict[str, pb.Message] = {}  # pulled by a stream closed early; decoded when pulled again
         self._streams: set[ReplyStream] = set()
         self._blob_client: Any = None  # issue 7: BlobClient for the link's blob data path (None: none)
 
@@ -175,6 +172,8 @@ class AsyncDriver:
             self._state = DriverState.UNOPENED
             raise
         self._run = make_run(self._args, resp.run_id)
+        if resp.blob_token:  # the run's credentials, sent in the headers of every later call
+            self._transport.credentials = run_metadata(resp.run_id, resp.blob_token)
         roots = self._args.root_certificates
         self._blob_client = _blobs.client_for(  # issue 7
             self._args.host,
@@ -312,7 +311,9 @@ class AsyncDriver:
 
         All messages are checked first (``"Invalid message: ..."`` ``ValueError`` and nothing is
         sent if any fails: foreign run id, ``src_node_id != 0``, message id or ``reply_to_message``
-        already set, ``ttl <= 0``), then sent in one request. The messages themselves are not changed.
+        already set, ``ttl <= 0``), then sent in one request. Messages are not changed, except that one
+        built without a run (``run_id`` 0, newest Flower's ``Message(content, dst_node_id, message_type)``)
+        gets this run's id.
 
         Returns:
             One id per message, in order; ``""`` where the link did not queue the message (e.g. its
@@ -337,7 +338,9 @@ class AsyncDriver:
         resp = await transport.call("PushMessages", request)
         return read_push_response(resp, batch)
 
-    async def pull_messages(self, message_ids: Iterable[str], timeout: float = DEFAULT_PULL_TIMEOUT) -> list[Message]:
+    async def pull_messages(
+        self, message_ids: Iterable[str], timeout: float = DEFAULT_PULL_TIMEOUT, *, max_messages: int | None = None
+    ) -> list[Message]:
         """Collect replies to the given instructions (as Flower 1.9's ``Driver.pull_messages``, long-polling).
 
         Waits on the link until every requested instruction that is still outstanding has a reply
@@ -347,10 +350,25 @@ class AsyncDriver:
         says which ids are still outstanding on every pull, so ignored ids never make it wait, and a
         link that holds polls for less than ``timeout`` (its ``max_poll_timeout``) is simply polled again.
 
+        Memory: the returned list holds the whole batch, every reply decoded with its arrays downloaded (N
+        replies of an M-byte model take about N x M bytes). To bound it, pass ``max_messages`` and call again
+        for the rest (replies not returned stay on the link), or consume replies one at a time with
+        :meth:`receive`::
+
+            while ids:
+                batch = await driver.pull_messages(ids, timeout=60, max_messages=4)
+                if not batch:
+                    break  # timeout
+                for reply in batch:
+                    ids.remove(reply.metadata.reply_to_message)
+                    ...  # use and drop the reply
+
         Args:
             message_ids: ids returned by :meth:`push_messages`.
             timeout: seconds to wait at most (0 = return what is ready now; default
                 :data:`~fl_async.server.DEFAULT_PULL_TIMEOUT`).
+            max_messages: return at most this many replies (``>= 1``); the call then returns as soon as that
+                many are in (or all outstanding ones are, or ``timeout`` ends). ``None`` = no limit.
 
         Returns:
             The replies, in arrival order; match them with ``reply.metadata.reply_to_message``.
@@ -365,9 +383,10 @@ class AsyncDriver:
         """
         ids = normalize_ids(message_ids)
         deadline = Deadline(check_timeout(timeout, "timeout"))
+        limit = _check_max_messages(max_messages)
         self._require_open()
         out: list[Message] = []
-        await self._pull_loop(ids, deadline, out.extend)
+        await self._pull_loop(ids, deadline, out.extend, limit)
         return out
 
     async def cancel(self, message_ids: Iterable[str]) -> list[str]:
@@ -412,6 +431,10 @@ class AsyncDriver:
                 eventually gets a reply or an error reply from the link). ``<= 0`` pushes and returns
                 ``[]`` at once, as Flower.
 
+        Memory: it returns every reply at once, decoded with its arrays downloaded, so N replies of an M-byte
+        model hold about N x M bytes when it returns. For large models, push with :meth:`push_messages` and
+        consume the replies with :meth:`receive` (a small constant number of replies in memory).
+
         Raises:
             same as :meth:`push_messages` and :meth:`pull_messages`.
         """
@@ -434,10 +457,18 @@ class AsyncDriver:
 
         (``async for reply in driver.receive(ids)`` works too; the stream closes itself when it ends.)
         The iteration ends when every requested instruction has been answered, or ``timeout`` seconds
-        after the first iteration starts. Polls run concurrently (up to :data:`MAX_CONCURRENT_POLLS`).
+        after the first iteration starts.
+
+        Memory: each reply is yielded as soon as it is ready on the link, and its external (blob) arrays are
+        downloaded only when it is about to be yielded, so consuming N large replies one at a time holds a
+        small constant number of them (the one yielded, plus the one you still hold), not N. The stream pulls
+        replies from the link only when asked for the next one: small replies come several per poll (up to
+        :data:`READ_AHEAD_BYTES` of them), large ones one per poll; the others wait on the link.
+
         If you stop iterating early, close the stream (leave the ``async with``, or ``await
-        stream.aclose()``): replies received but not read are then kept by the driver and returned by
-        a later :meth:`pull_messages` of their ids.
+        stream.aclose()``): replies pulled but not yielded are then kept by the driver (without their
+        external arrays) and returned by a later :meth:`pull_messages` of their ids (their arrays are then
+        downloaded, within the link's lease on them, 600 s by default).
 
         Args:
             message_ids: ids returned by :meth:`push_messages` (``""`` ignored).
@@ -456,29 +487,53 @@ class AsyncDriver:
     # ----------------------------------------------------------------------------------------
     # internals
 
-    def _stash(self, replies: list[Message]) -> None:
-        """Keep replies nobody read (a stream closed early) for a later pull of their ids."""
-        for reply in replies:
-            self._unclaimed[reply.metadata.reply_to_message] = reply
+    def _stash(self, wires: Iterable[pb.Message]) -> None:
+        """Keep pulled replies nobody read (a stream closed early) for a later pull of their ids."""
+        for wire in wires:
+            if wire.metadata is not None:
+                self._unclaimed[wire.metadata.reply_to_message] = wire
 
-    async def _pull_loop(self, ids: list[str], deadline: Deadline, sink: Callable[[list[Message]], None]) -> None:
+    def _take_stashed(self, ids: Iterable[str], limit: int = 0) -> list[pb.Message]:
+        """Remove and return stashed replies to ``ids`` (at most ``limit``, 0 = all)."""
+        out: list[pb.Message] = []
+        for mid in ids:
+            if limit and len(out) >= limit:
+                break
+            wire = self._unclaimed.pop(mid, None)
+            if wire is not None:
+                out.append(wire)
+        return out
+
+    async def _materialize(self, wires: list[pb.Message]) -> list[Message]:
+        """Download the external arrays of pulled replies and decode them (undecodable ones become error
+        replies, see :func:`~fl_async.server._base.decode_replies`)."""
+        fetched, _ = await _blobs.fetch_blobs(self._blob_client, wires)  # issue 7
+        return decode_replies(wires, fetched)
+
+    async def _pull_loop(
+        self, ids: list[str], deadline: Deadline, sink: Callable[[list[Message]], None], limit: int = 0
+    ) -> None:
         """Long-poll the link for replies to ``ids`` until all are in, none is outstanding any more (as the
-        link lists in ``PullMessagesResponse.outstanding``), or the deadline passes; hand each batch of
-        replies to ``sink`` as it arrives."""
+        link lists in ``PullMessagesResponse.outstanding``), ``limit`` replies were collected (0: no limit), or
+        the deadline passes; hand each batch of replies to ``sink`` as it arrives."""
         transport = self._require_open()
         wanted = dict.fromkeys(ids)
-        stashed = [self._unclaimed.pop(i) for i in ids if i in self._unclaimed]
+        got = 0
+        stashed = self._take_stashed(ids, limit)
         if stashed:
-            for reply in stashed:
-                wanted.pop(reply.metadata.reply_to_message, None)
-            sink(stashed)
-        while wanted:
+            for wire in stashed:
+                wanted.pop(wire.metadata.reply_to_message, None)  # type: ignore[union-attr]
+            got += len(stashed)
+            sink(await self._materialize(stashed))
+        while wanted and not (limit and got >= limit):
             wait = deadline.wait_slice()
             started = time.monotonic()
-            req = pb.PullMessagesRequest(run_id=self.run_id, message_ids=list(wanted), timeout=wait)
+            req = pb.PullMessagesRequest(
+                run_id=self.run_id, message_ids=list(wanted), timeout=wait, max_messages=limit - got if limit else 0
+            )
             resp = await transport.call("PullMessages", req, wait=wait)
-            fetched, _ = await _blobs.fetch_blobs(self._blob_client, resp.messages)  # issue 7
-            replies = decode_replies(resp, fetched)
+            replies = await self._materialize(resp.messages)
+            got += len(resp.messages)
             if replies:
                 sink(replies)
             # the link's explicit answer: ids not listed as outstanding (delivered now, delivered before,
@@ -492,101 +547,12 @@ class AsyncDriver:
                     await asyncio.sleep(pause)
 
 
-class ReplyStream:
-    """Async iterator over replies as they arrive; returned by :meth:`AsyncDriver.receive`.
-
-    Also an async context manager (closing it stops its polls). Polls start at the first
-    ``__anext__`` (or ``__aenter__``) and run as asyncio tasks of the driver's loop.
-    """
-
-    def __init__(self, driver: AsyncDriver, ids: list[str], timeout: float | None) -> None:
-        self._driver = driver
-        self._ids = ids
-        self._timeout = timeout
-        self._outstanding = dict.fromkeys(ids)
-        self._inbox: collections.deque[Message] = collections.deque()
-        self._wakeup = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
-        self._error: BaseException | None = None
-        self._started = False
-        self._closed = False
-
-    @property
-    def outstanding(self) -> list[str]:
-        """Ids whose reply has not been received by this stream yet."""
-        return list(self._outstanding)
-
-    def _start(self) -> None:
-        if self._started:
-            return
-        self._started = True
-        self._driver._require_open()
-        self._driver._streams.add(self)
-        deadline = Deadline(self._timeout)
-        n = min(len(self._ids), MAX_CONCURRENT_POLLS)
-        loop = asyncio.get_running_loop()
-        for k in range(n):
-            bucket = self._ids[k::n]
-            task = loop.create_task(self._driver._pull_loop(bucket, deadline, self._deliver))
-            task.add_done_callback(self._task_done)
-            self._tasks.append(task)
-
-    def _deliver(self, replies: list[Message]) -> None:
-        for reply in replies:
-            self._outstanding.pop(reply.metadata.reply_to_message, None)
-        if self._closed:
-            self._driver._stash(replies)
-            return
-        self._inbox.extend(replies)
-        self._wakeup.set()
-
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and task.exception() is not None and self._error is None:
-            self._error = task.exception()
-        self._wakeup.set()
-
-    def __aiter__(self) -> ReplyStream:
-        return self
-
-    async def __anext__(self) -> Message:
-        self._start()
-        while True:
-            if self._inbox:
-                return self._inbox.popleft()
-            if self._error is not None:
-                error, self._error = self._error, None
-                await self.aclose()
-                raise error
-            if self._closed or all(t.done() for t in self._tasks):
-                await self.aclose()
-                raise StopAsyncIteration
-            self._wakeup.clear()
-            await self._wakeup.wait()
-
-    async def next_or_none(self) -> Message | None:
-        """The next reply, or ``None`` when the stream has ended (used by the sync facade)."""
-        try:
-            return await self.__anext__()
-        except StopAsyncIteration:
-            return None
-
-    async def aclose(self) -> None:
-        """Stop the polls; replies already received but not read are kept by the driver. Idempotent."""
-        if self._closed:
-            return
-        self._closed = True
-        for task in self._tasks:
-            task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._inbox:
-            self._driver._stash(list(self._inbox))
-            self._inbox.clear()
-        self._driver._streams.discard(self)
-
-    async def __aenter__(self) -> ReplyStream:
-        self._start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
+def _check_max_messages(max_messages: Any) -> int:
+    """``max_messages`` of :meth:`AsyncDriver.pull_messages` as the wire's count (0 = no limit)."""
+    if max_messages is None:
+        return 0
+    if isinstance(max_messages, bool) or not isinstance(max_messages, int):
+        raise TypeError(f"max_messages must be an int or None, got {type(max_messages).__name__}")
+    if not 1 <= max_messages < 2**32:
+        raise ValueError(f"max_messages must be in 1..{2**32 - 1} (or None for no limit), got {max_messages}")
+    return max_messages

@@ -212,10 +212,12 @@ class Driver:
         """Queue messages on the link; see :meth:`AsyncDriver.push_messages`."""
         return self._call(self._inner.push_messages, messages)
 
-    def pull_messages(self, message_ids: Iterable[str], timeout: float = DEFAULT_PULL_TIMEOUT) -> list[Message]:
-        """Collect replies, waiting up to ``timeout`` seconds (default 3) for all outstanding ones;
-        see :meth:`AsyncDriver.pull_messages`."""
-        return self._call(self._inner.pull_messages, message_ids, timeout)
+    def pull_messages(
+        self, message_ids: Iterable[str], timeout: float = DEFAULT_PULL_TIMEOUT, *, max_messages: int | None = None
+    ) -> list[Message]:
+        """Collect replies, waiting up to ``timeout`` seconds (default 3) for all outstanding ones (at most
+        ``max_messages`` of them); the list holds the whole batch; see :meth:`AsyncDriver.pull_messages`."""
+        return self._call(self._inner.pull_messages, message_ids, timeout, max_messages=max_messages)
 
     def cancel(self, message_ids: Iterable[str]) -> list[str]:
         """Cancel instructions without a reply yet; see :meth:`AsyncDriver.cancel`. Returns the ids cancelled."""
@@ -223,7 +225,8 @@ class Driver:
         return result
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> list[Message]:
-        """Push and wait for the replies; see :meth:`AsyncDriver.send_and_receive`."""
+        """Push and wait for the replies; returns all of them at once (memory: every reply, arrays downloaded;
+        use :meth:`receive` for large models); see :meth:`AsyncDriver.send_and_receive`."""
         return self._call(self._inner.send_and_receive, messages, timeout=timeout)
 
     def receive(self, message_ids: Iterable[str], *, timeout: float | None = None) -> SyncReplyStream:
@@ -237,14 +240,16 @@ class Driver:
 
 async def _make_stream(inner: AsyncDriver, ids: list[str], timeout: float | None) -> ReplyStream:
     stream = inner.receive(ids, timeout=timeout)
-    await stream.__aenter__()  # start the polls now, in the portal's loop
+    await stream.__aenter__()  # start the stream (and its timeout) now, in the portal's loop
     return stream
 
 
 class SyncReplyStream:
     """Blocking iterator over replies as they arrive; returned by :meth:`Driver.receive`.
 
-    Also a context manager; :meth:`close` stops its polls (unread replies stay with the driver).
+    Each reply's external arrays are downloaded when it is about to be returned (memory stays a few replies,
+    see :meth:`AsyncDriver.receive`). Also a context manager; :meth:`close` ends the stream (replies pulled but
+    not read stay with the driver).
     """
 
     def __init__(self, driver: Driver, stream: ReplyStream) -> None:
@@ -266,7 +271,7 @@ class SyncReplyStream:
         return reply
 
     def close(self) -> None:
-        """Stop the polls. Idempotent; a no-op once the driver is closed."""
+        """End the stream. Idempotent; a no-op once the driver is closed."""
         if self._driver._finalizer.alive:
             self._driver._call(self._stream.aclose)
 

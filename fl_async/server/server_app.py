@@ -3,7 +3,8 @@
 As Flower 1.9's ``ServerApp`` with ``@app.main()``, except that ``main`` may also be an
 ``async def``: a sync ``main(driver, context)`` gets a blocking :class:`~fl_async.server.Driver`, an
 async one gets an :class:`~fl_async.server.AsyncDriver`. Flower's legacy strategy mode
-(``ServerApp(strategy=...)``) is not supported.
+(``ServerApp(strategy=...)``, ``server_fn=...``) is refused with a clear error: the strategies of
+:mod:`fl_async.serverapp.strategy` run inside ``main`` (``FedAvg(...).start(grid=..., ...)``), as in newest Flower.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import anyio.to_thread
 
 from fl_async._net import DEFAULT_DRIVER_TARGET
 from fl_async.common.context import Context
-from fl_async.common.errors import NoMainFunctionError
+from fl_async.common.errors import NoMainFunctionError, UnsupportedFeatureError
 from fl_async.server.async_driver import AsyncDriver
 from fl_async.server.driver import Driver
 
@@ -32,6 +33,20 @@ __all__ = ["ServerApp", "async_run_server_app", "raised_by_app", "run_server_app
 logger = logging.getLogger("fl_async.server")
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+_MAIN_STYLE = """fl-async's ServerApp has no legacy strategy/server_fn mode; run the strategy in a main function:
+
+    from fl_async.serverapp import Grid, ServerApp
+    from fl_async.serverapp.strategy import FedAvg
+
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        strategy = FedAvg(fraction_train=1.0, min_available_nodes=2)
+        result = strategy.start(grid=grid, initial_arrays=ArrayRecord(initial_ndarrays), num_rounds=3)
+
+(see README "Coming from Flower")."""
 
 
 class ServerApp:
@@ -47,9 +62,26 @@ class ServerApp:
 
     or ``async def main(driver: AsyncDriver, context: Context)``. Run it with ``fl-async server-app
     module:app --superlink HOST:PORT --insecure``, :func:`run_server_app` or :func:`async_run_server_app`.
+
+    Args:
+        server, config, strategy, client_manager, server_fn: Flower's legacy (compat) mode; accepted only
+            to refuse it.
+
+    Raises:
+        UnsupportedFeatureError: any legacy argument was given (a ``TypeError``); the message shows the
+            ``@app.main()`` + strategy ``start(...)`` style to use instead.
     """
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        server: Any = None,
+        config: Any = None,
+        strategy: Any = None,
+        client_manager: Any = None,
+        server_fn: Any = None,
+    ) -> None:
+        if any(v is not None for v in (server, config, strategy, client_manager, server_fn)):
+            raise UnsupportedFeatureError(_MAIN_STYLE)
         self._main: Callable[..., Any] | None = None
 
     def main(self) -> Callable[[F], F]:
@@ -126,8 +158,8 @@ def _check_app(app: Any) -> ServerApp:
     return app
 
 
-def _context(run_config: Mapping[str, Any]) -> Context:
-    return Context(node_id=0, run_config=dict(run_config))
+def _context(run_config: Mapping[str, Any], run_id: int = 0) -> Context:
+    return Context(node_id=0, run_config=dict(run_config), run_id=run_id)
 
 
 def run_server_app(
@@ -182,7 +214,7 @@ def run_server_app(
             )
         return anyio.run(functools.partial(async_run_server_app, app, superlink, **kwargs))
     with Driver(superlink, **kwargs) as driver:
-        return app(driver, _context(driver.run.run_config))
+        return app(driver, _context(driver.run.run_config, driver.run_id))
 
 
 async def async_run_server_app(
@@ -216,7 +248,7 @@ async def async_run_server_app(
     if _is_async(main):
         async with AsyncDriver(superlink, **kwargs) as driver:
             try:
-                result = await app(driver, _context(driver.run.run_config))
+                result = await app(driver, _context(driver.run.run_config, driver.run_id))
             except Exception as exc:
                 _raised_by_app(exc, driver.run_id)
                 raise
@@ -232,7 +264,7 @@ async def async_run_server_app(
             if cancelled.is_set():
                 return None
             try:
-                result = app(driver, _context(driver.run.run_config))
+                result = app(driver, _context(driver.run.run_config, driver.run_id))
             except Exception as exc:
                 _raised_by_app(exc, driver.run_id)
                 raise

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from fl_async._link_limits import DEFAULT_BLOB_STORE_BYTES, DEFAULT_MAX_BLOB_BYTES
 from fl_async._net import (
     DEFAULT_DRIVER_API_ADDRESS,
     DEFAULT_FLEET_API_ADDRESS,
@@ -61,8 +62,52 @@ class LinkConfig:
         max_heartbeat_interval: upper bound, in seconds, of the interval a node may ask for.
         max_poll_timeout: cap, in seconds, on how long a long-poll (node pull, driver pull, wait for
             nodes) is held open, whatever the caller asks for.
-        max_request_bytes: largest accepted request message, in bytes; bigger requests are refused
-            with ``RESOURCE_EXHAUSTED`` naming the size and this limit (grpclib itself has no limit).
+        max_request_bytes: largest accepted request message of an authenticated caller (a node or driver
+            whose credentials are in the request headers), in bytes; bigger requests are refused from the gRPC
+            frame header with ``RESOURCE_EXHAUSTED`` naming the size and this limit (grpclib itself has no
+            limit). Default 64 MiB: the SDK puts at most 32 MiB of arrays inline in one request; the rest
+            travels on the blob data path.
+        max_anonymous_request_bytes: largest request of a caller without credentials in its headers
+            (CreateNode, CreateRun, and any client that does not send them), in bytes. Default 64 KiB.
+        max_request_elements: most sub-messages and repeated strings/bytes in one request, counted from the
+            wire before decoding; more is ``RESOURCE_EXHAUSTED``. Default 250,000.
+        max_pending_request_bytes: most bytes of request bodies being received at once (by declared size);
+            callers without credentials share 1/16 of it. A request above the budget is refused
+            ``RESOURCE_EXHAUSTED`` (retry later). Default 512 MiB.
+        request_read_timeout: seconds within which a request's frame header, and then each MiB of its body
+            (or the rest), must arrive; a stalled request is refused ``DEADLINE_EXCEEDED`` and its partial body
+            freed. Default 10 s.
+        max_fab_id_bytes: longest ``fab_id`` and ``fab_version`` of CreateRun (UTF-8 bytes each); longer is
+            ``INVALID_ARGUMENT``. Default 1,024.
+        max_run_config_bytes: largest serialized ``run_config`` of CreateRun; larger is ``INVALID_ARGUMENT``.
+            Default 32 KiB.
+        max_blob_bytes: largest array payload accepted on the blob data path (a PUT announcing more is
+            refused ``TOO_LARGE`` before anything is allocated). Default: a quarter of the machine's memory.
+        blob_store_bytes: capacity of the link's blob store: uploads that would exceed it are refused
+            ``STORE_FULL``. Default: half of the machine's memory. An upload reserves its announced size; its
+            buffer is allocated when its first bytes arrive and filled as they arrive.
+        blob_quota_bytes: bytes each node, or each run's driver, may have uploaded that no pushed message
+            names yet (in progress or complete); beyond it an upload is refused ``STORE_FULL`` naming this
+            limit. Default: as ``max_blob_bytes``.
+        blob_min_rate: bytes per second an upload body must keep up, measured over each
+            ``blob_rate_window`` seconds; a slower upload is dropped and the bytes it sent freed at once
+            (``0``: no floor). Default 64 KiB/s.
+        blob_rate_window: seconds over which ``blob_min_rate`` is measured. Default 10 s.
+        run_idle_ttl: seconds without a Driver API call (for the run) after which a run ends: its queued and
+            in-flight instructions, unpulled replies and their payloads are dropped, and calls for it get
+            ``NOT_FOUND``. A held long-poll counts as a call. Default 3600 s.
+        reply_ttl: seconds a reply is kept for its driver to pull; then it is dropped with a WARNING log line
+            (a later pull does not list it). Default 3600 s.
+        max_connections: most connections open at once on the three ports; ``0`` (default): the soft file
+            descriptor limit (raised to the hard limit at start) minus ``fd_reserve``. A new connection over the
+            cap evicts the idle connection least worth keeping (one that never started a request first), or is
+            closed at once when all are busy.
+        max_connections_per_address: most connections from one source address (same eviction). Default 4,096.
+        connection_setup_timeout: seconds a new connection gets to start its first request (raw TCP that never
+            speaks HTTP/2 or the blob protocol) and a TLS client to finish its handshake. Default 10 s.
+        connection_idle_timeout: seconds a connection without a request in progress and without a byte
+            received stays open. Default 300 s.
+        fd_reserve: file descriptors kept for the link itself when ``max_connections`` is 0. Default 256.
         backlog: listen backlog of both server sockets. grpclib's default of 100 drops connections
             when thousands of nodes connect at once (measured: 278 of 5,000); 8,192 served all.
         blob_api_address: ``"HOST:PORT"`` of the blob data path, where arrays above the inline limit (1 MiB)
@@ -93,7 +138,25 @@ class LinkConfig:
     min_heartbeat_interval: float = 0.05
     max_heartbeat_interval: float = 300.0
     max_poll_timeout: float = 30.0
-    max_request_bytes: int = 256 * 2**20
+    max_request_bytes: int = 64 * 2**20
+    max_anonymous_request_bytes: int = 64 * 2**10
+    max_request_elements: int = 250_000
+    max_pending_request_bytes: int = 512 * 2**20
+    request_read_timeout: float = 10.0
+    max_fab_id_bytes: int = 1024
+    max_run_config_bytes: int = 32 * 2**10
+    max_blob_bytes: int = DEFAULT_MAX_BLOB_BYTES
+    blob_store_bytes: int = DEFAULT_BLOB_STORE_BYTES
+    blob_quota_bytes: int = DEFAULT_MAX_BLOB_BYTES
+    blob_min_rate: int = 64 * 2**10
+    blob_rate_window: float = 10.0
+    run_idle_ttl: float = 3600.0
+    reply_ttl: float = 3600.0
+    max_connections: int = 0
+    max_connections_per_address: int = 4096
+    connection_setup_timeout: float = 10.0
+    connection_idle_timeout: float = 300.0
+    fd_reserve: int = 256
     backlog: int = 8192
     disconnect_grace: float = 3.0
     blob_api_address: str | None = None
@@ -136,6 +199,12 @@ class LinkConfig:
             "max_poll_timeout",
             "disconnect_grace",
             "blob_header_timeout",
+            "request_read_timeout",
+            "blob_rate_window",
+            "run_idle_ttl",
+            "reply_ttl",
+            "connection_setup_timeout",
+            "connection_idle_timeout",
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -151,11 +220,42 @@ class LinkConfig:
             )
         if self.blob_header_timeout <= 0:
             raise ValueError(f"LinkConfig.blob_header_timeout must be > 0 s, got {self.blob_header_timeout}")
+        for name in ("run_idle_ttl", "reply_ttl"):
+            if getattr(self, name) <= self.max_poll_timeout:
+                raise ValueError(
+                    f"LinkConfig.{name} must be > max_poll_timeout ({self.max_poll_timeout:g} s), "
+                    f"got {getattr(self, name)}"
+                )
+        for name in ("connection_setup_timeout", "connection_idle_timeout"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"LinkConfig.{name} must be > 0 s, got {getattr(self, name)}")
+        for name in ("max_connections", "fd_reserve"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"LinkConfig.{name} must be an integer >= 0, got {value!r}")
+        if self.blob_rate_window <= 0:
+            raise ValueError(f"LinkConfig.blob_rate_window must be > 0 s, got {self.blob_rate_window}")
+        if isinstance(self.blob_min_rate, bool) or not isinstance(self.blob_min_rate, int) or self.blob_min_rate < 0:
+            raise ValueError(f"LinkConfig.blob_min_rate must be an integer >= 0, got {self.blob_min_rate!r}")
+        if self.request_read_timeout <= 0:
+            raise ValueError(f"LinkConfig.request_read_timeout must be > 0 s, got {self.request_read_timeout}")
         if self.disconnect_grace <= 0:
             raise ValueError(f"LinkConfig.disconnect_grace must be > 0 s, got {self.disconnect_grace}")
         if self.max_poll_timeout < 0:
             raise ValueError(f"LinkConfig.max_poll_timeout must be >= 0 s, got {self.max_poll_timeout}")
-        for name in ("max_request_bytes", "backlog"):
+        for name in (
+            "max_request_bytes",
+            "backlog",
+            "max_anonymous_request_bytes",
+            "max_request_elements",
+            "max_pending_request_bytes",
+            "max_fab_id_bytes",
+            "max_run_config_bytes",
+            "max_blob_bytes",
+            "blob_store_bytes",
+            "blob_quota_bytes",
+            "max_connections_per_address",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"LinkConfig.{name} must be a positive integer, got {value!r}")

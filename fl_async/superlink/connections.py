@@ -84,6 +84,31 @@ class TrackedServer(grpclib.server.Server):
     def _protocol_factory(self) -> Any:  # grpclib 0.4.9: one H2Protocol per accepted connection
         return _TrackedProtocol(super()._protocol_factory(), self._fl_tracker)
 
+    async def start(  # type: ignore[override]
+        self,
+        host: str | None = None,
+        port: int = 0,
+        *,
+        backlog: int = 100,
+        ssl: Any = None,
+        reuse_address: bool | None = None,
+        ssl_handshake_timeout: float | None = None,
+    ) -> None:
+        """As ``grpclib.server.Server.start`` (host and port only), plus ``ssl_handshake_timeout`` (seconds a TLS
+        client gets to finish its handshake; asyncio's default is 60 s)."""
+        if self._server is not None:
+            raise RuntimeError("Server is already started")
+        self._server = await self._loop.create_server(
+            self._protocol_factory,
+            host,
+            port,
+            backlog=backlog,
+            ssl=ssl,
+            reuse_address=reuse_address,
+            ssl_handshake_timeout=ssl_handshake_timeout if ssl is not None else None,
+        )
+        self._server_closed_fut = self._loop.create_future()
+
 
 class ConnectionTracker:
     """Open connections of the link's servers, and which nodes made their latest call on which connection.
@@ -102,6 +127,8 @@ class ConnectionTracker:
         self._nodes: dict[object, set[int]] = {}  # key -> ids of the nodes whose latest call came in on it
         self._node_key: dict[int, object] = {}  # node id -> key of its latest connection
         self._all_lost: asyncio.Event | None = None
+        self.gate: Any = None
+        """The link's :class:`~fl_async.superlink.gate.ConnectionGate` (admits each connection), or ``None``."""
         self.closing = False
         """Set by :meth:`close_all`: losses are the link's own doing and are not reported."""
 
@@ -145,14 +172,31 @@ class ConnectionTracker:
 
     # ------------------------------------------------------------------------------ connections
     def _opened(self, proto: _TrackedProtocol) -> None:
+        if self.gate is not None and proto.transport is not None and not self._admit(proto):
+            return  # refused and aborted: connection_lost follows
         if proto.key is None:
             self._unkeyed.add(proto)
         else:
             self._open[proto.key] = proto
         if self.closing and proto.transport is not None:  # accepted while stopping: not served
-            proto.transport.abort()
+            proto.transport.abort()  # type: ignore[attr-defined]
+
+    def _admit(self, proto: _TrackedProtocol) -> bool:
+        inner = proto._inner
+        conn = getattr(inner, "connection", None)
+        streams = getattr(getattr(inner, "processor", None), "streams", {})
+        return bool(
+            self.gate.admit(
+                proto.transport,
+                busy=lambda: bool(streams),
+                started=lambda: bool(getattr(conn, "streams_started", 1)),
+                received=lambda: int(getattr(conn, "data_received", 0)),
+            )
+        )
 
     def _lost(self, proto: _TrackedProtocol) -> None:
+        if self.gate is not None and proto.transport is not None:
+            self.gate.release(proto.transport)
         self._unkeyed.discard(proto)
         nodes: set[int] = set()
         if proto.key is not None and self._open.get(proto.key) is proto:

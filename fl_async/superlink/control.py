@@ -100,11 +100,7 @@ class LinkControl:
         state.store.add_run(run)  # write-through for stores that copy records
         now = state.clock()
         reason = f"run {run_id} was stopped by an operator"
-        ids = [
-            ins.message_id
-            for ins in state.store.instructions()
-            if ins.run_id == run_id and ins.status is not Status.ANSWERED
-        ]
+        ids = [ins.message_id for ins in state.store.run_instructions(run_id) if ins.status is not Status.ANSWERED]
         for mid in ids:
             ins = state.store.get_instruction(mid)
             if ins is not None and ins.status is not Status.ANSWERED:

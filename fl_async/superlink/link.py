@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import enum
 import functools
+import hmac
 import logging
 import math
 import signal
@@ -17,11 +18,14 @@ import anyio
 import grpclib.server
 
 from fl_async._net import format_address, parse_address, server_ssl_context
-from fl_async.blobs.link import LinkBlobs
+from fl_async.blobs.link import LinkBlobs, run_blob_token
+from fl_async.superlink.admission import Admission, SessionCallers
 from fl_async.superlink.config import LinkConfig
 from fl_async.superlink.connections import ConnectionTracker
 from fl_async.superlink.control import LinkControl
+from fl_async.superlink.errors import UnauthenticatedError
 from fl_async.superlink.events import LinkEvents
+from fl_async.superlink.gate import ConnectionGate
 from fl_async.superlink.metrics import LinkMetrics
 from fl_async.superlink.services import AdminService, DriverService, FleetService, WrongApiService
 from fl_async.superlink.state import LinkState, LinkStats, PayloadTracker
@@ -76,7 +80,18 @@ class SuperLink:
         # connection loss -> the state's disconnect-grace rule (not reported once the link stops)
         self._connections = ConnectionTracker(on_lost=self._connection_lost)
         # issue 7: the blob data path (store + server) is the default payload tracker
-        self.blobs: LinkBlobs | None = LinkBlobs() if payloads is None else None
+        cfg = self.config
+        self.blobs: LinkBlobs | None = (
+            LinkBlobs(
+                max_bytes=cfg.blob_store_bytes,
+                max_blob_bytes=cfg.max_blob_bytes,
+                quota=cfg.blob_quota_bytes,
+                min_rate=cfg.blob_min_rate,
+                rate_window=cfg.blob_rate_window,
+            )
+            if payloads is None
+            else None
+        )
         self.metrics: LinkMetrics | None = LinkMetrics() if self.config.metrics_address is not None else None
         events: LinkEvents | None = self.metrics
         if self.metrics is not None:
@@ -90,11 +105,13 @@ class SuperLink:
             events=events,
         )
         self.control = LinkControl(self.state)
+        self._wakeups.node_count = self.state.store.node_count
         if self.blobs is not None:
             self.blobs.attach(self.state)
         self._servers: list[grpclib.server.Server] = []  # TrackedServer: connections closed on stop
         self._addresses: dict[str, str] = {}
         self._timer: asyncio.Task[None] | None = None
+        self.gate: ConnectionGate | None = None
         self._lifecycle = _Lifecycle.NEW
 
     # ---------------------------------------------------------------------------- addresses, stats
@@ -154,22 +171,61 @@ class SuperLink:
         cfg = self.config
         ssl_ctx = server_ssl_context(cfg.tls) if cfg.tls is not None else None  # ValueError: still NEW
         self._lifecycle = _Lifecycle.RUNNING
+        self.gate = ConnectionGate(
+            max_connections=cfg.max_connections,
+            max_connections_per_address=cfg.max_connections_per_address,
+            setup_timeout=cfg.connection_setup_timeout,
+            idle_timeout=cfg.connection_idle_timeout,
+            fd_reserve=cfg.fd_reserve,
+        )
+        self.gate.start()
+        self._connections.gate = self.gate
         codec = LimitedProtoCodec(cfg.max_request_bytes)
+        admission, run_token = self._admission()
         try:
             for which, address, service_cls, other_cls, other in (
                 ("driver", cfg.driver_api_address, DriverService, FleetService, "fleet"),
                 ("fleet", cfg.fleet_api_address, FleetService, DriverService, "driver"),
             ):
-                args = (self.state, self._wakeups, self._calls, cfg.max_poll_timeout, codec)
-                service = service_cls(*args, connections=self._connections, control=self.control)
+                service = service_cls(
+                    self.state,
+                    self._wakeups,
+                    self._calls,
+                    cfg.max_poll_timeout,
+                    codec,
+                    connections=self._connections,
+                    admission=admission,
+                    run_token=run_token,
+                    run_limits=(cfg.max_fab_id_bytes, cfg.max_run_config_bytes),
+                    control=self.control,
+                )
                 # the other API's methods get a hint instead of grpclib's "Missing content-type header"
                 wrong = WrongApiService(service_cls._service, other_cls, functools.partial(self._port, other))
                 handlers: list[object] = [service, wrong]
                 if which == "driver":  # the Admin API (listings, cancel, stop) shares the Driver API's port
-                    handlers.append(AdminService(*args, control=self.control))
+                    # same admission as the Driver API: run credentials in the headers (a driver's cancel) give
+                    # the authenticated limit; anonymous calls (fl-async ls/stop) get the small anonymous one
+                    admin = AdminService(
+                        self.state,
+                        self._wakeups,
+                        self._calls,
+                        cfg.max_poll_timeout,
+                        codec,
+                        connections=self._connections,
+                        admission=admission,
+                        control=self.control,
+                    )
+                    handlers.append(admin)
                 server = self._connections.server(handlers, codec=codec)
                 host, port = parse_address(address)
-                await server.start(host, port, backlog=cfg.backlog, ssl=ssl_ctx, reuse_address=True)
+                await server.start(
+                    host,
+                    port,
+                    backlog=cfg.backlog,
+                    ssl=ssl_ctx,
+                    reuse_address=True,
+                    ssl_handshake_timeout=cfg.connection_setup_timeout,
+                )
                 self._servers.append(server)
                 bound = server._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]  # no public accessor
                 self._addresses[which] = format_address(_WILDCARDS.get(host, host), bound)
@@ -177,7 +233,13 @@ class SuperLink:
                 assert cfg.blob_api_address is not None  # resolved by LinkConfig
                 host, port = parse_address(cfg.blob_api_address)
                 await self.blobs.start(
-                    host, port=port, ssl=ssl_ctx, backlog=cfg.backlog, header_timeout=cfg.blob_header_timeout
+                    host,
+                    port=port,
+                    ssl=ssl_ctx,
+                    backlog=cfg.backlog,
+                    header_timeout=cfg.blob_header_timeout,
+                    gate=self.gate,
+                    idle_timeout=cfg.connection_idle_timeout,
                 )
                 self._addresses["blob"] = format_address(_WILDCARDS.get(host, host), self.blobs.port)
             if self.metrics is not None:
@@ -198,6 +260,41 @@ class SuperLink:
             "TLS" if ssl_ctx is not None else "insecure",
             extra={"event": "link_listening"},
         )
+
+    def _admission(self) -> tuple[Admission, Callable[[int], bytes]]:
+        """The request admission policy of both APIs and the function issuing a run's driver token."""
+        cfg, state, blobs = self.config, self.state, self.blobs
+
+        def authenticate_node(node_id: int, token: bytes) -> object:
+            # a lookup only: the handler applies the liveness rules when it authenticates the body (as before)
+            node = state.store.get_node(node_id)
+            if node is None:
+                raise UnauthenticatedError(f"unknown node {node_id}: it is offline or deleted; register again")
+            if not hmac.compare_digest(node.token, token):
+                raise UnauthenticatedError(f"wrong token for node {node_id}")
+            return node
+
+        callers = SessionCallers(authenticate_node)
+
+        def issued(run_id: int) -> bytes | None:  # the blob token when the run got one (blob path up)
+            if state.store.get_run(run_id) is None:
+                return None
+            return (blobs.issued_run_token(run_id) if blobs is not None else None) or callers.derived_run_token(run_id)
+
+        def run_token(run_id: int) -> bytes:
+            return run_blob_token(state, run_id) or callers.derived_run_token(run_id)
+
+        callers.run_token = issued
+        admission = Admission(
+            callers,
+            max_request_bytes=cfg.max_request_bytes,
+            max_anonymous_request_bytes=cfg.max_anonymous_request_bytes,
+            max_request_elements=cfg.max_request_elements,
+            max_pending_request_bytes=cfg.max_pending_request_bytes,
+            request_read_timeout=cfg.request_read_timeout,
+        )
+        self.admission = admission
+        return admission, run_token
 
     async def stop(self, grace: float = 1.0) -> None:
         """Stop serving: refuse new connections, answer held long-polls at once (with what is ready, usually
@@ -240,6 +337,8 @@ class SuperLink:
                 await server.wait_closed()
         self._servers.clear()
         await self._connections.close_all(timeout=0.5)  # after the answers: they are flushed, then closed
+        if self.gate is not None:
+            await self.gate.stop()
 
     async def __aenter__(self) -> SuperLink:
         await self.start()

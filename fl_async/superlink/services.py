@@ -24,10 +24,11 @@ from fl_async.superlink.state import (
     LinkState,
     UnauthenticatedError,
 )
-from fl_async.superlink.validation import timeout_problem
+from fl_async.superlink.validation import run_request_problem, timeout_problem
 from fl_async.superlink.wire import CallTracker, LimitedProtoCodec, Undo, peer_address, unary_handler
 
 if TYPE_CHECKING:
+    from fl_async.superlink.admission import Admission
     from fl_async.superlink.connections import ConnectionTracker
     from fl_async.superlink.control import LinkControl
     from fl_async.superlink.wakeups import Wakeups
@@ -54,10 +55,16 @@ class _Service:
         codec: LimitedProtoCodec | None = None,
         *,
         connections: ConnectionTracker | None = None,
+        admission: Admission | None = None,
+        run_token: Callable[[int], bytes] | None = None,
+        run_limits: tuple[int, int] = (1024, 32 * 1024),
         control: LinkControl | None = None,
     ) -> None:
         self.state = state
         self.connections = connections
+        self.admission = admission
+        self.run_token = run_token
+        self.run_limits = run_limits
         self.control = control
         self.codec = codec
         self.wakeups = wakeups
@@ -68,7 +75,7 @@ class _Service:
         """Method path -> grpclib handler (what ``grpclib.server.Server`` reads)."""
         return {
             f"/{self._package}.{self._service}/{rpc}": unary_handler(
-                f"{self._service}.{rpc}", getattr(self, attr), req, resp, self.calls, self.codec
+                f"{self._service}.{rpc}", getattr(self, attr), req, resp, self.calls, self.codec, self.admission
             )
             for rpc, attr, req, resp in self._methods
         }
@@ -206,23 +213,32 @@ class DriverService(_Service):
     )
 
     async def create_run(self, req: pb.CreateRunRequest) -> tuple[pb.CreateRunResponse, Undo]:
-        """CreateRun: create a run; advertise the blob port and the run's driver blob token (issue 7)."""
+        """CreateRun: create a run; advertise the blob port and the run's driver token (also its blob token).
+
+        ``fab_id``/``fab_version`` and ``run_config`` above the link's limits are INVALID_ARGUMENT."""
+        problem = run_request_problem(req, *self.run_limits)
+        if problem:
+            raise InvalidArgumentError(problem)
         run_id = self.state.create_run(req.fab_id, req.fab_version, req.run_config)
+        self.state.touch_run(run_id)
         log.info(
             "driver connected from %s: run %d created",
             peer_address() or "an unknown address",
             run_id,
             extra={"event": "run_created", "run_id": run_id},
         )
-        blob_port, blob_token = blob_port_of(self.state), run_blob_token(self.state, run_id)  # issue 7
+        blob_port = blob_port_of(self.state)
+        blob_token = self.run_token(run_id) if self.run_token is not None else run_blob_token(self.state, run_id)
         return pb.CreateRunResponse(run_id=run_id, blob_port=blob_port, blob_token=blob_token), None
 
     async def get_run(self, req: pb.GetRunRequest) -> tuple[pb.GetRunResponse, Undo]:
         """GetRun: the run, or NOT_FOUND."""
+        self.state.touch_run(req.run_id)
         return pb.GetRunResponse(run=self.state.get_run(req.run_id)), None
 
     async def get_nodes(self, req: pb.GetNodesRequest) -> tuple[pb.GetNodesResponse, Undo]:
         """GetNodes: ids of the online nodes, or NOT_FOUND for an unknown run."""
+        self.state.touch_run(req.run_id)
         return pb.GetNodesResponse(node_ids=self.state.online_node_ids(req.run_id)), None
 
     async def wait_for_nodes(self, req: pb.WaitForNodesRequest) -> tuple[pb.WaitForNodesResponse, Undo]:
@@ -239,35 +255,50 @@ class DriverService(_Service):
         if len(ids) < req.min_nodes and window > 0:
             with anyio.move_on_after(window):
                 while len(ids) < req.min_nodes and not self.wakeups.closing:
-                    await self.wakeups.nodes_event.wait()
+                    waiter = self.wakeups.wait_nodes(req.min_nodes)  # woken only once the count reaches it
+                    try:
+                        await waiter.event.wait()
+                    finally:
+                        self.wakeups.drop_nodes(waiter)
                     ids = self.state.online_node_ids(req.run_id)
             ids = self.state.online_node_ids(req.run_id)
+        self.state.touch_run(req.run_id)  # after the wait: a held call counts as activity
         return pb.WaitForNodesResponse(node_ids=ids), None
 
     async def push_messages(self, req: pb.PushMessagesRequest) -> tuple[pb.PushMessagesResponse, Undo]:
         """PushMessages: queue instructions; ``""`` and a reason at refused positions."""
+        self.state.touch_run(req.run_id)
         ids, reasons = self.state.push_instructions(req.run_id, req.messages)
         return pb.PushMessagesResponse(message_ids=ids, reasons=reasons), None
 
     async def pull_messages(self, req: pb.PullMessagesRequest) -> tuple[pb.PullMessagesResponse, Undo]:
-        """PullMessages: long-poll until each outstanding requested id has a reply; deliver the ready ones once,
-        and list the requested ids still outstanding (``outstanding``) so the driver knows whether to pull again."""
+        """PullMessages: long-poll until each outstanding requested id has a reply (with ``max_messages > 0``:
+        until one has); deliver the ready ones once (at most ``max_messages`` of them), and list the requested ids
+        still outstanding (``outstanding``, including ready ones left for a later pull) so the driver knows whether
+        to pull again."""
         state = self.state
         window = self._wait_window("timeout", req.timeout)
-        _, waiting = state.outstanding(req.run_id, req.message_ids)
-        if waiting and window > 0:
-            log.debug("holding PullMessages of run %d for %d replies, up to %.3g s", req.run_id, len(waiting), window)
-            waiter = self.wakeups.wait_replies(waiting)
+        state.touch_run(req.run_id)
+        limit = req.max_messages
+        ready, waiting = state.outstanding(req.run_id, req.message_ids)
+        needed = len(waiting) if not limit else (0 if ready else 1)
+        if needed > 0 and window > 0:
+            log.debug("holding PullMessages of run %d for %d replies, up to %.3g s", req.run_id, needed, window)
+            waiter = self.wakeups.wait_replies(waiting, needed)
             try:
                 with anyio.move_on_after(window):
                     await waiter.event.wait()
             finally:
                 self.wakeups.drop(waiter)
-        taken = state.take_replies(req.run_id, req.message_ids)
+        state.touch_run(req.run_id)  # after the wait: a held call counts as activity
+        taken = state.take_replies(req.run_id, req.message_ids, limit)
         if not taken:
             state.driver_run(req.run_id)  # a stopped run: nothing left to deliver, so the call fails
         replies: list[Any] = [ins.reply for ins in taken]
-        _, still = state.outstanding(req.run_id, req.message_ids)  # after the take: not the ones in `replies`
+        ready, still = state.outstanding(req.run_id, req.message_ids)  # after the take: not the ones in `replies`
+        if ready:  # ready but not delivered (max_messages): still outstanding for this driver
+            keep = set(ready).union(still)
+            still = [mid for mid in dict.fromkeys(req.message_ids) if mid in keep]
 
         def undo() -> None:
             state.restore_replies(taken)

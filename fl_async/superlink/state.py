@@ -3,8 +3,9 @@
 :class:`LinkState` owns runs, the node registry, per-node inboxes, in-flight instructions and replies (kept in
 a :class:`~fl_async.superlink.store.LinkStore`), and applies the rules:
 
-* **ids**: run and node ids are random nonzero signed 64-bit integers (as Flower 1.9); message ids are
-  ``str(uuid4())`` assigned by the link when a message is accepted.
+* **ids**: run and node ids are random unsigned 64-bit integers in ``[1, 2**64 - 1]`` (as Flower since 1.12;
+  0 means the server app in metadata); an id outside that range arriving in a request is INVALID_ARGUMENT.
+  Message ids are ``str(uuid4())`` assigned by the link when a message is accepted.
 * **liveness**: a node is online until ``last sign of life + interval * patience``; heartbeats, pulls (and
   pushes of replies) are signs of life, and a node holding a long-poll open counts as alive while it holds
   it. An offline or deleted node is forgotten (it must register again) and each of its queued or in-flight
@@ -58,8 +59,9 @@ from fl_async.superlink.hooks import (
     PayloadTracker,
     payload_problem,
 )
+from fl_async.superlink.lifetimes import Lifetimes
 from fl_async.superlink.store import InstructionRecord, LinkStore, MemoryStore, NodeRecord, RunRecord, Status
-from fl_async.superlink.validation import instruction_problem, interval_problem, reply_shape_problem
+from fl_async.superlink.validation import id_problem, instruction_problem, interval_problem, reply_shape_problem
 
 __all__ = [
     "SYNTHETIC_REPLY_TTL",
@@ -86,8 +88,12 @@ def _code(message: pb.Message) -> int | None:
     return message.error.code if message.error is not None else None
 
 
-def _random_id() -> int:
-    return int.from_bytes(os.urandom(8), "little", signed=True)
+def random_id() -> int:
+    """A random node or run id, uniform in ``[1, 2**64 - 1]``."""
+    while True:
+        value = int.from_bytes(os.urandom(8), "little")
+        if value:
+            return value
 
 
 # --------------------------------------------------------------------------------------------
@@ -107,7 +113,14 @@ class LinkState:
         store: where records live (default: a new :class:`MemoryStore`).
         listener: told what to wake (default: nobody).
         payloads: told which messages are held (default: a :class:`DigestRefCounts`).
+        run_idle_ttl: seconds without a Driver API call after which a run ends (see :meth:`end_run`).
+        reply_ttl: seconds an unpulled reply is kept before it is dropped (logged).
+        id_source: returns candidate run and node ids (default :func:`random_id`); candidates that are taken
+            or outside ``[1, 2**64 - 1]`` are skipped. A test hook, e.g. to make the link assign ``2**64 - 1``.
         events: told about transitions, for metrics (default: nobody; see :mod:`fl_async.superlink.events`).
+
+    Attributes:
+        id_source: as the argument; may be replaced between calls (tests).
     """
 
     def __init__(
@@ -121,9 +134,13 @@ class LinkState:
         store: LinkStore | None = None,
         listener: LinkListener | None = None,
         payloads: PayloadTracker | None = None,
+        run_idle_ttl: float = float("inf"),
+        reply_ttl: float = float("inf"),
+        id_source: Callable[[], int] = random_id,
         events: LinkEvents | None = None,
     ) -> None:
         self.events: LinkEvents = events if events is not None else NullEvents()
+        self.id_source = id_source
         self.patience = float(heartbeat_patience)
         self.min_interval = float(min_heartbeat_interval)
         self.max_interval = float(max_heartbeat_interval)
@@ -138,6 +155,7 @@ class LinkState:
         self._disconnected: dict[int, float] = {}  # node_id -> end of its reconnect grace
         self._disconnect_deadlines: list[tuple[float, int]] = []  # (grace ends, node_id), lazily cleaned
         self._unanswered = 0  # instructions QUEUED or IN_FLIGHT (for compacting the TTL heap)
+        self.lifetimes = Lifetimes(run_idle_ttl, reply_ttl)
 
     @classmethod
     def from_config(cls, config: LinkConfig, **kwargs: object) -> LinkState:
@@ -147,6 +165,8 @@ class LinkState:
             min_heartbeat_interval=config.min_heartbeat_interval,
             max_heartbeat_interval=config.max_heartbeat_interval,
             disconnect_grace=config.disconnect_grace,
+            run_idle_ttl=config.run_idle_ttl,
+            reply_ttl=config.reply_ttl,
             **kwargs,  # type: ignore[arg-type]
         )
 
@@ -155,6 +175,9 @@ class LinkState:
         """Earliest Unix time at which a node may go offline or an instruction may expire (``None``: none)."""
         self._clean_heads()
         times = [h[0][0] for h in (self._node_deadlines, self._ttl_deadlines, self._disconnect_deadlines) if h]
+        later = self.lifetimes.next_deadline()
+        if later is not None:
+            times.append(later)
         return min(times) if times else None
 
     def advance(self) -> None:
@@ -209,6 +232,60 @@ class LinkState:
             expired.append(message_id)
         if expired:
             self.listener.replies_ready(expired)
+        self._apply_lifetimes(now)
+
+    def _apply_lifetimes(self, now: float) -> None:
+        runs, replies = self.lifetimes.due(now)
+        for message_id in replies:
+            ins = self.store.get_instruction(message_id)
+            if ins is None or ins.status is not Status.ANSWERED or ins.reply is None:
+                continue  # pulled already
+            self.store.pop_reply(message_id)
+            self.payloads.release(ins.reply)
+            log.warning(
+                "reply to instruction %s of run %d dropped: not pulled within %g s (reply_ttl, --reply-ttl)",
+                message_id,
+                ins.run_id,
+                self.lifetimes.reply_ttl,
+            )
+        for run_id in runs:
+            self.end_run(
+                run_id, f"no Driver API call for {self.lifetimes.run_idle_ttl:g} s (run_idle_ttl, --run-idle-ttl)"
+            )
+
+    def touch_run(self, run_id: int) -> None:
+        """The run's driver made a Driver API call: the run's idle TTL starts again (unknown runs: nothing)."""
+        if self.store.get_run(run_id) is not None and self.lifetimes.touch_run(run_id, self.clock()):
+            deadline = self.lifetimes.next_deadline()
+            if deadline is not None:
+                self.listener.deadline_added(deadline)
+
+    def end_run(self, run_id: int, reason: str) -> None:
+        """End a run: drop its queued and in-flight instructions and its unpulled replies (their payloads are
+        released) and forget it; a node's later reply to one of them is refused as unknown."""
+        if self.store.get_run(run_id) is None:
+            return
+        now = self.clock()
+        dropped = 0
+        for ins in self.store.run_instructions(run_id):
+            if ins.status is not Status.ANSWERED:
+                self._answer(ins, self._error_reply(ins, ErrorCode.MESSAGE_EXPIRED, f"run {run_id} ended", now))
+            reply = self.store.pop_reply(ins.message_id)
+            self.payloads.release(reply)
+            self.lifetimes.reply_taken(ins.message_id)
+            dropped += 1
+        self.store.remove_run(run_id)
+        self.lifetimes.forget_run(run_id)
+        ended = getattr(self.payloads, "run_ended", None)
+        if ended is not None:
+            ended(run_id)
+        log.info(
+            "run %d ended: %s; %d instruction(s) and replies dropped",
+            run_id,
+            reason,
+            dropped,
+            extra={"event": "run_ended", "run_id": run_id},
+        )
 
     def _clean_heads(self) -> None:
         nodes, ttls, lost = self._node_deadlines, self._ttl_deadlines, self._disconnect_deadlines
@@ -249,9 +326,7 @@ class LinkState:
             raise InvalidArgumentError(f"invalid run_config: {exc}") from None
         if len(config) != len(entries):
             raise InvalidArgumentError("invalid run_config: duplicate keys")
-        run_id = _random_id()
-        while run_id == 0 or self.store.get_run(run_id) is not None:
-            run_id = _random_id()
+        run_id = self._new_id(self.store.get_run)
         self.store.add_run(RunRecord(run_id, fab_id, fab_version, entries, created_at=self.clock()))
         self.events.run_created(run_id)
         return run_id
@@ -265,7 +340,17 @@ class LinkState:
         run = self._run(run_id)
         return pb.Run(run_id=run.run_id, fab_id=run.fab_id, fab_version=run.fab_version, run_config=run.run_config)
 
+    def _new_id(self, existing: Callable[[int], object]) -> int:
+        """A fresh id from :attr:`id_source`: in ``[1, 2**64 - 1]`` and not taken (``existing(id) is None``)."""
+        while True:
+            candidate = self.id_source()
+            if not id_problem("id", candidate) and existing(candidate) is None:
+                return candidate
+
     def _run(self, run_id: int) -> RunRecord:
+        problem = id_problem("run_id", run_id)
+        if problem:
+            raise InvalidArgumentError(problem)
         run = self.store.get_run(run_id)
         if run is None:
             raise NotFoundError(f"unknown run {run_id}")
@@ -302,7 +387,13 @@ class LinkState:
         destination node is registered and online, and the link holds every external array payload the message
         names (:func:`~fl_async.superlink.hooks.payload_problem`: uploaded and complete on the blob data path).
         Accepted messages get ``metadata.message_id`` set.
+
+        Raises:
+            InvalidArgumentError: ``run_id`` is outside ``[1, 2**64 - 1]`` (nothing is queued).
         """
+        problem = id_problem("run_id", run_id)
+        if problem:
+            raise InvalidArgumentError(problem)
         self.advance()
         now = self.clock()
         run = self.store.get_run(run_id)
@@ -341,8 +432,8 @@ class LinkState:
         if len(self._ttl_deadlines) > 2 * self._unanswered + 1024:  # answered entries pile up: drop them
             live = []
             for entry in self._ttl_deadlines:
-                ins = self.store.get_instruction(entry[1])
-                if ins is not None and ins.status is not Status.ANSWERED:
+                held = self.store.get_instruction(entry[1])
+                if held is not None and held.status is not Status.ANSWERED:
                     live.append(entry)
             heapq.heapify(live)
             self._ttl_deadlines = live
@@ -371,20 +462,26 @@ class LinkState:
             (ready if ins.status is Status.ANSWERED else waiting).append(mid)
         return ready, waiting
 
-    def take_replies(self, run_id: int, message_ids: Iterable[str]) -> list[InstructionRecord]:
+    def take_replies(self, run_id: int, message_ids: Iterable[str], limit: int = 0) -> list[InstructionRecord]:
         """Remove and return the answered instructions among ``message_ids`` (in request order), each with its
         ``reply``: this is the one delivery of those replies. Other ids are ignored, never an error.
+
+        Args:
+            limit: take at most this many (0: all); the others stay ready for a later take.
 
         Raises:
             NotFoundError: no such run.
         """
         ready, _ = self.outstanding(run_id, message_ids)
+        if limit > 0:
+            del ready[limit:]
         taken: list[InstructionRecord] = []
         for mid in ready:
             ins = self.store.get_instruction(mid)
             assert ins is not None and ins.reply is not None
             self.store.pop_reply(mid)
             self.payloads.release(ins.reply)
+            self.lifetimes.reply_taken(mid)
             taken.append(ins)
         return taken
 
@@ -394,6 +491,7 @@ class LinkState:
             if self.store.get_instruction(ins.message_id) is None and ins.reply is not None:
                 self.store.restore_reply(ins)
                 self.payloads.retain(ins.reply)
+                self.lifetimes.reply_stored(ins.message_id, self.clock())
         if taken:
             self.listener.replies_ready([ins.message_id for ins in taken])
 
@@ -415,9 +513,7 @@ class LinkState:
         """
         self.advance()
         granted = self._clamp(heartbeat_interval)
-        node_id = _random_id()
-        while node_id == 0 or self.store.get_node(node_id) is not None:
-            node_id = _random_id()
+        node_id = self._new_id(self.store.get_node)
         token = secrets.token_bytes(32)
         now = self.clock()
         until = now + granted * self.patience
@@ -443,6 +539,9 @@ class LinkState:
         self.advance()
         if auth is None:
             raise UnauthenticatedError("request carries no NodeAuth: call CreateNode first")
+        problem = id_problem("NodeAuth.node_id", auth.node_id)
+        if problem:
+            raise InvalidArgumentError(problem)
         node = self.store.get_node(auth.node_id)
         if node is None:
             raise UnauthenticatedError(f"unknown node {auth.node_id}: it is offline or deleted; register again")
@@ -673,6 +772,12 @@ class LinkState:
         self._unanswered -= 1
         self.payloads.release(ins.message)
         self.payloads.retain(reply)
+        # answered: only the metadata is needed any more (its content, and any raw bytes kept for re-encoding,
+        # are freed now rather than when the driver pulls the reply)
+        ins.message = pb.Message(metadata=ins.message.metadata)
+        deadline = self.lifetimes.reply_stored(ins.message_id, self.clock())
+        if deadline is not None:
+            self.listener.deadline_added(deadline)
 
     @staticmethod
     def _error_reply(ins: InstructionRecord, code: int, reason: str, now: float) -> pb.Message:

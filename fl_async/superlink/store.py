@@ -125,6 +125,14 @@ class LinkStore(abc.ABC):
     def run_count(self) -> int:
         """How many runs exist."""
 
+    @abc.abstractmethod
+    def remove_run(self, run_id: int) -> None:
+        """Forget a run (its instructions must have been removed first; see :meth:`run_instructions`)."""
+
+    @abc.abstractmethod
+    def run_instructions(self, run_id: int) -> list[InstructionRecord]:
+        """Every instruction of the run still held (queued, in flight, or answered and not yet pulled)."""
+
     # nodes -----------------------------------------------------------------------------------
     @abc.abstractmethod
     def add_node(self, node: NodeRecord) -> None:
@@ -227,6 +235,12 @@ class MemoryStore(LinkStore):
 
     def run_count(self) -> int:
         return len(self._runs)
+
+    def remove_run(self, run_id: int) -> None:
+        self._runs.pop(run_id, None)
+
+    def run_instructions(self, run_id: int) -> list[InstructionRecord]:
+        return [ins for ins in self._instructions.values() if ins.run_id == run_id]
 
     # nodes
     def add_node(self, node: NodeRecord) -> None:

@@ -11,7 +11,25 @@ import math
 
 from fl_async.proto.fl_async import v1 as pb
 
-__all__ = ["instruction_problem", "interval_problem", "reply_shape_problem", "timeout_problem"]
+__all__ = [
+    "MAX_ID",
+    "id_problem",
+    "instruction_problem",
+    "interval_problem",
+    "reply_shape_problem",
+    "run_request_problem",
+    "timeout_problem",
+]
+
+MAX_ID = 2**64 - 1
+"""Largest node or run id: ids are unsigned 64-bit and never 0 (0 in metadata means the server app)."""
+
+
+def id_problem(name: str, value: int) -> str:
+    """Why ``value`` cannot be a node or run id: outside ``[1, 2**64 - 1]`` (``""`` if it can)."""
+    if not 1 <= value <= MAX_ID:
+        return f"{name} must be in [1, 2**64 - 1], got {value}"
+    return ""
 
 
 def _ttl_problem(md: pb.Metadata) -> str:
@@ -45,7 +63,9 @@ def instruction_problem(msg: pb.Message, run_id: int, now: float) -> str:
     if md.src_node_id != 0:
         return f"src_node_id of an instruction must be 0 (the driver), got {md.src_node_id}"
     if md.dst_node_id == 0:
-        return "dst_node_id must name a node (got 0)"
+        return "dst_node_id must name a node (got 0, the server app's own id)"
+    if md.dst_node_id > MAX_ID:
+        return id_problem("dst_node_id", md.dst_node_id)
     if md.reply_to_message:
         return f"reply_to_message of an instruction must be empty, got {md.reply_to_message!r}"
     if not md.message_type:
@@ -88,4 +108,23 @@ def interval_problem(value: float) -> str:
     """Why a requested heartbeat interval is unacceptable: not finite or not > 0 (the link then clamps it)."""
     if not math.isfinite(value) or value <= 0:
         return f"heartbeat_interval must be a finite number of seconds > 0, got {value}"
+    return ""
+
+
+def run_request_problem(req: pb.CreateRunRequest, max_fab_id_bytes: int, max_run_config_bytes: int) -> str:
+    """Why a CreateRun request is too large to keep for the run's lifetime: ``fab_id`` or ``fab_version`` over
+    ``max_fab_id_bytes`` UTF-8 bytes, or a serialized ``run_config`` over ``max_run_config_bytes``."""
+    for name in ("fab_id", "fab_version"):
+        size = len(getattr(req, name).encode("utf-8", "surrogatepass"))
+        if size > max_fab_id_bytes:
+            return (
+                f"{name} has {size} bytes, more than the link's limit of {max_fab_id_bytes} "
+                "(max_fab_id_bytes, --max-fab-id-bytes)"
+            )
+    size = sum(len(bytes(entry)) + 2 for entry in req.run_config)
+    if size > max_run_config_bytes:
+        return (
+            f"run_config has {size} bytes, more than the link's limit of {max_run_config_bytes} "
+            "(max_run_config_bytes, --max-run-config-bytes)"
+        )
     return ""

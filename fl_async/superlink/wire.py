@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import logging
 import struct
@@ -17,6 +18,7 @@ from grpclib.encoding.proto import ProtoCodec
 from grpclib.exceptions import GRPCError
 
 from fl_async.proto.fl_async import v1 as pb
+from fl_async.superlink.admission import ANONYMOUS, Admission, body_identity_problem, buffered
 from fl_async.superlink.connections import CURRENT
 from fl_async.superlink.fastwire import encode_messages_response, remember_tails
 from fl_async.superlink.state import LinkStateError
@@ -176,21 +178,48 @@ class LimitedProtoCodec(ProtoCodec):
         return super().encode(message, message_type)
 
 
-def _too_big(name: str, size: int, limit: int) -> GRPCError:
+def _too_big(name: str, size: int, limit: int, flag: str = "max_request_bytes, --max-request-bytes") -> GRPCError:
     return GRPCError(
         Status.RESOURCE_EXHAUSTED,
-        f"{name} of {size} bytes exceeds the link's limit of {limit} bytes (max_request_bytes)",
+        f"{name} of {size} bytes exceeds the link's limit of {limit} bytes ({flag})",
     )
 
 
-async def _recv_request(stream: grpclib.server.Stream[Any, Any], codec: LimitedProtoCodec | None, name: str) -> Any:
+async def _recv_request(
+    stream: grpclib.server.Stream[Any, Any],
+    codec: LimitedProtoCodec | None,
+    name: str,
+    admission: Admission | None = None,
+) -> Any:
     """Receive the unary request, refusing an oversized one from its 5-byte gRPC frame header, before the
     body is buffered (grpclib's ``recv_message`` would buffer up to 4 GiB first). Falls back to
-    ``stream.recv_message()`` (and the codec's own check) if grpclib's internals are not as expected."""
+    ``stream.recv_message()`` (and the codec's own check) if grpclib's internals are not as expected.
+
+    With ``admission``, the caller is established from the headers first (wrong credentials: UNAUTHENTICATED
+    before any body byte is read); its size limit, the bytes-in-flight budget, the read deadline and the element
+    cap apply; and the decoded body must name the same node or run as the headers."""
     raw = getattr(stream, "_stream", None)
     if codec is None or raw is None or not hasattr(raw, "recv_data"):
         return await stream.recv_message()
-    meta = await raw.recv_data(5)
+    recv_type = stream._recv_type
+    if admission is None:
+        caller, limit, flag = ANONYMOUS, codec.max_bytes, "max_request_bytes, --max-request-bytes"
+        meta = await raw.recv_data(5)
+    else:
+        caller = admission.identify(name.partition(".")[0], name, stream.metadata)
+        limit, flag = admission.size_limit(caller)
+        try:
+            if buffered(raw) >= 5:  # already here: no timer needed
+                meta = await raw.recv_data(5)
+            else:
+                async with asyncio.timeout(admission.request_read_timeout):
+                    meta = await raw.recv_data(5)
+        except TimeoutError:
+            raise GRPCError(
+                Status.DEADLINE_EXCEEDED,
+                f"{name}: no request within {admission.request_read_timeout:g} s "
+                "(request_read_timeout, --request-read-timeout)",
+            ) from None
     if not meta:
         return None
     if len(meta) != 5:
@@ -198,12 +227,26 @@ async def _recv_request(stream: grpclib.server.Stream[Any, Any], codec: LimitedP
     compressed, length = struct.unpack(">?I", meta)
     if compressed:
         raise GRPCError(Status.UNIMPLEMENTED, f"{name}: compressed messages are not supported")
-    if length > codec.max_bytes:
-        raise _too_big(stream._recv_type.__name__, length, codec.max_bytes)  # type: ignore[attr-defined]
-    data = await raw.recv_data(length)
-    if len(data) != length:
-        raise GRPCError(Status.INVALID_ARGUMENT, f"{name}: truncated gRPC message ({len(data)} of {length} bytes)")
-    return codec.decode(data, stream._recv_type)  # type: ignore[attr-defined]
+    if length > limit:
+        if not caller.authenticated and length <= codec.max_bytes:
+            flag += "; send the node's or run's credentials in the request headers for the larger limit"
+        raise _too_big(recv_type.__name__, length, limit, flag)
+    if admission is None:
+        data = await raw.recv_data(length)
+        if len(data) != length:
+            raise GRPCError(Status.INVALID_ARGUMENT, f"{name}: truncated gRPC message ({len(data)} of {length} bytes)")
+        return codec.decode(data, recv_type)
+    admission.reserve(caller, name, length)
+    try:
+        data = await admission.read_body(raw, name, length)
+    finally:
+        admission.release(caller, length)
+    admission.check_elements(name, data, recv_type)
+    request = codec.decode(data, recv_type)
+    problem = body_identity_problem(caller, request)
+    if problem:
+        raise GRPCError(Status.UNAUTHENTICATED, f"{name}: {problem}")
+    return request
 
 
 _LIMIT_LOG_INTERVAL = 10.0
@@ -268,10 +311,13 @@ def unary_handler(
     response_type: type[Resp],
     calls: CallTracker,
     codec: LimitedProtoCodec | None = None,
+    admission: Admission | None = None,
 ) -> grpclib.const.Handler:
     """A grpclib unary-unary handler around ``func(request) -> (response, undo)``.
 
     * with ``codec``, an oversized request is refused from its frame header, before its body is buffered;
+    * with ``admission`` as well, the caller is established from the request headers before the body is read
+      (:mod:`fl_async.superlink.admission`);
     * :class:`~fl_async.superlink.state.LinkStateError` becomes ``GRPCError`` with its status and message;
     * any other exception is logged with its traceback and answered INTERNAL naming the method (a bug; the
       link keeps running);
@@ -302,7 +348,7 @@ def unary_handler(
                 calls.observe(name, time.perf_counter() - started, status)
 
     async def _serve(stream: grpclib.server.Stream[Any, Any]) -> None:
-        request = await _recv_request(stream, codec, name)
+        request = await _recv_request(stream, codec, name, admission)
         if request is None:
             raise GRPCError(Status.INVALID_ARGUMENT, f"{name}: the request has no message")
         try:

@@ -18,6 +18,7 @@ from grpclib.client import Channel
 from grpclib.const import Cardinality
 from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
 
+from fl_async._credentials import Metadata, node_metadata
 from fl_async._net import format_address
 from fl_async.common.errors import from_grpc
 from fl_async.proto.fl_async import v1 as pb
@@ -63,10 +64,14 @@ class FleetClient:
         self.rpc_timeout = rpc_timeout
         self.push_timeout = push_timeout
         self.poll_margin = poll_margin
+        self.credentials: Metadata | None = None
+        """Header credentials of the pre-encoded calls (:meth:`pull`, :meth:`push`); set per registration."""
 
     async def _call(self, what: str, fn: Callable[..., Awaitable[R]], request: Any, timeout: float) -> R:
+        auth = getattr(request, "auth", None)  # credentials in the headers too: the link checks them first
+        metadata = node_metadata(auth.node_id, auth.token) if isinstance(auth, pb.NodeAuth) else None
         try:
-            return await fn(request, timeout=timeout)
+            return await fn(request, timeout=timeout, metadata=metadata)
         except _TRANSPORT_ERRORS as exc:
             raise from_grpc(exc, what=f"{what} to {self.address}", api="Fleet", address=self.address) from exc
 
@@ -100,7 +105,7 @@ class FleetClient:
     async def _raw(self, what: str, path: str, request: bytes, response_type: type[R], timeout: float) -> R:
         try:
             async with self._channel.request(
-                path, Cardinality.UNARY_UNARY, Encoded, response_type, timeout=timeout
+                path, Cardinality.UNARY_UNARY, Encoded, response_type, timeout=timeout, metadata=self.credentials
             ) as stream:
                 await stream.send_message(Encoded(request), end=True)
                 response = await stream.recv_message()

@@ -285,6 +285,7 @@ class _Messages:
                     node_config=dict(self._node_config),
                     state=RecordSet(),
                     run_config=config_from_proto(list(run.run_config)),
+                    run_id=run_id,
                 )
                 self._contexts[run_id] = ctx
         return ctx

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import anyio
 from tenacity import RetryCallState
 
+from fl_async._credentials import node_metadata
 from fl_async.common.errors import (
     FlAsyncError,
     InvalidRequestError,
@@ -78,6 +79,7 @@ class _Session:
 
     def __post_init__(self) -> None:
         self.wire_auth = auth_field(self.auth)
+        self.conn.credentials = node_metadata(self.auth.node_id, self.auth.token)
 
     @property
     def node_id(self) -> int:

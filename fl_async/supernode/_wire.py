@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from fl_async._protowire import double_field, encode_metadata, len_field, sint64_field, varint
+from fl_async._protowire import double_field, encode_metadata, len_field, uint64_field, varint
 from fl_async.proto.fl_async import v1 as pb
 
 __all__ = ["Encoded", "auth_field", "message_bytes", "pull_request", "push_request"]
@@ -66,8 +66,11 @@ def auth_field(auth: pb.NodeAuth) -> bytes:
     """Field 1 (``NodeAuth auth``) of every Fleet request carrying credentials, encoded.
 
     Encode it once per registration and pass it to :func:`pull_request` / :func:`push_request`.
+
+    Raises:
+        ValueError: ``auth.node_id`` is outside ``[0, 2**64 - 1]``.
     """
-    body = sint64_field(b"\x08", auth.node_id)  # sint64 node_id = 1
+    body = uint64_field(b"\x08", auth.node_id, "node_id")  # uint64 node_id = 1
     if auth.token:
         body += len_field(b"\x12", auth.token)  # bytes token = 2
     return len_field(b"\x0a", body)

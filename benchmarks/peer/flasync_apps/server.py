@@ -3,11 +3,14 @@
 Run by ``fl-async server-app benchmarks.peer.flasync_apps.server:app --superlink H:P --insecure``. Per round:
 select N online nodes, build one message per node, ``send_and_receive`` (push, then a long-poll that returns
 when the last reply is in). In ``"kill"`` mode the replies are consumed one by one with ``driver.receive`` so
-the error reply is timed the moment it arrives. Settings and the result file: :mod:`benchmarks.peer.appcfg`.
+the error reply is timed the moment it arrives. In ``"ready"`` mode it touches ``BENCH_OUT + ".ready"`` once
+connected and then only waits for N nodes (bring-up time). Settings and the result file: :mod:`benchmarks.peer.appcfg`.
 """
 
 import random
 import time
+
+import anyio
 
 from benchmarks.peer.appcfg import AppConfig, AppResult, payload
 from fl_async.common import (
@@ -45,11 +48,14 @@ async def main(driver: AsyncDriver, context: Context) -> None:
             res.replies_ok += 1
 
     try:
+        if cfg.mode == "ready":  # bring-up: say we are connected, then time until N nodes are listed
+            await driver.get_node_ids()
+            await anyio.Path(cfg.out + ".ready").touch()
         t0 = time.perf_counter()
         await driver.wait_for_nodes(cfg.n, timeout=left())
         res.wait_nodes = time.perf_counter() - t0
         res.nodes_seen_at = time.time()
-        rounds = 1 if cfg.mode == "kill" else cfg.rounds
+        rounds = {"kill": 1, "ready": 0}.get(cfg.mode, cfg.rounds)
         for server_round in range(rounds):
             t0 = time.perf_counter()
             sampled = random.sample(await driver.wait_for_nodes(cfg.n, timeout=left()), cfg.n)

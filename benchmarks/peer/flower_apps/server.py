@@ -3,11 +3,13 @@
 Run by ``flower-server-app benchmarks.peer.flower_apps.server:app --insecure --superlink H:P``. The loops are
 the guide's: ``get_node_ids()`` until enough nodes, ``push_messages``, then ``pull_messages`` until all replies,
 with ``time.sleep(BENCH_SLEEP)`` between polls (3 s in the guide; the harness also runs a short sleep).
-Settings and the result file: see :mod:`benchmarks.peer.appcfg`.
+Settings and the result file: see :mod:`benchmarks.peer.appcfg`. In ``"ready"`` mode the app touches
+``BENCH_OUT + ".ready"`` once connected and then only waits for N nodes (bring-up time).
 """
 
 import random
 import time
+from pathlib import Path
 
 from flwr.common import (
     DEFAULT_TTL,
@@ -52,11 +54,14 @@ def main(driver: Driver, context: Context) -> None:
             time.sleep(cfg.sleep)
 
     try:
+        if cfg.mode == "ready":  # bring-up: say we are connected, then time until N nodes are listed
+            driver.get_node_ids()
+            Path(cfg.out + ".ready").touch()
         t0 = time.perf_counter()
         select_nodes()
         res.wait_nodes = time.perf_counter() - t0
         res.nodes_seen_at = time.time()
-        rounds = 1 if cfg.mode == "kill" else cfg.rounds
+        rounds = {"kill": 1, "ready": 0}.get(cfg.mode, cfg.rounds)
         for server_round in range(rounds):
             t0 = time.perf_counter()
             sampled_nodes = select_nodes()

@@ -60,6 +60,7 @@ __all__ = (
     "StopRunRequest",
     "StopRunResponse",
     "StringList",
+    "Uint64List",
     "Value",
     "ValueEntry",
     "WaitForNodesRequest",
@@ -89,9 +90,9 @@ betterproto2.check_compiler_version(_COMPILER_VERSION)
 class AdminMessage(betterproto2.Message):
     message_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
 
-    run_id: "int" = betterproto2.field(2, betterproto2.TYPE_SINT64)
+    run_id: "int" = betterproto2.field(2, betterproto2.TYPE_UINT64)
 
-    dst_node_id: "int" = betterproto2.field(3, betterproto2.TYPE_SINT64)
+    dst_node_id: "int" = betterproto2.field(3, betterproto2.TYPE_UINT64)
 
     message_type: "str" = betterproto2.field(4, betterproto2.TYPE_STRING)
 
@@ -123,7 +124,7 @@ default_message_pool.register_message("fl_async.v1", "AdminMessage", AdminMessag
 
 @dataclass(eq=False, repr=False)
 class AdminNode(betterproto2.Message):
-    node_id: "int" = betterproto2.field(1, betterproto2.TYPE_SINT64)
+    node_id: "int" = betterproto2.field(1, betterproto2.TYPE_UINT64)
 
     address: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
     """
@@ -158,7 +159,7 @@ default_message_pool.register_message("fl_async.v1", "AdminNode", AdminNode)
 
 @dataclass(eq=False, repr=False)
 class AdminRun(betterproto2.Message):
-    run_id: "int" = betterproto2.field(1, betterproto2.TYPE_SINT64)
+    run_id: "int" = betterproto2.field(1, betterproto2.TYPE_UINT64)
 
     created_at: "float" = betterproto2.field(2, betterproto2.TYPE_DOUBLE)
     """
@@ -235,7 +236,7 @@ default_message_pool.register_message("fl_async.v1", "BytesList", BytesList)
 
 @dataclass(eq=False, repr=False)
 class CancelMessagesRequest(betterproto2.Message):
-    run_id: "int" = betterproto2.field(1, betterproto2.TYPE_SINT64)
+    run_id: "int" = betterproto2.field(1, betterproto2.TYPE_UINT64)
 
     message_ids: "list[str]" = betterproto2.field(2, betterproto2.TYPE_STRING, repeated=True)
 
@@ -278,7 +279,7 @@ default_message_pool.register_message("fl_async.v1", "CreateNodeRequest", Create
 
 @dataclass(eq=False, repr=False)
 class CreateNodeResponse(betterproto2.Message):
-    node_id: "int" = betterproto2.field(1, betterproto2.TYPE_SINT64)
+    node_id: "int" = betterproto2.field(1, betterproto2.TYPE_UINT64)
 
     token: "bytes" = betterproto2.field(2, betterproto2.TYPE_BYTES)
     """
@@ -313,7 +314,7 @@ default_message_pool.register_message("fl_async.v1", "CreateRunRequest", CreateR
 
 @dataclass(eq=False, repr=False)
 class CreateRunResponse(betterproto2.Message):
-    run_id: "int" = betterproto2.field(1, betterproto2.TYPE_SINT64)
+    run_id: "int" = betterproto2.field(1, betterproto2.TYPE_UINT64)
 
     blob_port: "int" = betterproto2.field(2, betterproto2.TYPE_UINT32)
     """
@@ -367,7 +368,7 @@ default_message_pool.register_message("fl_async.v1", "Error", Error)
 class FleetGetRunRequest(betterproto2.Message):
     auth: "NodeAuth | None" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, optional=True)
 
-    run_id: "int" = betterproto2.field(2, betterproto2.TYPE_SINT64)
+    run_id: "int" = betterproto2.field(2, betterproto2.TYPE_UINT64)
 
 
 default_message_pool.register_message("fl_async.v1", "FleetGetRunRequest", FleetGetRunRequest)
@@ -383,7 +384,7 @@ default_message_pool.register_message("fl_async.v1", "FleetGetRunResponse", Flee
 
 @dataclass(eq=False, repr=False)
 class GetNodesRequest(betterproto2.Message):
-    run_id: "int" = betterproto2.field(1, betterproto2.TYPE_SINT64)
+    run_id: "int" = betterproto2.field(1, betterproto2.TYPE_UINT64)
 
 
 default_message_pool.register_message("fl_async.v1", "GetNodesRequest", GetNodesRequest)
@@ -391,7 +392,7 @@ default_message_pool.register_message("fl_async.v1", "GetNodesRequest", GetNodes
 
 @dataclass(eq=False, repr=False)
 class GetNodesResponse(betterproto2.Message):
-    node_ids: "list[int]" = betterproto2.field(1, betterproto2.TYPE_SINT64, repeated=True)
+    node_ids: "list[int]" = betterproto2.field(1, betterproto2.TYPE_UINT64, repeated=True)
 
 
 default_message_pool.register_message("fl_async.v1", "GetNodesResponse", GetNodesResponse)
@@ -399,7 +400,7 @@ default_message_pool.register_message("fl_async.v1", "GetNodesResponse", GetNode
 
 @dataclass(eq=False, repr=False)
 class GetRunRequest(betterproto2.Message):
-    run_id: "int" = betterproto2.field(1, betterproto2.TYPE_SINT64)
+    run_id: "int" = betterproto2.field(1, betterproto2.TYPE_UINT64)
 
 
 default_message_pool.register_message("fl_async.v1", "GetRunRequest", GetRunRequest)
@@ -438,7 +439,7 @@ default_message_pool.register_message("fl_async.v1", "HeartbeatResponse", Heartb
 
 @dataclass(eq=False, repr=False)
 class ListMessagesRequest(betterproto2.Message):
-    run_id: "int" = betterproto2.field(1, betterproto2.TYPE_SINT64)
+    run_id: "int" = betterproto2.field(1, betterproto2.TYPE_UINT64)
 
 
 default_message_pool.register_message("fl_async.v1", "ListMessagesRequest", ListMessagesRequest)
@@ -501,13 +502,18 @@ default_message_pool.register_message("fl_async.v1", "Message", Message)
 
 @dataclass(eq=False, repr=False)
 class Metadata(betterproto2.Message):
-    run_id: "int" = betterproto2.field(1, betterproto2.TYPE_SINT64)
+    """
+    Ids are unsigned 64-bit; 0 means "none": src_node_id of an instruction and dst_node_id of a reply are 0
+    (the server app), every node id and run id is in [1, 2**64 - 1].
+    """
+
+    run_id: "int" = betterproto2.field(1, betterproto2.TYPE_UINT64)
 
     message_id: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
 
-    src_node_id: "int" = betterproto2.field(3, betterproto2.TYPE_SINT64)
+    src_node_id: "int" = betterproto2.field(3, betterproto2.TYPE_UINT64)
 
-    dst_node_id: "int" = betterproto2.field(4, betterproto2.TYPE_SINT64)
+    dst_node_id: "int" = betterproto2.field(4, betterproto2.TYPE_UINT64)
 
     reply_to_message: "str" = betterproto2.field(5, betterproto2.TYPE_STRING)
 
@@ -541,7 +547,7 @@ default_message_pool.register_message("fl_async.v1", "MetricsRecord", MetricsRec
 
 @dataclass(eq=False, repr=False)
 class NodeAuth(betterproto2.Message):
-    node_id: "int" = betterproto2.field(1, betterproto2.TYPE_SINT64)
+    node_id: "int" = betterproto2.field(1, betterproto2.TYPE_UINT64)
 
     token: "bytes" = betterproto2.field(2, betterproto2.TYPE_BYTES)
 
@@ -597,13 +603,20 @@ default_message_pool.register_message("fl_async.v1", "PullInstructionsResponse",
 
 @dataclass(eq=False, repr=False)
 class PullMessagesRequest(betterproto2.Message):
-    run_id: "int" = betterproto2.field(1, betterproto2.TYPE_SINT64)
+    run_id: "int" = betterproto2.field(1, betterproto2.TYPE_UINT64)
 
     message_ids: "list[str]" = betterproto2.field(2, betterproto2.TYPE_STRING, repeated=True)
 
     timeout: "float" = betterproto2.field(3, betterproto2.TYPE_DOUBLE)
     """
     seconds to wait for outstanding replies (capped by the link); 0 = return at once
+    """
+
+    max_messages: "int" = betterproto2.field(4, betterproto2.TYPE_UINT32)
+    """
+    Most replies to deliver in this pull; 0 = no limit (hold the call until every outstanding requested id
+    has a reply). With a limit, the link holds the call only until one reply is ready, delivers at most
+    max_messages, and keeps the others for a later pull (they stay listed in `outstanding`).
     """
 
 
@@ -627,7 +640,7 @@ default_message_pool.register_message("fl_async.v1", "PullMessagesResponse", Pul
 
 @dataclass(eq=False, repr=False)
 class PushMessagesRequest(betterproto2.Message):
-    run_id: "int" = betterproto2.field(1, betterproto2.TYPE_SINT64)
+    run_id: "int" = betterproto2.field(1, betterproto2.TYPE_UINT64)
 
     messages: "list[Message]" = betterproto2.field(2, betterproto2.TYPE_MESSAGE, repeated=True)
 
@@ -709,7 +722,7 @@ default_message_pool.register_message("fl_async.v1", "RecordSet", RecordSet)
 
 @dataclass(eq=False, repr=False)
 class Run(betterproto2.Message):
-    run_id: "int" = betterproto2.field(1, betterproto2.TYPE_SINT64)
+    run_id: "int" = betterproto2.field(1, betterproto2.TYPE_UINT64)
 
     fab_id: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
 
@@ -731,7 +744,7 @@ default_message_pool.register_message("fl_async.v1", "Sint64List", Sint64List)
 
 @dataclass(eq=False, repr=False)
 class StopRunRequest(betterproto2.Message):
-    run_id: "int" = betterproto2.field(1, betterproto2.TYPE_SINT64)
+    run_id: "int" = betterproto2.field(1, betterproto2.TYPE_UINT64)
 
 
 default_message_pool.register_message("fl_async.v1", "StopRunRequest", StopRunRequest)
@@ -759,6 +772,14 @@ default_message_pool.register_message("fl_async.v1", "StringList", StringList)
 
 
 @dataclass(eq=False, repr=False)
+class Uint64List(betterproto2.Message):
+    vals: "list[int]" = betterproto2.field(1, betterproto2.TYPE_UINT64, repeated=True)
+
+
+default_message_pool.register_message("fl_async.v1", "Uint64List", Uint64List)
+
+
+@dataclass(eq=False, repr=False)
 class Value(betterproto2.Message):
     """
     One value of a MetricsRecord or ConfigsRecord. Exactly one member is set.
@@ -777,6 +798,11 @@ class Value(betterproto2.Message):
 
     bytes: "builtins.bytes | None" = betterproto2.field(5, betterproto2.TYPE_BYTES, optional=True, group="value")
 
+    uint64: "int | None" = betterproto2.field(6, betterproto2.TYPE_UINT64, optional=True, group="value")
+    """
+    only for integers in [2**63, 2**64 - 1]; smaller ones travel as sint64
+    """
+
     double_list: "DoubleList | None" = betterproto2.field(21, betterproto2.TYPE_MESSAGE, optional=True, group="value")
 
     sint64_list: "Sint64List | None" = betterproto2.field(22, betterproto2.TYPE_MESSAGE, optional=True, group="value")
@@ -786,6 +812,11 @@ class Value(betterproto2.Message):
     string_list: "StringList | None" = betterproto2.field(24, betterproto2.TYPE_MESSAGE, optional=True, group="value")
 
     bytes_list: "BytesList | None" = betterproto2.field(25, betterproto2.TYPE_MESSAGE, optional=True, group="value")
+
+    uint64_list: "Uint64List | None" = betterproto2.field(26, betterproto2.TYPE_MESSAGE, optional=True, group="value")
+    """
+    only for lists of non-negative integers with one >= 2**63
+    """
 
 
 default_message_pool.register_message("fl_async.v1", "Value", Value)
@@ -803,7 +834,7 @@ default_message_pool.register_message("fl_async.v1", "ValueEntry", ValueEntry)
 
 @dataclass(eq=False, repr=False)
 class WaitForNodesRequest(betterproto2.Message):
-    run_id: "int" = betterproto2.field(1, betterproto2.TYPE_SINT64)
+    run_id: "int" = betterproto2.field(1, betterproto2.TYPE_UINT64)
 
     min_nodes: "int" = betterproto2.field(2, betterproto2.TYPE_UINT32)
 
@@ -818,7 +849,7 @@ default_message_pool.register_message("fl_async.v1", "WaitForNodesRequest", Wait
 
 @dataclass(eq=False, repr=False)
 class WaitForNodesResponse(betterproto2.Message):
-    node_ids: "list[int]" = betterproto2.field(1, betterproto2.TYPE_SINT64, repeated=True)
+    node_ids: "list[int]" = betterproto2.field(1, betterproto2.TYPE_UINT64, repeated=True)
 
 
 default_message_pool.register_message("fl_async.v1", "WaitForNodesResponse", WaitForNodesResponse)

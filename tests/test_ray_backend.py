@@ -22,7 +22,7 @@ import pytest
 from typer.testing import CliRunner
 
 from examples.quickstart import client as qclient
-from examples.quickstart import server as qserver
+from examples.quickstart import server_loop as qserver
 from fl_async._embedded import run_embedded
 from fl_async._ray_backend import RAY_INSTALL_HINT, actor_layout, actor_options, parse_node_resources
 from fl_async.cli import app

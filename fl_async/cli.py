@@ -124,12 +124,14 @@ def _info(command: str, text: str) -> None:
     typer.echo(f"fl-async {command}: {text}", err=True)
 
 
-def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+def _setup_logging(command: str, verbose: bool, log_file: Path | None, log_format: str, log_level_all: bool) -> None:
+    """Configure logging (see :mod:`fl_async._logsetup`); a bad ``--log-format`` / ``--log-file`` exits 2."""
+    from fl_async._logsetup import configure_logging
+
+    try:
+        configure_logging(verbose=verbose, log_file=log_file, log_format=log_format, log_level_all=log_level_all)
+    except (ValueError, OSError) as exc:
+        _fail(command, exc)
 
 
 def _force_exit_after(seconds: float, code: int = 0) -> None:
@@ -239,6 +241,13 @@ def _run_async(command: str, fn: Any, *args: Any, app_errors: bool = False, tls:
             return
         if isinstance(exc, AppLoadError):
             _fail(command, exc, EXIT_USAGE)
+        from fl_async.server.server_app import raised_by_app
+
+        if app_errors and raised_by_app(exc) and isinstance(exc, Exception) and not isinstance(exc, FlAsyncError):
+            import traceback
+
+            traceback.print_exception(exc, file=sys.stderr)
+            _fail(command, f"the server app raised {type(exc).__name__}: {exc} (traceback above)", EXIT_FAILURE)
         if isinstance(exc, (FlAsyncError, OSError)):
             _fail(command, f"{exc}{_connection_hint(tls, exc)}", EXIT_FAILURE)
         if app_errors and isinstance(exc, Exception):
@@ -316,7 +325,30 @@ AppDir = Annotated[
         help="Directory put first on sys.path before importing MODULE (default: the current directory).",
     ),
 ]
-Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Log debug messages on stderr.")]
+Verbose = Annotated[
+    bool, typer.Option("--verbose", "-v", help="Log fl-async's debug messages (other libraries stay at WARNING).")
+]
+LogFile = Annotated[
+    Path | None, typer.Option("--log-file", metavar="PATH", help="Append the log to PATH instead of stderr.")
+]
+LogFormat = Annotated[
+    str,
+    typer.Option("--log-format", metavar="text|json", help="Log lines as text (default) or as JSON objects."),
+]
+LogLevelAll = Annotated[
+    bool,
+    typer.Option(
+        "--log-level-all", help="Give third-party loggers (grpclib, hpack, ...) fl-async's level, not WARNING."
+    ),
+]
+MetricsAddress = Annotated[
+    str | None,
+    typer.Option(
+        "--metrics-address",
+        metavar="HOST:PORT",
+        help="Serve Prometheus metrics over HTTP at http://HOST:PORT/metrics (default: off; see docs/operations.md).",
+    ),
+]
 
 
 # -------------------------------------------------------------------------------------------- commands
@@ -370,7 +402,11 @@ def superlink_command(
             "port 9093; port 0: any free port). Open it in firewalls too.",
         ),
     ] = None,
+    metrics_address: MetricsAddress = None,
     verbose: Verbose = False,
+    log_file: LogFile = None,
+    log_format: LogFormat = "text",
+    log_level_all: LogLevelAll = False,
     limits: dict[str, Any] | None = None,
 ) -> None:
     """Serve the Driver API (server apps) and the Fleet API (nodes) until Ctrl-C / SIGTERM.
@@ -383,6 +419,8 @@ def superlink_command(
         check_address(fleet_api_address, option="--fleet-api-address")
         if blob_api_address is not None:
             check_address(blob_api_address, option="--blob-api-address")
+        if metrics_address is not None:
+            check_address(metrics_address, option="--metrics-address")
         if not 0 < disconnect_grace < float("inf"):
             raise CliArgumentError(f"--disconnect-grace must be a number of seconds > 0, got {disconnect_grace}")
         tls = resolve_link_tls(
@@ -390,7 +428,7 @@ def superlink_command(
         )
     except CliArgumentError as exc:
         _fail(cmd, exc)
-    _setup_logging(verbose)
+    _setup_logging(cmd, verbose, log_file, log_format, log_level_all)
     from fl_async.superlink import LinkConfig
     from fl_async.superlink.config import address_conflict, default_blob_api_address
 
@@ -414,6 +452,7 @@ def superlink_command(
             tls=tls,
             heartbeat_patience=heartbeat_patience,
             disconnect_grace=disconnect_grace,
+            metrics_address=metrics_address,
             **(limits or {}),
         )
     except (TypeError, ValueError) as exc:
@@ -434,10 +473,11 @@ def superlink_command(
             await tg.start(watch)
             async with SuperLink(config) as link:
                 mode = "TLS" if tls is not None else "plaintext (--insecure)"
+                metrics = f", metrics on http://{link.metrics_address}/metrics" if link.metrics_address else ""
                 _info(
                     cmd,
                     f"Driver API on {link.driver_address}, Fleet API on {link.fleet_address}, "
-                    f"blob data path on {link.blob_address}, {mode}",
+                    f"blob data path on {link.blob_address}{metrics}, {mode}",
                 )
                 await stopped.wait()
 
@@ -470,6 +510,9 @@ def supernode_command(
         ),
     ] = None,
     verbose: Verbose = False,
+    log_file: LogFile = None,
+    log_format: LogFormat = "text",
+    log_level_all: LogLevelAll = False,
 ) -> None:
     """Connect to a SuperLink and run a ClientApp on the messages sent to this node, until Ctrl-C / SIGTERM.
 
@@ -482,7 +525,7 @@ def supernode_command(
         config = parse_config_pairs(node_config, option="--node-config")
     except CliArgumentError as exc:
         _fail(cmd, exc)
-    _setup_logging(verbose)
+    _setup_logging(cmd, verbose, log_file, log_format, log_level_all)
     from fl_async.client import ClientApp
 
     capp = _load_app(cmd, client_app, what="client app", directory=dir, expected=ClientApp)
@@ -541,6 +584,9 @@ def server_app_command(
         ),
     ] = None,
     verbose: Verbose = False,
+    log_file: LogFile = None,
+    log_format: LogFormat = "text",
+    log_level_all: LogLevelAll = False,
 ) -> None:
     """Create a run on a SuperLink and run a ServerApp's main(driver, context) to completion.
 
@@ -553,7 +599,7 @@ def server_app_command(
         config = parse_config_pairs(run_config, option="--run-config")
     except CliArgumentError as exc:
         _fail(cmd, exc)
-    _setup_logging(verbose)
+    _setup_logging(cmd, verbose, log_file, log_format, log_level_all)
     from fl_async.server import ServerApp
 
     sapp = _load_app(cmd, server_app, what="server app", directory=dir, expected=ServerApp)
@@ -602,6 +648,7 @@ def run_command(
             help="Show the rounds progress display on stderr (default: only when stderr is a terminal).",
         ),
     ] = None,
+    metrics_address: MetricsAddress = None,
     backend: Annotated[
         str,
         typer.Option(
@@ -632,6 +679,9 @@ def run_command(
         ),
     ] = None,
     verbose: Verbose = False,
+    log_file: LogFile = None,
+    log_format: LogFormat = "text",
+    log_level_all: LogLevelAll = False,
 ) -> None:
     """Run a federation: a SuperLink and the ServerApp in this process, N SuperNodes in it or in Ray actors.
 
@@ -643,10 +693,12 @@ def run_command(
     cmd = "run"
     try:
         config = parse_config_pairs(run_config, option="--run-config")
+        if metrics_address is not None:
+            check_address(metrics_address, option="--metrics-address")
         ray_options = _ray_options(backend, ray_address, node_resources, nodes_per_actor)
     except CliArgumentError as exc:
         _fail(cmd, exc)
-    _setup_logging(verbose)
+    _setup_logging(cmd, verbose, log_file, log_format, log_level_all)
     from fl_async.client import ClientApp
     from fl_async.server import ServerApp
 
@@ -672,6 +724,7 @@ def run_command(
                     run_config=config,
                     max_concurrency=max_concurrency,
                     options=ray_options,
+                    metrics_address=metrics_address,
                 )
             else:
                 await run_embedded(
@@ -681,6 +734,7 @@ def run_command(
                     run_config=config,
                     max_concurrency=max_concurrency,
                     progress=progress,
+                    metrics_address=metrics_address,
                 )
             tg.cancel_scope.cancel()
 
@@ -717,6 +771,15 @@ def main() -> None:
     global _owns_process
     _owns_process = True
     app()
+
+
+def _register_operations() -> None:
+    from fl_async._cli_ops import register
+
+    register(app)
+
+
+_register_operations()
 
 
 if __name__ == "__main__":  # pragma: no cover

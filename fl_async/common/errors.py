@@ -21,6 +21,7 @@ __all__ = [
     "NotAuthorizedError",
     "RefusedByLinkError",
     "ResourceExhaustedError",
+    "RunStoppedError",
     "TTLExpiredError",
     "UnsupportedFeatureError",
     "from_grpc",
@@ -67,6 +68,11 @@ class InvalidRequestError(RefusedByLinkError):
 
 class ResourceExhaustedError(RefusedByLinkError):
     """The request was larger than the link accepts (RESOURCE_EXHAUSTED)."""
+
+
+class RunStoppedError(InvalidRequestError):
+    """The run was stopped by an operator (``fl-async stop``): the link refuses its driver's calls
+    (FAILED_PRECONDITION "run ... stopped"). Replies already waiting are still delivered by a pull."""
 
 
 class AppLoadError(FlAsyncError):
@@ -163,6 +169,8 @@ def from_grpc(exc: BaseException, *, what: str, api: str | None = None, address:
             text += _wrong_api_hint(api, address)
         if status in (Status.UNAUTHENTICATED, Status.PERMISSION_DENIED):
             return NotAuthorizedError(text, status=status.name, detail=detail)
+        if status is Status.FAILED_PRECONDITION and " stopped: " in detail:
+            return RunStoppedError(text, status=status.name, detail=detail)
         if status in (
             Status.INVALID_ARGUMENT,
             Status.NOT_FOUND,

@@ -25,6 +25,8 @@ _METHODS = {
     "PushMessages": "push_messages",
     "PullMessages": "pull_messages",
 }
+# Admin API methods (same port) the driver uses
+_ADMIN_METHODS = {"CancelMessages": "cancel_messages"}
 
 
 # only transport failures are mapped; anything else (a caller's error) propagates unchanged
@@ -51,6 +53,7 @@ class DriverTransport:
         self._call_timeout = call_timeout
         self._channel = Channel(args.host, args.port, ssl=ssl_ctx)
         self._stub = pb.DriverStub(self._channel)
+        self._admin = pb.AdminStub(self._channel)
         self._closed = False
         self.credentials: Metadata | None = None
         """Header credentials sent with every call once the run exists (:func:`fl_async._credentials.run_metadata`)."""
@@ -74,7 +77,9 @@ class DriverTransport:
         """
         if self._closed:
             raise LinkConnectionError(f"{rpc} to {self._address}: the driver is closed")
-        method = getattr(self._stub, _METHODS[rpc])
+        method = (
+            getattr(self._admin, _ADMIN_METHODS[rpc]) if rpc in _ADMIN_METHODS else getattr(self._stub, _METHODS[rpc])
+        )
         try:
             return await method(request, timeout=wait + self._call_timeout, metadata=self.credentials)
         except _TRANSPORT_ERRORS as exc:  # grpclib, OS, TLS and deadline errors: mapped here and only here

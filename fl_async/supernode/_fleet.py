@@ -59,6 +59,8 @@ class FleetClient:
         self.address = format_address(host, port)
         self._channel = Channel(host, port, ssl=ssl_context)
         self._stub = pb.FleetStub(self._channel)
+        self.on_cancelled: Callable[[list[str]], None] | None = None
+        """Called with the ids of this node's in-flight instructions the link reports cancelled (any response)."""
         self.rpc_timeout = rpc_timeout
         self.push_timeout = push_timeout
         self.poll_margin = poll_margin
@@ -86,12 +88,18 @@ class FleetClient:
         """Tell the link this node is alive; returns the granted interval in seconds."""
         req = pb.HeartbeatRequest(auth=auth, heartbeat_interval=interval)
         resp = await self._call("Heartbeat", self._stub.heartbeat, req, timeout)
+        self._cancelled(resp.cancelled)
         return resp.heartbeat_interval
+
+    def _cancelled(self, ids: list[str]) -> None:
+        if ids and self.on_cancelled is not None:
+            self.on_cancelled(list(ids))
 
     async def pull_instructions(self, auth: pb.NodeAuth, max_messages: int, timeout: float) -> list[pb.Message]:
         """Long-poll for up to ``max_messages`` instructions, held open up to ``timeout`` seconds by the link."""
         req = pb.PullInstructionsRequest(auth=auth, max_messages=max_messages, timeout=timeout)
         resp = await self._call("PullInstructions", self._stub.pull_instructions, req, timeout + self.poll_margin)
+        self._cancelled(resp.cancelled)
         return list(resp.messages)
 
     async def _raw(self, what: str, path: str, request: bytes, response_type: type[R], timeout: float) -> R:
@@ -119,6 +127,7 @@ class FleetClient:
             pb.PullInstructionsResponse,
             timeout + self.poll_margin,
         )
+        self._cancelled(resp.cancelled)
         return resp.messages
 
     async def push(self, request: bytes, pull_timeout: float = 0.0) -> pb.PushRepliesResponse:
@@ -135,14 +144,18 @@ class FleetClient:
         Raises:
             FlAsyncError: a subclass, mapped from the transport failure (see :func:`from_grpc`).
         """
-        return await self._raw(
+        resp = await self._raw(
             "PushReplies", _PUSH_PATH, request, pb.PushRepliesResponse, self.push_timeout + pull_timeout
         )
+        self._cancelled(resp.cancelled)
+        return resp
 
     async def push_replies(self, auth: pb.NodeAuth, messages: list[pb.Message]) -> pb.PushRepliesResponse:
         """Push replies; the response has one id (``""`` if refused) and one reason per reply."""
         req = pb.PushRepliesRequest(auth=auth, messages=messages)
-        return await self._call("PushReplies", self._stub.push_replies, req, self.push_timeout)
+        resp = await self._call("PushReplies", self._stub.push_replies, req, self.push_timeout)
+        self._cancelled(resp.cancelled)
+        return resp
 
     async def get_run(self, auth: pb.NodeAuth, run_id: int) -> pb.Run:
         """Fetch a run (its config)."""

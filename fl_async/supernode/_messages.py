@@ -8,6 +8,7 @@ The slot bookkeeping (``_take_slot``, ``_release_slot``, ``_wake_puller``), the 
 
 from __future__ import annotations
 
+import collections
 import logging
 import time
 from collections.abc import Mapping
@@ -17,6 +18,7 @@ import anyio
 
 from fl_async.blobs import transfer as _blobs
 from fl_async.codec import config_from_proto, message_from_proto, message_to_proto
+from fl_async.common.cancel import CancelToken, reset_current, set_current
 from fl_async.common.context import Context
 from fl_async.common.errors import (
     FlAsyncError,
@@ -70,6 +72,8 @@ class _Messages:
     _puller: str
     _calls: dict[str, int]
     _last_ok: float
+    _running: dict[str, tuple[anyio.CancelScope, CancelToken]]
+    _cancelled_early: collections.OrderedDict[str, None]
     # and SuperNode's methods _take_slot(), _release_slot(), _wake_puller(), _current_session()
 
     def _decode(self, wire: pb.Message, blobs: Mapping[bytes, Any] | None = None) -> Message:
@@ -226,7 +230,46 @@ class _Messages:
                 )
             except TTLExpiredError:
                 return None
-        return await run_client_app(self._app, message, context, limiter=self._limiter)
+        return await self._run_cancellable(message, context)
+
+    async def _run_cancellable(self, message: Message, context: Context) -> Message | None:
+        """Run the ClientApp on ``message`` so that the link can cancel it (see :meth:`_cancelled_by_link`):
+        an ``async def`` handler is cancelled, a sync one sees ``context.cancelled``; either way no reply is sent
+        (the driver already has a CANCELLED error reply)."""
+        mid = message.metadata.message_id
+        token = CancelToken()
+        scope = anyio.CancelScope()
+        if self._cancelled_early.pop(mid, None) is not None:
+            token.cancel()
+            scope.cancel()
+        self._running[mid] = (scope, token)
+        reset = set_current(token)
+        reply: Message | None = None
+        try:
+            with scope:
+                reply = await run_client_app(self._app, message, context, limiter=self._limiter)
+        finally:
+            self._running.pop(mid, None)
+            reset_current(reset)
+        if token.cancelled:
+            logger.info("message %s (%s): cancelled by the driver; no reply sent", mid, message.metadata.message_type)
+            return None
+        return reply
+
+    def _cancelled_by_link(self, message_ids: list[str]) -> None:
+        """The link reports these in-flight instructions cancelled: stop their handling (or, if it has not
+        started yet, refuse it when it does; the last 1,024 such ids are remembered)."""
+        for mid in message_ids:
+            running = self._running.get(mid)
+            if running is None:
+                self._cancelled_early[mid] = None
+                while len(self._cancelled_early) > 1024:
+                    self._cancelled_early.popitem(last=False)
+                continue
+            scope, token = running
+            token.cancel()
+            scope.cancel()
+            logger.debug("message %s: cancel requested by the link", mid)
 
     async def _context_for(self, run_id: int, sess: _Session) -> Context:
         ctx = self._contexts.get(run_id)

@@ -24,6 +24,7 @@ polling forever with a stale id; backoff is capped; shutdown is bounded even whe
 
 from __future__ import annotations
 
+import collections
 import logging
 import random
 import ssl
@@ -41,6 +42,7 @@ from fl_async.blobs import transfer as _blobs
 from fl_async.blobs.buffers import default_pool
 from fl_async.blobs.link import node_blob_token
 from fl_async.client.client_app import ClientApp
+from fl_async.common.cancel import CancelToken
 from fl_async.common.context import Context, UserConfig
 from fl_async.common.errors import (
     FlAsyncError,
@@ -186,6 +188,8 @@ class SuperNode(_Messages):
         self._blob_port = 0
         self._blob_client: Any = None  # issue 7: BlobClient of the current session (None: no blob path)
         self._pull_scope: anyio.CancelScope | None = None
+        self._running: dict[str, tuple[anyio.CancelScope, CancelToken]] = {}  # message id -> its handling
+        self._cancelled_early: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._prims = False
         self._owner_tg: Any = None
 
@@ -352,7 +356,9 @@ class SuperNode(_Messages):
         except (FlAsyncError, TimeoutError) as exc:
             logger.info("node %s: DeleteNode failed (best effort): %s", sess.node_id, exc)
             return False
-        logger.info("node %s: deleted on the SuperLink", sess.node_id)
+        logger.info(
+            "node %s: deleted on the SuperLink", sess.node_id, extra={"event": "node_left", "node_id": sess.node_id}
+        )
         return True
 
     async def _goodbye(self) -> None:
@@ -450,6 +456,7 @@ class SuperNode(_Messages):
             push_timeout=_PUSH_TIMEOUT,
             poll_margin=_POLL_MARGIN,
         )
+        self._conn.on_cancelled = self._cancelled_by_link
         return self._conn
 
     async def _resume(self, conn: FleetClient) -> _Session | None:
@@ -469,7 +476,12 @@ class SuperNode(_Messages):
             return None
         if granted > 0:
             self._interval = granted
-        logger.info("node %s: connection to SuperLink %s restored; same registration", prev.node_id, self.superlink)
+        logger.info(
+            "node %s: connection to SuperLink %s restored; same registration",
+            prev.node_id,
+            self.superlink,
+            extra={"event": "node_reconnected", "node_id": prev.node_id},
+        )
         return _Session(conn=conn, auth=prev.auth)
 
     async def _run_session(self) -> None:
@@ -494,6 +506,7 @@ class SuperNode(_Messages):
                     sess.node_id,
                     self.superlink,
                     self._interval,
+                    extra={"event": "node_registered", "node_id": sess.node_id},
                 )
             else:  # the operator sees that the node recovered (e.g. after a link restart)
                 logger.info(

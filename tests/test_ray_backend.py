@@ -22,14 +22,14 @@ import pytest
 from typer.testing import CliRunner
 
 from examples.quickstart import client as qclient
-from examples.quickstart import server_loop as qserver
+from examples.quickstart import server as qserver
 from fl_async._embedded import run_embedded
 from fl_async._ray_backend import RAY_INSTALL_HINT, actor_layout, actor_options, parse_node_resources
 from fl_async.cli import app
 
 REPO = Path(__file__).resolve().parents[1]
 FL_ASYNC = str(Path(sys.executable).with_name("fl-async"))
-QUICKSTART = ["examples.quickstart.server_loop:app", "examples.quickstart.client:app"]
+QUICKSTART = ["examples.quickstart.server:app", "examples.quickstart.client:app"]
 NODES_50_IN_5 = ["--num-supernodes", "50", "--nodes-per-actor", "10"]
 ACCURACY_LINE = re.compile(r"^round +(\d+)/(\d+): test accuracy +([\d.]+)%")
 ROUND_START = re.compile(r"\[ROUND (\d+)/\d+\]")

@@ -154,7 +154,30 @@ AppDir = Annotated[
         help="Directory put first on sys.path before importing MODULE (default: the current directory).",
     ),
 ]
-Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Log debug messages on stderr.")]
+Verbose = Annotated[
+    bool, typer.Option("--verbose", "-v", help="Log fl-async's debug messages (other libraries stay at WARNING).")
+]
+LogFile = Annotated[
+    Path | None, typer.Option("--log-file", metavar="PATH", help="Append the log to PATH instead of stderr.")
+]
+LogFormat = Annotated[
+    str,
+    typer.Option("--log-format", metavar="text|json", help="Log lines as text (default) or as JSON objects."),
+]
+LogLevelAll = Annotated[
+    bool,
+    typer.Option(
+        "--log-level-all", help="Give third-party loggers (grpclib, hpack, ...) fl-async's level, not WARNING."
+    ),
+]
+MetricsAddress = Annotated[
+    str | None,
+    typer.Option(
+        "--metrics-address",
+        metavar="HOST:PORT",
+        help="Serve Prometheus metrics over HTTP at http://HOST:PORT/metrics (default: off; see docs/operations.md).",
+    ),
+]
 Database = Annotated[
     str,
     typer.Option(
@@ -225,7 +248,11 @@ def superlink_command(
             "also survives power loss (an fsync per commit).",
         ),
     ] = "normal",
+    metrics_address: MetricsAddress = None,
     verbose: Verbose = False,
+    log_file: LogFile = None,
+    log_format: LogFormat = "text",
+    log_level_all: LogLevelAll = False,
     limits: dict[str, Any] | None = None,
 ) -> None:
     """Serve the Driver API (server apps) and the Fleet API (nodes) until Ctrl-C / SIGTERM.
@@ -240,6 +267,8 @@ def superlink_command(
             check_address(blob_api_address, option="--blob-api-address")
         if database_sync not in ("normal", "full"):
             raise CliArgumentError(f"--database-sync must be 'normal' or 'full', got {database_sync!r}")
+        if metrics_address is not None:
+            check_address(metrics_address, option="--metrics-address")
         if not 0 < disconnect_grace < float("inf"):
             raise CliArgumentError(f"--disconnect-grace must be a number of seconds > 0, got {disconnect_grace}")
         tls = resolve_link_tls(
@@ -247,7 +276,7 @@ def superlink_command(
         )
     except CliArgumentError as exc:
         fail(cmd, exc)
-    setup_logging(verbose)
+    setup_logging(cmd, verbose, log_file, log_format, log_level_all)
     from fl_async.superlink import LinkConfig
     from fl_async.superlink.config import address_conflict, default_blob_api_address
 
@@ -273,6 +302,7 @@ def superlink_command(
             disconnect_grace=disconnect_grace,
             database=database,
             database_sync=database_sync,
+            metrics_address=metrics_address,
             **(limits or {}),
         )
     except (TypeError, ValueError) as exc:
@@ -293,10 +323,11 @@ def superlink_command(
             await tg.start(watch)
             async with SuperLink(config) as link:
                 mode = "TLS" if tls is not None else "plaintext (--insecure)"
+                metrics = f", metrics on http://{link.metrics_address}/metrics" if link.metrics_address else ""
                 info(
                     cmd,
                     f"Driver API on {link.driver_address}, Fleet API on {link.fleet_address}, "
-                    f"blob data path on {link.blob_address}, {mode}",
+                    f"blob data path on {link.blob_address}{metrics}, {mode}",
                 )
                 if database != ":memory:":
                     stats = link.stats()
@@ -336,6 +367,9 @@ def supernode_command(
         ),
     ] = None,
     verbose: Verbose = False,
+    log_file: LogFile = None,
+    log_format: LogFormat = "text",
+    log_level_all: LogLevelAll = False,
 ) -> None:
     """Connect to a SuperLink and run a ClientApp on the messages sent to this node, until Ctrl-C / SIGTERM.
 
@@ -348,7 +382,7 @@ def supernode_command(
         config = parse_config_pairs(node_config, option="--node-config")
     except CliArgumentError as exc:
         fail(cmd, exc)
-    setup_logging(verbose)
+    setup_logging(cmd, verbose, log_file, log_format, log_level_all)
     from fl_async.client import ClientApp
 
     capp = _load_app(cmd, client_app, what="client app", directory=dir, expected=ClientApp)
@@ -407,6 +441,9 @@ def server_app_command(
         ),
     ] = None,
     verbose: Verbose = False,
+    log_file: LogFile = None,
+    log_format: LogFormat = "text",
+    log_level_all: LogLevelAll = False,
 ) -> None:
     """Create a run on a SuperLink and run a ServerApp's main(driver, context) to completion.
 
@@ -419,7 +456,7 @@ def server_app_command(
         config = parse_config_pairs(run_config, option="--run-config")
     except CliArgumentError as exc:
         fail(cmd, exc)
-    setup_logging(verbose)
+    setup_logging(cmd, verbose, log_file, log_format, log_level_all)
     from fl_async.server import ServerApp
 
     sapp = _load_app(cmd, server_app, what="server app", directory=dir, expected=ServerApp)
@@ -468,6 +505,7 @@ def run_command(
             help="Show the rounds progress display on stderr (default: only when stderr is a terminal).",
         ),
     ] = None,
+    metrics_address: MetricsAddress = None,
     backend: Annotated[
         str,
         typer.Option(
@@ -499,6 +537,9 @@ def run_command(
     ] = None,
     database: Database = ":memory:",
     verbose: Verbose = False,
+    log_file: LogFile = None,
+    log_format: LogFormat = "text",
+    log_level_all: LogLevelAll = False,
 ) -> None:
     """Run a federation: a SuperLink and the ServerApp in this process, N SuperNodes in it or in Ray actors.
 
@@ -510,10 +551,12 @@ def run_command(
     cmd = "run"
     try:
         config = parse_config_pairs(run_config, option="--run-config")
+        if metrics_address is not None:
+            check_address(metrics_address, option="--metrics-address")
         ray_options = _ray_options(backend, ray_address, node_resources, nodes_per_actor)
     except CliArgumentError as exc:
         fail(cmd, exc)
-    setup_logging(verbose)
+    setup_logging(cmd, verbose, log_file, log_format, log_level_all)
     from fl_async.client import ClientApp
     from fl_async.server import ServerApp
 
@@ -539,6 +582,7 @@ def run_command(
                     run_config=config,
                     max_concurrency=max_concurrency,
                     options=ray_options,
+                    metrics_address=metrics_address,
                 )
             else:
                 await run_embedded(
@@ -549,6 +593,7 @@ def run_command(
                     max_concurrency=max_concurrency,
                     progress=progress,
                     database=database,
+                    metrics_address=metrics_address,
                 )
             tg.cancel_scope.cancel()
 
@@ -584,6 +629,15 @@ def main() -> None:
     """Console-script entry point (``fl-async``)."""
     process.own_the_process()
     app()
+
+
+def _register_operations() -> None:
+    from fl_async.cli.ops import register
+
+    register(app)
+
+
+_register_operations()
 
 
 if __name__ == "__main__":  # pragma: no cover

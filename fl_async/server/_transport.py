@@ -24,6 +24,8 @@ __all__ = ["DriverTransport"]
 
 _METHODS = {rpc.name: rpc.method for rpc in rpc_methods(pb.DriverBase)}
 """RPC name (for messages) -> stub method name, from the generated service."""
+_ADMIN_METHODS = {rpc.name: rpc.method for rpc in rpc_methods(pb.AdminBase) if rpc.name == "CancelMessages"}
+"""The Admin API methods (served on the Driver API's port) a driver uses."""
 
 log = logging.getLogger("fl_async.server")
 
@@ -66,6 +68,7 @@ class DriverTransport:
         self._call_timeout = call_timeout
         self._channel = channel
         self._stub = pb.DriverStub(self._channel)
+        self._admin = pb.AdminStub(self._channel)
         self._closed = False
         self._reached = False
         self.credentials: Metadata | None = None
@@ -139,7 +142,9 @@ class DriverTransport:
     async def _call_once(self, rpc: str, request: Any, wait: float, extra: Metadata = ()) -> Any:
         if self._closed:
             raise LinkConnectionError(f"{rpc} to {self._address}: the driver is closed")
-        method = getattr(self._stub, _METHODS[rpc])
+        method = (
+            getattr(self._admin, _ADMIN_METHODS[rpc]) if rpc in _ADMIN_METHODS else getattr(self._stub, _METHODS[rpc])
+        )
         metadata = (*(self.credentials or ()), *extra) if extra else self.credentials
         try:
             return await method(request, timeout=wait + self._call_timeout, metadata=metadata)

@@ -129,6 +129,9 @@ class LinkConfig:
             queued, in-flight and answered instructions (see ``docs/superlink.md``).
         database_sync: durability of the database: ``"normal"`` (default: survives a crash of the process,
             e.g. kill -9) or ``"full"`` (also survives power loss or an OS crash; one fsync per commit).
+        metrics_address: ``"HOST:PORT"`` where Prometheus metrics are served over HTTP at ``/metrics``
+            (``None``, the default: no metrics; port 0: any free port, read back from ``SuperLink.metrics_address``).
+            See ``docs/operations.md``.
 
     Raises:
         ValueError: a field is out of range or an address is malformed (the message names the field).
@@ -166,6 +169,7 @@ class LinkConfig:
     blob_header_timeout: float = 10.0
     database: str = ":memory:"
     database_sync: str = "normal"
+    metrics_address: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("driver_api_address", "fleet_api_address"):
@@ -173,6 +177,11 @@ class LinkConfig:
                 parse_address(getattr(self, name))
             except ValueError as exc:
                 raise ValueError(f"LinkConfig.{name}: {exc}") from None
+        if self.metrics_address is not None:
+            try:
+                parse_address(self.metrics_address)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"LinkConfig.metrics_address: {exc}") from None
         if self.blob_api_address is None:
             object.__setattr__(self, "blob_api_address", default_blob_api_address(self.fleet_api_address))
         else:

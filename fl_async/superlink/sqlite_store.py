@@ -97,14 +97,14 @@ def from_db(value: int) -> int:
 _SCHEMA_V1 = (
     "CREATE TABLE link_meta (name VARCHAR(64) PRIMARY KEY, value BLOB NOT NULL)",
     "CREATE TABLE runs (run_id BIGINT PRIMARY KEY, fab_id TEXT NOT NULL, fab_version TEXT NOT NULL, "
-    "run_config BLOB NOT NULL, owner TEXT NOT NULL)",
+    "run_config BLOB NOT NULL, owner TEXT NOT NULL, created_at DOUBLE PRECISION NOT NULL, stopped SMALLINT NOT NULL)",
     "CREATE TABLE nodes (node_id BIGINT PRIMARY KEY, token BLOB NOT NULL, heartbeat_interval DOUBLE PRECISION "
-    "NOT NULL, public_key BLOB NOT NULL)",
+    "NOT NULL, public_key BLOB NOT NULL, registered_at DOUBLE PRECISION NOT NULL, address TEXT NOT NULL)",
     "CREATE TABLE instructions (message_id VARCHAR(64) PRIMARY KEY, seq BIGINT NOT NULL, node_id BIGINT NOT NULL, "
     "run_id BIGINT NOT NULL, answered SMALLINT NOT NULL, expires_at DOUBLE PRECISION NOT NULL, "
     "group_id TEXT NOT NULL, message_type TEXT NOT NULL, ttl DOUBLE PRECISION NOT NULL, "
     "created_at DOUBLE PRECISION NOT NULL, external SMALLINT NOT NULL, body BLOB NOT NULL, reply BLOB, "
-    "push_id VARCHAR(64) NOT NULL, push_position INTEGER NOT NULL)",
+    "push_id VARCHAR(64) NOT NULL, push_position INTEGER NOT NULL, pushed_at DOUBLE PRECISION NOT NULL)",
     "CREATE INDEX instructions_seq ON instructions (seq)",
 )
 
@@ -206,7 +206,9 @@ def _body(message: pb.Message) -> bytes:
 def _instruction_from_row(row: tuple[Any, ...]) -> InstructionRecord:
     """An unanswered instruction from its row, without parsing its body when it is small and names no blob: the
     body becomes the message's tail, re-emitted verbatim when the instruction is handed out."""
-    message_id, node_id, run_id, expires_at, group_id, message_type, ttl, created_at, external, body, push, pos = row
+    message_id, node_id, run_id, expires_at, group_id, message_type, ttl, created_at, external, body, push, pos, at = (
+        row
+    )
     md = pb.Metadata(
         run_id=from_db(run_id),
         message_id=message_id,
@@ -223,7 +225,9 @@ def _instruction_from_row(row: tuple[Any, ...]) -> InstructionRecord:
     else:
         message = pb.Message(metadata=md)
         object.__setattr__(message, _TAIL, body)
-    return InstructionRecord(message, expires_at=float(expires_at), push=(push, int(pos)) if push else None)
+    return InstructionRecord(
+        message, expires_at=float(expires_at), push=(push, int(pos)) if push else None, pushed_at=float(at)
+    )
 
 
 class SqliteStore(MemoryStore):
@@ -299,18 +303,22 @@ class SqliteStore(MemoryStore):
             self.commit()
         else:
             secret = bytes(row[0])
-        for run_id, fab_id, fab_version, config, owner in db.execute(
-            "SELECT run_id, fab_id, fab_version, run_config, owner FROM runs"
+        for run_id, fab_id, fab_version, config, owner, created_at, stopped in db.execute(
+            "SELECT run_id, fab_id, fab_version, run_config, owner, created_at, stopped FROM runs"
         ):
             entries = list(pb.Run.parse(bytes(config)).run_config)
-            super().add_run(RunRecord(from_db(run_id), fab_id, fab_version, entries, owner=owner))
-        for node_id, token, interval, public_key in db.execute(
-            "SELECT node_id, token, heartbeat_interval, public_key FROM nodes"
+            run = RunRecord(from_db(run_id), fab_id, fab_version, entries, owner=owner)
+            run.created_at, run.stopped = float(created_at), bool(stopped)
+            super().add_run(run)
+        for node_id, token, interval, public_key, registered_at, address in db.execute(
+            "SELECT node_id, token, heartbeat_interval, public_key, registered_at, address FROM nodes"
         ):
-            super().add_node(NodeRecord(from_db(node_id), bytes(token), float(interval), 0.0, bytes(public_key)))
+            node = NodeRecord(from_db(node_id), bytes(token), float(interval), 0.0, public_key=bytes(public_key))
+            node.registered_at, node.address = float(registered_at), address
+            super().add_node(node)
         for seq, answered, reply, *row in db.execute(
             "SELECT seq, answered, reply, message_id, node_id, run_id, expires_at, group_id, message_type, ttl, "
-            "created_at, external, body, push_id, push_position FROM instructions ORDER BY seq"
+            "created_at, external, body, push_id, push_position, pushed_at FROM instructions ORDER BY seq"
         ):
             self._seq = max(self._seq, int(seq))
             ins = _instruction_from_row(tuple(row))
@@ -412,10 +420,27 @@ class SqliteStore(MemoryStore):
 
     # ------------------------------------------------------------------------ runs
     def add_run(self, run: RunRecord) -> None:
+        """Store a new run, or write a known run's changed record (e.g. ``stopped``) through."""
+        known = run.run_id in self._runs
         super().add_run(run)
+        if known:
+            self._write(
+                "UPDATE runs SET owner = ?, stopped = ? WHERE run_id = ?",
+                (run.owner, 1 if run.stopped else 0, to_db(run.run_id)),
+            )
+            return
         self._write(
-            "INSERT INTO runs (run_id, fab_id, fab_version, run_config, owner) VALUES (?, ?, ?, ?, ?)",
-            (to_db(run.run_id), run.fab_id, run.fab_version, bytes(pb.Run(run_config=run.run_config)), run.owner),
+            "INSERT INTO runs (run_id, fab_id, fab_version, run_config, owner, created_at, stopped) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                to_db(run.run_id),
+                run.fab_id,
+                run.fab_version,
+                bytes(pb.Run(run_config=run.run_config)),
+                run.owner,
+                run.created_at,
+                1 if run.stopped else 0,
+            ),
         )
 
     def remove_run(self, run_id: int) -> None:
@@ -426,8 +451,16 @@ class SqliteStore(MemoryStore):
     def add_node(self, node: NodeRecord) -> None:
         super().add_node(node)
         self._write(
-            "INSERT INTO nodes (node_id, token, heartbeat_interval, public_key) VALUES (?, ?, ?, ?)",
-            (to_db(node.node_id), node.token, node.heartbeat_interval, node.public_key),
+            "INSERT INTO nodes (node_id, token, heartbeat_interval, public_key, registered_at, address) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                to_db(node.node_id),
+                node.token,
+                node.heartbeat_interval,
+                node.public_key,
+                node.registered_at,
+                node.address,
+            ),
         )
 
     def set_liveness(self, node_id: int, heartbeat_interval: float, online_until: float) -> None:
@@ -449,8 +482,8 @@ class SqliteStore(MemoryStore):
         self._seq += 1
         self._write(
             "INSERT INTO instructions (message_id, seq, node_id, run_id, answered, expires_at, group_id, "
-            "message_type, ttl, created_at, external, body, reply, push_id, push_position) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "message_type, ttl, created_at, external, body, reply, push_id, push_position, pushed_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 ins.message_id,
                 self._seq,
@@ -467,6 +500,7 @@ class SqliteStore(MemoryStore):
                 reply,
                 ins.push[0] if ins.push is not None else "",
                 ins.push[1] if ins.push is not None else 0,
+                ins.pushed_at,
             ),
         )
 

@@ -38,8 +38,22 @@ TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     TimeoutError,
     ssl.SSLError,
+    AttributeError,
 )
-"""The exception types of a failed gRPC call that :func:`from_grpc` maps (see :func:`transport_errors`)."""
+"""The exception types of a failed gRPC call that :func:`from_grpc` maps (see :func:`transport_errors`).
+``AttributeError`` is there for one grpclib race only (see :func:`_grpclib_closed_race`); any other is re-raised."""
+
+
+def _grpclib_closed_race(exc: BaseException) -> bool:
+    """Whether ``exc`` is grpclib's ``AttributeError`` when a connection closes just as a call starts on it
+    (``'Connection' object has no attribute '_transport'`` in ``grpclib/protocol.py``): raised inside grpclib."""
+    if not isinstance(exc, AttributeError):
+        return False
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and "grpclib" in tb.tb_frame.f_code.co_filename
+
 
 ChannelFactory = Callable[[], Awaitable[Channel]]
 """``await factory()`` makes a new channel to one API of a link; called inside the event loop that will use the
@@ -117,6 +131,10 @@ def from_grpc(exc: BaseException, *, what: str, api: str | None = None, address:
         TypeError: ``exc`` is not a transport failure (a caller's error must not be reworded as a link
             failure: let it propagate instead).
     """
+    if isinstance(exc, AttributeError):
+        if _grpclib_closed_race(exc):
+            return LinkConnectionError(f"{what}: the connection closed as the call started ({exc})")
+        raise exc
     if isinstance(exc, FlAsyncError):
         return exc
     if isinstance(exc, TimeoutError):

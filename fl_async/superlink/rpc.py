@@ -17,7 +17,7 @@ from grpclib.exceptions import GRPCError
 
 from fl_async._fastwire import PUSH_REPLIES_INSTRUCTIONS_KEY, encode_messages_response, remember_tails
 from fl_async.proto.fl_async import v1 as pb
-from fl_async.superlink.admission import ANONYMOUS, Admission, body_identity_problem, buffered
+from fl_async.superlink.admission import ANONYMOUS, CALLER, Admission, body_identity_problem, buffered
 from fl_async.superlink.connections import CURRENT
 from fl_async.superlink.state import LinkStateError
 
@@ -177,6 +177,7 @@ async def _recv_request(
         meta = await raw.recv_data(5)
     else:
         caller = admission.identify(name.partition(".")[0], name, stream.metadata)
+        CALLER.set(caller)
         limit, flag = admission.size_limit(caller)
         try:
             if buffered(raw) >= 5:  # already here: no timer needed

@@ -39,12 +39,14 @@ class Status(enum.Enum):
 
 @dataclass
 class RunRecord:
-    """A run: id, app identity and its config as wire entries (validated when the run was created)."""
+    """A run: id, app identity and its config as wire entries (validated when the run was created), and its
+    owner (the token owner name of the driver that created it, ``""`` when the link has no driver tokens)."""
 
     run_id: int
     fab_id: str
     fab_version: str
     run_config: list[pb.ValueEntry] = field(default_factory=list)
+    owner: str = ""
 
 
 @dataclass
@@ -56,12 +58,15 @@ class NodeRecord:
         token: secret session token (32 bytes) the node sends with every call.
         heartbeat_interval: interval granted to the node, seconds.
         online_until: Unix time (link clock) after which the node is offline unless it shows a sign of life.
+        public_key: SSH wire encoding of the key the node registered with (``b""``: none); the node id is bound
+            to it (:func:`fl_async._keys.node_id_for`).
     """
 
     node_id: int
     token: bytes
     heartbeat_interval: float
     online_until: float
+    public_key: bytes = b""
 
 
 @dataclass

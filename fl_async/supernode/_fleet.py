@@ -19,6 +19,7 @@ from grpclib.const import Cardinality
 from fl_async._credentials import Metadata, node_metadata
 from fl_async._fastwire import Encoded, pull_request
 from fl_async._grpc import TRANSPORT_ERRORS, from_grpc, rpc_methods
+from fl_async._keys import NodeKey, registration_headers
 from fl_async.proto.fl_async import v1 as pb
 
 _PATHS = {rpc.name: rpc.path for rpc in rpc_methods(pb.FleetBase)}
@@ -68,10 +69,15 @@ class FleetClient:
         except TRANSPORT_ERRORS as exc:
             raise from_grpc(exc, what=f"{what} to {self.address}", api="Fleet", address=self.address) from exc
 
-    async def create_node(self, heartbeat_interval: float) -> pb.CreateNodeResponse:
-        """Register; returns node id, token and the granted heartbeat interval."""
+    async def create_node(self, heartbeat_interval: float, key: NodeKey | None = None) -> pb.CreateNodeResponse:
+        """Register; returns node id, token and the granted heartbeat interval. With ``key``, the request headers
+        prove possession of the node's key (:func:`fl_async._keys.registration_headers`)."""
         req = pb.CreateNodeRequest(heartbeat_interval=heartbeat_interval)
-        return await self._call("CreateNode", self._stub.create_node, req, self.rpc_timeout)
+        metadata = registration_headers(key) if key is not None else None
+        try:
+            return await self._stub.create_node(req, timeout=self.rpc_timeout, metadata=metadata)
+        except TRANSPORT_ERRORS as exc:
+            raise from_grpc(exc, what=f"CreateNode to {self.address}", api="Fleet", address=self.address) from exc
 
     async def delete_node(self, auth: pb.NodeAuth, *, timeout: float) -> None:
         """Unregister (the link reports this node's outstanding instructions as unavailable)."""

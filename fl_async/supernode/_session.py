@@ -59,6 +59,8 @@ def _transient(exc: BaseException) -> bool:
         return False  # handled by _maintain: fresh backoff
     if isinstance(exc, (_SessionLost, LinkConnectionError, LinkTimeoutError, ResourceExhaustedError)):
         return True
+    if isinstance(exc, RefusedByLinkError) and exc.status == "ALREADY_EXISTS":
+        return True  # another live session holds this node's key: retry until it exits or goes offline
     if isinstance(exc, (NotAuthorizedError, InvalidRequestError)):
         return False  # the link refuses to register this node: retrying will not help
     if isinstance(exc, RefusedByLinkError) and exc.status == "UNIMPLEMENTED":

@@ -1,0 +1,250 @@
+"""Who may use the link: driver tokens, the allow-list of node keys, and the caller check that applies both.
+
+* **Driver tokens** (``--driver-auth-token-file``, :class:`DriverTokens`): with a token file, every Driver API
+  call must carry one of its tokens (header ``fl-async-auth-token-bin``; compared in constant time) or is refused
+  UNAUTHENTICATED from the headers, before its body is read. The token a run was created with is its owner
+  (``RunRecord.owner``, a digest of the token, never the token itself).
+* **Node keys** (``--auth-list-public-keys``, :class:`AllowList`): a node registering with a key pair proves
+  possession of its key in the CreateNode headers (:mod:`fl_async._keys`); with an allow-list, only listed keys
+  may register and CreateNode without a key is refused. Without an allow-list any key (or none) is accepted, as
+  before (development). The node id is bound to the key (:func:`fl_async._keys.node_id_for`). The list is
+  re-read when its file changes (polled) or on SIGHUP; nodes whose key was removed are disconnected.
+* :class:`IdentityCallers` is the link's :class:`~fl_async.superlink.admission.CallerCheck`: the two rules above
+  around the session credentials of :class:`~fl_async.superlink.admission.SessionCallers`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from fl_async._credentials import (
+    AUTH_TOKEN_HEADER,
+    NODE_PUBLIC_KEY_HEADER,
+    NODE_SIGNATURE_HEADER,
+    NODE_TIMESTAMP_HEADER,
+)
+from fl_async._keys import node_id_for, parse_public_key, ssh_wire, verify_registration
+from fl_async.superlink.admission import Caller, CallerCheck
+from fl_async.superlink.errors import UnauthenticatedError
+from fl_async.superlink.store import RunRecord
+
+__all__ = [
+    "REGISTRATION_WINDOW",
+    "AllowList",
+    "DriverTokens",
+    "IdentityCallers",
+    "run_access_problem",
+    "token_owner",
+]
+
+log = logging.getLogger("fl_async.superlink")
+
+REGISTRATION_WINDOW = 300.0
+"""Seconds a signed CreateNode timestamp may differ from the link's clock (either way)."""
+_MAX_SEEN = 100_000
+"""Most registration signatures remembered for replay detection (the oldest are forgotten first)."""
+MISSING_TOKEN = (
+    "this SuperLink requires a driver token (--driver-auth-token-file): pass it with auth_token=... "
+    "(Driver/AsyncDriver), the FL_ASYNC_AUTH_TOKEN environment variable, or fl-async server-app --auth-token-file"
+)
+NODE_KEY_REQUIRED = (
+    "this SuperLink requires node authentication (--auth-list-public-keys): start the node with "
+    "--auth-supernode-private-key and --auth-supernode-public-key, over TLS"
+)
+
+
+def token_owner(token: bytes) -> str:
+    """The owner name of runs created with ``token``: ``"token:"`` and 16 hex digits of its SHA-256."""
+    return "token:" + hashlib.sha256(token).hexdigest()[:16]
+
+
+def _read_lines(path: Path, what: str) -> list[str]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read {what} {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
+
+
+class DriverTokens:
+    """The driver tokens of ``--driver-auth-token-file``: one per line (blank lines and ``#`` comments ignored).
+
+    Raises:
+        ValueError: the file cannot be read or lists no token.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.tokens = [line.encode() for line in _read_lines(self.path, "driver token file")]
+        if not self.tokens:
+            raise ValueError(f"driver token file {self.path} lists no token")
+
+    def owner(self, token: object) -> str:
+        """The owner name of a presented token (:func:`token_owner`).
+
+        Raises:
+            UnauthenticatedError: no token, or not one of the file's (every token is compared, in constant time).
+        """
+        if not isinstance(token, bytes) or not token:
+            raise UnauthenticatedError(MISSING_TOKEN)
+        found = False
+        for known in self.tokens:
+            found |= hmac.compare_digest(known, token)
+        if not found:
+            raise UnauthenticatedError("the driver token is not one of the link's (--driver-auth-token-file)")
+        return token_owner(token)
+
+
+class AllowList:
+    """The node public keys of ``--auth-list-public-keys``: a CSV of OpenSSH ECDSA public keys (one or more per
+    line, comma-separated; blank lines and ``#`` comments ignored), as Flower 1.9.
+
+    Attributes:
+        keys: SSH wire encoding of each listed key -> its node id.
+
+    Raises:
+        ValueError: the file cannot be read, or an entry is not an OpenSSH ECDSA public key (line named).
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.keys: dict[bytes, int] = {}
+        self.mtime = 0.0
+        self.load()
+
+    def load(self) -> set[bytes]:
+        """(Re-)read the file; return the keys no longer listed. On error the previous list stays (ValueError)."""
+        try:
+            mtime = os.stat(self.path).st_mtime
+        except OSError as exc:
+            raise ValueError(f"cannot read allow-list {self.path}: {exc.strerror or exc}") from None
+        keys: dict[bytes, int] = {}
+        for number, line in enumerate(_read_lines(self.path, "allow-list"), 1):
+            for entry in line.split(","):
+                if not entry.strip():
+                    continue
+                try:
+                    key = parse_public_key(entry)
+                except ValueError as exc:
+                    raise ValueError(f"allow-list {self.path} line {number}: {exc}") from None
+                keys[ssh_wire(key)] = node_id_for(key)
+        removed = set(self.keys) - set(keys)
+        self.keys, self.mtime = keys, mtime
+        return removed
+
+    def changed(self) -> bool:
+        """Whether the file's modification time differs from the one last loaded."""
+        try:
+            return os.stat(self.path).st_mtime != self.mtime
+        except OSError:
+            return False
+
+
+class IdentityCallers:
+    """The link's :class:`~fl_async.superlink.admission.CallerCheck`: driver tokens and node key registrations
+    around the session credentials check ``inner``.
+
+    Args:
+        inner: the session credentials check (:class:`~fl_async.superlink.admission.SessionCallers`).
+        tokens: the driver tokens, or ``None`` (Driver API open to whoever reaches it).
+        allow_list: the node keys allowed to register, or ``None`` (any key, or none).
+        clock: Unix time in seconds (registration timestamps).
+
+    A CreateNode with key headers makes a caller of kind ``"node"`` with the key's node id and
+    ``public_key`` set (the signature, timestamp window, replay and allow-list checked first).
+    """
+
+    def __init__(
+        self,
+        inner: CallerCheck,
+        *,
+        tokens: DriverTokens | None = None,
+        allow_list: AllowList | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.inner = inner
+        self.tokens = tokens
+        self.allow_list = allow_list
+        self.clock = clock
+        self._seen: OrderedDict[bytes, float] = OrderedDict()  # signature digest -> when it leaves the window
+
+    @property
+    def keys_required(self) -> bool:
+        """Whether nodes must register with a listed key."""
+        return self.allow_list is not None
+
+    def __call__(self, api: str, metadata: Mapping[str, Any]) -> Caller:
+        """See :class:`~fl_async.superlink.admission.CallerCheck`."""
+        if api == "Driver":
+            owner = self.tokens.owner(metadata.get(AUTH_TOKEN_HEADER)) if self.tokens is not None else ""
+            caller = self.inner(api, metadata)
+            return replace(caller, owner=owner) if owner else caller
+        if NODE_PUBLIC_KEY_HEADER in metadata:
+            return self._registration(metadata)
+        return self.inner(api, metadata)
+
+    def _registration(self, metadata: Mapping[str, Any]) -> Caller:
+        text, stamp, signature = (
+            metadata.get(NODE_PUBLIC_KEY_HEADER),
+            metadata.get(NODE_TIMESTAMP_HEADER),
+            metadata.get(NODE_SIGNATURE_HEADER),
+        )
+        if not isinstance(text, str) or not isinstance(stamp, str) or not isinstance(signature, bytes):
+            raise UnauthenticatedError(
+                f"node key registration needs the headers {NODE_PUBLIC_KEY_HEADER}, {NODE_TIMESTAMP_HEADER} "
+                f"and {NODE_SIGNATURE_HEADER}"
+            )
+        try:
+            key = parse_public_key(text[:4096])
+            signed_at = float(stamp)
+        except ValueError as exc:
+            raise UnauthenticatedError(f"node key registration: {exc}") from None
+        wire = ssh_wire(key)
+        node_id = node_id_for(key)
+        if self.allow_list is not None and wire not in self.allow_list.keys:
+            raise UnauthenticatedError(
+                f"the node's public key (node {node_id}) is not on the link's allow-list (--auth-list-public-keys)"
+            )
+        now = self.clock()
+        if not abs(now - signed_at) <= REGISTRATION_WINDOW:
+            raise UnauthenticatedError(
+                f"node key registration: the signed timestamp is {now - signed_at:+.0f} s off the link's clock "
+                f"(at most {REGISTRATION_WINDOW:g} s either way): check the node's clock"
+            )
+        if not verify_registration(key, stamp, signature):
+            raise UnauthenticatedError(f"node key registration: bad signature for the key of node {node_id}")
+        self._remember(hashlib.sha256(signature).digest(), signed_at + REGISTRATION_WINDOW, now)
+        return Caller("node", node_id=node_id, public_key=wire)
+
+    def _remember(self, digest: bytes, until: float, now: float) -> None:
+        seen = self._seen
+        if digest in seen:
+            raise UnauthenticatedError("node key registration: this signed request was used already (replay)")
+        while seen and (next(iter(seen.values())) < now or len(seen) >= _MAX_SEEN):
+            seen.popitem(last=False)
+        seen[digest] = until
+
+
+def run_access_problem(run: RunRecord | None, caller: Caller, run_id: int) -> str:
+    """Why ``caller`` may not act on run ``run_id`` (``""``: it may, or the run is unknown and the call itself
+    answers NOT_FOUND). A run belongs to the driver that created it: the caller must present the run's
+    credentials of ``CreateRunResponse`` (the SDK sends them in every call's headers) and, when the link has
+    driver tokens, the token the run was created with."""
+    if run is None:
+        return ""
+    if caller.kind == "driver" and caller.run_id == run_id and (not run.owner or caller.owner == run.owner):
+        return ""
+    how = "its run credentials" + (" and the token it was created with" if run.owner else "")
+    return (
+        f"run {run_id} belongs to another driver: only the driver that created it may use it ({how}, which the "
+        "SDK sends in every call's headers)"
+    )

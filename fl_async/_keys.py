@@ -84,10 +84,11 @@ def load_private_key(path: str | Path) -> NodeKey:
     except OSError as exc:
         raise ValueError(f"cannot read private key {path}: {exc.strerror or exc}") from None
     try:
-        if b"OPENSSH PRIVATE KEY" in data:
-            key = serialization.load_ssh_private_key(data, password=None)
-        else:
-            key = serialization.load_pem_private_key(data, password=None)
+        key: object = (
+            serialization.load_ssh_private_key(data, password=None)
+            if b"OPENSSH PRIVATE KEY" in data
+            else serialization.load_pem_private_key(data, password=None)
+        )
     except (TypeError, ValueError, UnsupportedAlgorithm) as exc:
         raise ValueError(f"{path}: not an unencrypted private key ({exc})") from None
     if not isinstance(key, ec.EllipticCurvePrivateKey):

@@ -63,10 +63,10 @@ async def test_driver_tokens_by_keyword_env_and_refusals(tmp_path: Path, monkeyp
     monkeypatch.delenv("FL_ASYNC_AUTH_TOKEN", raising=False)
     with anyio.fail_after(30):
         async with SuperLink(config(driver_auth_token_file=tokens_file(tmp_path, "alpha", "beta"))) as link:
-            with pytest.raises(NotAuthorizedError, match="requires a driver token.*auth_token=.*FL_ASYNC_AUTH_TOKEN"):
+            with pytest.raises(NotAuthorizedError, match=r"requires a driver token.*auth_token=.*FL_ASYNC_AUTH_TOKEN"):
                 async with AsyncDriver(link.driver_address, root_certificates=CA):
                     pass
-            with pytest.raises(NotAuthorizedError, match="UNAUTHENTICATED.*not one of the link's"):
+            with pytest.raises(NotAuthorizedError, match=r"UNAUTHENTICATED.*not one of the link's"):
                 async with AsyncDriver(link.driver_address, root_certificates=CA, auth_token="gamma"):
                     pass
             async with AsyncDriver(link.driver_address, root_certificates=CA, auth_token="alpha") as drv:
@@ -231,7 +231,7 @@ async def test_node_keys_allow_list_same_id_one_session_and_reload(tmp_path: Pat
                         link.reload_allow_list()
                         assert await drv.get_node_ids() == []
                         with anyio.fail_after(15):
-                            while second._fatal is None:
+                            while second._fatal is None:  # noqa: ASYNC110 (no event for a node's fatal error)
                                 await anyio.sleep(0.05)
                         assert isinstance(second._fatal, NotAuthorizedError)
                         tg.cancel_scope.cancel()
@@ -239,7 +239,7 @@ async def test_node_keys_allow_list_same_id_one_session_and_reload(tmp_path: Pat
 
 def test_insecure_with_a_key_is_refused(tmp_path: Path) -> None:
     priv, pub = write_node_keys(tmp_path)
-    with pytest.raises(ValueError, match="requires TLS.*--insecure"):
+    with pytest.raises(ValueError, match=r"requires TLS.*--insecure"):
         SuperNode(echo, "127.0.0.1:9092", insecure=True, auth_private_key=priv, auth_public_key=pub)
     with pytest.raises(ValueError, match="requires TLS"):
         LinkConfig(auth_list_public_keys=str(pub))

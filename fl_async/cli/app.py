@@ -156,7 +156,30 @@ AppDir = Annotated[
         help="Directory put first on sys.path before importing MODULE (default: the current directory).",
     ),
 ]
-Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Log debug messages on stderr.")]
+Verbose = Annotated[
+    bool, typer.Option("--verbose", "-v", help="Log fl-async's debug messages (other libraries stay at WARNING).")
+]
+LogFile = Annotated[
+    Path | None, typer.Option("--log-file", metavar="PATH", help="Append the log to PATH instead of stderr.")
+]
+LogFormat = Annotated[
+    str,
+    typer.Option("--log-format", metavar="text|json", help="Log lines as text (default) or as JSON objects."),
+]
+LogLevelAll = Annotated[
+    bool,
+    typer.Option(
+        "--log-level-all", help="Give third-party loggers (grpclib, hpack, ...) fl-async's level, not WARNING."
+    ),
+]
+MetricsAddress = Annotated[
+    str | None,
+    typer.Option(
+        "--metrics-address",
+        metavar="HOST:PORT",
+        help="Serve Prometheus metrics over HTTP at http://HOST:PORT/metrics (default: off; see docs/operations.md).",
+    ),
+]
 
 
 # -------------------------------------------------------------------------------------------- commands
@@ -210,6 +233,7 @@ def superlink_command(
             "port 9093; port 0: any free port). Open it in firewalls too.",
         ),
     ] = None,
+    metrics_address: MetricsAddress = None,
     driver_auth_token_file: Annotated[
         Path | None,
         typer.Option(
@@ -232,6 +256,9 @@ def superlink_command(
         Path | None, typer.Option(metavar="FILE", help="Accepted for compatibility with Flower 1.9; not needed.")
     ] = None,
     verbose: Verbose = False,
+    log_file: LogFile = None,
+    log_format: LogFormat = "text",
+    log_level_all: LogLevelAll = False,
     limits: dict[str, Any] | None = None,
 ) -> None:
     """Serve the Driver API (server apps) and the Fleet API (nodes) until Ctrl-C / SIGTERM.
@@ -244,6 +271,8 @@ def superlink_command(
         check_address(fleet_api_address, option="--fleet-api-address")
         if blob_api_address is not None:
             check_address(blob_api_address, option="--blob-api-address")
+        if metrics_address is not None:
+            check_address(metrics_address, option="--metrics-address")
         if not 0 < disconnect_grace < float("inf"):
             raise CliArgumentError(f"--disconnect-grace must be a number of seconds > 0, got {disconnect_grace}")
         tls = resolve_link_tls(
@@ -257,7 +286,7 @@ def superlink_command(
         )
     except CliArgumentError as exc:
         fail(cmd, exc)
-    setup_logging(verbose)
+    setup_logging(cmd, verbose, log_file, log_format, log_level_all)
     from fl_async.superlink import LinkConfig
     from fl_async.superlink.config import address_conflict, default_blob_api_address
 
@@ -281,6 +310,7 @@ def superlink_command(
             tls=tls,
             heartbeat_patience=heartbeat_patience,
             disconnect_grace=disconnect_grace,
+            metrics_address=metrics_address,
             driver_auth_token_file=str(driver_auth_token_file) if driver_auth_token_file else None,
             auth_list_public_keys=str(auth_list_public_keys) if auth_list_public_keys else None,
             **(limits or {}),
@@ -303,10 +333,11 @@ def superlink_command(
             await tg.start(watch)
             async with SuperLink(config) as link:
                 mode = "TLS" if tls is not None else "plaintext (--insecure)"
+                metrics = f", metrics on http://{link.metrics_address}/metrics" if link.metrics_address else ""
                 info(
                     cmd,
                     f"Driver API on {link.driver_address}, Fleet API on {link.fleet_address}, "
-                    f"blob data path on {link.blob_address}, {mode}",
+                    f"blob data path on {link.blob_address}{metrics}, {mode}",
                 )
                 await stopped.wait()
 
@@ -346,6 +377,9 @@ def supernode_command(
         Path | None, typer.Option(metavar="FILE", help="The node's OpenSSH public key (the .pub file).")
     ] = None,
     verbose: Verbose = False,
+    log_file: LogFile = None,
+    log_format: LogFormat = "text",
+    log_level_all: LogLevelAll = False,
 ) -> None:
     """Connect to a SuperLink and run a ClientApp on the messages sent to this node, until Ctrl-C / SIGTERM.
 
@@ -364,7 +398,7 @@ def supernode_command(
             raise CliArgumentError(str(exc)) from None
     except CliArgumentError as exc:
         fail(cmd, exc)
-    setup_logging(verbose)
+    setup_logging(cmd, verbose, log_file, log_format, log_level_all)
     from fl_async.client import ClientApp
 
     capp = _load_app(cmd, client_app, what="client app", directory=dir, expected=ClientApp)
@@ -433,6 +467,9 @@ def server_app_command(
         ),
     ] = None,
     verbose: Verbose = False,
+    log_file: LogFile = None,
+    log_format: LogFormat = "text",
+    log_level_all: LogLevelAll = False,
 ) -> None:
     """Create a run on a SuperLink and run a ServerApp's main(driver, context) to completion.
 
@@ -446,7 +483,7 @@ def server_app_command(
         token = read_token_file(auth_token_file) if auth_token_file is not None else None
     except CliArgumentError as exc:
         fail(cmd, exc)
-    setup_logging(verbose)
+    setup_logging(cmd, verbose, log_file, log_format, log_level_all)
     from fl_async.server import ServerApp
 
     sapp = _load_app(cmd, server_app, what="server app", directory=dir, expected=ServerApp)
@@ -500,6 +537,7 @@ def run_command(
             help="Show the rounds progress display on stderr (default: only when stderr is a terminal).",
         ),
     ] = None,
+    metrics_address: MetricsAddress = None,
     backend: Annotated[
         str,
         typer.Option(
@@ -530,6 +568,9 @@ def run_command(
         ),
     ] = None,
     verbose: Verbose = False,
+    log_file: LogFile = None,
+    log_format: LogFormat = "text",
+    log_level_all: LogLevelAll = False,
 ) -> None:
     """Run a federation: a SuperLink and the ServerApp in this process, N SuperNodes in it or in Ray actors.
 
@@ -541,10 +582,12 @@ def run_command(
     cmd = "run"
     try:
         config = parse_config_pairs(run_config, option="--run-config")
+        if metrics_address is not None:
+            check_address(metrics_address, option="--metrics-address")
         ray_options = _ray_options(backend, ray_address, node_resources, nodes_per_actor)
     except CliArgumentError as exc:
         fail(cmd, exc)
-    setup_logging(verbose)
+    setup_logging(cmd, verbose, log_file, log_format, log_level_all)
     from fl_async.client import ClientApp
     from fl_async.server import ServerApp
 
@@ -570,6 +613,7 @@ def run_command(
                     run_config=config,
                     max_concurrency=max_concurrency,
                     options=ray_options,
+                    metrics_address=metrics_address,
                 )
             else:
                 await run_embedded(
@@ -579,6 +623,7 @@ def run_command(
                     run_config=config,
                     max_concurrency=max_concurrency,
                     progress=progress,
+                    metrics_address=metrics_address,
                 )
             tg.cancel_scope.cancel()
 
@@ -614,6 +659,15 @@ def main() -> None:
     """Console-script entry point (``fl-async``)."""
     process.own_the_process()
     app()
+
+
+def _register_operations() -> None:
+    from fl_async.cli.ops import register
+
+    register(app)
+
+
+_register_operations()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -124,6 +124,9 @@ class LinkConfig:
             authenticated call within it (e.g. it reconnects after a network blip) stays online; otherwise
             it goes offline and its instructions become NODE_UNAVAILABLE. Must be > 0; a value above
             ``heartbeat_interval * heartbeat_patience`` leaves detection to the heartbeat rule alone.
+        metrics_address: ``"HOST:PORT"`` where Prometheus metrics are served over HTTP at ``/metrics``
+            (``None``, the default: no metrics; port 0: any free port, read back from ``SuperLink.metrics_address``).
+            See ``docs/operations.md``.
         driver_auth_token_file: file of driver tokens, one per line (``--driver-auth-token-file``); every Driver
             API call must carry one of them or is refused ``UNAUTHENTICATED``. ``None`` (default): no tokens
             (then bind the Driver API to loopback, the default). See ``docs/security.md``.
@@ -165,6 +168,7 @@ class LinkConfig:
     disconnect_grace: float = 3.0
     blob_api_address: str | None = None
     blob_header_timeout: float = 10.0
+    metrics_address: str | None = None
     driver_auth_token_file: str | None = None
     auth_list_public_keys: str | None = None
 
@@ -174,6 +178,11 @@ class LinkConfig:
                 parse_address(getattr(self, name))
             except ValueError as exc:
                 raise ValueError(f"LinkConfig.{name}: {exc}") from None
+        if self.metrics_address is not None:
+            try:
+                parse_address(self.metrics_address)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"LinkConfig.metrics_address: {exc}") from None
         if self.blob_api_address is None:
             object.__setattr__(self, "blob_api_address", default_blob_api_address(self.fleet_api_address))
         else:

@@ -10,6 +10,7 @@ __all__ = [
     "LinkStateError",
     "NotFoundError",
     "PermissionDeniedError",
+    "RunStoppedError",
     "UnauthenticatedError",
 ]
 
@@ -48,3 +49,9 @@ class AlreadyExistsError(LinkStateError):
     """A node with the same key is registered already (a second live session is refused)."""
 
     status = "ALREADY_EXISTS"
+
+
+class RunStoppedError(LinkStateError):
+    """The run was stopped by an operator (``StopRun``): its driver's calls are refused."""
+
+    status = "FAILED_PRECONDITION"

@@ -42,6 +42,7 @@ __all__ = [
     "AllowList",
     "DriverTokens",
     "IdentityCallers",
+    "presented_token",
     "run_access_problem",
     "token_owner",
 ]
@@ -149,6 +150,18 @@ class AllowList:
             return False
 
 
+def presented_token(metadata: Mapping[str, Any]) -> bytes | None:
+    """The driver token in a call's headers: ``fl-async-auth-token-bin`` (the SDK), or ``authorization: Bearer
+    TOKEN`` (``fl-async ls``/``stop``); ``None`` without one."""
+    token = metadata.get(AUTH_TOKEN_HEADER)
+    if isinstance(token, bytes):
+        return token
+    bearer = metadata.get("authorization")
+    if isinstance(bearer, str) and bearer.startswith("Bearer "):
+        return bearer[len("Bearer ") :].strip().encode()
+    return None
+
+
 class IdentityCallers:
     """The link's :class:`~fl_async.superlink.admission.CallerCheck`: driver tokens and node key registrations
     around the session credentials check ``inner``.
@@ -184,8 +197,8 @@ class IdentityCallers:
 
     def __call__(self, api: str, metadata: Mapping[str, Any]) -> Caller:
         """See :class:`~fl_async.superlink.admission.CallerCheck`."""
-        if api == "Driver":
-            owner = self.tokens.owner(metadata.get(AUTH_TOKEN_HEADER)) if self.tokens is not None else ""
+        if api in ("Driver", "Admin"):  # the Admin API shares the Driver API's port and its tokens
+            owner = self.tokens.owner(presented_token(metadata)) if self.tokens is not None else ""
             caller = self.inner(api, metadata)
             return replace(caller, owner=owner) if owner else caller
         if NODE_PUBLIC_KEY_HEADER in metadata:

@@ -288,6 +288,16 @@ class BlobStore:
         b = self._blobs.get(digest)
         return 0 if b is None else len(b.owners)
 
+    def holders(self, digest: bytes) -> tuple[list[object], list[bytes]]:
+        """``(owners, lease holders)`` of the digest: who references it and who holds a download lease on it
+        (empty lists when unknown); the link decides from them who may read it."""
+        b = self._blobs.get(digest)
+        return ([], []) if b is None else (list(b.owners), list(b.leases))
+
+    def holds(self, owner: object) -> bool:
+        """Whether ``owner`` references any blob."""
+        return bool(self._owned.get(owner))
+
     def add_listener(self, callback: Callable[[bytes, BlobState | None], None]) -> None:
         """Call ``callback(digest, new_state)`` when a blob completes, is discarded or freed (``None``)."""
         self._listeners.append(callback)

@@ -17,7 +17,9 @@ reference ``(message_id, digest)`` in the :class:`~fl_async.blobs.store.BlobStor
 Authorization (``authorize(token)``): a node presents :func:`node_blob_token` (its node id and
 session token, checked against the link state: :func:`fl_async.blobs.protocol.node_blob_token`); a driver presents
 the ``blob_token`` of
-``CreateRunResponse`` (:meth:`LinkBlobs.run_token`).
+``CreateRunResponse`` (:meth:`LinkBlobs.run_token`). Reading (GET, and what HAS answers) is narrower
+(:meth:`LinkBlobs.readable`): a node reads only the arrays of instructions addressed to it, a driver only those of
+its run's replies.
 """
 
 from __future__ import annotations
@@ -86,6 +88,7 @@ class LinkBlobs:
         self._node_token: Callable[[int], bytes | None] | None = None
         self._run_tokens: dict[int, bytes] = {}
         self._pending: list[tuple[str, bytes | None]] = []
+        self._readers: dict[str, tuple[int, int]] = {}  # held message id -> (dst_node_id, run_id): who may read
         self._flush_scheduled = False
         self.server: BlobServer | None = None
         self._sweeper: asyncio.Task[None] | None = None
@@ -133,8 +136,10 @@ class LinkBlobs:
         refs = list(external_arrays(message))
         if not refs or message.metadata is None:
             return
+        md = message.metadata
         try:
-            self.store.acquire_many(message.metadata.message_id, refs, now=self._clock())
+            self.store.acquire_many(md.message_id, refs, now=self._clock())
+            self._readers[md.message_id] = (md.dst_node_id, md.run_id)
         except Exception as exc:
             # The receiver will not get the payload and answers PAYLOAD_UNAVAILABLE when decoding.
             log.warning("message %s: cannot reference its payloads: %s", message.metadata.message_id, exc)
@@ -198,6 +203,28 @@ class LinkBlobs:
                 self.store.hand_over(owner, holder, expires_at=now + self.lease, now=now)
             else:
                 self.store.release(owner, now=now)
+            if not self.store.holds(owner):  # (retained again meanwhile: a reply put back for its driver)
+                self._readers.pop(owner, None)
+
+    def readable(self, token: bytes, digest: bytes) -> bool:
+        """Whether the holder of ``token`` (authorized already) may read ``digest`` (GET, and HAS answers): a node
+        only the arrays of instructions addressed to it; a run's driver only the arrays of its run's replies
+        (waiting to be pulled, or pulled and leased to its token)."""
+        if len(token) < 1 + _ID.size:
+            return False
+        kind, (ident,) = token[:1], _ID.unpack(token[1 : 1 + _ID.size])
+        owners, leases = self.store.holders(digest)
+        if kind == _RUN and token in leases:
+            return True
+        for owner in owners:
+            dst_run = self._readers.get(owner) if isinstance(owner, str) else None
+            if dst_run is None:
+                continue
+            if kind == _NODE and dst_run[0] == ident:
+                return True
+            if kind == _RUN and dst_run == (0, ident):
+                return True
+        return False
 
     def statistics(self) -> BlobStoreStatistics:
         """The store's counts (blobs, bytes held, references, leases)."""
@@ -248,6 +275,7 @@ class LinkBlobs:
             idle_timeout=idle_timeout,
         )
         self.server.uploader_of = uploader_of
+        self.server.readable = self.readable
         if gate is not None:
             self.server.gate = gate
             self.server.handshake_timeout = gate.setup_timeout

@@ -243,3 +243,64 @@ def test_insecure_with_a_key_is_refused(tmp_path: Path) -> None:
         SuperNode(echo, "127.0.0.1:9092", insecure=True, auth_private_key=priv, auth_public_key=pub)
     with pytest.raises(ValueError, match="requires TLS"):
         LinkConfig(auth_list_public_keys=str(pub))
+
+
+async def test_blob_reads_only_for_the_addressee_and_the_owning_run() -> None:
+    """A node reads only the arrays of instructions addressed to it, a driver only those of its run's replies; HAS
+    answers as for an unknown blob otherwise."""
+    import numpy as np
+
+    from fl_async.blobs.client import BlobClient
+    from fl_async.blobs.protocol import node_blob_token
+    from fl_async.codec import message_to_proto
+    from fl_async.common import Array, Metadata, ParametersRecord
+    from fl_async.errors import InvalidRequestError
+
+    w = np.arange(300_000, dtype=np.float32)  # above the 1 MiB inline limit: an external array
+    with anyio.fail_after(30):
+        async with SuperLink(config()) as link:
+            ssl = client_ssl_context(CA)
+            host, port = link.driver_address.rsplit(":", 1)
+            fhost, fport = link.fleet_address.rsplit(":", 1)
+            channel, fleet = open_channel(host, int(port), ssl), open_channel(fhost, int(fport), ssl)
+            clients: list[BlobClient] = []
+            try:
+                stub, fstub = pb.DriverStub(channel), pb.FleetStub(fleet)
+                owner, other = (
+                    await stub.create_run(pb.CreateRunRequest()),
+                    await stub.create_run(pb.CreateRunRequest()),
+                )
+                a = await fstub.create_node(pb.CreateNodeRequest(heartbeat_interval=30))
+                b = await fstub.create_node(pb.CreateNodeRequest(heartbeat_interval=30))
+                blob_port = owner.blob_port
+
+                def client(token: bytes) -> BlobClient:
+                    clients.append(BlobClient("127.0.0.1", blob_port, ssl=ssl, token=token, max_retries=0))
+                    return clients[-1]
+
+                md = Metadata(owner.run_id, "", 0, a.node_id, "", "g", 60.0, "train")
+                blobs: dict[bytes, object] = {}
+                wire = message_to_proto(
+                    Message(md, content=RecordSet({"p": ParametersRecord({"w": Array.from_numpy(w)})})), blobs=blobs
+                )
+                [(digest, payload)] = blobs.items()
+                await client(owner.blob_token).put(digest, payload)  # type: ignore[arg-type]
+                resp = await stub.push_messages(
+                    pb.PushMessagesRequest(run_id=owner.run_id, messages=[wire]),
+                    metadata=run_metadata(owner.run_id, owner.blob_token),
+                )
+                assert resp.message_ids[0], resp.reasons
+                node_a = client(node_blob_token(a.node_id, a.token))
+                node_b = client(node_blob_token(b.node_id, b.token))
+                other_driver = client(other.blob_token)
+                assert bytes(await node_a.get(digest, w.nbytes)) == w.tobytes()
+                assert await node_a.has(digest) == w.nbytes
+                for stranger in (node_b, other_driver):
+                    with pytest.raises(InvalidRequestError, match="NOT_FOUND"):
+                        await stranger.get(digest, w.nbytes)
+                    assert await stranger.has(digest) == 0
+            finally:
+                for c in clients:
+                    await c.aclose()
+                channel.close()
+                fleet.close()

@@ -10,7 +10,9 @@ from __future__ import annotations
 __all__ = [
     "AUTH_TOKEN_ENV",
     "AUTH_TOKEN_HEADER",
+    "LINK_PUBLIC_KEY_HEADER",
     "NODE_ID_HEADER",
+    "NODE_PROOF_HEADER",
     "NODE_PUBLIC_KEY_HEADER",
     "NODE_SIGNATURE_HEADER",
     "NODE_TIMESTAMP_HEADER",
@@ -36,6 +38,10 @@ NODE_TIMESTAMP_HEADER = "fl-async-node-timestamp"
 """CreateNode of a node with a key pair: the signed Unix time (decimal text)."""
 NODE_SIGNATURE_HEADER = "fl-async-node-signature-bin"
 """CreateNode of a node with a key pair: the ECDSA signature (DER)."""
+NODE_PROOF_HEADER = "fl-async-node-proof-bin"
+"""Every later call of a keyed session: call counter and HMAC (see :class:`fl_async._keys.CallSigner`)."""
+LINK_PUBLIC_KEY_HEADER = "fl-async-link-public-key"
+"""CreateNodeResponse's initial metadata for a keyed node: the link's public key (OpenSSH text) for ECDH."""
 
 Metadata = tuple[tuple[str, str | bytes], ...]
 

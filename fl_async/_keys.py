@@ -14,17 +14,29 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
+import itertools
 import time
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from fl_async._credentials import NODE_PUBLIC_KEY_HEADER, NODE_SIGNATURE_HEADER, NODE_TIMESTAMP_HEADER, Metadata
+from fl_async._credentials import (
+    NODE_PROOF_HEADER,
+    NODE_PUBLIC_KEY_HEADER,
+    NODE_SIGNATURE_HEADER,
+    NODE_TIMESTAMP_HEADER,
+    Metadata,
+)
 
 __all__ = [
+    "CallSigner",
     "NodeKey",
+    "call_key",
+    "call_mac",
     "load_private_key",
     "load_public_key",
     "node_id_for",
@@ -161,3 +173,44 @@ def node_key(private_key: str | Path | None, public_key: str | Path | None, *, i
     if ssh_wire(load_public_key(public_key)) != ssh_wire(key.public_key()):
         raise ValueError(f"{public_key} is not the public key of {private_key}")
     return key
+
+
+# ------------------------------------------------------------------------------------------------ per-call proof
+def call_key(
+    own: ec.EllipticCurvePrivateKey, peer: ec.EllipticCurvePublicKey, session_token: bytes, node_wire: bytes
+) -> bytes:
+    """The key a keyed session's calls are authenticated with: HKDF-SHA256 over the ECDH secret of the node's key
+    and the link's (same curve), salted with the session token of CreateNodeResponse and bound to the node's key
+    (``node_wire``, :func:`ssh_wire`). Both sides compute it; it never travels.
+
+    Raises:
+        ValueError: the two keys are on different curves.
+    """
+    if own.curve.name != peer.curve.name:
+        raise ValueError(f"ECDH needs one curve: {own.curve.name} and {peer.curve.name}")
+    shared = own.exchange(ec.ECDH(), peer)
+    return HKDF(hashes.SHA256(), 32, salt=session_token, info=b"fl-async call key\x00" + node_wire).derive(shared)
+
+
+def call_mac(key: bytes, path: str, counter: int, body: bytes) -> bytes:
+    """HMAC-SHA256 of one call: its method path, its counter and the SHA-256 of its serialized request body."""
+    data = path.encode() + b"\x00" + counter.to_bytes(8, "big") + hashlib.sha256(body).digest()
+    return hmac.new(key, data, hashlib.sha256).digest()
+
+
+class CallSigner:
+    """Makes the per-call proof header of a keyed session (``fl-async-node-proof-bin``: an 8-byte counter, strictly
+    increasing per session, and :func:`call_mac`).
+
+    Args:
+        key: the session's :func:`call_key`.
+    """
+
+    def __init__(self, key: bytes) -> None:
+        self._key = key
+        self._counter = itertools.count(1)
+
+    def headers(self, path: str, body: bytes) -> Metadata:
+        """The proof header of a call of ``path`` with the serialized request ``body``."""
+        counter = next(self._counter)
+        return ((NODE_PROOF_HEADER, counter.to_bytes(8, "big") + call_mac(self._key, path, counter, body)),)

@@ -35,7 +35,7 @@ import logging
 import secrets
 import struct
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import betterproto2
@@ -91,6 +91,8 @@ class Caller:
         run_id: the run whose credentials a driver presented (``kind == "driver"``), else 0.
         owner: the driver's token owner name (``--driver-auth-token-file``; ``""`` without tokens).
         public_key: SSH wire encoding of the key a registering node proved (CreateNode), else ``b""``.
+        verify_body: for a call of a keyed session, ``(method, raw body) -> bool``: whether the call's proof
+            header matches its body (checked over the raw bytes, before decoding); ``None`` otherwise.
     """
 
     kind: str
@@ -98,6 +100,7 @@ class Caller:
     run_id: int = 0
     owner: str = ""
     public_key: bytes = b""
+    verify_body: Callable[[str, bytes], bool] | None = field(default=None, compare=False)
 
     @property
     def authenticated(self) -> bool:

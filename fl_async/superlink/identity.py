@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import logging
@@ -26,23 +27,37 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric import ec
+
 from fl_async._credentials import (
     AUTH_TOKEN_HEADER,
+    NODE_PROOF_HEADER,
     NODE_PUBLIC_KEY_HEADER,
     NODE_SIGNATURE_HEADER,
     NODE_TIMESTAMP_HEADER,
+    NODE_TOKEN_HEADER,
 )
-from fl_async._keys import node_id_for, parse_public_key, ssh_wire, verify_registration
+from fl_async._keys import (
+    call_key,
+    call_mac,
+    node_id_for,
+    parse_public_key,
+    public_key_text,
+    ssh_wire,
+    verify_registration,
+)
 from fl_async.superlink.admission import Caller, CallerCheck
 from fl_async.superlink.errors import UnauthenticatedError
 from fl_async.superlink.store import RunRecord
 
 __all__ = [
     "REGISTRATION_WINDOW",
+    "REPLAY_WINDOW",
     "AllowList",
     "DriverTokens",
     "IdentityCallers",
     "presented_token",
+    "public_key_from_wire",
     "run_access_problem",
     "token_owner",
 ]
@@ -162,6 +177,50 @@ def presented_token(metadata: Mapping[str, Any]) -> bytes | None:
     return None
 
 
+REPLAY_WINDOW = 1024
+"""A keyed session's call counters are accepted once each, and at most this many behind the highest seen (calls
+of one node run concurrently, so they may arrive out of order)."""
+
+
+class _Window:
+    """Which call counters of one session were accepted (the highest, and a bitmap of the ones below it)."""
+
+    __slots__ = ("bits", "top")
+
+    def __init__(self) -> None:
+        self.top = 0
+        self.bits = 0
+
+    def fresh(self, counter: int) -> bool:
+        if counter > self.top:
+            return True
+        behind = self.top - counter
+        return behind < REPLAY_WINDOW and not (self.bits >> behind) & 1
+
+    def mark(self, counter: int) -> None:
+        if counter > self.top:
+            self.bits = ((self.bits << (counter - self.top)) | 1) & ((1 << REPLAY_WINDOW) - 1)
+            self.top = counter
+        else:
+            self.bits |= 1 << (self.top - counter)
+
+
+class _KeyedSession:
+    __slots__ = ("key", "token", "window")
+
+    def __init__(self, token: bytes, key: bytes) -> None:
+        self.token = token
+        self.key = key
+        self.window = _Window()
+
+
+def public_key_from_wire(wire: bytes) -> ec.EllipticCurvePublicKey:
+    """The public key of an SSH wire encoding (:func:`fl_async._keys.ssh_wire`)."""
+    name_len = int.from_bytes(wire[:4], "big")
+    name = wire[4 : 4 + name_len].decode()
+    return parse_public_key(f"{name} {base64.b64encode(wire).decode()}")
+
+
 class IdentityCallers:
     """The link's :class:`~fl_async.superlink.admission.CallerCheck`: driver tokens and node key registrations
     around the session credentials check ``inner``.
@@ -189,6 +248,12 @@ class IdentityCallers:
         self.allow_list = allow_list
         self.clock = clock
         self._seen: OrderedDict[bytes, float] = OrderedDict()  # signature digest -> when it leaves the window
+        self.link_key: ec.EllipticCurvePrivateKey | None = None
+        """The link's own key (``--auth-superlink-private-key``) for nodes on its curve; others get an ephemeral key."""
+        self._link_keys: dict[str, ec.EllipticCurvePrivateKey] = {}
+        self._sessions: dict[int, _KeyedSession] = {}
+        self.session_alive: Callable[[int, bytes], bool] = lambda node_id, token: True
+        """Whether a node with this id and session token is still registered (set by the link; for pruning)."""
 
     @property
     def keys_required(self) -> bool:
@@ -203,7 +268,52 @@ class IdentityCallers:
             return replace(caller, owner=owner) if owner else caller
         if NODE_PUBLIC_KEY_HEADER in metadata:
             return self._registration(metadata)
-        return self.inner(api, metadata)
+        caller = self.inner(api, metadata)
+        if caller.kind == "node" and self._sessions:
+            session = self._sessions.get(caller.node_id)
+            token = metadata.get(NODE_TOKEN_HEADER)
+            if session is not None and isinstance(token, bytes) and hmac.compare_digest(session.token, token):
+                return replace(caller, verify_body=self._proof(session, caller.node_id, metadata))
+        return caller
+
+    def _proof(self, session: _KeyedSession, node_id: int, metadata: Mapping[str, Any]) -> Callable[[str, bytes], bool]:
+        """The body check of a keyed session's call: its counter must be fresh (replay window) and its HMAC match."""
+        proof = metadata.get(NODE_PROOF_HEADER)
+        if not isinstance(proof, bytes) or len(proof) != 40:
+            raise UnauthenticatedError(
+                f"node {node_id} registered with a key: every call must carry its proof ({NODE_PROOF_HEADER})"
+            )
+        counter, mac = int.from_bytes(proof[:8], "big"), proof[8:]
+        if not session.window.fresh(counter):
+            raise UnauthenticatedError(f"node {node_id}: call {counter} was replayed or is too old")
+
+        def verify(method: str, body: bytes) -> bool:
+            if not hmac.compare_digest(call_mac(session.key, method, counter, body), mac):
+                return False
+            if not session.window.fresh(counter):  # a concurrent call with the same counter won
+                return False
+            session.window.mark(counter)
+            return True
+
+        return verify
+
+    def open_session(self, node_id: int, public_key: bytes, token: bytes) -> str:
+        """A keyed node registered as ``node_id`` with session ``token``: derive the key its calls are
+        authenticated with (ECDH of its key and the link's, :func:`fl_async._keys.call_key`) and return the link's
+        public key (OpenSSH text) for the node to derive the same key."""
+        node_key = public_key_from_wire(public_key)
+        curve = node_key.curve.name
+        link = self._link_keys.get(curve)
+        if link is None:
+            if self.link_key is not None and self.link_key.curve.name == curve:
+                link = self.link_key
+            else:
+                link = ec.generate_private_key(type(node_key.curve)())
+            self._link_keys[curve] = link
+        if len(self._sessions) >= 64 and len(self._sessions) % 64 == 0:  # drop sessions of nodes gone meanwhile
+            self._sessions = {n: s for n, s in self._sessions.items() if self.session_alive(n, s.token)}
+        self._sessions[node_id] = _KeyedSession(token, call_key(link, node_key, token, public_key))
+        return public_key_text(link.public_key())
 
     def _registration(self, metadata: Mapping[str, Any]) -> Caller:
         text, stamp, signature = (

@@ -136,6 +136,7 @@ class SuperLink:
             clock=clock,
         )
         """Driver tokens and node keys (:mod:`fl_async.superlink.identity`); files are read here (ValueError)."""
+        self.identity.session_alive = self._session_alive
         self._watcher: asyncio.Task[None] | None = None
         self._sighup = False
         self._policy: tuple[Admission, Callable[[int], bytes]] | None = None
@@ -410,6 +411,10 @@ class SuperLink:
         if not hmac.compare_digest(node.token, token):
             raise UnauthenticatedError(f"wrong token for node {node_id}")
         return node
+
+    def _session_alive(self, node_id: int, token: bytes) -> bool:
+        node = self.state.store.get_node(node_id)
+        return node is not None and hmac.compare_digest(node.token, token)
 
     def reload_allow_list(self) -> None:
         """Re-read the allow-list (``--auth-list-public-keys``; on SIGHUP and when the file changes): nodes whose

@@ -17,12 +17,13 @@ import grpclib.server
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
+from fl_async._credentials import LINK_PUBLIC_KEY_HEADER
 from fl_async._grpc import Rpc, rpc_methods
 from fl_async.proto.fl_async import v1 as pb
 from fl_async.superlink.admission import CALLER
 from fl_async.superlink.identity import NODE_KEY_REQUIRED, IdentityCallers, run_access_problem
 from fl_async.superlink.payloads import blob_port_of, run_blob_token
-from fl_async.superlink.rpc import CallTracker, LimitedProtoCodec, Undo, peer_address, unary_handler
+from fl_async.superlink.rpc import RESPONSE_METADATA, CallTracker, LimitedProtoCodec, Undo, peer_address, unary_handler
 from fl_async.superlink.state import (
     InvalidArgumentError,
     LinkState,
@@ -123,6 +124,10 @@ class FleetService(_Service):
                 public_key=caller.public_key,
                 address=peer_address(),
             )
+            if self.identity is not None:  # the link's public key, for the node's per-call key (ECDH)
+                RESPONSE_METADATA.set(
+                    ((LINK_PUBLIC_KEY_HEADER, self.identity.open_session(node_id, caller.public_key, token)),)
+                )
         elif self.identity is not None and self.identity.keys_required:
             raise UnauthenticatedError(NODE_KEY_REQUIRED)
         else:

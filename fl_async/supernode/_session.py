@@ -11,6 +11,7 @@ from tenacity import RetryCallState
 
 from fl_async._credentials import node_metadata
 from fl_async._fastwire import auth_field
+from fl_async._keys import CallSigner
 from fl_async.errors import (
     FlAsyncError,
     InvalidRequestError,
@@ -76,12 +77,15 @@ class _Session:
     auth: pb.NodeAuth
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
     lost: FlAsyncError | None = None
+    signer: CallSigner | None = None
+    """Per-call proof of a session registered with a key pair (``None``: session credentials alone)."""
     wire_auth: bytes = field(init=False)
     """``auth`` encoded once, for the pre-encoded pull/push requests (:mod:`fl_async._fastwire`)."""
 
     def __post_init__(self) -> None:
         self.wire_auth = auth_field(self.auth)
         self.conn.credentials = node_metadata(self.auth.node_id, self.auth.token)
+        self.conn.signer = self.signer
 
     @property
     def node_id(self) -> int:

@@ -472,6 +472,7 @@ class SuperNode:
         if prev is None:
             return None
         timeout = max(1.0, min(self._interval, 5.0))
+        conn.signer = prev.signer  # a keyed session's calls carry their proof
         try:
             granted = await conn.heartbeat(prev.auth, self._requested_interval, timeout=timeout)
         except NotAuthorizedError:
@@ -485,14 +486,14 @@ class SuperNode:
             self.superlink,
             extra={"event": "node_reconnected", "node_id": prev.node_id},
         )
-        return _Session(conn=conn, auth=prev.auth)
+        return _Session(conn=conn, auth=prev.auth, signer=prev.signer)
 
     async def _run_session(self) -> None:
         conn = await self._connect()
         sess = await self._resume(conn)
         if sess is None:
-            resp = await conn.create_node(self._requested_interval, self._key)
-            sess = _Session(conn=conn, auth=pb.NodeAuth(node_id=resp.node_id, token=resp.token))
+            resp, signer = await conn.create_node(self._requested_interval, self._key)
+            sess = _Session(conn=conn, auth=pb.NodeAuth(node_id=resp.node_id, token=resp.token), signer=signer)
             self._interval = resp.heartbeat_interval if resp.heartbeat_interval > 0 else self._requested_interval
             self._blob_port = resp.blob_port
             if self._blob_client is not None:

@@ -304,3 +304,40 @@ async def test_blob_reads_only_for_the_addressee_and_the_owning_run() -> None:
                     await c.aclose()
                 channel.close()
                 fleet.close()
+
+
+async def test_keyed_session_calls_need_a_fresh_proof_matching_the_body(tmp_path: Path) -> None:
+    from fl_async._credentials import node_metadata
+    from fl_async.supernode._fleet import FleetClient
+
+    priv, _ = write_node_keys(tmp_path)
+    key = load_private_key(priv)
+    with anyio.fail_after(30):
+        async with SuperLink(config()) as link:
+            host, port = link.fleet_address.rsplit(":", 1)
+            channel = open_channel(host, int(port), client_ssl_context(CA))
+            try:
+                client = FleetClient(channel, link.fleet_address, rpc_timeout=5, push_timeout=5, poll_margin=5)
+                resp, signer = await client.create_node(30.0, key)
+                assert signer is not None and resp.node_id == node_id_for(key.public_key())
+                auth = pb.NodeAuth(node_id=resp.node_id, token=resp.token)
+                stub = pb.FleetStub(channel)
+                req = pb.HeartbeatRequest(auth=auth, heartbeat_interval=30.0)
+                creds = node_metadata(resp.node_id, resp.token)
+                with pytest.raises(GRPCError, match="must carry its proof") as err:  # session credentials alone
+                    await stub.heartbeat(req, metadata=creds)
+                assert err.value.status is Status.UNAUTHENTICATED
+                proof = signer.headers("Heartbeat", bytes(req))
+                await stub.heartbeat(req, metadata=creds + proof)  # a fresh proof of this body
+                with pytest.raises(GRPCError, match="replayed") as err:  # the same proof again
+                    await stub.heartbeat(req, metadata=creds + proof)
+                assert err.value.status is Status.UNAUTHENTICATED
+                other = pb.HeartbeatRequest(auth=auth, heartbeat_interval=5.0)
+                with pytest.raises(GRPCError, match="does not match its body"):  # a proof of another body
+                    await stub.heartbeat(other, metadata=creds + signer.headers("Heartbeat", bytes(req)))
+                with pytest.raises(GRPCError, match="does not match its body"):  # ... or of another method
+                    await stub.heartbeat(req, metadata=creds + signer.headers("GetRun", bytes(req)))
+                client.credentials, client.signer = creds, signer  # the node runtime's pre-encoded calls
+                assert await client.heartbeat(auth, 30.0, timeout=5) == 30.0
+            finally:
+                channel.close()

@@ -450,10 +450,12 @@ class SuperLink:
     def _start_identity(self) -> None:
         """Warn about open doors; watch the allow-list (file changes, SIGHUP)."""
         cfg = self.config
-        if self.identity.allow_list is None:
-            log.warning(
+        if self.identity.allow_list is None:  # a WARNING when other machines can reach the Fleet API
+            fleet_host = parse_address(cfg.fleet_api_address)[0]
+            log.log(
+                logging.INFO if _loopback(fleet_host) else logging.WARNING,
                 "node authentication is off: any client that reaches the Fleet API can register as a node "
-                "(pass --auth-list-public-keys FILE)"
+                "(pass --auth-list-public-keys FILE)",
             )
         else:
             log.info("node authentication on: %d key(s) allowed", len(self.identity.allow_list.keys))

@@ -71,6 +71,19 @@ async def test_driver_tokens_by_keyword_env_and_refusals(tmp_path: Path, monkeyp
                     pass
             async with AsyncDriver(link.driver_address, root_certificates=CA, auth_token="alpha") as drv:
                 assert await drv.get_node_ids() == []
+            # the Admin API (fl-async ls / stop) shares the Driver API's port and its tokens
+            from fl_async.cli.ops import AdminClient
+
+            for token, refused in ((None, True), ("gamma", True), ("alpha", False)):
+                admin = AdminClient(link.driver_address, root_certificates=CA, auth_token=token)
+                try:
+                    if refused:
+                        with pytest.raises(NotAuthorizedError):
+                            await admin.call("ListRuns", pb.ListRunsRequest())
+                    else:
+                        assert len((await admin.call("ListRuns", pb.ListRunsRequest())).runs) == 1
+                finally:
+                    admin.close()
             monkeypatch.setenv("FL_ASYNC_AUTH_TOKEN", "beta")
             async with AsyncDriver(link.driver_address, root_certificates=CA) as drv:
                 assert await drv.get_node_ids() == []

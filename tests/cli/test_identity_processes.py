@@ -5,6 +5,7 @@ and a token file, ``fl-async supernode`` with key pairs, ``fl-async server-app -
 from __future__ import annotations
 
 import re
+import signal
 import subprocess
 import sys
 import textwrap
@@ -152,7 +153,14 @@ def test_node_keys_and_tokens_over_tls(tmp_path: Path, procs: list[Proc]) -> Non
     procs.append(app)
     assert app.finish(timeout=60) == 0, app.describe()
     assert f"server-app: 1 replies from nodes [{id_a}]" in app.out, app.describe()
-    terminate_all_within([link, third], 5.0)
+
+    # the key leaves the allow-list, SIGHUP: the node is disconnected, refused when it registers again, and exits
+    (tmp_path / "keys.csv").write_text(key_b[1].read_text())
+    link.popen.send_signal(signal.SIGHUP)
+    assert third.finish(timeout=30) == 1, third.describe()
+    assert any("not on the link's allow-list" in line for line in third.err), third.describe()
+    link.wait_for(r"allow-list reloaded: 1 key\(s\); 1 node\(s\) disconnected")
+    terminate_all_within([link], 5.0)
 
 
 def test_key_with_insecure_exits_2_before_connecting(tmp_path: Path) -> None:

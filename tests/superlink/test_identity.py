@@ -18,7 +18,7 @@ from fl_async._grpc import open_channel
 from fl_async._keys import load_private_key, node_id_for, registration_headers
 from fl_async._net import ServerTLS, client_ssl_context
 from fl_async.client import ClientApp
-from fl_async.common import Context, Message, MessageType, MetricsRecord, RecordSet
+from fl_async.common import Context, ErrorCode, Message, MessageType, MetricsRecord, RecordSet
 from fl_async.errors import NotAuthorizedError
 from fl_async.proto.fl_async import v1 as pb
 from fl_async.server import AsyncDriver
@@ -35,6 +35,12 @@ echo = ClientApp()
 @echo.query()
 def answer(message: Message, context: Context) -> Message:
     return message.create_reply(RecordSet(metrics_records={"m": MetricsRecord({"pid": os.getpid()})}))
+
+
+@echo.train()
+async def hold(message: Message, context: Context) -> Message:
+    await anyio.sleep(60)  # still running when its node is disconnected
+    return message.create_reply(RecordSet())
 
 
 def config(**fields: object) -> LinkConfig:
@@ -239,9 +245,15 @@ async def test_node_keys_allow_list_same_id_one_session_and_reload(tmp_path: Pat
                         assert await drv.get_node_ids() == [expected]
                         replies = await run_round(drv, expected, 3)
                         assert len(replies) == 3 and all(r.has_content() for r in replies)
-                        # the key leaves the allow-list: the node is disconnected and gives up
+                        # the key leaves the allow-list (the link notices the file change): the node is disconnected,
+                        # its in-flight instruction becomes an error reply, and the node gives up
+                        [held] = await drv.push_messages(
+                            [drv.create_message(RecordSet(), MessageType.TRAIN, expected, "h")]
+                        )
                         allow.write_text(pub_b.read_text())
-                        link.reload_allow_list()
+                        [lost] = await drv.pull_messages([held], timeout=15)
+                        assert lost.has_error() and lost.error.code == ErrorCode.NODE_UNAVAILABLE
+                        assert "removed from the allow-list" in lost.error.reason
                         assert await drv.get_node_ids() == []
                         with anyio.fail_after(15):
                             while second._fatal is None:  # noqa: ASYNC110 (no event for a node's fatal error)

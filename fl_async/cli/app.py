@@ -250,10 +250,14 @@ def superlink_command(
         ),
     ] = None,
     auth_superlink_private_key: Annotated[
-        Path | None, typer.Option(metavar="FILE", help="Accepted for compatibility with Flower 1.9; not needed.")
+        Path | None,
+        typer.Option(
+            metavar="FILE",
+            help="The link's ECDSA private key for the nodes' per-call proofs (default: one generated at start).",
+        ),
     ] = None,
     auth_superlink_public_key: Annotated[
-        Path | None, typer.Option(metavar="FILE", help="Accepted for compatibility with Flower 1.9; not needed.")
+        Path | None, typer.Option(metavar="FILE", help="Its OpenSSH public key (checked to match; as Flower 1.9).")
     ] = None,
     verbose: Verbose = False,
     log_file: LogFile = None,
@@ -313,6 +317,7 @@ def superlink_command(
             metrics_address=metrics_address,
             driver_auth_token_file=str(driver_auth_token_file) if driver_auth_token_file else None,
             auth_list_public_keys=str(auth_list_public_keys) if auth_list_public_keys else None,
+            auth_superlink_private_key=str(auth_superlink_private_key) if auth_superlink_private_key else None,
             **(limits or {}),
         )
     except (TypeError, ValueError) as exc:

@@ -280,12 +280,12 @@ def check_identity_files(
     auth_superlink_keys: tuple[Path | None, Path | None],
 ) -> None:
     """Check the link's credential files before it binds anything: the token file and the allow-list parse,
-    the allow-list comes with TLS, and the link key files (accepted for Flower 1.9 compatibility) are readable.
+    the allow-list comes with TLS, and the link's key files load and match.
 
     Raises:
         CliArgumentError: naming the option and the problem.
     """
-    from fl_async._keys import load_private_key, load_public_key
+    from fl_async._keys import load_private_key, load_public_key, ssh_wire
     from fl_async.superlink.identity import AllowList, DriverTokens
 
     if auth_list_public_keys is not None and insecure:
@@ -299,9 +299,10 @@ def check_identity_files(
         if auth_list_public_keys is not None:
             AllowList(auth_list_public_keys)
         private, public = auth_superlink_keys
-        if private is not None:
-            load_private_key(private)
+        key = load_private_key(private) if private is not None else None
         if public is not None:
-            load_public_key(public)
+            listed = load_public_key(public)
+            if key is not None and ssh_wire(listed) != ssh_wire(key.public_key()):
+                raise ValueError(f"--auth-superlink-public-key {public} is not the public key of {private}")
     except ValueError as exc:
         raise CliArgumentError(str(exc)) from None

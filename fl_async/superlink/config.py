@@ -133,6 +133,9 @@ class LinkConfig:
         auth_list_public_keys: CSV file of the OpenSSH ECDSA public keys of the nodes allowed to register
             (``--auth-list-public-keys``, as Flower 1.9); re-read on SIGHUP and when it changes. Requires ``tls``.
             ``None`` (default): any node may register (a WARNING says so at start).
+        auth_superlink_private_key: the link's ECDSA private key file (``--auth-superlink-private-key``, as Flower
+            1.9), used for the per-call proofs of nodes whose key is on the same curve; with a durable store, keyed
+            sessions keep their proofs across a link restart. ``None`` (default): a key generated at start.
 
     Raises:
         ValueError: a field is out of range or an address is malformed (the message names the field).
@@ -171,6 +174,7 @@ class LinkConfig:
     metrics_address: str | None = None
     driver_auth_token_file: str | None = None
     auth_list_public_keys: str | None = None
+    auth_superlink_private_key: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("driver_api_address", "fleet_api_address"):

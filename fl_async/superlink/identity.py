@@ -252,8 +252,10 @@ class IdentityCallers:
         """The link's own key (``--auth-superlink-private-key``) for nodes on its curve; others get an ephemeral key."""
         self._link_keys: dict[str, ec.EllipticCurvePrivateKey] = {}
         self._sessions: dict[int, _KeyedSession] = {}
-        self.session_alive: Callable[[int, bytes], bool] = lambda node_id, token: True
-        """Whether a node with this id and session token is still registered (set by the link; for pruning)."""
+        self.node_lookup: Callable[[int], tuple[bytes, bytes] | None] = lambda node_id: None
+        """``node_id -> (session token, public key wire)`` of a registered node, else ``None`` (set by the link):
+        prunes sessions of nodes gone, and rebuilds a keyed session the link does not hold (e.g. a registration
+        restored from a database after a restart) when the link's key is configured (:attr:`link_key`)."""
 
     @property
     def keys_required(self) -> bool:
@@ -269,12 +271,30 @@ class IdentityCallers:
         if NODE_PUBLIC_KEY_HEADER in metadata:
             return self._registration(metadata)
         caller = self.inner(api, metadata)
-        if caller.kind == "node" and self._sessions:
-            session = self._sessions.get(caller.node_id)
+        if caller.kind == "node" and (self._sessions or self.link_key is not None):
             token = metadata.get(NODE_TOKEN_HEADER)
+            session = self._sessions.get(caller.node_id)
+            if session is None or not isinstance(token, bytes) or not hmac.compare_digest(session.token, token):
+                session = self._restore(caller.node_id)
             if session is not None and isinstance(token, bytes) and hmac.compare_digest(session.token, token):
                 return replace(caller, verify_body=self._proof(session, caller.node_id, metadata))
         return caller
+
+    def _restore(self, node_id: int) -> _KeyedSession | None:
+        """The keyed session of a registered node this link holds no session for, rebuilt with the configured link
+        key (``None``: not keyed, no link key, or another curve; its calls then rest on the session credentials)."""
+        if self.link_key is None:
+            return None
+        found = self.node_lookup(node_id)
+        if found is None or not found[1]:
+            return None
+        token, wire = found
+        node_key = public_key_from_wire(wire)
+        if node_key.curve.name != self.link_key.curve.name:
+            return None
+        session = _KeyedSession(token, call_key(self.link_key, node_key, token, wire))
+        self._sessions[node_id] = session
+        return session
 
     def _proof(self, session: _KeyedSession, node_id: int, metadata: Mapping[str, Any]) -> Callable[[str, bytes], bool]:
         """The body check of a keyed session's call: its counter must be fresh (replay window) and its HMAC match."""
@@ -297,6 +317,10 @@ class IdentityCallers:
 
         return verify
 
+    def _alive(self, node_id: int, token: bytes) -> bool:
+        found = self.node_lookup(node_id)
+        return found is not None and hmac.compare_digest(found[0], token)
+
     def open_session(self, node_id: int, public_key: bytes, token: bytes) -> str:
         """A keyed node registered as ``node_id`` with session ``token``: derive the key its calls are
         authenticated with (ECDH of its key and the link's, :func:`fl_async._keys.call_key`) and return the link's
@@ -311,7 +335,7 @@ class IdentityCallers:
                 link = ec.generate_private_key(type(node_key.curve)())
             self._link_keys[curve] = link
         if len(self._sessions) >= 64 and len(self._sessions) % 64 == 0:  # drop sessions of nodes gone meanwhile
-            self._sessions = {n: s for n, s in self._sessions.items() if self.session_alive(n, s.token)}
+            self._sessions = {n: s for n, s in self._sessions.items() if self._alive(n, s.token)}
         self._sessions[node_id] = _KeyedSession(token, call_key(link, node_key, token, public_key))
         return public_key_text(link.public_key())
 

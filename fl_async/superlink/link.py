@@ -19,6 +19,7 @@ from typing import Any, Self
 import anyio
 import grpclib.server
 
+from fl_async._keys import load_private_key
 from fl_async._net import format_address, parse_address, server_ssl_context
 from fl_async.superlink.admission import Admission, SessionCallers
 from fl_async.superlink.config import LinkConfig
@@ -136,7 +137,9 @@ class SuperLink:
             clock=clock,
         )
         """Driver tokens and node keys (:mod:`fl_async.superlink.identity`); files are read here (ValueError)."""
-        self.identity.session_alive = self._session_alive
+        self.identity.node_lookup = self._node_lookup
+        if cfg.auth_superlink_private_key:
+            self.identity.link_key = load_private_key(cfg.auth_superlink_private_key)
         self._watcher: asyncio.Task[None] | None = None
         self._sighup = False
         self._policy: tuple[Admission, Callable[[int], bytes]] | None = None
@@ -412,9 +415,9 @@ class SuperLink:
             raise UnauthenticatedError(f"wrong token for node {node_id}")
         return node
 
-    def _session_alive(self, node_id: int, token: bytes) -> bool:
+    def _node_lookup(self, node_id: int) -> tuple[bytes, bytes] | None:
         node = self.state.store.get_node(node_id)
-        return node is not None and hmac.compare_digest(node.token, token)
+        return None if node is None else (node.token, node.public_key)
 
     def reload_allow_list(self) -> None:
         """Re-read the allow-list (``--auth-list-public-keys``; on SIGHUP and when the file changes): nodes whose

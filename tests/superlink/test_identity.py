@@ -366,3 +366,35 @@ async def test_keyed_session_calls_need_a_fresh_proof_matching_the_body(tmp_path
                 assert await client.heartbeat(auth, 30.0, timeout=5) == 30.0
             finally:
                 channel.close()
+
+
+@pytest.mark.parametrize("link_key", [True, False])
+async def test_keyed_session_the_link_no_longer_holds(tmp_path: Path, link_key: bool) -> None:
+    """A registration the link holds no session for (as after a restart with a durable store): with the link's key
+    configured the session's proofs are checked again; without, its calls rest on the session credentials."""
+    from fl_async._credentials import node_metadata
+    from fl_async.supernode._fleet import FleetClient
+
+    key = load_private_key(write_node_keys(tmp_path, "node")[0])
+    link_priv = str(write_node_keys(tmp_path, "link")[0]) if link_key else None
+    with anyio.fail_after(30):
+        async with SuperLink(config(auth_superlink_private_key=link_priv)) as link:
+            host, port = link.fleet_address.rsplit(":", 1)
+            channel = open_channel(host, int(port), client_ssl_context(CA))
+            try:
+                client = FleetClient(channel, link.fleet_address, rpc_timeout=5, push_timeout=5, poll_margin=5)
+                resp, signer = await client.create_node(30.0, key)
+                assert signer is not None
+                auth = pb.NodeAuth(node_id=resp.node_id, token=resp.token)
+                req = pb.HeartbeatRequest(auth=auth, heartbeat_interval=30.0)
+                creds = node_metadata(resp.node_id, resp.token)
+                link.identity._sessions.clear()  # noqa: SLF001 (what a restarted link process starts with)
+                stub = pb.FleetStub(channel)
+                await stub.heartbeat(req, metadata=creds + signer.headers("Heartbeat", bytes(req)))
+                if link_key:
+                    with pytest.raises(GRPCError, match="must carry its proof"):
+                        await stub.heartbeat(req, metadata=creds)
+                else:
+                    await stub.heartbeat(req, metadata=creds)
+            finally:
+                channel.close()

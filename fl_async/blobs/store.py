@@ -288,11 +288,10 @@ class BlobStore:
         b = self._blobs.get(digest)
         return 0 if b is None else len(b.owners)
 
-    def holders(self, digest: bytes) -> tuple[list[object], list[bytes]]:
-        """``(owners, lease holders)`` of the digest: who references it and who holds a download lease on it
-        (empty lists when unknown); the link decides from them who may read it."""
+    def leased_to(self, digest: bytes, holder: bytes) -> bool:
+        """Whether ``holder`` holds a download lease on the digest (see :meth:`hand_over`)."""
         b = self._blobs.get(digest)
-        return ([], []) if b is None else (list(b.owners), list(b.leases))
+        return b is not None and holder in b.leases
 
     def holds(self, owner: object) -> bool:
         """Whether ``owner`` references any blob."""

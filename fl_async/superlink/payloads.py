@@ -88,7 +88,9 @@ class LinkBlobs:
         self._node_token: Callable[[int], bytes | None] | None = None
         self._run_tokens: dict[int, bytes] = {}
         self._pending: list[tuple[str, bytes | None]] = []
-        self._readers: dict[str, tuple[int, int]] = {}  # held message id -> (dst_node_id, run_id): who may read
+        # who may read a held message's arrays: its addressee, (b"N", node id) or a reply's (b"D", run id)
+        self._readers: dict[str, tuple[tuple[bytes, int], list[bytes]]] = {}  # message id -> (reader, digests)
+        self._access: dict[bytes, dict[tuple[bytes, int], int]] = {}  # digest -> {reader: held messages}
         self._flush_scheduled = False
         self.server: BlobServer | None = None
         self._sweeper: asyncio.Task[None] | None = None
@@ -139,7 +141,13 @@ class LinkBlobs:
         md = message.metadata
         try:
             self.store.acquire_many(md.message_id, refs, now=self._clock())
-            self._readers[md.message_id] = (md.dst_node_id, md.run_id)
+            if md.message_id not in self._readers:  # who may read these arrays: the addressee
+                reader = (_NODE, md.dst_node_id) if md.dst_node_id else (_RUN, md.run_id)
+                digests = [digest for digest, _ in refs]
+                self._readers[md.message_id] = (reader, digests)
+                for digest in digests:
+                    counts = self._access.setdefault(digest, {})
+                    counts[reader] = counts.get(reader, 0) + 1
         except Exception as exc:
             # The receiver will not get the payload and answers PAYLOAD_UNAVAILABLE when decoding.
             log.warning("message %s: cannot reference its payloads: %s", message.metadata.message_id, exc)
@@ -204,7 +212,24 @@ class LinkBlobs:
             else:
                 self.store.release(owner, now=now)
             if not self.store.holds(owner):  # (retained again meanwhile: a reply put back for its driver)
-                self._readers.pop(owner, None)
+                self._forget_reader(owner)
+
+    def _forget_reader(self, owner: str) -> None:
+        entry = self._readers.pop(owner, None)
+        if entry is None:
+            return
+        reader, digests = entry
+        for digest in digests:
+            counts = self._access.get(digest)
+            if counts is None:
+                continue
+            left = counts.get(reader, 0) - 1
+            if left > 0:
+                counts[reader] = left
+            else:
+                counts.pop(reader, None)
+                if not counts:
+                    del self._access[digest]
 
     def readable(self, token: bytes, digest: bytes) -> bool:
         """Whether the holder of ``token`` (authorized already) may read ``digest`` (GET, and HAS answers): a node
@@ -213,18 +238,10 @@ class LinkBlobs:
         if len(token) < 1 + _ID.size:
             return False
         kind, (ident,) = token[:1], _ID.unpack(token[1 : 1 + _ID.size])
-        owners, leases = self.store.holders(digest)
-        if kind == _RUN and token in leases:
+        counts = self._access.get(digest)
+        if counts is not None and counts.get((kind, ident), 0) > 0:
             return True
-        for owner in owners:
-            dst_run = self._readers.get(owner) if isinstance(owner, str) else None
-            if dst_run is None:
-                continue
-            if kind == _NODE and dst_run[0] == ident:
-                return True
-            if kind == _RUN and dst_run == (0, ident):
-                return True
-        return False
+        return kind == _RUN and self.store.leased_to(digest, token)
 
     def statistics(self) -> BlobStoreStatistics:
         """The store's counts (blobs, bytes held, references, leases)."""

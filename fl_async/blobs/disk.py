@@ -10,9 +10,9 @@ link state re-references them from the recovered messages; files nothing referen
 sweep after its linger time, like any unreferenced upload.
 
 Files are written and deleted in one worker thread, in order, so a large array never holds the link's event loop
-(the blob stays pinned in the store while its file is written). A message naming a blob may be accepted before its
-file is complete: if the link is killed in that window (well under a second for 100 MiB), the restarted link lacks
-the blob and the node answers the instruction with a ``PAYLOAD_UNAVAILABLE`` error reply (one reply, never none).
+(the blob stays pinned in the store while its file is written). The blob server answers an upload only once its
+file is written (:meth:`BlobDirectory.written`), and senders push a message only after that answer, so every
+accepted message's blobs are on disk.
 
 Durability follows the database's: with ``sync=True`` each file and the directory are ``fsync``-ed (survives power
 loss); without, a written file survives a crash of the process.
@@ -25,7 +25,7 @@ import contextlib
 import logging
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from fl_async._digest import DIGEST_SIZE
@@ -57,6 +57,7 @@ class BlobDirectory:
         self.loaded = 0
         self._store: BlobStore | None = None
         self._worker: ThreadPoolExecutor | None = None
+        self._pending: dict[bytes, Future[None]] = {}  # digest -> its file write, while pending
         self.path.mkdir(parents=True, exist_ok=True)
 
     def _file(self, digest: bytes) -> Path:
@@ -104,11 +105,13 @@ class BlobDirectory:
                 self._write(digest, self._store.get(digest))
                 return
             view = self._store.open_read(digest)  # pinned until written
+            future = self._executor().submit(self._write, digest, view)
+            self._pending[digest] = future
 
-            def written(_: object) -> None:
-                loop.call_soon_threadsafe(self._unpin, digest)
+            def done(_: object) -> None:
+                loop.call_soon_threadsafe(self._unpin, digest, future)
 
-            self._executor().submit(self._write, digest, view).add_done_callback(written)
+            future.add_done_callback(done)
         elif state is None:
             if loop is None:
                 self._unlink(digest)
@@ -120,9 +123,17 @@ class BlobDirectory:
             self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fl-async-blob-files")
         return self._worker
 
-    def _unpin(self, digest: bytes) -> None:
+    def _unpin(self, digest: bytes, future: Future[None]) -> None:
+        if self._pending.get(digest) is future:
+            del self._pending[digest]
         if self._store is not None:
             self._store.close_read(digest, now=time.monotonic())
+
+    async def written(self, digest: bytes) -> None:
+        """Return once the file of a complete blob is written (at once if it is, or if no write is pending)."""
+        future = self._pending.get(digest)
+        if future is not None:
+            await asyncio.wrap_future(future)
 
     def _unlink(self, digest: bytes) -> None:
         with contextlib.suppress(OSError):

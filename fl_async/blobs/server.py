@@ -131,6 +131,9 @@ class BlobServer:
         self.readable: Callable[[bytes, bytes], bool] = lambda token, digest: True
         """``readable(token, digest)``: whether an authorized caller may read the blob (GET) and learn whether the
         server holds it (HAS); the link allows a node only its instructions' arrays, a driver only its replies'."""
+        self.durable: Callable[[bytes], Awaitable[None]] | None = None
+        """Awaited before a PUT is answered OK or EXISTS: a link with a database waits until the blob's file is
+        written (:meth:`fl_async.blobs.disk.BlobDirectory.written`), so no message naming it is pushed before."""
 
     # ------------------------------------------------------------------------------ lifecycle
 
@@ -331,6 +334,8 @@ class BlobServer:
                 self._reply(stream, p.Status.TOO_LARGE, f"{exc} (max_blob_bytes, --max-blob-bytes)")
                 return True
         if up is None:
+            if self.durable is not None:
+                await self.durable(req.digest)
             self._reply(stream, p.Status.EXISTS, offset=req.total, total=req.total)
             return True
         self._reply(stream, p.Status.CONTINUE, offset=up.received, total=up.nbytes)
@@ -354,6 +359,8 @@ class BlobServer:
             except IntegrityError as exc:
                 self._reply(stream, p.Status.INTEGRITY, str(exc))
                 return True
+            if self.durable is not None:  # the uploader pushes its message only after this answer
+                await self.durable(req.digest)
             self._reply(stream, p.Status.OK, offset=up.nbytes, total=up.nbytes)
             return True
         except p.FrameError as exc:

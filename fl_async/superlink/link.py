@@ -279,6 +279,8 @@ class SuperLink:
                     idle_timeout=cfg.connection_idle_timeout,
                 )
                 self._addresses["blob"] = format_address(_WILDCARDS.get(host, host), self.blobs.port)
+                if self.blob_directory is not None and self.blobs.server is not None:
+                    self.blobs.server.durable = self.blob_directory.written  # uploads answered once on disk
             if self.metrics is not None:
                 assert cfg.metrics_address is not None
                 self.metrics.attach(self)

@@ -141,7 +141,9 @@ async def test_kill_9_link_loses_nothing(tmp_path: Path, processes: list[Process
             with anyio.fail_after(60):
                 idle_replies = await idle.pull_messages(idle_ids, timeout=30)
         assert sorted(r.metadata.reply_to_message for r in idle_replies) == sorted(idle_ids)
-        assert len(replies) == 3 and all(not r.has_error() for r in replies), [r.error for r in replies]
+        assert len(replies) == 3 and all(not r.has_error() for r in replies), [
+            r.error for r in replies if r.has_error()
+        ]
         assert len({r.metadata.reply_to_message for r in replies}) == 3  # one reply to each, none twice
         echoed = next(r for r in replies if "p" in r.content.parameters_records)
         np.testing.assert_array_equal(echoed.content.parameters_records["p"]["w"].numpy(), big)

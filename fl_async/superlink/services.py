@@ -197,6 +197,8 @@ class DriverService(_Service):
             raise InvalidArgumentError(problem)
         run_id = self.state.create_run(req.fab_id, req.fab_version, req.run_config)
         self.state.touch_run(run_id)
+        if self.connections is not None:  # losing this connection (if the driver stays on it) starts its grace
+            self.connections.bind_run(run_id)
         blob_port = blob_port_of(self.state)
         blob_token = self.run_token(run_id) if self.run_token is not None else run_blob_token(self.state, run_id)
         return pb.CreateRunResponse(run_id=run_id, blob_port=blob_port, blob_token=blob_token), None
@@ -272,6 +274,15 @@ class DriverService(_Service):
             state.restore_replies(taken)
 
         return pb.PullMessagesResponse(messages=replies, outstanding=still), (undo if taken else None)
+
+    async def end_run(self, req: pb.EndRunRequest) -> tuple[pb.EndRunResponse, Undo]:
+        """EndRun: end the run (:meth:`LinkState.end_run`); answer the CANCELLED error replies of its pending
+        instructions and the ids of the replies it never pulled. NOT_FOUND for an unknown or ended run."""
+        self.state.get_run(req.run_id)  # NOT_FOUND (naming why, for an ended run) before anything changes
+        replies, unpulled = self.state.end_run(req.run_id, "its driver ended it (EndRun)")
+        if self.connections is not None:
+            self.connections.unbind_run(req.run_id)
+        return pb.EndRunResponse(messages=replies, unpulled=unpulled), None
 
 
 class WrongApiService:

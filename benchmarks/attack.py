@@ -1,6 +1,7 @@
 """Attacks on a real ``fl-async superlink`` process on 127.0.0.1, each printing the figures its acceptance names.
 
-Usage: ``python -m benchmarks.attack {bomb,partial,createrun,fuzz,blobput,blobslow,all} [--seconds N]``.
+Usage: ``python -m benchmarks.attack {bomb,partial,createrun,fuzz,blobput,blobslow,waiters,idle,silent,tls,freeze,
+endrun,fields,all} [--seconds N]``.
 
 Every subcommand starts its own link (``fl-async superlink --insecure`` on free loopback ports) as a child
 process, measures its resident memory from ``/proc/<pid>/status`` (``VmRSS`` now, ``VmHWM`` peak), attacks it
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import random
@@ -43,8 +45,19 @@ BOMB = b"\x12\x00"
 class Link:
     """A ``fl-async superlink`` child process on free loopback ports."""
 
-    def __init__(self, *extra: str) -> None:
+    def __init__(self, *extra: str, tls: bool = False) -> None:
         self.driver_port, self.fleet_port, self.blob_port = free_port(), free_port(), free_port()
+        self.ssl: Any = None
+        security = ["--insecure"]
+        if tls:  # a throwaway CA and server certificate for 127.0.0.1
+            from fl_async._net import client_ssl_context
+            from fl_async.testing.certs import write_certs
+
+            self._certs = tempfile.TemporaryDirectory(prefix="fl-async-attack-certs-")
+            files = write_certs(self._certs.name)
+            security = ["--ssl-ca-certfile", str(files.ca_cert), "--ssl-certfile", str(files.server_cert)]
+            security += ["--ssl-keyfile", str(files.server_key)]
+            self.ssl = client_ssl_context(files.ca_cert)
         log = Path(tempfile.gettempdir()) / f"fl-async-attack-link-{os.getpid()}.log"
         self.proc = Proc(
             "superlink",
@@ -53,7 +66,7 @@ class Link:
                 "-m",
                 "fl_async",
                 "superlink",
-                "--insecure",
+                *security,
                 "--driver-api-address",
                 f"127.0.0.1:{self.driver_port}",
                 "--fleet-api-address",
@@ -98,7 +111,8 @@ def _headers(node: RawNode) -> list[tuple[str, str]]:
 async def fresh_round(link: Link) -> float:
     """Seconds for a fresh node and driver to complete one round (raises after 10 s)."""
     start = time.monotonic()
-    drv_ch, fleet_ch = Channel("127.0.0.1", link.driver_port), Channel("127.0.0.1", link.fleet_port)
+    drv_ch = Channel("127.0.0.1", link.driver_port, ssl=link.ssl)
+    fleet_ch = Channel("127.0.0.1", link.fleet_port, ssl=link.ssl)
     try:
         async with asyncio.timeout(10):
             drv = await RawDriver.create(pb.DriverStub(drv_ch))
@@ -659,6 +673,67 @@ async def attack_silent(args: argparse.Namespace) -> dict[str, Any]:
         link.stop()
 
 
+async def attack_tls(args: argparse.Namespace) -> dict[str, Any]:
+    """A TLS link: 200 connections to each port that never start the TLS handshake (raw TCP), and 200 that
+    complete it but never speak HTTP/2 or the blob protocol: when does the link close each kind (default
+    --connection-setup-timeout 10 s; the handshaken ones counted from their own handshake)? Also 1,000
+    never-handshaking connections per port at once: link RSS rise, and a fresh round over TLS meanwhile."""
+    import ssl
+
+    link = Link(tls=True)
+    try:
+        base = link.rss()
+        start = time.monotonic()
+        raw: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        tls: list[tuple[asyncio.StreamReader, float]] = []  # (reader, when its handshake completed)
+        ports = (link.driver_port, link.fleet_port, link.blob_port)
+        for port in ports:
+            for _ in range(200):
+                raw.append(await asyncio.open_connection("127.0.0.1", port))
+        client = ssl.create_default_context(cafile=None)
+        client.check_hostname = False
+        client.verify_mode = ssl.CERT_NONE
+        writers = [w for _, w in raw]
+        for port in ports:
+            for _ in range(200):
+                reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client)
+                tls.append((reader, time.monotonic()))
+                writers.append(writer)
+
+        async def closed(reader: asyncio.StreamReader, since: float) -> float:
+            with contextlib.suppress(ConnectionError, ssl.SSLError):
+                await reader.read()
+            return time.monotonic() - since
+
+        async with asyncio.timeout(90):
+            raw_times = await asyncio.gather(*(closed(r, start) for r, _ in raw))
+            tls_times = await asyncio.gather(*(closed(r, since) for r, since in tls))
+        for writer in writers:
+            writer.close()
+        many: list[asyncio.StreamWriter] = []
+        for port in ports:
+            for _ in range(1000):
+                try:
+                    many.append((await asyncio.open_connection("127.0.0.1", port))[1])
+                except OSError:
+                    break
+        await asyncio.sleep(3)
+        held = link.rss() - base
+        round_s = await fresh_round(link)
+        for writer in many:
+            writer.close()
+        return {
+            "no_handshake_connections": len(raw),
+            "no_handshake_all_closed_after_s": round(max(raw_times), 1),
+            "handshaken_silent_connections": len(tls),
+            "handshaken_silent_closed_after_s_max": round(max(tls_times), 1),
+            "no_handshake_3000_rss_rise_mb": round(held, 1),
+            "fresh_round_s_while_3000_open": round(round_s, 3),
+        }
+    finally:
+        link.stop()
+
+
 def _freeze(link: Link, seconds: float) -> dict[str, Any]:
     """Blocking body of :func:`attack_freeze` (the sync Driver runs in a worker thread)."""
     import signal
@@ -730,6 +805,7 @@ ATTACKS: dict[str, Callable[[argparse.Namespace], Awaitable[dict[str, Any]]]] = 
     "waiters": attack_waiters,
     "idle": attack_idle,
     "silent": attack_silent,
+    "tls": attack_tls,
     "freeze": attack_freeze,
 }
 

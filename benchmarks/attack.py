@@ -332,6 +332,7 @@ _RPCS = [
     ("driver", "/fl_async.v1.Driver/WaitForNodes", pb.WaitForNodesRequest),
     ("driver", "/fl_async.v1.Driver/PushMessages", pb.PushMessagesRequest),
     ("driver", "/fl_async.v1.Driver/PullMessages", pb.PullMessagesRequest),
+    ("driver", "/fl_async.v1.Driver/EndRun", pb.EndRunRequest),
     ("fleet", "/fl_async.v1.Fleet/CreateNode", pb.CreateNodeRequest),
     ("fleet", "/fl_async.v1.Fleet/DeleteNode", pb.DeleteNodeRequest),
     ("fleet", "/fl_async.v1.Fleet/Heartbeat", pb.HeartbeatRequest),
@@ -360,7 +361,7 @@ def fuzz_body(rng: random.Random, valid: list[bytes]) -> bytes:
 
 
 async def fuzz(link_ports: tuple[int, int], count: int, seed: int, metadata: Any = None) -> dict[str, int]:
-    """``count`` seeded random requests spread over all 12 RPCs; counts of the statuses answered."""
+    """``count`` seeded random requests spread over all 13 RPCs; counts of the statuses answered."""
     rng = random.Random(seed)
     driver_port, fleet_port = link_ports
     chans = {"driver": Channel("127.0.0.1", driver_port), "fleet": Channel("127.0.0.1", fleet_port)}
@@ -368,6 +369,7 @@ async def fuzz(link_ports: tuple[int, int], count: int, seed: int, metadata: Any
         bytes(pb.PushMessagesRequest(run_id=1, messages=[instruction(1, 2)])),
         bytes(pb.PullMessagesRequest(run_id=1, message_ids=["a", "b"], timeout=0.0)),
         bytes(pb.CreateRunRequest(fab_id="f", fab_version="1")),
+        bytes(pb.EndRunRequest(run_id=1)),
         bytes(pb.HeartbeatRequest(auth=pb.NodeAuth(node_id=1, token=b"t"), heartbeat_interval=1.0)),
     ]
     counts: dict[str, int] = {}
@@ -400,7 +402,7 @@ async def fuzz(link_ports: tuple[int, int], count: int, seed: int, metadata: Any
 
 
 async def attack_fuzz(args: argparse.Namespace) -> dict[str, Any]:
-    """Seeded fuzz over all 12 RPCs: anonymous, then with a registered node's header credentials."""
+    """Seeded fuzz over all 13 RPCs: anonymous, then with a registered node's header credentials."""
     link = Link()
     fleet = Channel("127.0.0.1", link.fleet_port)
     try:

@@ -29,6 +29,7 @@ The :class:`CallerCheck` seam is where a stronger credential check (node keys, d
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import ctypes
 import ctypes.util
 import hashlib
@@ -58,6 +59,7 @@ from fl_async.superlink.errors import LinkStateError, NotFoundError, Unauthentic
 
 __all__ = [
     "ANONYMOUS",
+    "CALLER",
     "FIELD_CAPS",
     "NODE_ID_HEADER",
     "NODE_TOKEN_HEADER",
@@ -106,6 +108,10 @@ class Caller:
 
 
 ANONYMOUS = Caller("anonymous")
+
+CALLER: contextvars.ContextVar[Caller] = contextvars.ContextVar("fl_async_link_caller", default=ANONYMOUS)
+"""The caller of the call the current handler task serves, as :meth:`Admission.identify` established it (grpclib
+runs each call in its own task, so it never leaks between calls)."""
 
 
 class CallerCheck(Protocol):
@@ -430,6 +436,7 @@ class Admission:
             caller = self.check(api, metadata or {})
         except LinkStateError as exc:
             raise GRPCError(Status[exc.status], f"{name}: {exc}") from None
+        CALLER.set(caller)
         if caller.kind == "driver" and self.driver_called is not None:
             self.driver_called(caller.run_id)
         return caller

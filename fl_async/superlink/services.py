@@ -19,6 +19,7 @@ from grpclib.exceptions import GRPCError
 
 from fl_async._grpc import Rpc, rpc_methods
 from fl_async.proto.fl_async import v1 as pb
+from fl_async.superlink.admission import CALLER
 from fl_async.superlink.payloads import blob_port_of, run_blob_token
 from fl_async.superlink.rpc import CallTracker, LimitedProtoCodec, Undo, unary_handler
 from fl_async.superlink.state import (
@@ -277,8 +278,16 @@ class DriverService(_Service):
 
     async def end_run(self, req: pb.EndRunRequest) -> tuple[pb.EndRunResponse, Undo]:
         """EndRun: end the run (:meth:`LinkState.end_run`); answer the CANCELLED error replies of its pending
-        instructions and the ids of the replies it never pulled. NOT_FOUND for an unknown or ended run."""
+        instructions and the ids of the replies it never pulled. NOT_FOUND for an unknown or ended run;
+        UNAUTHENTICATED without the run's credentials in the request headers (ending a run is destructive: a run
+        id alone is not enough)."""
         self.state.get_run(req.run_id)  # NOT_FOUND (naming why, for an ended run) before anything changes
+        caller = CALLER.get()
+        if self.admission is not None and not (caller.kind == "driver" and caller.run_id == req.run_id):
+            raise UnauthenticatedError(
+                f"EndRun of run {req.run_id} needs the run's credentials in the request headers "
+                "(fl-async-run-id, fl-async-run-token-bin; the SDK sends them)"
+            )
         replies, unpulled = self.state.end_run(req.run_id, "its driver ended it (EndRun)")
         if self.connections is not None:
             self.connections.unbind_run(req.run_id)

@@ -207,3 +207,18 @@ async def test_element_cap_per_field_over_grpc(superlink_factory) -> None:
             pb.PullMessagesRequest(run_id=run_id, message_ids=["x" * 36] * 1000), metadata=drv._headers(run_id)
         )
         assert resp.outstanding == []
+
+
+async def test_end_run_needs_the_runs_credentials(superlink_factory) -> None:
+    link = await superlink_factory()
+    async with RawDriver(link.driver_address) as drv:
+        run_id = await drv.create_run()
+        with pytest.raises(GRPCError) as exc:  # a run id alone (anonymous) does not end a run
+            await drv.stub.end_run(pb.EndRunRequest(run_id=run_id))
+        assert exc.value.status is Status.UNAUTHENTICATED and "credentials" in (exc.value.message or "")
+        assert link.state.store.get_run(run_id) is not None
+        resp = await drv.stub.end_run(pb.EndRunRequest(run_id=run_id), metadata=drv._headers(run_id))
+        assert resp.messages == [] and resp.unpulled == []
+        with pytest.raises(GRPCError) as exc:
+            await drv.stub.get_run(pb.GetRunRequest(run_id=run_id), metadata=drv._headers(run_id))
+        assert exc.value.status is Status.NOT_FOUND and "ended: its driver ended it (EndRun)" in exc.value.message

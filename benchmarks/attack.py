@@ -797,6 +797,78 @@ async def attack_freeze(args: argparse.Namespace) -> dict[str, Any]:
         link.stop()
 
 
+def _loaded_instruction(run_id: int, dst: int, nbytes: int) -> pb.Message:
+    msg = instruction(run_id, dst)
+    array = pb.Array(dtype="uint8", shape=[nbytes], stype="numpy.ndarray", data=os.urandom(nbytes), nbytes=nbytes)
+    msg.content = pb.RecordSet(parameters=[pb.ParametersRecord(keys=["w"], arrays=[array])])
+    return msg
+
+
+async def _fill_run(link: Link, nodes: list[RawNode], per_node: int, nbytes: int) -> tuple[Channel, RawDriver, int]:
+    """A new run with ``per_node`` queued instructions of ``nbytes`` for each node (the nodes never pull)."""
+    ch = Channel("127.0.0.1", link.driver_port)
+    drv = await RawDriver.create(pb.DriverStub(ch))
+    batch: list[pb.Message] = []
+    queued = 0
+    for _ in range(per_node):
+        for node in nodes:
+            batch.append(_loaded_instruction(drv.run_id, node.node_id, nbytes))
+            if len(batch) == 500:
+                queued += sum(1 for i in (await drv.push(batch)).message_ids if i)
+                batch = []
+    if batch:
+        queued += sum(1 for i in (await drv.push(batch)).message_ids if i)
+    return ch, drv, queued
+
+
+async def attack_endrun(args: argparse.Namespace) -> dict[str, Any]:
+    """A run holding 100 nodes x 100 queued instructions of 10 KB (100 MB; the nodes never pull) ends: by its
+    driver's EndRun, and by its driver disconnecting without one (``--driver-disconnect-grace 5``). How long until
+    the run is gone, and how much of the link's memory comes back?"""
+    link = Link("--driver-disconnect-grace", "5")
+    fleet = Channel("127.0.0.1", link.fleet_port)
+    out: dict[str, Any] = {}
+    try:
+        nodes = [await RawNode.create(pb.FleetStub(fleet), interval=300.0) for _ in range(100)]
+        base = link.rss()
+        out["rss_base_mb"] = round(base, 1)
+        for case in ("endrun", "disconnect"):
+            ch, drv, queued = await _fill_run(link, nodes, 100, 10_000)
+            held = link.rss() - base
+            start = time.monotonic()
+            if case == "endrun":
+                resp = await drv.stub.end_run(pb.EndRunRequest(run_id=drv.run_id), metadata=drv.metadata)
+                out["endrun_cancelled_replies"] = len(resp.messages)
+                ch.close()
+            else:
+                ch.close()  # the driver goes away without EndRun
+                probe = Channel("127.0.0.1", link.driver_port)
+                try:
+                    async with asyncio.timeout(60):
+                        while True:
+                            try:
+                                await pb.DriverStub(probe).get_run(pb.GetRunRequest(run_id=drv.run_id))
+                            except GRPCError as exc:
+                                if exc.status is Status.NOT_FOUND:
+                                    out["disconnect_not_found_message"] = exc.message
+                                    break
+                                raise
+                            await asyncio.sleep(0.1)
+                finally:
+                    probe.close()
+            gone = time.monotonic() - start
+            await asyncio.sleep(2)
+            out[f"{case}_queued"] = queued
+            out[f"{case}_rss_held_mb"] = round(held, 1)
+            out[f"{case}_run_gone_after_s"] = round(gone, 2)
+            out[f"{case}_rss_2s_after_mb"] = round(link.rss() - base, 1)
+        out["fresh_round_s"] = round(await fresh_round(link), 3)
+        return out
+    finally:
+        fleet.close()
+        link.stop()
+
+
 ATTACKS: dict[str, Callable[[argparse.Namespace], Awaitable[dict[str, Any]]]] = {
     "bomb": attack_bomb,
     "partial": attack_partial,
@@ -809,6 +881,7 @@ ATTACKS: dict[str, Callable[[argparse.Namespace], Awaitable[dict[str, Any]]]] = 
     "silent": attack_silent,
     "tls": attack_tls,
     "freeze": attack_freeze,
+    "endrun": attack_endrun,
 }
 
 

@@ -507,7 +507,13 @@ class Admission:
     def dropped(self, length: int) -> None:
         """A partly received body of ``length`` bytes was dropped: trim the heap once it is released."""
         self.dropped_bodies += 1
-        if length >= READ_PIECE and self._trim is None:
+        if length >= READ_PIECE:
+            self.trim_soon()
+
+    def trim_soon(self) -> None:
+        """Trim the heap (:func:`trim_heap`) in 0.5 s, once for any number of calls meanwhile: after a large
+        body was dropped or a run ended, so that the memory they held returns to the OS."""
+        if self._trim is None:
             loop = asyncio.get_running_loop()
 
             def trim() -> None:

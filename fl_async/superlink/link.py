@@ -365,10 +365,13 @@ class SuperLink:
         wakeups, state = self._wakeups, self.state
         while not wakeups.closing:
             wakeups.deadline_event = asyncio.Event()
+            ended = state.runs_ended
             try:
                 state.advance()
             except Exception:
                 log.exception("applying deadlines failed")
+            if state.runs_ended != ended and self.admission is not None:
+                self.admission.trim_soon()  # runs ended (idle TTL, driver gone): return their memory to the OS
             deadline = state.next_deadline()
             wakeups.armed_at = math.inf if deadline is None else deadline
             delay = None if deadline is None else max(0.0, deadline - self._clock()) + 0.001

@@ -291,6 +291,8 @@ class DriverService(_Service):
         replies, unpulled = self.state.end_run(req.run_id, "its driver ended it (EndRun)")
         if self.connections is not None:
             self.connections.unbind_run(req.run_id)
+        if self.admission is not None:
+            self.admission.trim_soon()  # the run's payloads were freed: give the memory back to the OS
         return pb.EndRunResponse(messages=replies, unpulled=unpulled), None
 
 

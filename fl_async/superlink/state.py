@@ -151,6 +151,8 @@ class LinkState:
         self._disconnect_deadlines: list[tuple[float, int]] = []  # (grace ends, node_id), lazily cleaned
         self._unanswered = 0  # instructions QUEUED or IN_FLIGHT (for compacting the TTL heap)
         self.lifetimes = Lifetimes(run_idle_ttl, reply_ttl, driver_grace)
+        self.runs_ended = 0
+        """How many runs :meth:`end_run` ended (the I/O layer trims the heap after one)."""
         self.adopt_stored_runs()
 
     @classmethod
@@ -335,6 +337,7 @@ class LinkState:
             self.lifetimes.reply_taken(ins.message_id)
         self.store.remove_run(run_id)
         self.lifetimes.forget_run(run_id, reason)
+        self.runs_ended += 1
         ended = getattr(self.payloads, "run_ended", None)
         if ended is not None:
             ended(run_id)

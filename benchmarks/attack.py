@@ -1,7 +1,7 @@
 """Attacks on a real ``fl-async superlink`` process on 127.0.0.1, each printing the figures its acceptance names.
 
 Usage: ``python -m benchmarks.attack {bomb,partial,createrun,fuzz,blobput,blobslow,waiters,idle,silent,tls,freeze,
-endrun,fields,all} [--seconds N]``.
+endrun,varint,all} [--seconds N]``.
 
 Every subcommand starts its own link (``fl-async superlink --insecure`` on free loopback ports) as a child
 process, measures its resident memory from ``/proc/<pid>/status`` (``VmRSS`` now, ``VmHWM`` peak), attacks it
@@ -246,6 +246,74 @@ async def attack_bomb(args: argparse.Namespace) -> dict[str, Any]:
             "fresh_round_s": round(await fresh_round(link), 3),
         }
     finally:
+        link.stop()
+
+
+def _ld(field: int, payload: bytes) -> bytes:
+    """A length-delimited protobuf field."""
+
+    def varint(n: int) -> bytes:
+        out = bytearray()
+        while n >= 0x80:
+            out.append(n & 0x7F | 0x80)
+            n >>= 7
+        out.append(n)
+        return bytes(out)
+
+    return varint(field << 3 | 2) + varint(len(payload)) + payload
+
+
+async def attack_varint(args: argparse.Namespace) -> dict[str, Any]:
+    """An authenticated node's PushReplies whose one Array.shape is 48 MiB of packed 1-byte varints (under
+    --max-request-bytes): decoded, that is 50 million Python ints (~1.8 GB). Repeated for ``--seconds`` while the
+    probe runs; statuses, slowest refusal, probe latency, RSS peak."""
+    link = Link()
+    fleet = Channel("127.0.0.1", link.fleet_port)
+    try:
+        node = await RawNode.create(pb.FleetStub(fleet), interval=300.0)
+        base = link.rss()
+        seconds = args.seconds
+        prober = start_probe(link, seconds)
+        await asyncio.sleep(2)
+        shape = _ld(2, b"\x01" * (48 << 20))  # Array.shape (packed int64)
+        body = auth_field(node.auth) + _ld(2, _ld(2, _ld(1, _ld(3, shape))))  # messages/content/parameters/arrays
+        statuses: dict[str, int] = {}
+        slowest = 0.0
+        message = ""
+        end = time.monotonic() + seconds - 4
+        while time.monotonic() < end:
+            ch = Channel("127.0.0.1", link.fleet_port)
+            start = time.monotonic()
+            try:
+                async with asyncio.timeout(120):
+                    async with ch.request(
+                        "/fl_async.v1.Fleet/PushReplies",
+                        Cardinality.UNARY_UNARY,
+                        Encoded,
+                        pb.PushRepliesResponse,
+                        metadata=node.metadata,
+                    ) as stream:
+                        await stream.send_message(Encoded(body), end=True)
+                        await stream.recv_message()
+                status = "OK"
+            except GRPCError as exc:
+                status, message = exc.status.name, exc.message or ""
+            finally:
+                ch.close()
+            slowest = max(slowest, time.monotonic() - start)
+            statuses[status] = statuses.get(status, 0) + 1
+        return {
+            "body_mb": round(len(body) / MB, 1),
+            "statuses": statuses,
+            "message": message,
+            "slowest_refusal_s": round(slowest, 3),
+            "probe": probe_result(prober, seconds),
+            "rss_base_mb": round(base, 1),
+            "rss_peak_rise_mb": round(link.hwm() - base, 1),
+            "fresh_round_s": round(await fresh_round(link), 3),
+        }
+    finally:
+        fleet.close()
         link.stop()
 
 
@@ -882,6 +950,7 @@ ATTACKS: dict[str, Callable[[argparse.Namespace], Awaitable[dict[str, Any]]]] = 
     "tls": attack_tls,
     "freeze": attack_freeze,
     "endrun": attack_endrun,
+    "varint": attack_varint,
 }
 
 

@@ -79,7 +79,7 @@ __all__ = [
 
 log = logging.getLogger("fl_async.superlink")
 
-READ_PIECE = 1 << 20
+READ_PIECE = 1 << 18
 """Bytes of a request body that must arrive within ``request_read_timeout`` (the rest of the body if smaller):
 the read deadline is a rate floor of ``READ_PIECE / request_read_timeout`` bytes per second."""
 
@@ -224,6 +224,7 @@ _FIXED = {
     betterproto2.TYPE_FLOAT: 4, betterproto2.TYPE_FIXED32: 4, betterproto2.TYPE_SFIXED32: 4,
 }  # fmt: skip
 _HIGH_BYTES = bytes(range(0x80, 0x100))
+_PIECE = 1 << 18
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,8 +307,17 @@ def _scan(data: bytes, cls: type, limit: int, caps: Mapping[str, int]) -> tuple[
                     raise ValueError("field runs past the end")
                 if field is None:
                     continue
-                if field.width == 0:  # packed varints: one per byte below 0x80
-                    n = len(data[start:pos].translate(None, _HIGH_BYTES))
+                if field.width == 0:  # packed varints: one per byte below 0x80, counted piece by piece until
+                    # the count is over what is left of the total or of the field's cap (bounded work)
+                    room = limit - total
+                    cap = caps.get(field.cap, 0) if field.cap else 0
+                    if cap:
+                        room = min(room, cap - per.get(key >> 3, 0))
+                    n = 0
+                    for i in range(start, pos, _PIECE):
+                        n += len(data[i : min(i + _PIECE, pos)].translate(None, _HIGH_BYTES))
+                        if n > room:
+                            break
                 elif field.width > 0:
                     n = length // field.width
                 else:

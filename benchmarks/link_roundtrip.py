@@ -23,7 +23,10 @@ Prints, per N: median and p99 round latency, replies/s (N x rounds / total time)
 connect and register at once. Run::
 
     python -m benchmarks.link_roundtrip [--nodes 10,100,1000] [--rounds 0] [--inproc] [--separate-pull]
-                                        [--sdk | --sdk-nodes] [--profile FILE]
+                                        [--sdk | --sdk-nodes] [--profile FILE] [--metrics-compare]
+
+``--metrics-compare`` runs each N with the link's Prometheus metrics off and on (``/metrics`` scraped every
+second from a thread of the link process), alternating off/on/off/on, and prints the ratios.
 """
 
 from __future__ import annotations
@@ -41,12 +44,25 @@ from pathlib import Path
 from benchmarks._proc import read_cpu_seconds
 
 LINK_MAIN = """
-import asyncio, signal, sys
+import asyncio, signal, sys, threading, time, urllib.request
 from fl_async.superlink import LinkConfig, SuperLink
 
+def scrape_every_second(address):
+    while True:
+        time.sleep(1.0)
+        try:
+            urllib.request.urlopen(f"http://{address}/metrics", timeout=5).read()
+        except OSError:
+            return
+
 async def main():
-    cfg = LinkConfig(driver_api_address="127.0.0.1:0", fleet_api_address="127.0.0.1:0", max_poll_timeout=30)
+    metrics = "127.0.0.1:0" if sys.argv[1:] == ["metrics"] else None
+    cfg = LinkConfig(
+        driver_api_address="127.0.0.1:0", fleet_api_address="127.0.0.1:0", max_poll_timeout=30, metrics_address=metrics
+    )
     async with SuperLink(cfg) as link:
+        if link.metrics_address:
+            threading.Thread(target=scrape_every_second, args=(link.metrics_address,), daemon=True).start()
         print("ADDR", link.driver_address, link.fleet_address, flush=True)
         stop = asyncio.Event()
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
@@ -290,10 +306,14 @@ async def bench_inproc(ns: list[int], rounds: int, mode: str, profile: str | Non
     return out
 
 
-def bench_subprocess(ns: list[int], rounds: int, mode: str, profile: str | None = None) -> list[dict[str, float]]:
+def bench_subprocess(
+    ns: list[int], rounds: int, mode: str, profile: str | None = None, metrics: bool = False
+) -> list[dict[str, float]]:
+    """One link process per N; with ``metrics``, the link serves ``/metrics`` and is scraped every second."""
     out = []
     for n in ns:
-        proc = subprocess.Popen([sys.executable, "-c", LINK_MAIN], stdout=subprocess.PIPE, text=True)
+        argv = [sys.executable, "-c", LINK_MAIN, *(["metrics"] if metrics else [])]
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
         try:
             line = proc.stdout.readline()  # type: ignore[union-attr]
             if not line.startswith("ADDR"):
@@ -325,6 +345,12 @@ def main() -> None:
         "--sdk-nodes", action="store_true", help="SuperNodes (async ClientApp) driven by the raw-stub driver"
     )
     parser.add_argument("--profile", default=None, help="write a cProfile of this process per N (FILE-N.prof)")
+    parser.add_argument(
+        "--metrics-compare",
+        action="store_true",
+        help="per N, run with the link's Prometheus metrics off and on (scraped every 1 s), alternating "
+        "off/on/off/on, and print the ratios (best median of each)",
+    )
     args = parser.parse_args()
     if (args.sdk or args.sdk_nodes) and args.separate_pull:
         parser.error("--separate-pull applies to raw responders only")
@@ -332,6 +358,11 @@ def main() -> None:
         parser.error("choose one of --sdk and --sdk-nodes")
     ns = [int(x) for x in args.nodes.split(",")]
     mode = "sdk" if args.sdk else "sdk-nodes" if args.sdk_nodes else "separate" if args.separate_pull else "combined"
+    if args.metrics_compare:
+        if args.inproc:
+            parser.error("--metrics-compare runs the link in its own process")
+        _metrics_compare(ns, args.rounds, mode)
+        return
     if args.inproc:
         results = asyncio.run(bench_inproc(ns, args.rounds, mode, args.profile))
     else:
@@ -353,6 +384,27 @@ def main() -> None:
             f"{r['n']:>6} {r['rounds']:>6} {r['median_ms']:>10.2f} {r['p99_ms']:>9.2f} {r['replies_per_s']:>10.0f} "
             f"{r['link_cpu_ms_per_round']:>18.1f} {r['client_cpu_ms_per_round']:>20.1f} "
             f"{r['rss_per_poll_kb']:>18.1f} {r['register_s']:>15.2f} {r.get('calls_per_reply', float('nan')):>17.2f}"
+        )
+
+
+def _metrics_compare(ns: list[int], rounds: int, mode: str) -> None:
+    """Metrics off vs on, alternating twice per N; prints each configuration's best median and the ratios."""
+    print(f"link_roundtrip --metrics-compare (link in its own process; {mode}; 127.0.0.1; off/on/off/on per N)")
+    print(
+        f"{'N':>6} {'median ms off':>14} {'median ms on':>13} {'on/off':>7} "
+        f"{'link CPU ms off':>16} {'link CPU ms on':>15} {'on/off':>7}"
+    )
+    for n in ns:
+        runs: dict[bool, list[dict[str, float]]] = {False: [], True: []}
+        for metrics in (False, True, False, True):
+            runs[metrics] += bench_subprocess([n], rounds, mode, metrics=metrics)
+        off = min(runs[False], key=lambda r: r["median_ms"])
+        on = min(runs[True], key=lambda r: r["median_ms"])
+        cpu_off = min(r["link_cpu_ms_per_round"] for r in runs[False])
+        cpu_on = min(r["link_cpu_ms_per_round"] for r in runs[True])
+        print(
+            f"{n:>6} {off['median_ms']:>14.2f} {on['median_ms']:>13.2f} {on['median_ms'] / off['median_ms']:>7.2f} "
+            f"{cpu_off:>16.1f} {cpu_on:>15.1f} {cpu_on / cpu_off:>7.2f}"
         )
 
 

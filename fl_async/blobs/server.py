@@ -116,6 +116,12 @@ class BlobServer:
         store.add_listener(self._on_store_change)
         self.port = 0
         """The bound TCP port (after :meth:`start`)."""
+        self.bytes_in = 0
+        """Payload bytes received by uploads since start (for metrics)."""
+        self.bytes_out = 0
+        """Payload bytes sent by downloads since start (for metrics)."""
+        self.too_large = 0
+        """Uploads refused for exceeding a size limit (blob or store capacity), for metrics."""
         self.handshake_timeout = io_timeout
         """Seconds a TLS client gets to finish its handshake (the link sets its connection setup timeout)."""
         self.gate: Any = None
@@ -315,6 +321,7 @@ class BlobServer:
                 self._reply(stream, p.Status.SIZE_MISMATCH, str(exc))
                 return True
             except ValueError as exc:
+                self.too_large += 1
                 self._reply(stream, p.Status.TOO_LARGE, f"{exc} (max_blob_bytes, --max-blob-bytes)")
                 return True
         if up is None:
@@ -332,6 +339,7 @@ class BlobServer:
                     n = p.decode_chunk_header(hdr, remaining=remaining, max_chunk=self.max_chunk)
                     await stream.readinto(up.next_view(n))
                 up.advance(n)
+                self.bytes_in += n
                 remaining -= n
                 up.hasher.update(up.take_unhashed())  # on the loop, while the chunk is in cache
             done = True
@@ -393,6 +401,7 @@ class BlobServer:
                 n = min(chunk, end - pos)
                 stream.write(p.encode_chunk_header(n))
                 await stream.write_all(view[pos : pos + n], timeout=self.io_timeout)
+                self.bytes_out += n
                 pos += n
         finally:
             del view  # the transport may still hold slices; the buffer lives as long as they do

@@ -154,7 +154,30 @@ AppDir = Annotated[
         help="Directory put first on sys.path before importing MODULE (default: the current directory).",
     ),
 ]
-Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Log debug messages on stderr.")]
+Verbose = Annotated[
+    bool, typer.Option("--verbose", "-v", help="Log fl-async's debug messages (other libraries stay at WARNING).")
+]
+LogFile = Annotated[
+    Path | None, typer.Option("--log-file", metavar="PATH", help="Append the log to PATH instead of stderr.")
+]
+LogFormat = Annotated[
+    str,
+    typer.Option("--log-format", metavar="text|json", help="Log lines as text (default) or as JSON objects."),
+]
+LogLevelAll = Annotated[
+    bool,
+    typer.Option(
+        "--log-level-all", help="Give third-party loggers (grpclib, hpack, ...) fl-async's level, not WARNING."
+    ),
+]
+MetricsAddress = Annotated[
+    str | None,
+    typer.Option(
+        "--metrics-address",
+        metavar="HOST:PORT",
+        help="Serve Prometheus metrics over HTTP at http://HOST:PORT/metrics (default: off; see docs/operations.md).",
+    ),
+]
 
 
 # -------------------------------------------------------------------------------------------- commands
@@ -208,7 +231,11 @@ def superlink_command(
             "port 9093; port 0: any free port). Open it in firewalls too.",
         ),
     ] = None,
+    metrics_address: MetricsAddress = None,
     verbose: Verbose = False,
+    log_file: LogFile = None,
+    log_format: LogFormat = "text",
+    log_level_all: LogLevelAll = False,
     limits: dict[str, Any] | None = None,
 ) -> None:
     """Serve the Driver API (server apps) and the Fleet API (nodes) until Ctrl-C / SIGTERM.
@@ -221,6 +248,8 @@ def superlink_command(
         check_address(fleet_api_address, option="--fleet-api-address")
         if blob_api_address is not None:
             check_address(blob_api_address, option="--blob-api-address")
+        if metrics_address is not None:
+            check_address(metrics_address, option="--metrics-address")
         if not 0 < disconnect_grace < float("inf"):
             raise CliArgumentError(f"--disconnect-grace must be a number of seconds > 0, got {disconnect_grace}")
         tls = resolve_link_tls(
@@ -228,7 +257,7 @@ def superlink_command(
         )
     except CliArgumentError as exc:
         fail(cmd, exc)
-    setup_logging(verbose)
+    setup_logging(cmd, verbose, log_file, log_format, log_level_all)
     from fl_async.superlink import LinkConfig
     from fl_async.superlink.config import address_conflict, default_blob_api_address
 
@@ -252,6 +281,7 @@ def superlink_command(
             tls=tls,
             heartbeat_patience=heartbeat_patience,
             disconnect_grace=disconnect_grace,
+            metrics_address=metrics_address,
             **(limits or {}),
         )
     except (TypeError, ValueError) as exc:
@@ -272,10 +302,11 @@ def superlink_command(
             await tg.start(watch)
             async with SuperLink(config) as link:
                 mode = "TLS" if tls is not None else "plaintext (--insecure)"
+                metrics = f", metrics on http://{link.metrics_address}/metrics" if link.metrics_address else ""
                 info(
                     cmd,
                     f"Driver API on {link.driver_address}, Fleet API on {link.fleet_address}, "
-                    f"blob data path on {link.blob_address}, {mode}",
+                    f"blob data path on {link.blob_address}{metrics}, {mode}",
                 )
                 await stopped.wait()
 
@@ -308,6 +339,9 @@ def supernode_command(
         ),
     ] = None,
     verbose: Verbose = False,
+    log_file: LogFile = None,
+    log_format: LogFormat = "text",
+    log_level_all: LogLevelAll = False,
 ) -> None:
     """Connect to a SuperLink and run a ClientApp on the messages sent to this node, until Ctrl-C / SIGTERM.
 
@@ -320,7 +354,7 @@ def supernode_command(
         config = parse_config_pairs(node_config, option="--node-config")
     except CliArgumentError as exc:
         fail(cmd, exc)
-    setup_logging(verbose)
+    setup_logging(cmd, verbose, log_file, log_format, log_level_all)
     from fl_async.client import ClientApp
 
     capp = _load_app(cmd, client_app, what="client app", directory=dir, expected=ClientApp)
@@ -379,6 +413,9 @@ def server_app_command(
         ),
     ] = None,
     verbose: Verbose = False,
+    log_file: LogFile = None,
+    log_format: LogFormat = "text",
+    log_level_all: LogLevelAll = False,
 ) -> None:
     """Create a run on a SuperLink and run a ServerApp's main(driver, context) to completion.
 
@@ -391,7 +428,7 @@ def server_app_command(
         config = parse_config_pairs(run_config, option="--run-config")
     except CliArgumentError as exc:
         fail(cmd, exc)
-    setup_logging(verbose)
+    setup_logging(cmd, verbose, log_file, log_format, log_level_all)
     from fl_async.server import ServerApp
 
     sapp = _load_app(cmd, server_app, what="server app", directory=dir, expected=ServerApp)
@@ -440,6 +477,7 @@ def run_command(
             help="Show the rounds progress display on stderr (default: only when stderr is a terminal).",
         ),
     ] = None,
+    metrics_address: MetricsAddress = None,
     backend: Annotated[
         str,
         typer.Option(
@@ -470,6 +508,9 @@ def run_command(
         ),
     ] = None,
     verbose: Verbose = False,
+    log_file: LogFile = None,
+    log_format: LogFormat = "text",
+    log_level_all: LogLevelAll = False,
 ) -> None:
     """Run a federation: a SuperLink and the ServerApp in this process, N SuperNodes in it or in Ray actors.
 
@@ -481,10 +522,12 @@ def run_command(
     cmd = "run"
     try:
         config = parse_config_pairs(run_config, option="--run-config")
+        if metrics_address is not None:
+            check_address(metrics_address, option="--metrics-address")
         ray_options = _ray_options(backend, ray_address, node_resources, nodes_per_actor)
     except CliArgumentError as exc:
         fail(cmd, exc)
-    setup_logging(verbose)
+    setup_logging(cmd, verbose, log_file, log_format, log_level_all)
     from fl_async.client import ClientApp
     from fl_async.server import ServerApp
 
@@ -510,6 +553,7 @@ def run_command(
                     run_config=config,
                     max_concurrency=max_concurrency,
                     options=ray_options,
+                    metrics_address=metrics_address,
                 )
             else:
                 await run_embedded(
@@ -519,6 +563,7 @@ def run_command(
                     run_config=config,
                     max_concurrency=max_concurrency,
                     progress=progress,
+                    metrics_address=metrics_address,
                 )
             tg.cancel_scope.cancel()
 
@@ -554,6 +599,15 @@ def main() -> None:
     """Console-script entry point (``fl-async``)."""
     process.own_the_process()
     app()
+
+
+def _register_operations() -> None:
+    from fl_async.cli.ops import register
+
+    register(app)
+
+
+_register_operations()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -395,6 +395,35 @@ class AsyncDriver:
         await self._pull_loop(ids, deadline, out.extend, limit)
         return out
 
+    async def cancel(self, message_ids: Iterable[str]) -> list[str]:
+        """Cancel instructions of this run that have no reply yet (fl-async's; Flower 1.9 has no cancel).
+
+        A queued instruction is removed and never runs; an in-flight one is signalled to its node with the
+        next response the link sends it (an ``async def`` handler is cancelled there; a sync handler can poll
+        :attr:`Context.cancelled <fl_async.common.Context.cancelled>`). Either way the link answers it at once
+        with an error reply of code :attr:`~fl_async.common.ErrorCode.CANCELLED`, which a pull returns as the
+        instruction's one reply. An instruction already answered keeps its reply (the real one is pulled);
+        ``""``, unknown and already pulled ids are ignored.
+
+        Args:
+            message_ids: ids returned by :meth:`push_messages`.
+
+        Returns:
+            The ids that were cancelled (each now has a CANCELLED error reply waiting).
+
+        Raises:
+            TypeError: ``message_ids`` is not an iterable of str.
+            RuntimeError: the driver is not connected.
+            FlAsyncError: a subclass, if the call fails (on a stopped run, nothing is left to cancel: ``[]``).
+        """
+        ids = normalize_ids(message_ids)
+        transport = self._require_open()
+        wanted = [i for i in ids if i]
+        if not wanted:
+            return []
+        resp = await transport.call("CancelMessages", pb.CancelMessagesRequest(run_id=self.run_id, message_ids=wanted))
+        return list(resp.cancelled)
+
     async def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> list[Message]:
         """Push messages and wait for their replies (as Flower 1.9's ``Driver.send_and_receive``, minus its sleeps).
 

@@ -137,6 +137,9 @@ class LinkConfig:
             authenticated call within it (e.g. it reconnects after a network blip) stays online; otherwise
             it goes offline and its instructions become NODE_UNAVAILABLE. Must be > 0; a value above
             ``heartbeat_interval * heartbeat_patience`` leaves detection to the heartbeat rule alone.
+        metrics_address: ``"HOST:PORT"`` where Prometheus metrics are served over HTTP at ``/metrics``
+            (``None``, the default: no metrics; port 0: any free port, read back from ``SuperLink.metrics_address``).
+            See ``docs/operations.md``.
 
     Raises:
         ValueError: a field is out of range or an address is malformed (the message names the field).
@@ -177,6 +180,7 @@ class LinkConfig:
     disconnect_grace: float = 3.0
     blob_api_address: str | None = None
     blob_header_timeout: float = 10.0
+    metrics_address: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("driver_api_address", "fleet_api_address"):
@@ -184,6 +188,11 @@ class LinkConfig:
                 parse_address(getattr(self, name))
             except ValueError as exc:
                 raise ValueError(f"LinkConfig.{name}: {exc}") from None
+        if self.metrics_address is not None:
+            try:
+                parse_address(self.metrics_address)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"LinkConfig.metrics_address: {exc}") from None
         if self.blob_api_address is None:
             object.__setattr__(self, "blob_api_address", default_blob_api_address(self.fleet_api_address))
         else:

@@ -22,11 +22,14 @@ from fl_async._net import format_address, parse_address, server_ssl_context
 from fl_async.superlink.admission import FIELD_CAPS, Admission, SessionCallers
 from fl_async.superlink.config import LinkConfig
 from fl_async.superlink.connections import ConnectionTracker
+from fl_async.superlink.control import LinkControl
 from fl_async.superlink.errors import UnauthenticatedError
+from fl_async.superlink.events import LinkEvents
 from fl_async.superlink.gate import ConnectionGate
+from fl_async.superlink.metrics import LinkMetrics
 from fl_async.superlink.payloads import LinkBlobs, run_blob_token
 from fl_async.superlink.rpc import CallTracker, LimitedProtoCodec
-from fl_async.superlink.services import DriverService, FleetService, WrongApiService
+from fl_async.superlink.services import AdminService, DriverService, FleetService, WrongApiService
 from fl_async.superlink.state import LinkState, LinkStats, PayloadTracker
 from fl_async.superlink.store import LinkStore
 from fl_async.superlink.wakeups import Wakeups
@@ -60,6 +63,8 @@ class SuperLink:
     Attributes:
         state: the sans-IO state (for tests and introspection; only touch it from the link's event loop).
         config: the configuration.
+        control: cancel, stop and listings over the state (the Admin API's core).
+        metrics: the Prometheus metrics, when ``config.metrics_address`` is set (else ``None``).
     """
 
     def __init__(
@@ -89,9 +94,19 @@ class SuperLink:
             if payloads is None
             else None
         )
+        self.metrics: LinkMetrics | None = LinkMetrics() if self.config.metrics_address is not None else None
+        events: LinkEvents | None = self.metrics
+        if self.metrics is not None:
+            self._calls.observe = self.metrics.observe_rpc
         self.state = LinkState.from_config(
-            self.config, clock=clock, store=store, listener=self._wakeups, payloads=payloads or self.blobs
+            self.config,
+            clock=clock,
+            store=store,
+            listener=self._wakeups,
+            payloads=payloads or self.blobs,
+            events=events,
         )
+        self.control = LinkControl(self.state)
         self._wakeups.node_count = self.state.store.node_count
         if self.blobs is not None:
             self.blobs.attach(self._node_token)
@@ -125,6 +140,16 @@ class SuperLink:
         ``RuntimeError`` before :meth:`start`."""
         self._address("driver")
         return self._addresses.get("blob")
+
+    @property
+    def metrics_address(self) -> str | None:
+        """Where ``/metrics`` is served (``"HOST:PORT"``, the bound port), or ``None`` without metrics."""
+        return self.metrics.address if self.metrics is not None else None
+
+    @property
+    def connections_open(self) -> int:
+        """HTTP/2 connections open on the gRPC APIs."""
+        return self._connections.open_count
 
     def _address(self, which: str) -> str:
         if which not in self._addresses:
@@ -191,17 +216,23 @@ class SuperLink:
                     idle_timeout=cfg.connection_idle_timeout,
                 )
                 self._addresses["blob"] = format_address(_WILDCARDS.get(host, host), self.blobs.port)
+            if self.metrics is not None:
+                assert cfg.metrics_address is not None
+                self.metrics.attach(self)
+                self.metrics.serve(cfg.metrics_address)
         except BaseException:
             await self._close_servers(0.0)
             self._lifecycle = _Lifecycle.STOPPED
             raise
         self._timer = asyncio.create_task(self._run_timer(), name="fl-async-superlink-deadlines")
         log.info(
-            "SuperLink serving: Driver API on %s, Fleet API on %s, blob data path on %s (%s)",
+            "SuperLink serving: Driver API on %s, Fleet API on %s, blob data path on %s, metrics on %s (%s)",
             self.driver_address,
             self.fleet_address,
             self._addresses.get("blob", "none"),
+            f"http://{self.metrics_address}/metrics" if self.metrics_address else "none",
             "TLS" if ssl_ctx is not None else "insecure",
+            extra={"event": "link_listening"},
         )
 
     def services(self, api: str) -> list[Any]:
@@ -228,11 +259,28 @@ class SuperLink:
             admission=admission,
             run_token=run_token,
             run_limits=(cfg.max_fab_id_bytes, cfg.max_run_config_bytes),
+            control=self.control,
         )
         # the other API's methods get a hint instead of grpclib's "Missing content-type header"
         other_api = "fleet" if api == "driver" else "driver"
         wrong = WrongApiService(own._service, other, functools.partial(self._port, other_api))
-        return [service, wrong]
+        handlers: list[Any] = [service, wrong]
+        if api == "driver":  # the Admin API (listings, cancel, stop) shares the Driver API's port
+            # same admission as the Driver API: run credentials in the headers (a driver's cancel) give the
+            # authenticated limit; anonymous calls (fl-async ls/stop) get the small anonymous one
+            handlers.append(
+                AdminService(
+                    self.state,
+                    self._wakeups,
+                    self._calls,
+                    cfg.max_poll_timeout,
+                    self.codec,
+                    connections=self._connections,
+                    admission=admission,
+                    control=self.control,
+                )
+            )
+        return handlers
 
     async def start_in_memory(self) -> None:
         """Start the deadline timer without binding any port: the APIs are then reached only through
@@ -313,6 +361,8 @@ class SuperLink:
         log.info("SuperLink stopped")
 
     async def _close_servers(self, grace: float) -> None:
+        if self.metrics is not None:
+            await asyncio.to_thread(self.metrics.close)
         if self.blobs is not None:
             await self.blobs.stop()
         for server in self._servers:

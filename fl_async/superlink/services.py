@@ -21,7 +21,7 @@ from fl_async._grpc import Rpc, rpc_methods
 from fl_async.proto.fl_async import v1 as pb
 from fl_async.superlink.admission import CALLER
 from fl_async.superlink.payloads import blob_port_of, run_blob_token
-from fl_async.superlink.rpc import CallTracker, LimitedProtoCodec, Undo, unary_handler
+from fl_async.superlink.rpc import CallTracker, LimitedProtoCodec, Undo, peer_address, unary_handler
 from fl_async.superlink.state import (
     InvalidArgumentError,
     LinkState,
@@ -32,9 +32,10 @@ from fl_async.superlink.validation import run_request_problem, timeout_problem
 if TYPE_CHECKING:
     from fl_async.superlink.admission import Admission
     from fl_async.superlink.connections import ConnectionTracker
+    from fl_async.superlink.control import LinkControl
     from fl_async.superlink.wakeups import Wakeups
 
-__all__ = ["MAX_MIN_NODES", "DriverService", "FleetService", "WrongApiService"]
+__all__ = ["MAX_MIN_NODES", "AdminService", "DriverService", "FleetService", "WrongApiService"]
 
 MAX_MIN_NODES = 2**31 - 1
 """Largest ``WaitForNodesRequest.min_nodes`` the link accepts (the SDK checks the same bound)."""
@@ -60,12 +61,14 @@ class _Service:
         admission: Admission | None = None,
         run_token: Callable[[int], bytes] | None = None,
         run_limits: tuple[int, int] = (1024, 32 * 1024),
+        control: LinkControl | None = None,
     ) -> None:
         self.state = state
         self.connections = connections
         self.admission = admission
         self.run_token = run_token
         self.run_limits = run_limits
+        self.control = control
         self.codec = codec
         self.wakeups = wakeups
         self.calls = calls
@@ -105,7 +108,7 @@ class FleetService(_Service):
 
     async def create_node(self, req: pb.CreateNodeRequest) -> tuple[pb.CreateNodeResponse, Undo]:
         """CreateNode: register a node (:meth:`LinkState.create_node`); advertise the blob port."""
-        node_id, token, granted = self.state.create_node(req.heartbeat_interval)
+        node_id, token, granted = self.state.create_node(req.heartbeat_interval, address=peer_address())
         self._bind(node_id)
         return pb.CreateNodeResponse(
             node_id=node_id, token=token, heartbeat_interval=granted, blob_port=blob_port_of(self.state)
@@ -121,8 +124,16 @@ class FleetService(_Service):
     async def heartbeat(self, req: pb.HeartbeatRequest) -> tuple[pb.HeartbeatResponse, Undo]:
         """Heartbeat: extend the caller's liveness; answer the granted interval."""
         granted = self.state.heartbeat(req.auth, req.heartbeat_interval)
-        self._bind(req.auth.node_id if req.auth is not None else None)
-        return pb.HeartbeatResponse(heartbeat_interval=granted), None
+        node_id = req.auth.node_id if req.auth is not None else None
+        self._bind(node_id)
+        return pb.HeartbeatResponse(heartbeat_interval=granted, cancelled=self._notices(node_id)), None
+
+    def _notices(self, node_id: int | None) -> list[str]:
+        """Cancelled in-flight instructions the node has not been told about (each told once)."""
+        control = self.control
+        if control is None or node_id is None:
+            return []
+        return control.take_notices(node_id)
 
     async def _pull(self, auth: pb.NodeAuth | None, max_messages: int, window: float) -> list[pb.Message]:
         """Take queued instructions for the node, holding up to ``window`` s while there are none."""
@@ -131,7 +142,8 @@ class FleetService(_Service):
         assert auth is not None  # pull_instructions authenticated the caller
         node_id = auth.node_id
         self._bind(node_id)
-        if messages or window <= 0:
+        control = self.control
+        if messages or window <= 0 or (control is not None and control.has_notices(node_id)):
             return messages
         log.debug("holding PullInstructions of node %d for up to %.3g s", node_id, window)
         state.begin_pull(node_id)
@@ -139,6 +151,8 @@ class FleetService(_Service):
             with anyio.move_on_after(window):
                 while not messages and not self.wakeups.closing:
                     event = self.wakeups.node_event(node_id)
+                    if control is not None and control.has_notices(node_id):
+                        break  # return now: the response carries the cancellations
                     if state.has_queued(node_id) or state.store.get_node(node_id) is None:
                         messages = state.pull_instructions(auth, max_messages)
                         continue
@@ -160,7 +174,8 @@ class FleetService(_Service):
     async def pull_instructions(self, req: pb.PullInstructionsRequest) -> tuple[pb.PullInstructionsResponse, Undo]:
         """PullInstructions: long-poll for the caller's queued instructions (see :meth:`_pull`)."""
         messages = await self._pull(req.auth, req.max_messages, self._wait_window("timeout", req.timeout))
-        return pb.PullInstructionsResponse(messages=messages), self._requeue(req.auth, messages)
+        cancelled = self._notices(req.auth.node_id if req.auth is not None else None)
+        return pb.PullInstructionsResponse(messages=messages, cancelled=cancelled), self._requeue(req.auth, messages)
 
     async def push_replies(self, req: pb.PushRepliesRequest) -> tuple[pb.PushRepliesResponse, Undo]:
         """PushReplies: accept replies; with ``pull_max_messages > 0`` also long-poll for instructions."""
@@ -173,7 +188,10 @@ class FleetService(_Service):
                 instructions = await self._pull(req.auth, req.pull_max_messages, window)
             except UnauthenticatedError:  # removed while held: the replies were accepted; the next call says so
                 instructions = []
-        response = pb.PushRepliesResponse(message_ids=ids, reasons=reasons, instructions=instructions)
+        cancelled = self._notices(req.auth.node_id if req.auth is not None else None)
+        response = pb.PushRepliesResponse(
+            message_ids=ids, reasons=reasons, instructions=instructions, cancelled=cancelled
+        )
         return response, self._requeue(req.auth, instructions)
 
     async def get_run(self, req: pb.FleetGetRunRequest) -> tuple[pb.FleetGetRunResponse, Undo]:
@@ -200,6 +218,12 @@ class DriverService(_Service):
         self.state.touch_run(run_id)
         if self.connections is not None:  # losing this connection (if the driver stays on it) starts its grace
             self.connections.bind_run(run_id)
+        log.info(
+            "driver connected from %s: run %d created",
+            peer_address() or "an unknown address",
+            run_id,
+            extra={"event": "run_created", "run_id": run_id},
+        )
         blob_port = blob_port_of(self.state)
         blob_token = self.run_token(run_id) if self.run_token is not None else run_blob_token(self.state, run_id)
         return pb.CreateRunResponse(run_id=run_id, blob_port=blob_port, blob_token=blob_token), None
@@ -265,6 +289,8 @@ class DriverService(_Service):
                 self.wakeups.drop(waiter)
         state.touch_run(req.run_id)  # after the wait: a held call counts as activity
         taken = state.take_replies(req.run_id, req.message_ids, limit)
+        if not taken:
+            state.driver_run(req.run_id)  # a stopped run: nothing left to deliver, so the call fails
         replies: list[Any] = [ins.reply for ins in taken]
         ready, still = state.outstanding(req.run_id, req.message_ids)  # after the take: not the ones in `replies`
         if ready:  # ready but not delivered (max_messages): still outstanding for this driver
@@ -294,6 +320,43 @@ class DriverService(_Service):
         if self.admission is not None:
             self.admission.trim_soon()  # the run's payloads were freed: give the memory back to the OS
         return pb.EndRunResponse(messages=replies, unpulled=unpulled), None
+
+
+class AdminService(_Service):
+    """Admin API handlers (``proto/fl_async/v1/admin.proto``): listings, cancel and stop through
+    :class:`~fl_async.superlink.control.LinkControl`. Served on the Driver API's port; none creates a run."""
+
+    _service = "Admin"
+    _methods = rpc_methods(pb.AdminBase)
+
+    def _control(self) -> LinkControl:
+        assert self.control is not None, "AdminService needs a LinkControl"
+        return self.control
+
+    async def list_nodes(self, req: pb.ListNodesRequest) -> tuple[pb.ListNodesResponse, Undo]:
+        """ListNodes: the online nodes with address, registration time, last sign of life and load."""
+        return pb.ListNodesResponse(nodes=self._control().list_nodes()), None
+
+    async def list_runs(self, req: pb.ListRunsRequest) -> tuple[pb.ListRunsResponse, Undo]:
+        """ListRuns: every run with its instruction counts."""
+        return pb.ListRunsResponse(runs=self._control().list_runs()), None
+
+    async def list_messages(self, req: pb.ListMessagesRequest) -> tuple[pb.ListMessagesResponse, Undo]:
+        """ListMessages: the run's stored instructions with their state, or NOT_FOUND."""
+        return pb.ListMessagesResponse(messages=self._control().list_messages(req.run_id)), None
+
+    async def cancel_messages(self, req: pb.CancelMessagesRequest) -> tuple[pb.CancelMessagesResponse, Undo]:
+        """CancelMessages: answer the run's queued / in-flight instructions CANCELLED (see LinkControl.cancel)."""
+        from fl_async.superlink.control import MAX_CANCEL_IDS
+
+        if len(req.message_ids) > MAX_CANCEL_IDS:
+            raise InvalidArgumentError(f"at most {MAX_CANCEL_IDS} message ids per CancelMessages call")
+        return pb.CancelMessagesResponse(cancelled=self._control().cancel(req.run_id, req.message_ids)), None
+
+    async def stop_run(self, req: pb.StopRunRequest) -> tuple[pb.StopRunResponse, Undo]:
+        """StopRun: cancel the run's instructions and refuse its driver's later calls, or NOT_FOUND."""
+        cancelled, already = self._control().stop_run(req.run_id)
+        return pb.StopRunResponse(cancelled=cancelled, already_stopped=already), None
 
 
 class WrongApiService:

@@ -50,8 +50,10 @@ from fl_async.superlink.errors import (
     LinkStateError,
     NotFoundError,
     PermissionDeniedError,
+    RunStoppedError,
     UnauthenticatedError,
 )
+from fl_async.superlink.events import LinkEvents, NullEvents
 from fl_async.superlink.hooks import (
     DigestRefCounts,
     LinkListener,
@@ -80,6 +82,10 @@ __all__ = [
 ]
 
 log = logging.getLogger("fl_async.superlink")
+
+
+def _code(message: pb.Message) -> int | None:
+    return message.error.code if message.error is not None else None
 
 
 def random_id() -> int:
@@ -114,6 +120,7 @@ class LinkState:
             from a durable store).
         id_source: returns candidate run and node ids (default :func:`random_id`); candidates that are taken
             or outside ``[1, 2**64 - 1]`` are skipped. A test hook, e.g. to make the link assign ``2**64 - 1``.
+        events: told about transitions, for metrics (default: nobody; see :mod:`fl_async.superlink.events`).
 
     Attributes:
         id_source: as the argument; may be replaced between calls (tests).
@@ -134,7 +141,9 @@ class LinkState:
         reply_ttl: float = float("inf"),
         id_source: Callable[[], int] = random_id,
         driver_grace: float = float("inf"),
+        events: LinkEvents | None = None,
     ) -> None:
+        self.events: LinkEvents = events if events is not None else NullEvents()
         self.id_source = id_source
         self.patience = float(heartbeat_patience)
         self.min_interval = float(min_heartbeat_interval)
@@ -226,6 +235,7 @@ class LinkState:
                     f"{ins.node_id} replied",
                     now,
                 ),
+                by_link=True,
             )
             expired.append(message_id)
         if expired:
@@ -328,7 +338,7 @@ class LinkState:
         for ins in self.store.run_instructions(run_id):
             if ins.status is not Status.ANSWERED:
                 reply = synthetic_error_reply(ins, ErrorCode.CANCELLED, f"run {run_id} ended: {reason}", now)
-                self._answer(ins, reply)
+                self._answer(ins, reply, by_link=True)
                 cancelled.append(reply)
             else:
                 unpulled.append(ins.message_id)
@@ -347,6 +357,7 @@ class LinkState:
             reason,
             len(cancelled),
             len(unpulled),
+            extra={"event": "run_ended", "run_id": run_id},
         )
         woken = [m.metadata.reply_to_message for m in cancelled if m.metadata is not None] + unpulled
         if woken:
@@ -393,7 +404,8 @@ class LinkState:
         if len(config) != len(entries):
             raise InvalidArgumentError("invalid run_config: duplicate keys")
         run_id = self._new_id(self.store.get_run)
-        self.store.add_run(RunRecord(run_id, fab_id, fab_version, entries))
+        self.store.add_run(RunRecord(run_id, fab_id, fab_version, entries, created_at=self.clock()))
+        self.events.run_created(run_id)
         return run_id
 
     def get_run(self, run_id: int) -> pb.Run:
@@ -427,6 +439,18 @@ class LinkState:
         why = self.lifetimes.ended(run_id)
         return NotFoundError(f"run {run_id} ended: {why}" if why else f"unknown run {run_id}")
 
+    def driver_run(self, run_id: int) -> RunRecord:
+        """The run a driver call names, if it may still act on it.
+
+        Raises:
+            NotFoundError: no such run.
+            RunStoppedError: the run was stopped (``StopRun``).
+        """
+        run = self._run(run_id)
+        if run.stopped:
+            raise RunStoppedError(f"run {run_id} stopped: an operator stopped it (StopRun / fl-async stop)")
+        return run
+
     def online_node_ids(self, run_id: int) -> list[int]:
         """Ids of the online nodes (nodes are not tied to runs, as Flower 1.9).
 
@@ -434,7 +458,7 @@ class LinkState:
             NotFoundError: no such run.
         """
         self.advance()
-        self._run(run_id)
+        self.driver_run(run_id)
         return [n.node_id for n in self.store.nodes()]
 
     # ---------------------------------------------------------------------------- Driver API: messages
@@ -455,7 +479,10 @@ class LinkState:
             raise InvalidArgumentError(problem)
         self.advance()
         now = self.clock()
-        run_known = self.store.get_run(run_id) is not None
+        run = self.store.get_run(run_id)
+        if run is not None and run.stopped:
+            self.driver_run(run_id)  # raises RunStoppedError
+        run_known = run is not None
         ids: list[str] = []
         reasons: list[str] = []
         woken: set[int] = set()
@@ -476,7 +503,7 @@ class LinkState:
             md = msg.metadata
             assert md is not None
             md.message_id = str(uuid.uuid4())
-            ins = InstructionRecord(msg, expires_at=md.created_at + md.ttl)
+            ins = InstructionRecord(msg, expires_at=md.created_at + md.ttl, pushed_at=now)
             self.store.add_instruction(ins)
             self.payloads.retain(msg)
             heapq.heappush(self._ttl_deadlines, (ins.expires_at, md.message_id))
@@ -494,6 +521,7 @@ class LinkState:
             heapq.heapify(live)
             self._ttl_deadlines = live
         if woken:
+            self.events.pushed(len(ids) - ids.count(""))
             self.listener.deadline_added(earliest)
             for node_id in woken:
                 self.listener.instructions_queued(node_id)
@@ -557,10 +585,11 @@ class LinkState:
             raise InvalidArgumentError(problem)
         return min(max(interval, self.min_interval), self.max_interval)
 
-    def create_node(self, heartbeat_interval: float) -> tuple[int, bytes, float]:
+    def create_node(self, heartbeat_interval: float, address: str = "") -> tuple[int, bytes, float]:
         """Register a node; return ``(node_id, token, granted_interval)``.
 
-        The node is online for ``granted_interval * patience`` seconds from now.
+        The node is online for ``granted_interval * patience`` seconds from now. ``address`` (the peer's
+        ``"host:port"``, if known) is kept for listings and logged.
 
         Raises:
             InvalidArgumentError: the interval is not a finite number > 0.
@@ -569,8 +598,17 @@ class LinkState:
         granted = self._clamp(heartbeat_interval)
         node_id = self._new_id(self.store.get_node)
         token = secrets.token_bytes(32)
-        until = self.clock() + granted * self.patience
-        self.store.add_node(NodeRecord(node_id, token, granted, until))
+        now = self.clock()
+        until = now + granted * self.patience
+        self.store.add_node(NodeRecord(node_id, token, granted, until, registered_at=now, address=address))
+        log.info(
+            "node %d registered from %s (heartbeat every %.3g s)",
+            node_id,
+            address or "an unknown address",
+            granted,
+            extra={"event": "node_registered", "node_id": node_id},
+        )
+        self.events.node_registered(node_id)
         self._push_node_deadline(node_id, until)
         self.listener.nodes_changed()
         return node_id, token, granted
@@ -593,7 +631,11 @@ class LinkState:
         if not hmac.compare_digest(node.token, auth.token):
             raise UnauthenticatedError(f"wrong token for node {auth.node_id}")
         if self._disconnected and self._disconnected.pop(node.node_id, None) is not None:
-            log.info("node %d is back after losing its connection: it stays online", node.node_id)
+            log.info(
+                "node %d is back after losing its connection: it stays online",
+                node.node_id,
+                extra={"event": "node_reconnected", "node_id": node.node_id},
+            )
         return node
 
     def connection_lost(self, node_ids: Iterable[int]) -> None:
@@ -660,12 +702,18 @@ class LinkState:
     def _remove_node(self, node: NodeRecord, reason: str, now: float) -> None:
         answered = []
         for ins in self.store.node_instructions(node.node_id):
-            self._answer(ins, synthetic_error_reply(ins, ErrorCode.NODE_UNAVAILABLE, reason, now))
+            self._answer(ins, synthetic_error_reply(ins, ErrorCode.NODE_UNAVAILABLE, reason, now), by_link=True)
             answered.append(ins.message_id)
         self.store.remove_node(node.node_id)
         self._active_pulls.pop(node.node_id, None)
         self._disconnected.pop(node.node_id, None)
-        log.info("%s; %d instruction(s) answered NODE_UNAVAILABLE", reason, len(answered))
+        self.events.node_left(node.node_id)
+        log.info(
+            "%s; %d instruction(s) answered NODE_UNAVAILABLE",
+            reason,
+            len(answered),
+            extra={"event": "node_left", "node_id": node.node_id},
+        )
         if answered:
             self.listener.replies_ready(answered)
         self.listener.instructions_queued(node.node_id)  # held pulls of that node end now
@@ -682,6 +730,8 @@ class LinkState:
         node = self.authenticate(auth)
         self._sign_of_life(node)
         taken = self.store.take_queued(node.node_id, max(1, max_messages))
+        if taken:
+            self.events.delivered(len(taken))
         return [ins.message for ins in taken]
 
     def has_queued(self, node_id: int) -> bool:
@@ -767,9 +817,10 @@ class LinkState:
                     and ins.reply.error is not None
                     and (ins.reply.error.code in (ErrorCode.MESSAGE_EXPIRED, ErrorCode.NODE_UNAVAILABLE))
                 )
+                cancelled = ins is not None and ins.reply is not None and _code(ins.reply) == ErrorCode.CANCELLED
                 resent = not shape_problem and (ins is None or (ins.status is Status.ANSWERED and not link_answered))
                 log.log(
-                    logging.INFO if resent else logging.WARNING,
+                    logging.INFO if resent or cancelled else logging.WARNING,
                     "PushReplies node %d position %d refused: %s",
                     node_id,
                     position,
@@ -790,7 +841,8 @@ class LinkState:
         return ids, reasons
 
     # ---------------------------------------------------------------------------- helpers
-    def _answer(self, ins: InstructionRecord, reply: pb.Message) -> None:
+    def _answer(self, ins: InstructionRecord, reply: pb.Message, *, by_link: bool = False) -> None:
+        self.events.answered(ins, reply, by_link, self.clock())
         self.store.set_reply(ins.message_id, reply)
         self._unanswered -= 1
         self.payloads.release(ins.message)

@@ -54,6 +54,8 @@ class FleetClient:
         self.address = address
         self._channel = channel
         self._stub = pb.FleetStub(self._channel)
+        self.on_cancelled: Callable[[list[str]], None] | None = None
+        """Called with the ids of this node's in-flight instructions the link reports cancelled (any response)."""
         self.rpc_timeout = rpc_timeout
         self.push_timeout = push_timeout
         self.poll_margin = poll_margin
@@ -81,7 +83,12 @@ class FleetClient:
         """Tell the link this node is alive; returns the granted interval in seconds."""
         req = pb.HeartbeatRequest(auth=auth, heartbeat_interval=interval)
         resp = await self._call("Heartbeat", self._stub.heartbeat, req, timeout)
+        self._cancelled(resp.cancelled)
         return resp.heartbeat_interval
+
+    def _cancelled(self, ids: list[str]) -> None:
+        if ids and self.on_cancelled is not None:
+            self.on_cancelled(list(ids))
 
     async def _raw(self, what: str, path: str, request: bytes, response_type: type[R], timeout: float) -> R:
         try:
@@ -108,6 +115,7 @@ class FleetClient:
             pb.PullInstructionsResponse,
             timeout + self.poll_margin,
         )
+        self._cancelled(resp.cancelled)
         return resp.messages
 
     async def push(self, request: bytes, pull_timeout: float = 0.0) -> pb.PushRepliesResponse:
@@ -124,9 +132,11 @@ class FleetClient:
         Raises:
             FlAsyncError: a subclass, mapped from the transport failure (see :func:`from_grpc`).
         """
-        return await self._raw(
+        resp = await self._raw(
             "PushReplies", _PUSH_PATH, request, pb.PushRepliesResponse, self.push_timeout + pull_timeout
         )
+        self._cancelled(resp.cancelled)
+        return resp
 
     async def get_run(self, auth: pb.NodeAuth, run_id: int) -> pb.Run:
         """Fetch a run (its config)."""

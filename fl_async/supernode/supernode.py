@@ -348,7 +348,9 @@ class SuperNode:
         except (FlAsyncError, TimeoutError) as exc:
             logger.info("node %s: DeleteNode failed (best effort): %s", sess.node_id, exc)
             return False
-        logger.info("node %s: deleted on the SuperLink", sess.node_id)
+        logger.info(
+            "node %s: deleted on the SuperLink", sess.node_id, extra={"event": "node_left", "node_id": sess.node_id}
+        )
         return True
 
     async def _goodbye(self) -> None:
@@ -449,6 +451,7 @@ class SuperNode:
             push_timeout=_PUSH_TIMEOUT,
             poll_margin=_POLL_MARGIN,
         )
+        self._conn.on_cancelled = self._instructions.cancelled_by_link
         return self._conn
 
     async def _resume(self, conn: FleetClient) -> _Session | None:
@@ -468,7 +471,12 @@ class SuperNode:
             return None
         if granted > 0:
             self._interval = granted
-        logger.info("node %s: connection to SuperLink %s restored; same registration", prev.node_id, self.superlink)
+        logger.info(
+            "node %s: connection to SuperLink %s restored; same registration",
+            prev.node_id,
+            self.superlink,
+            extra={"event": "node_reconnected", "node_id": prev.node_id},
+        )
         return _Session(conn=conn, auth=prev.auth)
 
     async def _run_session(self) -> None:
@@ -493,6 +501,7 @@ class SuperNode:
                     sess.node_id,
                     self.superlink,
                     self._interval,
+                    extra={"event": "node_registered", "node_id": sess.node_id},
                 )
             else:  # the operator sees that the node recovered (e.g. after a link restart)
                 logger.info(

@@ -27,6 +27,7 @@ from fl_async.superlink.state import (
     LinkState,
     UnauthenticatedError,
 )
+from fl_async.superlink.store import Status as InstructionStatus
 from fl_async.superlink.validation import run_request_problem, timeout_problem
 
 if TYPE_CHECKING:
@@ -314,7 +315,14 @@ class DriverService(_Service):
                 f"EndRun of run {req.run_id} needs the run's credentials in the request headers "
                 "(fl-async-run-id, fl-async-run-token-bin; the SDK sends them)"
             )
+        in_flight: dict[int, list[str]] = {}  # node -> its instructions of the run it is handling now
+        for ins in self.state.store.run_instructions(req.run_id):
+            if ins.status is InstructionStatus.IN_FLIGHT:
+                in_flight.setdefault(ins.node_id, []).append(ins.message_id)
         replies, unpulled = self.state.end_run(req.run_id, "its driver ended it (EndRun)")
+        if self.control is not None:  # the nodes are told to stop handling them, as for a cancel
+            for node_id, ids in in_flight.items():
+                self.control.notify_cancelled(node_id, ids)
         if self.connections is not None:
             self.connections.unbind_run(req.run_id)
         if self.admission is not None:

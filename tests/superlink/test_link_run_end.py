@@ -116,8 +116,12 @@ async def test_end_run_over_grpc(superlink_factory) -> None:
         async with AsyncDriver(link.driver_address, insecure=True) as driver:
             msgs = [driver.create_message(RecordSet(), MessageType.QUERY, node_.node_id, "1") for _ in range(2)]
             ids = await driver.push_messages(msgs)
-            assert len(await node_.pull(max_messages=1)) == 1  # one in flight, one queued
+            (handling,) = await node_.pull(max_messages=1)  # one in flight, one queued
             replies = await driver.end_run()
+            beat = await node_.stub.heartbeat(
+                pb.HeartbeatRequest(auth=node_.auth, heartbeat_interval=30.0), metadata=node_.metadata
+            )
+            assert list(beat.cancelled) == [handling.metadata.message_id]  # the node is told to stop handling it
             assert sorted(r.metadata.reply_to_message for r in replies) == sorted(ids)
             assert {r.error.code for r in replies} == {ErrorCode.CANCELLED}
             assert link.stats().runs == 0 and link.stats().queued == 0 and link.stats().in_flight == 0

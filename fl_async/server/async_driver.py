@@ -198,6 +198,9 @@ class AsyncDriver:
     async def aclose(self) -> None:
         """Stop open :meth:`receive` streams and close the channel. Idempotent.
 
+        Closing does not end the run: call :meth:`end_run` first to free it on the link at once; otherwise the link
+        ends it when this connection has been gone for its ``driver_disconnect_grace`` (default 120 s).
+
         Calls still in flight in other tasks fail with :class:`~fl_async.common.LinkConnectionError`.
         """
         if self._state is DriverState.CLOSED:

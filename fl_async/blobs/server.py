@@ -128,6 +128,9 @@ class BlobServer:
         """The link's :class:`~fl_async.superlink.gate.ConnectionGate`, or ``None`` (every connection admitted)."""
         self.uploader_of: Callable[[bytes], object | None] = lambda token: token or None
         """Quota key of an upload's token (the store's ``uploader``); the link maps node and run tokens."""
+        self.readable: Callable[[bytes, bytes], bool] = lambda token, digest: True
+        """``readable(token, digest)``: whether an authorized caller may read the blob (GET) and learn whether the
+        server holds it (HAS); the link allows a node only its instructions' arrays, a driver only its replies'."""
 
     # ------------------------------------------------------------------------------ lifecycle
 
@@ -252,8 +255,11 @@ class BlobServer:
                     await stream.drain()
                     return
                 if req.op is p.Op.HAS:
-                    nb = self.store.nbytes(req.digest)
-                    self._reply(stream, p.Status.OK, offset=self.store.received(req.digest), total=nb or 0)
+                    if self.readable(token, req.digest):
+                        nb = self.store.nbytes(req.digest)
+                        self._reply(stream, p.Status.OK, offset=self.store.received(req.digest), total=nb or 0)
+                    else:  # as for a blob the server does not hold: HAS is no oracle for what others sent
+                        self._reply(stream, p.Status.OK, offset=0, total=0)
                 elif req.op is p.Op.PUT:
                     if not await self._put(stream, req, token):
                         return
@@ -372,6 +378,11 @@ class BlobServer:
     async def _get(self, stream: BufferedStream, req: p.Request, token: bytes) -> bool:
         """Handle a GET; returns whether the connection can carry another request."""
         store = self.store
+        if not self.readable(token, req.digest):
+            self._reply(
+                stream, p.Status.NOT_FOUND, f"blob {req.digest.hex()[:16]}… is not held by the link for this caller"
+            )
+            return True
         deadline = time.monotonic() + self.wait_timeout
         while True:
             state = store.state(req.digest)

@@ -28,7 +28,9 @@ from fl_async.cli import process
 from fl_async.cli.args import (
     CliArgumentError,
     check_address,
+    check_identity_files,
     parse_config_pairs,
+    read_token_file,
     resolve_client_tls,
     resolve_link_tls,
     split_app_ref,
@@ -191,7 +193,7 @@ def superlink_command(
         typer.Option(
             metavar="HOST:PORT", help="Where to serve the Driver API for server apps (port 0: any free port)."
         ),
-    ] = "0.0.0.0:9091",
+    ] = "127.0.0.1:9091",
     fleet_api_address: Annotated[
         str,
         typer.Option(metavar="HOST:PORT", help="Where to serve the Fleet API for SuperNodes (port 0: any free port)."),
@@ -232,6 +234,31 @@ def superlink_command(
         ),
     ] = None,
     metrics_address: MetricsAddress = None,
+    driver_auth_token_file: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="FILE",
+            help="Driver tokens, one per line: every Driver API call must carry one (server-app --auth-token-file).",
+        ),
+    ] = None,
+    auth_list_public_keys: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="FILE",
+            help="CSV of the OpenSSH ECDSA public keys of the nodes allowed to register (needs TLS); re-read on "
+            "SIGHUP and when it changes.",
+        ),
+    ] = None,
+    auth_superlink_private_key: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="FILE",
+            help="The link's ECDSA private key for the nodes' per-call proofs (default: one generated at start).",
+        ),
+    ] = None,
+    auth_superlink_public_key: Annotated[
+        Path | None, typer.Option(metavar="FILE", help="Its OpenSSH public key (checked to match; as Flower 1.9).")
+    ] = None,
     verbose: Verbose = False,
     log_file: LogFile = None,
     log_format: LogFormat = "text",
@@ -254,6 +281,12 @@ def superlink_command(
             raise CliArgumentError(f"--disconnect-grace must be a number of seconds > 0, got {disconnect_grace}")
         tls = resolve_link_tls(
             insecure=insecure, ssl_ca_certfile=ssl_ca_certfile, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile
+        )
+        check_identity_files(
+            insecure=insecure,
+            driver_auth_token_file=driver_auth_token_file,
+            auth_list_public_keys=auth_list_public_keys,
+            auth_superlink_keys=(auth_superlink_private_key, auth_superlink_public_key),
         )
     except CliArgumentError as exc:
         fail(cmd, exc)
@@ -282,6 +315,9 @@ def superlink_command(
             heartbeat_patience=heartbeat_patience,
             disconnect_grace=disconnect_grace,
             metrics_address=metrics_address,
+            driver_auth_token_file=str(driver_auth_token_file) if driver_auth_token_file else None,
+            auth_list_public_keys=str(auth_list_public_keys) if auth_list_public_keys else None,
+            auth_superlink_private_key=str(auth_superlink_private_key) if auth_superlink_private_key else None,
             **(limits or {}),
         )
     except (TypeError, ValueError) as exc:
@@ -338,6 +374,13 @@ def supernode_command(
             "Values: true/false, int, float, 'quoted str', else str.",
         ),
     ] = None,
+    auth_supernode_private_key: Annotated[
+        Path | None,
+        typer.Option(metavar="FILE", help="The node's ECDSA private key (ssh-keygen -t ecdsa -b 384); needs TLS."),
+    ] = None,
+    auth_supernode_public_key: Annotated[
+        Path | None, typer.Option(metavar="FILE", help="The node's OpenSSH public key (the .pub file).")
+    ] = None,
     verbose: Verbose = False,
     log_file: LogFile = None,
     log_format: LogFormat = "text",
@@ -352,6 +395,12 @@ def supernode_command(
         check_address(superlink, option="--superlink")
         roots = resolve_client_tls(insecure=insecure, root_certificates=root_certificates)
         config = parse_config_pairs(node_config, option="--node-config")
+        from fl_async._keys import node_key
+
+        try:  # before connecting: a key with --insecure, a missing or mismatched file
+            node_key(auth_supernode_private_key, auth_supernode_public_key, insecure=insecure)
+        except ValueError as exc:
+            raise CliArgumentError(str(exc)) from None
     except CliArgumentError as exc:
         fail(cmd, exc)
     setup_logging(cmd, verbose, log_file, log_format, log_level_all)
@@ -374,6 +423,8 @@ def supernode_command(
                 heartbeat_interval=heartbeat_interval,
                 node_config=config,
                 shutdown_grace=NODE_SHUTDOWN_GRACE,
+                auth_private_key=auth_supernode_private_key,
+                auth_public_key=auth_supernode_public_key,
             )
         except (TypeError, ValueError) as exc:
             fail(cmd, exc)
@@ -412,6 +463,14 @@ def server_app_command(
             "Values: true/false, int, float, 'quoted str', else str.",
         ),
     ] = None,
+    auth_token_file: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="FILE",
+            help="File holding the driver token (the link's --driver-auth-token-file); default: env "
+            "FL_ASYNC_AUTH_TOKEN.",
+        ),
+    ] = None,
     verbose: Verbose = False,
     log_file: LogFile = None,
     log_format: LogFormat = "text",
@@ -426,6 +485,7 @@ def server_app_command(
         check_address(superlink, option="--superlink")
         roots = resolve_client_tls(insecure=insecure, root_certificates=root_certificates)
         config = parse_config_pairs(run_config, option="--run-config")
+        token = read_token_file(auth_token_file) if auth_token_file is not None else None
     except CliArgumentError as exc:
         fail(cmd, exc)
     setup_logging(cmd, verbose, log_file, log_format, log_level_all)
@@ -443,7 +503,12 @@ def server_app_command(
             await tg.start(cancel_on_signal, cmd, tg.cancel_scope)
             info(cmd, f"running {server_app} against {superlink} ({'TLS' if roots else 'plaintext'})")
             await async_run_server_app(
-                sapp, superlink=superlink, insecure=roots is None, root_certificates=roots, run_config=config
+                sapp,
+                superlink=superlink,
+                insecure=roots is None,
+                root_certificates=roots,
+                run_config=config,
+                auth_token=token,
             )
             tg.cancel_scope.cancel()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fl_async.errors import FlAsyncError
 
 __all__ = [
+    "AlreadyExistsError",
     "InvalidArgumentError",
     "LinkStateError",
     "NotFoundError",
@@ -42,6 +43,12 @@ class InvalidArgumentError(LinkStateError):
     """A request field is malformed."""
 
     status = "INVALID_ARGUMENT"
+
+
+class AlreadyExistsError(LinkStateError):
+    """A node with the same key is registered already (a second live session is refused)."""
+
+    status = "ALREADY_EXISTS"
 
 
 class RunStoppedError(LinkStateError):

@@ -19,12 +19,13 @@ from grpclib.exceptions import GRPCError
 
 from fl_async._fastwire import PUSH_REPLIES_INSTRUCTIONS_KEY, encode_messages_response, remember_tails
 from fl_async.proto.fl_async import v1 as pb
-from fl_async.superlink.admission import ANONYMOUS, Admission, body_identity_problem, buffered
+from fl_async.superlink.admission import ANONYMOUS, CALLER, Admission, body_identity_problem, buffered
 from fl_async.superlink.connections import CURRENT
 from fl_async.superlink.state import LinkStateError
 
 __all__ = [
     "CURRENT_STREAM",
+    "RESPONSE_METADATA",
     "CallTracker",
     "LimitedProtoCodec",
     "Undo",
@@ -37,6 +38,10 @@ log = logging.getLogger("fl_async.superlink")
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
+RESPONSE_METADATA: contextvars.ContextVar[tuple[tuple[str, str], ...] | None] = contextvars.ContextVar(
+    "fl_async_response_metadata", default=None
+)
+"""Initial metadata a handler wants sent with its response (e.g. the link's public key for a keyed CreateNode)."""
 Undo = Callable[[], None] | None
 """Called when a response could not be sent, to put back what the handler took (``None``: nothing to undo)."""
 
@@ -207,6 +212,7 @@ async def _recv_request(
         meta = await raw.recv_data(5)
     else:
         caller = admission.identify(name.partition(".")[0], name, stream.metadata)
+        CALLER.set(caller)
         limit, flag = admission.size_limit(caller)
         try:
             if buffered(raw) >= 5:  # already here: no timer needed
@@ -241,6 +247,10 @@ async def _recv_request(
         data = await admission.read_body(raw, name, length)
     finally:
         admission.release(caller, length)
+    if caller.verify_body is not None and not caller.verify_body(name.partition(".")[2], data):
+        raise GRPCError(
+            Status.UNAUTHENTICATED, f"{name}: the call's proof (fl-async-node-proof-bin) does not match its body"
+        )
     admission.check_elements(name, data, recv_type)
     request = codec.decode(data, recv_type)
     problem = body_identity_problem(caller, request)
@@ -348,6 +358,7 @@ def unary_handler(
                 calls.observe(name, time.perf_counter() - started, status)
 
     async def _serve(stream: grpclib.server.Stream[Any, Any]) -> None:
+        RESPONSE_METADATA.set(None)
         request = await _recv_request(stream, codec, name, admission)
         if request is None:
             raise GRPCError(Status.INVALID_ARGUMENT, f"{name}: the request has no message")
@@ -361,6 +372,9 @@ def unary_handler(
             log.exception("%s failed", name)
             raise GRPCError(Status.INTERNAL, f"{name}: internal error ({type(exc).__name__})") from None
         try:
+            extra = RESPONSE_METADATA.get()
+            if extra:
+                await stream.send_initial_metadata(metadata=extra)
             await stream.send_message(response)
         except BaseException:
             if undo is not None:

@@ -17,14 +17,17 @@ import grpclib.server
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
+from fl_async._credentials import LINK_PUBLIC_KEY_HEADER
 from fl_async._grpc import Rpc, rpc_methods
 from fl_async.proto.fl_async import v1 as pb
 from fl_async.superlink.admission import CALLER
+from fl_async.superlink.identity import NODE_KEY_REQUIRED, IdentityCallers, run_access_problem
 from fl_async.superlink.payloads import blob_port_of, run_blob_token
-from fl_async.superlink.rpc import CallTracker, LimitedProtoCodec, Undo, peer_address, unary_handler
+from fl_async.superlink.rpc import RESPONSE_METADATA, CallTracker, LimitedProtoCodec, Undo, peer_address, unary_handler
 from fl_async.superlink.state import (
     InvalidArgumentError,
     LinkState,
+    PermissionDeniedError,
     UnauthenticatedError,
 )
 from fl_async.superlink.store import Status as InstructionStatus
@@ -63,7 +66,9 @@ class _Service:
         run_token: Callable[[int], bytes] | None = None,
         run_limits: tuple[int, int] = (1024, 32 * 1024),
         control: LinkControl | None = None,
+        identity: IdentityCallers | None = None,
     ) -> None:
+        self.identity = identity
         self.state = state
         self.connections = connections
         self.admission = admission
@@ -108,8 +113,26 @@ class FleetService(_Service):
     _methods = rpc_methods(pb.FleetBase)
 
     async def create_node(self, req: pb.CreateNodeRequest) -> tuple[pb.CreateNodeResponse, Undo]:
-        """CreateNode: register a node (:meth:`LinkState.create_node`); advertise the blob port."""
-        node_id, token, granted = self.state.create_node(req.heartbeat_interval, address=peer_address())
+        """CreateNode: register a node (:meth:`LinkState.create_node`); advertise the blob port.
+
+        A node that proved a key in the headers (:mod:`fl_async.superlink.identity`) gets the id bound to its key;
+        with an allow-list, a node without a key is refused UNAUTHENTICATED."""
+        caller = CALLER.get()
+        if caller.public_key:  # proved its key in the headers: the id bound to the key
+            node_id, token, granted = self.state.create_node(
+                req.heartbeat_interval,
+                node_id=caller.node_id,
+                public_key=caller.public_key,
+                address=peer_address(),
+            )
+            if self.identity is not None:  # the link's public key, for the node's per-call key (ECDH)
+                RESPONSE_METADATA.set(
+                    ((LINK_PUBLIC_KEY_HEADER, self.identity.open_session(node_id, caller.public_key, token)),)
+                )
+        elif self.identity is not None and self.identity.keys_required:
+            raise UnauthenticatedError(NODE_KEY_REQUIRED)
+        else:
+            node_id, token, granted = self.state.create_node(req.heartbeat_interval, address=peer_address())
         self._bind(node_id)
         return pb.CreateNodeResponse(
             node_id=node_id, token=token, heartbeat_interval=granted, blob_port=blob_port_of(self.state)
@@ -208,6 +231,14 @@ class DriverService(_Service):
     _service = "Driver"
     _methods = rpc_methods(pb.DriverBase)
 
+    def _own(self, run_id: int) -> None:
+        """Refuse (PERMISSION_DENIED) a caller that does not own run ``run_id`` (:func:`run_access_problem`)."""
+        if self.admission is None:  # no header checks (a bare service in a test): nothing to compare with
+            return
+        problem = run_access_problem(self.state.store.get_run(run_id), CALLER.get(), run_id)
+        if problem:
+            raise PermissionDeniedError(problem)
+
     async def create_run(self, req: pb.CreateRunRequest) -> tuple[pb.CreateRunResponse, Undo]:
         """CreateRun: create a run; advertise the blob port and the run's driver token (also its blob token).
 
@@ -215,7 +246,7 @@ class DriverService(_Service):
         problem = run_request_problem(req, *self.run_limits)
         if problem:
             raise InvalidArgumentError(problem)
-        run_id = self.state.create_run(req.fab_id, req.fab_version, req.run_config)
+        run_id = self.state.create_run(req.fab_id, req.fab_version, req.run_config, owner=CALLER.get().owner)
         self.state.touch_run(run_id)
         if self.connections is not None:  # losing this connection (if the driver stays on it) starts its grace
             self.connections.bind_run(run_id)
@@ -231,11 +262,13 @@ class DriverService(_Service):
 
     async def get_run(self, req: pb.GetRunRequest) -> tuple[pb.GetRunResponse, Undo]:
         """GetRun: the run, or NOT_FOUND."""
+        self._own(req.run_id)
         self.state.touch_run(req.run_id)
         return pb.GetRunResponse(run=self.state.get_run(req.run_id)), None
 
     async def get_nodes(self, req: pb.GetNodesRequest) -> tuple[pb.GetNodesResponse, Undo]:
         """GetNodes: ids of the online nodes, or NOT_FOUND for an unknown run."""
+        self._own(req.run_id)
         self.state.touch_run(req.run_id)
         return pb.GetNodesResponse(node_ids=self.state.online_node_ids(req.run_id)), None
 
@@ -244,6 +277,7 @@ class DriverService(_Service):
 
         ``min_nodes`` above :data:`MAX_MIN_NODES` is INVALID_ARGUMENT (a negative number a client wrote into the
         uint32 field arrives as 2**32 - n; protobuf itself keeps only the low 32 bits of larger values)."""
+        self._own(req.run_id)
         window = self._wait_window("timeout", req.timeout)
         if req.min_nodes > MAX_MIN_NODES:
             raise InvalidArgumentError(
@@ -265,6 +299,7 @@ class DriverService(_Service):
 
     async def push_messages(self, req: pb.PushMessagesRequest) -> tuple[pb.PushMessagesResponse, Undo]:
         """PushMessages: queue instructions; ``""`` and a reason at refused positions."""
+        self._own(req.run_id)
         self.state.touch_run(req.run_id)
         ids, reasons = self.state.push_instructions(req.run_id, req.messages)
         return pb.PushMessagesResponse(message_ids=ids, reasons=reasons), None
@@ -274,6 +309,7 @@ class DriverService(_Service):
         until one has); deliver the ready ones once (at most ``max_messages`` of them), and list the requested ids
         still outstanding (``outstanding``, including ready ones left for a later pull) so the driver knows whether
         to pull again."""
+        self._own(req.run_id)
         state = self.state
         window = self._wait_window("timeout", req.timeout)
         state.touch_run(req.run_id)
@@ -306,15 +342,9 @@ class DriverService(_Service):
     async def end_run(self, req: pb.EndRunRequest) -> tuple[pb.EndRunResponse, Undo]:
         """EndRun: end the run (:meth:`LinkState.end_run`); answer the CANCELLED error replies of its pending
         instructions and the ids of the replies it never pulled. NOT_FOUND for an unknown or ended run;
-        UNAUTHENTICATED without the run's credentials in the request headers (ending a run is destructive: a run
-        id alone is not enough)."""
+        PERMISSION_DENIED for a caller that does not own the run (:meth:`_own`; a run id alone is not enough)."""
         self.state.get_run(req.run_id)  # NOT_FOUND (naming why, for an ended run) before anything changes
-        caller = CALLER.get()
-        if self.admission is not None and not (caller.kind == "driver" and caller.run_id == req.run_id):
-            raise UnauthenticatedError(
-                f"EndRun of run {req.run_id} needs the run's credentials in the request headers "
-                "(fl-async-run-id, fl-async-run-token-bin; the SDK sends them)"
-            )
+        self._own(req.run_id)  # PERMISSION_DENIED for anyone but the run's driver: ending is destructive
         in_flight: dict[int, list[str]] = {}  # node -> its instructions of the run it is handling now
         for ins in self.state.store.run_instructions(req.run_id):
             if ins.status is InstructionStatus.IN_FLIGHT:

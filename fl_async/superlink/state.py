@@ -46,6 +46,7 @@ from fl_async.common.message import ErrorCode
 from fl_async.proto.fl_async import v1 as pb
 from fl_async.superlink.config import LinkConfig
 from fl_async.superlink.errors import (
+    AlreadyExistsError,
     InvalidArgumentError,
     LinkStateError,
     NotFoundError,
@@ -390,8 +391,14 @@ class LinkState:
         self.listener.deadline_added(until)
 
     # ---------------------------------------------------------------------------- runs (Driver API)
-    def create_run(self, fab_id: str = "", fab_version: str = "", run_config: Sequence[pb.ValueEntry] = ()) -> int:
-        """Create a run (as Flower 1.9's CreateRun, plus a run config) and return its id.
+    def create_run(
+        self,
+        fab_id: str = "",
+        fab_version: str = "",
+        run_config: Sequence[pb.ValueEntry] = (),
+        owner: str = "",
+    ) -> int:
+        """Create a run (as Flower 1.9's CreateRun, plus a run config) owned by ``owner`` and return its id.
 
         Raises:
             InvalidArgumentError: a run config entry is malformed (e.g. an empty value or a duplicate key).
@@ -404,7 +411,7 @@ class LinkState:
         if len(config) != len(entries):
             raise InvalidArgumentError("invalid run_config: duplicate keys")
         run_id = self._new_id(self.store.get_run)
-        self.store.add_run(RunRecord(run_id, fab_id, fab_version, entries, created_at=self.clock()))
+        self.store.add_run(RunRecord(run_id, fab_id, fab_version, entries, created_at=self.clock(), owner=owner))
         self.events.run_created(run_id)
         return run_id
 
@@ -585,22 +592,35 @@ class LinkState:
             raise InvalidArgumentError(problem)
         return min(max(interval, self.min_interval), self.max_interval)
 
-    def create_node(self, heartbeat_interval: float, address: str = "") -> tuple[int, bytes, float]:
+    def create_node(
+        self, heartbeat_interval: float, address: str = "", *, node_id: int = 0, public_key: bytes = b""
+    ) -> tuple[int, bytes, float]:
         """Register a node; return ``(node_id, token, granted_interval)``.
 
         The node is online for ``granted_interval * patience`` seconds from now. ``address`` (the peer's
-        ``"host:port"``, if known) is kept for listings and logged.
+        ``"host:port"``, if known) is kept for listings and logged. A node that proved a key registers under the
+        id bound to it (``node_id``, ``public_key``); otherwise the id is random.
 
         Raises:
             InvalidArgumentError: the interval is not a finite number > 0.
+            AlreadyExistsError: a node with this key is registered (online, or in its reconnect grace).
         """
         self.advance()
         granted = self._clamp(heartbeat_interval)
-        node_id = self._new_id(self.store.get_node)
+        if node_id:
+            if self.store.get_node(node_id) is not None:
+                raise AlreadyExistsError(
+                    f"a node with this key is already online as node {node_id}: a second session with the same "
+                    "key is refused (it may register once the first one exits or goes offline)"
+                )
+        else:
+            node_id = self._new_id(self.store.get_node)
         token = secrets.token_bytes(32)
         now = self.clock()
         until = now + granted * self.patience
-        self.store.add_node(NodeRecord(node_id, token, granted, until, registered_at=now, address=address))
+        self.store.add_node(
+            NodeRecord(node_id, token, granted, until, registered_at=now, address=address, public_key=public_key)
+        )
         log.info(
             "node %d registered from %s (heartbeat every %.3g s)",
             node_id,
@@ -698,6 +718,15 @@ class LinkState:
         """
         node = self.authenticate(auth)
         self._remove_node(node, f"node {node.node_id} was deleted (it unregistered)", self.clock())
+
+    def remove_node(self, node_id: int, reason: str) -> bool:
+        """Disconnect a node (e.g. its key left the allow-list): its queued and in-flight instructions become
+        NODE_UNAVAILABLE error replies at once; its next call is UNAUTHENTICATED. Returns whether it was known."""
+        node = self.store.get_node(node_id)
+        if node is None:
+            return False
+        self._remove_node(node, reason, self.clock())
+        return True
 
     def _remove_node(self, node: NodeRecord, reason: str, now: float) -> None:
         answered = []

@@ -44,6 +44,7 @@ class RunRecord:
     Attributes:
         created_at: Unix time (link clock) the run was created.
         stopped: the run was stopped by an operator (``StopRun``): its driver's calls are refused.
+        owner: the token owner name of the driver that created it (``""`` when the link has no driver tokens).
     """
 
     run_id: int
@@ -52,6 +53,7 @@ class RunRecord:
     run_config: list[pb.ValueEntry] = field(default_factory=list)
     created_at: float = 0.0
     stopped: bool = False
+    owner: str = ""
 
 
 @dataclass
@@ -65,6 +67,8 @@ class NodeRecord:
         online_until: Unix time (link clock) after which the node is offline unless it shows a sign of life.
         registered_at: Unix time of its registration.
         address: peer address (``"host:port"``) of its registration call, ``""`` if unknown.
+        public_key: SSH wire encoding of the key the node registered with (``b""``: none); the node id is bound
+            to it (:func:`fl_async._keys.node_id_for`).
     """
 
     node_id: int
@@ -73,6 +77,7 @@ class NodeRecord:
     online_until: float
     registered_at: float = 0.0
     address: str = ""
+    public_key: bytes = b""
 
 
 @dataclass

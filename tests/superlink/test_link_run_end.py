@@ -218,7 +218,7 @@ async def test_end_run_needs_the_runs_credentials(superlink_factory) -> None:
         run_id = await drv.create_run()
         with pytest.raises(GRPCError) as exc:  # a run id alone (anonymous) does not end a run
             await drv.stub.end_run(pb.EndRunRequest(run_id=run_id))
-        assert exc.value.status is Status.UNAUTHENTICATED and "credentials" in (exc.value.message or "")
+        assert exc.value.status is Status.PERMISSION_DENIED and "credentials" in (exc.value.message or "")
         assert link.state.store.get_run(run_id) is not None
         resp = await drv.stub.end_run(pb.EndRunRequest(run_id=run_id), metadata=drv._headers(run_id))
         assert resp.messages == [] and resp.unpulled == []

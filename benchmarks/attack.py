@@ -920,7 +920,8 @@ async def attack_endrun(args: argparse.Namespace) -> dict[str, Any]:
                                 if exc.status is Status.NOT_FOUND:
                                     out["disconnect_not_found_message"] = exc.message
                                     break
-                                raise
+                                if exc.status is not Status.PERMISSION_DENIED:  # the run is still there (not
+                                    raise  # ours: an anonymous probe, so that it is no call of its driver)
                             await asyncio.sleep(0.1)
                 finally:
                     probe.close()

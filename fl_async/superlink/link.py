@@ -520,8 +520,11 @@ class SuperLink:
                 state.advance()
             except Exception:
                 log.exception("applying deadlines failed")
-            if state.runs_ended != ended and self.admission is not None:
-                self.admission.trim_soon()  # runs ended (idle TTL, driver gone): return their memory to the OS
+            if state.runs_ended != ended:  # runs ended (idle TTL, driver gone)
+                for node_id, ids in state.take_ended_in_flight().items():  # their nodes stop handling them
+                    self.control.notify_cancelled(node_id, ids)
+                if self.admission is not None:
+                    self.admission.trim_soon()  # return their memory to the OS
             deadline = state.next_deadline()
             wakeups.armed_at = math.inf if deadline is None else deadline
             delay = None if deadline is None else max(0.0, deadline - self._clock()) + 0.001

@@ -30,7 +30,6 @@ from fl_async.superlink.state import (
     PermissionDeniedError,
     UnauthenticatedError,
 )
-from fl_async.superlink.store import Status as InstructionStatus
 from fl_async.superlink.validation import run_request_problem, timeout_problem
 
 if TYPE_CHECKING:
@@ -345,13 +344,10 @@ class DriverService(_Service):
         PERMISSION_DENIED for a caller that does not own the run (:meth:`_own`; a run id alone is not enough)."""
         self.state.get_run(req.run_id)  # NOT_FOUND (naming why, for an ended run) before anything changes
         self._own(req.run_id)  # PERMISSION_DENIED for anyone but the run's driver: ending is destructive
-        in_flight: dict[int, list[str]] = {}  # node -> its instructions of the run it is handling now
-        for ins in self.state.store.run_instructions(req.run_id):
-            if ins.status is InstructionStatus.IN_FLIGHT:
-                in_flight.setdefault(ins.node_id, []).append(ins.message_id)
         replies, unpulled = self.state.end_run(req.run_id, "its driver ended it (EndRun)")
+        ended_in_flight = self.state.take_ended_in_flight()
         if self.control is not None:  # the nodes are told to stop handling them, as for a cancel
-            for node_id, ids in in_flight.items():
+            for node_id, ids in ended_in_flight.items():
                 self.control.notify_cancelled(node_id, ids)
         if self.connections is not None:
             self.connections.unbind_run(req.run_id)

@@ -162,6 +162,7 @@ class LinkState:
         self._unanswered = 0  # instructions QUEUED or IN_FLIGHT (for compacting the TTL heap)
         self.lifetimes = Lifetimes(run_idle_ttl, reply_ttl, driver_grace)
         self.runs_ended = 0
+        self._ended_in_flight: dict[int, list[str]] = {}  # node -> in-flight ids of ended runs, not yet told
         """How many runs :meth:`end_run` ended (the I/O layer trims the heap after one)."""
         self.adopt_stored_runs()
 
@@ -268,6 +269,12 @@ class LinkState:
                 "(driver_disconnect_grace, --driver-disconnect-grace)",
             )
 
+    def take_ended_in_flight(self) -> dict[int, list[str]]:
+        """``node_id -> ids`` of the instructions that were in flight at a node when their run ended (by any
+        cause), since the last call; the I/O layer tells those nodes to stop handling them (cancel notices)."""
+        taken, self._ended_in_flight = self._ended_in_flight, {}
+        return taken
+
     def adopt_stored_runs(self) -> None:
         """Arm the lifetimes of the runs already in the store (restored from a durable store at link start):
         each gets its idle TTL and its driver's disconnect grace from now, as if its driver's connection had just
@@ -337,6 +344,8 @@ class LinkState:
         cancelled: list[pb.Message] = []
         unpulled: list[str] = []
         for ins in self.store.run_instructions(run_id):
+            if ins.status is Status.IN_FLIGHT:  # its node is handling it: to be told to stop
+                self._ended_in_flight.setdefault(ins.node_id, []).append(ins.message_id)
             if ins.status is not Status.ANSWERED:
                 reply = synthetic_error_reply(ins, ErrorCode.CANCELLED, f"run {run_id} ended: {reason}", now)
                 self._answer(ins, reply, by_link=True)

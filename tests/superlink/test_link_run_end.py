@@ -225,3 +225,23 @@ async def test_end_run_needs_the_runs_credentials(superlink_factory) -> None:
         with pytest.raises(GRPCError) as exc:
             await drv.stub.get_run(pb.GetRunRequest(run_id=run_id), metadata=drv._headers(run_id))
         assert exc.value.status is Status.NOT_FOUND and "ended: its driver ended it (EndRun)" in exc.value.message
+
+
+async def test_nodes_are_told_when_a_run_ends_without_its_driver(superlink_factory) -> None:
+    link = await superlink_factory(driver_disconnect_grace=0.3)
+    fleet = channel(link.fleet_address)
+    try:
+        node_ = await RawNode.create(pb.FleetStub(fleet))
+        driver = AsyncDriver(link.driver_address, insecure=True)
+        await driver.connect()
+        run_id = driver.run_id
+        (mid,) = await driver.push_messages([driver.create_message(RecordSet(), MessageType.QUERY, node_.node_id, "1")])
+        assert len(await node_.pull(max_messages=1)) == 1  # the node is handling it
+        await driver.aclose()  # gone without EndRun
+        await _wait_gone(link, run_id, within=10)
+        beat = await node_.stub.heartbeat(
+            pb.HeartbeatRequest(auth=node_.auth, heartbeat_interval=30.0), metadata=node_.metadata
+        )
+        assert list(beat.cancelled) == [mid]
+    finally:
+        fleet.close()

@@ -103,8 +103,9 @@ class FleetService(_Service):
     _methods = rpc_methods(pb.FleetBase)
 
     async def create_node(self, req: pb.CreateNodeRequest) -> tuple[pb.CreateNodeResponse, Undo]:
-        """CreateNode: register a node (:meth:`LinkState.create_node`); advertise the blob port."""
-        node_id, token, granted = self.state.create_node(req.heartbeat_interval)
+        """CreateNode: register a node (:meth:`LinkState.create_node`; a retry with the same ``registration_id``
+        gets the same node); advertise the blob port."""
+        node_id, token, granted = self.state.create_node(req.heartbeat_interval, req.registration_id)
         self._bind(node_id)
         return pb.CreateNodeResponse(
             node_id=node_id, token=token, heartbeat_interval=granted, blob_port=blob_port_of(self.state)

@@ -63,6 +63,7 @@ from fl_async.superlink.store import InstructionRecord, LinkStore, MemoryStore, 
 from fl_async.superlink.validation import id_problem, instruction_problem, interval_problem, reply_shape_problem
 
 __all__ = [
+    "MAX_REGISTRATION_ID_BYTES",
     "SYNTHETIC_REPLY_TTL",
     "DigestRefCounts",
     "InvalidArgumentError",
@@ -77,6 +78,10 @@ __all__ = [
 ]
 
 log = logging.getLogger("fl_async.superlink")
+
+
+MAX_REGISTRATION_ID_BYTES = 64
+"""Longest ``CreateNodeRequest.registration_id`` the link accepts."""
 
 
 def random_id() -> int:
@@ -143,6 +148,8 @@ class LinkState:
         self._disconnected: dict[int, float] = {}  # node_id -> end of its reconnect grace
         self._disconnect_deadlines: list[tuple[float, int]] = []  # (grace ends, node_id), lazily cleaned
         self._unanswered = 0  # instructions QUEUED or IN_FLIGHT (for compacting the TTL heap)
+        self._registration_ids: dict[bytes, int] = {}  # CreateNode registration_id -> node id (online nodes)
+        self._registered_as: dict[int, bytes] = {}  # node id -> its registration_id (to forget it with the node)
         self.lifetimes = Lifetimes(run_idle_ttl, reply_ttl)
 
     @classmethod
@@ -466,20 +473,39 @@ class LinkState:
             raise InvalidArgumentError(problem)
         return min(max(interval, self.min_interval), self.max_interval)
 
-    def create_node(self, heartbeat_interval: float) -> tuple[int, bytes, float]:
+    def create_node(self, heartbeat_interval: float, registration_id: bytes = b"") -> tuple[int, bytes, float]:
         """Register a node; return ``(node_id, token, granted_interval)``.
 
         The node is online for ``granted_interval * patience`` seconds from now.
 
+        Args:
+            heartbeat_interval: seconds the node promises between heartbeats (clamped to the link's bounds).
+            registration_id: optional, at most :data:`MAX_REGISTRATION_ID_BYTES` bytes. A retried CreateNode
+                repeats it: while the node it registered is online, the same id answers that node again (same
+                id and token; a sign of life) instead of registering a second, phantom node.
+
         Raises:
-            InvalidArgumentError: the interval is not a finite number > 0.
+            InvalidArgumentError: the interval is not a finite number > 0, or ``registration_id`` is too long.
         """
         self.advance()
         granted = self._clamp(heartbeat_interval)
+        if len(registration_id) > MAX_REGISTRATION_ID_BYTES:
+            raise InvalidArgumentError(
+                f"registration_id has {len(registration_id)} bytes; at most {MAX_REGISTRATION_ID_BYTES} are allowed"
+            )
+        if registration_id:
+            known = self.store.get_node(self._registration_ids.get(registration_id, 0))
+            if known is not None:
+                log.info("CreateNode retried for node %d: answered with the same registration", known.node_id)
+                self._sign_of_life(known, granted)
+                return known.node_id, known.token, granted
         node_id = self._new_id(self.store.get_node)
         token = secrets.token_bytes(32)
         until = self.clock() + granted * self.patience
         self.store.add_node(NodeRecord(node_id, token, granted, until))
+        if registration_id:
+            self._registration_ids[registration_id] = node_id
+            self._registered_as[node_id] = registration_id
         self._push_node_deadline(node_id, until)
         self.listener.nodes_changed()
         return node_id, token, granted
@@ -572,6 +598,9 @@ class LinkState:
             self._answer(ins, synthetic_error_reply(ins, ErrorCode.NODE_UNAVAILABLE, reason, now))
             answered.append(ins.message_id)
         self.store.remove_node(node.node_id)
+        registration_id = self._registered_as.pop(node.node_id, None)
+        if registration_id is not None:
+            self._registration_ids.pop(registration_id, None)
         self._active_pulls.pop(node.node_id, None)
         self._disconnected.pop(node.node_id, None)
         log.info("%s; %d instruction(s) answered NODE_UNAVAILABLE", reason, len(answered))

@@ -68,9 +68,10 @@ class FleetClient:
         except TRANSPORT_ERRORS as exc:
             raise from_grpc(exc, what=f"{what} to {self.address}", api="Fleet", address=self.address) from exc
 
-    async def create_node(self, heartbeat_interval: float) -> pb.CreateNodeResponse:
-        """Register; returns node id, token and the granted heartbeat interval."""
-        req = pb.CreateNodeRequest(heartbeat_interval=heartbeat_interval)
+    async def create_node(self, heartbeat_interval: float, registration_id: bytes = b"") -> pb.CreateNodeResponse:
+        """Register; returns node id, token and the granted heartbeat interval. A retry repeating
+        ``registration_id`` (at most 64 bytes) gets the node the first attempt registered, if it did."""
+        req = pb.CreateNodeRequest(heartbeat_interval=heartbeat_interval, registration_id=registration_id)
         return await self._call("CreateNode", self._stub.create_node, req, self.rpc_timeout)
 
     async def delete_node(self, auth: pb.NodeAuth, *, timeout: float) -> None:

@@ -11,7 +11,8 @@ Figures, per tree and N:
 * ``formation s``: from starting the node process (all N nodes start at once) until ``wait_for_nodes(N)``
   returns;
 * ``median round s`` / ``p90 round s`` of ``send_and_receive`` (every reply must carry content);
-* ``link CPU ms/node-round``: the link process's CPU time over the measured rounds / (N x rounds);
+* ``link CPU ms/node-round``: the link process's CPU time over the measured rounds / (N x rounds); ``nodes CPU``
+  and ``driver CPU``: the same for the node process and the driver process (ms per node-round);
 * ``link KB/idle node``: link RSS with N nodes connected and idle (each holding its long-poll) minus its RSS
   before any node connected, / N;
 * ``host KB/node``: the node process's RSS with N nodes registered and idle minus its RSS before the nodes were
@@ -227,10 +228,11 @@ def measure(tree: Path, n: int, rounds: int, profile_link: str = "") -> dict[str
         driver.expect("WARM")
         if profile_link:
             os.kill(link.pid, signal.SIGUSR1)
-        cpu0 = read_cpu_seconds(link.pid) or 0.0
+        pids = (link.pid, nodes.pid, driver.pid)
+        cpu0 = [read_cpu_seconds(pid) or 0.0 for pid in pids]
         driver.say()
         lat = json.loads(driver.expect("ROUNDS"))["lat"]
-        cpu = (read_cpu_seconds(link.pid) or 0.0) - cpu0
+        cpu, nodes_cpu, driver_cpu = ((read_cpu_seconds(pid) or 0.0) - c0 for pid, c0 in zip(pids, cpu0, strict=True))
         if profile_link:
             os.kill(link.pid, signal.SIGUSR2)
         driver.say()
@@ -248,6 +250,8 @@ def measure(tree: Path, n: int, rounds: int, profile_link: str = "") -> dict[str
         "median_s": statistics.median(lat),
         "p90_s": lat[min(len(lat) - 1, round(0.9 * (len(lat) - 1)))],
         "link_cpu_ms_per_node_round": cpu / (n * rounds) * 1e3,
+        "nodes_cpu_ms_per_node_round": nodes_cpu / (n * rounds) * 1e3,
+        "driver_cpu_ms_per_node_round": driver_cpu / (n * rounds) * 1e3,
         "link_kb_per_idle_node": (link_idle - link_before) / n / 1024,
         "host_kb_per_node": (host["idle"] - host["before"]) / n / 1024,
         "teardown_s": teardown,
@@ -259,6 +263,8 @@ _COLUMNS = (
     ("median_s", "median round s", 15, 3),
     ("p90_s", "p90 round s", 12, 3),
     ("link_cpu_ms_per_node_round", "link CPU ms/node-round", 23, 3),
+    ("nodes_cpu_ms_per_node_round", "nodes CPU", 10, 3),
+    ("driver_cpu_ms_per_node_round", "driver CPU", 11, 3),
     ("link_kb_per_idle_node", "link KB/idle node", 18, 1),
     ("host_kb_per_node", "host KB/node", 13, 1),
     ("teardown_s", "teardown s", 11, 2),

@@ -1,5 +1,6 @@
-"""Hand-written protobuf decoding of the link's two forwarding requests (sans-IO): ``PushRepliesRequest`` (a node's
-replies) and ``PushMessagesRequest`` (a driver's instructions).
+"""Hand-written protobuf decoding of the messages that carry forwarded ``Message`` lists (sans-IO): on the link
+``PushRepliesRequest`` (a node's replies) and ``PushMessagesRequest`` (a driver's instructions), on the node
+``PullInstructionsResponse`` and ``PushRepliesResponse`` (its instructions).
 
 betterproto2 decodes field by field in Python (a varint read, a default lookup and a type check each); for a tiny
 reply the ``Metadata`` (nine scalars), the envelope and ``NodeAuth`` are most of that work. Here the envelope,
@@ -23,7 +24,7 @@ import betterproto2
 
 from fl_async.proto.fl_async import v1 as pb
 
-__all__ = ["parse_forwarding_request"]
+__all__ = ["fast_response_type", "parse_forwarding_request"]
 
 _unpack_double = struct.Struct("<d").unpack_from
 _U64_LIMIT = 1 << 64
@@ -88,7 +89,12 @@ _ENVELOPES: dict[type, dict[int, tuple[str, str, bool]]] = {
         pb.PushRepliesRequest, {"auth": _MSG, "messages": _MSG, "pull_max_messages": _U32, "pull_timeout": _DBL}
     ),
     pb.PushMessagesRequest: _layout(pb.PushMessagesRequest, {"run_id": _U64, "messages": _MSG}),
+    pb.PullInstructionsResponse: _layout(pb.PullInstructionsResponse, {"messages": _MSG}),
+    pb.PushRepliesResponse: _layout(
+        pb.PushRepliesResponse, {"message_ids": _STR, "reasons": _STR, "instructions": _MSG}
+    ),
 }
+_MESSAGE_LISTS = ("messages", "instructions")
 _MESSAGE_NAMES = {"metadata", "content", "error"}
 _SUB_DECODERS: dict[str, Any] = {"content": pb.RecordSet, "error": pb.Error}
 
@@ -166,13 +172,14 @@ def _message(buf: bytes, start: int, end: int) -> pb.Message:
 
 
 def parse_forwarding_request(data: bytes, message_type: type) -> Any:
-    """Decode a ``PushRepliesRequest`` or ``PushMessagesRequest`` as betterproto2 would, or return ``None`` when
+    """Decode a ``PushRepliesRequest``, ``PushMessagesRequest`` (the link's side), ``PullInstructionsResponse`` or
+    ``PushRepliesResponse`` (the node's side) as betterproto2 would, or return ``None`` when
     ``data`` is not in the canonical encoding read here (or ``message_type`` is another type): the caller then
     decodes it with betterproto2.
 
     Args:
         data: the serialized request.
-        message_type: ``pb.PushRepliesRequest`` or ``pb.PushMessagesRequest``.
+        message_type: one of the four classes above.
 
     Raises:
         Exception: what betterproto2 raises decoding a malformed ``content`` / ``error`` (the caller maps it, as
@@ -186,9 +193,29 @@ def parse_forwarding_request(data: bytes, message_type: type) -> Any:
         auth = fields.get("auth")
         if auth is not None:
             fields["auth"] = pb.NodeAuth(**_fields(data, auth[0], auth[1], _AUTH))
-        spans = fields.get("messages")
-        if spans is not None:
-            fields["messages"] = [_message(data, s, e) for s, e in spans]
+        for name in _MESSAGE_LISTS:
+            spans = fields.get(name)
+            if spans is not None:
+                fields[name] = [_message(data, s, e) for s, e in spans]
     except _Fallback:
         return None
     return message_type(**fields)
+
+
+class _FastDecoded:
+    """Stands for a generated response class where grpclib's codec only calls ``FromString``."""
+
+    message_type: Any = None
+
+    @classmethod
+    def FromString(cls, data: bytes) -> Any:  # the protobuf method name grpclib's codec calls
+        """Decode with :func:`parse_forwarding_request`, else with betterproto2."""
+        message = parse_forwarding_request(data, cls.message_type)
+        return message if message is not None else cls.message_type.FromString(data)
+
+
+def fast_response_type(message_type: type) -> type:
+    """A stand-in for ``pb.PullInstructionsResponse`` or ``pb.PushRepliesResponse`` to pass as the response type of
+    grpclib's ``Channel.request``: its ``FromString`` decodes as betterproto2 would, through this module's decoder
+    (the node decodes one such response per instruction)."""
+    return type(f"Fast{message_type.__name__}", (_FastDecoded,), {"message_type": message_type})

@@ -5,7 +5,8 @@ Every transport failure is mapped to the fl-async exception tree with
 
 The two per-instruction calls (:meth:`FleetClient.pull` and :meth:`FleetClient.push`) send requests
 pre-encoded by :mod:`fl_async._fastwire` straight through ``Channel.request`` (no stub, no
-betterproto2 serialization of the envelope); responses are parsed by betterproto2 as usual.
+betterproto2 serialization of the envelope); their responses are decoded by :mod:`fl_async._fastparse` (the
+instructions' content by betterproto2).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from grpclib.client import Channel
 from grpclib.const import Cardinality
 
 from fl_async._credentials import Metadata, node_metadata
+from fl_async._fastparse import fast_response_type
 from fl_async._fastwire import Encoded, pull_request
 from fl_async._grpc import TRANSPORT_ERRORS, from_grpc, rpc_methods
 from fl_async.proto.fl_async import v1 as pb
@@ -24,6 +26,8 @@ from fl_async.proto.fl_async import v1 as pb
 _PATHS = {rpc.name: rpc.path for rpc in rpc_methods(pb.FleetBase)}
 _PULL_PATH = _PATHS["PullInstructions"]
 _PUSH_PATH = _PATHS["PushReplies"]
+_PULL_RESPONSE: Any = fast_response_type(pb.PullInstructionsResponse)
+_PUSH_RESPONSE: Any = fast_response_type(pb.PushRepliesResponse)
 
 __all__ = ["FleetClient"]
 
@@ -102,11 +106,11 @@ class FleetClient:
         Raises:
             FlAsyncError: a subclass, mapped from the transport failure (see :func:`from_grpc`).
         """
-        resp = await self._raw(
+        resp: pb.PullInstructionsResponse = await self._raw(
             "PullInstructions",
             _PULL_PATH,
             pull_request(auth, max_messages, timeout),
-            pb.PullInstructionsResponse,
+            _PULL_RESPONSE,
             timeout + self.poll_margin,
         )
         return resp.messages
@@ -125,9 +129,7 @@ class FleetClient:
         Raises:
             FlAsyncError: a subclass, mapped from the transport failure (see :func:`from_grpc`).
         """
-        return await self._raw(
-            "PushReplies", _PUSH_PATH, request, pb.PushRepliesResponse, self.push_timeout + pull_timeout
-        )
+        return await self._raw("PushReplies", _PUSH_PATH, request, _PUSH_RESPONSE, self.push_timeout + pull_timeout)
 
     async def get_run(self, auth: pb.NodeAuth, run_id: int) -> pb.Run:
         """Fetch a run (its config)."""

@@ -129,3 +129,20 @@ def test_push_responses_are_encoded_as_betterproto2(ids: list[str], reasons: lis
             message_ids=ids, reasons=reasons, instructions=[pb.Message(metadata=pb.Metadata(run_id=1))]
         )
         assert codec.encode(with_instructions, cls) == bytes(with_instructions)
+
+
+@settings(deadline=None)
+@given(messages, st.lists(st.text(max_size=20), max_size=3), st.lists(st.text(max_size=20), max_size=3))
+def test_node_side_responses_decode_as_betterproto2(msgs: list[pb.Message], ids: list[str], reasons: list[str]) -> None:
+    from fl_async._fastparse import fast_response_type
+
+    for cls, response in (
+        (pb.PullInstructionsResponse, pb.PullInstructionsResponse(messages=msgs)),
+        (pb.PushRepliesResponse, pb.PushRepliesResponse(message_ids=ids, reasons=reasons, instructions=msgs)),
+    ):
+        data = bytes(response)
+        fast = fast_response_type(cls).FromString(data)
+        assert type(fast) is cls and same(fast, cls.FromString(data))
+        assert parse_forwarding_request(data, cls) is not None
+    garbage = pw.tag(9, 0) + b"\x01"  # unknown field: betterproto2 decodes it
+    assert fast_response_type(pb.PushRepliesResponse).FromString(garbage) == pb.PushRepliesResponse.FromString(garbage)

@@ -19,9 +19,11 @@ Figures, per tree and N:
   made, / N;
 * ``teardown s``: from asking every node to stop until the node process exited.
 
+With ``--repeat R`` each tree runs R times at ``--nodes``, alternating, and each figure is the median.
+
 The old tree needs no install: ``git archive <commit> | tar -x -C /tmp/old``. Run::
 
-    python -m benchmarks.scale --nodes 1000 --old-tree /tmp/old [--big 10000] [--rounds 5]
+    python -m benchmarks.scale --nodes 1000 --old-tree /tmp/old [--repeat 2] [--big 10000] [--rounds 5]
     python -m benchmarks.scale --nodes 1000 --profile-link /tmp/link.prof   # cProfile of the link process
 """
 
@@ -35,6 +37,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -164,13 +167,14 @@ class _Child:
 
     def __init__(self, tree: Path, code: str, *args: str) -> None:
         env = dict(os.environ, PYTHONPATH=str(tree))
+        self.stderr = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - lives as long as the child; shown on failure
         self.proc = subprocess.Popen(
             [sys.executable, "-c", code, *args],
             cwd=tree,
             env=env,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
+            stderr=self.stderr,
             text=True,
         )
 
@@ -184,7 +188,9 @@ class _Child:
         while True:
             line = self.proc.stdout.readline()
             if not line:
-                raise RuntimeError(f"child {self.pid} ended (exit {self.proc.poll()}) before {word!r}")
+                self.stderr.seek(0)
+                tail = "".join(self.stderr.readlines()[-15:])
+                raise RuntimeError(f"child {self.pid} ended (exit {self.proc.poll()}) before {word!r}:\n{tail}")
             if line.startswith(word):
                 return line[len(word) :].strip()
 
@@ -283,6 +289,7 @@ def main() -> None:
     parser.add_argument("--old-tree", type=Path, default=None, help="the old source tree (compared at --nodes)")
     parser.add_argument("--new-tree", type=Path, default=Path("."), help="the new source tree (default: here)")
     parser.add_argument("--big", type=int, default=0, help="also measure the new tree at this N (e.g. 10000)")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per tree at --nodes, alternating (medians)")
     parser.add_argument("--profile-link", default="", help="cProfile the link process over the measured rounds")
     args = parser.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -291,9 +298,14 @@ def main() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(need, hard) if hard != resource.RLIM_INFINITY else need, hard))
     new = args.new_tree.resolve()
     results: list[tuple[str, dict[str, float]]] = []
-    if args.old_tree is not None:
-        results.append(("old", measure(args.old_tree.resolve(), args.nodes, args.rounds)))
-    results.append(("new", measure(new, args.nodes, args.rounds, args.profile_link)))
+    runs: dict[str, list[dict[str, float]]] = {"old": [], "new": []}
+    for _ in range(args.repeat):  # alternating, so the machine's load drifts over both alike
+        if args.old_tree is not None:
+            runs["old"].append(measure(args.old_tree.resolve(), args.nodes, args.rounds))
+        runs["new"].append(measure(new, args.nodes, args.rounds, args.profile_link))
+    for label, done in runs.items():
+        if done:
+            results.append((label, {k: statistics.median(r[k] for r in done) for k in done[0]}))
     if args.big:
         results.append(("new", measure(new, args.big, args.rounds)))
     print(

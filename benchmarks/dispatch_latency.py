@@ -120,7 +120,7 @@ async def _measure(app, started, arrived, driver_address, fleet_address, iterati
         unary: list[float] = []  # reference in the same run: one small unary call (Driver.GetNodes)
         for i in range(warmup + iterations):
             t0 = time.perf_counter()
-            await drv.stub.get_nodes(pb.GetNodesRequest(run_id=run), timeout=5)
+            await drv.stub.get_nodes(pb.GetNodesRequest(run_id=run), timeout=5, metadata=drv.metadata)
             if i >= warmup:
                 unary.append((time.perf_counter() - t0) * 1e3)
         results["unary GetNodes"] = {
@@ -138,7 +138,9 @@ async def _measure(app, started, arrived, driver_address, fleet_address, iterati
                 wire = message_to_proto(Message(md, content=RecordSet()))
                 await anyio.sleep(IDLE_GAP)
                 t0 = time.perf_counter()
-                resp = await drv.stub.push_messages(pb.PushMessagesRequest(run_id=run, messages=[wire]), timeout=5)
+                resp = await drv.stub.push_messages(
+                    pb.PushMessagesRequest(run_id=run, messages=[wire]), timeout=5, metadata=drv.metadata
+                )
                 mid = resp.message_ids[0]
                 got: list[Message] = []
                 with anyio.fail_after(10):

@@ -23,7 +23,15 @@ Prints, per N: median and p99 round latency, replies/s (N x rounds / total time)
 connect and register at once. Run::
 
     python -m benchmarks.link_roundtrip [--nodes 10,100,1000] [--rounds 0] [--inproc] [--separate-pull]
-                                        [--sdk | --sdk-nodes] [--profile FILE]
+                                        [--sdk | --sdk-nodes] [--profile FILE] [--metrics-compare]
+                                        [--auth-compare]
+
+``--metrics-compare`` runs each N with the link's Prometheus metrics off and on (``/metrics`` scraped every
+second from a thread of the link process), alternating off/on/off/on, and prints the ratios.
+
+``--auth-compare`` runs each N over TLS without and with node authentication (an allow-list of the N nodes' keys:
+signed registration, then a counter + HMAC-SHA256 on every Fleet call), SuperNodes driven by the raw-stub driver,
+alternating twice, and prints the ratios.
 """
 
 from __future__ import annotations
@@ -41,12 +49,34 @@ from pathlib import Path
 from benchmarks._proc import read_cpu_seconds
 
 LINK_MAIN = """
-import asyncio, signal, sys
+import asyncio, signal, sys, threading, time, urllib.request
 from fl_async.superlink import LinkConfig, SuperLink
 
+def scrape_every_second(address):
+    while True:
+        time.sleep(1.0)
+        try:
+            urllib.request.urlopen(f"http://{address}/metrics", timeout=5).read()
+        except OSError:
+            return
+
 async def main():
-    cfg = LinkConfig(driver_api_address="127.0.0.1:0", fleet_api_address="127.0.0.1:0", max_poll_timeout=30)
+    args = sys.argv[1:]
+    metrics = "127.0.0.1:0" if args == ["metrics"] else None
+    tls = allow = None
+    if args[:1] == ["tls"]:  # tls CERT_DIR [ALLOW_LIST]: TLS, and node authentication with an allow-list
+        from pathlib import Path
+        from fl_async._net import ServerTLS
+        d = Path(args[1])
+        tls = ServerTLS(d / "ca.crt", d / "server.pem", d / "server.key")
+        allow = args[2] if len(args) > 2 else None
+    cfg = LinkConfig(
+        driver_api_address="127.0.0.1:0", fleet_api_address="127.0.0.1:0", max_poll_timeout=30, metrics_address=metrics,
+        tls=tls, auth_list_public_keys=allow,
+    )
     async with SuperLink(cfg) as link:
+        if link.metrics_address:
+            threading.Thread(target=scrape_every_second, args=(link.metrics_address,), daemon=True).start()
         print("ADDR", link.driver_address, link.fleet_address, flush=True)
         stop = asyncio.Event()
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
@@ -151,7 +181,9 @@ async def run_n(
 
     tasks = [asyncio.create_task(respond(node)) for node in nodes]
     # all N polls held: wait until the link has nothing queued and every node is registered
-    res = await drv.stub.wait_for_nodes(pb.WaitForNodesRequest(run_id=drv.run_id, min_nodes=n, timeout=30))
+    res = await drv.stub.wait_for_nodes(
+        pb.WaitForNodesRequest(run_id=drv.run_id, min_nodes=n, timeout=30), metadata=drv.metadata
+    )
     assert len(res.node_ids) >= n, f"only {len(res.node_ids)} of {n} nodes registered"
     await asyncio.sleep(0.5)  # let the first pulls reach the link (benchmark only; tests never sleep)
     rss_held = read_rss(link_pid)
@@ -202,6 +234,8 @@ async def run_n_sdk(
     link_pid: int,
     profile: Path | None = None,
     raw_driver: bool = False,
+    roots: bytes | None = None,
+    keys: list[tuple[Path, Path]] | None = None,
 ) -> dict[str, float]:
     """As :func:`run_n` with SDK nodes: N SuperNodes (async ClientApp answering at once), driven by an
     AsyncDriver (``send_and_receive``), or with ``raw_driver`` by the raw-stub driver of :func:`run_n`."""
@@ -215,9 +249,27 @@ async def run_n_sdk(
 
     app = _sdk_app()
     rss_before = read_rss(link_pid)
-    nodes = [SuperNode(app, fleet_address, insecure=True, heartbeat_interval=60.0, poll_timeout=30.0) for _ in range(n)]
-    dch = channel(driver_address) if raw_driver else None
-    async with AsyncDriver(driver_address, insecure=True) as driver, anyio.create_task_group() as tg:
+    tls = {"insecure": True} if roots is None else {"root_certificates": roots}
+    nodes = [
+        SuperNode(
+            app,
+            fleet_address,
+            heartbeat_interval=60.0,
+            poll_timeout=30.0,
+            **tls,  # type: ignore[arg-type]
+            **({"auth_private_key": keys[i][0], "auth_public_key": keys[i][1]} if keys else {}),  # type: ignore[arg-type]
+        )
+        for i in range(n)
+    ]
+    if raw_driver and roots is not None:
+        from fl_async._grpc import open_channel
+        from fl_async._net import client_ssl_context
+
+        host, port = driver_address.rsplit(":", 1)
+        dch = open_channel(host, int(port), client_ssl_context(roots))
+    else:
+        dch = channel(driver_address) if raw_driver else None
+    async with AsyncDriver(driver_address, **tls) as driver, anyio.create_task_group() as tg:  # type: ignore[arg-type]
         raw = await RawDriver.create(pb.DriverStub(dch)) if dch is not None else None
         t_reg = time.perf_counter()  # all N connect and register at once
         for node in nodes:
@@ -290,10 +342,14 @@ async def bench_inproc(ns: list[int], rounds: int, mode: str, profile: str | Non
     return out
 
 
-def bench_subprocess(ns: list[int], rounds: int, mode: str, profile: str | None = None) -> list[dict[str, float]]:
+def bench_subprocess(
+    ns: list[int], rounds: int, mode: str, profile: str | None = None, metrics: bool = False
+) -> list[dict[str, float]]:
+    """One link process per N; with ``metrics``, the link serves ``/metrics`` and is scraped every second."""
     out = []
     for n in ns:
-        proc = subprocess.Popen([sys.executable, "-c", LINK_MAIN], stdout=subprocess.PIPE, text=True)
+        argv = [sys.executable, "-c", LINK_MAIN, *(["metrics"] if metrics else [])]
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
         try:
             line = proc.stdout.readline()  # type: ignore[union-attr]
             if not line.startswith("ADDR"):
@@ -325,6 +381,18 @@ def main() -> None:
         "--sdk-nodes", action="store_true", help="SuperNodes (async ClientApp) driven by the raw-stub driver"
     )
     parser.add_argument("--profile", default=None, help="write a cProfile of this process per N (FILE-N.prof)")
+    parser.add_argument(
+        "--metrics-compare",
+        action="store_true",
+        help="per N, run with the link's Prometheus metrics off and on (scraped every 1 s), alternating "
+        "off/on/off/on, and print the ratios (best median of each)",
+    )
+    parser.add_argument(
+        "--auth-compare",
+        action="store_true",
+        help="per N, over TLS: without and with node authentication (keys on an allow-list), alternating "
+        "twice, SuperNodes + raw pb driver; print the ratios (best median of each)",
+    )
     args = parser.parse_args()
     if (args.sdk or args.sdk_nodes) and args.separate_pull:
         parser.error("--separate-pull applies to raw responders only")
@@ -332,6 +400,14 @@ def main() -> None:
         parser.error("choose one of --sdk and --sdk-nodes")
     ns = [int(x) for x in args.nodes.split(",")]
     mode = "sdk" if args.sdk else "sdk-nodes" if args.sdk_nodes else "separate" if args.separate_pull else "combined"
+    if args.auth_compare:
+        _auth_compare(ns, args.rounds)
+        return
+    if args.metrics_compare:
+        if args.inproc:
+            parser.error("--metrics-compare runs the link in its own process")
+        _metrics_compare(ns, args.rounds, mode)
+        return
     if args.inproc:
         results = asyncio.run(bench_inproc(ns, args.rounds, mode, args.profile))
     else:
@@ -353,6 +429,94 @@ def main() -> None:
             f"{r['n']:>6} {r['rounds']:>6} {r['median_ms']:>10.2f} {r['p99_ms']:>9.2f} {r['replies_per_s']:>10.0f} "
             f"{r['link_cpu_ms_per_round']:>18.1f} {r['client_cpu_ms_per_round']:>20.1f} "
             f"{r['rss_per_poll_kb']:>18.1f} {r['register_s']:>15.2f} {r.get('calls_per_reply', float('nan')):>17.2f}"
+        )
+
+
+def _auth_compare(ns: list[int], rounds: int) -> None:
+    """TLS alone vs TLS + node authentication (allow-list of N keys; signed registration, per-call HMAC), with N
+    SuperNodes (async ClientApp) and the raw-stub driver, alternating twice per N; prints the best medians and the
+    ratios."""
+    import tempfile
+
+    from fl_async.testing.certs import write_certs, write_node_keys
+
+    print("link_roundtrip --auth-compare (link in its own process over TLS; SuperNodes + raw pb driver; 127.0.0.1)")
+    print(
+        f"{'N':>6} {'median ms TLS':>14} {'median ms TLS+auth':>19} {'ratio':>6} "
+        f"{'link CPU ms TLS':>16} {'link CPU ms TLS+auth':>21} {'ratio':>6}"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        certs = write_certs(tmp)
+        roots = certs.ca_cert.read_bytes()
+        for n in ns:
+            keys = [write_node_keys(tmp, f"node{i}") for i in range(n)]
+            allow = Path(tmp) / f"allow-{n}.csv"
+            allow.write_text("".join(pub.read_text() for _, pub in keys))
+            runs: dict[bool, list[dict[str, float]]] = {False: [], True: []}
+            for auth in (False, True, False, True):
+                argv = ["tls", tmp, str(allow)] if auth else ["tls", tmp]
+                runs[auth] += _bench_link_args(
+                    n, rounds, argv, roots=roots, keys=keys if auth else None, mode="sdk-nodes"
+                )
+            off = min(runs[False], key=lambda r: r["median_ms"])
+            on = min(runs[True], key=lambda r: r["median_ms"])
+            cpu_off = min(r["link_cpu_ms_per_round"] for r in runs[False])
+            cpu_on = min(r["link_cpu_ms_per_round"] for r in runs[True])
+            print(
+                f"{n:>6} {off['median_ms']:>14.2f} {on['median_ms']:>19.2f} {on['median_ms'] / off['median_ms']:>6.2f} "
+                f"{cpu_off:>16.1f} {cpu_on:>21.1f} {cpu_on / cpu_off:>6.2f}",
+                flush=True,
+            )
+
+
+def _bench_link_args(
+    n: int, rounds: int, link_args: list[str], *, roots: bytes, keys: list[tuple[Path, Path]] | None, mode: str
+) -> list[dict[str, float]]:
+    """One link process started with ``link_args`` (see ``LINK_MAIN``), one measurement of N SDK nodes."""
+    proc = subprocess.Popen([sys.executable, "-c", LINK_MAIN, *link_args], stdout=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()  # type: ignore[union-attr]
+        if not line.startswith("ADDR"):
+            raise RuntimeError(f"link did not start: {line!r}")
+        _, driver, fleet = line.split()
+        coro = run_n_sdk(
+            n,
+            rounds or default_rounds(n),
+            driver,
+            fleet,
+            proc.pid,
+            raw_driver=mode == "sdk-nodes",
+            roots=roots,
+            keys=keys,
+        )
+        return [asyncio.run(coro)]
+    finally:
+        proc.terminate()  # our own child, by PID
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def _metrics_compare(ns: list[int], rounds: int, mode: str) -> None:
+    """Metrics off vs on, alternating twice per N; prints each configuration's best median and the ratios."""
+    print(f"link_roundtrip --metrics-compare (link in its own process; {mode}; 127.0.0.1; off/on/off/on per N)")
+    print(
+        f"{'N':>6} {'median ms off':>14} {'median ms on':>13} {'on/off':>7} "
+        f"{'link CPU ms off':>16} {'link CPU ms on':>15} {'on/off':>7}"
+    )
+    for n in ns:
+        runs: dict[bool, list[dict[str, float]]] = {False: [], True: []}
+        for metrics in (False, True, False, True):
+            runs[metrics] += bench_subprocess([n], rounds, mode, metrics=metrics)
+        off = min(runs[False], key=lambda r: r["median_ms"])
+        on = min(runs[True], key=lambda r: r["median_ms"])
+        cpu_off = min(r["link_cpu_ms_per_round"] for r in runs[False])
+        cpu_on = min(r["link_cpu_ms_per_round"] for r in runs[True])
+        print(
+            f"{n:>6} {off['median_ms']:>14.2f} {on['median_ms']:>13.2f} {on['median_ms'] / off['median_ms']:>7.2f} "
+            f"{cpu_off:>16.1f} {cpu_on:>15.1f} {cpu_on / cpu_off:>7.2f}"
         )
 
 

@@ -89,9 +89,9 @@ _ENVELOPES: dict[type, dict[int, tuple[str, str, bool]]] = {
         pb.PushRepliesRequest, {"auth": _MSG, "messages": _MSG, "pull_max_messages": _U32, "pull_timeout": _DBL}
     ),
     pb.PushMessagesRequest: _layout(pb.PushMessagesRequest, {"run_id": _U64, "messages": _MSG}),
-    pb.PullInstructionsResponse: _layout(pb.PullInstructionsResponse, {"messages": _MSG}),
+    pb.PullInstructionsResponse: _layout(pb.PullInstructionsResponse, {"messages": _MSG, "cancelled": _STR}),
     pb.PushRepliesResponse: _layout(
-        pb.PushRepliesResponse, {"message_ids": _STR, "reasons": _STR, "instructions": _MSG}
+        pb.PushRepliesResponse, {"message_ids": _STR, "reasons": _STR, "instructions": _MSG, "cancelled": _STR}
     ),
 }
 _MESSAGE_LISTS = ("messages", "instructions")

@@ -25,6 +25,7 @@ from fl_async.errors import (
     NotAuthorizedError,
     RefusedByLinkError,
     ResourceExhaustedError,
+    RunStoppedError,
     _wrong_api_hint,
 )
 
@@ -131,6 +132,8 @@ def from_grpc(exc: BaseException, *, what: str, api: str | None = None, address:
             text += _wrong_api_hint(api, address)
         if status in (Status.UNAUTHENTICATED, Status.PERMISSION_DENIED):
             return NotAuthorizedError(text, status=status.name, detail=detail)
+        if status is Status.FAILED_PRECONDITION and " stopped: " in detail:
+            return RunStoppedError(text, status=status.name, detail=detail)
         if status in (
             Status.INVALID_ARGUMENT,
             Status.NOT_FOUND,

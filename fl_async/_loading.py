@@ -39,8 +39,18 @@ def parse_reference(ref: str) -> tuple[str, str]:
 
 
 def _describe(exc: BaseException) -> str:
+    """``Type: message`` plus where: a SyntaxError's file and line (and the offending line), or the innermost
+    frame of the traceback for an exception raised while importing."""
     text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-    return text.splitlines()[-1] if text else type(exc).__name__
+    last = text.splitlines()[-1] if text else type(exc).__name__
+    if isinstance(exc, SyntaxError) and exc.filename:
+        code = f": {exc.text.strip()}" if exc.text and exc.text.strip() else ""
+        return f"{last} ({exc.filename}, line {exc.lineno}{code})"
+    frames = traceback.extract_tb(exc.__traceback__) if exc.__traceback__ is not None else []
+    frames = [f for f in frames if "importlib" not in f.filename]
+    if frames:
+        return f"{last} (raised at {frames[-1].filename}:{frames[-1].lineno} in {frames[-1].name})"
+    return last
 
 
 def load_object(ref: str, dir: str | Path | None = None, expected: type | tuple[type, ...] | None = None) -> Any:

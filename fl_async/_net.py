@@ -6,8 +6,8 @@ import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
-DEFAULT_DRIVER_API_ADDRESS = "0.0.0.0:9091"
-"""Where the SuperLink serves the Driver API by default (as Flower)."""
+DEFAULT_DRIVER_API_ADDRESS = "127.0.0.1:9091"
+"""Where the SuperLink serves the Driver API by default: loopback only (Flower binds ``0.0.0.0``)."""
 DEFAULT_FLEET_API_ADDRESS = "0.0.0.0:9092"
 """Where the SuperLink serves the Fleet API by default (as Flower)."""
 DEFAULT_DRIVER_TARGET = "127.0.0.1:9091"

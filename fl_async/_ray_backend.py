@@ -380,6 +380,7 @@ async def run_on_ray(
     run_config: Mapping[str, Any] | None = None,
     max_concurrency: int = 1,
     options: RayOptions | None = None,
+    metrics_address: str | None = None,
 ) -> Any:
     """Run ``server_app`` against ``num_supernodes`` SuperNodes hosted in Ray actors; tear everything down.
 
@@ -395,6 +396,7 @@ async def run_on_ray(
         run_config: the run's settings (``Context.run_config``).
         max_concurrency: messages each node may handle at once.
         options: placement and Ray settings (default: a local instance, Ray's default actor resources).
+        metrics_address: ``HOST:PORT`` where the link serves Prometheus metrics (``None``: no metrics).
 
     Returns:
         What the server app's main returned.
@@ -427,7 +429,11 @@ async def run_on_ray(
         layout = actor_layout(num_supernodes, per_node)
         _check_placeable(ray, actor_options(options.node_resources, len(layout[0])))
         host = _link_host(ray, options.address, started_here)
-        link_config = LinkConfig(driver_api_address="127.0.0.1:0", fleet_api_address=format_address(host, 0))
+        link_config = LinkConfig(
+            driver_api_address="127.0.0.1:0",
+            fleet_api_address=format_address(host, 0),
+            metrics_address=metrics_address,
+        )
         async with SuperLink(link_config) as link:
             fleet = format_address(host, parse_address(link.fleet_address)[1])  # the address actors connect to
             actors = _Actors(ray, namespace, layout, num_supernodes, options, max_concurrency)

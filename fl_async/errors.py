@@ -11,6 +11,7 @@ the one place that knows grpclib's exceptions)::
     ├── RefusedByLinkError             the link answered with an error status (.status, .detail)
     │   ├── NotAuthorizedError             UNAUTHENTICATED / PERMISSION_DENIED
     │   ├── InvalidRequestError            INVALID_ARGUMENT / NOT_FOUND / FAILED_PRECONDITION / ...
+    │   │   └── RunStoppedError                the run was stopped by an operator (``fl-async stop``)
     │   └── ResourceExhaustedError         RESOURCE_EXHAUSTED (request larger than the link accepts)
     ├── AppLoadError                   a ``module:attr`` reference could not be loaded
     │   └── NoMainFunctionError (+ValueError)   a ServerApp without ``@app.main()``
@@ -41,6 +42,7 @@ __all__ = [
     "NotAuthorizedError",
     "RefusedByLinkError",
     "ResourceExhaustedError",
+    "RunStoppedError",
     "TTLExpiredError",
     "UnsupportedFeatureError",
 ]
@@ -85,6 +87,11 @@ class InvalidRequestError(RefusedByLinkError):
 
 class ResourceExhaustedError(RefusedByLinkError):
     """The request was larger than the link accepts (RESOURCE_EXHAUSTED)."""
+
+
+class RunStoppedError(InvalidRequestError):
+    """The run was stopped by an operator (``fl-async stop``): the link refuses its driver's calls
+    (FAILED_PRECONDITION "run ... stopped"). Replies already waiting are still delivered by a pull."""
 
 
 class AppLoadError(FlAsyncError):

@@ -116,12 +116,21 @@ class BlobServer:
         store.add_listener(self._on_store_change)
         self.port = 0
         """The bound TCP port (after :meth:`start`)."""
+        self.bytes_in = 0
+        """Payload bytes received by uploads since start (for metrics)."""
+        self.bytes_out = 0
+        """Payload bytes sent by downloads since start (for metrics)."""
+        self.too_large = 0
+        """Uploads refused for exceeding a size limit (blob or store capacity), for metrics."""
         self.handshake_timeout = io_timeout
         """Seconds a TLS client gets to finish its handshake (the link sets its connection setup timeout)."""
         self.gate: Any = None
         """The link's :class:`~fl_async.superlink.gate.ConnectionGate`, or ``None`` (every connection admitted)."""
         self.uploader_of: Callable[[bytes], object | None] = lambda token: token or None
         """Quota key of an upload's token (the store's ``uploader``); the link maps node and run tokens."""
+        self.readable: Callable[[bytes, bytes], bool] = lambda token, digest: True
+        """``readable(token, digest)``: whether an authorized caller may read the blob (GET) and learn whether the
+        server holds it (HAS); the link allows a node only its instructions' arrays, a driver only its replies'."""
 
     # ------------------------------------------------------------------------------ lifecycle
 
@@ -246,8 +255,11 @@ class BlobServer:
                     await stream.drain()
                     return
                 if req.op is p.Op.HAS:
-                    nb = self.store.nbytes(req.digest)
-                    self._reply(stream, p.Status.OK, offset=self.store.received(req.digest), total=nb or 0)
+                    if self.readable(token, req.digest):
+                        nb = self.store.nbytes(req.digest)
+                        self._reply(stream, p.Status.OK, offset=self.store.received(req.digest), total=nb or 0)
+                    else:  # as for a blob the server does not hold: HAS is no oracle for what others sent
+                        self._reply(stream, p.Status.OK, offset=0, total=0)
                 elif req.op is p.Op.PUT:
                     if not await self._put(stream, req, token):
                         return
@@ -315,6 +327,7 @@ class BlobServer:
                 self._reply(stream, p.Status.SIZE_MISMATCH, str(exc))
                 return True
             except ValueError as exc:
+                self.too_large += 1
                 self._reply(stream, p.Status.TOO_LARGE, f"{exc} (max_blob_bytes, --max-blob-bytes)")
                 return True
         if up is None:
@@ -332,6 +345,7 @@ class BlobServer:
                     n = p.decode_chunk_header(hdr, remaining=remaining, max_chunk=self.max_chunk)
                     await stream.readinto(up.next_view(n))
                 up.advance(n)
+                self.bytes_in += n
                 remaining -= n
                 up.hasher.update(up.take_unhashed())  # on the loop, while the chunk is in cache
             done = True
@@ -364,6 +378,11 @@ class BlobServer:
     async def _get(self, stream: BufferedStream, req: p.Request, token: bytes) -> bool:
         """Handle a GET; returns whether the connection can carry another request."""
         store = self.store
+        if not self.readable(token, req.digest):
+            self._reply(
+                stream, p.Status.NOT_FOUND, f"blob {req.digest.hex()[:16]}… is not held by the link for this caller"
+            )
+            return True
         deadline = time.monotonic() + self.wait_timeout
         while True:
             state = store.state(req.digest)
@@ -393,6 +412,7 @@ class BlobServer:
                 n = min(chunk, end - pos)
                 stream.write(p.encode_chunk_header(n))
                 await stream.write_all(view[pos : pos + n], timeout=self.io_timeout)
+                self.bytes_out += n
                 pos += n
         finally:
             del view  # the transport may still hold slices; the buffer lives as long as they do

@@ -288,6 +288,15 @@ class BlobStore:
         b = self._blobs.get(digest)
         return 0 if b is None else len(b.owners)
 
+    def leased_to(self, digest: bytes, holder: bytes) -> bool:
+        """Whether ``holder`` holds a download lease on the digest (see :meth:`hand_over`)."""
+        b = self._blobs.get(digest)
+        return b is not None and holder in b.leases
+
+    def holds(self, owner: object) -> bool:
+        """Whether ``owner`` references any blob."""
+        return bool(self._owned.get(owner))
+
     def add_listener(self, callback: Callable[[bytes, BlobState | None], None]) -> None:
         """Call ``callback(digest, new_state)`` when a blob completes, is discarded or freed (``None``)."""
         self._listeners.append(callback)

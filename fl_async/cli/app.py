@@ -28,7 +28,9 @@ from fl_async.cli import process
 from fl_async.cli.args import (
     CliArgumentError,
     check_address,
+    check_identity_files,
     parse_config_pairs,
+    read_token_file,
     resolve_client_tls,
     resolve_link_tls,
     split_app_ref,
@@ -154,7 +156,30 @@ AppDir = Annotated[
         help="Directory put first on sys.path before importing MODULE (default: the current directory).",
     ),
 ]
-Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Log debug messages on stderr.")]
+Verbose = Annotated[
+    bool, typer.Option("--verbose", "-v", help="Log fl-async's debug messages (other libraries stay at WARNING).")
+]
+LogFile = Annotated[
+    Path | None, typer.Option("--log-file", metavar="PATH", help="Append the log to PATH instead of stderr.")
+]
+LogFormat = Annotated[
+    str,
+    typer.Option("--log-format", metavar="text|json", help="Log lines as text (default) or as JSON objects."),
+]
+LogLevelAll = Annotated[
+    bool,
+    typer.Option(
+        "--log-level-all", help="Give third-party loggers (grpclib, hpack, ...) fl-async's level, not WARNING."
+    ),
+]
+MetricsAddress = Annotated[
+    str | None,
+    typer.Option(
+        "--metrics-address",
+        metavar="HOST:PORT",
+        help="Serve Prometheus metrics over HTTP at http://HOST:PORT/metrics (default: off; see docs/operations.md).",
+    ),
+]
 
 
 # -------------------------------------------------------------------------------------------- commands
@@ -168,7 +193,7 @@ def superlink_command(
         typer.Option(
             metavar="HOST:PORT", help="Where to serve the Driver API for server apps (port 0: any free port)."
         ),
-    ] = "0.0.0.0:9091",
+    ] = "127.0.0.1:9091",
     fleet_api_address: Annotated[
         str,
         typer.Option(metavar="HOST:PORT", help="Where to serve the Fleet API for SuperNodes (port 0: any free port)."),
@@ -208,7 +233,36 @@ def superlink_command(
             "port 9093; port 0: any free port). Open it in firewalls too.",
         ),
     ] = None,
+    metrics_address: MetricsAddress = None,
+    driver_auth_token_file: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="FILE",
+            help="Driver tokens, one per line: every Driver API call must carry one (server-app --auth-token-file).",
+        ),
+    ] = None,
+    auth_list_public_keys: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="FILE",
+            help="CSV of the OpenSSH ECDSA public keys of the nodes allowed to register (needs TLS); re-read on "
+            "SIGHUP and when it changes.",
+        ),
+    ] = None,
+    auth_superlink_private_key: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="FILE",
+            help="The link's ECDSA private key for the nodes' per-call proofs (default: one generated at start).",
+        ),
+    ] = None,
+    auth_superlink_public_key: Annotated[
+        Path | None, typer.Option(metavar="FILE", help="Its OpenSSH public key (checked to match; as Flower 1.9).")
+    ] = None,
     verbose: Verbose = False,
+    log_file: LogFile = None,
+    log_format: LogFormat = "text",
+    log_level_all: LogLevelAll = False,
     limits: dict[str, Any] | None = None,
 ) -> None:
     """Serve the Driver API (server apps) and the Fleet API (nodes) until Ctrl-C / SIGTERM.
@@ -221,14 +275,22 @@ def superlink_command(
         check_address(fleet_api_address, option="--fleet-api-address")
         if blob_api_address is not None:
             check_address(blob_api_address, option="--blob-api-address")
+        if metrics_address is not None:
+            check_address(metrics_address, option="--metrics-address")
         if not 0 < disconnect_grace < float("inf"):
             raise CliArgumentError(f"--disconnect-grace must be a number of seconds > 0, got {disconnect_grace}")
         tls = resolve_link_tls(
             insecure=insecure, ssl_ca_certfile=ssl_ca_certfile, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile
         )
+        check_identity_files(
+            insecure=insecure,
+            driver_auth_token_file=driver_auth_token_file,
+            auth_list_public_keys=auth_list_public_keys,
+            auth_superlink_keys=(auth_superlink_private_key, auth_superlink_public_key),
+        )
     except CliArgumentError as exc:
         fail(cmd, exc)
-    setup_logging(verbose)
+    setup_logging(cmd, verbose, log_file, log_format, log_level_all)
     from fl_async.superlink import LinkConfig
     from fl_async.superlink.config import address_conflict, default_blob_api_address
 
@@ -252,6 +314,10 @@ def superlink_command(
             tls=tls,
             heartbeat_patience=heartbeat_patience,
             disconnect_grace=disconnect_grace,
+            metrics_address=metrics_address,
+            driver_auth_token_file=str(driver_auth_token_file) if driver_auth_token_file else None,
+            auth_list_public_keys=str(auth_list_public_keys) if auth_list_public_keys else None,
+            auth_superlink_private_key=str(auth_superlink_private_key) if auth_superlink_private_key else None,
             **(limits or {}),
         )
     except (TypeError, ValueError) as exc:
@@ -272,10 +338,11 @@ def superlink_command(
             await tg.start(watch)
             async with SuperLink(config) as link:
                 mode = "TLS" if tls is not None else "plaintext (--insecure)"
+                metrics = f", metrics on http://{link.metrics_address}/metrics" if link.metrics_address else ""
                 info(
                     cmd,
                     f"Driver API on {link.driver_address}, Fleet API on {link.fleet_address}, "
-                    f"blob data path on {link.blob_address}, {mode}",
+                    f"blob data path on {link.blob_address}{metrics}, {mode}",
                 )
                 await stopped.wait()
 
@@ -307,7 +374,17 @@ def supernode_command(
             "Values: true/false, int, float, 'quoted str', else str.",
         ),
     ] = None,
+    auth_supernode_private_key: Annotated[
+        Path | None,
+        typer.Option(metavar="FILE", help="The node's ECDSA private key (ssh-keygen -t ecdsa -b 384); needs TLS."),
+    ] = None,
+    auth_supernode_public_key: Annotated[
+        Path | None, typer.Option(metavar="FILE", help="The node's OpenSSH public key (the .pub file).")
+    ] = None,
     verbose: Verbose = False,
+    log_file: LogFile = None,
+    log_format: LogFormat = "text",
+    log_level_all: LogLevelAll = False,
 ) -> None:
     """Connect to a SuperLink and run a ClientApp on the messages sent to this node, until Ctrl-C / SIGTERM.
 
@@ -318,9 +395,15 @@ def supernode_command(
         check_address(superlink, option="--superlink")
         roots = resolve_client_tls(insecure=insecure, root_certificates=root_certificates)
         config = parse_config_pairs(node_config, option="--node-config")
+        from fl_async._keys import node_key
+
+        try:  # before connecting: a key with --insecure, a missing or mismatched file
+            node_key(auth_supernode_private_key, auth_supernode_public_key, insecure=insecure)
+        except ValueError as exc:
+            raise CliArgumentError(str(exc)) from None
     except CliArgumentError as exc:
         fail(cmd, exc)
-    setup_logging(verbose)
+    setup_logging(cmd, verbose, log_file, log_format, log_level_all)
     from fl_async.client import ClientApp
 
     capp = _load_app(cmd, client_app, what="client app", directory=dir, expected=ClientApp)
@@ -340,6 +423,8 @@ def supernode_command(
                 heartbeat_interval=heartbeat_interval,
                 node_config=config,
                 shutdown_grace=NODE_SHUTDOWN_GRACE,
+                auth_private_key=auth_supernode_private_key,
+                auth_public_key=auth_supernode_public_key,
             )
         except (TypeError, ValueError) as exc:
             fail(cmd, exc)
@@ -378,7 +463,18 @@ def server_app_command(
             "Values: true/false, int, float, 'quoted str', else str.",
         ),
     ] = None,
+    auth_token_file: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="FILE",
+            help="File holding the driver token (the link's --driver-auth-token-file); default: env "
+            "FL_ASYNC_AUTH_TOKEN.",
+        ),
+    ] = None,
     verbose: Verbose = False,
+    log_file: LogFile = None,
+    log_format: LogFormat = "text",
+    log_level_all: LogLevelAll = False,
 ) -> None:
     """Create a run on a SuperLink and run a ServerApp's main(driver, context) to completion.
 
@@ -389,9 +485,10 @@ def server_app_command(
         check_address(superlink, option="--superlink")
         roots = resolve_client_tls(insecure=insecure, root_certificates=root_certificates)
         config = parse_config_pairs(run_config, option="--run-config")
+        token = read_token_file(auth_token_file) if auth_token_file is not None else None
     except CliArgumentError as exc:
         fail(cmd, exc)
-    setup_logging(verbose)
+    setup_logging(cmd, verbose, log_file, log_format, log_level_all)
     from fl_async.server import ServerApp
 
     sapp = _load_app(cmd, server_app, what="server app", directory=dir, expected=ServerApp)
@@ -406,7 +503,12 @@ def server_app_command(
             await tg.start(cancel_on_signal, cmd, tg.cancel_scope)
             info(cmd, f"running {server_app} against {superlink} ({'TLS' if roots else 'plaintext'})")
             await async_run_server_app(
-                sapp, superlink=superlink, insecure=roots is None, root_certificates=roots, run_config=config
+                sapp,
+                superlink=superlink,
+                insecure=roots is None,
+                root_certificates=roots,
+                run_config=config,
+                auth_token=token,
             )
             tg.cancel_scope.cancel()
 
@@ -440,6 +542,7 @@ def run_command(
             help="Show the rounds progress display on stderr (default: only when stderr is a terminal).",
         ),
     ] = None,
+    metrics_address: MetricsAddress = None,
     backend: Annotated[
         str,
         typer.Option(
@@ -470,6 +573,9 @@ def run_command(
         ),
     ] = None,
     verbose: Verbose = False,
+    log_file: LogFile = None,
+    log_format: LogFormat = "text",
+    log_level_all: LogLevelAll = False,
 ) -> None:
     """Run a federation: a SuperLink and the ServerApp in this process, N SuperNodes in it or in Ray actors.
 
@@ -481,10 +587,12 @@ def run_command(
     cmd = "run"
     try:
         config = parse_config_pairs(run_config, option="--run-config")
+        if metrics_address is not None:
+            check_address(metrics_address, option="--metrics-address")
         ray_options = _ray_options(backend, ray_address, node_resources, nodes_per_actor)
     except CliArgumentError as exc:
         fail(cmd, exc)
-    setup_logging(verbose)
+    setup_logging(cmd, verbose, log_file, log_format, log_level_all)
     from fl_async.client import ClientApp
     from fl_async.server import ServerApp
 
@@ -510,6 +618,7 @@ def run_command(
                     run_config=config,
                     max_concurrency=max_concurrency,
                     options=ray_options,
+                    metrics_address=metrics_address,
                 )
             else:
                 await run_embedded(
@@ -519,6 +628,7 @@ def run_command(
                     run_config=config,
                     max_concurrency=max_concurrency,
                     progress=progress,
+                    metrics_address=metrics_address,
                 )
             tg.cancel_scope.cancel()
 
@@ -554,6 +664,15 @@ def main() -> None:
     """Console-script entry point (``fl-async``)."""
     process.own_the_process()
     app()
+
+
+def _register_operations() -> None:
+    from fl_async.cli.ops import register
+
+    register(app)
+
+
+_register_operations()
 
 
 if __name__ == "__main__":  # pragma: no cover

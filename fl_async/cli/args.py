@@ -255,3 +255,54 @@ def split_app_ref(ref: str, *, what: str) -> str:
     if not ok:
         raise CliArgumentError(f"{what} {ref!r} is not MODULE:ATTR (e.g. 'server:app' or 'pkg.server:app')")
     return ref
+
+
+def read_token_file(path: Path) -> str:
+    """The driver token in ``path`` (its first non-blank line; ``--auth-token-file``).
+
+    Raises:
+        CliArgumentError: unreadable, or no token in it.
+    """
+    try:
+        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CliArgumentError(f"--auth-token-file {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    if not lines:
+        raise CliArgumentError(f"--auth-token-file {path} holds no token")
+    return lines[0]
+
+
+def check_identity_files(
+    *,
+    insecure: bool,
+    driver_auth_token_file: Path | None,
+    auth_list_public_keys: Path | None,
+    auth_superlink_keys: tuple[Path | None, Path | None],
+) -> None:
+    """Check the link's credential files before it binds anything: the token file and the allow-list parse,
+    the allow-list comes with TLS, and the link's key files load and match.
+
+    Raises:
+        CliArgumentError: naming the option and the problem.
+    """
+    from fl_async._keys import load_private_key, load_public_key, ssh_wire
+    from fl_async.superlink.identity import AllowList, DriverTokens
+
+    if auth_list_public_keys is not None and insecure:
+        raise CliArgumentError(
+            "--auth-list-public-keys needs TLS (node authentication requires it): pass --ssl-ca-certfile, "
+            "--ssl-certfile and --ssl-keyfile instead of --insecure"
+        )
+    try:
+        if driver_auth_token_file is not None:
+            DriverTokens(driver_auth_token_file)
+        if auth_list_public_keys is not None:
+            AllowList(auth_list_public_keys)
+        private, public = auth_superlink_keys
+        key = load_private_key(private) if private is not None else None
+        if public is not None:
+            listed = load_public_key(public)
+            if key is not None and ssh_wire(listed) != ssh_wire(key.public_key()):
+                raise ValueError(f"--auth-superlink-public-key {public} is not the public key of {private}")
+    except ValueError as exc:
+        raise CliArgumentError(str(exc)) from None

@@ -18,6 +18,7 @@ from typing import Any
 
 import anyio
 
+from fl_async.cli.logsetup import lifecycle_filter
 from fl_async.cli.progress import RoundProgress, observe_client_app, rounds_from_config
 
 __all__ = ["REGISTER_TIMEOUT", "REGISTER_WAVE", "run_embedded", "running_nodes"]
@@ -122,6 +123,7 @@ async def run_embedded(
     max_concurrency: int = 1,
     progress: bool | None = None,
     console: Any = None,
+    metrics_address: str | None = None,
 ) -> Any:
     """Start a link and ``num_supernodes`` nodes on 127.0.0.1, run ``server_app`` to completion, tear down.
 
@@ -137,6 +139,10 @@ async def run_embedded(
         max_concurrency: messages each node may handle at once.
         progress: draw round progress on stderr (``None``: only if stderr is a terminal).
         console: a ``rich.console.Console`` for the progress display (default: stderr).
+        metrics_address: serve the link's Prometheus metrics at ``http://HOST:PORT/metrics`` (default: none).
+
+    At INFO, the per-node registration and departure lines of the link and of the in-process nodes are
+    replaced by one line naming every node id (they stay visible at DEBUG, ``-v``).
 
     Returns:
         What the server app's main returned.
@@ -149,10 +155,8 @@ async def run_embedded(
         OSError: the link cannot bind on 127.0.0.1.
         FlAsyncError, Exception: what the server app (or the link) raised.
     """
-    from fl_async.server import async_run_server_app
     from fl_async.server.server_app import _check_app
-    from fl_async.superlink import LinkConfig, SuperLink
-    from fl_async.supernode import SuperNode
+    from fl_async.superlink import LinkConfig
 
     if isinstance(num_supernodes, bool) or not isinstance(num_supernodes, int) or num_supernodes < 1:
         raise ValueError(f"num_supernodes must be an int >= 1, got {num_supernodes!r}")
@@ -165,8 +169,36 @@ async def run_embedded(
     link_config = LinkConfig(
         driver_api_address="127.0.0.1:0",
         fleet_api_address="127.0.0.1:0",
+        metrics_address=metrics_address,
         max_connections_per_address=max(LinkConfig.max_connections_per_address, num_supernodes + _FD_MARGIN),
     )
+    quiet = lifecycle_filter(_PER_NODE_EVENTS)
+    loggers = [logging.getLogger("fl_async.superlink"), logging.getLogger("fl_async.supernode")]
+    for lg in loggers:
+        lg.addFilter(quiet)
+    try:
+        return await _run(server_app, app_for_nodes, link_config, num_supernodes, max_concurrency, config, view)
+    finally:
+        for lg in loggers:
+            lg.removeFilter(quiet)
+
+
+_PER_NODE_EVENTS = frozenset({"node_registered", "node_left"})
+
+
+async def _run(
+    server_app: Any,
+    app_for_nodes: Any,
+    link_config: Any,
+    num_supernodes: int,
+    max_concurrency: int,
+    config: dict[str, Any],
+    view: RoundProgress,
+) -> Any:
+    from fl_async.server import async_run_server_app
+    from fl_async.superlink import SuperLink
+    from fl_async.supernode import SuperNode
+
     async with SuperLink(link_config) as link:
         nodes = [
             SuperNode(
@@ -189,7 +221,12 @@ async def run_embedded(
 
         with view:
             async with running_nodes(nodes, on_registered=registered):
-                logger.info("run: %d nodes registered with %s", num_supernodes, link.fleet_address)
+                logger.info(
+                    "%d nodes registered with %s: %s",
+                    num_supernodes,
+                    link.fleet_address,
+                    ", ".join(str(n.node_id) for n in nodes),
+                )
                 try:
                     result = await async_run_server_app(
                         server_app, link.driver_address, insecure=True, run_config=config

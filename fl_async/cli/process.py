@@ -21,6 +21,7 @@ import contextlib
 import logging
 import signal
 import sys
+from pathlib import Path
 from typing import Any, NoReturn
 
 import typer
@@ -67,12 +68,16 @@ def info(command: str, text: str) -> None:
     typer.echo(f"fl-async {command}: {text}", err=True)
 
 
-def setup_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+def setup_logging(
+    command: str, verbose: bool, log_file: Path | None = None, log_format: str = "text", log_level_all: bool = False
+) -> None:
+    """Configure logging (see :mod:`fl_async.cli.logsetup`); a bad ``--log-format`` / ``--log-file`` exits 2."""
+    from fl_async.cli.logsetup import configure_logging
+
+    try:
+        configure_logging(verbose=verbose, log_file=log_file, log_format=log_format, log_level_all=log_level_all)
+    except (ValueError, OSError) as exc:
+        fail(command, exc)
 
 
 def _force_exit_after(seconds: float, code: int = 0) -> None:
@@ -158,6 +163,13 @@ def run_async_command(command: str, fn: Any, *args: Any, app_errors: bool = Fals
             return
         if isinstance(error, AppLoadError):
             fail(command, error, EXIT_USAGE)
+        from fl_async.server.server_app import raised_by_app
+
+        if app_errors and raised_by_app(error) and isinstance(error, Exception) and not isinstance(error, FlAsyncError):
+            import traceback
+
+            traceback.print_exception(error, file=sys.stderr)
+            fail(command, f"the server app raised {type(error).__name__}: {error} (traceback above)", EXIT_FAILURE)
         if isinstance(error, (FlAsyncError, OSError)):
             fail(command, f"{error}{_connection_hint(tls, error)}", EXIT_FAILURE)
         if app_errors and isinstance(error, Exception):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from fl_async.common.cancel import current_token
 from fl_async.common.records import ConfigsRecordValues, RecordSet
 
 __all__ = ["Context", "UserConfig"]
@@ -30,3 +31,11 @@ class Context:
     state: RecordSet = field(default_factory=RecordSet)
     run_config: UserConfig = field(default_factory=dict)
     run_id: int = 0
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether the message being handled (in the calling handler) was cancelled by the driver or a stopped run
+        (fl-async's; not in Flower). A long-running sync handler can poll it and return early: the reply it then
+        returns is dropped (the driver already got a CANCELLED error reply). An ``async def`` handler is
+        cancelled at its next ``await`` instead. Always ``False`` outside a ClientApp call on a node."""
+        return current_token().cancelled

@@ -33,7 +33,7 @@ class MessageType(_Namespace):
 
 
 class ErrorCode(_Namespace):
-    """Codes of :class:`Error` (0-3 as Flower 1.9; 4-6 are fl-async's)."""
+    """Codes of :class:`Error` (0-3 as Flower 1.9; 4-7 are fl-async's)."""
 
     UNKNOWN = 0
     LOAD_CLIENT_APP_EXCEPTION = 1
@@ -45,6 +45,9 @@ class ErrorCode(_Namespace):
     """The ClientApp returned something that is not a reply to the instruction."""
     PAYLOAD_UNAVAILABLE = 6
     """A large payload could not be transferred or failed its integrity check."""
+    CANCELLED = 7
+    """The driver cancelled the instruction, or an operator stopped its run, before a reply arrived (set by the
+    SuperLink; the node is told to stop handling it)."""
 
     @staticmethod
     def name(code: int) -> str:

@@ -91,6 +91,7 @@ class ConnectOptions(TypedDict, total=False):
     fab_id: str
     fab_version: str
     call_timeout: float
+    auth_token: str | None
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,8 @@ __all__ = ["DriverTransport"]
 
 _METHODS = {rpc.name: rpc.method for rpc in rpc_methods(pb.DriverBase)}
 """RPC name (for messages) -> stub method name, from the generated service."""
+_ADMIN_METHODS = {rpc.name: rpc.method for rpc in rpc_methods(pb.AdminBase) if rpc.name == "CancelMessages"}
+"""The Admin API methods (served on the Driver API's port) a driver uses."""
 
 
 class DriverTransport:
@@ -39,6 +41,7 @@ class DriverTransport:
         self._call_timeout = call_timeout
         self._channel = channel
         self._stub = pb.DriverStub(self._channel)
+        self._admin = pb.AdminStub(self._channel)
         self._closed = False
         self.credentials: Metadata | None = None
         """Header credentials sent with every call once the run exists (:func:`fl_async._credentials.run_metadata`)."""
@@ -72,7 +75,9 @@ class DriverTransport:
         """
         if self._closed:
             raise LinkConnectionError(f"{rpc} to {self._address}: the driver is closed")
-        method = getattr(self._stub, _METHODS[rpc])
+        method = (
+            getattr(self._admin, _ADMIN_METHODS[rpc]) if rpc in _ADMIN_METHODS else getattr(self._stub, _METHODS[rpc])
+        )
         try:
             return await method(request, timeout=wait + self._call_timeout, metadata=self.credentials)
         except TRANSPORT_ERRORS as exc:  # only transport failures are mapped; a caller's error propagates unchanged

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Self
 
-from fl_async._credentials import run_metadata
+from fl_async._credentials import AUTH_TOKEN_ENV, Metadata, run_metadata, token_metadata
 from fl_async._grpc import ChannelFactory
 from fl_async._net import DEFAULT_DRIVER_TARGET, client_ssl_context
 from fl_async.blobs import transfer as _blobs
@@ -80,6 +81,9 @@ class AsyncDriver:
             bounds every call against an unresponsive link.
         channel_factory: makes the grpclib channel to the Driver API instead of connecting to ``superlink``
             (called once, in :meth:`connect`; :mod:`fl_async.testing` passes an in-memory one).
+        auth_token: the driver token, when the link has ``--driver-auth-token-file`` (sent with every call);
+            default: the ``FL_ASYNC_AUTH_TOKEN`` environment variable, if set. Without a token such a link refuses
+            every call: :class:`~fl_async.errors.NotAuthorizedError` naming this option.
 
     Raises:
         ValueError: malformed address; both or neither of ``insecure``/``root_certificates``; bad
@@ -98,8 +102,14 @@ class AsyncDriver:
         fab_version: str = "",
         call_timeout: float = DEFAULT_CALL_TIMEOUT,
         channel_factory: ChannelFactory | None = None,
+        auth_token: str | None = None,
     ) -> None:
         self._channel_factory = channel_factory
+        if auth_token is None:
+            auth_token = os.environ.get(AUTH_TOKEN_ENV) or None
+        if auth_token is not None and (not isinstance(auth_token, str) or not auth_token.strip()):
+            raise ValueError("auth_token must be a non-empty str (the driver token of --driver-auth-token-file)")
+        self._auth: Metadata = token_metadata(auth_token.strip() if auth_token else None)
         self._args: ConnectArgs = check_connect_args(
             superlink,
             insecure=insecure,
@@ -168,6 +178,7 @@ class AsyncDriver:
             else:
                 channel = await self._channel_factory()
                 self._transport = DriverTransport(channel, self._args.address, call_timeout=self._call_timeout)
+            self._transport.credentials = self._auth or None
             req = pb.CreateRunRequest(
                 fab_id=self._args.fab_id,
                 fab_version=self._args.fab_version,
@@ -182,7 +193,7 @@ class AsyncDriver:
             raise
         self._run = make_run(self._args, resp.run_id)
         if resp.blob_token:  # the run's credentials, sent in the headers of every later call
-            self._transport.credentials = run_metadata(resp.run_id, resp.blob_token)
+            self._transport.credentials = self._auth + run_metadata(resp.run_id, resp.blob_token)
         roots = self._args.root_certificates
         self._blob_client = _blobs.client_for(
             self._args.host,
@@ -393,6 +404,35 @@ class AsyncDriver:
         out: list[Message] = []
         await self._pull_loop(ids, deadline, out.extend, limit)
         return out
+
+    async def cancel(self, message_ids: Iterable[str]) -> list[str]:
+        """Cancel instructions of this run that have no reply yet (fl-async's; Flower 1.9 has no cancel).
+
+        A queued instruction is removed and never runs; an in-flight one is signalled to its node with the
+        next response the link sends it (an ``async def`` handler is cancelled there; a sync handler can poll
+        :attr:`Context.cancelled <fl_async.common.Context.cancelled>`). Either way the link answers it at once
+        with an error reply of code :attr:`~fl_async.common.ErrorCode.CANCELLED`, which a pull returns as the
+        instruction's one reply. An instruction already answered keeps its reply (the real one is pulled);
+        ``""``, unknown and already pulled ids are ignored.
+
+        Args:
+            message_ids: ids returned by :meth:`push_messages`.
+
+        Returns:
+            The ids that were cancelled (each now has a CANCELLED error reply waiting).
+
+        Raises:
+            TypeError: ``message_ids`` is not an iterable of str.
+            RuntimeError: the driver is not connected.
+            FlAsyncError: a subclass, if the call fails (on a stopped run, nothing is left to cancel: ``[]``).
+        """
+        ids = normalize_ids(message_ids)
+        transport = self._require_open()
+        wanted = [i for i in ids if i]
+        if not wanted:
+            return []
+        resp = await transport.call("CancelMessages", pb.CancelMessagesRequest(run_id=self.run_id, message_ids=wanted))
+        return list(resp.cancelled)
 
     async def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> list[Message]:
         """Push messages and wait for their replies (as Flower 1.9's ``Driver.send_and_receive``, minus its sleeps).

@@ -216,6 +216,11 @@ class Driver:
         ``max_messages`` of them); the list holds the whole batch; see :meth:`AsyncDriver.pull_messages`."""
         return self._call(self._inner.pull_messages, message_ids, timeout, max_messages=max_messages)
 
+    def cancel(self, message_ids: Iterable[str]) -> list[str]:
+        """Cancel instructions without a reply yet; see :meth:`AsyncDriver.cancel`. Returns the ids cancelled."""
+        result: list[str] = self._call(self._inner.cancel, message_ids)
+        return result
+
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> list[Message]:
         """Push and wait for the replies; returns all of them at once (memory: every reply, arrays downloaded;
         use :meth:`receive` for large models); see :meth:`AsyncDriver.send_and_receive`."""

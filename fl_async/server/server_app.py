@@ -10,6 +10,7 @@ async one gets an :class:`~fl_async.server.AsyncDriver`. Flower's legacy strateg
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import inspect
 import logging
@@ -28,7 +29,7 @@ from fl_async.server._base import ConnectOptions
 from fl_async.server.async_driver import AsyncDriver
 from fl_async.server.driver import Driver
 
-__all__ = ["ServerApp", "async_run_server_app", "run_server_app"]
+__all__ = ["ServerApp", "async_run_server_app", "raised_by_app", "run_server_app"]
 
 logger = logging.getLogger("fl_async.server")
 
@@ -220,7 +221,13 @@ async def async_run_server_app(
     main = _check_app(app)._require_main()
     if is_async_callable(main):
         async with AsyncDriver(superlink, **options) as driver:
-            return await app(driver, _context(driver.run.run_config, driver.run_id))
+            try:
+                result = await app(driver, _context(driver.run.run_config, driver.run_id))
+            except Exception as exc:
+                _raised_by_app(exc, driver.run_id)
+                raise
+            logger.info("run %d ended: the server app returned", driver.run_id, extra={"event": "run_ended"})
+            return result
 
     holder: list[Driver] = []
     cancelled = threading.Event()
@@ -230,7 +237,13 @@ async def async_run_server_app(
             holder.append(driver)
             if cancelled.is_set():
                 return None
-            return app(driver, _context(driver.run.run_config, driver.run_id))
+            try:
+                result = app(driver, _context(driver.run.run_config, driver.run_id))
+            except Exception as exc:
+                _raised_by_app(exc, driver.run_id)
+                raise
+            logger.info("run %d ended: the server app returned", driver.run_id, extra={"event": "run_ended"})
+            return result
 
     try:
         return await run_sync_abandonable(run_sync_main, name="fl-async-server-app")
@@ -240,3 +253,20 @@ async def async_run_server_app(
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(holder[0].close)
         raise
+
+
+_APP_RAISED = "_fl_async_raised_by_app"
+
+
+def _raised_by_app(exc: BaseException, run_id: int) -> None:
+    """Mark ``exc`` as raised out of the server app's main (see :func:`raised_by_app`) and log the run's end."""
+    with contextlib.suppress(Exception):  # a type refusing attributes is then reported as the framework's
+        setattr(exc, _APP_RAISED, True)
+    logger.info("run %d ended: the server app raised %s", run_id, type(exc).__name__, extra={"event": "run_ended"})
+
+
+def raised_by_app(exc: BaseException) -> bool:
+    """Whether ``exc`` came out of a server app's main function (run by :func:`async_run_server_app`), as
+    opposed to a failure of fl-async before or after it (connecting, creating the run). An exception the
+    driver raised inside the main and the main let through also counts as the app's."""
+    return bool(getattr(exc, _APP_RAISED, False))

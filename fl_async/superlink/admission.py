@@ -26,6 +26,7 @@ The :class:`CallerCheck` seam is where a stronger credential check (node keys, d
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import ctypes
 import ctypes.util
 import hashlib
@@ -34,7 +35,7 @@ import logging
 import secrets
 import struct
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import betterproto2
@@ -54,6 +55,7 @@ from fl_async.superlink.errors import LinkStateError, NotFoundError, Unauthentic
 
 __all__ = [
     "ANONYMOUS",
+    "CALLER",
     "NODE_ID_HEADER",
     "NODE_TOKEN_HEADER",
     "READ_PIECE",
@@ -87,11 +89,18 @@ class Caller:
         kind: ``"anonymous"`` (no credentials), ``"node"`` or ``"driver"``.
         node_id: the node's id (``kind == "node"``), else 0.
         run_id: the run whose credentials a driver presented (``kind == "driver"``), else 0.
+        owner: the driver's token owner name (``--driver-auth-token-file``; ``""`` without tokens).
+        public_key: SSH wire encoding of the key a registering node proved (CreateNode), else ``b""``.
+        verify_body: for a call of a keyed session, ``(method, raw body) -> bool``: whether the call's proof
+            header matches its body (checked over the raw bytes, before decoding); ``None`` otherwise.
     """
 
     kind: str
     node_id: int = 0
     run_id: int = 0
+    owner: str = ""
+    public_key: bytes = b""
+    verify_body: Callable[[str, bytes], bool] | None = field(default=None, compare=False)
 
     @property
     def authenticated(self) -> bool:
@@ -100,6 +109,10 @@ class Caller:
 
 
 ANONYMOUS = Caller("anonymous")
+
+CALLER: contextvars.ContextVar[Caller] = contextvars.ContextVar("fl_async_caller", default=ANONYMOUS)
+"""The caller of the call being handled, as established from its headers (set before its body is decoded;
+grpclib runs each call in its own task, so the value stays local to the call)."""
 
 
 class CallerCheck(Protocol):

@@ -52,7 +52,8 @@ class LinkConfig:
 
     Attributes:
         driver_api_address: ``"HOST:PORT"`` where the Driver API listens (server apps); port 0 picks a free
-            port (read it back from ``SuperLink.driver_address``). Default ``0.0.0.0:9091`` as Flower.
+            port (read it back from ``SuperLink.driver_address``). Default ``127.0.0.1:9091``: only this machine's
+            server apps can reach it (Flower binds ``0.0.0.0``); bind another address with driver tokens.
         fleet_api_address: ``"HOST:PORT"`` where the Fleet API listens (SuperNodes). Default ``0.0.0.0:9092``.
         tls: server certificate material for both APIs, or ``None`` for plaintext (insecure).
         heartbeat_patience: a node is declared offline when it has shown no sign of life (heartbeat, pull)
@@ -123,6 +124,18 @@ class LinkConfig:
             authenticated call within it (e.g. it reconnects after a network blip) stays online; otherwise
             it goes offline and its instructions become NODE_UNAVAILABLE. Must be > 0; a value above
             ``heartbeat_interval * heartbeat_patience`` leaves detection to the heartbeat rule alone.
+        metrics_address: ``"HOST:PORT"`` where Prometheus metrics are served over HTTP at ``/metrics``
+            (``None``, the default: no metrics; port 0: any free port, read back from ``SuperLink.metrics_address``).
+            See ``docs/operations.md``.
+        driver_auth_token_file: file of driver tokens, one per line (``--driver-auth-token-file``); every Driver
+            API call must carry one of them or is refused ``UNAUTHENTICATED``. ``None`` (default): no tokens
+            (then bind the Driver API to loopback, the default). See ``docs/security.md``.
+        auth_list_public_keys: CSV file of the OpenSSH ECDSA public keys of the nodes allowed to register
+            (``--auth-list-public-keys``, as Flower 1.9); re-read on SIGHUP and when it changes. Requires ``tls``.
+            ``None`` (default): any node may register (a WARNING says so at start).
+        auth_superlink_private_key: the link's ECDSA private key file (``--auth-superlink-private-key``, as Flower
+            1.9), used for the per-call proofs of nodes whose key is on the same curve; with a durable store, keyed
+            sessions keep their proofs across a link restart. ``None`` (default): a key generated at start.
 
     Raises:
         ValueError: a field is out of range or an address is malformed (the message names the field).
@@ -158,6 +171,10 @@ class LinkConfig:
     disconnect_grace: float = 3.0
     blob_api_address: str | None = None
     blob_header_timeout: float = 10.0
+    metrics_address: str | None = None
+    driver_auth_token_file: str | None = None
+    auth_list_public_keys: str | None = None
+    auth_superlink_private_key: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("driver_api_address", "fleet_api_address"):
@@ -165,6 +182,11 @@ class LinkConfig:
                 parse_address(getattr(self, name))
             except ValueError as exc:
                 raise ValueError(f"LinkConfig.{name}: {exc}") from None
+        if self.metrics_address is not None:
+            try:
+                parse_address(self.metrics_address)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"LinkConfig.metrics_address: {exc}") from None
         if self.blob_api_address is None:
             object.__setattr__(self, "blob_api_address", default_blob_api_address(self.fleet_api_address))
         else:
@@ -183,6 +205,11 @@ class LinkConfig:
         )
         if conflict:
             raise ValueError(f"LinkConfig: {conflict}")
+        if self.auth_list_public_keys is not None and self.tls is None:
+            raise ValueError(
+                "LinkConfig.auth_list_public_keys: node authentication requires TLS (set tls; with the CLI, "
+                "--ssl-ca-certfile, --ssl-certfile and --ssl-keyfile instead of --insecure)"
+            )
         if self.tls is not None and not isinstance(self.tls, ServerTLS):
             raise ValueError(f"LinkConfig.tls must be a fl_async._net.ServerTLS or None, got {type(self.tls).__name__}")
         for name in (

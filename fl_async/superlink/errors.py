@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from fl_async.errors import FlAsyncError
 
-__all__ = ["InvalidArgumentError", "LinkStateError", "NotFoundError", "PermissionDeniedError", "UnauthenticatedError"]
+__all__ = [
+    "AlreadyExistsError",
+    "InvalidArgumentError",
+    "LinkStateError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "RunStoppedError",
+    "UnauthenticatedError",
+]
 
 
 class LinkStateError(FlAsyncError):
@@ -35,3 +43,15 @@ class InvalidArgumentError(LinkStateError):
     """A request field is malformed."""
 
     status = "INVALID_ARGUMENT"
+
+
+class AlreadyExistsError(LinkStateError):
+    """A node with the same key is registered already (a second live session is refused)."""
+
+    status = "ALREADY_EXISTS"
+
+
+class RunStoppedError(LinkStateError):
+    """The run was stopped by an operator (``StopRun``): its driver's calls are refused."""
+
+    status = "FAILED_PRECONDITION"

@@ -7,6 +7,7 @@ import contextlib
 import enum
 import functools
 import hmac
+import ipaddress
 import logging
 import math
 import signal
@@ -18,15 +19,20 @@ from typing import Any, Self
 import anyio
 import grpclib.server
 
+from fl_async._keys import load_private_key
 from fl_async._net import format_address, parse_address, server_ssl_context
 from fl_async.superlink.admission import Admission, SessionCallers
 from fl_async.superlink.config import LinkConfig
 from fl_async.superlink.connections import ConnectionTracker
+from fl_async.superlink.control import LinkControl
 from fl_async.superlink.errors import UnauthenticatedError
+from fl_async.superlink.events import LinkEvents
 from fl_async.superlink.gate import ConnectionGate
+from fl_async.superlink.identity import AllowList, DriverTokens, IdentityCallers
+from fl_async.superlink.metrics import LinkMetrics
 from fl_async.superlink.payloads import LinkBlobs, run_blob_token
 from fl_async.superlink.rpc import CallTracker, LimitedProtoCodec
-from fl_async.superlink.services import DriverService, FleetService, WrongApiService
+from fl_async.superlink.services import AdminService, DriverService, FleetService, WrongApiService
 from fl_async.superlink.state import LinkState, LinkStats, PayloadTracker
 from fl_async.superlink.store import LinkStore
 from fl_async.superlink.wakeups import Wakeups
@@ -36,6 +42,16 @@ __all__ = ["SuperLink", "serve"]
 log = logging.getLogger("fl_async.superlink")
 
 _WILDCARDS = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}
+
+ALLOW_LIST_POLL = 2.0
+"""Seconds between checks of the allow-list file's modification time."""
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 class _Lifecycle(enum.Enum):
@@ -60,6 +76,8 @@ class SuperLink:
     Attributes:
         state: the sans-IO state (for tests and introspection; only touch it from the link's event loop).
         config: the configuration.
+        control: cancel, stop and listings over the state (the Admin API's core).
+        metrics: the Prometheus metrics, when ``config.metrics_address`` is set (else ``None``).
     """
 
     def __init__(
@@ -89,9 +107,19 @@ class SuperLink:
             if payloads is None
             else None
         )
+        self.metrics: LinkMetrics | None = LinkMetrics() if self.config.metrics_address is not None else None
+        events: LinkEvents | None = self.metrics
+        if self.metrics is not None:
+            self._calls.observe = self.metrics.observe_rpc
         self.state = LinkState.from_config(
-            self.config, clock=clock, store=store, listener=self._wakeups, payloads=payloads or self.blobs
+            self.config,
+            clock=clock,
+            store=store,
+            listener=self._wakeups,
+            payloads=payloads or self.blobs,
+            events=events,
         )
+        self.control = LinkControl(self.state)
         self._wakeups.node_count = self.state.store.node_count
         if self.blobs is not None:
             self.blobs.attach(self._node_token)
@@ -102,6 +130,18 @@ class SuperLink:
         self._lifecycle = _Lifecycle.NEW
         self.codec = LimitedProtoCodec(self.config.max_request_bytes)
         """The codec requests to this link are decoded with (size limit, shape checks, forwarded bytes)."""
+        self.identity = IdentityCallers(
+            SessionCallers(self._authenticate_node),
+            tokens=DriverTokens(cfg.driver_auth_token_file) if cfg.driver_auth_token_file else None,
+            allow_list=AllowList(cfg.auth_list_public_keys) if cfg.auth_list_public_keys else None,
+            clock=clock,
+        )
+        """Driver tokens and node keys (:mod:`fl_async.superlink.identity`); files are read here (ValueError)."""
+        self.identity.node_lookup = self._node_lookup
+        if cfg.auth_superlink_private_key:
+            self.identity.link_key = load_private_key(cfg.auth_superlink_private_key)
+        self._watcher: asyncio.Task[None] | None = None
+        self._sighup = False
         self._policy: tuple[Admission, Callable[[int], bytes]] | None = None
         self.admission: Admission | None = None
         """The request admission policy of both APIs (made with the first :meth:`services`)."""
@@ -125,6 +165,16 @@ class SuperLink:
         ``RuntimeError`` before :meth:`start`."""
         self._address("driver")
         return self._addresses.get("blob")
+
+    @property
+    def metrics_address(self) -> str | None:
+        """Where ``/metrics`` is served (``"HOST:PORT"``, the bound port), or ``None`` without metrics."""
+        return self.metrics.address if self.metrics is not None else None
+
+    @property
+    def connections_open(self) -> int:
+        """HTTP/2 connections open on the gRPC APIs."""
+        return self._connections.open_count
 
     def _address(self, which: str) -> str:
         if which not in self._addresses:
@@ -191,17 +241,24 @@ class SuperLink:
                     idle_timeout=cfg.connection_idle_timeout,
                 )
                 self._addresses["blob"] = format_address(_WILDCARDS.get(host, host), self.blobs.port)
+            if self.metrics is not None:
+                assert cfg.metrics_address is not None
+                self.metrics.attach(self)
+                self.metrics.serve(cfg.metrics_address)
         except BaseException:
             await self._close_servers(0.0)
             self._lifecycle = _Lifecycle.STOPPED
             raise
         self._timer = asyncio.create_task(self._run_timer(), name="fl-async-superlink-deadlines")
+        self._start_identity()
         log.info(
-            "SuperLink serving: Driver API on %s, Fleet API on %s, blob data path on %s (%s)",
+            "SuperLink serving: Driver API on %s, Fleet API on %s, blob data path on %s, metrics on %s (%s)",
             self.driver_address,
             self.fleet_address,
             self._addresses.get("blob", "none"),
+            f"http://{self.metrics_address}/metrics" if self.metrics_address else "none",
             "TLS" if ssl_ctx is not None else "insecure",
+            extra={"event": "link_listening"},
         )
 
     def services(self, api: str) -> list[Any]:
@@ -228,11 +285,29 @@ class SuperLink:
             admission=admission,
             run_token=run_token,
             run_limits=(cfg.max_fab_id_bytes, cfg.max_run_config_bytes),
+            control=self.control,
+            identity=self.identity,
         )
         # the other API's methods get a hint instead of grpclib's "Missing content-type header"
         other_api = "fleet" if api == "driver" else "driver"
         wrong = WrongApiService(own._service, other, functools.partial(self._port, other_api))
-        return [service, wrong]
+        handlers: list[Any] = [service, wrong]
+        if api == "driver":  # the Admin API (listings, cancel, stop) shares the Driver API's port
+            # same admission as the Driver API: run credentials in the headers (a driver's cancel) give the
+            # authenticated limit; anonymous calls (fl-async ls/stop) get the small anonymous one
+            handlers.append(
+                AdminService(
+                    self.state,
+                    self._wakeups,
+                    self._calls,
+                    cfg.max_poll_timeout,
+                    self.codec,
+                    connections=self._connections,
+                    admission=admission,
+                    control=self.control,
+                )
+            )
+        return handlers
 
     async def start_in_memory(self) -> None:
         """Start the deadline timer without binding any port: the APIs are then reached only through
@@ -253,16 +328,8 @@ class SuperLink:
         """The request admission policy of both APIs and the function issuing a run's driver token."""
         cfg, state, blobs = self.config, self.state, self.blobs
 
-        def authenticate_node(node_id: int, token: bytes) -> object:
-            # a lookup only: the handler applies the liveness rules when it authenticates the body (as before)
-            node = state.store.get_node(node_id)
-            if node is None:
-                raise UnauthenticatedError(f"unknown node {node_id}: it is offline or deleted; register again")
-            if not hmac.compare_digest(node.token, token):
-                raise UnauthenticatedError(f"wrong token for node {node_id}")
-            return node
-
-        callers = SessionCallers(authenticate_node)
+        callers = self.identity.inner
+        assert isinstance(callers, SessionCallers)
 
         def issued(run_id: int) -> bytes | None:  # the blob token when the run got one (blob path up)
             if state.store.get_run(run_id) is None:
@@ -274,7 +341,7 @@ class SuperLink:
 
         callers.run_token = issued
         admission = Admission(
-            callers,
+            self.identity,
             max_request_bytes=cfg.max_request_bytes,
             max_anonymous_request_bytes=cfg.max_anonymous_request_bytes,
             max_request_elements=cfg.max_request_elements,
@@ -297,6 +364,7 @@ class SuperLink:
             self._lifecycle = _Lifecycle.STOPPED
             return
         self._lifecycle = _Lifecycle.STOPPED
+        await self._stop_identity()
         self._wakeups.close()
         if self._timer is not None:
             self._timer.cancel()
@@ -306,6 +374,8 @@ class SuperLink:
         log.info("SuperLink stopped")
 
     async def _close_servers(self, grace: float) -> None:
+        if self.metrics is not None:
+            await asyncio.to_thread(self.metrics.close)
         if self.blobs is not None:
             await self.blobs.stop()
         for server in self._servers:
@@ -334,6 +404,86 @@ class SuperLink:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.stop()
+
+    def _authenticate_node(self, node_id: int, token: bytes) -> object:
+        """The session credentials check of a node's call headers (a lookup only: the handler applies the
+        liveness rules when it authenticates the body)."""
+        node = self.state.store.get_node(node_id)
+        if node is None:
+            raise UnauthenticatedError(f"unknown node {node_id}: it is offline or deleted; register again")
+        if not hmac.compare_digest(node.token, token):
+            raise UnauthenticatedError(f"wrong token for node {node_id}")
+        return node
+
+    def _node_lookup(self, node_id: int) -> tuple[bytes, bytes] | None:
+        node = self.state.store.get_node(node_id)
+        return None if node is None else (node.token, node.public_key)
+
+    def reload_allow_list(self) -> None:
+        """Re-read the allow-list (``--auth-list-public-keys``; on SIGHUP and when the file changes): nodes whose
+        key is no longer listed are disconnected and their queued and in-flight instructions become
+        NODE_UNAVAILABLE error replies. A file that cannot be read or parsed leaves the previous list in force
+        (logged)."""
+        allow = self.identity.allow_list
+        if allow is None:
+            return
+        try:
+            allow.load()
+        except ValueError as exc:
+            log.error("allow-list not reloaded, the previous one stays in force: %s", exc)
+            return
+        removed = 0
+        for node in list(self.state.store.nodes()):
+            if node.public_key and node.public_key not in allow.keys:
+                removed += self.state.remove_node(
+                    node.node_id, f"node {node.node_id} was disconnected: its key was removed from the allow-list"
+                )
+        log.info("allow-list reloaded: %d key(s); %d node(s) disconnected", len(allow.keys), removed)
+
+    async def _watch_allow_list(self) -> None:
+        """Reload the allow-list when its file's modification time changes (polled every
+        :data:`ALLOW_LIST_POLL` seconds)."""
+        allow = self.identity.allow_list
+        assert allow is not None
+        while True:
+            await asyncio.sleep(ALLOW_LIST_POLL)
+            if allow.changed():
+                self.reload_allow_list()
+
+    def _start_identity(self) -> None:
+        """Warn about open doors; watch the allow-list (file changes, SIGHUP)."""
+        cfg = self.config
+        if self.identity.allow_list is None:  # a WARNING when other machines can reach the Fleet API
+            fleet_host = parse_address(cfg.fleet_api_address)[0]
+            log.log(
+                logging.INFO if _loopback(fleet_host) else logging.WARNING,
+                "node authentication is off: any client that reaches the Fleet API can register as a node "
+                "(pass --auth-list-public-keys FILE)",
+            )
+        else:
+            log.info("node authentication on: %d key(s) allowed", len(self.identity.allow_list.keys))
+            self._watcher = asyncio.create_task(self._watch_allow_list(), name="fl-async-allow-list")
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError, AttributeError):
+                asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.reload_allow_list)
+                self._sighup = True
+        host = parse_address(cfg.driver_api_address)[0]
+        if self.identity.tokens is None and not _loopback(host):
+            log.warning(
+                "the Driver API listens on %s without driver tokens: anyone who can reach it can run work on every "
+                "node (pass --driver-auth-token-file FILE, or bind it to 127.0.0.1)",
+                cfg.driver_api_address,
+            )
+
+    async def _stop_identity(self) -> None:
+        if self._sighup:
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+            self._sighup = False
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+            self._watcher = None
 
     def _node_token(self, node_id: int) -> bytes | None:
         """The session token of a registered node (``None``: unknown), for the blob path's authorization."""
@@ -369,7 +519,7 @@ async def serve(config: LinkConfig | None = None, *, shutdown_grace: float = 1.0
     (held long-polls are answered at once; as Flower's ``flower-superlink``, which stops with 1 s grace).
 
     Args:
-        config: the link's configuration (default ``LinkConfig()``: 0.0.0.0:9091 / 0.0.0.0:9092, insecure).
+        config: the link's configuration (default ``LinkConfig()``: 127.0.0.1:9091 / 0.0.0.0:9092, insecure).
         shutdown_grace: seconds calls in progress get to finish after the signal.
 
     Raises:

@@ -17,7 +17,9 @@ reference ``(message_id, digest)`` in the :class:`~fl_async.blobs.store.BlobStor
 Authorization (``authorize(token)``): a node presents :func:`node_blob_token` (its node id and
 session token, checked against the link state: :func:`fl_async.blobs.protocol.node_blob_token`); a driver presents
 the ``blob_token`` of
-``CreateRunResponse`` (:meth:`LinkBlobs.run_token`).
+``CreateRunResponse`` (:meth:`LinkBlobs.run_token`). Reading (GET, and what HAS answers) is narrower
+(:meth:`LinkBlobs.readable`): a node reads only the arrays of instructions addressed to it, a driver only those of
+its run's replies.
 """
 
 from __future__ import annotations
@@ -86,6 +88,9 @@ class LinkBlobs:
         self._node_token: Callable[[int], bytes | None] | None = None
         self._run_tokens: dict[int, bytes] = {}
         self._pending: list[tuple[str, bytes | None]] = []
+        # who may read a held message's arrays: its addressee, (b"N", node id) or a reply's (b"D", run id)
+        self._readers: dict[str, tuple[tuple[bytes, int], list[bytes]]] = {}  # message id -> (reader, digests)
+        self._access: dict[bytes, dict[tuple[bytes, int], int]] = {}  # digest -> {reader: held messages}
         self._flush_scheduled = False
         self.server: BlobServer | None = None
         self._sweeper: asyncio.Task[None] | None = None
@@ -133,8 +138,16 @@ class LinkBlobs:
         refs = list(external_arrays(message))
         if not refs or message.metadata is None:
             return
+        md = message.metadata
         try:
-            self.store.acquire_many(message.metadata.message_id, refs, now=self._clock())
+            self.store.acquire_many(md.message_id, refs, now=self._clock())
+            if md.message_id not in self._readers:  # who may read these arrays: the addressee
+                reader = (_NODE, md.dst_node_id) if md.dst_node_id else (_RUN, md.run_id)
+                digests = [digest for digest, _ in refs]
+                self._readers[md.message_id] = (reader, digests)
+                for digest in digests:
+                    counts = self._access.setdefault(digest, {})
+                    counts[reader] = counts.get(reader, 0) + 1
         except Exception as exc:
             # The receiver will not get the payload and answers PAYLOAD_UNAVAILABLE when decoding.
             log.warning("message %s: cannot reference its payloads: %s", message.metadata.message_id, exc)
@@ -198,6 +211,37 @@ class LinkBlobs:
                 self.store.hand_over(owner, holder, expires_at=now + self.lease, now=now)
             else:
                 self.store.release(owner, now=now)
+            if not self.store.holds(owner):  # (retained again meanwhile: a reply put back for its driver)
+                self._forget_reader(owner)
+
+    def _forget_reader(self, owner: str) -> None:
+        entry = self._readers.pop(owner, None)
+        if entry is None:
+            return
+        reader, digests = entry
+        for digest in digests:
+            counts = self._access.get(digest)
+            if counts is None:
+                continue
+            left = counts.get(reader, 0) - 1
+            if left > 0:
+                counts[reader] = left
+            else:
+                counts.pop(reader, None)
+                if not counts:
+                    del self._access[digest]
+
+    def readable(self, token: bytes, digest: bytes) -> bool:
+        """Whether the holder of ``token`` (authorized already) may read ``digest`` (GET, and HAS answers): a node
+        only the arrays of instructions addressed to it; a run's driver only the arrays of its run's replies
+        (waiting to be pulled, or pulled and leased to its token)."""
+        if len(token) < 1 + _ID.size:
+            return False
+        kind, (ident,) = token[:1], _ID.unpack(token[1 : 1 + _ID.size])
+        counts = self._access.get(digest)
+        if counts is not None and counts.get((kind, ident), 0) > 0:
+            return True
+        return kind == _RUN and self.store.leased_to(digest, token)
 
     def statistics(self) -> BlobStoreStatistics:
         """The store's counts (blobs, bytes held, references, leases)."""
@@ -248,6 +292,7 @@ class LinkBlobs:
             idle_timeout=idle_timeout,
         )
         self.server.uploader_of = uploader_of
+        self.server.readable = self.readable
         if gate is not None:
             self.server.gate = gate
             self.server.handshake_timeout = gate.setup_timeout

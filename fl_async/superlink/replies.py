@@ -1,5 +1,5 @@
 """The replies the link writes itself: error replies for instructions that cannot be answered by their node
-(``NODE_UNAVAILABLE``, ``MESSAGE_EXPIRED``), and the reason a late reply is refused."""
+(``NODE_UNAVAILABLE``, ``MESSAGE_EXPIRED``, ``CANCELLED``), and the reason a late reply is refused."""
 
 from __future__ import annotations
 
@@ -42,4 +42,6 @@ def answered_reason(ins: InstructionRecord) -> str:
     err = ins.reply.error if ins.reply is not None else None
     if err is not None and err.code == ErrorCode.MESSAGE_EXPIRED:
         return f"instruction {ins.message_id} has expired"
+    if err is not None and err.code == ErrorCode.CANCELLED:
+        return f"instruction {ins.message_id} was cancelled"
     return f"instruction {ins.message_id} is already answered"

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import struct
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -24,18 +26,47 @@ from fl_async._fastwire import (
     tag,
 )
 from fl_async.proto.fl_async import v1 as pb
-from fl_async.superlink.admission import ANONYMOUS, Admission, body_identity_problem, buffered
+from fl_async.superlink.admission import ANONYMOUS, CALLER, Admission, body_identity_problem, buffered
 from fl_async.superlink.connections import CURRENT
 from fl_async.superlink.state import LinkStateError
 
-__all__ = ["CallTracker", "LimitedProtoCodec", "Undo", "unary_handler", "wire_type_problem"]
+__all__ = [
+    "CURRENT_STREAM",
+    "RESPONSE_METADATA",
+    "CallTracker",
+    "LimitedProtoCodec",
+    "Undo",
+    "peer_address",
+    "unary_handler",
+    "wire_type_problem",
+]
 
 log = logging.getLogger("fl_async.superlink")
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
+RESPONSE_METADATA: contextvars.ContextVar[tuple[tuple[str, str], ...] | None] = contextvars.ContextVar(
+    "fl_async_response_metadata", default=None
+)
+"""Initial metadata a handler wants sent with its response (e.g. the link's public key for a keyed CreateNode)."""
 Undo = Callable[[], None] | None
 """Called when a response could not be sent, to put back what the handler took (``None``: nothing to undo)."""
+
+CURRENT_STREAM: contextvars.ContextVar[Any] = contextvars.ContextVar("fl_async_link_stream", default=None)
+"""The grpclib server stream of the call the current handler task serves (set by :func:`unary_handler`)."""
+
+
+def peer_address() -> str:
+    """``"host:port"`` of the peer of the current handler's call (``""`` outside a handler or if unknown)."""
+    stream = CURRENT_STREAM.get()
+    try:
+        addr = stream.peer.addr() if stream is not None else None
+    except Exception:  # a transport already closed
+        addr = None
+    if not addr:
+        return ""
+    host, port = addr[0], addr[1]
+    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
 
 
 _INT_TYPES = {
@@ -163,11 +194,16 @@ class LimitedProtoCodec(ProtoCodec):
             body = encode_messages_response(message.messages)
             if message_type is pb.PullMessagesResponse and message.outstanding:  # field 2, after field 1
                 body += bytes(pb.PullMessagesResponse(outstanding=message.outstanding))
+            elif message_type is pb.PullInstructionsResponse and message.cancelled:  # field 2, after field 1
+                body += bytes(pb.PullInstructionsResponse(cancelled=message.cancelled))
             return body
         if message_type in _ID_LISTS and isinstance(message, message_type):  # every push answers these
             head = id_lists_bytes(message.message_ids, message.reasons)
-            if message_type is pb.PushRepliesResponse and message.instructions:
-                head += encode_messages_response(message.instructions, PUSH_REPLIES_INSTRUCTIONS_KEY)
+            if message_type is pb.PushRepliesResponse:  # fields 3 and 4 follow fields 1 and 2
+                if message.instructions:
+                    head += encode_messages_response(message.instructions, PUSH_REPLIES_INSTRUCTIONS_KEY)
+                if message.cancelled:
+                    head += bytes(pb.PushRepliesResponse(cancelled=message.cancelled))
             return head
         return super().encode(message, message_type)
 
@@ -222,6 +258,7 @@ async def _recv_request(
         meta = await raw.recv_data(5)
     else:
         caller = admission.identify(name.partition(".")[0], name, stream.metadata)
+        CALLER.set(caller)
         limit, flag = admission.size_limit(caller)
         try:
             if buffered(raw) >= 5:  # already here: no timer needed
@@ -256,6 +293,10 @@ async def _recv_request(
         data = await admission.read_body(raw, name, length)
     finally:
         admission.release(caller, length)
+    if caller.verify_body is not None and not caller.verify_body(name.partition(".")[2], data):
+        raise GRPCError(
+            Status.UNAUTHENTICATED, f"{name}: the call's proof (fl-async-node-proof-bin) does not match its body"
+        )
     admission.check_elements(name, data, recv_type)
     request = codec.decode(data, recv_type)
     problem = body_identity_problem(caller, request)
@@ -264,12 +305,40 @@ async def _recv_request(
     return request
 
 
+_LIMIT_LOG_INTERVAL = 10.0
+"""Seconds between two "limit hit" log lines (refusals in between are counted in the next line)."""
+_limit_log_state = {"last": -_LIMIT_LOG_INTERVAL, "suppressed": 0}
+
+
+def _log_limit_hit(message: str) -> None:
+    """Log a refusal by a configured limit at WARNING, at most once per :data:`_LIMIT_LOG_INTERVAL` seconds (a
+    flood of oversized requests must not flood the log)."""
+    now = time.monotonic()
+    if now - _limit_log_state["last"] < _LIMIT_LOG_INTERVAL:
+        _limit_log_state["suppressed"] += 1
+        return
+    more = _limit_log_state["suppressed"]
+    _limit_log_state.update(last=now, suppressed=0)
+    log.warning(
+        "limit hit: %s%s",
+        message,
+        f" ({more:g} more refusal(s) since the last such line)" if more else "",
+        extra={"event": "limit_hit"},
+    )
+
+
 class CallTracker:
-    """Counts handler calls in progress so a graceful stop can wait for them to finish."""
+    """Counts handler calls in progress so a graceful stop can wait for them to finish.
+
+    Attributes:
+        observe: when set, called after every call as ``observe(method, seconds, status_name)`` (metrics);
+            ``status_name`` is ``"OK"``, a gRPC status name, or ``"CANCELLED"`` when the call was cancelled.
+    """
 
     def __init__(self) -> None:
         self.active = 0
         self._idle: list[Callable[[], None]] = []
+        self.observe: Callable[[str, float, str], None] | None = None
 
     def enter(self) -> None:
         """A call started."""
@@ -316,26 +385,46 @@ def unary_handler(
     async def handle(stream: grpclib.server.Stream[Any, Any]) -> None:
         calls.enter()
         CURRENT.set(getattr(getattr(stream, "_stream", None), "connection", None))
+        CURRENT_STREAM.set(stream)
+        started = time.perf_counter()
+        status = "OK"
         try:
-            request = await _recv_request(stream, codec, name, admission)
-            if request is None:
-                raise GRPCError(Status.INVALID_ARGUMENT, f"{name}: the request has no message")
-            try:
-                response, undo = await func(request)
-            except LinkStateError as exc:
-                raise GRPCError(Status[exc.status], f"{name}: {exc}") from None
-            except GRPCError:
-                raise
-            except Exception as exc:
-                log.exception("%s failed", name)
-                raise GRPCError(Status.INTERNAL, f"{name}: internal error ({type(exc).__name__})") from None
-            try:
-                await stream.send_message(response)
-            except BaseException:
-                if undo is not None:
-                    undo()
-                raise
+            await _serve(stream)
+        except GRPCError as exc:
+            status = exc.status.name
+            if exc.status is Status.RESOURCE_EXHAUSTED:
+                _log_limit_hit(exc.message or name)
+            raise
+        except BaseException:
+            status = "CANCELLED"
+            raise
         finally:
             calls.exit()
+            if calls.observe is not None:
+                calls.observe(name, time.perf_counter() - started, status)
+
+    async def _serve(stream: grpclib.server.Stream[Any, Any]) -> None:
+        RESPONSE_METADATA.set(None)
+        request = await _recv_request(stream, codec, name, admission)
+        if request is None:
+            raise GRPCError(Status.INVALID_ARGUMENT, f"{name}: the request has no message")
+        try:
+            response, undo = await func(request)
+        except LinkStateError as exc:
+            raise GRPCError(Status[exc.status], f"{name}: {exc}") from None
+        except GRPCError:
+            raise
+        except Exception as exc:
+            log.exception("%s failed", name)
+            raise GRPCError(Status.INTERNAL, f"{name}: internal error ({type(exc).__name__})") from None
+        try:
+            extra = RESPONSE_METADATA.get()
+            if extra:
+                await stream.send_initial_metadata(metadata=extra)
+            await stream.send_message(response)
+        except BaseException:
+            if undo is not None:
+                undo()
+            raise
 
     return grpclib.const.Handler(handle, grpclib.const.Cardinality.UNARY_UNARY, request_type, response_type)

@@ -17,13 +17,17 @@ import grpclib.server
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
+from fl_async._credentials import LINK_PUBLIC_KEY_HEADER
 from fl_async._grpc import Rpc, rpc_methods
 from fl_async.proto.fl_async import v1 as pb
+from fl_async.superlink.admission import CALLER
+from fl_async.superlink.identity import NODE_KEY_REQUIRED, IdentityCallers, run_access_problem
 from fl_async.superlink.payloads import blob_port_of, run_blob_token
-from fl_async.superlink.rpc import CallTracker, LimitedProtoCodec, Undo, unary_handler
+from fl_async.superlink.rpc import RESPONSE_METADATA, CallTracker, LimitedProtoCodec, Undo, peer_address, unary_handler
 from fl_async.superlink.state import (
     InvalidArgumentError,
     LinkState,
+    PermissionDeniedError,
     UnauthenticatedError,
 )
 from fl_async.superlink.validation import run_request_problem, timeout_problem
@@ -31,9 +35,10 @@ from fl_async.superlink.validation import run_request_problem, timeout_problem
 if TYPE_CHECKING:
     from fl_async.superlink.admission import Admission
     from fl_async.superlink.connections import ConnectionTracker
+    from fl_async.superlink.control import LinkControl
     from fl_async.superlink.wakeups import Wakeups
 
-__all__ = ["MAX_MIN_NODES", "DriverService", "FleetService", "WrongApiService"]
+__all__ = ["MAX_MIN_NODES", "AdminService", "DriverService", "FleetService", "WrongApiService"]
 
 MAX_MIN_NODES = 2**31 - 1
 """Largest ``WaitForNodesRequest.min_nodes`` the link accepts (the SDK checks the same bound)."""
@@ -59,12 +64,16 @@ class _Service:
         admission: Admission | None = None,
         run_token: Callable[[int], bytes] | None = None,
         run_limits: tuple[int, int] = (1024, 32 * 1024),
+        control: LinkControl | None = None,
+        identity: IdentityCallers | None = None,
     ) -> None:
+        self.identity = identity
         self.state = state
         self.connections = connections
         self.admission = admission
         self.run_token = run_token
         self.run_limits = run_limits
+        self.control = control
         self.codec = codec
         self.wakeups = wakeups
         self.calls = calls
@@ -104,8 +113,29 @@ class FleetService(_Service):
 
     async def create_node(self, req: pb.CreateNodeRequest) -> tuple[pb.CreateNodeResponse, Undo]:
         """CreateNode: register a node (:meth:`LinkState.create_node`; a retry with the same ``registration_id``
-        gets the same node); advertise the blob port."""
-        node_id, token, granted = self.state.create_node(req.heartbeat_interval, req.registration_id)
+        gets the same node); advertise the blob port.
+
+        A node that proved a key in the headers (:mod:`fl_async.superlink.identity`) gets the id bound to its key;
+        with an allow-list, a node without a key is refused UNAUTHENTICATED."""
+        caller = CALLER.get()
+        if caller.public_key:  # proved its key in the headers: the id bound to the key
+            node_id, token, granted = self.state.create_node(
+                req.heartbeat_interval,
+                node_id=caller.node_id,
+                public_key=caller.public_key,
+                address=peer_address(),
+                registration_id=req.registration_id,
+            )
+            if self.identity is not None:  # the link's public key, for the node's per-call key (ECDH)
+                RESPONSE_METADATA.set(
+                    ((LINK_PUBLIC_KEY_HEADER, self.identity.open_session(node_id, caller.public_key, token)),)
+                )
+        elif self.identity is not None and self.identity.keys_required:
+            raise UnauthenticatedError(NODE_KEY_REQUIRED)
+        else:
+            node_id, token, granted = self.state.create_node(
+                req.heartbeat_interval, address=peer_address(), registration_id=req.registration_id
+            )
         self._bind(node_id)
         return pb.CreateNodeResponse(
             node_id=node_id, token=token, heartbeat_interval=granted, blob_port=blob_port_of(self.state)
@@ -121,8 +151,16 @@ class FleetService(_Service):
     async def heartbeat(self, req: pb.HeartbeatRequest) -> tuple[pb.HeartbeatResponse, Undo]:
         """Heartbeat: extend the caller's liveness; answer the granted interval."""
         granted = self.state.heartbeat(req.auth, req.heartbeat_interval)
-        self._bind(req.auth.node_id if req.auth is not None else None)
-        return pb.HeartbeatResponse(heartbeat_interval=granted), None
+        node_id = req.auth.node_id if req.auth is not None else None
+        self._bind(node_id)
+        return pb.HeartbeatResponse(heartbeat_interval=granted, cancelled=self._notices(node_id)), None
+
+    def _notices(self, node_id: int | None) -> list[str]:
+        """Cancelled in-flight instructions the node has not been told about (each told once)."""
+        control = self.control
+        if control is None or node_id is None:
+            return []
+        return control.take_notices(node_id)
 
     async def _pull(self, auth: pb.NodeAuth | None, max_messages: int, window: float) -> list[pb.Message]:
         """Take queued instructions for the node, holding up to ``window`` s while there are none."""
@@ -131,7 +169,8 @@ class FleetService(_Service):
         assert auth is not None  # pull_instructions authenticated the caller
         node_id = auth.node_id
         self._bind(node_id)
-        if messages or window <= 0:
+        control = self.control
+        if messages or window <= 0 or (control is not None and control.has_notices(node_id)):
             return messages
         log.debug("holding PullInstructions of node %d for up to %.3g s", node_id, window)
         state.begin_pull(node_id)
@@ -139,6 +178,8 @@ class FleetService(_Service):
             with anyio.move_on_after(window):
                 while not messages and not self.wakeups.closing:
                     event = self.wakeups.node_event(node_id)
+                    if control is not None and control.has_notices(node_id):
+                        break  # return now: the response carries the cancellations
                     if state.has_queued(node_id) or state.store.get_node(node_id) is None:
                         messages = state.pull_instructions(auth, max_messages)
                         continue
@@ -160,7 +201,8 @@ class FleetService(_Service):
     async def pull_instructions(self, req: pb.PullInstructionsRequest) -> tuple[pb.PullInstructionsResponse, Undo]:
         """PullInstructions: long-poll for the caller's queued instructions (see :meth:`_pull`)."""
         messages = await self._pull(req.auth, req.max_messages, self._wait_window("timeout", req.timeout))
-        return pb.PullInstructionsResponse(messages=messages), self._requeue(req.auth, messages)
+        cancelled = self._notices(req.auth.node_id if req.auth is not None else None)
+        return pb.PullInstructionsResponse(messages=messages, cancelled=cancelled), self._requeue(req.auth, messages)
 
     async def push_replies(self, req: pb.PushRepliesRequest) -> tuple[pb.PushRepliesResponse, Undo]:
         """PushReplies: accept replies; with ``pull_max_messages > 0`` also long-poll for instructions."""
@@ -173,7 +215,10 @@ class FleetService(_Service):
                 instructions = await self._pull(req.auth, req.pull_max_messages, window)
             except UnauthenticatedError:  # removed while held: the replies were accepted; the next call says so
                 instructions = []
-        response = pb.PushRepliesResponse(message_ids=ids, reasons=reasons, instructions=instructions)
+        cancelled = self._notices(req.auth.node_id if req.auth is not None else None)
+        response = pb.PushRepliesResponse(
+            message_ids=ids, reasons=reasons, instructions=instructions, cancelled=cancelled
+        )
         return response, self._requeue(req.auth, instructions)
 
     async def get_run(self, req: pb.FleetGetRunRequest) -> tuple[pb.FleetGetRunResponse, Undo]:
@@ -189,6 +234,14 @@ class DriverService(_Service):
     _service = "Driver"
     _methods = rpc_methods(pb.DriverBase)
 
+    def _own(self, run_id: int) -> None:
+        """Refuse (PERMISSION_DENIED) a caller that does not own run ``run_id`` (:func:`run_access_problem`)."""
+        if self.admission is None:  # no header checks (a bare service in a test): nothing to compare with
+            return
+        problem = run_access_problem(self.state.store.get_run(run_id), CALLER.get(), run_id)
+        if problem:
+            raise PermissionDeniedError(problem)
+
     async def create_run(self, req: pb.CreateRunRequest) -> tuple[pb.CreateRunResponse, Undo]:
         """CreateRun: create a run; advertise the blob port and the run's driver token (also its blob token).
 
@@ -196,19 +249,27 @@ class DriverService(_Service):
         problem = run_request_problem(req, *self.run_limits)
         if problem:
             raise InvalidArgumentError(problem)
-        run_id = self.state.create_run(req.fab_id, req.fab_version, req.run_config)
+        run_id = self.state.create_run(req.fab_id, req.fab_version, req.run_config, owner=CALLER.get().owner)
         self.state.touch_run(run_id)
+        log.info(
+            "driver connected from %s: run %d created",
+            peer_address() or "an unknown address",
+            run_id,
+            extra={"event": "run_created", "run_id": run_id},
+        )
         blob_port = blob_port_of(self.state)
         blob_token = self.run_token(run_id) if self.run_token is not None else run_blob_token(self.state, run_id)
         return pb.CreateRunResponse(run_id=run_id, blob_port=blob_port, blob_token=blob_token), None
 
     async def get_run(self, req: pb.GetRunRequest) -> tuple[pb.GetRunResponse, Undo]:
         """GetRun: the run, or NOT_FOUND."""
+        self._own(req.run_id)
         self.state.touch_run(req.run_id)
         return pb.GetRunResponse(run=self.state.get_run(req.run_id)), None
 
     async def get_nodes(self, req: pb.GetNodesRequest) -> tuple[pb.GetNodesResponse, Undo]:
         """GetNodes: ids of the online nodes, or NOT_FOUND for an unknown run."""
+        self._own(req.run_id)
         self.state.touch_run(req.run_id)
         return pb.GetNodesResponse(node_ids=self.state.online_node_ids(req.run_id)), None
 
@@ -217,6 +278,7 @@ class DriverService(_Service):
 
         ``min_nodes`` above :data:`MAX_MIN_NODES` is INVALID_ARGUMENT (a negative number a client wrote into the
         uint32 field arrives as 2**32 - n; protobuf itself keeps only the low 32 bits of larger values)."""
+        self._own(req.run_id)
         window = self._wait_window("timeout", req.timeout)
         if req.min_nodes > MAX_MIN_NODES:
             raise InvalidArgumentError(
@@ -238,6 +300,7 @@ class DriverService(_Service):
 
     async def push_messages(self, req: pb.PushMessagesRequest) -> tuple[pb.PushMessagesResponse, Undo]:
         """PushMessages: queue instructions; ``""`` and a reason at refused positions."""
+        self._own(req.run_id)
         self.state.touch_run(req.run_id)
         ids, reasons = self.state.push_instructions(req.run_id, req.messages)
         return pb.PushMessagesResponse(message_ids=ids, reasons=reasons), None
@@ -247,6 +310,7 @@ class DriverService(_Service):
         until one has); deliver the ready ones once (at most ``max_messages`` of them), and list the requested ids
         still outstanding (``outstanding``, including ready ones left for a later pull) so the driver knows whether
         to pull again."""
+        self._own(req.run_id)
         state = self.state
         window = self._wait_window("timeout", req.timeout)
         state.touch_run(req.run_id)
@@ -263,6 +327,8 @@ class DriverService(_Service):
                 self.wakeups.drop(waiter)
         state.touch_run(req.run_id)  # after the wait: a held call counts as activity
         taken = state.take_replies(req.run_id, req.message_ids, limit)
+        if not taken:
+            state.driver_run(req.run_id)  # a stopped run: nothing left to deliver, so the call fails
         replies: list[Any] = [ins.reply for ins in taken]
         ready, still = state.outstanding(req.run_id, req.message_ids)  # after the take: not the ones in `replies`
         if ready:  # ready but not delivered (max_messages): still outstanding for this driver
@@ -273,6 +339,43 @@ class DriverService(_Service):
             state.restore_replies(taken)
 
         return pb.PullMessagesResponse(messages=replies, outstanding=still), (undo if taken else None)
+
+
+class AdminService(_Service):
+    """Admin API handlers (``proto/fl_async/v1/admin.proto``): listings, cancel and stop through
+    :class:`~fl_async.superlink.control.LinkControl`. Served on the Driver API's port; none creates a run."""
+
+    _service = "Admin"
+    _methods = rpc_methods(pb.AdminBase)
+
+    def _control(self) -> LinkControl:
+        assert self.control is not None, "AdminService needs a LinkControl"
+        return self.control
+
+    async def list_nodes(self, req: pb.ListNodesRequest) -> tuple[pb.ListNodesResponse, Undo]:
+        """ListNodes: the online nodes with address, registration time, last sign of life and load."""
+        return pb.ListNodesResponse(nodes=self._control().list_nodes()), None
+
+    async def list_runs(self, req: pb.ListRunsRequest) -> tuple[pb.ListRunsResponse, Undo]:
+        """ListRuns: every run with its instruction counts."""
+        return pb.ListRunsResponse(runs=self._control().list_runs()), None
+
+    async def list_messages(self, req: pb.ListMessagesRequest) -> tuple[pb.ListMessagesResponse, Undo]:
+        """ListMessages: the run's stored instructions with their state, or NOT_FOUND."""
+        return pb.ListMessagesResponse(messages=self._control().list_messages(req.run_id)), None
+
+    async def cancel_messages(self, req: pb.CancelMessagesRequest) -> tuple[pb.CancelMessagesResponse, Undo]:
+        """CancelMessages: answer the run's queued / in-flight instructions CANCELLED (see LinkControl.cancel)."""
+        from fl_async.superlink.control import MAX_CANCEL_IDS
+
+        if len(req.message_ids) > MAX_CANCEL_IDS:
+            raise InvalidArgumentError(f"at most {MAX_CANCEL_IDS} message ids per CancelMessages call")
+        return pb.CancelMessagesResponse(cancelled=self._control().cancel(req.run_id, req.message_ids)), None
+
+    async def stop_run(self, req: pb.StopRunRequest) -> tuple[pb.StopRunResponse, Undo]:
+        """StopRun: cancel the run's instructions and refuse its driver's later calls, or NOT_FOUND."""
+        cancelled, already = self._control().stop_run(req.run_id)
+        return pb.StopRunResponse(cancelled=cancelled, already_stopped=already), None
 
 
 class WrongApiService:

@@ -43,12 +43,15 @@ from fl_async.common.message import ErrorCode
 from fl_async.proto.fl_async import v1 as pb
 from fl_async.superlink.config import LinkConfig
 from fl_async.superlink.errors import (
+    AlreadyExistsError,
     InvalidArgumentError,
     LinkStateError,
     NotFoundError,
     PermissionDeniedError,
+    RunStoppedError,
     UnauthenticatedError,
 )
+from fl_async.superlink.events import LinkEvents, NullEvents
 from fl_async.superlink.hooks import (
     DigestRefCounts,
     LinkListener,
@@ -78,6 +81,10 @@ __all__ = [
 ]
 
 log = logging.getLogger("fl_async.superlink")
+
+
+def _code(message: pb.Message) -> int | None:
+    return message.error.code if message.error is not None else None
 
 
 MAX_REGISTRATION_ID_BYTES = 64
@@ -113,6 +120,7 @@ class LinkState:
         reply_ttl: seconds an unpulled reply is kept before it is dropped (logged).
         id_source: returns candidate run and node ids (default :func:`random_id`); candidates that are taken
             or outside ``[1, 2**64 - 1]`` are skipped. A test hook, e.g. to make the link assign ``2**64 - 1``.
+        events: told about transitions, for metrics (default: nobody; see :mod:`fl_async.superlink.events`).
 
     Attributes:
         id_source: as the argument; may be replaced between calls (tests).
@@ -132,7 +140,9 @@ class LinkState:
         run_idle_ttl: float = float("inf"),
         reply_ttl: float = float("inf"),
         id_source: Callable[[], int] = random_id,
+        events: LinkEvents | None = None,
     ) -> None:
+        self.events: LinkEvents = events if events is not None else NullEvents()
         self.id_source = id_source
         self.patience = float(heartbeat_patience)
         self.min_interval = float(min_heartbeat_interval)
@@ -222,6 +232,7 @@ class LinkState:
                     f"{ins.node_id} replied",
                     now,
                 ),
+                by_link=True,
             )
             expired.append(message_id)
         if expired:
@@ -273,7 +284,13 @@ class LinkState:
         ended = getattr(self.payloads, "run_ended", None)
         if ended is not None:
             ended(run_id)
-        log.info("run %d ended: %s; %d instruction(s) and replies dropped", run_id, reason, dropped)
+        log.info(
+            "run %d ended: %s; %d instruction(s) and replies dropped",
+            run_id,
+            reason,
+            dropped,
+            extra={"event": "run_ended", "run_id": run_id},
+        )
 
     def _clean_heads(self) -> None:
         nodes, ttls, lost = self._node_deadlines, self._ttl_deadlines, self._disconnect_deadlines
@@ -301,8 +318,14 @@ class LinkState:
         self.listener.deadline_added(until)
 
     # ---------------------------------------------------------------------------- runs (Driver API)
-    def create_run(self, fab_id: str = "", fab_version: str = "", run_config: Sequence[pb.ValueEntry] = ()) -> int:
-        """Create a run (as Flower 1.9's CreateRun, plus a run config) and return its id.
+    def create_run(
+        self,
+        fab_id: str = "",
+        fab_version: str = "",
+        run_config: Sequence[pb.ValueEntry] = (),
+        owner: str = "",
+    ) -> int:
+        """Create a run (as Flower 1.9's CreateRun, plus a run config) owned by ``owner`` and return its id.
 
         Raises:
             InvalidArgumentError: a run config entry is malformed (e.g. an empty value or a duplicate key).
@@ -315,7 +338,8 @@ class LinkState:
         if len(config) != len(entries):
             raise InvalidArgumentError("invalid run_config: duplicate keys")
         run_id = self._new_id(self.store.get_run)
-        self.store.add_run(RunRecord(run_id, fab_id, fab_version, entries))
+        self.store.add_run(RunRecord(run_id, fab_id, fab_version, entries, created_at=self.clock(), owner=owner))
+        self.events.run_created(run_id)
         return run_id
 
     def get_run(self, run_id: int) -> pb.Run:
@@ -343,6 +367,18 @@ class LinkState:
             raise NotFoundError(f"unknown run {run_id}")
         return run
 
+    def driver_run(self, run_id: int) -> RunRecord:
+        """The run a driver call names, if it may still act on it.
+
+        Raises:
+            NotFoundError: no such run.
+            RunStoppedError: the run was stopped (``StopRun``).
+        """
+        run = self._run(run_id)
+        if run.stopped:
+            raise RunStoppedError(f"run {run_id} stopped: an operator stopped it (StopRun / fl-async stop)")
+        return run
+
     def online_node_ids(self, run_id: int) -> list[int]:
         """Ids of the online nodes (nodes are not tied to runs, as Flower 1.9).
 
@@ -350,7 +386,7 @@ class LinkState:
             NotFoundError: no such run.
         """
         self.advance()
-        self._run(run_id)
+        self.driver_run(run_id)
         return [n.node_id for n in self.store.nodes()]
 
     # ---------------------------------------------------------------------------- Driver API: messages
@@ -371,7 +407,10 @@ class LinkState:
             raise InvalidArgumentError(problem)
         self.advance()
         now = self.clock()
-        run_known = self.store.get_run(run_id) is not None
+        run = self.store.get_run(run_id)
+        if run is not None and run.stopped:
+            self.driver_run(run_id)  # raises RunStoppedError
+        run_known = run is not None
         ids: list[str] = []
         reasons: list[str] = []
         woken: set[int] = set()
@@ -392,7 +431,7 @@ class LinkState:
             md = msg.metadata
             assert md is not None
             md.message_id = str(uuid.uuid4())
-            ins = InstructionRecord(msg, expires_at=md.created_at + md.ttl)
+            ins = InstructionRecord(msg, expires_at=md.created_at + md.ttl, pushed_at=now)
             self.store.add_instruction(ins)
             self.payloads.retain(msg)
             heapq.heappush(self._ttl_deadlines, (ins.expires_at, md.message_id))
@@ -410,6 +449,7 @@ class LinkState:
             heapq.heapify(live)
             self._ttl_deadlines = live
         if woken:
+            self.events.pushed(len(ids) - ids.count(""))
             self.listener.deadline_added(earliest)
             for node_id in woken:
                 self.listener.instructions_queued(node_id)
@@ -473,19 +513,28 @@ class LinkState:
             raise InvalidArgumentError(problem)
         return min(max(interval, self.min_interval), self.max_interval)
 
-    def create_node(self, heartbeat_interval: float, registration_id: bytes = b"") -> tuple[int, bytes, float]:
+    def create_node(
+        self,
+        heartbeat_interval: float,
+        address: str = "",
+        *,
+        node_id: int = 0,
+        public_key: bytes = b"",
+        registration_id: bytes = b"",
+    ) -> tuple[int, bytes, float]:
         """Register a node; return ``(node_id, token, granted_interval)``.
 
-        The node is online for ``granted_interval * patience`` seconds from now.
+        The node is online for ``granted_interval * patience`` seconds from now. ``address`` (the peer's
+        ``"host:port"``, if known) is kept for listings and logged. A node that proved a key registers under the
+        id bound to it (``node_id``, ``public_key``); otherwise the id is random.
 
-        Args:
-            heartbeat_interval: seconds the node promises between heartbeats (clamped to the link's bounds).
-            registration_id: optional, at most :data:`MAX_REGISTRATION_ID_BYTES` bytes. A retried CreateNode
-                repeats it: while the node it registered is online, the same id answers that node again (same
-                id and token; a sign of life) instead of registering a second, phantom node.
+        ``registration_id`` (optional, at most :data:`MAX_REGISTRATION_ID_BYTES` bytes) makes a retry idempotent:
+        while the node it registered is online (and, for a keyed node, has the same id), the same registration id
+        answers that node again (same id and token; a sign of life) instead of registering a second, phantom node.
 
         Raises:
             InvalidArgumentError: the interval is not a finite number > 0, or ``registration_id`` is too long.
+            AlreadyExistsError: a node with this key is registered (online, or in its reconnect grace).
         """
         self.advance()
         granted = self._clamp(heartbeat_interval)
@@ -495,17 +544,35 @@ class LinkState:
             )
         if registration_id:
             known = self.store.get_node(self._registration_ids.get(registration_id, 0))
-            if known is not None:
+            if known is not None and (not node_id or known.node_id == node_id):
                 log.info("CreateNode retried for node %d: answered with the same registration", known.node_id)
                 self._sign_of_life(known, granted)
                 return known.node_id, known.token, granted
-        node_id = self._new_id(self.store.get_node)
+        if node_id:
+            if self.store.get_node(node_id) is not None:
+                raise AlreadyExistsError(
+                    f"a node with this key is already online as node {node_id}: a second session with the same "
+                    "key is refused (it may register once the first one exits or goes offline)"
+                )
+        else:
+            node_id = self._new_id(self.store.get_node)
         token = secrets.token_bytes(32)
-        until = self.clock() + granted * self.patience
-        self.store.add_node(NodeRecord(node_id, token, granted, until))
+        now = self.clock()
+        until = now + granted * self.patience
+        self.store.add_node(
+            NodeRecord(node_id, token, granted, until, registered_at=now, address=address, public_key=public_key)
+        )
+        log.info(
+            "node %d registered from %s (heartbeat every %.3g s)",
+            node_id,
+            address or "an unknown address",
+            granted,
+            extra={"event": "node_registered", "node_id": node_id},
+        )
         if registration_id:
             self._registration_ids[registration_id] = node_id
             self._registered_as[node_id] = registration_id
+        self.events.node_registered(node_id)
         self._push_node_deadline(node_id, until)
         self.listener.nodes_changed()
         return node_id, token, granted
@@ -528,7 +595,11 @@ class LinkState:
         if not hmac.compare_digest(node.token, auth.token):
             raise UnauthenticatedError(f"wrong token for node {auth.node_id}")
         if self._disconnected and self._disconnected.pop(node.node_id, None) is not None:
-            log.info("node %d is back after losing its connection: it stays online", node.node_id)
+            log.info(
+                "node %d is back after losing its connection: it stays online",
+                node.node_id,
+                extra={"event": "node_reconnected", "node_id": node.node_id},
+            )
         return node
 
     def connection_lost(self, node_ids: Iterable[int]) -> None:
@@ -592,10 +663,19 @@ class LinkState:
         node = self.authenticate(auth)
         self._remove_node(node, f"node {node.node_id} was deleted (it unregistered)", self.clock())
 
+    def remove_node(self, node_id: int, reason: str) -> bool:
+        """Disconnect a node (e.g. its key left the allow-list): its queued and in-flight instructions become
+        NODE_UNAVAILABLE error replies at once; its next call is UNAUTHENTICATED. Returns whether it was known."""
+        node = self.store.get_node(node_id)
+        if node is None:
+            return False
+        self._remove_node(node, reason, self.clock())
+        return True
+
     def _remove_node(self, node: NodeRecord, reason: str, now: float) -> None:
         answered = []
         for ins in self.store.node_instructions(node.node_id):
-            self._answer(ins, synthetic_error_reply(ins, ErrorCode.NODE_UNAVAILABLE, reason, now))
+            self._answer(ins, synthetic_error_reply(ins, ErrorCode.NODE_UNAVAILABLE, reason, now), by_link=True)
             answered.append(ins.message_id)
         self.store.remove_node(node.node_id)
         registration_id = self._registered_as.pop(node.node_id, None)
@@ -603,7 +683,13 @@ class LinkState:
             self._registration_ids.pop(registration_id, None)
         self._active_pulls.pop(node.node_id, None)
         self._disconnected.pop(node.node_id, None)
-        log.info("%s; %d instruction(s) answered NODE_UNAVAILABLE", reason, len(answered))
+        self.events.node_left(node.node_id)
+        log.info(
+            "%s; %d instruction(s) answered NODE_UNAVAILABLE",
+            reason,
+            len(answered),
+            extra={"event": "node_left", "node_id": node.node_id},
+        )
         if answered:
             self.listener.replies_ready(answered)
         self.listener.instructions_queued(node.node_id)  # held pulls of that node end now
@@ -620,6 +706,8 @@ class LinkState:
         node = self.authenticate(auth)
         self._sign_of_life(node)
         taken = self.store.take_queued(node.node_id, max(1, max_messages))
+        if taken:
+            self.events.delivered(len(taken))
         return [ins.message for ins in taken]
 
     def has_queued(self, node_id: int) -> bool:
@@ -705,9 +793,10 @@ class LinkState:
                     and ins.reply.error is not None
                     and (ins.reply.error.code in (ErrorCode.MESSAGE_EXPIRED, ErrorCode.NODE_UNAVAILABLE))
                 )
+                cancelled = ins is not None and ins.reply is not None and _code(ins.reply) == ErrorCode.CANCELLED
                 resent = not shape_problem and (ins is None or (ins.status is Status.ANSWERED and not link_answered))
                 log.log(
-                    logging.INFO if resent else logging.WARNING,
+                    logging.INFO if resent or cancelled else logging.WARNING,
                     "PushReplies node %d position %d refused: %s",
                     node_id,
                     position,
@@ -728,7 +817,8 @@ class LinkState:
         return ids, reasons
 
     # ---------------------------------------------------------------------------- helpers
-    def _answer(self, ins: InstructionRecord, reply: pb.Message) -> None:
+    def _answer(self, ins: InstructionRecord, reply: pb.Message, *, by_link: bool = False) -> None:
+        self.events.answered(ins, reply, by_link, self.clock())
         self.store.set_reply(ins.message_id, reply)
         self._unanswered -= 1
         self.payloads.release(ins.message)

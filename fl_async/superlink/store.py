@@ -39,12 +39,21 @@ class Status(enum.Enum):
 
 @dataclass
 class RunRecord:
-    """A run: id, app identity and its config as wire entries (validated when the run was created)."""
+    """A run: id, app identity and its config as wire entries (validated when the run was created).
+
+    Attributes:
+        created_at: Unix time (link clock) the run was created.
+        stopped: the run was stopped by an operator (``StopRun``): its driver's calls are refused.
+        owner: the token owner name of the driver that created it (``""`` when the link has no driver tokens).
+    """
 
     run_id: int
     fab_id: str
     fab_version: str
     run_config: list[pb.ValueEntry] = field(default_factory=list)
+    created_at: float = 0.0
+    stopped: bool = False
+    owner: str = ""
 
 
 @dataclass
@@ -56,12 +65,19 @@ class NodeRecord:
         token: secret session token (32 bytes) the node sends with every call.
         heartbeat_interval: interval granted to the node, seconds.
         online_until: Unix time (link clock) after which the node is offline unless it shows a sign of life.
+        registered_at: Unix time of its registration.
+        address: peer address (``"host:port"``) of its registration call, ``""`` if unknown.
+        public_key: SSH wire encoding of the key the node registered with (``b""``: none); the node id is bound
+            to it (:func:`fl_async._keys.node_id_for`).
     """
 
     node_id: int
     token: bytes
     heartbeat_interval: float
     online_until: float
+    registered_at: float = 0.0
+    address: str = ""
+    public_key: bytes = b""
 
 
 @dataclass
@@ -73,12 +89,14 @@ class InstructionRecord:
         expires_at: ``created_at + ttl`` (Unix seconds).
         status: lifecycle position.
         reply: the reply waiting for the driver once ``status`` is ANSWERED.
+        pushed_at: Unix time (link clock) the driver's push was accepted.
     """
 
     message: pb.Message
     expires_at: float
     status: Status = Status.QUEUED
     reply: pb.Message | None = None
+    pushed_at: float = 0.0
 
     @property
     def message_id(self) -> str:
@@ -185,6 +203,16 @@ class LinkStore(abc.ABC):
     @abc.abstractmethod
     def counts(self) -> tuple[int, int, int, dict[int, tuple[int, int]]]:
         """``(queued, in_flight, replies, {node_id: (queued, in_flight)})`` over all nodes."""
+
+    # introspection (admin calls; not on any hot path) -----------------------------------------
+    def runs(self) -> Iterator[RunRecord]:
+        """All runs (for listing). Stores that cannot list raise ``NotImplementedError``."""
+        raise NotImplementedError(f"{type(self).__name__} cannot list runs")
+
+    def instructions(self) -> Iterator[InstructionRecord]:
+        """Every stored instruction, any status (for listing and per-run counts; O(stored instructions)).
+        Stores that cannot list raise ``NotImplementedError``."""
+        raise NotImplementedError(f"{type(self).__name__} cannot list instructions")
 
 
 class MemoryStore(LinkStore):
@@ -321,3 +349,9 @@ class MemoryStore(LinkStore):
     def all_instructions(self) -> Iterable[InstructionRecord]:
         """Every stored instruction (tests, introspection)."""
         return list(self._instructions.values())
+
+    def runs(self) -> Iterator[RunRecord]:
+        return iter(list(self._runs.values()))
+
+    def instructions(self) -> Iterator[InstructionRecord]:
+        return iter(list(self._instructions.values()))

@@ -55,7 +55,7 @@ async def run_client_app(
             md.message_id,
             md.message_type,
             exception_reason(exc),
-            exc_info=logger.isEnabledFor(logging.DEBUG),
+            exc_info=exc,  # the full traceback, as Flower logs it
         )
         return error_reply(message, ErrorCode.CLIENT_APP_RAISED_EXCEPTION, exception_reason(exc))
     problems = check_reply(message, reply)

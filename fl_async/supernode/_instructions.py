@@ -9,6 +9,7 @@ by :mod:`fl_async.supernode.replies`.
 
 from __future__ import annotations
 
+import collections
 import logging
 import time
 from collections.abc import Mapping
@@ -19,6 +20,7 @@ import anyio
 from fl_async._fastwire import message_bytes, push_request
 from fl_async.blobs import transfer as _blobs
 from fl_async.codec import config_from_proto, inline_limit_for, message_from_proto, message_to_proto
+from fl_async.common.cancel import CancelToken, reset_current, set_current
 from fl_async.common.context import Context
 from fl_async.common.message import ErrorCode, Message
 from fl_async.common.records import RecordSet
@@ -55,7 +57,8 @@ class InstructionHandler:
     """Per-instruction work of one :class:`~fl_async.supernode.SuperNode` (see the module docstring).
 
     The node owns one and calls :meth:`handle` for each instruction it pulled (holding a slot for it); the
-    handler reads the node's connection state (session, slots, blob client) through ``node``.
+    handler reads the node's connection state (session, slots, blob client) through ``node``. It also tracks
+    the instructions being handled so that the link can cancel them (:meth:`cancelled_by_link`).
 
     Args:
         node: the SuperNode this handler works for.
@@ -63,6 +66,8 @@ class InstructionHandler:
 
     def __init__(self, node: SuperNode) -> None:
         self._node = node
+        self._running: dict[str, tuple[anyio.CancelScope, CancelToken]] = {}  # message id -> its handling
+        self._cancelled_early: collections.OrderedDict[str, None] = collections.OrderedDict()
 
     def _decode(self, wire: pb.Message, blobs: Mapping[bytes, Any] | None = None) -> Message:
         """The one place the node decodes instructions; ``blobs`` holds fetched, verified payloads."""
@@ -177,7 +182,47 @@ class InstructionHandler:
             if isinstance(exc, (LinkConnectionError, LinkTimeoutError, NotAuthorizedError)):
                 sess.fail(exc)
             return error_reply(message, ErrorCode.UNKNOWN, f"node could not fetch run {md.run_id}: {exc}")
-        return await run_client_app(self._node._app, message, context, limiter=self._node._limiter)
+        return await self._run_cancellable(message, context)
+
+    async def _run_cancellable(self, message: Message, context: Context) -> Message | None:
+        """Run the ClientApp on ``message`` so that the link can cancel it (see :meth:`cancelled_by_link`):
+        an ``async def`` handler is cancelled, a sync one sees ``context.cancelled``; either way no reply is sent
+        (the driver already has a CANCELLED error reply)."""
+        mid = message.metadata.message_id
+        token = CancelToken()
+        scope = anyio.CancelScope()
+        if self._cancelled_early.pop(mid, None) is not None:
+            token.cancel()
+            scope.cancel()
+        self._running[mid] = (scope, token)
+        reset = set_current(token)
+        reply: Message | None = None
+        try:
+            with scope:
+                reply = await run_client_app(self._node._app, message, context, limiter=self._node._limiter)
+        finally:
+            self._running.pop(mid, None)
+            reset_current(reset)
+        if token.cancelled:
+            logger.info("message %s (%s): cancelled by the driver; no reply sent", mid, message.metadata.message_type)
+            return None
+        return reply
+
+    def cancelled_by_link(self, message_ids: list[str]) -> None:
+        """The link reports these in-flight instructions cancelled (``message_ids``): stop their handling (or, if
+        it has not started yet, refuse it when it does; the last 1,024 such ids are remembered). Called by the
+        node's :class:`~fl_async.supernode._fleet.FleetClient` with the ids of any response's ``cancelled``."""
+        for mid in message_ids:
+            running = self._running.get(mid)
+            if running is None:
+                self._cancelled_early[mid] = None
+                while len(self._cancelled_early) > 1024:
+                    self._cancelled_early.popitem(last=False)
+                continue
+            scope, token = running
+            token.cancel()
+            scope.cancel()
+            logger.debug("message %s: cancel requested by the link", mid)
 
     async def _context_for(self, run_id: int, sess: _Session) -> Context:
         ctx = self._node._contexts.get(run_id)

@@ -11,6 +11,7 @@ from tenacity import RetryCallState
 
 from fl_async._credentials import node_metadata
 from fl_async._fastwire import auth_field
+from fl_async._keys import CallSigner
 from fl_async.errors import (
     FlAsyncError,
     InvalidRequestError,
@@ -59,6 +60,8 @@ def _transient(exc: BaseException) -> bool:
         return False  # handled by _maintain: fresh backoff
     if isinstance(exc, (_SessionLost, LinkConnectionError, LinkTimeoutError, ResourceExhaustedError)):
         return True
+    if isinstance(exc, RefusedByLinkError) and exc.status == "ALREADY_EXISTS":
+        return True  # another live session holds this node's key: retry until it exits or goes offline
     if isinstance(exc, (NotAuthorizedError, InvalidRequestError)):
         return False  # the link refuses to register this node: retrying will not help
     if isinstance(exc, RefusedByLinkError) and exc.status == "UNIMPLEMENTED":
@@ -74,12 +77,15 @@ class _Session:
     auth: pb.NodeAuth
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
     lost: FlAsyncError | None = None
+    signer: CallSigner | None = None
+    """Per-call proof of a session registered with a key pair (``None``: session credentials alone)."""
     wire_auth: bytes = field(init=False)
     """``auth`` encoded once, for the pre-encoded pull/push requests (:mod:`fl_async._fastwire`)."""
 
     def __post_init__(self) -> None:
         self.wire_auth = auth_field(self.auth)
         self.conn.credentials = node_metadata(self.auth.node_id, self.auth.token)
+        self.conn.signer = self.signer
 
     @property
     def node_id(self) -> int:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+import traceback
 from typing import Any
 
 from fl_async.codec import message_from_proto
@@ -26,11 +27,15 @@ logger = logging.getLogger("fl_async.supernode")
 
 
 def exception_reason(exc: BaseException) -> str:
-    """Error reason for an exception raised by a ClientApp, in Flower 1.9's format.
+    """Error reason for an exception raised by a ClientApp: Flower 1.9's format, then where it was raised.
 
-    Example: ``RuntimeError("boom!")`` -> ``"<class 'RuntimeError'>:<'boom!'>"``.
+    Example: ``RuntimeError("boom!")`` raised in ``train`` at line 12 of ``client.py`` ->
+    ``"<class 'RuntimeError'>:<'boom!'> (raised at /path/client.py:12 in train)"``. The location is the
+    innermost frame of the traceback (omitted when there is none).
     """
-    return f"{type(exc)}:<'{exc}'>"
+    frames = traceback.extract_tb(exc.__traceback__) if exc.__traceback__ is not None else []
+    where = f" (raised at {frames[-1].filename}:{frames[-1].lineno} in {frames[-1].name})" if frames else ""
+    return f"{type(exc)}:<'{exc}'>{where}"
 
 
 def check_reply(instruction: Message, reply: Any) -> list[str]:

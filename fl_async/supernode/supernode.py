@@ -39,6 +39,7 @@ from grpclib.exceptions import ProtocolError, StreamTerminatedError
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
 from fl_async._grpc import ChannelFactory, open_channel
+from fl_async._keys import node_key
 from fl_async._net import DEFAULT_FLEET_TARGET, check_client_target, client_ssl_context, format_address
 from fl_async.blobs import transfer as _blobs
 from fl_async.blobs.buffers import default_pool
@@ -118,6 +119,10 @@ class SuperNode:
             before abandoning them.
         channel_factory: makes each grpclib channel to the Fleet API instead of connecting to ``superlink``
             (called at each (re)connection; :mod:`fl_async.testing` passes an in-memory one).
+        auth_private_key, auth_public_key: files of the node's ECDSA key pair (OpenSSH or PEM private key, OpenSSH
+            public key; as Flower 1.9's ``--auth-supernode-private-key`` / ``--auth-supernode-public-key``). The
+            node proves the key when it registers and gets the node id bound to it; requires TLS. A registration
+            refused because another live session holds the key is retried with backoff.
 
     Raises:
         TypeError: ``app`` is not a ClientApp, an argument has the wrong type, or a ``node_config``
@@ -142,10 +147,13 @@ class SuperNode:
         poll_timeout: float = 10.0,
         shutdown_grace: float = 2.0,
         channel_factory: ChannelFactory | None = None,
+        auth_private_key: str | Path | None = None,
+        auth_public_key: str | Path | None = None,
     ) -> None:
         if not isinstance(app, ClientApp):
             raise TypeError(f"app must be a ClientApp, got {type(app).__name__}")
         host, port = check_client_target(superlink, insecure=insecure, root_certificates=root_certificates)
+        self._key = node_key(auth_private_key, auth_public_key, insecure=insecure)
         self._ssl: ssl.SSLContext | None = None if root_certificates is None else client_ssl_context(root_certificates)
         default_pool()  # reads FL_ASYNC_BUFFER_POOL: a bad value is refused here, not in a background task
         if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int):
@@ -350,7 +358,9 @@ class SuperNode:
         except (FlAsyncError, TimeoutError) as exc:
             logger.info("node %s: DeleteNode failed (best effort): %s", sess.node_id, exc)
             return False
-        logger.info("node %s: deleted on the SuperLink", sess.node_id)
+        logger.info(
+            "node %s: deleted on the SuperLink", sess.node_id, extra={"event": "node_left", "node_id": sess.node_id}
+        )
         return True
 
     async def _goodbye(self) -> None:
@@ -451,6 +461,7 @@ class SuperNode:
             push_timeout=_PUSH_TIMEOUT,
             poll_margin=_POLL_MARGIN,
         )
+        self._conn.on_cancelled = self._instructions.cancelled_by_link
         return self._conn
 
     async def _resume(self, conn: FleetClient) -> _Session | None:
@@ -463,6 +474,7 @@ class SuperNode:
         if prev is None:
             return None
         timeout = max(1.0, min(self._interval, 5.0))
+        conn.signer = prev.signer  # a keyed session's calls carry their proof
         try:
             granted = await conn.heartbeat(prev.auth, self._requested_interval, timeout=timeout)
         except NotAuthorizedError:
@@ -470,8 +482,13 @@ class SuperNode:
             return None
         if granted > 0:
             self._interval = granted
-        logger.info("node %s: connection to SuperLink %s restored; same registration", prev.node_id, self.superlink)
-        return _Session(conn=conn, auth=prev.auth)
+        logger.info(
+            "node %s: connection to SuperLink %s restored; same registration",
+            prev.node_id,
+            self.superlink,
+            extra={"event": "node_reconnected", "node_id": prev.node_id},
+        )
+        return _Session(conn=conn, auth=prev.auth, signer=prev.signer)
 
     async def _run_session(self) -> None:
         conn = await self._connect()
@@ -479,9 +496,9 @@ class SuperNode:
         if sess is None:
             if not self._registration_id:  # kept across retries: a retry of a late CreateNode gets the same node
                 self._registration_id = os.urandom(16)
-            resp = await conn.create_node(self._requested_interval, self._registration_id)
+            resp, signer = await conn.create_node(self._requested_interval, self._key, self._registration_id)
             self._registration_id = b""
-            sess = _Session(conn=conn, auth=pb.NodeAuth(node_id=resp.node_id, token=resp.token))
+            sess = _Session(conn=conn, auth=pb.NodeAuth(node_id=resp.node_id, token=resp.token), signer=signer)
             self._interval = resp.heartbeat_interval if resp.heartbeat_interval > 0 else self._requested_interval
             self._blob_port = resp.blob_port
             if self._blob_client is not None:
@@ -498,6 +515,7 @@ class SuperNode:
                     sess.node_id,
                     self.superlink,
                     self._interval,
+                    extra={"event": "node_registered", "node_id": sess.node_id},
                 )
             else:  # the operator sees that the node recovered (e.g. after a link restart)
                 logger.info(

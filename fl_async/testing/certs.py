@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-__all__ = ["CertBundle", "CertFiles", "make_certs", "write_certs"]
+__all__ = ["CertBundle", "CertFiles", "make_certs", "write_certs", "write_node_keys"]
 
 
 @dataclass(frozen=True)
@@ -141,3 +141,20 @@ def write_certs(directory: str | Path, bundle: CertBundle | None = None) -> Cert
     files.server_key.touch(mode=0o600)
     files.server_key.write_bytes(bundle.server_key)
     return files
+
+
+def write_node_keys(directory: Path | str, name: str = "node") -> tuple[Path, Path]:
+    """Write a fresh ECDSA P-384 node key pair in OpenSSH format, as ``ssh-keygen -t ecdsa -b 384 -N ''`` would:
+    ``<name>`` (private) and ``<name>.pub`` in ``directory``. Returns ``(private_path, public_path)``."""
+    key = ec.generate_private_key(ec.SECP384R1())
+    private = Path(directory) / name
+    public = Path(directory) / f"{name}.pub"
+    private.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption())
+    )
+    private.chmod(0o600)
+    public.write_bytes(
+        key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        + f" {name}\n".encode()
+    )
+    return private, public

@@ -147,6 +147,10 @@ class RawDriver:
         token = self._tokens.get(run_id)
         return run_metadata(run_id, token) if token else None
 
+    def headers(self, run_id: int) -> Headers | None:
+        """The credentials of a run this driver created, as request headers (``None``: not one of its runs)."""
+        return self._headers(run_id)
+
     async def __aenter__(self) -> Self:
         return self
 

@@ -135,13 +135,17 @@ async def test_push_naming_a_payload_the_link_does_not_hold_is_refused(superlink
         w = np.ones(DEFAULT_INLINE_LIMIT // 4 + 1, dtype=np.float32)
         wire, blobs = _external_instruction(run_id, nid, w)
         [digest] = blobs
-        resp = await drv.stub.push_messages(pb.PushMessagesRequest(run_id=run_id, messages=[wire]), timeout=5)
+        resp = await drv.stub.push_messages(
+            pb.PushMessagesRequest(run_id=run_id, messages=[wire]), timeout=5, metadata=drv.headers(run_id)
+        )
         assert list(resp.message_ids) == [""]
         assert digest.hex() in resp.reasons[0] and "never uploaded" in resp.reasons[0]
         upload = store.begin_upload(digest, w.nbytes, writer=object())  # a stalled upload: not held either
         assert upload is not None
         wire, _ = _external_instruction(run_id, nid, w)
-        resp = await drv.stub.push_messages(pb.PushMessagesRequest(run_id=run_id, messages=[wire]), timeout=5)
+        resp = await drv.stub.push_messages(
+            pb.PushMessagesRequest(run_id=run_id, messages=[wire]), timeout=5, metadata=drv.headers(run_id)
+        )
         assert list(resp.message_ids) == [""] and "still being uploaded" in resp.reasons[0]
         assert superlink.stats().queued == 0 and superlink.stats().in_flight == 0
         assert store.references(digest) == 0
@@ -211,7 +215,9 @@ async def test_unreachable_payload_becomes_payload_unavailable(superlink: SuperL
         [(digest, data)] = blobs.items()
         superlink.blobs.store.put(digest, data)  # held by the link ...
         await superlink.blobs.server.stop()  # ... but the node cannot reach the blob path
-        resp = await drv.stub.push_messages(pb.PushMessagesRequest(run_id=run_id, messages=[wire]), timeout=5)
+        resp = await drv.stub.push_messages(
+            pb.PushMessagesRequest(run_id=run_id, messages=[wire]), timeout=5, metadata=drv.headers(run_id)
+        )
         [mid] = resp.message_ids
         assert mid, resp.reasons
         with anyio.fail_after(60):

@@ -126,7 +126,10 @@ def test_push_responses_are_encoded_as_betterproto2(ids: list[str], reasons: lis
     assert codec.encode(response, cls) == bytes(response)
     if replies:
         with_instructions = pb.PushRepliesResponse(
-            message_ids=ids, reasons=reasons, instructions=[pb.Message(metadata=pb.Metadata(run_id=1))]
+            message_ids=ids,
+            reasons=reasons,
+            instructions=[pb.Message(metadata=pb.Metadata(run_id=1))],
+            cancelled=ids[:1],
         )
         assert codec.encode(with_instructions, cls) == bytes(with_instructions)
 

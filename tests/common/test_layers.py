@@ -30,6 +30,7 @@ LAYERS: dict[str, int] = {
     "fl_async._loading": 0,
     "fl_async._threads": 0,
     "fl_async._credentials": 0,
+    "fl_async._keys": 0,
     "fl_async._link_limits": 0,
     "fl_async.proto": 1,
     "fl_async.codec": 1,

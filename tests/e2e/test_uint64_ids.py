@@ -17,6 +17,7 @@ import pytest
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
+from fl_async._credentials import run_metadata
 from fl_async.client import ClientApp
 from fl_async.common import ConfigsRecord, Context, Message, MessageType, MetricsRecord, ParametersRecord, RecordSet
 from fl_async.proto.fl_async import v1 as pb
@@ -184,7 +185,8 @@ async def test_wire_ids_outside_the_range_are_invalid_argument() -> None:
             # a pushed instruction to node 0 is refused at its position (the others are still queued)
             run = await drv.create_run(pb.CreateRunRequest())
             resp = await drv.push_messages(
-                pb.PushMessagesRequest(run_id=run.run_id, messages=[instruction(run.run_id, 0)])
+                pb.PushMessagesRequest(run_id=run.run_id, messages=[instruction(run.run_id, 0)]),
+                metadata=run_metadata(run.run_id, run.blob_token),
             )
             assert resp.message_ids == [""] and "dst_node_id must name a node" in resp.reasons[0]
         finally:

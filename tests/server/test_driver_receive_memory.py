@@ -94,20 +94,22 @@ async def test_link_pull_with_max_messages_returns_as_soon_as_one_reply_is_ready
         drv = await RawDriver.create(pb.DriverStub(driver_channel))
         node = await RawNode.create(pb.FleetStub(fleet_channel))
         resp = await drv.stub.push_messages(
-            pb.PushMessagesRequest(run_id=drv.run_id, messages=[instruction(drv.run_id, node.node_id)] * 2)
+            pb.PushMessagesRequest(run_id=drv.run_id, messages=[instruction(drv.run_id, node.node_id)] * 2),
+            metadata=drv.metadata,
         )
         ids = list(resp.message_ids)
         instructions = await node.pull(max_messages=2)
         await node.reply([reply_to(instructions[0])])
         started = time.monotonic()
         req = pb.PullMessagesRequest(run_id=drv.run_id, message_ids=ids, timeout=4.0, max_messages=5)
-        got = await drv.stub.pull_messages(req)
+        got = await drv.stub.pull_messages(req, metadata=drv.metadata)
         assert time.monotonic() - started < 2.0  # not held for the second reply
         assert [m.metadata.reply_to_message for m in got.messages] == [ids[0]] and list(got.outstanding) == [ids[1]]
         await node.reply([reply_to(instructions[1])])
         await node.reply([reply_to(instructions[1])])  # a duplicate is refused, not delivered twice
         both = await drv.stub.pull_messages(
-            pb.PullMessagesRequest(run_id=drv.run_id, message_ids=ids, timeout=4.0, max_messages=1)
+            pb.PullMessagesRequest(run_id=drv.run_id, message_ids=ids, timeout=4.0, max_messages=1),
+            metadata=drv.metadata,
         )
         assert [m.metadata.reply_to_message for m in both.messages] == [ids[1]] and list(both.outstanding) == []
     finally:

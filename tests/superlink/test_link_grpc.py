@@ -116,7 +116,7 @@ async def test_pull_response_lists_the_ids_still_outstanding(conn: Conn) -> None
 
     async def pull(request_ids: list[str], timeout: float = 0.0) -> pb.PullMessagesResponse:
         return await conn.driver.pull_messages(
-            pb.PullMessagesRequest(run_id=drv.run_id, message_ids=request_ids, timeout=timeout)
+            pb.PullMessagesRequest(run_id=drv.run_id, message_ids=request_ids, timeout=timeout), metadata=drv.metadata
         )
 
     asked = ["", "unknown", foreign, *ids, ids[0]]
@@ -145,17 +145,21 @@ async def test_wait_for_nodes(conn: Conn) -> None:
                     await RawNode.create(conn.fleet)
 
             tg.start_soon(register)
-            res = await conn.driver.wait_for_nodes(req)
+            res = await conn.driver.wait_for_nodes(req, metadata=drv.metadata)
     assert len(res.node_ids) == 2
     t0 = time.perf_counter()
-    res = await conn.driver.wait_for_nodes(pb.WaitForNodesRequest(run_id=drv.run_id, min_nodes=5, timeout=0.2))
+    res = await conn.driver.wait_for_nodes(
+        pb.WaitForNodesRequest(run_id=drv.run_id, min_nodes=5, timeout=0.2), metadata=drv.metadata
+    )
     assert len(res.node_ids) == 2 and 0.15 <= time.perf_counter() - t0 < 2.0
     with pytest.raises(GRPCError) as exc:
         await conn.driver.wait_for_nodes(pb.WaitForNodesRequest(run_id=12345, min_nodes=1, timeout=1))
     assert exc.value.status is Status.NOT_FOUND
     for bad in (-5, 2**31):  # -5 arrives as 2**32 - 5 in the uint32 field
         with pytest.raises(GRPCError) as exc:
-            await conn.driver.wait_for_nodes(pb.WaitForNodesRequest(run_id=drv.run_id, min_nodes=bad, timeout=1))
+            await conn.driver.wait_for_nodes(
+                pb.WaitForNodesRequest(run_id=drv.run_id, min_nodes=bad, timeout=1), metadata=drv.metadata
+            )
         assert exc.value.status is Status.INVALID_ARGUMENT and "min_nodes must be in 0..2147483647" in (
             exc.value.message or ""
         )
@@ -266,7 +270,7 @@ async def test_cancelled_polls_lose_nothing(superlink: SuperLink, conn: Conn) ->
         await drv.pull([mid], timeout=5)
     with pytest.raises(TimeoutError):
         await conn.driver.pull_messages(
-            pb.PullMessagesRequest(run_id=drv.run_id, message_ids=[mid], timeout=5), timeout=0.1
+            pb.PullMessagesRequest(run_id=drv.run_id, message_ids=[mid], timeout=5), timeout=0.1, metadata=drv.metadata
         )
     await node.reply([reply_to(ins)])
     with anyio.fail_after(5):
@@ -353,7 +357,9 @@ async def test_stop_within_3s_with_long_polls_in_flight(superlink_factory) -> No
             tg.start_soon(
                 hold,
                 "wait",
-                c.driver.wait_for_nodes(pb.WaitForNodesRequest(run_id=drv.run_id, min_nodes=10, timeout=30)),
+                c.driver.wait_for_nodes(
+                    pb.WaitForNodesRequest(run_id=drv.run_id, min_nodes=10, timeout=30), metadata=drv.metadata
+                ),
             )
             with anyio.fail_after(3):
                 while link.stats() and (len(link.state._active_pulls) < 1 or link._calls.active < 3):

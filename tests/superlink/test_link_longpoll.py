@@ -95,7 +95,7 @@ async def test_wait_for_nodes_woken_by_registration(link: MemLink) -> None:
 
         async def wait() -> None:
             r = await link.driver.stub.wait_for_nodes(
-                pb.WaitForNodesRequest(run_id=link.driver.run_id, min_nodes=2, timeout=5)
+                pb.WaitForNodesRequest(run_id=link.driver.run_id, min_nodes=2, timeout=5), metadata=link.driver.metadata
             )
             res.append(r)
 

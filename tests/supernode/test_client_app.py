@@ -239,7 +239,8 @@ async def test_raising_handler_gives_flower_style_error_reply() -> None:
     out = await run_client_app(app, instruction(), ctx)
     assert out is not None and out.has_error()
     assert out.error.code == ErrorCode.CLIENT_APP_RAISED_EXCEPTION
-    assert out.error.reason == "<class 'RuntimeError'>:<'boom!'>"
+    assert out.error.reason.startswith("<class 'RuntimeError'>:<'boom!'> (raised at ")  # Flower's, then where
+    assert "test_client_app.py:" in out.error.reason
     assert out.metadata.reply_to_message == "m1" and out.metadata.dst_node_id == 0
     assert "touched" in ctx.state.configs_records  # changes before the exception persist (as Flower)
 
@@ -247,7 +248,7 @@ async def test_raising_handler_gives_flower_style_error_reply() -> None:
 async def test_missing_handler_gives_error_reply() -> None:
     out = await run_client_app(ClientApp(), instruction("evaluate"), Context())
     assert out is not None and out.error.code == ErrorCode.CLIENT_APP_RAISED_EXCEPTION
-    assert out.error.reason == "<class 'ValueError'>:<'No `evaluate` function registered'>"
+    assert out.error.reason.startswith("<class 'ValueError'>:<'No `evaluate` function registered'> (raised at ")
 
 
 @pytest.mark.parametrize(
@@ -306,4 +307,4 @@ async def test_sys_exit_in_a_handler_is_an_error_reply_not_a_node_exit() -> None
 
     out = await run_client_app(app, instruction(), Context())
     assert out is not None and out.error.code == ErrorCode.CLIENT_APP_RAISED_EXCEPTION
-    assert out.error.reason == "<class 'SystemExit'>:<'3'>"
+    assert out.error.reason.startswith("<class 'SystemExit'>:<'3'> (raised at ")

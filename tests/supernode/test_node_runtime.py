@@ -71,7 +71,8 @@ async def test_handler_error_and_bad_reply_give_error_replies_and_node_keeps_ser
         got = await drv.replies(run, ids)
         boom, bad, unknown = (got[i] for i in ids)
         assert boom.error.code == ErrorCode.CLIENT_APP_RAISED_EXCEPTION
-        assert boom.error.reason == "<class 'RuntimeError'>:<'boom!'>"
+        assert boom.error.reason.startswith("<class 'RuntimeError'>:<'boom!'> (raised at ")
+        assert "test_node_runtime.py:" in boom.error.reason
         assert bad.error.code == ErrorCode.INVALID_REPLY and "message_id is" in bad.error.reason
         assert unknown.error.code == ErrorCode.CLIENT_APP_RAISED_EXCEPTION
         assert "Unknown message_type: unknown-type" in unknown.error.reason

@@ -162,7 +162,8 @@ class LimitedProtoCodec(ProtoCodec):
         if len(data) > self.max_bytes:
             raise _too_big(message_type.__name__, len(data), self.max_bytes)
         try:
-            message = parse_forwarding_request(data, message_type)  # the two hot requests; None: not canonical
+            # the two hot requests (None: not in the canonical encoding, or another type)
+            message: Any = parse_forwarding_request(data, message_type) if message_type in _WITH_TAILS else None
             fast = message is not None
             if not fast:
                 message = message_type.FromString(data)

@@ -1,6 +1,7 @@
 """Attacks on a real ``fl-async superlink`` process on 127.0.0.1, each printing the figures its acceptance names.
 
-Usage: ``python -m benchmarks.attack {bomb,partial,createrun,fuzz,blobput,blobslow,all} [--seconds N]``.
+Usage: ``python -m benchmarks.attack {bomb,partial,createrun,fuzz,blobput,blobslow,waiters,idle,silent,tls,freeze,
+endrun,varint,all} [--seconds N]``.
 
 Every subcommand starts its own link (``fl-async superlink --insecure`` on free loopback ports) as a child
 process, measures its resident memory from ``/proc/<pid>/status`` (``VmRSS`` now, ``VmHWM`` peak), attacks it
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import random
@@ -43,8 +45,19 @@ BOMB = b"\x12\x00"
 class Link:
     """A ``fl-async superlink`` child process on free loopback ports."""
 
-    def __init__(self, *extra: str) -> None:
+    def __init__(self, *extra: str, tls: bool = False) -> None:
         self.driver_port, self.fleet_port, self.blob_port = free_port(), free_port(), free_port()
+        self.ssl: Any = None
+        security = ["--insecure"]
+        if tls:  # a throwaway CA and server certificate for 127.0.0.1
+            from fl_async._net import client_ssl_context
+            from fl_async.testing.certs import write_certs
+
+            self._certs = tempfile.TemporaryDirectory(prefix="fl-async-attack-certs-")
+            files = write_certs(self._certs.name)
+            security = ["--ssl-ca-certfile", str(files.ca_cert), "--ssl-certfile", str(files.server_cert)]
+            security += ["--ssl-keyfile", str(files.server_key)]
+            self.ssl = client_ssl_context(files.ca_cert)
         log = Path(tempfile.gettempdir()) / f"fl-async-attack-link-{os.getpid()}.log"
         self.proc = Proc(
             "superlink",
@@ -53,7 +66,7 @@ class Link:
                 "-m",
                 "fl_async",
                 "superlink",
-                "--insecure",
+                *security,
                 "--driver-api-address",
                 f"127.0.0.1:{self.driver_port}",
                 "--fleet-api-address",
@@ -98,7 +111,8 @@ def _headers(node: RawNode) -> list[tuple[str, str]]:
 async def fresh_round(link: Link) -> float:
     """Seconds for a fresh node and driver to complete one round (raises after 10 s)."""
     start = time.monotonic()
-    drv_ch, fleet_ch = Channel("127.0.0.1", link.driver_port), Channel("127.0.0.1", link.fleet_port)
+    drv_ch = Channel("127.0.0.1", link.driver_port, ssl=link.ssl)
+    fleet_ch = Channel("127.0.0.1", link.fleet_port, ssl=link.ssl)
     try:
         async with asyncio.timeout(10):
             drv = await RawDriver.create(pb.DriverStub(drv_ch))
@@ -235,6 +249,74 @@ async def attack_bomb(args: argparse.Namespace) -> dict[str, Any]:
         link.stop()
 
 
+def _ld(field: int, payload: bytes) -> bytes:
+    """A length-delimited protobuf field."""
+
+    def varint(n: int) -> bytes:
+        out = bytearray()
+        while n >= 0x80:
+            out.append(n & 0x7F | 0x80)
+            n >>= 7
+        out.append(n)
+        return bytes(out)
+
+    return varint(field << 3 | 2) + varint(len(payload)) + payload
+
+
+async def attack_varint(args: argparse.Namespace) -> dict[str, Any]:
+    """An authenticated node's PushReplies whose one Array.shape is 48 MiB of packed 1-byte varints (under
+    --max-request-bytes): decoded, that is 50 million Python ints (~1.8 GB). Repeated for ``--seconds`` while the
+    probe runs; statuses, slowest refusal, probe latency, RSS peak."""
+    link = Link()
+    fleet = Channel("127.0.0.1", link.fleet_port)
+    try:
+        node = await RawNode.create(pb.FleetStub(fleet), interval=300.0)
+        base = link.rss()
+        seconds = args.seconds
+        prober = start_probe(link, seconds)
+        await asyncio.sleep(2)
+        shape = _ld(2, b"\x01" * (48 << 20))  # Array.shape (packed int64)
+        body = auth_field(node.auth) + _ld(2, _ld(2, _ld(1, _ld(3, shape))))  # messages/content/parameters/arrays
+        statuses: dict[str, int] = {}
+        slowest = 0.0
+        message = ""
+        end = time.monotonic() + seconds - 4
+        while time.monotonic() < end:
+            ch = Channel("127.0.0.1", link.fleet_port)
+            start = time.monotonic()
+            try:
+                async with asyncio.timeout(120):
+                    async with ch.request(
+                        "/fl_async.v1.Fleet/PushReplies",
+                        Cardinality.UNARY_UNARY,
+                        Encoded,
+                        pb.PushRepliesResponse,
+                        metadata=node.metadata,
+                    ) as stream:
+                        await stream.send_message(Encoded(body), end=True)
+                        await stream.recv_message()
+                status = "OK"
+            except GRPCError as exc:
+                status, message = exc.status.name, exc.message or ""
+            finally:
+                ch.close()
+            slowest = max(slowest, time.monotonic() - start)
+            statuses[status] = statuses.get(status, 0) + 1
+        return {
+            "body_mb": round(len(body) / MB, 1),
+            "statuses": statuses,
+            "message": message,
+            "slowest_refusal_s": round(slowest, 3),
+            "probe": probe_result(prober, seconds),
+            "rss_base_mb": round(base, 1),
+            "rss_peak_rise_mb": round(link.hwm() - base, 1),
+            "fresh_round_s": round(await fresh_round(link), 3),
+        }
+    finally:
+        fleet.close()
+        link.stop()
+
+
 async def attack_partial(args: argparse.Namespace) -> dict[str, Any]:
     """4 x 200 MiB declared bodies sent in part then stalled (anonymous and authenticated), and 4 x 60 MiB
     authenticated bodies sent 50 MiB each then stalled: when are they dropped, and is the memory returned?"""
@@ -318,6 +400,7 @@ _RPCS = [
     ("driver", "/fl_async.v1.Driver/WaitForNodes", pb.WaitForNodesRequest),
     ("driver", "/fl_async.v1.Driver/PushMessages", pb.PushMessagesRequest),
     ("driver", "/fl_async.v1.Driver/PullMessages", pb.PullMessagesRequest),
+    ("driver", "/fl_async.v1.Driver/EndRun", pb.EndRunRequest),
     ("fleet", "/fl_async.v1.Fleet/CreateNode", pb.CreateNodeRequest),
     ("fleet", "/fl_async.v1.Fleet/DeleteNode", pb.DeleteNodeRequest),
     ("fleet", "/fl_async.v1.Fleet/Heartbeat", pb.HeartbeatRequest),
@@ -346,7 +429,7 @@ def fuzz_body(rng: random.Random, valid: list[bytes]) -> bytes:
 
 
 async def fuzz(link_ports: tuple[int, int], count: int, seed: int, metadata: Any = None) -> dict[str, int]:
-    """``count`` seeded random requests spread over all 12 RPCs; counts of the statuses answered."""
+    """``count`` seeded random requests spread over all 13 RPCs; counts of the statuses answered."""
     rng = random.Random(seed)
     driver_port, fleet_port = link_ports
     chans = {"driver": Channel("127.0.0.1", driver_port), "fleet": Channel("127.0.0.1", fleet_port)}
@@ -354,6 +437,7 @@ async def fuzz(link_ports: tuple[int, int], count: int, seed: int, metadata: Any
         bytes(pb.PushMessagesRequest(run_id=1, messages=[instruction(1, 2)])),
         bytes(pb.PullMessagesRequest(run_id=1, message_ids=["a", "b"], timeout=0.0)),
         bytes(pb.CreateRunRequest(fab_id="f", fab_version="1")),
+        bytes(pb.EndRunRequest(run_id=1)),
         bytes(pb.HeartbeatRequest(auth=pb.NodeAuth(node_id=1, token=b"t"), heartbeat_interval=1.0)),
     ]
     counts: dict[str, int] = {}
@@ -386,7 +470,7 @@ async def fuzz(link_ports: tuple[int, int], count: int, seed: int, metadata: Any
 
 
 async def attack_fuzz(args: argparse.Namespace) -> dict[str, Any]:
-    """Seeded fuzz over all 12 RPCs: anonymous, then with a registered node's header credentials."""
+    """Seeded fuzz over all 13 RPCs: anonymous, then with a registered node's header credentials."""
     link = Link()
     fleet = Channel("127.0.0.1", link.fleet_port)
     try:
@@ -659,6 +743,67 @@ async def attack_silent(args: argparse.Namespace) -> dict[str, Any]:
         link.stop()
 
 
+async def attack_tls(args: argparse.Namespace) -> dict[str, Any]:
+    """A TLS link: 200 connections to each port that never start the TLS handshake (raw TCP), and 200 that
+    complete it but never speak HTTP/2 or the blob protocol: when does the link close each kind (default
+    --connection-setup-timeout 10 s; the handshaken ones counted from their own handshake)? Also 1,000
+    never-handshaking connections per port at once: link RSS rise, and a fresh round over TLS meanwhile."""
+    import ssl
+
+    link = Link(tls=True)
+    try:
+        base = link.rss()
+        start = time.monotonic()
+        raw: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        tls: list[tuple[asyncio.StreamReader, float]] = []  # (reader, when its handshake completed)
+        ports = (link.driver_port, link.fleet_port, link.blob_port)
+        for port in ports:
+            for _ in range(200):
+                raw.append(await asyncio.open_connection("127.0.0.1", port))
+        client = ssl.create_default_context(cafile=None)
+        client.check_hostname = False
+        client.verify_mode = ssl.CERT_NONE
+        writers = [w for _, w in raw]
+        for port in ports:
+            for _ in range(200):
+                reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client)
+                tls.append((reader, time.monotonic()))
+                writers.append(writer)
+
+        async def closed(reader: asyncio.StreamReader, since: float) -> float:
+            with contextlib.suppress(ConnectionError, ssl.SSLError):
+                await reader.read()
+            return time.monotonic() - since
+
+        async with asyncio.timeout(90):
+            raw_times = await asyncio.gather(*(closed(r, start) for r, _ in raw))
+            tls_times = await asyncio.gather(*(closed(r, since) for r, since in tls))
+        for writer in writers:
+            writer.close()
+        many: list[asyncio.StreamWriter] = []
+        for port in ports:
+            for _ in range(1000):
+                try:
+                    many.append((await asyncio.open_connection("127.0.0.1", port))[1])
+                except OSError:
+                    break
+        await asyncio.sleep(3)
+        held = link.rss() - base
+        round_s = await fresh_round(link)
+        for writer in many:
+            writer.close()
+        return {
+            "no_handshake_connections": len(raw),
+            "no_handshake_all_closed_after_s": round(max(raw_times), 1),
+            "handshaken_silent_connections": len(tls),
+            "handshaken_silent_closed_after_s_max": round(max(tls_times), 1),
+            "no_handshake_3000_rss_rise_mb": round(held, 1),
+            "fresh_round_s_while_3000_open": round(round_s, 3),
+        }
+    finally:
+        link.stop()
+
+
 def _freeze(link: Link, seconds: float) -> dict[str, Any]:
     """Blocking body of :func:`attack_freeze` (the sync Driver runs in a worker thread)."""
     import signal
@@ -720,6 +865,79 @@ async def attack_freeze(args: argparse.Namespace) -> dict[str, Any]:
         link.stop()
 
 
+def _loaded_instruction(run_id: int, dst: int, nbytes: int) -> pb.Message:
+    msg = instruction(run_id, dst)
+    array = pb.Array(dtype="uint8", shape=[nbytes], stype="numpy.ndarray", data=os.urandom(nbytes), nbytes=nbytes)
+    msg.content = pb.RecordSet(parameters=[pb.ParametersRecord(keys=["w"], arrays=[array])])
+    return msg
+
+
+async def _fill_run(link: Link, nodes: list[RawNode], per_node: int, nbytes: int) -> tuple[Channel, RawDriver, int]:
+    """A new run with ``per_node`` queued instructions of ``nbytes`` for each node (the nodes never pull)."""
+    ch = Channel("127.0.0.1", link.driver_port)
+    drv = await RawDriver.create(pb.DriverStub(ch))
+    batch: list[pb.Message] = []
+    queued = 0
+    for _ in range(per_node):
+        for node in nodes:
+            batch.append(_loaded_instruction(drv.run_id, node.node_id, nbytes))
+            if len(batch) == 500:
+                queued += sum(1 for i in (await drv.push(batch)).message_ids if i)
+                batch = []
+    if batch:
+        queued += sum(1 for i in (await drv.push(batch)).message_ids if i)
+    return ch, drv, queued
+
+
+async def attack_endrun(args: argparse.Namespace) -> dict[str, Any]:
+    """A run holding 100 nodes x 100 queued instructions of 10 KB (100 MB; the nodes never pull) ends: by its
+    driver's EndRun, and by its driver disconnecting without one (``--driver-disconnect-grace 5``). How long until
+    the run is gone, and how much of the link's memory comes back?"""
+    link = Link("--driver-disconnect-grace", "5")
+    fleet = Channel("127.0.0.1", link.fleet_port)
+    out: dict[str, Any] = {}
+    try:
+        nodes = [await RawNode.create(pb.FleetStub(fleet), interval=300.0) for _ in range(100)]
+        base = link.rss()
+        out["rss_base_mb"] = round(base, 1)
+        for case in ("endrun", "disconnect"):
+            ch, drv, queued = await _fill_run(link, nodes, 100, 10_000)
+            held = link.rss() - base
+            start = time.monotonic()
+            if case == "endrun":
+                resp = await drv.stub.end_run(pb.EndRunRequest(run_id=drv.run_id), metadata=drv.metadata)
+                out["endrun_cancelled_replies"] = len(resp.messages)
+                ch.close()
+            else:
+                ch.close()  # the driver goes away without EndRun
+                probe = Channel("127.0.0.1", link.driver_port)
+                try:
+                    async with asyncio.timeout(60):
+                        while True:
+                            try:
+                                await pb.DriverStub(probe).get_run(pb.GetRunRequest(run_id=drv.run_id))
+                            except GRPCError as exc:
+                                if exc.status is Status.NOT_FOUND:
+                                    out["disconnect_not_found_message"] = exc.message
+                                    break
+                                if exc.status is not Status.PERMISSION_DENIED:  # the run is still there (not
+                                    raise  # ours: an anonymous probe, so that it is no call of its driver)
+                            await asyncio.sleep(0.1)
+                finally:
+                    probe.close()
+            gone = time.monotonic() - start
+            await asyncio.sleep(2)
+            out[f"{case}_queued"] = queued
+            out[f"{case}_rss_held_mb"] = round(held, 1)
+            out[f"{case}_run_gone_after_s"] = round(gone, 2)
+            out[f"{case}_rss_2s_after_mb"] = round(link.rss() - base, 1)
+        out["fresh_round_s"] = round(await fresh_round(link), 3)
+        return out
+    finally:
+        fleet.close()
+        link.stop()
+
+
 ATTACKS: dict[str, Callable[[argparse.Namespace], Awaitable[dict[str, Any]]]] = {
     "bomb": attack_bomb,
     "partial": attack_partial,
@@ -730,7 +948,10 @@ ATTACKS: dict[str, Callable[[argparse.Namespace], Awaitable[dict[str, Any]]]] = 
     "waiters": attack_waiters,
     "idle": attack_idle,
     "silent": attack_silent,
+    "tls": attack_tls,
     "freeze": attack_freeze,
+    "endrun": attack_endrun,
+    "varint": attack_varint,
 }
 
 

@@ -69,7 +69,21 @@ LIMITS: tuple[Limit, ...] = (
         64 * 2**10,
         "Largest gRPC request of a caller without credentials, in bytes.",
     ),
-    Limit("max_request_elements", int, 250_000, "Most sub-messages and repeated strings in one request."),
+    Limit(
+        "max_request_elements",
+        int,
+        250_000,
+        "Most sub-messages, repeated strings and varint list values in one request.",
+    ),
+    Limit("max_messages_per_request", int, 50_000, "Most messages in one PushMessages or PushReplies request."),
+    Limit("max_message_ids_per_request", int, 100_000, "Most message ids in one PullMessages request."),
+    Limit(
+        "max_record_entries",
+        int,
+        100_000,
+        "Most entries of one record or record set (config/metrics entries, run_config, arrays, records).",
+    ),
+    Limit("max_list_values", int, 1_000_000, "Most values of one list value in a record (and dimensions of a shape)."),
     Limit(
         "max_pending_request_bytes", int, 512 * 2**20, "Most request bytes being received at once (anonymous: 1/16)."
     ),
@@ -103,6 +117,12 @@ LIMITS: tuple[Limit, ...] = (
     Limit("blob_rate_window", float, 10.0, "Seconds over which --blob-min-rate is measured."),
     Limit("run_idle_ttl", float, 3600.0, "Seconds without a Driver API call after which a run ends and is freed."),
     Limit("reply_ttl", float, 3600.0, "Seconds a reply waits for its driver to pull it before it is dropped."),
+    Limit(
+        "driver_disconnect_grace",
+        float,
+        120.0,
+        "Seconds a run's driver gets to come back after its connection was lost; then the run ends.",
+    ),
     Limit("max_connections", int, 0, "Most open connections on all ports (0: file limit minus --fd-reserve)."),
     Limit("max_connections_per_address", int, 4096, "Most open connections from one source address."),
     Limit("connection_setup_timeout", float, 10.0, "Seconds a connection gets to start its first request."),

@@ -3,10 +3,14 @@
 A command parses its options (:mod:`fl_async.cli.app`) and hands an async function to :func:`run_async_command`, which
 runs it on a fresh asyncio loop and maps how it ends to the process's exit status:
 
-* ``0``: it returned, or a SIGINT/SIGTERM stopped it (``fl-async CMD: interrupted, stopped``);
+* ``0``: it returned, or a SIGINT/SIGTERM (or SIGHUP, unless ignored, e.g. under ``nohup``) stopped it
+  (``fl-async CMD: SIGTERM received, shutting down``, then ``fl-async CMD: stopped``);
 * ``1`` (:data:`EXIT_FAILURE`): it started but failed (an fl-async error, an OS error such as an address in use, or
-  the user's app raising), with one line ``fl-async CMD: error: ...`` on stderr;
+  the user's app raising), with one line ``fl-async CMD: error: ...`` on stderr; an unexpected exception (a bug in
+  fl-async) prints its traceback, then the same one line naming it an internal error;
 * ``2`` (:data:`EXIT_USAGE`): the command line or an app reference was refused.
+
+Only SIGKILL (and the kernel's OOM killer) end a command without a line saying why.
 
 Signals: until the loop installs its handlers SIGTERM acts like Ctrl-C; then :func:`until_stop_signal` (or
 :func:`cancel_on_signal`) is the one place a command learns of a stop signal. After one, a safety net leaves the
@@ -149,7 +153,7 @@ def run_async_command(command: str, fn: Any, *args: Any, app_errors: bool = Fals
         default_pool()  # reads FL_ASYNC_BUFFER_POOL: a bad value is refused before anything starts
     except ValueError as exc:
         fail(command, exc)
-    previous = signal.getsignal(signal.SIGTERM)
+    previous = {signum: signal.getsignal(signum) for signum in _stop_signals()[1:]}
     _sigterm_as_interrupt()
     try:
         anyio.run(fn, *args)
@@ -172,15 +176,19 @@ def run_async_command(command: str, fn: Any, *args: Any, app_errors: bool = Fals
             fail(command, f"the server app raised {type(error).__name__}: {error} (traceback above)", EXIT_FAILURE)
         if isinstance(error, (FlAsyncError, OSError)):
             fail(command, f"{error}{_connection_hint(tls, error)}", EXIT_FAILURE)
-        if app_errors and isinstance(error, Exception):
+        if isinstance(error, Exception):
             import traceback
 
             traceback.print_exception(error, file=sys.stderr)
-            fail(command, f"the app raised {type(error).__name__}: {error}", EXIT_FAILURE)
+            if app_errors:
+                fail(command, f"the app raised {type(error).__name__}: {error}", EXIT_FAILURE)
+            fail(command, f"internal error (a bug in fl-async): {type(error).__name__}: {error}", EXIT_FAILURE)
         raise
     finally:
-        if _in_main_thread() and previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        if _in_main_thread():
+            for signum, handler in previous.items():
+                if handler is not None:
+                    signal.signal(signum, handler)
     if _stop_requested and _owns_process:
         info(command, "stopped")
         _exit_now(0)
@@ -193,7 +201,7 @@ async def until_stop_signal(command: str, *, task_status: Any = None) -> None:
     """
     import anyio
 
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    with anyio.open_signal_receiver(*_stop_signals()) as signals:
         if task_status is not None:
             task_status.started()
         async for signum in signals:
@@ -210,16 +218,29 @@ async def cancel_on_signal(command: str, scope: Any, *, task_status: Any = None)
     scope.cancel()
 
 
-def _sigterm_as_interrupt() -> None:
-    """Until the event loop installs its own handlers, treat SIGTERM like Ctrl-C (a clean exit 0)."""
+def _stop_signals() -> tuple[signal.Signals, ...]:
+    """The signals that stop a command: SIGINT, SIGTERM, and SIGHUP unless it is ignored (``nohup``); by default
+    SIGHUP would end the process without a word."""
+    hup = getattr(signal, "SIGHUP", None)
+    if hup is not None and _in_main_thread() and signal.getsignal(hup) in (signal.SIG_DFL, _as_interrupt):
+        return signal.SIGINT, signal.SIGTERM, hup
+    return signal.SIGINT, signal.SIGTERM
 
-    def handler(signum: int, frame: Any) -> None:
-        global _stop_requested
-        _stop_requested = True
-        raise KeyboardInterrupt
+
+def _sigterm_as_interrupt() -> None:
+    """Until the event loop installs its own handlers, treat SIGTERM (and SIGHUP, see :func:`_stop_signals`) like
+    Ctrl-C (a clean exit 0)."""
 
     if _in_main_thread():
-        signal.signal(signal.SIGTERM, handler)
+        for signum in _stop_signals()[1:]:
+            signal.signal(signum, _as_interrupt)
+
+
+def _as_interrupt(signum: int, frame: Any) -> None:
+    """The handler of :func:`_sigterm_as_interrupt`."""
+    global _stop_requested
+    _stop_requested = True
+    raise KeyboardInterrupt
 
 
 def _in_main_thread() -> bool:

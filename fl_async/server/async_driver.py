@@ -125,6 +125,7 @@ class AsyncDriver:
         self._unclaimed: dict[str, pb.Message] = {}  # pulled by a stream closed early; decoded when pulled again
         self._streams: set[ReplyStream] = set()
         self._blob_client: Any = None  # BlobClient for the link's blob data path (None: none)
+        self._ended: list[Message] | None = None  # end_run's answer once the run ended
 
     # ----------------------------------------------------------------------------------------
     # lifecycle
@@ -207,6 +208,9 @@ class AsyncDriver:
 
     async def aclose(self) -> None:
         """Stop open :meth:`receive` streams and close the channel. Idempotent.
+
+        Closing does not end the run: call :meth:`end_run` first to free it on the link at once; otherwise the link
+        ends it when this connection has been gone for its ``driver_disconnect_grace`` (default 120 s).
 
         Calls still in flight in other tasks fail with :class:`~fl_async.common.LinkConnectionError`.
         """
@@ -499,6 +503,33 @@ class AsyncDriver:
             check_timeout(timeout, "timeout")
         self._require_open()
         return ReplyStream(self, ids, timeout)
+
+    async def end_run(self) -> list[Message]:
+        """End this run on the link (``EndRun``): its queues, unpulled replies and blobs are freed at once
+        instead of after the link's idle TTL. :func:`~fl_async.server.run_server_app` calls it when the app's
+        main returns or raises.
+
+        Every instruction still queued or in flight gets a ``CANCELLED`` error reply, returned here, so each
+        pushed instruction still ends in exactly one reply; replies that were ready but never pulled are dropped
+        (logged at INFO with their count). Afterwards the driver stays open, but calls about the run fail with
+        :class:`~fl_async.errors.NotFoundError` "run N ended". Idempotent: later calls return ``[]``.
+
+        Returns:
+            The CANCELLED error replies, in no particular order.
+
+        Raises:
+            RuntimeError: the driver is not connected.
+            FlAsyncError: a subclass, if the call fails (the run then ends by the link's
+                ``driver_disconnect_grace`` once this driver disconnects, or by its idle TTL).
+        """
+        transport = self._require_open()
+        if self._ended is not None:
+            return []
+        resp = await transport.call("EndRun", pb.EndRunRequest(run_id=self.run_id))
+        self._ended = decode_replies(resp.messages, {})
+        if resp.unpulled:
+            logger.info("run %d ended with %d reply(ies) never pulled (dropped)", self.run_id, len(resp.unpulled))
+        return self._ended
 
     # ----------------------------------------------------------------------------------------
     # internals

@@ -226,6 +226,10 @@ class Driver:
         use :meth:`receive` for large models); see :meth:`AsyncDriver.send_and_receive`."""
         return self._call(self._inner.send_and_receive, messages, timeout=timeout)
 
+    def end_run(self) -> list[Message]:
+        """End this run on the link; see :meth:`AsyncDriver.end_run`."""
+        return self._call(self._inner.end_run)
+
     def receive(self, message_ids: Iterable[str], *, timeout: float | None = None) -> SyncReplyStream:
         """Iterate over replies as they arrive; see :meth:`AsyncDriver.receive`.
 

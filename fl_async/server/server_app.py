@@ -24,7 +24,7 @@ import anyio.to_thread
 from fl_async._net import DEFAULT_DRIVER_TARGET
 from fl_async._threads import is_async_callable, run_sync_abandonable
 from fl_async.common.context import Context
-from fl_async.errors import NoMainFunctionError, UnsupportedFeatureError
+from fl_async.errors import FlAsyncError, NoMainFunctionError, UnsupportedFeatureError
 from fl_async.server._base import ConnectOptions
 from fl_async.server.async_driver import AsyncDriver
 from fl_async.server.driver import Driver
@@ -34,6 +34,9 @@ __all__ = ["ServerApp", "async_run_server_app", "raised_by_app", "run_server_app
 logger = logging.getLogger("fl_async.server")
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+END_RUN_TIMEOUT = 10.0
+"""Seconds the end-of-app ``EndRun`` call may take (it is made even when the app was cancelled)."""
 
 _MAIN_STYLE = """fl-async's ServerApp has no legacy strategy/server_fn mode; run the strategy in a main function:
 
@@ -158,6 +161,33 @@ def _context(run_config: Mapping[str, Any], run_id: int = 0) -> Context:
     return Context(node_id=0, run_config=dict(run_config), run_id=run_id)
 
 
+def _log_end_failure(run_id: int, exc: BaseException) -> None:
+    logger.warning(
+        "could not end run %d on the link (%s); the link ends it once this driver's connection is gone "
+        "(its --driver-disconnect-grace) or after --run-idle-ttl",
+        run_id,
+        exc,
+    )
+
+
+def _end_run_sync(driver: Driver) -> None:
+    """End the run of a sync main's driver once the main is done (failures logged: the link ends it later)."""
+    try:
+        driver.end_run()
+    except (FlAsyncError, RuntimeError) as exc:
+        _log_end_failure(driver.run_id, exc)
+
+
+async def _end_run(driver: AsyncDriver) -> None:
+    """End the run of an async main's driver once the main is done, even if it was cancelled (bounded by
+    :data:`END_RUN_TIMEOUT`; failures logged: the link ends it later)."""
+    with anyio.CancelScope(shield=True), anyio.move_on_after(END_RUN_TIMEOUT):
+        try:
+            await driver.end_run()
+        except (FlAsyncError, RuntimeError) as exc:
+            _log_end_failure(driver.run_id, exc)
+
+
 def run_server_app(
     app: ServerApp,
     superlink: str = DEFAULT_DRIVER_TARGET,
@@ -167,7 +197,8 @@ def run_server_app(
 
     Creates a run on the link, calls ``main(driver, Context(run_config=...))`` with a
     :class:`Driver` (sync main) or, in a fresh event loop, an :class:`AsyncDriver` (async main),
-    and closes the driver whatever happens.
+    then ends the run on the link (``EndRun``: its queues, replies and blobs are freed; a failure to do so is
+    logged) and closes the driver, whatever happens.
 
     Args:
         app: the ServerApp.
@@ -200,7 +231,10 @@ def run_server_app(
             )
         return anyio.run(functools.partial(async_run_server_app, app, superlink, **options))
     with Driver(superlink, **options) as driver:
-        return app(driver, _context(driver.run.run_config, driver.run_id))
+        try:
+            return app(driver, _context(driver.run.run_config, driver.run_id))
+        finally:
+            _end_run_sync(driver)
 
 
 async def async_run_server_app(
@@ -226,6 +260,8 @@ async def async_run_server_app(
             except Exception as exc:
                 _raised_by_app(exc, driver.run_id)
                 raise
+            finally:
+                await _end_run(driver)
             logger.info("run %d ended: the server app returned", driver.run_id, extra={"event": "run_ended"})
             return result
 
@@ -242,6 +278,9 @@ async def async_run_server_app(
             except Exception as exc:
                 _raised_by_app(exc, driver.run_id)
                 raise
+            finally:
+                if not cancelled.is_set():
+                    _end_run_sync(driver)
             logger.info("run %d ended: the server app returned", driver.run_id, extra={"event": "run_ended"})
             return result
 

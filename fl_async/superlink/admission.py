@@ -15,10 +15,13 @@ send, and how long its request body may take to arrive. Everything here runs bef
 * **Read deadline.** Each piece of a body (1 MiB, or the rest) must arrive within ``request_read_timeout``
   seconds; otherwise the call is refused DEADLINE_EXCEEDED, the stream is released (grpclib then discards what
   is still in flight) and the process heap is trimmed so that the memory returns to the OS.
-* **Element caps.** Before decoding, the number of sub-messages and repeated strings/bytes in the body is
-  counted from the wire format (:func:`count_elements`); above ``max_request_elements`` the request is refused
-  RESOURCE_EXHAUSTED. (A body of empty repeated sub-messages costs ~350 bytes of Python objects per 2 bytes of
-  wire: 8 MiB would be 1.4 GB and a 25 s decode.)
+* **Element caps.** Before decoding, the number of sub-messages, repeated strings/bytes and packed varint list
+  values in the body is counted from the wire format (:func:`element_problem`); above ``max_request_elements``
+  the request is refused RESOURCE_EXHAUSTED. (A body of empty repeated sub-messages costs ~350 bytes of Python
+  objects per 2 bytes of wire: 8 MiB would be 1.4 GB and a 25 s decode; a 1-byte varint becomes a 28-byte int.)
+  Each repeated field also has a cap of its own (:data:`FIELD_CAPS`: messages per push, message ids per pull,
+  entries per record, values per list), checked in the same pass; the refusal names the field, the limit and
+  its flag.
 
 The :class:`CallerCheck` seam is where a stronger credential check (node keys, driver tokens) plugs in.
 """
@@ -50,12 +53,14 @@ from fl_async._credentials import (
     node_metadata,
     run_metadata,
 )
+from fl_async._link_limits import flag_of
 from fl_async.proto.fl_async import v1 as pb
 from fl_async.superlink.errors import LinkStateError, NotFoundError, UnauthenticatedError
 
 __all__ = [
     "ANONYMOUS",
     "CALLER",
+    "FIELD_CAPS",
     "NODE_ID_HEADER",
     "NODE_TOKEN_HEADER",
     "READ_PIECE",
@@ -66,6 +71,7 @@ __all__ = [
     "CallerCheck",
     "SessionCallers",
     "count_elements",
+    "element_problem",
     "node_metadata",
     "run_metadata",
     "trim_heap",
@@ -73,7 +79,7 @@ __all__ = [
 
 log = logging.getLogger("fl_async.superlink")
 
-READ_PIECE = 1 << 20
+READ_PIECE = 1 << 18
 """Bytes of a request body that must arrive within ``request_read_timeout`` (the rest of the body if smaller):
 the read deadline is a rate floor of ``READ_PIECE / request_read_timeout`` bytes per second."""
 
@@ -190,8 +196,54 @@ class SessionCallers:
 
 
 # ------------------------------------------------------------------------------------------------ element count
+FIELD_CAPS: dict[tuple[type, str], str] = {
+    (pb.PushMessagesRequest, "messages"): "max_messages_per_request",
+    (pb.PushRepliesRequest, "messages"): "max_messages_per_request",
+    (pb.PullMessagesRequest, "message_ids"): "max_message_ids_per_request",
+    (pb.CreateRunRequest, "run_config"): "max_record_entries",
+    (pb.Run, "run_config"): "max_record_entries",
+    (pb.ConfigsRecord, "entries"): "max_record_entries",
+    (pb.MetricsRecord, "entries"): "max_record_entries",
+    (pb.ParametersRecord, "keys"): "max_record_entries",
+    (pb.ParametersRecord, "arrays"): "max_record_entries",
+    (pb.RecordSet, "parameters"): "max_record_entries",
+    (pb.RecordSet, "metrics"): "max_record_entries",
+    (pb.RecordSet, "configs"): "max_record_entries",
+    (pb.Array, "shape"): "max_list_values",
+    (pb.DoubleList, "vals"): "max_list_values",
+    (pb.Sint64List, "vals"): "max_list_values",
+    (pb.Uint64List, "vals"): "max_list_values",
+    (pb.BoolList, "vals"): "max_list_values",
+    (pb.StringList, "vals"): "max_list_values",
+    (pb.BytesList, "vals"): "max_list_values",
+}
+"""``(message class, repeated field) -> LinkConfig field`` of its per-request cap: how many values that field may
+hold in one occurrence of the message (a ``RecordSet`` with 10 records of 100 entries each has 100, not 1,000).
+Fields absent here are bounded by ``max_request_elements`` alone."""
+
 _COUNTED = (betterproto2.TYPE_STRING, betterproto2.TYPE_BYTES)
-_Schema = dict[int, "tuple[type | None, bool]"]  # field number -> (sub-message class or None, counted)
+_VARINTS = {
+    betterproto2.TYPE_ENUM, betterproto2.TYPE_BOOL, betterproto2.TYPE_INT32, betterproto2.TYPE_INT64,
+    betterproto2.TYPE_UINT32, betterproto2.TYPE_UINT64, betterproto2.TYPE_SINT32, betterproto2.TYPE_SINT64,
+}  # fmt: skip
+_FIXED = {
+    betterproto2.TYPE_DOUBLE: 8, betterproto2.TYPE_FIXED64: 8, betterproto2.TYPE_SFIXED64: 8,
+    betterproto2.TYPE_FLOAT: 4, betterproto2.TYPE_FIXED32: 4, betterproto2.TYPE_SFIXED32: 4,
+}  # fmt: skip
+_HIGH_BYTES = bytes(range(0x80, 0x100))
+_PIECE = 1 << 18
+
+
+@dataclass(frozen=True, slots=True)
+class _Field:
+    sub: type | None  # sub-message class (descended into)
+    counted: bool  # counts towards max_request_elements (sub-message, repeated string/bytes, packed varint)
+    width: int  # packed scalar list: 0 varint, 8 or 4 fixed; -1 not a scalar list
+    cap: str  # LinkConfig field of its own cap ("" none)
+    name: str
+
+
+_Schema = dict[int, _Field]  # field number -> what it is
 _SCHEMAS: dict[type, _Schema] = {}
 
 
@@ -201,10 +253,15 @@ def _schema(cls: type) -> _Schema:
         info = cls._betterproto  # type: ignore[attr-defined]
         schema = {}
         for name, meta in info.meta_by_field_name.items():
+            cap = FIELD_CAPS.get((cls, name), "")
             if meta.proto_type == betterproto2.TYPE_MESSAGE:
-                schema[meta.number] = (info.cls_by_field[name], True)
+                schema[meta.number] = _Field(info.cls_by_field[name], True, -1, cap, name)
             elif meta.repeated and meta.proto_type in _COUNTED:
-                schema[meta.number] = (None, True)
+                schema[meta.number] = _Field(None, True, -1, cap, name)
+            elif meta.repeated and meta.proto_type in _VARINTS:
+                schema[meta.number] = _Field(None, True, 0, cap, name)
+            elif meta.repeated and meta.proto_type in _FIXED:
+                schema[meta.number] = _Field(None, False, _FIXED[meta.proto_type], cap, name)
         _SCHEMAS[cls] = schema
     return schema
 
@@ -223,41 +280,92 @@ def _varint(buf: bytes, pos: int, end: int) -> tuple[int, int]:
     raise ValueError("malformed varint")
 
 
-def count_elements(data: bytes, cls: type, limit: int) -> int:
-    """Number of sub-messages and repeated string/bytes values in the serialized ``cls`` message ``data``,
-    counting at most to ``limit + 1`` (the scan stops there).
+def element_problem(data: bytes, cls: type, limit: int, caps: Mapping[str, int] | None = None) -> str:
+    """Why the serialized ``cls`` message ``data`` has too many elements (``""``: it has not), in one pass over
+    the wire format, before anything is decoded.
+
+    Elements are sub-messages, repeated string/bytes values and packed varint values; more than ``limit`` in
+    all is a problem naming ``max_request_elements``. ``caps`` maps each LinkConfig field of :data:`FIELD_CAPS`
+    to its value: a repeated field holding more values than its cap in one message is a problem naming the
+    field, the limit and its flag. The scan stops at the first problem.
 
     Raises:
         ValueError: the wire format is malformed (the decoder then says why).
     """
-    count = 0
-    stack = [(_schema(cls), 0, len(data))]
+    return _scan(data, cls, limit, caps or {})[1]
+
+
+def _scan(data: bytes, cls: type, limit: int, caps: Mapping[str, int]) -> tuple[int, str]:
+    """``(elements counted, problem)`` of :func:`element_problem` (the count stops at ``limit + 1``)."""
+    total = 0
+    stack: list[tuple[type, int, int]] = [(cls, 0, len(data))]
     while stack:
-        schema, pos, end = stack.pop()
+        owner, pos, end = stack.pop()
+        schema = _schema(owner)
+        per: dict[int, int] = {}
         while pos < end:
             key, pos = _varint(data, pos, end)
             wire = key & 7
+            field = schema.get(key >> 3)
             if wire == 2:
                 length, pos = _varint(data, pos, end)
                 start, pos = pos, pos + length
                 if pos > end:
                     raise ValueError("field runs past the end")
-                entry = schema.get(key >> 3)
-                if entry is not None:
-                    count += 1
-                    if count > limit:
-                        return count
-                    if entry[0] is not None and length:
-                        stack.append((_schema(entry[0]), start, pos))
+                if field is None:
+                    continue
+                if field.width == 0:  # packed varints: one per byte below 0x80, counted piece by piece until
+                    # the count is over what is left of the total or of the field's cap (bounded work)
+                    room = limit - total
+                    cap = caps.get(field.cap, 0) if field.cap else 0
+                    if cap:
+                        room = min(room, cap - per.get(key >> 3, 0))
+                    n = 0
+                    for i in range(start, pos, _PIECE):
+                        n += len(data[i : min(i + _PIECE, pos)].translate(None, _HIGH_BYTES))
+                        if n > room:
+                            break
+                elif field.width > 0:
+                    n = length // field.width
+                else:
+                    n = 1
+                    if field.sub is not None and length:
+                        stack.append((field.sub, start, pos))
             elif wire == 0:
                 _, pos = _varint(data, pos, end)
-            elif wire == 1:
-                pos += 8
-            elif wire == 5:
-                pos += 4
+                n = 1
+            elif wire == 1 or wire == 5:
+                pos += 8 if wire == 1 else 4
+                n = 1
             else:
                 raise ValueError(f"unsupported wire type {wire}")
-    return count
+            if field is None:
+                continue
+            if field.counted and (wire == 2 or field.width == 0):
+                total += n
+                if total > limit:
+                    return total, (
+                        f"the request has more than {limit} elements (sub-messages, repeated strings and list "
+                        "values) (max_request_elements, --max-request-elements)"
+                    )
+            if field.cap:
+                count = per[key >> 3] = per.get(key >> 3, 0) + n
+                cap = caps.get(field.cap, 0)
+                if cap and count > cap:
+                    return total, (
+                        f"{owner.__name__}.{field.name} has more than {cap} values ({field.cap}, {flag_of(field.cap)})"
+                    )
+    return total, ""
+
+
+def count_elements(data: bytes, cls: type, limit: int) -> int:
+    """Number of sub-messages, repeated string/bytes values and packed varint values in the serialized ``cls``
+    message ``data``, counting at most to ``limit + 1`` (the scan stops there).
+
+    Raises:
+        ValueError: the wire format is malformed (the decoder then says why).
+    """
+    return _scan(data, cls, limit, {})[0]
 
 
 def buffered(raw: Any) -> int:
@@ -299,7 +407,8 @@ class Admission:
         check: establishes the caller from headers (default :class:`SessionCallers` built by the link).
         max_request_bytes: largest body of an authenticated caller (``LinkConfig.max_request_bytes``).
         max_anonymous_request_bytes: largest body of a caller without credentials.
-        max_request_elements: most sub-messages + repeated strings/bytes in one body.
+        max_request_elements: most sub-messages + repeated strings/bytes + packed varints in one body.
+        field_caps: ``LinkConfig`` field -> value of each per-field cap of :data:`FIELD_CAPS` (missing: no cap).
         max_pending_request_bytes: sum of the declared sizes of bodies being received at once.
         request_read_timeout: seconds within which each piece (:data:`READ_PIECE`) of a body must arrive.
     """
@@ -313,8 +422,18 @@ class Admission:
         max_request_elements: int,
         max_pending_request_bytes: int,
         request_read_timeout: float,
+        field_caps: Mapping[str, int] | None = None,
     ) -> None:
         self.check = check
+        self.field_caps = dict(field_caps or {})
+        # every element takes >= 1 byte on the wire (>= 2 for sub-messages and strings): smaller bodies cannot
+        # exceed any cap and are not scanned
+        scan: list[int] = [max_request_elements]
+        for (cls, name), cap_field in FIELD_CAPS.items():
+            cap = self.field_caps.get(cap_field)
+            if cap:
+                scan.append(cap * (1 if _schema(cls)[_field_number(cls, name)].width >= 0 else 2))
+        self._scan_above = min(scan)
         self.max_request_bytes = max_request_bytes
         self.max_anonymous_request_bytes = max_anonymous_request_bytes
         self.max_request_elements = max_request_elements
@@ -324,13 +443,19 @@ class Admission:
         self.pending_anonymous = 0
         self._trim: asyncio.TimerHandle | None = None
         self.dropped_bodies = 0
+        self.driver_called: Callable[[int], None] | None = None
+        """Told the run id of every call whose headers carry valid driver credentials, before its body is read
+        (the link binds the run to the call's connection and ends the run's disconnect grace)."""
 
     def identify(self, api: str, name: str, metadata: Mapping[str, Any] | None) -> Caller:
         """The caller of ``name`` (``"Fleet.Heartbeat"``) from its metadata; GRPCError UNAUTHENTICATED if wrong."""
         try:
-            return self.check(api, metadata or {})
+            caller = self.check(api, metadata or {})
         except LinkStateError as exc:
             raise GRPCError(Status[exc.status], f"{name}: {exc}") from None
+        if caller.kind == "driver" and self.driver_called is not None:
+            self.driver_called(caller.run_id)
+        return caller
 
     def size_limit(self, caller: Caller) -> tuple[int, str]:
         """``(bytes, flag)`` of the largest body ``caller`` may send."""
@@ -398,7 +523,13 @@ class Admission:
     def dropped(self, length: int) -> None:
         """A partly received body of ``length`` bytes was dropped: trim the heap once it is released."""
         self.dropped_bodies += 1
-        if length >= READ_PIECE and self._trim is None:
+        if length >= READ_PIECE:
+            self.trim_soon()
+
+    def trim_soon(self) -> None:
+        """Trim the heap (:func:`trim_heap`) in 0.5 s, once for any number of calls meanwhile: after a large
+        body was dropped or a run ended, so that the memory they held returns to the OS."""
+        if self._trim is None:
             loop = asyncio.get_running_loop()
 
             def trim() -> None:
@@ -408,20 +539,20 @@ class Admission:
             self._trim = loop.call_later(0.5, trim)
 
     def check_elements(self, name: str, data: bytes, message_type: type) -> None:
-        """Refuse (RESOURCE_EXHAUSTED) a body with more than ``max_request_elements`` elements, before decoding."""
-        limit = self.max_request_elements
-        if len(data) <= 2 * limit:  # every element takes >= 2 bytes on the wire
+        """Refuse (RESOURCE_EXHAUSTED) a body with more than ``max_request_elements`` elements, or a repeated field
+        above its own cap (:data:`FIELD_CAPS`), before decoding."""
+        if len(data) <= self._scan_above:
             return
         try:
-            count = count_elements(data, message_type, limit)
+            problem = element_problem(data, message_type, self.max_request_elements, self.field_caps)
         except ValueError as exc:
             raise GRPCError(Status.INVALID_ARGUMENT, f"malformed {message_type.__name__}: {exc}") from None
-        if count > limit:
-            raise GRPCError(
-                Status.RESOURCE_EXHAUSTED,
-                f"{name}: the request has more than {limit} elements (sub-messages and repeated strings) "
-                "(max_request_elements, --max-request-elements)",
-            )
+        if problem:
+            raise GRPCError(Status.RESOURCE_EXHAUSTED, f"{name}: {problem}")
+
+
+def _field_number(cls: type, name: str) -> int:
+    return int(cls._betterproto.meta_by_field_name[name].number)  # type: ignore[attr-defined]
 
 
 def body_identity_problem(caller: Caller, request: Any) -> str:

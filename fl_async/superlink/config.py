@@ -71,7 +71,16 @@ class LinkConfig:
         max_anonymous_request_bytes: largest request of a caller without credentials in its headers
             (CreateNode, CreateRun, and any client that does not send them), in bytes. Default 64 KiB.
         max_request_elements: most sub-messages and repeated strings/bytes in one request, counted from the
-            wire before decoding; more is ``RESOURCE_EXHAUSTED``. Default 250,000.
+            wire before decoding (packed varint list values count too); more is ``RESOURCE_EXHAUSTED``. Default
+            250,000.
+        max_messages_per_request: most messages in one PushMessages or PushReplies request (counted from the
+            wire before decoding; more is ``RESOURCE_EXHAUSTED`` naming the field). Default 50,000.
+        max_message_ids_per_request: most message ids in one PullMessages request. Default 100,000.
+        max_record_entries: most entries in one record or record set (``ConfigsRecord``/``MetricsRecord``
+            entries, ``run_config``, a ``ParametersRecord``'s arrays and keys, a ``RecordSet``'s records).
+            Default 100,000.
+        max_list_values: most values in one list value of a record (and dimensions of an array's shape).
+            Default 1,000,000.
         max_pending_request_bytes: most bytes of request bodies being received at once (by declared size);
             callers without credentials share 1/16 of it. A request above the budget is refused
             ``RESOURCE_EXHAUSTED`` (retry later). Default 512 MiB.
@@ -97,6 +106,11 @@ class LinkConfig:
         run_idle_ttl: seconds without a Driver API call (for the run) after which a run ends: its queued and
             in-flight instructions, unpulled replies and their payloads are dropped, and calls for it get
             ``NOT_FOUND``. A held long-poll counts as a call. Default 3600 s.
+        driver_disconnect_grace: seconds a run's driver gets to come back (make any call) after the connection
+            of its latest call was lost (closed or reset by the peer); then the run ends as by EndRun (its
+            instructions, replies and payloads are freed). Runs restored from a durable store get it from link
+            start. Connections the link closes itself (idle timeout, eviction, shutdown) do not count.
+            Default 120 s: a driver that reconnects within it keeps its run.
         reply_ttl: seconds a reply is kept for its driver to pull; then it is dropped with a WARNING log line
             (a later pull does not list it). Default 3600 s.
         max_connections: most connections open at once on the three ports; ``0`` (default): the soft file
@@ -151,6 +165,10 @@ class LinkConfig:
     max_request_bytes: int = 64 * 2**20
     max_anonymous_request_bytes: int = 64 * 2**10
     max_request_elements: int = 250_000
+    max_messages_per_request: int = 50_000
+    max_message_ids_per_request: int = 100_000
+    max_record_entries: int = 100_000
+    max_list_values: int = 1_000_000
     max_pending_request_bytes: int = 512 * 2**20
     request_read_timeout: float = 10.0
     max_fab_id_bytes: int = 1024
@@ -162,6 +180,7 @@ class LinkConfig:
     blob_rate_window: float = 10.0
     run_idle_ttl: float = 3600.0
     reply_ttl: float = 3600.0
+    driver_disconnect_grace: float = 120.0
     max_connections: int = 0
     max_connections_per_address: int = 4096
     connection_setup_timeout: float = 10.0
@@ -223,6 +242,7 @@ class LinkConfig:
             "blob_rate_window",
             "run_idle_ttl",
             "reply_ttl",
+            "driver_disconnect_grace",
             "connection_setup_timeout",
             "connection_idle_timeout",
         ):
@@ -246,7 +266,7 @@ class LinkConfig:
                     f"LinkConfig.{name} must be > max_poll_timeout ({self.max_poll_timeout:g} s), "
                     f"got {getattr(self, name)}"
                 )
-        for name in ("connection_setup_timeout", "connection_idle_timeout"):
+        for name in ("connection_setup_timeout", "connection_idle_timeout", "driver_disconnect_grace"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"LinkConfig.{name} must be > 0 s, got {getattr(self, name)}")
         for name in ("max_connections", "fd_reserve"):
@@ -268,6 +288,10 @@ class LinkConfig:
             "backlog",
             "max_anonymous_request_bytes",
             "max_request_elements",
+            "max_messages_per_request",
+            "max_message_ids_per_request",
+            "max_record_entries",
+            "max_list_values",
             "max_pending_request_bytes",
             "max_fab_id_bytes",
             "max_run_config_bytes",

@@ -14,6 +14,11 @@ protocol the link's servers create (:class:`TrackedServer`), so that:
 
 A node is bound to the connection of its most recent authenticated call only, so a node that moved to a new
 connection (e.g. after a network blip) is not affected when its old connection is finally noticed as dead.
+
+Runs are bound the same way to the connection of their driver's latest authenticated call (and of CreateRun);
+when it is lost, their ids go to ``on_runs_lost`` (the link turns that into :meth:`LinkState.driver_lost`, the
+driver's disconnect grace). A connection the link closes itself (the gate's idle or setup timeout, eviction, the
+link's stop) is not reported for nodes or runs: its clients did not go away.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ class _TrackedProtocol(asyncio.Protocol):
         self._tracker = tracker
         self.transport: asyncio.BaseTransport | None = None
         self.key: object | None = None
+        self.closed_by_link = False  # the gate closed it (timeout, eviction): its losses are not reported
         # the hot callbacks go straight to grpclib's protocol (no extra Python frame per read)
         self.data_received = inner.data_received  # type: ignore[method-assign]
         self.pause_writing = inner.pause_writing  # type: ignore[method-assign]
@@ -118,10 +124,16 @@ class ConnectionTracker:
     Args:
         on_lost: called with the ids of the nodes bound to a connection when the peer closes or resets it
             (not called while :attr:`closing`, i.e. once the link stops).
+        on_runs_lost: called likewise with the ids of the runs bound to it (their driver's latest call).
     """
 
-    def __init__(self, on_lost: Callable[[list[int]], None]) -> None:
+    def __init__(
+        self, on_lost: Callable[[list[int]], None], on_runs_lost: Callable[[list[int]], None] | None = None
+    ) -> None:
         self._on_lost = on_lost
+        self._on_runs_lost = on_runs_lost
+        self._runs: dict[object, set[int]] = {}  # key -> ids of the runs whose driver's latest call came in on it
+        self._run_key: dict[int, object] = {}  # run id -> key of its driver's latest connection
         self._open: dict[object, _TrackedProtocol] = {}  # key -> protocol; a key is grpclib's Connection
         self._unkeyed: set[_TrackedProtocol] = set()  # no grpclib Connection seen (not expected)
         self._nodes: dict[object, set[int]] = {}  # key -> ids of the nodes whose latest call came in on it
@@ -166,6 +178,30 @@ class ConnectionTracker:
             if nodes is not None:
                 nodes.discard(node_id)
 
+    def bind_run(self, run_id: int) -> None:
+        """Record that the driver of ``run_id`` just made an authenticated call on the current handler's
+        connection (as :meth:`bind` for nodes)."""
+        key = CURRENT.get()
+        if key is None or key not in self._open:
+            return
+        old = self._run_key.get(run_id)
+        if old is key:
+            return
+        if old is not None:
+            runs = self._runs.get(old)
+            if runs is not None:
+                runs.discard(run_id)
+        self._run_key[run_id] = key
+        self._runs.setdefault(key, set()).add(run_id)
+
+    def unbind_run(self, run_id: int) -> None:
+        """Forget ``run_id`` (it ended)."""
+        key = self._run_key.pop(run_id, None)
+        if key is not None:
+            runs = self._runs.get(key)
+            if runs is not None:
+                runs.discard(run_id)
+
     def nodes_on_current(self) -> set[int]:
         """Ids of the nodes bound to the current handler's connection (for tests and introspection)."""
         return set(self._nodes.get(CURRENT.get(), ()))
@@ -188,12 +224,17 @@ class ConnectionTracker:
         inner = proto._inner
         conn = getattr(inner, "connection", None)
         streams = getattr(getattr(inner, "processor", None), "streams", {})
+
+        def closed_by_gate() -> None:
+            proto.closed_by_link = True
+
         return bool(
             gate.admit(
                 proto.transport,
                 busy=lambda: bool(streams),
                 started=lambda: bool(getattr(conn, "streams_started", 1)),
                 received=lambda: int(getattr(conn, "data_received", 0)),
+                on_close=closed_by_gate,
             )
         )
 
@@ -202,14 +243,29 @@ class ConnectionTracker:
             self.gate.release(proto.transport)
         self._unkeyed.discard(proto)
         nodes: set[int] = set()
+        runs: set[int] = set()
         if proto.key is not None and self._open.get(proto.key) is proto:
             del self._open[proto.key]
             nodes = self._nodes.pop(proto.key, set())
             for node_id in nodes:
                 if self._node_key.get(node_id) is proto.key:
                     del self._node_key[node_id]
+            runs = self._runs.pop(proto.key, set())
+            for run_id in runs:
+                if self._run_key.get(run_id) is proto.key:
+                    del self._run_key[run_id]
         if self._all_lost is not None and not self.open_count:
             self._all_lost.set()
+        if proto.closed_by_link:
+            if nodes or runs:
+                log.debug("closed an idle connection of %d node(s) and %d run(s)", len(nodes), len(runs))
+            return
+        if runs and not self.closing and self._on_runs_lost is not None:
+            log.info("connection lost; %d run(s)' driver made its latest call on it: %s", len(runs), sorted(runs))
+            try:
+                self._on_runs_lost(sorted(runs))
+            except Exception:  # a bug here must not break grpclib's connection teardown
+                log.exception("handling a lost driver connection failed")
         if nodes and not self.closing:
             log.info("connection lost; %d node(s) made their latest call on it: %s", len(nodes), sorted(nodes))
             try:

@@ -118,6 +118,14 @@ class LinkControl:
         return len(ids), False
 
     # ------------------------------------------------------------------------------ notices
+    def notify_cancelled(self, node_id: int, message_ids: Iterable[str]) -> None:
+        """Tell ``node_id`` with its next response that these in-flight instructions were answered by the link
+        (e.g. their run ended by EndRun), so that it stops handling them."""
+        ids = list(message_ids)
+        if ids and self.state.store.get_node(node_id) is not None:
+            self._notices.setdefault(node_id, []).extend(ids)
+            self.state.listener.instructions_queued(node_id)  # a held pull of that node returns to carry it
+
     def has_notices(self, node_id: int) -> bool:
         """Whether ``node_id`` has cancellations it was not told about yet."""
         return node_id in self._notices

@@ -60,6 +60,7 @@ class GateEntry:
         busy: returns whether a request is in progress (never evicted or timed out then).
         started: returns whether it has started at least one request.
         received: returns the bytes received so far (progress resets the idle clock).
+        on_close: called when the gate itself closes it (timeout or eviction), before the transport is aborted.
     """
 
     transport: asyncio.BaseTransport
@@ -71,6 +72,7 @@ class GateEntry:
     active_at: float = 0.0
     seen: int = -1
     closed: bool = field(default=False)
+    on_close: Callable[[], None] | None = None
 
 
 class ConnectionGate:
@@ -136,9 +138,10 @@ class ConnectionGate:
         busy: Callable[[], bool],
         started: Callable[[], bool],
         received: Callable[[], int],
+        on_close: Callable[[], None] | None = None,
     ) -> bool:
         """Admit a just-accepted connection, evicting an idle one if a cap is reached; ``False``: it was refused
-        and closed (every candidate for eviction is busy)."""
+        and closed (every candidate for eviction is busy). ``on_close`` is called if the gate later closes it."""
         peer = transport.get_extra_info("peername")
         address = str(peer[0]) if isinstance(peer, tuple) and peer else "?"
         same = self._by_address.get(address, set())
@@ -148,7 +151,7 @@ class ConnectionGate:
         if full and not self._evict(self._entries.values()):
             return self._refuse(transport, address, "max_connections, --max-connections")
         now = self._clock()
-        entry = GateEntry(transport, address, busy, started, received, opened_at=now, active_at=now)
+        entry = GateEntry(transport, address, busy, started, received, opened_at=now, active_at=now, on_close=on_close)
         self._entries[transport] = entry
         self._by_address.setdefault(address, set()).add(entry)
         _keepalive(transport)
@@ -190,6 +193,8 @@ class ConnectionGate:
         return True
 
     def _close(self, entry: GateEntry) -> None:
+        if entry.on_close is not None:
+            entry.on_close()
         self.release(entry.transport)
         entry.transport.abort()  # type: ignore[attr-defined]
 

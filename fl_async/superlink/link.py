@@ -21,7 +21,7 @@ import grpclib.server
 
 from fl_async._keys import load_private_key
 from fl_async._net import format_address, parse_address, server_ssl_context
-from fl_async.superlink.admission import Admission, SessionCallers
+from fl_async.superlink.admission import FIELD_CAPS, Admission, SessionCallers
 from fl_async.superlink.config import LinkConfig
 from fl_async.superlink.connections import ConnectionTracker
 from fl_async.superlink.control import LinkControl
@@ -93,7 +93,7 @@ class SuperLink:
         self._wakeups = Wakeups()
         self._calls = CallTracker()
         # connection loss -> the state's disconnect-grace rule (not reported once the link stops)
-        self._connections = ConnectionTracker(on_lost=self._connection_lost)
+        self._connections = ConnectionTracker(on_lost=self._connection_lost, on_runs_lost=self._driver_lost)
         # the blob data path (store + server) is the default payload tracker
         cfg = self.config
         self.blobs: LinkBlobs | None = (
@@ -333,7 +333,7 @@ class SuperLink:
 
         def issued(run_id: int) -> bytes | None:  # the blob token when the run got one (blob path up)
             if state.store.get_run(run_id) is None:
-                return None
+                raise state.unknown_run(run_id)  # NOT_FOUND, naming why for a run that ended
             return (blobs.issued_run_token(run_id) if blobs is not None else None) or callers.derived_run_token(run_id)
 
         def run_token(run_id: int) -> bytes:
@@ -347,7 +347,14 @@ class SuperLink:
             max_request_elements=cfg.max_request_elements,
             max_pending_request_bytes=cfg.max_pending_request_bytes,
             request_read_timeout=cfg.request_read_timeout,
+            field_caps={field: getattr(cfg, field) for field in set(FIELD_CAPS.values())},
         )
+
+        def driver_called(run_id: int) -> None:  # valid driver credentials in the headers
+            self._connections.bind_run(run_id)
+            state.driver_back(run_id)
+
+        admission.driver_called = driver_called
         self.admission = admission
         return admission, run_token
 
@@ -490,6 +497,11 @@ class SuperLink:
         node = self.state.store.get_node(node_id)
         return None if node is None else node.token
 
+    def _driver_lost(self, run_ids: list[int]) -> None:
+        """A peer closed or reset the connection of these runs' drivers: they get ``driver_disconnect_grace``."""
+        if self._lifecycle is _Lifecycle.RUNNING:
+            self.state.driver_lost(run_ids)
+
     def _connection_lost(self, node_ids: list[int]) -> None:
         """A peer closed or reset a connection: its nodes get ``disconnect_grace`` to come back."""
         if self._lifecycle is _Lifecycle.RUNNING:
@@ -503,10 +515,16 @@ class SuperLink:
         wakeups, state = self._wakeups, self.state
         while not wakeups.closing:
             wakeups.deadline_event = asyncio.Event()
+            ended = state.runs_ended
             try:
                 state.advance()
             except Exception:
                 log.exception("applying deadlines failed")
+            if state.runs_ended != ended:  # runs ended (idle TTL, driver gone)
+                for node_id, ids in state.take_ended_in_flight().items():  # their nodes stop handling them
+                    self.control.notify_cancelled(node_id, ids)
+                if self.admission is not None:
+                    self.admission.trim_soon()  # return their memory to the OS
             deadline = state.next_deadline()
             wakeups.armed_at = math.inf if deadline is None else deadline
             delay = None if deadline is None else max(0.0, deadline - self._clock()) + 0.001

@@ -251,6 +251,8 @@ class DriverService(_Service):
             raise InvalidArgumentError(problem)
         run_id = self.state.create_run(req.fab_id, req.fab_version, req.run_config, owner=CALLER.get().owner)
         self.state.touch_run(run_id)
+        if self.connections is not None:  # losing this connection (if the driver stays on it) starts its grace
+            self.connections.bind_run(run_id)
         log.info(
             "driver connected from %s: run %d created",
             peer_address() or "an unknown address",
@@ -339,6 +341,23 @@ class DriverService(_Service):
             state.restore_replies(taken)
 
         return pb.PullMessagesResponse(messages=replies, outstanding=still), (undo if taken else None)
+
+    async def end_run(self, req: pb.EndRunRequest) -> tuple[pb.EndRunResponse, Undo]:
+        """EndRun: end the run (:meth:`LinkState.end_run`); answer the CANCELLED error replies of its pending
+        instructions and the ids of the replies it never pulled. NOT_FOUND for an unknown or ended run;
+        PERMISSION_DENIED for a caller that does not own the run (:meth:`_own`; a run id alone is not enough)."""
+        self.state.get_run(req.run_id)  # NOT_FOUND (naming why, for an ended run) before anything changes
+        self._own(req.run_id)  # PERMISSION_DENIED for anyone but the run's driver: ending is destructive
+        replies, unpulled = self.state.end_run(req.run_id, "its driver ended it (EndRun)")
+        ended_in_flight = self.state.take_ended_in_flight()
+        if self.control is not None:  # the nodes are told to stop handling them, as for a cancel
+            for node_id, ids in ended_in_flight.items():
+                self.control.notify_cancelled(node_id, ids)
+        if self.connections is not None:
+            self.connections.unbind_run(req.run_id)
+        if self.admission is not None:
+            self.admission.trim_soon()  # the run's payloads were freed: give the memory back to the OS
+        return pb.EndRunResponse(messages=replies, unpulled=unpulled), None
 
 
 class AdminService(_Service):

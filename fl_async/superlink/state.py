@@ -18,6 +18,9 @@ a :class:`~fl_async.superlink.store.LinkStore`), and applies the rules:
 * **authorization**: Fleet calls carry ``(node_id, token)``; unknown node or wrong token -> UNAUTHENTICATED;
   answering another node's instruction or claiming another ``src_node_id`` -> PERMISSION_DENIED, and the
   whole call changes nothing.
+* **run end**: a run ends by :meth:`LinkState.end_run` (its driver's EndRun), by its idle TTL, or when the
+  connection of its driver's latest call was lost (:meth:`LinkState.driver_lost`) and the driver made no call
+  within ``driver_grace`` seconds; its instructions, replies and payloads are freed (:mod:`.lifetimes`).
 * **exactly-once**: a reply leaves the link once, when a driver pull takes it (undone only if the
   response could not be sent, see :meth:`LinkState.restore_replies`).
 
@@ -118,6 +121,9 @@ class LinkState:
         payloads: told which messages are held (default: a :class:`DigestRefCounts`).
         run_idle_ttl: seconds without a Driver API call after which a run ends (see :meth:`end_run`).
         reply_ttl: seconds an unpulled reply is kept before it is dropped (logged).
+        driver_grace: seconds a run's driver gets to make a call after its connection was lost, before the run
+            ends (:meth:`driver_lost`); also counted from construction for runs already in ``store`` (restored
+            from a durable store).
         id_source: returns candidate run and node ids (default :func:`random_id`); candidates that are taken
             or outside ``[1, 2**64 - 1]`` are skipped. A test hook, e.g. to make the link assign ``2**64 - 1``.
         events: told about transitions, for metrics (default: nobody; see :mod:`fl_async.superlink.events`).
@@ -140,6 +146,7 @@ class LinkState:
         run_idle_ttl: float = float("inf"),
         reply_ttl: float = float("inf"),
         id_source: Callable[[], int] = random_id,
+        driver_grace: float = float("inf"),
         events: LinkEvents | None = None,
     ) -> None:
         self.events: LinkEvents = events if events is not None else NullEvents()
@@ -160,7 +167,11 @@ class LinkState:
         self._unanswered = 0  # instructions QUEUED or IN_FLIGHT (for compacting the TTL heap)
         self._registration_ids: dict[bytes, int] = {}  # CreateNode registration_id -> node id (online nodes)
         self._registered_as: dict[int, bytes] = {}  # node id -> its registration_id (to forget it with the node)
-        self.lifetimes = Lifetimes(run_idle_ttl, reply_ttl)
+        self.lifetimes = Lifetimes(run_idle_ttl, reply_ttl, driver_grace)
+        self.runs_ended = 0
+        self._ended_in_flight: dict[int, list[str]] = {}  # node -> in-flight ids of ended runs, not yet told
+        """How many runs :meth:`end_run` ended (the I/O layer trims the heap after one)."""
+        self.adopt_stored_runs()
 
     @classmethod
     def from_config(cls, config: LinkConfig, **kwargs: object) -> LinkState:
@@ -172,6 +183,7 @@ class LinkState:
             disconnect_grace=config.disconnect_grace,
             run_idle_ttl=config.run_idle_ttl,
             reply_ttl=config.reply_ttl,
+            driver_grace=config.driver_disconnect_grace,
             **kwargs,  # type: ignore[arg-type]
         )
 
@@ -257,6 +269,64 @@ class LinkState:
             self.end_run(
                 run_id, f"no Driver API call for {self.lifetimes.run_idle_ttl:g} s (run_idle_ttl, --run-idle-ttl)"
             )
+        for run_id in self.lifetimes.due_abandoned(now):
+            self.end_run(
+                run_id,
+                f"its driver's connection was lost and it made no call within {self.lifetimes.driver_grace:g} s "
+                "(driver_disconnect_grace, --driver-disconnect-grace)",
+            )
+
+    def take_ended_in_flight(self) -> dict[int, list[str]]:
+        """``node_id -> ids`` of the instructions that were in flight at a node when their run ended (by any
+        cause), since the last call; the I/O layer tells those nodes to stop handling them (cancel notices)."""
+        taken, self._ended_in_flight = self._ended_in_flight, {}
+        return taken
+
+    def adopt_stored_runs(self) -> None:
+        """Arm the lifetimes of the runs already in the store (restored from a durable store at link start):
+        each gets its idle TTL and its driver's disconnect grace from now, as if its driver's connection had just
+        been lost. Runs already known are not changed. Called by the constructor; a store filled later calls it
+        again."""
+        runs = getattr(self.store, "runs", None)
+        if runs is None:
+            return
+        try:
+            records = list(runs())
+        except NotImplementedError:
+            return
+        now = self.clock()
+        for run in records:
+            if self.lifetimes.touch_run(run.run_id, now):
+                self.lifetimes.driver_lost(run.run_id, now)
+        if records:
+            deadline = self.lifetimes.next_deadline()
+            if deadline is not None:
+                self.listener.deadline_added(deadline)
+
+    def driver_lost(self, run_ids: Iterable[int]) -> None:
+        """The connection on which these runs' drivers made their latest call is gone (the peer closed or reset
+        it). Each existing run ends ``driver_grace`` seconds from now unless its driver makes a call by then
+        (:meth:`driver_back`). Unknown ids are ignored. The I/O layer calls this; the link's own closing of a
+        connection (shutdown, idle timeout, eviction) must not."""
+        now = self.clock()
+        marked = 0
+        for run_id in run_ids:
+            if self.store.get_run(run_id) is not None and self.lifetimes.driver_lost(run_id, now) is not None:
+                marked += 1
+        if marked:
+            log.info(
+                "%d run(s) lost their driver's connection: ended at +%g s unless it comes back",
+                marked,
+                self.lifetimes.driver_grace,
+            )
+            deadline = self.lifetimes.next_deadline()
+            if deadline is not None:
+                self.listener.deadline_added(deadline)
+
+    def driver_back(self, run_id: int) -> None:
+        """The run's driver made an authenticated call: a disconnect grace it was in is over."""
+        if self.lifetimes.driver_back(run_id):
+            log.info("run %d: its driver is back after losing its connection", run_id)
 
     def touch_run(self, run_id: int) -> None:
         """The run's driver made a Driver API call: the run's idle TTL starts again (unknown runs: nothing)."""
@@ -265,32 +335,51 @@ class LinkState:
             if deadline is not None:
                 self.listener.deadline_added(deadline)
 
-    def end_run(self, run_id: int, reason: str) -> None:
-        """End a run: drop its queued and in-flight instructions and its unpulled replies (their payloads are
-        released) and forget it; a node's later reply to one of them is refused as unknown."""
+    def end_run(self, run_id: int, reason: str) -> tuple[list[pb.Message], list[str]]:
+        """End a run: answer its queued and in-flight instructions with ``CANCELLED`` error replies, drop its
+        unpulled replies, release their payloads and forget the run (a node's later reply to one of its
+        instructions is refused as unknown; a later call for the run gets NOT_FOUND naming ``reason``).
+
+        Returns:
+            ``(error_replies, unpulled)``: the CANCELLED replies of the instructions that were still queued or
+            in flight (EndRun hands them to the driver, so each still gets its one reply), and the ids of
+            instructions whose ready reply was never pulled (dropped). Both empty for an unknown run.
+        """
         if self.store.get_run(run_id) is None:
-            return
+            return [], []
         now = self.clock()
-        dropped = 0
+        cancelled: list[pb.Message] = []
+        unpulled: list[str] = []
         for ins in self.store.run_instructions(run_id):
+            if ins.status is Status.IN_FLIGHT:  # its node is handling it: to be told to stop
+                self._ended_in_flight.setdefault(ins.node_id, []).append(ins.message_id)
             if ins.status is not Status.ANSWERED:
-                self._answer(ins, synthetic_error_reply(ins, ErrorCode.MESSAGE_EXPIRED, f"run {run_id} ended", now))
+                reply = synthetic_error_reply(ins, ErrorCode.CANCELLED, f"run {run_id} ended: {reason}", now)
+                self._answer(ins, reply, by_link=True)
+                cancelled.append(reply)
+            else:
+                unpulled.append(ins.message_id)
             reply = self.store.pop_reply(ins.message_id)
             self.payloads.release(reply)
             self.lifetimes.reply_taken(ins.message_id)
-            dropped += 1
         self.store.remove_run(run_id)
-        self.lifetimes.forget_run(run_id)
+        self.lifetimes.forget_run(run_id, reason)
+        self.runs_ended += 1
         ended = getattr(self.payloads, "run_ended", None)
         if ended is not None:
             ended(run_id)
         log.info(
-            "run %d ended: %s; %d instruction(s) and replies dropped",
+            "run %d ended: %s; %d instruction(s) cancelled, %d unpulled reply(ies) dropped",
             run_id,
             reason,
-            dropped,
+            len(cancelled),
+            len(unpulled),
             extra={"event": "run_ended", "run_id": run_id},
         )
+        woken = [m.metadata.reply_to_message for m in cancelled if m.metadata is not None] + unpulled
+        if woken:
+            self.listener.replies_ready(woken)  # held pulls of the run return (NOT_FOUND: the run ended)
+        return cancelled, unpulled
 
     def _clean_heads(self) -> None:
         nodes, ttls, lost = self._node_deadlines, self._ttl_deadlines, self._disconnect_deadlines
@@ -364,8 +453,14 @@ class LinkState:
             raise InvalidArgumentError(problem)
         run = self.store.get_run(run_id)
         if run is None:
-            raise NotFoundError(f"unknown run {run_id}")
+            raise self.unknown_run(run_id)
         return run
+
+    def unknown_run(self, run_id: int) -> NotFoundError:
+        """The error for a call naming a run that does not exist: ``run N ended: why`` for a run that ended
+        (remembered for the last few thousand), else ``unknown run N``."""
+        why = self.lifetimes.ended(run_id)
+        return NotFoundError(f"run {run_id} ended: {why}" if why else f"unknown run {run_id}")
 
     def driver_run(self, run_id: int) -> RunRecord:
         """The run a driver call names, if it may still act on it.

@@ -24,6 +24,8 @@ __all__ = (
     "DoubleList",
     "DriverBase",
     "DriverStub",
+    "EndRunRequest",
+    "EndRunResponse",
     "Error",
     "FleetBase",
     "FleetGetRunRequest",
@@ -359,6 +361,38 @@ class DoubleList(betterproto2.Message):
 
 
 default_message_pool.register_message("fl_async.v1", "DoubleList", DoubleList)
+
+
+@dataclass(eq=False, repr=False)
+class EndRunRequest(betterproto2.Message):
+    """
+    End the run (its server app is done): the link answers each of the run's queued and in-flight instructions
+    with a CANCELLED error reply, returned here (so every pushed instruction still gets exactly one reply), drops
+    the replies nobody pulled (listed in `unpulled`), frees the run's queues and blobs, and forgets the run:
+    later calls for it get NOT_FOUND "run ... ended". A run also ends by its idle TTL, or when its driver's
+    connection is lost and it does not come back within the link's driver_disconnect_grace.
+    """
+
+    run_id: "int" = betterproto2.field(1, betterproto2.TYPE_UINT64)
+
+
+default_message_pool.register_message("fl_async.v1", "EndRunRequest", EndRunRequest)
+
+
+@dataclass(eq=False, repr=False)
+class EndRunResponse(betterproto2.Message):
+    messages: "list[Message]" = betterproto2.field(1, betterproto2.TYPE_MESSAGE, repeated=True)
+    """
+    CANCELLED error replies of the instructions still queued or in flight
+    """
+
+    unpulled: "list[str]" = betterproto2.field(2, betterproto2.TYPE_STRING, repeated=True)
+    """
+    ids of instructions whose reply was ready but never pulled (dropped)
+    """
+
+
+default_message_pool.register_message("fl_async.v1", "EndRunResponse", EndRunResponse)
 
 
 @dataclass(eq=False, repr=False)
@@ -1069,6 +1103,24 @@ class DriverStub(betterproto2_grpclib.ServiceStub):
             metadata=metadata,
         )
 
+    async def end_run(
+        self,
+        message: "EndRunRequest",
+        *,
+        timeout: "float | None" = None,
+        deadline: "Deadline | None" = None,
+        metadata: "MetadataLike | None" = None,
+    ) -> "EndRunResponse":
+
+        return await self._unary_unary(
+            "/fl_async.v1.Driver/EndRun",
+            message,
+            EndRunResponse,
+            timeout=timeout,
+            deadline=deadline,
+            metadata=metadata,
+        )
+
 
 class FleetStub(betterproto2_grpclib.ServiceStub):
     async def create_node(
@@ -1295,6 +1347,10 @@ class DriverBase(betterproto2_grpclib.ServiceBase):
 
         raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
 
+    async def end_run(self, message: "EndRunRequest") -> "EndRunResponse":
+
+        raise grpclib.GRPCError(grpclib.const.Status.UNIMPLEMENTED)
+
     async def __rpc_create_run(self, stream: "grpclib.server.Stream[CreateRunRequest, CreateRunResponse]") -> None:
         request = await stream.recv_message()
         assert request is not None
@@ -1337,6 +1393,12 @@ class DriverBase(betterproto2_grpclib.ServiceBase):
         response = await self.pull_messages(request)
         await stream.send_message(response)
 
+    async def __rpc_end_run(self, stream: "grpclib.server.Stream[EndRunRequest, EndRunResponse]") -> None:
+        request = await stream.recv_message()
+        assert request is not None
+        response = await self.end_run(request)
+        await stream.send_message(response)
+
     def __mapping__(self) -> "dict[str, grpclib.const.Handler]":
         return {
             "/fl_async.v1.Driver/CreateRun": grpclib.const.Handler(
@@ -1374,6 +1436,12 @@ class DriverBase(betterproto2_grpclib.ServiceBase):
                 grpclib.const.Cardinality.UNARY_UNARY,
                 PullMessagesRequest,
                 PullMessagesResponse,
+            ),
+            "/fl_async.v1.Driver/EndRun": grpclib.const.Handler(
+                self.__rpc_end_run,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                EndRunRequest,
+                EndRunResponse,
             ),
         }
 

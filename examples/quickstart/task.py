@@ -14,6 +14,7 @@ it can be tested (and simulated, see :func:`simulate_fedavg`) without a runtime.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
 
@@ -81,6 +82,9 @@ def load_test_set(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return x_test, y_test
 
 
+_SPLIT_LOCK = threading.Lock()
+
+
 @lru_cache(maxsize=8)
 def _partition_indices(num_partitions: int, alpha: float, seed: int) -> tuple[np.ndarray, ...]:
     _, y_train, _, _ = load_dataset(seed)
@@ -94,11 +98,17 @@ def _partition_indices(num_partitions: int, alpha: float, seed: int) -> tuple[np
         for p, chunk in enumerate(np.split(idx, cuts)):
             parts[p].append(chunk)
     out = [np.sort(np.concatenate(p)) for p in parts]
-    # Every node gets at least a few samples: top up empty partitions from the largest one.
-    for p, idx in enumerate(out):
-        if len(idx) < 8:
-            donor = int(np.argmax([len(q) for q in out]))
-            out[p], out[donor] = np.concatenate([idx, out[donor][:8]]), out[donor][8:]
+    # Every node gets at least a few samples while the data allows: top up small partitions from the largest one.
+    # With more partitions than that (e.g. thousands of nodes for ~1,350 samples) the rest stay empty: such a node
+    # trains on nothing and reports 0 examples, which weighs nothing in the average.
+    sizes = np.array([len(q) for q in out])
+    for p in range(num_partitions):
+        if sizes[p] < 8:
+            donor = int(np.argmax(sizes))
+            if sizes[donor] < 16:
+                break
+            out[p], out[donor] = np.concatenate([out[p], out[donor][:8]]), out[donor][8:]
+            sizes[p], sizes[donor] = len(out[p]), len(out[donor])
     return tuple(out)
 
 
@@ -122,8 +132,9 @@ def load_partition(
     """
     if num_partitions < 1 or not 0 <= partition_id < num_partitions:
         raise ValueError(f"partition-id must be in 0..{num_partitions - 1}, got {partition_id}")
-    x_train, y_train, _, _ = load_dataset(seed)
-    idx = _partition_indices(num_partitions, float(alpha), seed)[partition_id]
+    with _SPLIT_LOCK:  # computed once: thousands of nodes' threads asking at once would each compute it
+        x_train, y_train, _, _ = load_dataset(seed)
+        idx = _partition_indices(num_partitions, float(alpha), seed)[partition_id]
     return x_train[idx], y_train[idx]
 
 
@@ -165,7 +176,7 @@ def train(
         seed: shuffling seed.
 
     Returns:
-        ``(new_params, mean_train_loss_of_last_epoch)``.
+        ``(new_params, mean_train_loss_of_last_epoch)``; on no data, a copy of ``params`` and ``0.0``.
     """
     w = np.array(params["W"], dtype=np.float32)
     b = np.array(params["b"], dtype=np.float32)
@@ -188,7 +199,10 @@ def train(
 
 
 def evaluate(params: Mapping[str, np.ndarray], x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """Cross-entropy loss and accuracy (0..1) of ``params`` on ``(x, y)``."""
+    """Cross-entropy loss and accuracy (0..1) of ``params`` on ``(x, y)``; ``(0.0, 0.0)`` on no data (an empty
+    partition: its 0 examples weigh nothing in an average)."""
+    if len(y) == 0:
+        return 0.0, 0.0
     p = _softmax(x @ np.asarray(params["W"]) + np.asarray(params["b"]))
     loss = float(-np.mean(np.log(p[np.arange(len(y)), y] + 1e-12)))
     return loss, float(np.mean(p.argmax(axis=1) == y))

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
+import resource
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 import anyio
@@ -30,14 +32,48 @@ REGISTER_WAVE = 100
 every connection's handshake; on a loaded machine they then all miss their deadline together and retry."""
 
 
+_FD_MARGIN = 512
+"""File descriptors (and connections from 127.0.0.1) kept beyond the nodes' own: the driver, blob path, files."""
+
+
+def _ensure_fds(needed: int) -> None:
+    """Raise ``RLIMIT_NOFILE`` to at least ``needed`` descriptors (the hard limit too, where the OS allows it).
+
+    Raises:
+        OSError: the limit cannot be raised that far (the message says how many are needed and the limit).
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    new_hard = hard if hard == resource.RLIM_INFINITY or hard >= needed else needed
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, new_hard))
+    except (ValueError, OSError):
+        raise OSError(
+            f"this many nodes in one process need {needed} file descriptors; the limit is {soft} (hard {hard}): "
+            "raise it (ulimit -n) or run fewer nodes"
+        ) from None
+    logger.debug("file descriptor limit raised from %d to %d", soft, needed)
+
+
 @contextlib.asynccontextmanager
-async def running_nodes(nodes: Sequence[Any], *, within: float = REGISTER_TIMEOUT) -> AsyncIterator[None]:
+async def running_nodes(
+    nodes: Sequence[Any],
+    *,
+    within: float = REGISTER_TIMEOUT,
+    on_registered: Callable[[int, int], None] | None = None,
+) -> AsyncIterator[None]:
     """Run ``nodes`` (SuperNodes) in one task group while the block runs; stop them all at once on exit.
 
     Nodes start :data:`REGISTER_WAVE` at a time, each wave registered before the next starts. Each node runs
     as a task of one task group (not one nested task group per node: a thousand nested cancel scopes overflow
     the recursion limit when a cancellation is delivered through them). On exit every node is asked to stop
     gracefully, and the block waits until all have stopped.
+
+    Args:
+        nodes: the SuperNodes (not started yet).
+        within: seconds each wave gets to register.
+        on_registered: called ``(registered, total)`` after each wave has registered (progress while starting).
 
     Raises:
         TimeoutError: a wave did not register within ``within`` seconds (the message counts the registered nodes).
@@ -66,6 +102,8 @@ async def running_nodes(nodes: Sequence[Any], *, within: float = REGISTER_TIMEOU
                         f"only {registered} of {len(nodes)} nodes registered "
                         f"({within:g} s for each wave of {REGISTER_WAVE})"
                     ) from None
+                if on_registered is not None:
+                    on_registered(first + len(wave), len(nodes))
             yield
         except Exception as exc:  # re-raised as is once the nodes have stopped (the task group would wrap it)
             failure = exc
@@ -129,11 +167,13 @@ async def run_embedded(
     view = RoundProgress(rounds_from_config(config), num_supernodes, enabled=progress, console=console)
     app_for_nodes = observe_client_app(client_app, view) if view.enabled else client_app
 
+    _ensure_fds(2 * num_supernodes + _FD_MARGIN)  # each node's connection is two descriptors in this process
     link_config = LinkConfig(
         driver_api_address="127.0.0.1:0",
         fleet_api_address="127.0.0.1:0",
         metrics_address=metrics_address,
         database=database,
+        max_connections_per_address=max(LinkConfig.max_connections_per_address, num_supernodes + _FD_MARGIN),
     )
     quiet = lifecycle_filter(_PER_NODE_EVENTS)
     loggers = [logging.getLogger("fl_async.superlink"), logging.getLogger("fl_async.supernode")]
@@ -173,12 +213,28 @@ async def _run(
             )
             for i in range(num_supernodes)
         ]
-        async with running_nodes(nodes):
-            logger.info(
-                "%d nodes registered with %s: %s",
-                num_supernodes,
-                link.fleet_address,
-                ", ".join(str(n.node_id) for n in nodes),
-            )
-            with view:
-                return await async_run_server_app(server_app, link.driver_address, insecure=True, run_config=config)
+        started = time.monotonic()
+        logged = [0]
+
+        def registered(count: int, total: int) -> None:
+            view.nodes_registered(count)
+            if count == total or count * 10 // total > logged[0] * 10 // total:  # a line per tenth
+                logged[0] = count
+                logger.info("run: %d of %d nodes registered (%.1f s)", count, total, time.monotonic() - started)
+
+        with view:
+            async with running_nodes(nodes, on_registered=registered):
+                logger.info(
+                    "%d nodes registered with %s: %s",
+                    num_supernodes,
+                    link.fleet_address,
+                    ", ".join(str(n.node_id) for n in nodes),
+                )
+                try:
+                    result = await async_run_server_app(
+                        server_app, link.driver_address, insecure=True, run_config=config
+                    )
+                finally:
+                    stopping = time.monotonic()
+            logger.info("run: %d nodes stopped in %.1f s", num_supernodes, time.monotonic() - stopping)
+    return result

@@ -1,4 +1,5 @@
-"""Progress display of ``fl-async run``: rounds and per-round node work, drawn with rich on stderr.
+"""Progress display of ``fl-async run``: nodes registered, rounds and per-round node work, drawn with rich on
+stderr.
 
 :class:`RoundProgress` is told what the nodes do (:meth:`~RoundProgress.message_started`,
 :meth:`~RoundProgress.message_finished`) by a ClientApp mod that :func:`observe_client_app` wraps around
@@ -64,6 +65,7 @@ class RoundProgress:
         self._round_began: float = 0.0
         self._progress: Any = None
         self._rounds_task: Any = None
+        self._nodes_task: Any = None
         self._round_task: Any = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -87,6 +89,7 @@ class RoundProgress:
             redirect_stderr=same_terminal,
             transient=False,
         )
+        self._nodes_task = self._progress.add_task("nodes registered", total=self.num_nodes)
         self._rounds_task = self._progress.add_task(f"rounds ({self.num_nodes} nodes)", total=self.total_rounds)
         self._round_task = self._progress.add_task("waiting for round 1", total=None)
         self._progress.start()
@@ -102,6 +105,12 @@ class RoundProgress:
         self._progress = None
 
     # ------------------------------------------------------------------ events
+
+    def nodes_registered(self, count: int) -> None:
+        """``count`` of the nodes have registered with the link so far (progress while they start)."""
+        with self._lock:
+            if self._progress is not None:
+                self._progress.update(self._nodes_task, completed=count)
 
     def message_started(self, group_id: str, message_type: str) -> None:
         """A node began handling a message of round ``group_id``."""

@@ -19,7 +19,14 @@ from grpclib.encoding.proto import ProtoCodec
 from grpclib.exceptions import GRPCError
 
 from fl_async._credentials import PUSH_ID_HEADER
-from fl_async._fastwire import PUSH_REPLIES_INSTRUCTIONS_KEY, encode_messages_response, remember_tails
+from fl_async._fastparse import parse_forwarding_request
+from fl_async._fastwire import (
+    PUSH_REPLIES_INSTRUCTIONS_KEY,
+    encode_messages_response,
+    len_field,
+    remember_tails,
+    tag,
+)
 from fl_async.proto.fl_async import v1 as pb
 from fl_async.superlink.admission import ANONYMOUS, CALLER, Admission, body_identity_problem, buffered
 from fl_async.superlink.connections import CURRENT
@@ -161,10 +168,26 @@ class LimitedProtoCodec(ProtoCodec):
         if len(data) > self.max_bytes:
             raise _too_big(message_type.__name__, len(data), self.max_bytes)
         try:
-            message = message_type.FromString(data)
+            # the two hot requests (None: not in the canonical encoding, or another type)
+            message: Any = parse_forwarding_request(data, message_type) if message_type in _WITH_TAILS else None
+            fast = message is not None
+            if not fast:
+                message = message_type.FromString(data)
         except Exception as exc:
             raise GRPCError(Status.INVALID_ARGUMENT, f"malformed {message_type.__name__}: {exc}") from None
-        problem = wire_type_problem(message)
+        if fast:  # envelope and metadata were type-checked while parsing: check what betterproto2 decoded
+            problem = next(
+                (
+                    p
+                    for i, m in enumerate(message.messages)
+                    for name in ("content", "error")
+                    if getattr(m, name) is not None
+                    and (p := wire_type_problem(getattr(m, name), f"messages[{i}].{name}."))
+                ),
+                "",
+            )
+        else:
+            problem = wire_type_problem(message)
         if problem:
             raise GRPCError(Status.INVALID_ARGUMENT, f"malformed {message_type.__name__}: {problem}")
         if message_type in _WITH_TAILS:
@@ -181,12 +204,36 @@ class LimitedProtoCodec(ProtoCodec):
             elif message_type is pb.PullInstructionsResponse and message.cancelled:  # field 2, after field 1
                 body += bytes(pb.PullInstructionsResponse(cancelled=message.cancelled))
             return body
-        if message_type is pb.PushRepliesResponse and isinstance(message, message_type) and message.instructions:
-            head = pb.PushRepliesResponse(
-                message_ids=message.message_ids, reasons=message.reasons, cancelled=message.cancelled
-            )
-            return bytes(head) + encode_messages_response(message.instructions, PUSH_REPLIES_INSTRUCTIONS_KEY)
+        if message_type in _ID_LISTS and isinstance(message, message_type):  # every push answers these
+            head = id_lists_bytes(message.message_ids, message.reasons)
+            if message_type is pb.PushRepliesResponse:  # fields 3 and 4 follow fields 1 and 2
+                if message.instructions:
+                    head += encode_messages_response(message.instructions, PUSH_REPLIES_INSTRUCTIONS_KEY)
+                if message.cancelled:
+                    head += bytes(pb.PushRepliesResponse(cancelled=message.cancelled))
+            return head
         return super().encode(message, message_type)
+
+
+_ID_LISTS = (pb.PushRepliesResponse, pb.PushMessagesResponse)
+
+
+def _leading_fields(cls: Any) -> list[tuple[int, str, bool]]:
+    return [(m.number, m.proto_type, bool(m.repeated)) for m in list(cls._betterproto.meta_by_field_name.values())[:2]]
+
+
+for _cls in _ID_LISTS:  # both responses start with the same two repeated strings (checked at import)
+    if _leading_fields(_cls) != [(1, betterproto2.TYPE_STRING, True), (2, betterproto2.TYPE_STRING, True)]:
+        raise TypeError(f"{_cls.__name__} must start with repeated string message_ids = 1, reasons = 2")
+_IDS_KEY, _REASONS_KEY = tag(1, 2), tag(2, 2)
+
+
+def id_lists_bytes(message_ids: list[str], reasons: list[str]) -> bytes:
+    """The ``message_ids`` and ``reasons`` fields of a push response, as betterproto2 writes them (every element,
+    empty strings too), without its per-field overhead (one push response per node-round)."""
+    parts = [len_field(_IDS_KEY, i.encode()) for i in message_ids]
+    parts.extend(len_field(_REASONS_KEY, r.encode()) for r in reasons)
+    return b"".join(parts)
 
 
 def _too_big(name: str, size: int, limit: int, flag: str = "max_request_bytes, --max-request-bytes") -> GRPCError:

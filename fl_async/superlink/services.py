@@ -120,7 +120,8 @@ class FleetService(_Service):
     _methods = rpc_methods(pb.FleetBase)
 
     async def create_node(self, req: pb.CreateNodeRequest) -> tuple[pb.CreateNodeResponse, Undo]:
-        """CreateNode: register a node (:meth:`LinkState.create_node`); advertise the blob port.
+        """CreateNode: register a node (:meth:`LinkState.create_node`; a retry with the same ``registration_id``
+        gets the same node); advertise the blob port.
 
         A node that proved a key in the headers (:mod:`fl_async.superlink.identity`) gets the id bound to its key;
         with an allow-list, a node without a key is refused UNAUTHENTICATED."""
@@ -131,6 +132,7 @@ class FleetService(_Service):
                 node_id=caller.node_id,
                 public_key=caller.public_key,
                 address=peer_address(),
+                registration_id=req.registration_id,
             )
             if self.identity is not None:  # the link's public key, for the node's per-call key (ECDH)
                 RESPONSE_METADATA.set(
@@ -139,7 +141,9 @@ class FleetService(_Service):
         elif self.identity is not None and self.identity.keys_required:
             raise UnauthenticatedError(NODE_KEY_REQUIRED)
         else:
-            node_id, token, granted = self.state.create_node(req.heartbeat_interval, address=peer_address())
+            node_id, token, granted = self.state.create_node(
+                req.heartbeat_interval, address=peer_address(), registration_id=req.registration_id
+            )
         self._bind(node_id)
         return pb.CreateNodeResponse(
             node_id=node_id, token=token, heartbeat_interval=granted, blob_port=blob_port_of(self.state)

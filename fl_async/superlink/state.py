@@ -69,6 +69,7 @@ from fl_async.superlink.store import InstructionRecord, LinkStore, MemoryStore, 
 from fl_async.superlink.validation import id_problem, instruction_problem, interval_problem, reply_shape_problem
 
 __all__ = [
+    "MAX_REGISTRATION_ID_BYTES",
     "SYNTHETIC_REPLY_TTL",
     "DigestRefCounts",
     "InvalidArgumentError",
@@ -94,6 +95,10 @@ RESUME_GRACE = 30.0
 
 def _code(message: pb.Message) -> int | None:
     return message.error.code if message.error is not None else None
+
+
+MAX_REGISTRATION_ID_BYTES = 64
+"""Longest ``CreateNodeRequest.registration_id`` the link accepts."""
 
 
 def random_id() -> int:
@@ -167,6 +172,8 @@ class LinkState:
         self._disconnected: dict[int, float] = {}  # node_id -> end of its reconnect grace
         self._disconnect_deadlines: list[tuple[float, int]] = []  # (grace ends, node_id), lazily cleaned
         self._unanswered = 0  # instructions QUEUED or IN_FLIGHT (for compacting the TTL heap)
+        self._registration_ids: dict[bytes, int] = {}  # CreateNode registration_id -> node id (online nodes)
+        self._registered_as: dict[int, bytes] = {}  # node id -> its registration_id (to forget it with the node)
         self.lifetimes = Lifetimes(run_idle_ttl, reply_ttl, driver_grace)
         self.runs_ended = 0
         self._ended_in_flight: dict[int, list[str]] = {}  # node -> in-flight ids of ended runs, not yet told
@@ -686,7 +693,13 @@ class LinkState:
         return min(max(interval, self.min_interval), self.max_interval)
 
     def create_node(
-        self, heartbeat_interval: float, address: str = "", *, node_id: int = 0, public_key: bytes = b""
+        self,
+        heartbeat_interval: float,
+        address: str = "",
+        *,
+        node_id: int = 0,
+        public_key: bytes = b"",
+        registration_id: bytes = b"",
     ) -> tuple[int, bytes, float]:
         """Register a node; return ``(node_id, token, granted_interval)``.
 
@@ -694,12 +707,26 @@ class LinkState:
         ``"host:port"``, if known) is kept for listings and logged. A node that proved a key registers under the
         id bound to it (``node_id``, ``public_key``); otherwise the id is random.
 
+        ``registration_id`` (optional, at most :data:`MAX_REGISTRATION_ID_BYTES` bytes) makes a retry idempotent:
+        while the node it registered is online (and, for a keyed node, has the same id), the same registration id
+        answers that node again (same id and token; a sign of life) instead of registering a second, phantom node.
+
         Raises:
-            InvalidArgumentError: the interval is not a finite number > 0.
+            InvalidArgumentError: the interval is not a finite number > 0, or ``registration_id`` is too long.
             AlreadyExistsError: a node with this key is registered (online, or in its reconnect grace).
         """
         self.advance()
         granted = self._clamp(heartbeat_interval)
+        if len(registration_id) > MAX_REGISTRATION_ID_BYTES:
+            raise InvalidArgumentError(
+                f"registration_id has {len(registration_id)} bytes; at most {MAX_REGISTRATION_ID_BYTES} are allowed"
+            )
+        if registration_id:
+            known = self.store.get_node(self._registration_ids.get(registration_id, 0))
+            if known is not None and (not node_id or known.node_id == node_id):
+                log.info("CreateNode retried for node %d: answered with the same registration", known.node_id)
+                self._sign_of_life(known, granted)
+                return known.node_id, known.token, granted
         if node_id:
             if self.store.get_node(node_id) is not None:
                 raise AlreadyExistsError(
@@ -721,6 +748,9 @@ class LinkState:
             granted,
             extra={"event": "node_registered", "node_id": node_id},
         )
+        if registration_id:
+            self._registration_ids[registration_id] = node_id
+            self._registered_as[node_id] = registration_id
         self.events.node_registered(node_id)
         self._push_node_deadline(node_id, until)
         self.listener.nodes_changed()
@@ -827,6 +857,9 @@ class LinkState:
             self._answer(ins, synthetic_error_reply(ins, ErrorCode.NODE_UNAVAILABLE, reason, now), by_link=True)
             answered.append(ins.message_id)
         self.store.remove_node(node.node_id)
+        registration_id = self._registered_as.pop(node.node_id, None)
+        if registration_id is not None:
+            self._registration_ids.pop(registration_id, None)
         self._active_pulls.pop(node.node_id, None)
         self._disconnected.pop(node.node_id, None)
         self.events.node_left(node.node_id)

@@ -5,7 +5,8 @@ Every transport failure is mapped to the fl-async exception tree with
 
 The two per-instruction calls (:meth:`FleetClient.pull` and :meth:`FleetClient.push`) send requests
 pre-encoded by :mod:`fl_async._fastwire` straight through ``Channel.request`` (no stub, no
-betterproto2 serialization of the envelope); responses are parsed by betterproto2 as usual.
+betterproto2 serialization of the envelope); their responses are decoded by :mod:`fl_async._fastparse` (the
+instructions' content by betterproto2).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from grpclib.client import Channel
 from grpclib.const import Cardinality
 
 from fl_async._credentials import LINK_PUBLIC_KEY_HEADER, Metadata, node_metadata
+from fl_async._fastparse import fast_response_type
 from fl_async._fastwire import Encoded, pull_request
 from fl_async._grpc import TRANSPORT_ERRORS, from_grpc, rpc_methods
 from fl_async._keys import CallSigner, NodeKey, call_key, parse_public_key, registration_headers, ssh_wire
@@ -26,6 +28,8 @@ from fl_async.proto.fl_async import v1 as pb
 _PATHS = {rpc.name: rpc.path for rpc in rpc_methods(pb.FleetBase)}
 _PULL_PATH = _PATHS["PullInstructions"]
 _PUSH_PATH = _PATHS["PushReplies"]
+_PULL_RESPONSE: Any = fast_response_type(pb.PullInstructionsResponse)
+_PUSH_RESPONSE: Any = fast_response_type(pb.PushRepliesResponse)
 
 __all__ = ["FleetClient"]
 
@@ -77,13 +81,14 @@ class FleetClient:
             raise from_grpc(exc, what=f"{what} to {self.address}", api="Fleet", address=self.address) from exc
 
     async def create_node(
-        self, heartbeat_interval: float, key: NodeKey | None = None
+        self, heartbeat_interval: float, key: NodeKey | None = None, registration_id: bytes = b""
     ) -> tuple[pb.CreateNodeResponse, CallSigner | None]:
         """Register; returns node id, token and the granted heartbeat interval, and for a node with ``key`` the
         signer of its later calls. With ``key``, the request headers prove possession of the node's key
         (:func:`fl_async._keys.registration_headers`) and the link answers with its public key, from which both
-        sides derive the session's call key (:func:`fl_async._keys.call_key`)."""
-        req = pb.CreateNodeRequest(heartbeat_interval=heartbeat_interval)
+        sides derive the session's call key (:func:`fl_async._keys.call_key`). A retry repeating
+        ``registration_id`` (at most 64 bytes) gets the node the first attempt registered, if it did."""
+        req = pb.CreateNodeRequest(heartbeat_interval=heartbeat_interval, registration_id=registration_id)
         metadata = registration_headers(key) if key is not None else None
         try:
             async with self._channel.request(
@@ -150,11 +155,11 @@ class FleetClient:
         Raises:
             FlAsyncError: a subclass, mapped from the transport failure (see :func:`from_grpc`).
         """
-        resp = await self._raw(
+        resp: pb.PullInstructionsResponse = await self._raw(
             "PullInstructions",
             _PULL_PATH,
             pull_request(auth, max_messages, timeout),
-            pb.PullInstructionsResponse,
+            _PULL_RESPONSE,
             timeout + self.poll_margin,
         )
         self._cancelled(resp.cancelled)
@@ -174,8 +179,8 @@ class FleetClient:
         Raises:
             FlAsyncError: a subclass, mapped from the transport failure (see :func:`from_grpc`).
         """
-        resp = await self._raw(
-            "PushReplies", _PUSH_PATH, request, pb.PushRepliesResponse, self.push_timeout + pull_timeout
+        resp: pb.PushRepliesResponse = await self._raw(
+            "PushReplies", _PUSH_PATH, request, _PUSH_RESPONSE, self.push_timeout + pull_timeout
         )
         self._cancelled(resp.cancelled)
         return resp

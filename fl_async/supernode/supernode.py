@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import random
 import ssl
 import time
@@ -181,6 +182,7 @@ class SuperNode:
         self._last_ok = -float("inf")  # time.monotonic() of the latest pull/push/heartbeat that completed
         self._deleted = False  # unregistered on the way out: no re-registration, no second DeleteNode
         self._registrations = 0
+        self._registration_id = b""  # CreateNodeRequest.registration_id of the registration being attempted
         self._hinted: set[str] = set()  # connection hints already logged (each once)
         self._contexts: dict[int, Context] = {}
         self._context_locks: dict[int, anyio.Lock] = {}
@@ -492,7 +494,10 @@ class SuperNode:
         conn = await self._connect()
         sess = await self._resume(conn)
         if sess is None:
-            resp, signer = await conn.create_node(self._requested_interval, self._key)
+            if not self._registration_id:  # kept across retries: a retry of a late CreateNode gets the same node
+                self._registration_id = os.urandom(16)
+            resp, signer = await conn.create_node(self._requested_interval, self._key, self._registration_id)
+            self._registration_id = b""
             sess = _Session(conn=conn, auth=pb.NodeAuth(node_id=resp.node_id, token=resp.token), signer=signer)
             self._interval = resp.heartbeat_interval if resp.heartbeat_interval > 0 else self._requested_interval
             self._blob_port = resp.blob_port

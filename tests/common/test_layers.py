@@ -4,7 +4,7 @@ Layers, lowest first (a module may import its own layer and the layers below it,
 
 0. ``fl_async.errors``, ``fl_async.common``, ``fl_async._net``, ``fl_async._digest``, ``fl_async._loading``,
    ``fl_async._threads``, ``fl_async._credentials``, ``fl_async._link_limits``
-1. ``fl_async.proto`` (generated), ``fl_async.codec``, ``fl_async._fastwire``, ``fl_async._grpc``
+1. ``fl_async.proto`` (generated), ``fl_async.codec``, ``fl_async._fastwire``, ``fl_async._fastparse``, ``fl_async._grpc``
 2. ``fl_async.blobs``
 3. ``fl_async.client``; then ``fl_async.superlink``, ``fl_async.supernode``, ``fl_async.server``, which do not
    import each other (the node runs a ClientApp, so ``supernode`` may import ``client``)
@@ -35,6 +35,7 @@ LAYERS: dict[str, int] = {
     "fl_async.proto": 1,
     "fl_async.codec": 1,
     "fl_async._fastwire": 1,
+    "fl_async._fastparse": 1,
     "fl_async._grpc": 1,
     "fl_async.blobs": 2,
     "fl_async.client": 3,

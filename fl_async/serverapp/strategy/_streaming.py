@@ -206,8 +206,11 @@ class MetricMean:
         self._weight = 0.0
 
     def add(self, record: Mapping[str, object], weight: float) -> None:
-        """Fold one MetricRecord in with weight ``weight``."""
+        """Fold one MetricRecord in with weight ``weight``; a reply of weight 0 (e.g. a node with no data) adds
+        nothing, so a ``nan`` it may report does not spoil the mean."""
         w = float(weight)
+        if w == 0:
+            return
         self._weight += w
         for key, value in record.items():
             if key == self._key:

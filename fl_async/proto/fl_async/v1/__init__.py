@@ -275,6 +275,13 @@ class CreateNodeRequest(betterproto2.Message):
     seconds the node promises between heartbeats
     """
 
+    registration_id: "bytes" = betterproto2.field(8, betterproto2.TYPE_BYTES)
+    """
+    Optional (at most 64 bytes): a random id the node picks once per registration attempt and repeats when it
+    retries CreateNode. While the node it registered is online, the same id answers that node again instead of
+    registering a second one (a retry after a lost or late response must not leave a phantom node behind).
+    """
+
 
 default_message_pool.register_message("fl_async.v1", "CreateNodeRequest", CreateNodeRequest)
 

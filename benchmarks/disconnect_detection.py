@@ -100,7 +100,7 @@ async def measure(case: str, grace: float) -> float:
                 with anyio.fail_after(30):
                     await out.until(r"^busy")
             with anyio.fail_after(30):  # busy: its pull came back with the instruction; polling: a pull is held
-                while bool(link.state._active_pulls.get(victim_id)) != (case == "polling"):
+                while bool(link.state.nodes.active_pulls.get(victim_id)) != (case == "polling"):
                     await anyio.sleep(0.005)
             os.kill(victim.pid, signal.SIGKILL)  # only the process this run started, by PID
             killed = time.monotonic()

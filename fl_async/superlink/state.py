@@ -32,10 +32,8 @@ the clock, so the state is consistent even if the timer is late.
 from __future__ import annotations
 
 import heapq
-import hmac
 import logging
 import os
-import secrets
 import time
 import uuid
 from collections import OrderedDict, defaultdict
@@ -46,7 +44,6 @@ from fl_async.common.message import ErrorCode
 from fl_async.proto.fl_async import v1 as pb
 from fl_async.superlink.config import LinkConfig
 from fl_async.superlink.errors import (
-    AlreadyExistsError,
     InvalidArgumentError,
     LinkStateError,
     NotFoundError,
@@ -64,9 +61,10 @@ from fl_async.superlink.hooks import (
     payload_problem,
 )
 from fl_async.superlink.lifetimes import Lifetimes
+from fl_async.superlink.nodes import MAX_REGISTRATION_ID_BYTES, NodeRegistry
 from fl_async.superlink.replies import SYNTHETIC_REPLY_TTL, answered_reason, synthetic_error_reply
 from fl_async.superlink.store import InstructionRecord, LinkStore, MemoryStore, NodeRecord, RunRecord, Status
-from fl_async.superlink.validation import id_problem, instruction_problem, interval_problem, reply_shape_problem
+from fl_async.superlink.validation import id_problem, instruction_problem, reply_shape_problem
 
 __all__ = [
     "MAX_REGISTRATION_ID_BYTES",
@@ -95,10 +93,6 @@ RESUME_GRACE = 30.0
 
 def _code(message: pb.Message) -> int | None:
     return message.error.code if message.error is not None else None
-
-
-MAX_REGISTRATION_ID_BYTES = 64
-"""Longest ``CreateNodeRequest.registration_id`` the link accepts."""
 
 
 def random_id() -> int:
@@ -137,6 +131,8 @@ class LinkState:
 
     Attributes:
         id_source: as the argument; may be replaced between calls (tests).
+        nodes: the :class:`~fl_async.superlink.nodes.NodeRegistry` (registration, liveness, connection loss);
+            the node methods here delegate to it.
     """
 
     def __init__(
@@ -158,22 +154,19 @@ class LinkState:
     ) -> None:
         self.events: LinkEvents = events if events is not None else NullEvents()
         self.id_source = id_source
-        self.patience = float(heartbeat_patience)
-        self.min_interval = float(min_heartbeat_interval)
-        self.max_interval = float(max_heartbeat_interval)
-        self.disconnect_grace = float(disconnect_grace)
         self.clock = clock
         self.store: LinkStore = store if store is not None else MemoryStore()
         self.listener: LinkListener = listener if listener is not None else NullListener()
         self.payloads: PayloadTracker = payloads if payloads is not None else DigestRefCounts()
-        self._node_deadlines: list[tuple[float, int]] = []  # (online_until, node_id), lazily cleaned
+        self.nodes = NodeRegistry(
+            self,
+            heartbeat_patience=heartbeat_patience,
+            min_heartbeat_interval=min_heartbeat_interval,
+            max_heartbeat_interval=max_heartbeat_interval,
+            disconnect_grace=disconnect_grace,
+        )
         self._ttl_deadlines: list[tuple[float, str]] = []  # (expires_at, message_id), lazily cleaned
-        self._active_pulls: dict[int, int] = defaultdict(int)
-        self._disconnected: dict[int, float] = {}  # node_id -> end of its reconnect grace
-        self._disconnect_deadlines: list[tuple[float, int]] = []  # (grace ends, node_id), lazily cleaned
         self._unanswered = 0  # instructions QUEUED or IN_FLIGHT (for compacting the TTL heap)
-        self._registration_ids: dict[bytes, int] = {}  # CreateNode registration_id -> node id (online nodes)
-        self._registered_as: dict[int, bytes] = {}  # node id -> its registration_id (to forget it with the node)
         self.lifetimes = Lifetimes(run_idle_ttl, reply_ttl, driver_grace)
         self.runs_ended = 0
         self._ended_in_flight: dict[int, list[str]] = {}  # node -> in-flight ids of ended runs, not yet told
@@ -206,10 +199,7 @@ class LinkState:
         replies wait for their driver again. Instructions of runs that no longer exist are dropped.
         """
         now = self.clock()
-        for node in self.store.nodes():
-            until = now + max(node.heartbeat_interval * self.patience, grace)
-            self.store.set_liveness(node.node_id, node.heartbeat_interval, until)
-            self._push_node_deadline(node.node_id, until)
+        self.nodes.resume(now, grace)
         recovered = self.store.recovered_instructions()
         pushes: dict[tuple[int, str], dict[int, str]] = defaultdict(dict)
         for ins in recovered:
@@ -250,43 +240,16 @@ class LinkState:
     # ---------------------------------------------------------------------------- time
     def next_deadline(self) -> float | None:
         """Earliest Unix time at which a node may go offline or an instruction may expire (``None``: none)."""
-        self._clean_heads()
-        times = [h[0][0] for h in (self._node_deadlines, self._ttl_deadlines, self._disconnect_deadlines) if h]
-        later = self.lifetimes.next_deadline()
-        if later is not None:
-            times.append(later)
+        heads = (self.nodes.next_deadline(), self._ttl_head(), self.lifetimes.next_deadline())
+        times = [t for t in heads if t is not None]
         return min(times) if times else None
 
     def advance(self) -> None:
         """Apply every deadline that has passed by the clock: offline nodes (silent, or not back after a lost
         connection), expired instructions."""
         now = self.clock()
-        nodes, ttls, lost = self._node_deadlines, self._ttl_deadlines, self._disconnect_deadlines
-        while lost and lost[0][0] <= now:
-            at, node_id = heapq.heappop(lost)
-            if self._disconnected.get(node_id) != at:
-                continue  # stale: the node came back, or was lost again later
-            del self._disconnected[node_id]
-            node = self.store.get_node(node_id)
-            if node is None or self._active_pulls.get(node_id):
-                continue  # gone already, or holding a pull on another connection: the heartbeat rule applies
-            self._remove_node(
-                node,
-                f"node {node_id} is offline: its connection was lost and it did not come back within "
-                f"{self.disconnect_grace:g} s (disconnect_grace)",
-                now,
-            )
-        while nodes and nodes[0][0] <= now:
-            until, node_id = heapq.heappop(nodes)
-            node = self.store.get_node(node_id)
-            if node is None or node.online_until != until or self._active_pulls.get(node_id):
-                continue  # stale entry, or a held pull keeps the node alive (re-armed when it ends)
-            self._remove_node(
-                node,
-                f"node {node_id} is offline: no heartbeat or pull for {node.heartbeat_interval * self.patience:.3g} s "
-                f"(interval {node.heartbeat_interval:.3g} s x patience {self.patience:g})",
-                now,
-            )
+        self.nodes.expire(now)
+        ttls = self._ttl_deadlines
         expired: list[str] = []
         while ttls and ttls[0][0] <= now:
             _, message_id = heapq.heappop(ttls)
@@ -441,30 +404,14 @@ class LinkState:
             self.listener.replies_ready(woken)  # held pulls of the run return (NOT_FOUND: the run ended)
         return cancelled, unpulled
 
-    def _clean_heads(self) -> None:
-        nodes, ttls, lost = self._node_deadlines, self._ttl_deadlines, self._disconnect_deadlines
-        while lost and self._disconnected.get(lost[0][1]) != lost[0][0]:
-            heapq.heappop(lost)
-        while nodes:
-            until, node_id = nodes[0]
-            node = self.store.get_node(node_id)
-            if node is not None and node.online_until == until:
-                break
-            heapq.heappop(nodes)
+    def _ttl_head(self) -> float | None:
+        ttls = self._ttl_deadlines
         while ttls:
             ins = self.store.get_instruction(ttls[0][1])
             if ins is not None and ins.status is not Status.ANSWERED:
-                break
+                return ttls[0][0]
             heapq.heappop(ttls)
-
-    def _push_node_deadline(self, node_id: int, until: float) -> None:
-        heap = self._node_deadlines
-        heapq.heappush(heap, (until, node_id))
-        if len(heap) > 64 and len(heap) > 4 * self.store.node_count():  # drop stale entries now and then
-            live = {n.node_id: n.online_until for n in self.store.nodes()}
-            self._node_deadlines = [e for e in heap if live.get(e[1]) == e[0]]
-            heapq.heapify(self._node_deadlines)
-        self.listener.deadline_added(until)
+        return None
 
     # ---------------------------------------------------------------------------- runs (Driver API)
     def create_run(
@@ -685,12 +632,16 @@ class LinkState:
         if taken:
             self.listener.replies_ready([ins.message_id for ins in taken])
 
-    # ---------------------------------------------------------------------------- Fleet API: nodes
-    def _clamp(self, interval: float) -> float:
-        problem = interval_problem(interval)
-        if problem:
-            raise InvalidArgumentError(problem)
-        return min(max(interval, self.min_interval), self.max_interval)
+    # ---------------------------------------------------------------------------- Fleet API: nodes (see .nodes)
+    @property
+    def patience(self) -> float:
+        """Heartbeat patience (see :class:`~fl_async.superlink.nodes.NodeRegistry`)."""
+        return self.nodes.patience
+
+    @property
+    def disconnect_grace(self) -> float:
+        """Seconds a node whose connection was lost gets to come back (see :meth:`connection_lost`)."""
+        return self.nodes.disconnect_grace
 
     def create_node(
         self,
@@ -701,178 +652,34 @@ class LinkState:
         public_key: bytes = b"",
         registration_id: bytes = b"",
     ) -> tuple[int, bytes, float]:
-        """Register a node; return ``(node_id, token, granted_interval)``.
-
-        The node is online for ``granted_interval * patience`` seconds from now. ``address`` (the peer's
-        ``"host:port"``, if known) is kept for listings and logged. A node that proved a key registers under the
-        id bound to it (``node_id``, ``public_key``); otherwise the id is random.
-
-        ``registration_id`` (optional, at most :data:`MAX_REGISTRATION_ID_BYTES` bytes) makes a retry idempotent:
-        while the node it registered is online (and, for a keyed node, has the same id), the same registration id
-        answers that node again (same id and token; a sign of life) instead of registering a second, phantom node.
-
-        Raises:
-            InvalidArgumentError: the interval is not a finite number > 0, or ``registration_id`` is too long.
-            AlreadyExistsError: a node with this key is registered (online, or in its reconnect grace).
-        """
-        self.advance()
-        granted = self._clamp(heartbeat_interval)
-        if len(registration_id) > MAX_REGISTRATION_ID_BYTES:
-            raise InvalidArgumentError(
-                f"registration_id has {len(registration_id)} bytes; at most {MAX_REGISTRATION_ID_BYTES} are allowed"
-            )
-        if registration_id:
-            known = self.store.get_node(self._registration_ids.get(registration_id, 0))
-            if known is not None and (not node_id or known.node_id == node_id):
-                log.info("CreateNode retried for node %d: answered with the same registration", known.node_id)
-                self._sign_of_life(known, granted)
-                return known.node_id, known.token, granted
-        if node_id:
-            if self.store.get_node(node_id) is not None:
-                raise AlreadyExistsError(
-                    f"a node with this key is already online as node {node_id}: a second session with the same "
-                    "key is refused (it may register once the first one exits or goes offline)"
-                )
-        else:
-            node_id = self._new_id(self.store.get_node)
-        token = secrets.token_bytes(32)
-        now = self.clock()
-        until = now + granted * self.patience
-        self.store.add_node(
-            NodeRecord(node_id, token, granted, until, registered_at=now, address=address, public_key=public_key)
+        """Register a node: :meth:`NodeRegistry.create_node <fl_async.superlink.nodes.NodeRegistry.create_node>`."""
+        return self.nodes.create_node(
+            heartbeat_interval, address, node_id=node_id, public_key=public_key, registration_id=registration_id
         )
-        log.info(
-            "node %d registered from %s (heartbeat every %.3g s)",
-            node_id,
-            address or "an unknown address",
-            granted,
-            extra={"event": "node_registered", "node_id": node_id},
-        )
-        if registration_id:
-            self._registration_ids[registration_id] = node_id
-            self._registered_as[node_id] = registration_id
-        self.events.node_registered(node_id)
-        self._push_node_deadline(node_id, until)
-        self.listener.nodes_changed()
-        return node_id, token, granted
 
     def authenticate(self, auth: pb.NodeAuth | None) -> NodeRecord:
-        """The node named by ``auth`` if its token matches (after applying passed deadlines).
-
-        Raises:
-            UnauthenticatedError: no auth, unknown node (never registered, offline, deleted) or wrong token.
-        """
-        self.advance()
-        if auth is None:
-            raise UnauthenticatedError("request carries no NodeAuth: call CreateNode first")
-        problem = id_problem("NodeAuth.node_id", auth.node_id)
-        if problem:
-            raise InvalidArgumentError(problem)
-        node = self.store.get_node(auth.node_id)
-        if node is None:
-            raise UnauthenticatedError(f"unknown node {auth.node_id}: it is offline or deleted; register again")
-        if not hmac.compare_digest(node.token, auth.token):
-            raise UnauthenticatedError(f"wrong token for node {auth.node_id}")
-        if self._disconnected and self._disconnected.pop(node.node_id, None) is not None:
-            log.info(
-                "node %d is back after losing its connection: it stays online",
-                node.node_id,
-                extra={"event": "node_reconnected", "node_id": node.node_id},
-            )
-        return node
+        """The node named by ``auth``: :meth:`NodeRegistry.authenticate <.nodes.NodeRegistry.authenticate>`."""
+        return self.nodes.authenticate(auth)
 
     def connection_lost(self, node_ids: Iterable[int]) -> None:
-        """The connection on which these nodes made their latest call is gone (the peer closed or reset it).
-
-        Each registered node among them gets ``disconnect_grace`` seconds: if it makes any authenticated call
-        by then (e.g. it reconnects after a network blip), it stays online with its normal deadline; if not,
-        it goes offline and its queued and in-flight instructions become NODE_UNAVAILABLE error replies (unless
-        it holds a pull open on another connection, which keeps it online as usual). Unknown ids are ignored.
-        The I/O layer calls this; the link's own shutdown must not.
-        """
-        self.advance()
-        at = self.clock() + self.disconnect_grace
-        marked = 0
-        for node_id in node_ids:
-            if self.store.get_node(node_id) is None:
-                continue
-            self._disconnected[node_id] = at
-            heapq.heappush(self._disconnect_deadlines, (at, node_id))
-            marked += 1
-        if len(self._disconnect_deadlines) > 64 and len(self._disconnect_deadlines) > 4 * len(self._disconnected):
-            self._disconnect_deadlines = [(t, n) for n, t in self._disconnected.items()]
-            heapq.heapify(self._disconnect_deadlines)
-        if marked:
-            log.info(
-                "%d node(s) lost their connection: offline at +%g s unless they come back",
-                marked,
-                self.disconnect_grace,
-            )
-            self.listener.deadline_added(at)
+        """These nodes' connection is gone: :meth:`.nodes.NodeRegistry.connection_lost`."""
+        self.nodes.connection_lost(node_ids)
 
     def disconnected(self) -> dict[int, float]:
-        """Nodes in their reconnect grace: ``node_id -> Unix time it ends`` (a copy; for tests and stats)."""
-        self.advance()
-        return dict(self._disconnected)
-
-    def _sign_of_life(self, node: NodeRecord, interval: float | None = None) -> None:
-        interval = node.heartbeat_interval if interval is None else interval
-        until = self.clock() + interval * self.patience
-        self.store.set_liveness(node.node_id, interval, until)
-        self._push_node_deadline(node.node_id, until)
+        """Nodes in their reconnect grace: :meth:`NodeRegistry.disconnected <.nodes.NodeRegistry.disconnected>`."""
+        return self.nodes.disconnected()
 
     def heartbeat(self, auth: pb.NodeAuth | None, heartbeat_interval: float) -> float:
-        """Record a heartbeat; return the granted interval (clamped to the link's bounds).
-
-        Raises:
-            UnauthenticatedError: see :meth:`authenticate`.
-            InvalidArgumentError: the interval is not a finite number > 0.
-        """
-        node = self.authenticate(auth)
-        granted = self._clamp(heartbeat_interval)
-        self._sign_of_life(node, granted)
-        return granted
+        """Record a heartbeat: :meth:`NodeRegistry.heartbeat <.nodes.NodeRegistry.heartbeat>`."""
+        return self.nodes.heartbeat(auth, heartbeat_interval)
 
     def delete_node(self, auth: pb.NodeAuth | None) -> None:
-        """Unregister the node; its queued and in-flight instructions become NODE_UNAVAILABLE errors at once.
-
-        Raises:
-            UnauthenticatedError: see :meth:`authenticate`.
-        """
-        node = self.authenticate(auth)
-        self._remove_node(node, f"node {node.node_id} was deleted (it unregistered)", self.clock())
+        """Unregister the node: :meth:`NodeRegistry.delete_node <.nodes.NodeRegistry.delete_node>`."""
+        self.nodes.delete_node(auth)
 
     def remove_node(self, node_id: int, reason: str) -> bool:
-        """Disconnect a node (e.g. its key left the allow-list): its queued and in-flight instructions become
-        NODE_UNAVAILABLE error replies at once; its next call is UNAUTHENTICATED. Returns whether it was known."""
-        node = self.store.get_node(node_id)
-        if node is None:
-            return False
-        self._remove_node(node, reason, self.clock())
-        return True
-
-    def _remove_node(self, node: NodeRecord, reason: str, now: float) -> None:
-        answered = []
-        for ins in self.store.node_instructions(node.node_id):
-            self._answer(ins, synthetic_error_reply(ins, ErrorCode.NODE_UNAVAILABLE, reason, now), by_link=True)
-            answered.append(ins.message_id)
-        self.store.remove_node(node.node_id)
-        registration_id = self._registered_as.pop(node.node_id, None)
-        if registration_id is not None:
-            self._registration_ids.pop(registration_id, None)
-        self._active_pulls.pop(node.node_id, None)
-        self._disconnected.pop(node.node_id, None)
-        self.events.node_left(node.node_id)
-        log.info(
-            "%s; %d instruction(s) answered NODE_UNAVAILABLE",
-            reason,
-            len(answered),
-            extra={"event": "node_left", "node_id": node.node_id},
-        )
-        if answered:
-            self.listener.replies_ready(answered)
-        self.listener.instructions_queued(node.node_id)  # held pulls of that node end now
-        self.listener.nodes_changed()
+        """Disconnect a node: :meth:`NodeRegistry.remove_node <.nodes.NodeRegistry.remove_node>`."""
+        return self.nodes.remove_node(node_id, reason)
 
     # ---------------------------------------------------------------------------- Fleet API: messages
     def pull_instructions(self, auth: pb.NodeAuth | None, max_messages: int) -> list[pb.Message]:
@@ -882,8 +689,9 @@ class LinkState:
         Raises:
             UnauthenticatedError: see :meth:`authenticate`.
         """
-        node = self.authenticate(auth)
-        self._sign_of_life(node)
+        nodes = self.nodes
+        node = nodes.authenticate(auth)
+        nodes.sign_of_life(node)
         taken = self.store.take_queued(node.node_id, max(1, max_messages))
         if taken:
             self.events.delivered(len(taken))
@@ -895,18 +703,11 @@ class LinkState:
 
     def begin_pull(self, node_id: int) -> None:
         """A pull of this node is being held open: the node stays online meanwhile."""
-        self._active_pulls[node_id] += 1
+        self.nodes.active_pulls[node_id] += 1
 
     def end_pull(self, node_id: int) -> None:
         """A held pull ended (answered or cancelled): the liveness countdown restarts from now."""
-        left = self._active_pulls.get(node_id, 0) - 1
-        if left > 0:
-            self._active_pulls[node_id] = left
-            return
-        self._active_pulls.pop(node_id, None)
-        node = self.store.get_node(node_id)
-        if node is not None:
-            self._sign_of_life(node)
+        self.nodes.end_pull(node_id)
 
     def requeue(self, node_id: int, messages: Sequence[pb.Message]) -> None:
         """Put instructions back at the front of the node's inbox: the response carrying them was not sent."""
@@ -929,7 +730,8 @@ class LinkState:
             PermissionDeniedError: some reply claims another ``src_node_id`` or answers an instruction
                 addressed to another node; nothing is changed.
         """
-        node = self.authenticate(auth)
+        nodes = self.nodes
+        node = nodes.authenticate(auth)
         node_id = node.node_id
         for position, msg in enumerate(messages):
             md = msg.metadata
@@ -944,7 +746,7 @@ class LinkState:
                 raise PermissionDeniedError(
                     f"reply {position}: instruction {md.reply_to_message} is not addressed to node {node_id}"
                 )
-        self._sign_of_life(node)
+        nodes.sign_of_life(node)
         ids: list[str] = []
         reasons: list[str] = []
         ready: list[str] = []

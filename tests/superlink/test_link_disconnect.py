@@ -50,7 +50,7 @@ async def test_killed_busy_node_is_unavailable_after_the_grace_not_the_heartbeat
         [mid] = (await drv.push([instruction(drv.run_id, node_id)])).message_ids
         with anyio.fail_after(10):
             await out.until(r"^busy")
-            while link.state._active_pulls.get(node_id):  # its pull returned with the instruction
+            while link.state.nodes.active_pulls.get(node_id):  # its pull returned with the instruction
                 await anyio.sleep(0.01)
         assert link.stats().per_node[node_id] == (0, 1)
         os.kill(proc.pid, signal.SIGKILL)
@@ -86,7 +86,7 @@ async def test_blip_shorter_than_the_grace_keeps_the_node(superlink_factory) -> 
         ) as node:
             node_id = await node.wait_registered(timeout=5)
             with anyio.fail_after(5):  # the node holds a pull through the proxy
-                while not link.state._active_pulls.get(node_id):
+                while not link.state.nodes.active_pulls.get(node_id):
                     await anyio.sleep(0.01)
             await proxy.cut()  # both sides see a reset
             with anyio.fail_after(5):

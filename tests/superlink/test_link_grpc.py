@@ -290,7 +290,7 @@ async def test_node_removed_while_pull_held(superlink: SuperLink, conn: Conn) ->
                 assert exc.value.status is Status.UNAUTHENTICATED
 
             tg.start_soon(held)
-            while not superlink.state._active_pulls:  # the pull is held
+            while not superlink.state.nodes.active_pulls:  # the pull is held
                 await anyio.sleep(0.01)
             await conn.fleet.delete_node(pb.DeleteNodeRequest(auth=node.auth))
 
@@ -362,7 +362,7 @@ async def test_stop_within_3s_with_long_polls_in_flight(superlink_factory) -> No
                 ),
             )
             with anyio.fail_after(3):
-                while link.stats() and (len(link.state._active_pulls) < 1 or link._calls.active < 3):
+                while link.stats() and (len(link.state.nodes.active_pulls) < 1 or link._calls.active < 3):
                     await anyio.sleep(0.01)
             t0 = time.perf_counter()
             with anyio.fail_after(3):
@@ -418,7 +418,7 @@ async def test_push_replies_and_pull_in_one_call(superlink: SuperLink, conn: Con
         async with anyio.create_task_group() as tg:
 
             async def push_next() -> None:
-                while not superlink.state._active_pulls:  # the combined call is held
+                while not superlink.state.nodes.active_pulls:  # the combined call is held
                     await anyio.sleep(0.01)
                 await drv.push([instruction(drv.run_id, node.node_id)])
 

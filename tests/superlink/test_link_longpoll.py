@@ -60,7 +60,7 @@ async def test_node_pull_woken_by_push(link: MemLink) -> None:
             got.extend(await node.pull(timeout=5, max_messages=3))
 
         tg.start_soon(pull)
-        await held(link.state, lambda: link.state._active_pulls)
+        await held(link.state, lambda: link.state.nodes.active_pulls)
         t0 = time.perf_counter()
         ids = (await link.driver.push([instruction(link.driver.run_id, node.node_id) for _ in range(2)])).message_ids
     assert time.perf_counter() - t0 < 1.0
@@ -135,7 +135,7 @@ async def test_cancelled_held_calls_lose_nothing(link: MemLink) -> None:
     await node.reply([reply_to(ins)])
     [rep] = await drv.pull([mid], timeout=1)
     assert rep.metadata.reply_to_message == mid
-    assert link.wakeups._reply_waiters == {} and not link.state._active_pulls
+    assert link.wakeups._reply_waiters == {} and not link.state.nodes.active_pulls
 
 
 async def test_close_answers_held_calls_at_once(link: MemLink) -> None:
@@ -147,7 +147,7 @@ async def test_close_answers_held_calls_at_once(link: MemLink) -> None:
             results.append(await node.pull(timeout=5))
 
         tg.start_soon(pull)
-        await held(link.state, lambda: link.state._active_pulls)
+        await held(link.state, lambda: link.state.nodes.active_pulls)
         with anyio.fail_after(1):
             link.wakeups.close()
     assert results == [[]]

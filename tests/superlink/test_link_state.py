@@ -549,7 +549,7 @@ def test_deadline_heaps_stay_bounded(state: LinkState) -> None:
         state.push_replies(a, [reply_to(m) for m in msgs])
         assert len(state.take_replies(run_id, ids)) == 100
     assert len(state._ttl_deadlines) <= 2 * 0 + 1024 + 100
-    assert len(state._node_deadlines) <= 4 * state.stats().nodes + 64 + 1
+    assert len(state.nodes.deadlines) <= 4 * state.stats().nodes + 64 + 1
     assert state.next_deadline() == pytest.approx(T0 + 100.0)  # only the node's liveness is left
 
 

@@ -121,7 +121,7 @@ async def test_pulls_never_ask_for_more_than_the_free_slots(superlink_factory) -
             pulling_requests += 1
             if requested < 1 or requested + node.running_handlers > limit:
                 violations.append(f"asked for {requested} with {node.running_handlers} running")
-            held = link.state._active_pulls.get(node_id, 0)  # white box: pulls the link holds for the node
+            held = link.state.nodes.active_pulls.get(node_id, 0)  # white box: pulls the link holds for the node
             if held:
                 violations.append(f"a pulling request was sent while the link held {held} pull(s)")
 

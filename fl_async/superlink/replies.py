@@ -1,15 +1,17 @@
 """The replies the link writes itself: error replies for instructions that cannot be answered by their node
-(``NODE_UNAVAILABLE``, ``MESSAGE_EXPIRED``, ``CANCELLED``), and the reason a late reply is refused."""
+(``NODE_UNAVAILABLE``, ``MESSAGE_EXPIRED``, ``CANCELLED``), and the reason a late reply is refused (and how loudly
+that is logged)."""
 
 from __future__ import annotations
 
+import logging
 import uuid
 
 from fl_async.common.message import ErrorCode
 from fl_async.proto.fl_async import v1 as pb
-from fl_async.superlink.store import InstructionRecord
+from fl_async.superlink.store import InstructionRecord, Status
 
-__all__ = ["SYNTHETIC_REPLY_TTL", "answered_reason", "synthetic_error_reply"]
+__all__ = ["SYNTHETIC_REPLY_TTL", "answered_reason", "refused_reply_level", "synthetic_error_reply"]
 
 SYNTHETIC_REPLY_TTL = 10.0
 """TTL (seconds) of the error replies the link synthesizes (NODE_UNAVAILABLE, MESSAGE_EXPIRED). Replies
@@ -45,3 +47,16 @@ def answered_reason(ins: InstructionRecord) -> str:
     if err is not None and err.code == ErrorCode.CANCELLED:
         return f"instruction {ins.message_id} was cancelled"
     return f"instruction {ins.message_id} is already answered"
+
+
+def refused_reply_level(ins: InstructionRecord | None, *, malformed: bool) -> int:
+    """The log level of a refused reply to ``ins`` (``None``: unknown instruction).
+
+    A node re-sending a reply the link already has (its push broke off after sending), or answering a cancelled
+    instruction, is routine: INFO. Genuinely bad replies (expired, answered by the link, malformed) stay WARNING.
+    """
+    code = ins.reply.error.code if ins is not None and ins.reply is not None and ins.reply.error is not None else None
+    link_answered = code in (ErrorCode.MESSAGE_EXPIRED, ErrorCode.NODE_UNAVAILABLE)
+    cancelled = code == ErrorCode.CANCELLED
+    resent = not malformed and (ins is None or (ins.status is Status.ANSWERED and not link_answered))
+    return logging.INFO if resent or cancelled else logging.WARNING

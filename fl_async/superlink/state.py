@@ -27,22 +27,34 @@ a :class:`~fl_async.superlink.store.LinkStore`), and applies the rules:
 Nothing here awaits: the I/O layer calls in, learns what to wake through a :class:`LinkListener`, and arms one
 timer at :meth:`LinkState.next_deadline`. Every public method first applies the deadlines that have passed by
 the clock, so the state is consistent even if the timer is late.
+
+:class:`LinkState` keeps the run table, the instruction path (push, pull, push replies, TTLs) and the clock, and
+composes one part per concern, sharing its store, clock and listener; its public methods for them delegate, so
+callers need not know the parts:
+
+* :mod:`.nodes` (``state.nodes``, :class:`~fl_async.superlink.nodes.NodeRegistry`): registration,
+  authentication, heartbeats, liveness, held pulls, connection loss, node removal;
+* :mod:`.run_end` (``state.run_ends``, :class:`~fl_async.superlink.run_end.RunEnds`): ending runs (EndRun, idle
+  TTL, driver loss) and dropping unpulled replies, by the deadlines of :mod:`.lifetimes`;
+* :mod:`.delivery` (``state.delivery``, :class:`~fl_async.superlink.delivery.ReplyDelivery`): the driver's
+  exactly-once take of replies, and its undo;
+* :mod:`.pushes` (``state.pushes``, :class:`~fl_async.superlink.pushes.PushMemory`): answers of retried pushes;
+* :mod:`.restart` (:func:`~fl_async.superlink.restart.resume`): taking over a durable store's state at start.
 """
 
 from __future__ import annotations
 
 import heapq
 import logging
-import os
 import time
 import uuid
-from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 
 from fl_async.codec import config_from_proto
 from fl_async.common.message import ErrorCode
 from fl_async.proto.fl_async import v1 as pb
 from fl_async.superlink.config import LinkConfig
+from fl_async.superlink.delivery import ReplyDelivery
 from fl_async.superlink.errors import (
     InvalidArgumentError,
     LinkStateError,
@@ -62,9 +74,12 @@ from fl_async.superlink.hooks import (
 )
 from fl_async.superlink.lifetimes import Lifetimes
 from fl_async.superlink.nodes import MAX_REGISTRATION_ID_BYTES, NodeRegistry
-from fl_async.superlink.replies import SYNTHETIC_REPLY_TTL, answered_reason, synthetic_error_reply
+from fl_async.superlink.pushes import PushMemory
+from fl_async.superlink.replies import SYNTHETIC_REPLY_TTL, answered_reason, refused_reply_level, synthetic_error_reply
+from fl_async.superlink.restart import RESUME_GRACE, resume
+from fl_async.superlink.run_end import RunEnds
 from fl_async.superlink.store import InstructionRecord, LinkStore, MemoryStore, NodeRecord, RunRecord, Status
-from fl_async.superlink.validation import id_problem, instruction_problem, reply_shape_problem
+from fl_async.superlink.validation import id_problem, instruction_problem, random_id, reply_shape_problem
 
 __all__ = [
     "MAX_REGISTRATION_ID_BYTES",
@@ -82,25 +97,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("fl_async.superlink")
-
-
-REMEMBERED_PUSHES = 4096
-"""How many ``(run, push id)`` answers the link keeps for retried pushes (the oldest are forgotten first)."""
-
-RESUME_GRACE = 30.0
-"""Seconds every node gets after a link restart to show a sign of life (see :meth:`LinkState.resume`)."""
-
-
-def _code(message: pb.Message) -> int | None:
-    return message.error.code if message.error is not None else None
-
-
-def random_id() -> int:
-    """A random node or run id, uniform in ``[1, 2**64 - 1]``."""
-    while True:
-        value = int.from_bytes(os.urandom(8), "little")
-        if value:
-            return value
 
 
 # --------------------------------------------------------------------------------------------
@@ -125,14 +121,19 @@ class LinkState:
         driver_grace: seconds a run's driver gets to make a call after its connection was lost, before the run
             ends (:meth:`driver_lost`); also counted from construction for runs already in ``store`` (restored
             from a durable store).
-        id_source: returns candidate run and node ids (default :func:`random_id`); candidates that are taken
-            or outside ``[1, 2**64 - 1]`` are skipped. A test hook, e.g. to make the link assign ``2**64 - 1``.
+        id_source: returns candidate run and node ids (default: :func:`~.validation.random_id`); candidates
+            that are taken or outside ``[1, 2**64 - 1]`` are skipped. A test hook, e.g. to make the link assign
+            ``2**64 - 1``.
         events: told about transitions, for metrics (default: nobody; see :mod:`fl_async.superlink.events`).
 
     Attributes:
         id_source: as the argument; may be replaced between calls (tests).
         nodes: the :class:`~fl_async.superlink.nodes.NodeRegistry` (registration, liveness, connection loss);
             the node methods here delegate to it.
+        delivery: the :class:`~fl_async.superlink.delivery.ReplyDelivery` (the driver's exactly-once pull of
+            replies); the reply methods here delegate to it.
+        run_ends: the :class:`~fl_async.superlink.run_end.RunEnds` (EndRun, idle TTL, driver loss); the run-end
+            methods here delegate to it.
     """
 
     def __init__(
@@ -168,10 +169,9 @@ class LinkState:
         self._ttl_deadlines: list[tuple[float, str]] = []  # (expires_at, message_id), lazily cleaned
         self._unanswered = 0  # instructions QUEUED or IN_FLIGHT (for compacting the TTL heap)
         self.lifetimes = Lifetimes(run_idle_ttl, reply_ttl, driver_grace)
-        self.runs_ended = 0
-        self._ended_in_flight: dict[int, list[str]] = {}  # node -> in-flight ids of ended runs, not yet told
-        """How many runs :meth:`end_run` ended (the I/O layer trims the heap after one)."""
-        self._pushes: OrderedDict[tuple[int, str], tuple[list[str], list[str]]] = OrderedDict()
+        self.run_ends = RunEnds(self)
+        self.pushes = PushMemory()
+        self.delivery = ReplyDelivery(self)
         self.adopt_stored_runs()
 
     @classmethod
@@ -190,52 +190,8 @@ class LinkState:
 
     def resume(self, grace: float = RESUME_GRACE) -> int:
         """Take over what a durable store loaded at start (a link restarting on its database); return how many
-        instructions it recovered.
-
-        Every node gets ``max(interval * patience, grace)`` seconds from now to show a sign of life (its
-        reconnect backoff may exceed its liveness window); every run's idle TTL starts again now; unanswered
-        instructions are queued again for their node (in push order, in-flight ones included: they were leased,
-        not consumed) with their TTLs re-armed, or answered NODE_UNAVAILABLE if their node is gone; stored
-        replies wait for their driver again. Instructions of runs that no longer exist are dropped.
-        """
-        now = self.clock()
-        self.nodes.resume(now, grace)
-        recovered = self.store.recovered_instructions()
-        pushes: dict[tuple[int, str], dict[int, str]] = defaultdict(dict)
-        for ins in recovered:
-            if ins.push is not None:
-                pushes[(ins.run_id, ins.push[0])][ins.push[1]] = ins.message_id
-        for (run_id, push_id), positions in pushes.items():  # a retried push gets its first answer
-            ids = [positions.get(i, "") for i in range(max(positions) + 1)]
-            why = "refused before the link restarted"
-            self._remember_push(run_id, push_id, ids, ["" if mid else why for mid in ids])
-        for ins in recovered:
-            if self.store.get_run(ins.run_id) is None:  # ended before the restart
-                if ins.status is not Status.ANSWERED:
-                    self.store.set_reply(
-                        ins.message_id, synthetic_error_reply(ins, ErrorCode.MESSAGE_EXPIRED, "run ended", now)
-                    )
-                self.store.pop_reply(ins.message_id)
-                continue
-            if ins.status is Status.ANSWERED:
-                assert ins.reply is not None
-                self.payloads.retain(ins.reply)
-                self.lifetimes.reply_stored(ins.message_id, now)
-                continue
-            self._unanswered += 1
-            self.payloads.retain(ins.message)
-            heapq.heappush(self._ttl_deadlines, (ins.expires_at, ins.message_id))
-            if self.store.get_node(ins.node_id) is None:
-                self._answer(
-                    ins,
-                    synthetic_error_reply(
-                        ins, ErrorCode.NODE_UNAVAILABLE, f"node {ins.node_id} was gone when the link restarted", now
-                    ),
-                )
-        deadline = self.next_deadline()
-        if deadline is not None:
-            self.listener.deadline_added(deadline)
-        return len(recovered)
+        instructions it recovered. See :func:`fl_async.superlink.restart.resume` for the rules."""
+        return resume(self, grace)
 
     # ---------------------------------------------------------------------------- time
     def next_deadline(self) -> float | None:
@@ -272,137 +228,36 @@ class LinkState:
             expired.append(message_id)
         if expired:
             self.listener.replies_ready(expired)
-        self._apply_lifetimes(now)
-
-    def _apply_lifetimes(self, now: float) -> None:
-        runs, replies = self.lifetimes.due(now)
-        for message_id in replies:
-            ins = self.store.get_instruction(message_id)
-            if ins is None or ins.status is not Status.ANSWERED or ins.reply is None:
-                continue  # pulled already
-            self.store.pop_reply(message_id)
-            self.payloads.release(ins.reply)
-            log.warning(
-                "reply to instruction %s of run %d dropped: not pulled within %g s (reply_ttl, --reply-ttl)",
-                message_id,
-                ins.run_id,
-                self.lifetimes.reply_ttl,
-            )
-        for run_id in runs:
-            self.end_run(
-                run_id, f"no Driver API call for {self.lifetimes.run_idle_ttl:g} s (run_idle_ttl, --run-idle-ttl)"
-            )
-        for run_id in self.lifetimes.due_abandoned(now):
-            self.end_run(
-                run_id,
-                f"its driver's connection was lost and it made no call within {self.lifetimes.driver_grace:g} s "
-                "(driver_disconnect_grace, --driver-disconnect-grace)",
-            )
+        self.run_ends.apply(now)
 
     def take_ended_in_flight(self) -> dict[int, list[str]]:
-        """``node_id -> ids`` of the instructions that were in flight at a node when their run ended (by any
-        cause), since the last call; the I/O layer tells those nodes to stop handling them (cancel notices)."""
-        taken, self._ended_in_flight = self._ended_in_flight, {}
-        return taken
+        """In-flight ids of ended runs, per node: :meth:`.run_end.RunEnds.take_ended_in_flight`."""
+        return self.run_ends.take_ended_in_flight()
 
     def adopt_stored_runs(self) -> None:
-        """Arm the lifetimes of the runs already in the store (restored from a durable store at link start):
-        each gets its idle TTL and its driver's disconnect grace from now, as if its driver's connection had just
-        been lost. Runs already known are not changed. Called by the constructor; a store filled later calls it
-        again."""
-        runs = getattr(self.store, "runs", None)
-        if runs is None:
-            return
-        try:
-            records = list(runs())
-        except NotImplementedError:
-            return
-        now = self.clock()
-        for run in records:
-            if self.lifetimes.touch_run(run.run_id, now):
-                self.lifetimes.driver_lost(run.run_id, now)
-        if records:
-            deadline = self.lifetimes.next_deadline()
-            if deadline is not None:
-                self.listener.deadline_added(deadline)
+        """Arm the lifetimes of stored runs: :meth:`.run_end.RunEnds.adopt_stored_runs`."""
+        self.run_ends.adopt_stored_runs()
 
     def driver_lost(self, run_ids: Iterable[int]) -> None:
-        """The connection on which these runs' drivers made their latest call is gone (the peer closed or reset
-        it). Each existing run ends ``driver_grace`` seconds from now unless its driver makes a call by then
-        (:meth:`driver_back`). Unknown ids are ignored. The I/O layer calls this; the link's own closing of a
-        connection (shutdown, idle timeout, eviction) must not."""
-        now = self.clock()
-        marked = 0
-        for run_id in run_ids:
-            if self.store.get_run(run_id) is not None and self.lifetimes.driver_lost(run_id, now) is not None:
-                marked += 1
-        if marked:
-            log.info(
-                "%d run(s) lost their driver's connection: ended at +%g s unless it comes back",
-                marked,
-                self.lifetimes.driver_grace,
-            )
-            deadline = self.lifetimes.next_deadline()
-            if deadline is not None:
-                self.listener.deadline_added(deadline)
+        """These runs' driver connection is gone: :meth:`.run_end.RunEnds.driver_lost`."""
+        self.run_ends.driver_lost(run_ids)
 
     def driver_back(self, run_id: int) -> None:
-        """The run's driver made an authenticated call: a disconnect grace it was in is over."""
-        if self.lifetimes.driver_back(run_id):
-            log.info("run %d: its driver is back after losing its connection", run_id)
+        """The run's driver made an authenticated call: :meth:`.run_end.RunEnds.driver_back`."""
+        self.run_ends.driver_back(run_id)
 
     def touch_run(self, run_id: int) -> None:
-        """The run's driver made a Driver API call: the run's idle TTL starts again (unknown runs: nothing)."""
-        if self.store.get_run(run_id) is not None and self.lifetimes.touch_run(run_id, self.clock()):
-            deadline = self.lifetimes.next_deadline()
-            if deadline is not None:
-                self.listener.deadline_added(deadline)
+        """The run's driver made a Driver API call: :meth:`.run_end.RunEnds.touch_run`."""
+        self.run_ends.touch_run(run_id)
 
     def end_run(self, run_id: int, reason: str) -> tuple[list[pb.Message], list[str]]:
-        """End a run: answer its queued and in-flight instructions with ``CANCELLED`` error replies, drop its
-        unpulled replies, release their payloads and forget the run (a node's later reply to one of its
-        instructions is refused as unknown; a later call for the run gets NOT_FOUND naming ``reason``).
+        """End a run: :meth:`.run_end.RunEnds.end_run` (returns ``(error_replies, unpulled)``)."""
+        return self.run_ends.end_run(run_id, reason)
 
-        Returns:
-            ``(error_replies, unpulled)``: the CANCELLED replies of the instructions that were still queued or
-            in flight (EndRun hands them to the driver, so each still gets its one reply), and the ids of
-            instructions whose ready reply was never pulled (dropped). Both empty for an unknown run.
-        """
-        if self.store.get_run(run_id) is None:
-            return [], []
-        now = self.clock()
-        cancelled: list[pb.Message] = []
-        unpulled: list[str] = []
-        for ins in self.store.run_instructions(run_id):
-            if ins.status is Status.IN_FLIGHT:  # its node is handling it: to be told to stop
-                self._ended_in_flight.setdefault(ins.node_id, []).append(ins.message_id)
-            if ins.status is not Status.ANSWERED:
-                reply = synthetic_error_reply(ins, ErrorCode.CANCELLED, f"run {run_id} ended: {reason}", now)
-                self._answer(ins, reply, by_link=True)
-                cancelled.append(reply)
-            else:
-                unpulled.append(ins.message_id)
-            reply = self.store.pop_reply(ins.message_id)
-            self.payloads.release(reply)
-            self.lifetimes.reply_taken(ins.message_id)
-        self.store.remove_run(run_id)
-        self.lifetimes.forget_run(run_id, reason)
-        self.runs_ended += 1
-        ended = getattr(self.payloads, "run_ended", None)
-        if ended is not None:
-            ended(run_id)
-        log.info(
-            "run %d ended: %s; %d instruction(s) cancelled, %d unpulled reply(ies) dropped",
-            run_id,
-            reason,
-            len(cancelled),
-            len(unpulled),
-            extra={"event": "run_ended", "run_id": run_id},
-        )
-        woken = [m.metadata.reply_to_message for m in cancelled if m.metadata is not None] + unpulled
-        if woken:
-            self.listener.replies_ready(woken)  # held pulls of the run return (NOT_FOUND: the run ended)
-        return cancelled, unpulled
+    @property
+    def runs_ended(self) -> int:
+        """How many runs :meth:`end_run` ended (the I/O layer trims the heap after one)."""
+        return self.run_ends.runs_ended
 
     def _ttl_head(self) -> float | None:
         ttls = self._ttl_deadlines
@@ -498,8 +353,8 @@ class LinkState:
         """Queue instructions; return ``(message_ids, reasons)``, parallel to ``messages``.
 
         With a ``push_id`` (the driver's ``fl-async-push-id`` header) already seen for this run (among the last
-        :data:`REMEMBERED_PUSHES`, across restarts with a durable store), nothing is queued: the first call's
-        answer is returned again (a driver retrying a push whose response it never got).
+        :data:`~fl_async.superlink.pushes.REMEMBERED_PUSHES`, across restarts with a durable store), nothing is
+        queued: the first call's answer is returned again (a driver retrying a push whose response it never got).
 
         A refused message gets ``""`` and a reason (also logged), and the others are still queued; see
         :func:`~fl_async.superlink.validation.instruction_problem` for the checks, plus: the run exists, the
@@ -514,12 +369,10 @@ class LinkState:
         if problem:
             raise InvalidArgumentError(problem)
         self.advance()
-        if push_id and (run_id, push_id) in self._pushes:
-            first_ids, first_reasons = self._pushes[(run_id, push_id)]
-            log.info("PushMessages run %d: push %s repeated (a retry): answered as the first time", run_id, push_id)
-            missing = max(0, len(messages) - len(first_ids))  # trailing refused positions (not kept on disk)
-            why = "refused before the link restarted"
-            return [*first_ids, *[""] * missing], [*first_reasons, *[why] * missing]
+        if push_id:
+            first = self.pushes.repeat(run_id, push_id, len(messages))
+            if first is not None:
+                return first
         now = self.clock()
         run = self.store.get_run(run_id)
         if run is not None and run.stopped:
@@ -573,64 +426,20 @@ class LinkState:
             for node_id in woken:
                 self.listener.instructions_queued(node_id)
         if push_id:
-            self._remember_push(run_id, push_id, list(ids), list(reasons))
+            self.pushes.remember(run_id, push_id, list(ids), list(reasons))
         return ids, reasons
 
-    def _remember_push(self, run_id: int, push_id: str, ids: list[str], reasons: list[str]) -> None:
-        self._pushes[(run_id, push_id)] = (ids, reasons)
-        while len(self._pushes) > REMEMBERED_PUSHES:
-            self._pushes.popitem(last=False)
-
     def outstanding(self, run_id: int, message_ids: Iterable[str]) -> tuple[list[str], list[str]]:
-        """Split requested ids into ``(ready, waiting)``: outstanding instructions of ``run_id`` with a reply
-        ready, and those still waiting for one. Unknown, foreign-run, delivered and ``""`` ids are left out.
-
-        Raises:
-            NotFoundError: no such run.
-        """
-        self.advance()
-        self._run(run_id)
-        ready: list[str] = []
-        waiting: list[str] = []
-        for mid in dict.fromkeys(message_ids):
-            ins = self.store.get_instruction(mid) if mid else None
-            if ins is None or ins.run_id != run_id:
-                continue
-            (ready if ins.status is Status.ANSWERED else waiting).append(mid)
-        return ready, waiting
+        """Split requested ids into ``(ready, waiting)``: :meth:`.delivery.ReplyDelivery.outstanding`."""
+        return self.delivery.outstanding(run_id, message_ids)
 
     def take_replies(self, run_id: int, message_ids: Iterable[str], limit: int = 0) -> list[InstructionRecord]:
-        """Remove and return the answered instructions among ``message_ids`` (in request order), each with its
-        ``reply``: this is the one delivery of those replies. Other ids are ignored, never an error.
-
-        Args:
-            limit: take at most this many (0: all); the others stay ready for a later take.
-
-        Raises:
-            NotFoundError: no such run.
-        """
-        ready, _ = self.outstanding(run_id, message_ids)
-        if limit > 0:
-            del ready[limit:]
-        taken: list[InstructionRecord] = []
-        for mid in ready:
-            ins = self.store.get_instruction(mid)
-            assert ins is not None and ins.reply is not None
-            self.store.pop_reply(mid)
-            self.payloads.release(ins.reply)
-            self.lifetimes.reply_taken(mid)
-            taken.append(ins)
-        return taken
+        """Remove and return ready replies (their one delivery): :meth:`.delivery.ReplyDelivery.take_replies`."""
+        return self.delivery.take_replies(run_id, message_ids, limit)
 
     def restore_replies(self, taken: Sequence[InstructionRecord]) -> None:
-        """Undo :meth:`take_replies` for replies whose response could not be sent (nothing is lost)."""
-        for ins in taken:
-            if self.store.get_instruction(ins.message_id) is None and ins.reply is not None:
-                self.store.restore_reply(ins)
-                self.payloads.retain(ins.reply)
-                self.lifetimes.reply_stored(ins.message_id, self.clock())
-        if taken:
-            self.listener.replies_ready([ins.message_id for ins in taken])
+        """Undo :meth:`take_replies`: :meth:`.delivery.ReplyDelivery.restore_replies`."""
+        self.delivery.restore_replies(taken)
 
     # ---------------------------------------------------------------------------- Fleet API: nodes (see .nodes)
     @property
@@ -766,18 +575,8 @@ class LinkState:
                 else:
                     reason = payload_problem(self.payloads, msg)
             if reason or ins is None:
-                # A node re-sending a reply the link already has (its push broke off after sending) is routine:
-                # INFO. Genuinely bad replies (expired, answered by the link, malformed) stay WARNING.
-                link_answered = (
-                    ins is not None
-                    and ins.reply is not None
-                    and ins.reply.error is not None
-                    and (ins.reply.error.code in (ErrorCode.MESSAGE_EXPIRED, ErrorCode.NODE_UNAVAILABLE))
-                )
-                cancelled = ins is not None and ins.reply is not None and _code(ins.reply) == ErrorCode.CANCELLED
-                resent = not shape_problem and (ins is None or (ins.status is Status.ANSWERED and not link_answered))
                 log.log(
-                    logging.INFO if resent or cancelled else logging.WARNING,
+                    refused_reply_level(ins, malformed=bool(shape_problem)),
                     "PushReplies node %d position %d refused: %s",
                     node_id,
                     position,

@@ -8,6 +8,7 @@ is refused; TTLs are enforced (Flower 1.9 stores but never enforces them).
 from __future__ import annotations
 
 import math
+import os
 
 from fl_async.proto.fl_async import v1 as pb
 
@@ -16,6 +17,7 @@ __all__ = [
     "id_problem",
     "instruction_problem",
     "interval_problem",
+    "random_id",
     "reply_shape_problem",
     "run_request_problem",
     "timeout_problem",
@@ -128,3 +130,11 @@ def run_request_problem(req: pb.CreateRunRequest, max_fab_id_bytes: int, max_run
             "(max_run_config_bytes, --max-run-config-bytes)"
         )
     return ""
+
+
+def random_id() -> int:
+    """A random node or run id, uniform in ``[1, 2**64 - 1]``."""
+    while True:
+        value = int.from_bytes(os.urandom(8), "little")
+        if value:
+            return value

@@ -15,13 +15,10 @@ unreachable, TLS handshake refused, the app raised).
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from typer.core import TyperGroup
 
 from fl_async._link_limits import limit_error, with_limit_options
 from fl_async.cli import process
@@ -30,15 +27,26 @@ from fl_async.cli.args import (
     check_address,
     check_identity_files,
     parse_config_pairs,
+    parse_ray_options,
     read_token_file,
     resolve_client_tls,
     resolve_link_tls,
     split_app_ref,
 )
+from fl_async.cli.options import (
+    AppDir,
+    Database,
+    Insecure,
+    LogFile,
+    LogFormat,
+    LogLevelAll,
+    MetricsAddress,
+    RootCertificates,
+    Verbose,
+)
 from fl_async.cli.process import (
-    EXIT_FAILURE,
-    EXIT_USAGE,
     NODE_SHUTDOWN_GRACE,
+    OneLineErrors,
     cancel_on_signal,
     fail,
     info,
@@ -50,47 +58,9 @@ from fl_async.cli.process import (
 __all__ = ["app", "main"]
 
 
-class _OneLineErrors(TyperGroup):
-    """Typer group whose usage errors are printed as one line (``fl-async CMD: error: ...``), status 2."""
-
-    def main(
-        self,
-        args: Sequence[str] | None = None,
-        prog_name: str | None = None,
-        complete_var: str | None = None,
-        standalone_mode: bool = True,
-        windows_expand_args: bool = True,
-        **extra: Any,
-    ) -> Any:
-        try:
-            rv = super().main(
-                args=args,
-                prog_name=prog_name,
-                complete_var=complete_var,
-                standalone_mode=False,
-                windows_expand_args=windows_expand_args,
-                **extra,
-            )
-        except typer.TyperException as exc:  # click's ClickException/UsageError derive from it
-            if type(exc).__name__ == "NoArgsIsHelpError":
-                exc.show()  # type: ignore[attr-defined]
-                rv = EXIT_USAGE
-            else:
-                ctx = getattr(exc, "ctx", None)
-                where = ctx.command_path if ctx is not None else "fl-async"
-                text = " ".join(exc.format_message().split())
-                typer.echo(f"{where}: error: {text} (see --help)", err=True)
-                rv = getattr(exc, "exit_code", EXIT_USAGE) or EXIT_USAGE
-        except typer.Abort:
-            rv = EXIT_FAILURE
-        if not standalone_mode:
-            return rv
-        sys.exit(rv if isinstance(rv, int) else 0)
-
-
 app = typer.Typer(
     name="fl-async",
-    cls=_OneLineErrors,
+    cls=OneLineErrors,
     help="fl-async: an asyncio-native SuperLink, SuperNode and Driver SDK (Flower 1.9 Driver API).",
     no_args_is_help=True,
     add_completion=False,
@@ -135,59 +105,6 @@ def _check_main(command: str, ref: str, server_app: Any) -> None:
     """Refuse (exit 2, one line) a ServerApp without ``@app.main()`` before anything connects or starts."""
     if server_app.main_function is None:
         fail(command, f"{ref}: this ServerApp has no main function: decorate one with @app.main()")
-
-
-# --------------------------------------------------------------------------------------------- options
-
-Insecure = Annotated[bool, typer.Option("--insecure", help="Plaintext gRPC (no TLS). For prototyping only.")]
-RootCertificates = Annotated[
-    Path | None,
-    typer.Option(
-        "--root-certificates",
-        metavar="FILE",
-        help="PEM file with the CA certificate(s) that signed the SuperLink's certificate (enables TLS).",
-    ),
-]
-AppDir = Annotated[
-    Path | None,
-    typer.Option(
-        "--dir",
-        metavar="DIR",
-        help="Directory put first on sys.path before importing MODULE (default: the current directory).",
-    ),
-]
-Verbose = Annotated[
-    bool, typer.Option("--verbose", "-v", help="Log fl-async's debug messages (other libraries stay at WARNING).")
-]
-LogFile = Annotated[
-    Path | None, typer.Option("--log-file", metavar="PATH", help="Append the log to PATH instead of stderr.")
-]
-LogFormat = Annotated[
-    str,
-    typer.Option("--log-format", metavar="text|json", help="Log lines as text (default) or as JSON objects."),
-]
-LogLevelAll = Annotated[
-    bool,
-    typer.Option(
-        "--log-level-all", help="Give third-party loggers (grpclib, hpack, ...) fl-async's level, not WARNING."
-    ),
-]
-MetricsAddress = Annotated[
-    str | None,
-    typer.Option(
-        "--metrics-address",
-        metavar="HOST:PORT",
-        help="Serve Prometheus metrics over HTTP at http://HOST:PORT/metrics (default: off; see docs/operations.md).",
-    ),
-]
-Database = Annotated[
-    str,
-    typer.Option(
-        metavar="FILE",
-        help="Keep the link's state in this SQLite file (blob payloads in FILE.blobs/): restarted on it, the link "
-        "continues its runs, nodes and messages. Default :memory: (lost at exit).",
-    ),
-]
 
 
 # -------------------------------------------------------------------------------------------- commands
@@ -618,7 +535,7 @@ def run_command(
         config = parse_config_pairs(run_config, option="--run-config")
         if metrics_address is not None:
             check_address(metrics_address, option="--metrics-address")
-        ray_options = _ray_options(backend, ray_address, node_resources, nodes_per_actor)
+        ray_options = parse_ray_options(backend, ray_address, node_resources, nodes_per_actor)
     except CliArgumentError as exc:
         fail(cmd, exc)
     setup_logging(cmd, verbose, log_file, log_format, log_level_all)
@@ -663,31 +580,6 @@ def run_command(
             tg.cancel_scope.cancel()
 
     run_async_command(cmd, run, app_errors=True)
-
-
-def _ray_options(backend: str, address: str | None, resources: str | None, per_actor: int | None) -> Any:
-    """The Ray backend's options (``None`` for the in-process backend); refuses misplaced or bad flags.
-
-    Raises:
-        CliArgumentError: an unknown backend, Ray flags without ``--backend ray``, bad ``--node-resources``,
-            or Ray not installed (its message says what to install).
-    """
-    if backend not in ("in-process", "ray"):
-        raise CliArgumentError(f"--backend must be 'in-process' or 'ray', got {backend!r}")
-    if backend != "ray":
-        given = [f for f, v in (("--ray-address", address), ("--node-resources", resources)) if v is not None]
-        given += ["--nodes-per-actor"] if per_actor is not None else []
-        if given:
-            raise CliArgumentError(f"{' and '.join(given)} {'needs' if len(given) == 1 else 'need'} --backend ray")
-        return None
-    from fl_async._ray_backend import RayNotInstalledError, RayOptions, parse_node_resources, require_ray
-
-    try:
-        parsed = parse_node_resources(resources or "")
-        require_ray()
-    except (ValueError, RayNotInstalledError) as exc:
-        raise CliArgumentError(str(exc)) from None
-    return RayOptions(address=address or None, node_resources=parsed, nodes_per_actor=per_actor)
 
 
 def main() -> None:

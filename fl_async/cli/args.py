@@ -26,6 +26,7 @@ import math
 import re
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from fl_async._net import ServerTLS, parse_address, read_pem
 from fl_async.errors import FlAsyncError
@@ -35,6 +36,7 @@ __all__ = [
     "check_address",
     "parse_config_pairs",
     "parse_config_value",
+    "parse_ray_options",
     "resolve_client_tls",
     "resolve_link_tls",
     "split_app_ref",
@@ -306,3 +308,28 @@ def check_identity_files(
                 raise ValueError(f"--auth-superlink-public-key {public} is not the public key of {private}")
     except ValueError as exc:
         raise CliArgumentError(str(exc)) from None
+
+
+def parse_ray_options(backend: str, address: str | None, resources: str | None, per_actor: int | None) -> Any:
+    """The Ray backend's options (``None`` for the in-process backend); refuses misplaced or bad flags.
+
+    Raises:
+        CliArgumentError: an unknown backend, Ray flags without ``--backend ray``, bad ``--node-resources``,
+            or Ray not installed (its message says what to install).
+    """
+    if backend not in ("in-process", "ray"):
+        raise CliArgumentError(f"--backend must be 'in-process' or 'ray', got {backend!r}")
+    if backend != "ray":
+        given = [f for f, v in (("--ray-address", address), ("--node-resources", resources)) if v is not None]
+        given += ["--nodes-per-actor"] if per_actor is not None else []
+        if given:
+            raise CliArgumentError(f"{' and '.join(given)} {'needs' if len(given) == 1 else 'need'} --backend ray")
+        return None
+    from fl_async._ray_backend import RayNotInstalledError, RayOptions, parse_node_resources, require_ray
+
+    try:
+        parsed = parse_node_resources(resources or "")
+        require_ray()
+    except (ValueError, RayNotInstalledError) as exc:
+        raise CliArgumentError(str(exc)) from None
+    return RayOptions(address=address or None, node_resources=parsed, nodes_per_actor=per_actor)

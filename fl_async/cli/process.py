@@ -1,6 +1,7 @@
 """The one runner of every ``fl-async`` command: logging, SIGINT/SIGTERM, exit codes, one-line errors.
 
-A command parses its options (:mod:`fl_async.cli.app`) and hands an async function to :func:`run_async_command`, which
+A command parses its options (:mod:`fl_async.cli.app`, whose typer group is :class:`OneLineErrors`: a refused
+command line is one line too) and hands an async function to :func:`run_async_command`, which
 runs it on a fresh asyncio loop and maps how it ends to the process's exit status:
 
 * ``0``: it returned, or a SIGINT/SIGTERM (or SIGHUP, unless ignored, e.g. under ``nohup``) stopped it
@@ -25,16 +26,19 @@ import contextlib
 import logging
 import signal
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
 import typer
+from typer.core import TyperGroup
 
 __all__ = [
     "EXIT_FAILURE",
     "EXIT_USAGE",
     "NODE_SHUTDOWN_GRACE",
     "SHUTDOWN_GRACE",
+    "OneLineErrors",
     "cancel_on_signal",
     "fail",
     "info",
@@ -254,3 +258,41 @@ def own_the_process() -> None:
     (typer's CliRunner, tests): only then may a stopped command leave with ``os._exit``."""
     global _owns_process
     _owns_process = True
+
+
+class OneLineErrors(TyperGroup):
+    """Typer group whose usage errors are printed as one line (``fl-async CMD: error: ...``), status 2."""
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        windows_expand_args: bool = True,
+        **extra: Any,
+    ) -> Any:
+        try:
+            rv = super().main(
+                args=args,
+                prog_name=prog_name,
+                complete_var=complete_var,
+                standalone_mode=False,
+                windows_expand_args=windows_expand_args,
+                **extra,
+            )
+        except typer.TyperException as exc:  # click's ClickException/UsageError derive from it
+            if type(exc).__name__ == "NoArgsIsHelpError":
+                exc.show()  # type: ignore[attr-defined]
+                rv = EXIT_USAGE
+            else:
+                ctx = getattr(exc, "ctx", None)
+                where = ctx.command_path if ctx is not None else "fl-async"
+                text = " ".join(exc.format_message().split())
+                typer.echo(f"{where}: error: {text} (see --help)", err=True)
+                rv = getattr(exc, "exit_code", EXIT_USAGE) or EXIT_USAGE
+        except typer.Abort:
+            rv = EXIT_FAILURE
+        if not standalone_mode:
+            return rv
+        sys.exit(rv if isinstance(rv, int) else 0)

@@ -16,7 +16,8 @@ from typing import Annotated, Any
 
 import typer
 
-from fl_async.cli.args import CliArgumentError, check_address, resolve_client_tls
+from fl_async.cli.args import CliArgumentError, check_address, read_token_file, resolve_client_tls
+from fl_async.cli.options import Insecure, RootCertificates
 from fl_async.cli.process import EXIT_FAILURE, fail, info
 
 __all__ = ["AdminClient", "register"]
@@ -71,13 +72,6 @@ class AdminClient:
 # ------------------------------------------------------------------------------------------------ options
 
 Superlink = Annotated[str, typer.Option("--superlink", metavar="HOST:PORT", help="The SuperLink's Driver API address.")]
-Insecure = Annotated[bool, typer.Option("--insecure", help="Plaintext gRPC (no TLS). For prototyping only.")]
-RootCertificates = Annotated[
-    Path | None,
-    typer.Option(
-        "--root-certificates", metavar="FILE", help="PEM file with the CA that signed the link's certificate."
-    ),
-]
 AuthTokenFile = Annotated[
     Path | None,
     typer.Option("--auth-token-file", metavar="FILE", help="File holding a token sent to links that require one."),
@@ -91,14 +85,7 @@ def _connect_args(
     try:
         check_address(superlink, option="--superlink")
         roots = resolve_client_tls(insecure=insecure, root_certificates=root_certificates)
-        token = None
-        if auth_token_file is not None:
-            try:
-                token = auth_token_file.read_text(encoding="utf-8").strip()
-            except OSError as exc:
-                raise CliArgumentError(f"--auth-token-file {str(auth_token_file)!r}: {exc.strerror or exc}") from None
-            if not token:
-                raise CliArgumentError(f"--auth-token-file {str(auth_token_file)!r} is empty")
+        token = read_token_file(auth_token_file) if auth_token_file is not None else None
     except CliArgumentError as exc:
         fail(cmd, exc)
     return roots, token
